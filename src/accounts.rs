@@ -1,0 +1,610 @@
+//! Account, group, permission and token operations shared by the pages and the Web API:
+//! validate, then one write transaction that checks the product rules before committing.
+
+use crate::db::{self, groups, permissions, sessions, tokens, users};
+use crate::error::{AppError, AppResult};
+use crate::model::{self, GroupName, Login, Permission, PROVIDER_GITLAB};
+use rusqlite::Connection;
+
+/// Refuses the change being made in `tx` if it leaves no active administrator.
+fn ensure_an_admin_remains(tx: &Connection, message: &str) -> AppResult<()> {
+    if permissions::count_active_admins(tx)? == 0 {
+        return Err(AppError::rule(message));
+    }
+    Ok(())
+}
+
+const LAST_ADMIN_PERMISSION: &str = "Last user with permission 'admin'. Permission cannot be removed.";
+
+pub fn user_by_login(conn: &Connection, login: &str) -> AppResult<users::User> {
+    users::find_by_login(conn, login)?
+        .ok_or_else(|| AppError::not_found(format!("User '{login}' not found")))
+}
+
+pub fn active_user_by_login(conn: &Connection, login: &str) -> AppResult<users::User> {
+    let user = user_by_login(conn, login)?;
+    if !user.active {
+        return Err(AppError::not_found(format!("User '{login}' not found")));
+    }
+    Ok(user)
+}
+
+pub fn group_by_name(conn: &Connection, name: &str) -> AppResult<groups::Group> {
+    groups::find_by_name(conn, name)?
+        .ok_or_else(|| AppError::not_found(format!("No group with name '{name}'")))
+}
+
+fn check_email_free(conn: &Connection, email: Option<&str>, except: Option<i64>) -> AppResult<()> {
+    if let Some(email) = email {
+        if users::email_owner(conn, email, except)?.is_some() {
+            return Err(AppError::invalid(
+                "email",
+                format!("Email '{email}' is already used by another user"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What an admin asks for when creating a user.
+pub struct NewUserInput<'a> {
+    pub login: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    /// Local users: the password. GitLab users: ignored.
+    pub password: &'a str,
+    /// `None` for a local user; `Some(gitlab username)` to pre-provision a GitLab user.
+    pub gitlab_username: Option<&'a str>,
+}
+
+/// Creates a local or pre-provisioned GitLab user. A deactivated user with that login is
+/// reactivated with the new details, as SonarQube does.
+pub fn create_user(conn: &mut Connection, input: &NewUserInput<'_>, now: i64) -> AppResult<users::User> {
+    let mut errors = Vec::new();
+    let login = Login::parse(input.login.trim()).map_err(|e| errors.push(e)).ok();
+    let name = model::validate_name(input.name).map_err(|e| errors.push(e)).ok();
+    let email = model::validate_email(input.email).map_err(|e| errors.push(e)).ok().flatten();
+    let gitlab = match input.gitlab_username {
+        Some(u) => match Login::parse(u.trim()) {
+            Ok(u) => Some(u),
+            Err(_) => {
+                errors.push(model::FieldError::new(
+                    "gitlab_username",
+                    "GitLab username may only contain letters, digits, '.', '-' and '_'",
+                ));
+                None
+            }
+        },
+        None => {
+            if let Err(e) = model::validate_password(input.password) {
+                errors.push(e);
+            }
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (login, name) = (login.expect("validated"), name.expect("validated"));
+    let password_hash = gitlab.is_none().then(|| crate::crypto::hash_password(input.password));
+    let tx = db::write_tx(conn)?;
+    check_email_free(&tx, email.as_deref(), users::find_by_login(&tx, login.as_str())?.map(|u| u.id))?;
+    let id = match users::find_by_login(&tx, login.as_str())? {
+        Some(existing) if existing.active => {
+            return Err(AppError::rule(format!(
+                "An active user with login '{login}' already exists"
+            )));
+        }
+        Some(existing) => {
+            users::update_profile(&tx, existing.id, &name, email.as_deref(), now)?;
+            match (&gitlab, &password_hash) {
+                (Some(g), _) => {
+                    users::set_external_identity(&tx, existing.id, PROVIDER_GITLAB, g.as_str(), now)?
+                }
+                (None, Some(hash)) => {
+                    tx.execute(
+                        "UPDATE users SET external_provider = NULL, external_identity = NULL, \
+                         external_id = NULL WHERE id = ?1",
+                        [existing.id],
+                    )?;
+                    users::set_password(&tx, existing.id, hash, false, now)?
+                }
+                (None, None) => {}
+            }
+            users::reactivate(&tx, existing.id, now)?;
+            existing.id
+        }
+        None => {
+            if let Some(g) = &gitlab {
+                ensure_gitlab_identity_free(&tx, g.as_str(), None)?;
+            }
+            users::create(
+                &tx,
+                &users::NewUser {
+                    login: login.as_str(),
+                    name: &name,
+                    email: email.as_deref(),
+                    password_hash: password_hash.as_deref(),
+                    must_change_password: false,
+                    external: gitlab.as_ref().map(|g| users::External {
+                        provider: PROVIDER_GITLAB,
+                        identity: g.as_str(),
+                        id: None,
+                    }),
+                },
+                now,
+            )?
+        }
+    };
+    let user = users::find_by_id(&tx, id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    tx.commit()?;
+    Ok(user)
+}
+
+fn ensure_gitlab_identity_free(tx: &Connection, username: &str, except: Option<i64>) -> AppResult<()> {
+    let taken: Option<String> = tx
+        .query_row(
+            "SELECT login FROM users WHERE external_provider = 'gitlab' \
+             AND external_identity = ?1 COLLATE NOCASE AND id IS NOT ?2 LIMIT 1",
+            rusqlite::params![username, except],
+            |r| r.get(0),
+        )
+        .ok();
+    if let Some(login) = taken {
+        return Err(AppError::rule(format!(
+            "GitLab user '{username}' is already linked to user '{login}'"
+        )));
+    }
+    Ok(())
+}
+
+pub fn update_user(conn: &mut Connection, login: &str, name: Option<&str>, email: Option<&str>, now: i64) -> AppResult<users::User> {
+    let tx = db::write_tx(conn)?;
+    let user = active_user_by_login(&tx, login)?;
+    let mut errors = Vec::new();
+    let name = match name {
+        Some(n) => model::validate_name(n).map_err(|e| errors.push(e)).ok(),
+        None => Some(user.name.clone()),
+    };
+    let email = match email {
+        Some(e) => model::validate_email(e).map_err(|e| errors.push(e)).ok(),
+        None => Some(user.email.clone()),
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (name, email) = (name.expect("validated"), email.expect("validated"));
+    check_email_free(&tx, email.as_deref(), Some(user.id))?;
+    users::update_profile(&tx, user.id, &name, email.as_deref(), now)?;
+    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    tx.commit()?;
+    Ok(updated)
+}
+
+/// Deactivates a user: sessions, tokens, memberships and direct permissions go with it.
+pub fn deactivate_user(conn: &mut Connection, actor_id: i64, login: &str, now: i64) -> AppResult<users::User> {
+    let tx = db::write_tx(conn)?;
+    let user = active_user_by_login(&tx, login)?;
+    if user.id == actor_id {
+        return Err(AppError::rule("Self-deactivation is not possible"));
+    }
+    users::deactivate(&tx, user.id, now)?;
+    ensure_an_admin_remains(&tx, "User is last administrator, and cannot be deactivated")?;
+    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    tx.commit()?;
+    Ok(updated)
+}
+
+pub fn reactivate_user(conn: &mut Connection, login: &str, now: i64) -> AppResult<users::User> {
+    let tx = db::write_tx(conn)?;
+    let user = user_by_login(&tx, login)?;
+    if user.active {
+        return Err(AppError::rule(format!("User '{login}' is already active")));
+    }
+    users::reactivate(&tx, user.id, now)?;
+    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    tx.commit()?;
+    Ok(updated)
+}
+
+/// Changes a local user's password. `previous` is required when users change their own.
+/// Ends the user's other sessions (all of them when `keep_session` is `None`).
+pub fn change_password(
+    conn: &mut Connection,
+    login: &str,
+    new_password: &str,
+    previous: Option<&str>,
+    keep_session: Option<&str>,
+    now: i64,
+) -> AppResult<()> {
+    model::validate_password(new_password)?;
+    let user = active_user_by_login(conn, login)?;
+    let hash = users::password_hash(conn, user.id)?
+        .ok_or_else(|| AppError::rule("Password cannot be changed when external authentication is used"))?;
+    if let Some(previous) = previous {
+        if !crate::crypto::verify_password(previous, &hash) {
+            return Err(AppError::invalid("previousPassword", "Incorrect password"));
+        }
+        if previous == new_password {
+            return Err(AppError::invalid(
+                "password",
+                "Password must be different from old password",
+            ));
+        }
+    }
+    let new_hash = crate::crypto::hash_password(new_password);
+    let tx = db::write_tx(conn)?;
+    users::set_password(&tx, user.id, &new_hash, false, now)?;
+    match keep_session {
+        Some(keep) => sessions::delete_others(&tx, user.id, keep)?,
+        None => sessions::delete_for_user(&tx, user.id)?,
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Links a user to a GitLab username (pre-provisioning, SPEC §5 step 7).
+pub fn update_identity_provider(
+    conn: &mut Connection,
+    login: &str,
+    provider: &str,
+    identity: &str,
+    now: i64,
+) -> AppResult<users::User> {
+    if provider != PROVIDER_GITLAB {
+        return Err(AppError::invalid(
+            "newExternalProvider",
+            format!("Value of parameter 'newExternalProvider' ({provider}) must be one of: [gitlab]"),
+        ));
+    }
+    let identity = identity.trim();
+    if Login::parse(identity).is_err() {
+        return Err(AppError::invalid(
+            "newExternalIdentity",
+            "GitLab username may only contain letters, digits, '.', '-' and '_'",
+        ));
+    }
+    let tx = db::write_tx(conn)?;
+    let user = active_user_by_login(&tx, login)?;
+    ensure_gitlab_identity_free(&tx, identity, Some(user.id))?;
+    users::set_external_identity(&tx, user.id, provider, identity, now)?;
+    // A user who can no longer sign in with a password keeps no password sessions.
+    sessions::delete_for_user(&tx, user.id)?;
+    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    tx.commit()?;
+    Ok(updated)
+}
+
+pub fn create_group(conn: &mut Connection, name: &str, description: &str, now: i64) -> AppResult<groups::Group> {
+    let mut errors = Vec::new();
+    let name = GroupName::parse(name).map_err(|e| errors.push(e)).ok();
+    let description = model::validate_description(description).map_err(|e| errors.push(e)).ok();
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (name, description) = (name.expect("validated"), description.expect("validated"));
+    let tx = db::write_tx(conn)?;
+    if groups::find_by_name(&tx, name.as_str())?.is_some() {
+        return Err(AppError::rule(format!("Group '{name}' already exists")));
+    }
+    let id = groups::create(&tx, name.as_str(), &description, now)?;
+    let _ = id;
+    let group = group_by_name(&tx, name.as_str())?;
+    tx.commit()?;
+    Ok(group)
+}
+
+fn refuse_default(group: &groups::Group) -> AppResult<()> {
+    if group.is_default {
+        return Err(AppError::rule(format!(
+            "Default group '{}' cannot be used to perform this action",
+            group.name
+        )));
+    }
+    Ok(())
+}
+
+pub fn update_group(
+    conn: &mut Connection,
+    current: &str,
+    new_name: Option<&str>,
+    description: Option<&str>,
+) -> AppResult<groups::Group> {
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, current)?;
+    let mut errors = Vec::new();
+    let name = match new_name {
+        Some(n) => GroupName::parse(n).map_err(|e| errors.push(e)).ok().map(|n| n.as_str().to_string()),
+        None => Some(group.name.clone()),
+    };
+    let description = match description {
+        Some(d) => model::validate_description(d).map_err(|e| errors.push(e)).ok(),
+        None => Some(group.description.clone()),
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let (name, description) = (name.expect("validated"), description.expect("validated"));
+    if group.is_default && name != group.name {
+        refuse_default(&group)?;
+    }
+    if name != group.name && groups::find_by_name(&tx, &name)?.is_some() {
+        return Err(AppError::rule(format!("Group '{name}' already exists")));
+    }
+    groups::update(&tx, group.id, &name, &description)?;
+    let updated = group_by_name(&tx, &name)?;
+    tx.commit()?;
+    Ok(updated)
+}
+
+pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, name)?;
+    refuse_default(&group)?;
+    groups::delete(&tx, group.id)?;
+    ensure_an_admin_remains(
+        &tx,
+        "The last group with permission 'admin' cannot be deleted: no active user would be left with it",
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn add_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, group)?;
+    refuse_default(&group)?;
+    let user = active_user_by_login(&tx, login)?;
+    groups::add_member(&tx, group.id, user.id)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn remove_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, group)?;
+    refuse_default(&group)?;
+    let user = user_by_login(&tx, login)?;
+    groups::remove_member(&tx, group.id, user.id)?;
+    ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn grant_user(conn: &mut Connection, login: &str, permission: &str) -> AppResult<()> {
+    let permission = Permission::parse(permission)?;
+    let tx = db::write_tx(conn)?;
+    let user = active_user_by_login(&tx, login)?;
+    permissions::grant_user(&tx, user.id, permission)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn revoke_user(conn: &mut Connection, login: &str, permission: &str) -> AppResult<()> {
+    let permission = Permission::parse(permission)?;
+    let tx = db::write_tx(conn)?;
+    let user = user_by_login(&tx, login)?;
+    permissions::revoke_user(&tx, user.id, permission)?;
+    ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn grant_group(conn: &mut Connection, group: &str, permission: &str) -> AppResult<()> {
+    let permission = Permission::parse(permission)?;
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, group)?;
+    permissions::grant_group(&tx, group.id, permission)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn revoke_group(conn: &mut Connection, group: &str, permission: &str) -> AppResult<()> {
+    let permission = Permission::parse(permission)?;
+    let tx = db::write_tx(conn)?;
+    let group = group_by_name(&tx, group)?;
+    permissions::revoke_group(&tx, group.id, permission)?;
+    ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Parses an API token expiry date (`YYYY-MM-DD`, UTC end of that day is not used: the token
+/// expires at the start of that date, as SonarQube does) that must lie in the future.
+pub fn parse_expiration(raw: &str, now: i64) -> AppResult<Option<i64>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let date = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+        AppError::invalid(
+            "expirationDate",
+            format!("Date '{raw}' cannot be parsed as a date (expected YYYY-MM-DD)"),
+        )
+    })?;
+    let at = date
+        .and_hms_opt(0, 0, 0)
+        .ok_or_else(|| AppError::invalid("expirationDate", "Invalid date"))?
+        .and_utc()
+        .timestamp();
+    if at <= now {
+        return Err(AppError::invalid(
+            "expirationDate",
+            "The expiration date must be in the future",
+        ));
+    }
+    Ok(Some(at))
+}
+
+pub struct GeneratedToken {
+    pub login: String,
+    pub name: String,
+    pub value: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+pub fn generate_token(conn: &mut Connection, login: &str, name: &str, expiration: &str, now: i64) -> AppResult<GeneratedToken> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AppError::invalid(
+            "name",
+            "Token name must be between 1 and 100 characters long",
+        ));
+    }
+    let expires_at = parse_expiration(expiration, now)?;
+    let tx = db::write_tx(conn)?;
+    let user = active_user_by_login(&tx, login)?;
+    if tokens::exists(&tx, user.id, name)? {
+        return Err(AppError::rule(format!(
+            "A user token for login '{login}' and name '{name}' already exists"
+        )));
+    }
+    let value = tokens::create(&tx, user.id, name, expires_at, now)?;
+    tx.commit()?;
+    Ok(GeneratedToken {
+        login: user.login,
+        name: name.to_string(),
+        value,
+        created_at: now,
+        expires_at,
+    })
+}
+
+pub fn revoke_token(conn: &mut Connection, login: &str, name: &str) -> AppResult<()> {
+    let tx = db::write_tx(conn)?;
+    let user = user_by_login(&tx, login)?;
+    if !tokens::revoke(&tx, user.id, name)? {
+        return Err(AppError::not_found(format!(
+            "User token with name '{name}' doesn't exist for user '{login}'"
+        )));
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_db;
+
+    fn local<'a>(login: &'a str) -> NewUserInput<'a> {
+        NewUserInput {
+            login,
+            name: "Test User",
+            email: "",
+            password: "a-long-password",
+            gitlab_username: None,
+        }
+    }
+
+    #[test]
+    fn last_admin_cannot_be_deactivated_or_lose_admin() {
+        let mut conn = test_db();
+        let other = create_user(&mut conn, &local("other"), 1).unwrap();
+        let err = deactivate_user(&mut conn, other.id, "admin", 2).unwrap_err();
+        assert!(matches!(err, AppError::Rule(_)), "{err}");
+        let err = revoke_group(&mut conn, "administrators", "admin").unwrap_err();
+        assert!(matches!(err, AppError::Rule(_)));
+        let err = remove_member(&mut conn, "administrators", "admin").unwrap_err();
+        assert!(matches!(err, AppError::Rule(_)));
+        let err = delete_group(&mut conn, "administrators").unwrap_err();
+        assert!(matches!(err, AppError::Rule(_)));
+        // Nothing was changed by the refused calls.
+        assert_eq!(permissions::count_active_admins(&conn).unwrap(), 1);
+        // With a second admin, the first can go.
+        grant_user(&mut conn, "other", "admin").unwrap();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        deactivate_user(&mut conn, other.id, "admin", 3).unwrap();
+        assert!(!users::find_by_id(&conn, admin.id).unwrap().unwrap().active);
+    }
+
+    #[test]
+    fn default_group_is_protected() {
+        let mut conn = test_db();
+        assert!(matches!(delete_group(&mut conn, "users"), Err(AppError::Rule(_))));
+        assert!(matches!(update_group(&mut conn, "users", Some("people"), None), Err(AppError::Rule(_))));
+        assert!(matches!(add_member(&mut conn, "users", "admin"), Err(AppError::Rule(_))));
+        assert!(matches!(remove_member(&mut conn, "users", "admin"), Err(AppError::Rule(_))));
+        // Its description may change.
+        update_group(&mut conn, "users", None, Some("Everyone")).unwrap();
+    }
+
+    #[test]
+    fn create_user_validates_every_field_at_once() {
+        let mut conn = test_db();
+        let err = create_user(
+            &mut conn,
+            &NewUserInput { login: "-x", name: " ", email: "nope", password: "short", gitlab_username: None },
+            1,
+        )
+        .unwrap_err();
+        match err {
+            AppError::Invalid(errors) => assert_eq!(errors.len(), 4),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_login_and_email_are_refused() {
+        let mut conn = test_db();
+        let mut input = local("ann");
+        input.email = "ann@x.org";
+        create_user(&mut conn, &input, 1).unwrap();
+        assert!(matches!(create_user(&mut conn, &input, 1), Err(AppError::Rule(_))));
+        let mut other = local("bob");
+        other.email = "ANN@x.org";
+        assert!(matches!(create_user(&mut conn, &other, 1), Err(AppError::Invalid(_))));
+    }
+
+    #[test]
+    fn creating_a_deactivated_login_reactivates_it() {
+        let mut conn = test_db();
+        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        deactivate_user(&mut conn, 1, "ann", 2).unwrap();
+        let again = create_user(&mut conn, &local("ann"), 3).unwrap();
+        assert_eq!(again.id, ann.id);
+        assert!(again.active);
+    }
+
+    #[test]
+    fn gitlab_user_is_pre_provisioned_without_password() {
+        let mut conn = test_db();
+        let input = NewUserInput {
+            login: "gl-ann",
+            name: "Ann",
+            email: "",
+            password: "",
+            gitlab_username: Some("ann"),
+        };
+        let user = create_user(&mut conn, &input, 1).unwrap();
+        assert!(!user.local);
+        assert_eq!(user.external_provider.as_deref(), Some("gitlab"));
+        assert_eq!(user.external_identity.as_deref(), Some("ann"));
+        assert_eq!(user.external_id, None);
+        let dup = NewUserInput { login: "gl-ann2", gitlab_username: Some("ANN"), ..input };
+        assert!(matches!(create_user(&mut conn, &dup, 1), Err(AppError::Rule(_))));
+    }
+
+    #[test]
+    fn token_expiry_must_be_a_future_date() {
+        let now = 1_700_000_000; // 2023-11-14
+        assert!(parse_expiration("2023-11-14", now).is_err());
+        assert!(parse_expiration("tomorrow", now).is_err());
+        assert_eq!(parse_expiration("", now).unwrap(), None);
+        assert!(parse_expiration("2030-01-01", now).unwrap().is_some());
+    }
+
+    #[test]
+    fn password_change_checks_previous_and_ends_other_sessions() {
+        let mut conn = test_db();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        let (_, keep) = sessions::create(&conn, admin.id, 1).unwrap();
+        sessions::create(&conn, admin.id, 1).unwrap();
+        let err = change_password(&mut conn, "admin", "new-password-123", Some("wrong"), None, 2).unwrap_err();
+        assert!(matches!(err, AppError::Invalid(_)));
+        change_password(&mut conn, "admin", "new-password-123", Some("admin-password-123"), Some(&keep.id_hash), 2).unwrap();
+        let left: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 1);
+    }
+}

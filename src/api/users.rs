@@ -1,0 +1,142 @@
+//! `api/users/*`.
+
+use super::{bool_param, format_datetime, query_text, user_json, Paging};
+use crate::accounts::{self, NewUserInput};
+use crate::db::{self, users};
+use crate::error::{AppError, AppResult};
+use crate::web::request::Resp;
+use crate::web::Ctx;
+use serde_json::{json, Value};
+
+pub fn current(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let Some(caller) = &ctx.caller else {
+        return Ok(Resp::json(&json!({
+            "isLoggedIn": false,
+            "groups": [],
+            "permissions": { "global": [] },
+        })));
+    };
+    let user = &caller.user;
+    let groups = users::group_names(&ctx.conn, user.id)?;
+    let permissions: Vec<&str> = caller.permissions.iter().map(|p| p.key()).collect();
+    let mut v = json!({
+        "isLoggedIn": true,
+        "login": user.login,
+        "name": user.name,
+        "local": user.local,
+        "externalIdentity": user.identity(),
+        "externalProvider": user.provider(),
+        "groups": groups,
+        "permissions": { "global": permissions },
+        "active": user.active,
+    });
+    if let Some(email) = &user.email {
+        v["email"] = json!(email);
+    }
+    Ok(Resp::json(&v))
+}
+
+pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let req = ctx.req;
+    let local = bool_param(req, "local", true)?;
+    let login = req.required("login")?;
+    let name = req.param("name").unwrap_or("");
+    let input = NewUserInput {
+        login,
+        name: if name.trim().is_empty() { login } else { name },
+        email: req.param("email").unwrap_or(""),
+        password: req.param("password").unwrap_or(""),
+        gitlab_username: if local { None } else { Some(login) },
+    };
+    if local && req.param("password").is_none_or(|p| p.is_empty()) {
+        return Err(AppError::invalid("password", "Password is mandatory and must not be empty"));
+    }
+    let user = accounts::create_user(&mut ctx.conn, &input, ctx.now)?;
+    Ok(Resp::json(&json!({ "user": user_json(&user) })))
+}
+
+fn search_json(conn: &rusqlite::Connection, user: &users::User) -> AppResult<Value> {
+    let mut v = json!({
+        "login": user.login,
+        "name": user.name,
+        "active": user.active,
+        "groups": users::group_names(conn, user.id)?,
+        "tokensCount": users::tokens_count(conn, user.id)?,
+        "local": user.local,
+        "externalIdentity": user.identity(),
+        "externalProvider": user.provider(),
+        "managed": false,
+    });
+    if let Some(email) = &user.email {
+        v["email"] = json!(email);
+    }
+    if let Some(ts) = user.last_connection_at {
+        v["lastConnectionDate"] = json!(format_datetime(ts));
+    }
+    Ok(v)
+}
+
+pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let paging = Paging::from_req(ctx.req, 50)?;
+    let q = query_text(ctx.req, 2)?;
+    let deactivated = bool_param(ctx.req, "deactivated", false)?;
+    let (found, total) = users::search(&ctx.conn, q.as_deref(), !deactivated, paging.offset(), paging.size)?;
+    let list = found
+        .iter()
+        .map(|u| search_json(&ctx.conn, u))
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(Resp::json(&json!({ "paging": paging.json(total), "users": list })))
+}
+
+pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.req.required("login")?;
+    let user = accounts::update_user(
+        &mut ctx.conn,
+        login,
+        ctx.req.param("name"),
+        ctx.req.param("email"),
+        ctx.now,
+    )?;
+    Ok(Resp::json(&json!({ "user": user_json(&user) })))
+}
+
+pub fn deactivate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.req.required("login")?;
+    let actor = ctx.caller()?.user.id;
+    let user = accounts::deactivate_user(&mut ctx.conn, actor, login, ctx.now)?;
+    Ok(Resp::json(&json!({ "user": user_json(&user) })))
+}
+
+pub fn change_password(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.req.required("login")?.to_string();
+    let password = ctx.req.param("password").unwrap_or("").to_string();
+    let caller = ctx.caller()?.clone();
+    let own = caller.user.login == login;
+    if !own && !caller.is_admin() {
+        return Err(AppError::Forbidden);
+    }
+    let previous = if own {
+        Some(ctx.req.param("previousPassword").unwrap_or("").to_string())
+    } else {
+        None
+    };
+    let keep = caller.session().map(|s| s.id_hash.clone());
+    accounts::change_password(
+        &mut ctx.conn,
+        &login,
+        &password,
+        previous.as_deref(),
+        if own { keep.as_deref() } else { None },
+        ctx.now,
+    )?;
+    Ok(Resp::no_content())
+}
+
+pub fn update_identity_provider(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.req.required("login")?;
+    let provider = ctx.req.required("newExternalProvider")?;
+    let identity = ctx.req.required("newExternalIdentity")?;
+    accounts::update_identity_provider(&mut ctx.conn, login, provider, identity, ctx.now)?;
+    let _ = db::DEFAULT_GROUP;
+    Ok(Resp::no_content())
+}

@@ -1,0 +1,200 @@
+//! The `groups` and `group_members` tables.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub is_default: bool,
+    pub members_count: i64,
+}
+
+const COLUMNS: &str = "g.id, g.name, g.description, g.is_default, \
+    (SELECT count(*) FROM group_members m WHERE m.group_id = g.id)";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        is_default: row.get(3)?,
+        members_count: row.get(4)?,
+    })
+}
+
+pub fn create(conn: &Connection, name: &str, description: &str, now: i64) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO groups (name, description, is_default, created_at) VALUES (?1, ?2, 0, ?3)",
+        params![name, description, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn find_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<Group>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM groups g WHERE g.name = ?1"),
+        [name],
+        from_row,
+    )
+    .optional()
+}
+
+pub fn update(conn: &Connection, id: i64, name: &str, description: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE groups SET name = ?2, description = ?3 WHERE id = ?1",
+        params![id, name, description],
+    )?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM groups WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Groups whose name contains `q` (case-insensitive), by name; one page and the total.
+pub fn search(
+    conn: &Connection,
+    q: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<Group>, i64)> {
+    let pattern = q.map(super::users::like_pattern);
+    let filter = "(?1 IS NULL OR g.name LIKE ?1 ESCAPE '\\')";
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM groups g WHERE {filter}"),
+        params![pattern],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM groups g WHERE {filter} ORDER BY g.name LIMIT ?2 OFFSET ?3"
+    ))?;
+    let groups = stmt
+        .query_map(params![pattern, limit, offset], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((groups, total))
+}
+
+/// Every group name, sorted (for pickers).
+pub fn all_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM groups ORDER BY name")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+/// Adds a membership; returns false when it already existed.
+pub fn add_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
+        params![group_id, user_id],
+    )? == 1)
+}
+
+/// Removes a membership; returns false when there was none.
+pub fn remove_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+        params![group_id, user_id],
+    )? == 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    Selected,
+    Deselected,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub login: String,
+    pub name: String,
+    pub selected: bool,
+}
+
+/// Active users matching `q` with whether they belong to the group, filtered by `selected`.
+pub fn members(
+    conn: &Connection,
+    group_id: i64,
+    q: Option<&str>,
+    selected: Selected,
+    offset: i64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<MemberRow>, i64)> {
+    let pattern = q.map(super::users::like_pattern);
+    let sel = match selected {
+        Selected::Selected => "AND m.user_id IS NOT NULL",
+        Selected::Deselected => "AND m.user_id IS NULL",
+        Selected::All => "",
+    };
+    let from = format!(
+        "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
+         WHERE u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
+         OR u.name LIKE ?2 ESCAPE '\\') {sel}"
+    );
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) {from}"),
+        params![group_id, pattern],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT u.login, u.name, m.user_id IS NOT NULL {from} ORDER BY u.login LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt
+        .query_map(params![group_id, pattern, limit, offset], |r| {
+            Ok(MemberRow {
+                login: r.get(0)?,
+                name: r.get(1)?,
+                selected: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{test_db, users, ADMIN_GROUP, DEFAULT_GROUP};
+
+    #[test]
+    fn builtin_groups_exist_with_counts() {
+        let conn = test_db();
+        let users_group = find_by_name(&conn, DEFAULT_GROUP).unwrap().unwrap();
+        assert!(users_group.is_default);
+        assert_eq!(users_group.members_count, 1);
+        let admins = find_by_name(&conn, ADMIN_GROUP).unwrap().unwrap();
+        assert!(!admins.is_default);
+        assert_eq!(admins.members_count, 1);
+    }
+
+    #[test]
+    fn names_are_case_sensitive_and_unique() {
+        let conn = test_db();
+        create(&conn, "acme/Platform", "", 1).unwrap();
+        create(&conn, "acme/platform", "", 1).unwrap();
+        assert!(create(&conn, "acme/platform", "", 1).is_err());
+        assert!(find_by_name(&conn, "ACME/platform").unwrap().is_none());
+    }
+
+    #[test]
+    fn members_filter_selected() {
+        let conn = test_db();
+        let g = create(&conn, "devs", "", 1).unwrap();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        assert!(add_member(&conn, g, admin.id).unwrap());
+        assert!(!add_member(&conn, g, admin.id).unwrap());
+        let (rows, total) = members(&conn, g, None, Selected::Selected, 0, 10).unwrap();
+        assert_eq!(total, 1);
+        assert!(rows[0].selected);
+        let (_, total) = members(&conn, g, None, Selected::Deselected, 0, 10).unwrap();
+        assert_eq!(total, 0);
+        assert!(remove_member(&conn, g, admin.id).unwrap());
+        let (rows, _) = members(&conn, g, Some("adm"), Selected::All, 0, 10).unwrap();
+        assert!(!rows[0].selected);
+    }
+}

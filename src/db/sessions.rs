@@ -1,0 +1,186 @@
+//! The `sessions` table: browser sessions stored by the SHA-256 of the cookie value, each with
+//! its CSRF token and a one-shot flash message.
+
+use crate::crypto;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Hard limit of a session's life, whatever its activity: 90 days.
+pub const MAX_AGE_SECS: i64 = 90 * 24 * 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id_hash: String,
+    pub user_id: i64,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub flash: Option<String>,
+}
+
+/// Creates a session; returns (cookie value, session). The value itself is never stored.
+pub fn create(conn: &Connection, user_id: i64, now: i64) -> rusqlite::Result<(String, Session)> {
+    let value = crypto::random_hex(32);
+    let session = Session {
+        id_hash: crypto::sha256_hex(&value),
+        user_id,
+        csrf_token: crypto::random_hex(16),
+        created_at: now,
+        last_seen_at: now,
+        flash: None,
+    };
+    conn.execute(
+        "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, last_seen_at) \
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![session.id_hash, user_id, session.csrf_token, now],
+    )?;
+    Ok((value, session))
+}
+
+/// Whether a session is still valid at `now` with the given idle timeout.
+pub fn is_live(session: &Session, now: i64, idle_timeout_secs: i64) -> bool {
+    now - session.last_seen_at < idle_timeout_secs && now - session.created_at < MAX_AGE_SECS
+}
+
+/// Finds the live session of a cookie value; expired ones are deleted and not returned.
+pub fn find(
+    conn: &Connection,
+    value: &str,
+    now: i64,
+    idle_timeout_secs: i64,
+) -> rusqlite::Result<Option<Session>> {
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let id_hash = crypto::sha256_hex(value);
+    let found = conn
+        .query_row(
+            "SELECT id_hash, user_id, csrf_token, created_at, last_seen_at, flash \
+             FROM sessions WHERE id_hash = ?1",
+            [&id_hash],
+            |r| {
+                Ok(Session {
+                    id_hash: r.get(0)?,
+                    user_id: r.get(1)?,
+                    csrf_token: r.get(2)?,
+                    created_at: r.get(3)?,
+                    last_seen_at: r.get(4)?,
+                    flash: r.get(5)?,
+                })
+            },
+        )
+        .optional()?;
+    match found {
+        Some(s) if is_live(&s, now, idle_timeout_secs) => Ok(Some(s)),
+        Some(s) => {
+            delete(conn, &s.id_hash)?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Records activity, at most once a minute to spare writes.
+pub fn touch(conn: &Connection, session: &Session, now: i64) -> rusqlite::Result<()> {
+    if now - session.last_seen_at >= 60 {
+        conn.execute(
+            "UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
+            params![session.id_hash, now],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+    Ok(())
+}
+
+pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
+    Ok(())
+}
+
+/// Ends every other session of a user (after a password change).
+pub fn delete_others(conn: &Connection, user_id: i64, keep_hash: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2",
+        params![user_id, keep_hash],
+    )?;
+    Ok(())
+}
+
+pub fn set_flash(conn: &Connection, id_hash: &str, message: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET flash = ?2 WHERE id_hash = ?1",
+        params![id_hash, message],
+    )?;
+    Ok(())
+}
+
+pub fn clear_flash(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sessions SET flash = NULL WHERE id_hash = ?1",
+        [id_hash],
+    )?;
+    Ok(())
+}
+
+/// Deletes sessions past their idle timeout or hard limit.
+pub fn purge_expired(conn: &Connection, now: i64, idle_timeout_secs: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3",
+        params![now, idle_timeout_secs, MAX_AGE_SECS],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_db;
+
+    const IDLE: i64 = 3 * 24 * 3600;
+
+    #[test]
+    fn cookie_value_is_not_stored() {
+        let conn = test_db();
+        let (value, s) = create(&conn, 1, 1_000).unwrap();
+        assert_ne!(s.id_hash, value);
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM sessions WHERE id_hash = ?1", [&value], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 0);
+        assert_eq!(find(&conn, &value, 1_001, IDLE).unwrap().unwrap().user_id, 1);
+    }
+
+    #[test]
+    fn session_expires_after_idle_timeout() {
+        let conn = test_db();
+        let (value, _) = create(&conn, 1, 1_000).unwrap();
+        assert!(find(&conn, &value, 1_000 + IDLE - 1, IDLE).unwrap().is_some());
+        assert!(find(&conn, &value, 1_000 + IDLE, IDLE).unwrap().is_none());
+        // An expired session is gone for good.
+        assert!(find(&conn, &value, 1_001, IDLE).unwrap().is_none());
+    }
+
+    #[test]
+    fn activity_extends_idle_life_but_not_hard_limit() {
+        let conn = test_db();
+        let (value, s) = create(&conn, 1, 0).unwrap();
+        let mut now = 0;
+        let mut session = s;
+        while now + IDLE / 2 < MAX_AGE_SECS {
+            now += IDLE / 2;
+            session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
+            touch(&conn, &session, now).unwrap();
+        }
+        assert!(find(&conn, &value, MAX_AGE_SECS, IDLE).unwrap().is_none());
+        let _ = session;
+    }
+
+    #[test]
+    fn malformed_cookie_values_find_nothing() {
+        let conn = test_db();
+        assert!(find(&conn, "", 1, IDLE).unwrap().is_none());
+        assert!(find(&conn, &"z".repeat(64), 1, IDLE).unwrap().is_none());
+    }
+}

@@ -1,0 +1,43 @@
+//! The `settings` table: a key/value store for instance settings changed at run time.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Random id of this instance, reported by `api/system/status`.
+pub const KEY_SERVER_ID: &str = "labgate.server.id";
+
+pub fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+pub fn set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM settings WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_overwrite_delete() {
+        let conn = crate::db::test_db();
+        assert_eq!(get(&conn, "k").unwrap(), None);
+        set(&conn, "k", "1").unwrap();
+        set(&conn, "k", "2").unwrap();
+        assert_eq!(get(&conn, "k").unwrap().as_deref(), Some("2"));
+        delete(&conn, "k").unwrap();
+        assert_eq!(get(&conn, "k").unwrap(), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! The `users` table: creating, finding, searching, editing and deactivating accounts.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub active: bool,
+    /// Has a password (a local account).
+    pub local: bool,
+    pub must_change_password: bool,
+    pub external_provider: Option<String>,
+    pub external_identity: Option<String>,
+    pub external_id: Option<String>,
+    pub created_at: i64,
+    pub last_connection_at: Option<i64>,
+}
+
+impl User {
+    /// The provider shown in lists: `gitlab` for GitLab accounts, `labgate` for local ones
+    /// (where SonarQube would say `sonarqube`).
+    pub fn provider(&self) -> &str {
+        self.external_provider.as_deref().unwrap_or(LOCAL_PROVIDER)
+    }
+
+    /// The identity shown with the provider: the GitLab username, or the login for local users.
+    pub fn identity(&self) -> &str {
+        self.external_identity.as_deref().unwrap_or(&self.login)
+    }
+}
+
+/// Provider name reported for local accounts.
+pub const LOCAL_PROVIDER: &str = "labgate";
+
+const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
+    must_change_password, external_provider, external_identity, external_id, created_at, \
+    last_connection_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        login: row.get(1)?,
+        name: row.get(2)?,
+        email: row.get(3)?,
+        active: row.get(4)?,
+        local: row.get(5)?,
+        must_change_password: row.get(6)?,
+        external_provider: row.get(7)?,
+        external_identity: row.get(8)?,
+        external_id: row.get(9)?,
+        created_at: row.get(10)?,
+        last_connection_at: row.get(11)?,
+    })
+}
+
+/// An external identity for a new account.
+pub struct External<'a> {
+    pub provider: &'a str,
+    pub identity: &'a str,
+    pub id: Option<&'a str>,
+}
+
+pub struct NewUser<'a> {
+    pub login: &'a str,
+    pub name: &'a str,
+    pub email: Option<&'a str>,
+    pub password_hash: Option<&'a str>,
+    pub must_change_password: bool,
+    pub external: Option<External<'a>>,
+}
+
+/// Inserts a user and its membership of the default group. Call inside a transaction.
+pub fn create(conn: &Connection, user: &NewUser<'_>, now: i64) -> rusqlite::Result<i64> {
+    let (provider, identity, ext_id) = match &user.external {
+        Some(e) => (Some(e.provider), Some(e.identity), e.id),
+        None => (None, None, None),
+    };
+    conn.execute(
+        "INSERT INTO users (login, name, email, active, password_hash, must_change_password, \
+         external_provider, external_identity, external_id, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            user.login,
+            user.name,
+            user.email,
+            user.password_hash,
+            user.must_change_password,
+            provider,
+            identity,
+            ext_id,
+            now
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    add_to_default_group(conn, id)?;
+    Ok(id)
+}
+
+fn add_to_default_group(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO group_members (group_id, user_id) \
+         SELECT id, ?1 FROM groups WHERE is_default = 1",
+        [user_id],
+    )?;
+    Ok(())
+}
+
+pub fn find_by_login(conn: &Connection, login: &str) -> rusqlite::Result<Option<User>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM users WHERE login = ?1"),
+        [login],
+        from_row,
+    )
+    .optional()
+}
+
+pub fn find_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+}
+
+/// The stored password hash of a local user.
+pub fn password_hash(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT password_hash FROM users WHERE id = ?1",
+            [id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Another user (not `except_id`) already using this email, ignoring case.
+pub fn email_owner(
+    conn: &Connection,
+    email: &str,
+    except_id: Option<i64>,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT login FROM users WHERE email = ?1 COLLATE NOCASE AND id IS NOT ?2 LIMIT 1",
+        params![email, except_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+pub fn update_profile(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    email: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET name = ?2, email = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, name, email, now],
+    )?;
+    Ok(())
+}
+
+pub fn set_password(
+    conn: &Connection,
+    id: i64,
+    hash: &str,
+    must_change: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, must_change_password = ?3, updated_at = ?4 \
+         WHERE id = ?1",
+        params![id, hash, must_change, now],
+    )?;
+    Ok(())
+}
+
+/// Links a user to an external identity (GitLab username); the numeric id is cleared so the
+/// next sign-in of that username links it.
+pub fn set_external_identity(
+    conn: &Connection,
+    id: i64,
+    provider: &str,
+    identity: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET external_provider = ?2, external_identity = ?3, external_id = NULL, \
+         password_hash = NULL, must_change_password = 0, updated_at = ?4 WHERE id = ?1",
+        params![id, provider, identity, now],
+    )?;
+    Ok(())
+}
+
+/// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
+/// Call inside a transaction.
+pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    conn.execute("DELETE FROM user_tokens WHERE user_id = ?1", [id])?;
+    conn.execute("DELETE FROM group_members WHERE user_id = ?1", [id])?;
+    conn.execute("DELETE FROM user_permissions WHERE user_id = ?1", [id])?;
+    conn.execute(
+        "UPDATE users SET active = 0, updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// Reactivates a deactivated user, back in the default group only.
+pub fn reactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET active = 1, updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    add_to_default_group(conn, id)
+}
+
+pub fn touch_last_connection(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET last_connection_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern containing `text`.
+pub fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Users whose login, name or email contains `q` (case-insensitive), active or deactivated,
+/// ordered by login; returns one page and the total.
+pub fn search(
+    conn: &Connection,
+    q: Option<&str>,
+    active: bool,
+    offset: i64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<User>, i64)> {
+    let pattern = q.map(like_pattern);
+    let filter = "active = ?1 AND (?2 IS NULL OR login LIKE ?2 ESCAPE '\\' \
+                  OR name LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\')";
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM users WHERE {filter}"),
+        params![active, pattern],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM users WHERE {filter} ORDER BY login LIMIT ?3 OFFSET ?4"
+    ))?;
+    let users = stmt
+        .query_map(params![active, pattern, limit, offset], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((users, total))
+}
+
+/// Names of the groups a user belongs to, sorted.
+pub fn group_names(conn: &Connection, id: i64) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
+         WHERE m.user_id = ?1 ORDER BY g.name",
+    )?;
+    let names = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+pub fn tokens_count(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM user_tokens WHERE user_id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{test_db, DEFAULT_GROUP};
+
+    fn new_local<'a>(login: &'a str, email: Option<&'a str>) -> NewUser<'a> {
+        NewUser {
+            login,
+            name: "Some One",
+            email,
+            password_hash: Some("x"),
+            must_change_password: false,
+            external: None,
+        }
+    }
+
+    #[test]
+    fn new_user_is_in_default_group() {
+        let conn = test_db();
+        let id = create(&conn, &new_local("ann", None), 5).unwrap();
+        assert_eq!(group_names(&conn, id).unwrap(), vec![DEFAULT_GROUP]);
+        let user = find_by_id(&conn, id).unwrap().unwrap();
+        assert!(user.local && user.active);
+        assert_eq!(user.provider(), LOCAL_PROVIDER);
+    }
+
+    #[test]
+    fn deactivation_removes_memberships_sessions_tokens() {
+        let conn = test_db();
+        let id = create(&conn, &new_local("bob", None), 5).unwrap();
+        crate::db::sessions::create(&conn, id, 5).unwrap();
+        crate::db::tokens::create(&conn, id, "t", None, 5).unwrap();
+        deactivate(&conn, id, 6).unwrap();
+        assert!(group_names(&conn, id).unwrap().is_empty());
+        assert_eq!(tokens_count(&conn, id).unwrap(), 0);
+        let sessions: i64 = conn
+            .query_row("SELECT count(*) FROM sessions WHERE user_id=?1", [id], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sessions, 0);
+        reactivate(&conn, id, 7).unwrap();
+        assert_eq!(group_names(&conn, id).unwrap(), vec![DEFAULT_GROUP]);
+    }
+
+    #[test]
+    fn search_matches_login_name_email_case_insensitively_and_escapes_wildcards() {
+        let conn = test_db();
+        create(&conn, &new_local("carol", Some("Carol@Example.org")), 5).unwrap();
+        create(&conn, &new_local("dave_x", None), 5).unwrap();
+        let (found, total) = search(&conn, Some("EXAMPLE"), true, 0, 10).unwrap();
+        assert_eq!((found.len(), total), (1, 1));
+        let (found, _) = search(&conn, Some("_x"), true, 0, 10).unwrap();
+        assert_eq!(found[0].login, "dave_x");
+        let (found, _) = search(&conn, Some("%"), true, 0, 10).unwrap();
+        assert!(found.is_empty());
+        let (_, total) = search(&conn, None, true, 0, 1).unwrap();
+        assert_eq!(total, 3, "admin, carol, dave_x");
+    }
+
+    #[test]
+    fn email_owner_ignores_case_and_self() {
+        let conn = test_db();
+        let id = create(&conn, &new_local("erin", Some("erin@x.org")), 5).unwrap();
+        assert_eq!(
+            email_owner(&conn, "ERIN@x.org", None).unwrap().as_deref(),
+            Some("erin")
+        );
+        assert_eq!(email_owner(&conn, "erin@x.org", Some(id)).unwrap(), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of labgate, and the one place that decides each error's HTTP status.
+
+use crate::model::FieldError;
+use std::fmt;
+
+#[derive(Debug)]
+pub enum AppError {
+    /// Input failed validation (400 on the API, the form re-rendered with 422 on pages).
+    Invalid(Vec<FieldError>),
+    /// A request refused by a product rule (default group, last admin, duplicate name...).
+    Rule(String),
+    /// Not authenticated, or wrong / unknown / revoked / expired credentials.
+    Unauthorized(String),
+    /// Authenticated but lacking the permission.
+    Forbidden,
+    /// A cookie-authenticated write without the right CSRF token.
+    Csrf,
+    NotFound(String),
+    PayloadTooLarge,
+    TooManyRequests(String),
+    Unavailable(String),
+    Db(rusqlite::Error),
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> AppError {
+        AppError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    pub fn rule(message: impl Into<String>) -> AppError {
+        AppError::Rule(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> AppError {
+        AppError::NotFound(message.into())
+    }
+
+    /// The HTTP status of this error. Exhaustive on purpose: a new kind must choose.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::Invalid(_) | AppError::Rule(_) => 400,
+            AppError::Unauthorized(_) => 401,
+            AppError::Forbidden | AppError::Csrf => 403,
+            AppError::NotFound(_) => 404,
+            AppError::PayloadTooLarge => 413,
+            AppError::TooManyRequests(_) => 429,
+            AppError::Unavailable(_) => 503,
+            AppError::Db(_) | AppError::Internal(_) => 500,
+        }
+    }
+
+    /// The message shown to the client. Internal details never leave the process.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::Invalid(errors) => errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+            AppError::Rule(m)
+            | AppError::Unauthorized(m)
+            | AppError::NotFound(m)
+            | AppError::TooManyRequests(m)
+            | AppError::Unavailable(m) => m.clone(),
+            AppError::Forbidden => "Insufficient privileges".into(),
+            AppError::Csrf => "Invalid or missing CSRF token".into(),
+            AppError::PayloadTooLarge => "Request body is too large".into(),
+            AppError::Db(_) | AppError::Internal(_) => "An internal error occurred".into(),
+        }
+    }
+
+    /// Messages of `{"errors":[{"msg":...}]}`: one per field error, else one.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            AppError::Invalid(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+            other => vec![other.public_message()],
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Db(e) => write!(f, "database: {e}"),
+            AppError::Internal(m) => write!(f, "internal: {m}"),
+            other => f.write_str(&other.public_message()),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> Self {
+        AppError::Db(e)
+    }
+}
+
+impl From<FieldError> for AppError {
+    fn from(e: FieldError) -> Self {
+        AppError::Invalid(vec![e])
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

@@ -1,0 +1,117 @@
+//! labgate: GitLab sign-in and user administration in one binary and one SQLite file.
+//!
+//! `main` parses the command line and calls [`start`]; integration tests run the binary.
+
+pub mod accounts;
+pub mod api;
+pub mod authz;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod server;
+pub mod settings;
+pub mod throttle;
+pub mod web;
+
+use config::Config;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+/// Creates the data directory (mode 0700) if missing and checks it can be written.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|e| format!("--data-dir {shown}: {}", describe_io(&e)))?;
+    } else if !dir.is_dir() {
+        return Err(format!("--data-dir {shown}: exists and is not a directory"));
+    }
+    let probe = dir.join(".labgate-write-test");
+    std::fs::write(&probe, b"")
+        .map_err(|e| format!("--data-dir {shown}: {} (labgate must be able to write there)", describe_io(&e)))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Opens the database, migrates it and runs the first-start bootstrap. Returns the generated
+/// admin password when one was made (already written to `initial-admin-password`).
+pub fn open_store(config: &Config) -> Result<Option<String>, String> {
+    let path = config.db_path();
+    let mut conn = db::open(&path).map_err(|e| format!("database {}: {e}", path.display()))?;
+    db::migrate(&mut conn).map_err(|e| format!("database {}: {e}", path.display()))?;
+    let now = chrono::Utc::now().timestamp();
+    let (_, generated) = db::bootstrap(&mut conn, config.admin_password.as_deref(), now)
+        .map_err(|e| format!("database {}: first-start setup failed: {e}", path.display()))?;
+    if let Some(password) = &generated {
+        let file = config.data_dir.join("initial-admin-password");
+        write_private(&file, &format!("{password}\n"))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(generated)
+}
+
+/// Writes a file readable by its owner only (0600).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// Starts serving with an already prepared store; returns the bound address and the state.
+pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), String> {
+    let server_id = {
+        let conn = db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
+        db::settings::get(&conn, db::settings::KEY_SERVER_ID)
+            .map_err(|e| format!("database: {e}"))?
+            .unwrap_or_default()
+    };
+    let listen = config.listen;
+    let listen_text = config.listen_text.clone();
+    server::spawn(listen, |bound| {
+        Arc::new(web::App {
+            pool: db::Pool::new(config.db_path(), 8),
+            config: config.clone(),
+            throttle: throttle::Throttle::new(),
+            bound,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            server_id: server_id.clone(),
+        })
+    })
+    .map_err(|e| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "address already in use (is another labgate running? choose another port with --listen)".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges; choose another port with --listen)".to_string(),
+            std::io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_string(),
+            _ => e.to_string(),
+        };
+        format!("--listen {listen_text}: {reason}")
+    })
+}

@@ -1,0 +1,294 @@
+//! Domain types of labgate: identifiers that carry their validation rules, and permissions.
+
+use std::fmt;
+
+/// A validation failure: which field, and what is wrong with it (shown to the user as is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A user login: 2–255 characters of ASCII letters, digits, `.`, `-`, `_`, `@`, starting
+/// with a letter or a digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Login(String);
+
+impl Login {
+    pub fn parse(raw: &str) -> Result<Login, FieldError> {
+        let len = raw.chars().count();
+        if !(2..=255).contains(&len) {
+            return Err(FieldError::new(
+                "login",
+                "Login must be between 2 and 255 characters long",
+            ));
+        }
+        if !raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c)) {
+            return Err(FieldError::new(
+                "login",
+                "Login may only contain letters, digits, '.', '-', '_' and '@'",
+            ));
+        }
+        if !raw.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(FieldError::new(
+                "login",
+                "Login must start with a letter or a digit",
+            ));
+        }
+        Ok(Login(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a user's display name: 1–200 characters, not only spaces.
+pub fn validate_name(raw: &str) -> Result<String, FieldError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(FieldError::new("name", "Name must not be empty"));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(FieldError::new(
+            "name",
+            "Name must not be longer than 200 characters",
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "name",
+            "Name must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Validates an optional email: empty means none; otherwise at most 100 characters, one `@`
+/// with something on both sides, no spaces or control characters.
+pub fn validate_email(raw: &str) -> Result<Option<String>, FieldError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if trimmed.chars().count() > 100 {
+        return Err(FieldError::new(
+            "email",
+            "Email must not be longer than 100 characters",
+        ));
+    }
+    let valid = match trimmed.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !trimmed
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c))
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(FieldError::new(
+            "email",
+            format!("Email '{trimmed}' is not valid"),
+        ));
+    }
+    Ok(Some(trimmed.to_string()))
+}
+
+/// Minimum length of a local password.
+pub const PASSWORD_MIN_LEN: usize = 12;
+
+/// Validates a new local password.
+pub fn validate_password(raw: &str) -> Result<(), FieldError> {
+    if raw.chars().count() < PASSWORD_MIN_LEN {
+        return Err(FieldError::new(
+            "password",
+            format!("Password must be at least {PASSWORD_MIN_LEN} characters long"),
+        ));
+    }
+    if raw.len() > 1024 {
+        return Err(FieldError::new(
+            "password",
+            "Password must not be longer than 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// A group name: 1–255 characters, case-sensitive, `/` allowed (GitLab paths), not `Anyone`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn parse(raw: &str) -> Result<GroupName, FieldError> {
+        let trimmed = raw.trim();
+        let len = trimmed.chars().count();
+        if len == 0 {
+            return Err(FieldError::new("name", "Group name must not be empty"));
+        }
+        if len > 255 {
+            return Err(FieldError::new(
+                "name",
+                "Group name must not be longer than 255 characters",
+            ));
+        }
+        if trimmed.eq_ignore_ascii_case("anyone") {
+            return Err(FieldError::new(
+                "name",
+                "Anyone group cannot be used",
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                "name",
+                "Group name must not contain control characters",
+            ));
+        }
+        Ok(GroupName(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a group description: at most 200 characters.
+pub fn validate_description(raw: &str) -> Result<String, FieldError> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > 200 {
+        return Err(FieldError::new(
+            "description",
+            "Description must not be longer than 200 characters",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Global permissions. Stored by key, so new ones only add a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// "Administer System": every admin page and admin API call.
+    Admin,
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &[Permission::Admin];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Permission::Admin => "admin",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Permission::Admin => "Administer System",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Permission, FieldError> {
+        Permission::ALL
+            .iter()
+            .copied()
+            .find(|p| p.key() == raw)
+            .ok_or_else(|| {
+                let keys: Vec<&str> = Permission::ALL.iter().map(|p| p.key()).collect();
+                FieldError::new(
+                    "permission",
+                    format!(
+                        "Value of parameter 'permission' ({raw}) must be one of: [{}]",
+                        keys.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Name of the token prefix (`lgu_` + 40 hex characters).
+pub const TOKEN_PREFIX: &str = "lgu_";
+
+/// External identity providers a user can be linked to.
+pub const PROVIDER_GITLAB: &str = "gitlab";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_rules() {
+        for ok in ["ab", "a.b-c_d@e", "9lives", &"x".repeat(255)] {
+            assert!(Login::parse(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in ["a", "", "-ab", ".ab", "_ab", "@ab", "a b", "ab/c", "é1", &"x".repeat(256)] {
+            assert!(Login::parse(bad).is_err(), "{bad} should be invalid");
+        }
+    }
+
+    #[test]
+    fn group_name_rules() {
+        assert!(GroupName::parse("acme/platform").is_ok());
+        assert_eq!(GroupName::parse(" x ").unwrap().as_str(), "x");
+        assert!(GroupName::parse("").is_err());
+        assert!(GroupName::parse("anyone").is_err());
+        assert!(GroupName::parse("Anyone").is_err());
+        assert!(GroupName::parse(&"g".repeat(256)).is_err());
+        assert!(GroupName::parse(&"g".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn email_rules() {
+        assert_eq!(validate_email("").unwrap(), None);
+        assert_eq!(validate_email("a@b.c").unwrap().as_deref(), Some("a@b.c"));
+        for bad in ["a", "@b", "a@", "a@@b", "a b@c", "a@.b", &format!("{}@b.c", "a".repeat(100))] {
+            assert!(validate_email(bad).is_err(), "{bad} should be invalid");
+        }
+    }
+
+    #[test]
+    fn name_and_password_rules() {
+        assert!(validate_name(" ").is_err());
+        assert!(validate_name(&"n".repeat(201)).is_err());
+        assert_eq!(validate_name(" Ann ").unwrap(), "Ann");
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("twelve-chars").is_ok());
+    }
+
+    #[test]
+    fn permission_keys_round_trip() {
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.key()).unwrap(), *p);
+        }
+        assert!(Permission::parse("gateadmin").is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Serving over oxhttp, and what labgate adds around it: reserving a port for `:0`, body and
+//! parameter limits, the client address, panics answered 500 with a request id, security
+//! headers, one log line per request, and graceful draining on SIGTERM.
+
+use crate::web::request::{parse_cookies, Params, Req, Resp, MAX_BODY};
+use crate::web::{self, App};
+use oxhttp::model::{Body, HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Read/write timeout of a connection: a stalled client is dropped after this.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most connections served at once (one thread each). Stalled clients below this cap cannot
+/// lock others out; above it, new connections wait for a slot.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long in-flight requests may take to finish after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+/// Binds and starts serving `app_for(addr)`. With port 0, a free port is reserved first
+/// (oxhttp binds by address and does not report the port it got), retrying if taken meanwhile.
+pub fn spawn(
+    listen: SocketAddr,
+    make_app: impl Fn(SocketAddr) -> Arc<App>,
+) -> std::io::Result<(SocketAddr, Arc<App>)> {
+    let attempts = if listen.port() == 0 { 5 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let addr = if listen.port() == 0 {
+            reserve_port(listen.ip())?
+        } else {
+            listen
+        };
+        let app = make_app(addr);
+        let handler_app = Arc::clone(&app);
+        let server = oxhttp::Server::new(move |request| handle(&handler_app, request, web::dispatch))
+            .bind(addr)
+            .with_global_timeout(CONNECTION_TIMEOUT)
+            .with_max_concurrent_connections(MAX_CONNECTIONS);
+        match server.spawn() {
+            Ok(_listening) => return Ok((addr, app)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && listen.port() == 0 => {
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("could not reserve a port")))
+}
+
+/// Finds a free port on `ip` by binding port 0 and releasing it.
+pub fn reserve_port(ip: IpAddr) -> std::io::Result<SocketAddr> {
+    let probe = TcpListener::bind(SocketAddr::new(ip, 0))?;
+    probe.local_addr()
+}
+
+/// Waits for in-flight requests to finish (bounded), with new ones already refused.
+pub fn drain(app: &App, limit: Duration) -> bool {
+    app.draining.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + limit;
+    while app.in_flight.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+struct InFlight<'a>(&'a App);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The peer address: oxhttp gives handlers none, but names each connection's thread after it.
+fn peer_address() -> Option<SocketAddr> {
+    let current = std::thread::current();
+    let name = current.name()?;
+    let (addr, _) = name.split_once(": responding thread")?;
+    addr.parse().ok()
+}
+
+/// The client address for throttling: only believed from `X-Forwarded-For` when the request
+/// comes from a configured trusted proxy (the right-most address not itself a proxy).
+pub fn client_address(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return None;
+    }
+    forwarded_for?
+        .split(',')
+        .rev()
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+}
+
+/// Makes oxhttp close the connection after this response and not drain the unread body.
+fn abandon_body(request: &mut Request<Body>) {
+    *request.body_mut() = Body::empty();
+    request.headers_mut().insert(
+        oxhttp::model::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+}
+
+/// Handles one request around `dispatch`: limits, panics, headers, logging.
+pub fn handle(
+    app: &App,
+    request: &mut Request<Body>,
+    dispatch: fn(&App, &Req) -> Resp,
+) -> Response<Body> {
+    app.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlight(app);
+    let started = Instant::now();
+    let request_id = crate::crypto::random_hex(6);
+    let method = request.method().as_str().to_string();
+    let path = request.uri().path().to_string();
+    let resp = if app.draining.load(Ordering::SeqCst) {
+        abandon_body(request);
+        Resp::text(503, "labgate is shutting down; try again in a moment")
+            .with_header("Retry-After", "5")
+    } else if method == "GET" && path == "/static/style.css" {
+        Resp::new(200, "text/css; charset=utf-8", STYLE_CSS)
+            .with_header("Cache-Control", "public, max-age=3600")
+    } else {
+        match read_request(app, request, &request_id) {
+            Ok(req) => match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(app, &req))) {
+                Ok(resp) => resp,
+                Err(_) => {
+                    log::error!("request {request_id}: handler panicked on {method} {path}");
+                    web::error_response(
+                        &req,
+                        req.is_api(),
+                        crate::error::AppError::Internal(format!("panic in request {request_id}")),
+                    )
+                }
+            },
+            Err(resp) => {
+                abandon_body(request);
+                resp
+            }
+        }
+    };
+    let status = resp.status;
+    log::info!(
+        "{method} {path} {status} {:.1}ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    to_response(resp, &request_id)
+}
+
+/// Builds a [`Req`] with the body read under the cap; refusals come back as responses.
+fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Result<Req, Resp> {
+    let is_api = request.uri().path().starts_with("/api/");
+    let refuse = |err: crate::error::AppError| {
+        let stub = Req {
+            method: String::new(),
+            path: String::new(),
+            raw_query: String::new(),
+            query: Params::default(),
+            form: Params::default(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            client_ip: None,
+            request_id: request_id.to_string(),
+            body: Vec::new(),
+        };
+        web::error_response(&stub, is_api, err)
+    };
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(len) = request.body().len() {
+        if len > MAX_BODY as u64 {
+            return Err(refuse(crate::error::AppError::PayloadTooLarge));
+        }
+    }
+    let mut body = Vec::new();
+    if let Err(e) = request.body_mut().take(MAX_BODY as u64 + 1).read_to_end(&mut body) {
+        let status = if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock {
+            408
+        } else {
+            400
+        };
+        return Err(Resp::text(status, "The request body could not be read"));
+    }
+    if body.len() > MAX_BODY {
+        return Err(refuse(crate::error::AppError::PayloadTooLarge));
+    }
+    let raw_query = request.uri().query().unwrap_or("").to_string();
+    let query = Params::parse(raw_query.as_bytes()).map_err(refuse)?;
+    let is_form = header("content-type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    let form = if is_form {
+        Params::parse(&body).map_err(refuse)?
+    } else {
+        Params::default()
+    };
+    if query.len() + form.len() > crate::web::request::MAX_PARAMS {
+        return Err(refuse(crate::error::AppError::invalid("request", "Too many parameters")));
+    }
+    let cookies = header("cookie").map(parse_cookies).unwrap_or_default();
+    let client_ip = client_address(
+        peer_address().map(|a| a.ip()),
+        header("x-forwarded-for"),
+        &app.config.trusted_proxies,
+    );
+    Ok(Req {
+        method: request.method().as_str().to_string(),
+        path: request.uri().path().to_string(),
+        raw_query,
+        query,
+        form,
+        cookies,
+        client_ip,
+        request_id: request_id.to_string(),
+        body,
+        headers,
+    })
+}
+
+const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+
+fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
+    let is_html = resp
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    let has_cache_control = resp.header("cache-control").is_some();
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut extra: Vec<(&str, String)> = vec![
+        ("X-Content-Type-Options", "nosniff".into()),
+        ("X-Request-Id", request_id.to_string()),
+    ];
+    if is_html {
+        extra.push(("Content-Security-Policy", CSP.into()));
+        extra.push(("Referrer-Policy", "same-origin".into()));
+        extra.push(("X-Frame-Options", "DENY".into()));
+    }
+    if !has_cache_control {
+        extra.push(("Cache-Control", "no-store".into()));
+    }
+    for (name, value) in resp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .chain(extra)
+    {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            builder = builder.header(n, v);
+        }
+    }
+    builder
+        .body(Body::from(resp.body))
+        .unwrap_or_else(|_| Response::new(Body::from("internal error")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.1.1.1".parse().unwrap();
+        let xff = Some("203.0.113.9, 198.51.100.2");
+        assert_eq!(client_address(Some(proxy), xff, &[]), None);
+        assert_eq!(client_address(Some(other), xff, &[proxy]), None);
+        assert_eq!(
+            client_address(Some(proxy), xff, &[proxy]),
+            Some("198.51.100.2".parse().unwrap())
+        );
+        // A chain of trusted proxies is skipped from the right.
+        let p2: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(
+            client_address(Some(proxy), xff, &[proxy, p2]),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(client_address(Some(proxy), Some("garbage"), &[proxy]), None);
+        assert_eq!(client_address(None, xff, &[proxy]), None);
+    }
+
+    #[test]
+    fn reserved_port_is_free_and_nonzero() {
+        let addr = reserve_port("127.0.0.1".parse().unwrap()).unwrap();
+        assert_ne!(addr.port(), 0);
+        TcpListener::bind(addr).expect("port can be bound again");
+    }
+}

@@ -1,0 +1,307 @@
+//! Server-rendered pages for everyone: sign-in, home, account (profile, password, tokens),
+//! and the error page. Admin pages live in the `admin_*` modules.
+
+pub mod admin_groups;
+pub mod admin_permissions;
+pub mod admin_settings;
+pub mod admin_users;
+
+use super::auth;
+use super::request::{encode_component, Resp};
+use super::views::{self, render, Layout};
+use super::Ctx;
+use crate::accounts;
+use crate::db::{tokens, users};
+use crate::error::{AppError, AppResult};
+use crate::model::FieldError;
+use askama::Template;
+
+/// Field errors of a form, looked up by field name in templates.
+#[derive(Default)]
+pub struct FormErrors(pub Vec<FieldError>);
+
+impl FormErrors {
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+
+    /// Errors not tied to a shown field (rules, throttling...).
+    pub fn general(&self, shown: &[&str]) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|e| !shown.contains(&e.field))
+            .map(|e| e.message.as_str())
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Turns a handler error into form errors, or passes on errors that are not about input.
+    pub fn from_error(err: AppError) -> AppResult<FormErrors> {
+        match err {
+            AppError::Invalid(errors) => Ok(FormErrors(errors)),
+            AppError::Rule(m) | AppError::NotFound(m) | AppError::TooManyRequests(m) => {
+                Ok(FormErrors(vec![FieldError::new("form", m)]))
+            }
+            other => Err(other),
+        }
+    }
+}
+
+/// A `return_to` that stays on this site: `/` followed by a letter, digit or `_`; else `/`.
+pub fn safe_return_to(raw: Option<&str>) -> String {
+    match raw {
+        Some(path)
+            if path.len() <= 2048
+                && path.starts_with('/')
+                && path[1..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && !path.chars().any(|c| c == '\\' || c.is_control()) =>
+        {
+            path.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+/// The page for an error on a page route: sign-in for anonymous callers, else the error page.
+pub fn error_page(ctx: &mut Ctx<'_>, err: AppError) -> Resp {
+    if let AppError::Unauthorized(_) = err {
+        if ctx.caller.is_none() {
+            let back = ctx.req.path_and_query();
+            return Resp::redirect(&format!("/sessions/new?return_to={}", encode_component(&back)));
+        }
+    }
+    let layout = Layout::new(ctx, "Error", "").unwrap_or_else(|_| Layout::anonymous("Error"));
+    views::error_with_layout(layout, ctx.req, &err)
+}
+
+#[derive(Template)]
+#[template(path = "sessions/new.html")]
+struct LoginPage {
+    l: Layout,
+    login: String,
+    return_to: String,
+    error: Option<String>,
+    gitlab_enabled: bool,
+}
+
+fn render_login(ctx: &Ctx<'_>, status: u16, login: &str, return_to: String, error: Option<String>) -> AppResult<Resp> {
+    render(
+        status,
+        &LoginPage {
+            l: Layout::anonymous("Sign in"),
+            login: login.to_string(),
+            return_to,
+            error,
+            gitlab_enabled: gitlab_sign_in_offered(ctx),
+        },
+    )
+}
+
+/// Whether "Log in with GitLab" is offered (comes with the GitLab sign-in).
+fn gitlab_sign_in_offered(_ctx: &Ctx<'_>) -> bool {
+    false
+}
+
+pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    if ctx.caller.is_some() {
+        return Ok(Resp::redirect(&return_to));
+    }
+    render_login(ctx, 200, "", return_to, None)
+}
+
+pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.req.form.get("login").unwrap_or("").trim().to_string();
+    let password = ctx.req.form.get("password").unwrap_or("").to_string();
+    let return_to = safe_return_to(ctx.req.form.get("return_to"));
+    if login.is_empty() || password.is_empty() {
+        return render_login(ctx, 422, &login, return_to, Some("Enter your login and password.".into()));
+    }
+    match auth::check_password(ctx.app, &ctx.conn, &login, &password, ctx.req, ctx.now) {
+        Ok(user) => {
+            log::info!("sign-in provider=local login={:?} outcome=accepted", user.login);
+            // A fresh session id at every sign-in; any previous one is ended.
+            if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
+                crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
+            }
+            let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, ctx.now)?;
+            ctx.cookies.extend(cookies);
+            let target = if user.must_change_password { "/account/password".to_string() } else { return_to };
+            Ok(Resp::redirect(&target))
+        }
+        Err(AppError::Unauthorized(_)) => render_login(ctx, 401, &login, return_to, Some("Incorrect login or password.".into())),
+        Err(AppError::TooManyRequests(m)) => render_login(ctx, 429, &login, return_to, Some(m)),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
+        crate::db::sessions::delete(&ctx.conn, &session.id_hash)?;
+    }
+    ctx.cookies.extend(auth::clear_cookies());
+    Ok(Resp::redirect("/sessions/new"))
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    l: Layout,
+    user: users::User,
+    groups: Vec<String>,
+    permissions: Vec<(&'static str, &'static str)>,
+    last_connection: String,
+}
+
+pub fn home(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let caller = ctx.caller()?.clone();
+    let page = HomePage {
+        l: Layout::new(ctx, "Home", "home")?,
+        groups: users::group_names(&ctx.conn, caller.user.id)?,
+        permissions: caller.permissions.iter().map(|p| (p.key(), p.label())).collect(),
+        last_connection: views::datetime(caller.user.last_connection_at),
+        user: caller.user,
+    };
+    render(200, &page)
+}
+
+pub struct TokenRow {
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
+    pub expires: String,
+    pub expired: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account/account.html")]
+struct AccountPage {
+    l: Layout,
+    user: users::User,
+    tokens: Vec<TokenRow>,
+    new_token: Option<(String, String)>,
+    token_name: String,
+    token_expiration: String,
+    token_errors: FormErrors,
+    today: String,
+}
+
+fn account_page(
+    ctx: &Ctx<'_>,
+    status: u16,
+    new_token: Option<(String, String)>,
+    token_form: (String, String, FormErrors),
+) -> AppResult<Resp> {
+    let caller = ctx.caller()?.clone();
+    let rows = tokens::list(&ctx.conn, caller.user.id)?
+        .into_iter()
+        .map(|t| TokenRow {
+            created: views::datetime(Some(t.created_at)),
+            last_used: views::datetime(t.last_connection_at),
+            expires: t.expires_at.map(crate::api::format_date).unwrap_or_else(|| "never".into()),
+            expired: t.is_expired(ctx.now),
+            name: t.name,
+        })
+        .collect();
+    let page = AccountPage {
+        l: Layout::new(ctx, "My account", "account")?,
+        user: caller.user,
+        tokens: rows,
+        new_token,
+        token_name: token_form.0,
+        token_expiration: token_form.1,
+        token_errors: token_form.2,
+        today: crate::api::format_date(ctx.now),
+    };
+    render(status, &page)
+}
+
+pub fn account(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    account_page(ctx, 200, None, Default::default())
+}
+
+pub fn token_generate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.caller()?.user.login.clone();
+    let name = ctx.req.form.get("name").unwrap_or("").to_string();
+    let expiration = ctx.req.form.get("expirationDate").unwrap_or("").to_string();
+    match accounts::generate_token(&mut ctx.conn, &login, &name, &expiration, ctx.now) {
+        Ok(t) => {
+            log::info!("token generated login={login:?} name={:?}", t.name);
+            account_page(ctx, 200, Some((t.name, t.value)), Default::default())
+        }
+        Err(e) => {
+            let errors = FormErrors::from_error(e)?;
+            account_page(ctx, 422, None, (name, expiration, errors))
+        }
+    }
+}
+
+pub fn token_revoke(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let login = ctx.caller()?.user.login.clone();
+    let name = ctx.req.form.get("name").unwrap_or("").to_string();
+    accounts::revoke_token(&mut ctx.conn, &login, &name)?;
+    ctx.flash(&format!("Token '{name}' was revoked."))?;
+    Ok(Resp::redirect("/account"))
+}
+
+#[derive(Template)]
+#[template(path = "account/password.html")]
+struct PasswordPage {
+    l: Layout,
+    forced: bool,
+    errors: FormErrors,
+}
+
+pub fn password_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let forced = ctx.caller()?.user.must_change_password;
+    render(200, &PasswordPage { l: Layout::new(ctx, "Change password", "account")?, forced, errors: FormErrors::default() })
+}
+
+pub fn password_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let caller = ctx.caller()?.clone();
+    let current = ctx.req.form.get("previousPassword").unwrap_or("").to_string();
+    let new = ctx.req.form.get("password").unwrap_or("").to_string();
+    let confirm = ctx.req.form.get("confirmPassword").unwrap_or("").to_string();
+    let result = if new != confirm {
+        Err(AppError::invalid("confirmPassword", "The two new passwords are not the same"))
+    } else {
+        let keep = caller.session().map(|s| s.id_hash.clone());
+        accounts::change_password(&mut ctx.conn, &caller.user.login, &new, Some(&current), keep.as_deref(), ctx.now)
+    };
+    match result {
+        Ok(()) => {
+            ctx.flash("Your password was changed.")?;
+            Ok(Resp::redirect("/account"))
+        }
+        Err(e) => {
+            let errors = FormErrors::from_error(e)?;
+            let page = PasswordPage {
+                l: Layout::new(ctx, "Change password", "account")?,
+                forced: caller.user.must_change_password,
+                errors,
+            };
+            render(422, &page)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_only_accepts_local_paths() {
+        assert_eq!(safe_return_to(Some("/admin/users?p=2")), "/admin/users?p=2");
+        assert_eq!(safe_return_to(Some("/_x")), "/_x");
+        for bad in ["//evil.example", "/\\evil.example", "http://evil.example", "evil", "/", "", "/%2F", "/ x", "/a\\b", "/a\nb"] {
+            assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_return_to(None), "/");
+    }
+}

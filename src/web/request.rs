@@ -1,0 +1,278 @@
+//! A request as handlers see it: method, path, decoded parameters, cookies, client address;
+//! and the response they return. Decoding is strict: bad encodings are a 400, never a guess.
+
+use crate::error::{AppError, AppResult};
+use percent_encoding::percent_decode;
+use std::net::IpAddr;
+
+/// Largest body read, bytes (forms and JSON).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most parameters (query and form together).
+pub const MAX_PARAMS: usize = 256;
+
+/// Decoded `name=value` pairs, in order; a repeated name is repeated.
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    /// Decodes `application/x-www-form-urlencoded` text strictly.
+    pub fn parse(raw: &[u8]) -> AppResult<Params> {
+        let mut out = Vec::new();
+        for pair in raw.split(|&b| b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            if out.len() >= MAX_PARAMS {
+                return Err(AppError::invalid(
+                    "request",
+                    format!("Too many parameters (at most {MAX_PARAMS})"),
+                ));
+            }
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            out.push((decode_component(name)?, decode_component(value)?));
+        }
+        Ok(Params(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn decode_component(raw: &[u8]) -> AppResult<String> {
+    let bad = || AppError::invalid("request", "Malformed parameter encoding");
+    // A '%' must be followed by two hex digits.
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let ok = raw.len() > i + 2 && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(bad());
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    let text = percent_decode(&plus_as_space).decode_utf8().map_err(|_| {
+        AppError::invalid("request", "Parameters must be valid UTF-8")
+    })?;
+    if text.contains('\0') {
+        return Err(AppError::invalid("request", "Parameters must not contain NUL characters"));
+    }
+    Ok(text.into_owned())
+}
+
+/// Percent-encodes a value for a URL query component.
+pub fn encode_component(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Parses a `Cookie` header into pairs; malformed pieces are skipped.
+pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
+    header
+        .split(';')
+        .filter_map(|piece| {
+            let (name, value) = piece.split_once('=')?;
+            let name = name.trim();
+            let value = value.trim().trim_matches('"');
+            (!name.is_empty()).then(|| (name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    /// Raw query string, for `return_to` links.
+    pub raw_query: String,
+    pub query: Params,
+    pub form: Params,
+    pub headers: Vec<(String, String)>,
+    pub cookies: Vec<(String, String)>,
+    pub client_ip: Option<IpAddr>,
+    pub request_id: String,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter from the form body, else the query string.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.form.get(name).or_else(|| self.query.get(name))
+    }
+
+    /// Every value of a repeated parameter (form body first, then query string).
+    pub fn params(&self, name: &str) -> Vec<&str> {
+        let mut values = self.form.all(name);
+        values.extend(self.query.all(name));
+        values
+    }
+
+    /// A required parameter, trimmed; missing or empty is a 400 naming it.
+    pub fn required(&self, name: &'static str) -> AppResult<&str> {
+        match self.param(name).map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(AppError::invalid(name, format!("The '{name}' parameter is missing"))),
+        }
+    }
+
+    pub fn is_api(&self) -> bool {
+        self.path.starts_with("/api/")
+    }
+
+    /// The path with its query, for coming back after sign-in.
+    pub fn path_and_query(&self) -> String {
+        if self.raw_query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.raw_query)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+pub const JSON: &str = "application/json";
+
+impl Resp {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
+        Resp {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn json(value: &serde_json::Value) -> Resp {
+        Resp::json_status(200, value)
+    }
+
+    pub fn json_status(status: u16, value: &serde_json::Value) -> Resp {
+        Resp::new(status, JSON, value.to_string())
+    }
+
+    pub fn no_content() -> Resp {
+        Resp {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn text(status: u16, text: impl Into<String>) -> Resp {
+        Resp::new(status, "text/plain; charset=utf-8", text.into())
+    }
+
+    pub fn html(status: u16, html: String) -> Resp {
+        Resp::new(status, "text/html; charset=utf-8", html)
+    }
+
+    /// 303 See Other (after a form POST) or 302 to a local path.
+    pub fn redirect(location: &str) -> Resp {
+        Resp {
+            status: 303,
+            headers: vec![("Location".into(), location.into())],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Resp {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `{"errors":[{"msg":...}]}` with the error's status.
+    pub fn api_error(err: &AppError) -> Resp {
+        let errors: Vec<serde_json::Value> = err
+            .messages()
+            .into_iter()
+            .map(|m| serde_json::json!({ "msg": m }))
+            .collect();
+        Resp::json_status(err.status(), &serde_json::json!({ "errors": errors }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_decode_plus_percent_and_repeats() {
+        let p = Params::parse(b"a=1+2&b=%C3%A9&a=3&flag&=x").unwrap();
+        assert_eq!(p.get("a"), Some("1 2"));
+        assert_eq!(p.all("a"), vec!["1 2", "3"]);
+        assert_eq!(p.get("b"), Some("é"));
+        assert_eq!(p.get("flag"), Some(""));
+    }
+
+    #[test]
+    fn bad_encodings_are_refused() {
+        for raw in [&b"a=%zz"[..], b"a=%4", b"a=%ff%fe", b"a=%00", b"a=\xff"] {
+            assert!(Params::parse(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_params_are_refused() {
+        let raw = "x=1&".repeat(MAX_PARAMS + 1);
+        assert!(Params::parse(raw.as_bytes()).is_err());
+        let ok = "x=1&".repeat(MAX_PARAMS);
+        assert_eq!(Params::parse(ok.as_bytes()).unwrap().len(), MAX_PARAMS);
+    }
+
+    #[test]
+    fn cookies_parse_leniently() {
+        let c = parse_cookies("a=1; b = \"2\" ; junk; =x; c=");
+        assert_eq!(c, vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "".into())]);
+    }
+}
