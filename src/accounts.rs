@@ -14,7 +14,8 @@ fn ensure_an_admin_remains(tx: &Connection, message: &str) -> AppResult<()> {
     Ok(())
 }
 
-const LAST_ADMIN_PERMISSION: &str = "Last user with permission 'admin'. Permission cannot be removed.";
+const LAST_ADMIN_PERMISSION: &str =
+    "Last user with permission 'admin'. Permission cannot be removed.";
 
 pub fn user_by_login(conn: &Connection, login: &str) -> AppResult<users::User> {
     users::find_by_login(conn, login)?
@@ -59,11 +60,22 @@ pub struct NewUserInput<'a> {
 
 /// Creates a local or pre-provisioned GitLab user. A deactivated user with that login is
 /// reactivated with the new details, as SonarQube does.
-pub fn create_user(conn: &mut Connection, input: &NewUserInput<'_>, now: i64) -> AppResult<users::User> {
+pub fn create_user(
+    conn: &mut Connection,
+    input: &NewUserInput<'_>,
+    now: i64,
+) -> AppResult<users::User> {
     let mut errors = Vec::new();
-    let login = Login::parse(input.login.trim()).map_err(|e| errors.push(e)).ok();
-    let name = model::validate_name(input.name).map_err(|e| errors.push(e)).ok();
-    let email = model::validate_email(input.email).map_err(|e| errors.push(e)).ok().flatten();
+    let login = Login::parse(input.login.trim())
+        .map_err(|e| errors.push(e))
+        .ok();
+    let name = model::validate_name(input.name)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let email = model::validate_email(input.email)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
     let gitlab = match input.gitlab_username {
         Some(u) => match Login::parse(u.trim()) {
             Ok(u) => Some(u),
@@ -86,9 +98,15 @@ pub fn create_user(conn: &mut Connection, input: &NewUserInput<'_>, now: i64) ->
         return Err(AppError::Invalid(errors));
     }
     let (login, name) = (login.expect("validated"), name.expect("validated"));
-    let password_hash = gitlab.is_none().then(|| crate::crypto::hash_password(input.password));
+    let password_hash = gitlab
+        .is_none()
+        .then(|| crate::crypto::hash_password(input.password));
     let tx = db::write_tx(conn)?;
-    check_email_free(&tx, email.as_deref(), users::find_by_login(&tx, login.as_str())?.map(|u| u.id))?;
+    check_email_free(
+        &tx,
+        email.as_deref(),
+        users::find_by_login(&tx, login.as_str())?.map(|u| u.id),
+    )?;
     let id = match users::find_by_login(&tx, login.as_str())? {
         Some(existing) if existing.active => {
             return Err(AppError::rule(format!(
@@ -98,9 +116,13 @@ pub fn create_user(conn: &mut Connection, input: &NewUserInput<'_>, now: i64) ->
         Some(existing) => {
             users::update_profile(&tx, existing.id, &name, email.as_deref(), now)?;
             match (&gitlab, &password_hash) {
-                (Some(g), _) => {
-                    users::set_external_identity(&tx, existing.id, PROVIDER_GITLAB, g.as_str(), now)?
-                }
+                (Some(g), _) => users::set_external_identity(
+                    &tx,
+                    existing.id,
+                    PROVIDER_GITLAB,
+                    g.as_str(),
+                    now,
+                )?,
                 (None, Some(hash)) => {
                     tx.execute(
                         "UPDATE users SET external_provider = NULL, external_identity = NULL, \
@@ -136,12 +158,17 @@ pub fn create_user(conn: &mut Connection, input: &NewUserInput<'_>, now: i64) ->
             )?
         }
     };
-    let user = users::find_by_id(&tx, id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let user =
+        users::find_by_id(&tx, id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
     Ok(user)
 }
 
-fn ensure_gitlab_identity_free(tx: &Connection, username: &str, except: Option<i64>) -> AppResult<()> {
+fn ensure_gitlab_identity_free(
+    tx: &Connection,
+    username: &str,
+    except: Option<i64>,
+) -> AppResult<()> {
     let taken: Option<String> = tx
         .query_row(
             "SELECT login FROM users WHERE external_provider = 'gitlab' \
@@ -158,7 +185,13 @@ fn ensure_gitlab_identity_free(tx: &Connection, username: &str, except: Option<i
     Ok(())
 }
 
-pub fn update_user(conn: &mut Connection, login: &str, name: Option<&str>, email: Option<&str>, now: i64) -> AppResult<users::User> {
+pub fn update_user(
+    conn: &mut Connection,
+    login: &str,
+    name: Option<&str>,
+    email: Option<&str>,
+    now: i64,
+) -> AppResult<users::User> {
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
     let mut errors = Vec::new();
@@ -176,13 +209,19 @@ pub fn update_user(conn: &mut Connection, login: &str, name: Option<&str>, email
     let (name, email) = (name.expect("validated"), email.expect("validated"));
     check_email_free(&tx, email.as_deref(), Some(user.id))?;
     users::update_profile(&tx, user.id, &name, email.as_deref(), now)?;
-    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let updated = users::find_by_id(&tx, user.id)?
+        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
     Ok(updated)
 }
 
 /// Deactivates a user: sessions, tokens, memberships and direct permissions go with it.
-pub fn deactivate_user(conn: &mut Connection, actor_id: i64, login: &str, now: i64) -> AppResult<users::User> {
+pub fn deactivate_user(
+    conn: &mut Connection,
+    actor_id: i64,
+    login: &str,
+    now: i64,
+) -> AppResult<users::User> {
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
     if user.id == actor_id {
@@ -190,7 +229,8 @@ pub fn deactivate_user(conn: &mut Connection, actor_id: i64, login: &str, now: i
     }
     users::deactivate(&tx, user.id, now)?;
     ensure_an_admin_remains(&tx, "User is last administrator, and cannot be deactivated")?;
-    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let updated = users::find_by_id(&tx, user.id)?
+        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
     Ok(updated)
 }
@@ -202,7 +242,8 @@ pub fn reactivate_user(conn: &mut Connection, login: &str, now: i64) -> AppResul
         return Err(AppError::rule(format!("User '{login}' is already active")));
     }
     users::reactivate(&tx, user.id, now)?;
-    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let updated = users::find_by_id(&tx, user.id)?
+        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
     Ok(updated)
 }
@@ -219,8 +260,9 @@ pub fn change_password(
 ) -> AppResult<()> {
     model::validate_password(new_password)?;
     let user = active_user_by_login(conn, login)?;
-    let hash = users::password_hash(conn, user.id)?
-        .ok_or_else(|| AppError::rule("Password cannot be changed when external authentication is used"))?;
+    let hash = users::password_hash(conn, user.id)?.ok_or_else(|| {
+        AppError::rule("Password cannot be changed when external authentication is used")
+    })?;
     if let Some(previous) = previous {
         if !crate::crypto::verify_password(previous, &hash) {
             return Err(AppError::invalid("previousPassword", "Incorrect password"));
@@ -254,7 +296,9 @@ pub fn update_identity_provider(
     if provider != PROVIDER_GITLAB {
         return Err(AppError::invalid(
             "newExternalProvider",
-            format!("Value of parameter 'newExternalProvider' ({provider}) must be one of: [gitlab]"),
+            format!(
+                "Value of parameter 'newExternalProvider' ({provider}) must be one of: [gitlab]"
+            ),
         ));
     }
     let identity = identity.trim();
@@ -270,15 +314,23 @@ pub fn update_identity_provider(
     users::set_external_identity(&tx, user.id, provider, identity, now)?;
     // A user who can no longer sign in with a password keeps no password sessions.
     sessions::delete_for_user(&tx, user.id)?;
-    let updated = users::find_by_id(&tx, user.id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let updated = users::find_by_id(&tx, user.id)?
+        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
     Ok(updated)
 }
 
-pub fn create_group(conn: &mut Connection, name: &str, description: &str, now: i64) -> AppResult<groups::Group> {
+pub fn create_group(
+    conn: &mut Connection,
+    name: &str,
+    description: &str,
+    now: i64,
+) -> AppResult<groups::Group> {
     let mut errors = Vec::new();
     let name = GroupName::parse(name).map_err(|e| errors.push(e)).ok();
-    let description = model::validate_description(description).map_err(|e| errors.push(e)).ok();
+    let description = model::validate_description(description)
+        .map_err(|e| errors.push(e))
+        .ok();
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
@@ -314,11 +366,16 @@ pub fn update_group(
     let group = group_by_name(&tx, current)?;
     let mut errors = Vec::new();
     let name = match new_name {
-        Some(n) => GroupName::parse(n).map_err(|e| errors.push(e)).ok().map(|n| n.as_str().to_string()),
+        Some(n) => GroupName::parse(n)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .map(|n| n.as_str().to_string()),
         None => Some(group.name.clone()),
     };
     let description = match description {
-        Some(d) => model::validate_description(d).map_err(|e| errors.push(e)).ok(),
+        Some(d) => model::validate_description(d)
+            .map_err(|e| errors.push(e))
+            .ok(),
         None => Some(group.description.clone()),
     };
     if !errors.is_empty() {
@@ -350,11 +407,30 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// Why a user's memberships cannot be edited by hand, if they cannot: GitLab users while
+/// group synchronization is on.
+pub fn memberships_locked(
+    conn: &Connection,
+    user: &users::User,
+) -> AppResult<Option<&'static str>> {
+    if user.external_provider.as_deref() == Some(PROVIDER_GITLAB)
+        && crate::settings::flag(conn, crate::settings::GITLAB_GROUPS_SYNC)?
+    {
+        return Ok(Some(MEMBERSHIPS_SYNCHRONIZED));
+    }
+    Ok(None)
+}
+
+pub const MEMBERSHIPS_SYNCHRONIZED: &str = "Group memberships of GitLab users are managed by GitLab group synchronization and cannot be changed by hand";
+
 pub fn add_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, group)?;
     refuse_default(&group)?;
     let user = active_user_by_login(&tx, login)?;
+    if let Some(reason) = memberships_locked(&tx, &user)? {
+        return Err(AppError::rule(reason));
+    }
     groups::add_member(&tx, group.id, user.id)?;
     tx.commit()?;
     Ok(())
@@ -365,6 +441,9 @@ pub fn remove_member(conn: &mut Connection, group: &str, login: &str) -> AppResu
     let group = group_by_name(&tx, group)?;
     refuse_default(&group)?;
     let user = user_by_login(&tx, login)?;
+    if let Some(reason) = memberships_locked(&tx, &user)? {
+        return Err(AppError::rule(reason));
+    }
     groups::remove_member(&tx, group.id, user.id)?;
     ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
     tx.commit()?;
@@ -444,7 +523,13 @@ pub struct GeneratedToken {
     pub expires_at: Option<i64>,
 }
 
-pub fn generate_token(conn: &mut Connection, login: &str, name: &str, expiration: &str, now: i64) -> AppResult<GeneratedToken> {
+pub fn generate_token(
+    conn: &mut Connection,
+    login: &str,
+    name: &str,
+    expiration: &str,
+    now: i64,
+) -> AppResult<GeneratedToken> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::invalid(
@@ -522,10 +607,22 @@ mod tests {
     #[test]
     fn default_group_is_protected() {
         let mut conn = test_db();
-        assert!(matches!(delete_group(&mut conn, "users"), Err(AppError::Rule(_))));
-        assert!(matches!(update_group(&mut conn, "users", Some("people"), None), Err(AppError::Rule(_))));
-        assert!(matches!(add_member(&mut conn, "users", "admin"), Err(AppError::Rule(_))));
-        assert!(matches!(remove_member(&mut conn, "users", "admin"), Err(AppError::Rule(_))));
+        assert!(matches!(
+            delete_group(&mut conn, "users"),
+            Err(AppError::Rule(_))
+        ));
+        assert!(matches!(
+            update_group(&mut conn, "users", Some("people"), None),
+            Err(AppError::Rule(_))
+        ));
+        assert!(matches!(
+            add_member(&mut conn, "users", "admin"),
+            Err(AppError::Rule(_))
+        ));
+        assert!(matches!(
+            remove_member(&mut conn, "users", "admin"),
+            Err(AppError::Rule(_))
+        ));
         // Its description may change.
         update_group(&mut conn, "users", None, Some("Everyone")).unwrap();
     }
@@ -535,7 +632,13 @@ mod tests {
         let mut conn = test_db();
         let err = create_user(
             &mut conn,
-            &NewUserInput { login: "-x", name: " ", email: "nope", password: "short", gitlab_username: None },
+            &NewUserInput {
+                login: "-x",
+                name: " ",
+                email: "nope",
+                password: "short",
+                gitlab_username: None,
+            },
             1,
         )
         .unwrap_err();
@@ -551,10 +654,16 @@ mod tests {
         let mut input = local("ann");
         input.email = "ann@x.org";
         create_user(&mut conn, &input, 1).unwrap();
-        assert!(matches!(create_user(&mut conn, &input, 1), Err(AppError::Rule(_))));
+        assert!(matches!(
+            create_user(&mut conn, &input, 1),
+            Err(AppError::Rule(_))
+        ));
         let mut other = local("bob");
         other.email = "ANN@x.org";
-        assert!(matches!(create_user(&mut conn, &other, 1), Err(AppError::Invalid(_))));
+        assert!(matches!(
+            create_user(&mut conn, &other, 1),
+            Err(AppError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -582,8 +691,41 @@ mod tests {
         assert_eq!(user.external_provider.as_deref(), Some("gitlab"));
         assert_eq!(user.external_identity.as_deref(), Some("ann"));
         assert_eq!(user.external_id, None);
-        let dup = NewUserInput { login: "gl-ann2", gitlab_username: Some("ANN"), ..input };
-        assert!(matches!(create_user(&mut conn, &dup, 1), Err(AppError::Rule(_))));
+        let dup = NewUserInput {
+            login: "gl-ann2",
+            gitlab_username: Some("ANN"),
+            ..input
+        };
+        assert!(matches!(
+            create_user(&mut conn, &dup, 1),
+            Err(AppError::Rule(_))
+        ));
+    }
+
+    #[test]
+    fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
+        let mut conn = test_db();
+        create_group(&mut conn, "devs", "", 1).unwrap();
+        let gl = NewUserInput {
+            login: "gl",
+            name: "G",
+            email: "",
+            password: "",
+            gitlab_username: Some("gl"),
+        };
+        create_user(&mut conn, &gl, 1).unwrap();
+        create_user(&mut conn, &local("loc"), 1).unwrap();
+        add_member(&mut conn, "devs", "gl").unwrap();
+        crate::settings::set(&mut conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
+        let err = remove_member(&mut conn, "devs", "gl").unwrap_err();
+        assert_eq!(err.public_message(), MEMBERSHIPS_SYNCHRONIZED);
+        assert!(matches!(
+            add_member(&mut conn, "devs", "gl"),
+            Err(AppError::Rule(_))
+        ));
+        // Local users stay editable.
+        add_member(&mut conn, "devs", "loc").unwrap();
+        remove_member(&mut conn, "devs", "loc").unwrap();
     }
 
     #[test]
@@ -601,10 +743,28 @@ mod tests {
         let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
         let (_, keep) = sessions::create(&conn, admin.id, 1).unwrap();
         sessions::create(&conn, admin.id, 1).unwrap();
-        let err = change_password(&mut conn, "admin", "new-password-123", Some("wrong"), None, 2).unwrap_err();
+        let err = change_password(
+            &mut conn,
+            "admin",
+            "new-password-123",
+            Some("wrong"),
+            None,
+            2,
+        )
+        .unwrap_err();
         assert!(matches!(err, AppError::Invalid(_)));
-        change_password(&mut conn, "admin", "new-password-123", Some("admin-password-123"), Some(&keep.id_hash), 2).unwrap();
-        let left: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+        change_password(
+            &mut conn,
+            "admin",
+            "new-password-123",
+            Some("admin-password-123"),
+            Some(&keep.id_hash),
+            2,
+        )
+        .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(left, 1);
     }
 }

@@ -75,15 +75,25 @@ pub fn parse_base_url(raw: &str) -> Result<String, String> {
 }
 
 impl Config {
-    pub fn from_flags(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()));
-        let listen_text = pick(&flags.listen, "LABGATE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
+    pub fn from_flags(
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        let pick = |flag: &Option<String>, var: &str| {
+            flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()))
+        };
+        let listen_text =
+            pick(&flags.listen, "LABGATE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_text
             .to_socket_addrs()
-            .map_err(|e| format!("--listen {listen_text}: {e} (expected IP:PORT such as 127.0.0.1:9000)"))?
+            .map_err(|e| {
+                format!("--listen {listen_text}: {e} (expected IP:PORT such as 127.0.0.1:9000)")
+            })?
             .next()
             .ok_or_else(|| format!("--listen {listen_text}: the address resolves to nothing"))?;
-        let data_dir = PathBuf::from(pick(&flags.data_dir, "LABGATE_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let data_dir = PathBuf::from(
+            pick(&flags.data_dir, "LABGATE_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        );
         let base_url = pick(&flags.base_url, "LABGATE_BASE_URL")
             .map(|u| parse_base_url(&u))
             .transpose()?;
@@ -133,7 +143,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -147,8 +160,18 @@ mod tests {
 
     #[test]
     fn flags_beat_environment() {
-        let flags = Flags { listen: Some("127.0.0.1:0".into()), ..Flags::default() };
-        let c = Config::from_flags(&flags, &env_of(&[("LABGATE_LISTEN", "127.0.0.1:5"), ("LABGATE_BASE_URL", "https://x.org/")])).unwrap();
+        let flags = Flags {
+            listen: Some("127.0.0.1:0".into()),
+            ..Flags::default()
+        };
+        let c = Config::from_flags(
+            &flags,
+            &env_of(&[
+                ("LABGATE_LISTEN", "127.0.0.1:5"),
+                ("LABGATE_BASE_URL", "https://x.org/"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.base_url.as_deref(), Some("https://x.org"));
     }
@@ -157,7 +180,10 @@ mod tests {
     fn secret_and_secret_file_together_is_an_error() {
         let err = Config::from_flags(
             &Flags::default(),
-            &env_of(&[("LABGATE_ADMIN_PASSWORD", "a-long-password"), ("LABGATE_ADMIN_PASSWORD_FILE", "/x")]),
+            &env_of(&[
+                ("LABGATE_ADMIN_PASSWORD", "a-long-password"),
+                ("LABGATE_ADMIN_PASSWORD_FILE", "/x"),
+            ]),
         )
         .unwrap_err();
         assert!(err.contains("both set"), "{err}");
@@ -168,20 +194,43 @@ mod tests {
         let path = std::env::temp_dir().join(format!("labgate-secret-{}", std::process::id()));
         std::fs::write(&path, "a-long-password\n").unwrap();
         let p = path.to_string_lossy().to_string();
-        let c = Config::from_flags(&Flags::default(), &env_of(&[("LABGATE_ADMIN_PASSWORD_FILE", &p)])).unwrap();
+        let c = Config::from_flags(
+            &Flags::default(),
+            &env_of(&[("LABGATE_ADMIN_PASSWORD_FILE", &p)]),
+        )
+        .unwrap();
         assert_eq!(c.admin_password.as_deref(), Some("a-long-password"));
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let bad_listen = Flags { listen: Some("nonsense".into()), ..Flags::default() };
-        assert!(Config::from_flags(&bad_listen, &env_of(&[])).unwrap_err().starts_with("--listen nonsense"));
-        let bad_url = Flags { base_url: Some("ftp://x".into()), ..Flags::default() };
-        assert!(Config::from_flags(&bad_url, &env_of(&[])).unwrap_err().starts_with("--base-url"));
-        let short = Config::from_flags(&Flags::default(), &env_of(&[("LABGATE_ADMIN_PASSWORD", "short")])).unwrap_err();
+        let bad_listen = Flags {
+            listen: Some("nonsense".into()),
+            ..Flags::default()
+        };
+        assert!(Config::from_flags(&bad_listen, &env_of(&[]))
+            .unwrap_err()
+            .starts_with("--listen nonsense"));
+        let bad_url = Flags {
+            base_url: Some("ftp://x".into()),
+            ..Flags::default()
+        };
+        assert!(Config::from_flags(&bad_url, &env_of(&[]))
+            .unwrap_err()
+            .starts_with("--base-url"));
+        let short = Config::from_flags(
+            &Flags::default(),
+            &env_of(&[("LABGATE_ADMIN_PASSWORD", "short")]),
+        )
+        .unwrap_err();
         assert!(short.starts_with("LABGATE_ADMIN_PASSWORD"));
-        let proxies = Flags { trusted_proxies: Some("1.2.3.4,nope".into()), ..Flags::default() };
-        assert!(Config::from_flags(&proxies, &env_of(&[])).unwrap_err().contains("'nope'"));
+        let proxies = Flags {
+            trusted_proxies: Some("1.2.3.4,nope".into()),
+            ..Flags::default()
+        };
+        assert!(Config::from_flags(&proxies, &env_of(&[]))
+            .unwrap_err()
+            .contains("'nope'"));
     }
 }

@@ -9,10 +9,13 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod gitlab_config;
 pub mod logging;
 pub mod model;
+pub mod provisioning;
 pub mod server;
 pub mod settings;
+pub mod signin;
 pub mod throttle;
 pub mod web;
 
@@ -39,8 +42,12 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("--data-dir {shown}: exists and is not a directory"));
     }
     let probe = dir.join(".labgate-write-test");
-    std::fs::write(&probe, b"")
-        .map_err(|e| format!("--data-dir {shown}: {} (labgate must be able to write there)", describe_io(&e)))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        format!(
+            "--data-dir {shown}: {} (labgate must be able to write there)",
+            describe_io(&e)
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

@@ -68,11 +68,7 @@ fn parse_args() -> Result<(Command, Flags), lexopt::Error> {
         },
         ["backup"] => return Err("backup needs a destination: labgate backup FILE".into()),
         other => {
-            return Err(format!(
-                "unknown command '{}'; see labgate --help",
-                other.join(" ")
-            )
-            .into())
+            return Err(format!("unknown command '{}'; see labgate --help", other.join(" ")).into())
         }
     };
     Ok((command, flags))
@@ -111,17 +107,23 @@ fn run() -> Result<(), String> {
             labgate::prepare_data_dir(&config.data_dir)?;
             labgate::open_store(&config)?;
             let password = labgate::crypto::random_password();
-            let mut conn = labgate::db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
+            let mut conn =
+                labgate::db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
             reset_password(&mut conn, &login, &password)?;
             println!("{password}");
-            eprintln!("The password of '{login}' was reset; it must be changed at the next sign-in.");
+            eprintln!(
+                "The password of '{login}' was reset; it must be changed at the next sign-in."
+            );
             Ok(())
         }
         Command::Backup { file } => {
             let config = Config::from_flags(&flags, &env)?;
             let src = config.db_path();
             if !src.is_file() {
-                return Err(format!("--data-dir {}: no labgate.db there", config.data_dir.display()));
+                return Err(format!(
+                    "--data-dir {}: no labgate.db there",
+                    config.data_dir.display()
+                ));
             }
             let dest = std::path::Path::new(&file);
             if dest.exists() {
@@ -134,7 +136,11 @@ fn run() -> Result<(), String> {
     }
 }
 
-fn reset_password(conn: &mut rusqlite::Connection, login: &str, password: &str) -> Result<(), String> {
+fn reset_password(
+    conn: &mut rusqlite::Connection,
+    login: &str,
+    password: &str,
+) -> Result<(), String> {
     use labgate::db::{self, sessions, users};
     let now = chrono::Utc::now().timestamp();
     let tx = db::write_tx(conn).map_err(|e| format!("database: {e}"))?;
@@ -142,7 +148,9 @@ fn reset_password(conn: &mut rusqlite::Connection, login: &str, password: &str) 
         .map_err(|e| format!("database: {e}"))?
         .ok_or_else(|| format!("--login {login}: no such user"))?;
     if !user.local {
-        return Err(format!("--login {login}: a GitLab user has no local password"));
+        return Err(format!(
+            "--login {login}: a GitLab user has no local password"
+        ));
     }
     let hash = labgate::crypto::hash_password(password);
     users::set_password(&tx, user.id, &hash, true, now).map_err(|e| format!("database: {e}"))?;

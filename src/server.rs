@@ -28,6 +28,15 @@ pub fn spawn(
     listen: SocketAddr,
     make_app: impl Fn(SocketAddr) -> Arc<App>,
 ) -> std::io::Result<(SocketAddr, Arc<App>)> {
+    spawn_with(listen, make_app, web::dispatch)
+}
+
+/// [`spawn`] with another dispatcher (tests use one that panics).
+pub fn spawn_with(
+    listen: SocketAddr,
+    make_app: impl Fn(SocketAddr) -> Arc<App>,
+    dispatch: fn(&App, &Req) -> Resp,
+) -> std::io::Result<(SocketAddr, Arc<App>)> {
     let attempts = if listen.port() == 0 { 5 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
@@ -38,7 +47,7 @@ pub fn spawn(
         };
         let app = make_app(addr);
         let handler_app = Arc::clone(&app);
-        let server = oxhttp::Server::new(move |request| handle(&handler_app, request, web::dispatch))
+        let server = oxhttp::Server::new(move |request| handle(&handler_app, request, dispatch))
             .bind(addr)
             .with_global_timeout(CONNECTION_TIMEOUT)
             .with_max_concurrent_connections(MAX_CONNECTIONS);
@@ -182,7 +191,12 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let header = |name: &str| {
         headers
@@ -196,8 +210,14 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         }
     }
     let mut body = Vec::new();
-    if let Err(e) = request.body_mut().take(MAX_BODY as u64 + 1).read_to_end(&mut body) {
-        let status = if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock {
+    if let Err(e) = request
+        .body_mut()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+    {
+        let status = if e.kind() == std::io::ErrorKind::TimedOut
+            || e.kind() == std::io::ErrorKind::WouldBlock
+        {
             408
         } else {
             400
@@ -210,9 +230,10 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
     let raw_query = request.uri().query().unwrap_or("").to_string();
     let query = Params::parse(raw_query.as_bytes()).map_err(refuse)?;
     let is_form = header("content-type").is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     });
     let form = if is_form {
         Params::parse(&body).map_err(refuse)?
@@ -220,7 +241,10 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         Params::default()
     };
     if query.len() + form.len() > crate::web::request::MAX_PARAMS {
-        return Err(refuse(crate::error::AppError::invalid("request", "Too many parameters")));
+        return Err(refuse(crate::error::AppError::invalid(
+            "request",
+            "Too many parameters",
+        )));
     }
     let cookies = header("cookie").map(parse_cookies).unwrap_or_default();
     let client_ip = client_address(
@@ -301,6 +325,86 @@ mod tests {
         );
         assert_eq!(client_address(Some(proxy), Some("garbage"), &[proxy]), None);
         assert_eq!(client_address(None, xff, &[proxy]), None);
+    }
+
+    fn test_app(bound: SocketAddr) -> Arc<App> {
+        let dir = std::env::temp_dir().join(format!(
+            "labgate-server-test-{}-{}",
+            std::process::id(),
+            bound.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flags = crate::config::Flags {
+            listen: Some(bound.to_string()),
+            data_dir: Some(dir.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        let config = crate::config::Config::from_flags(&flags, &|_| None).unwrap();
+        Arc::new(App {
+            pool: crate::db::Pool::new(config.db_path(), 2),
+            config,
+            throttle: crate::throttle::Throttle::new(),
+            bound,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            server_id: "test".into(),
+        })
+    }
+
+    fn panics_on_boom(_app: &App, req: &Req) -> Resp {
+        if req.path == "/api/boom" {
+            panic!("deliberate test panic");
+        }
+        Resp::text(200, "fine")
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_with_request_id_and_server_lives_on() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (addr, app) = spawn_with(listen, test_app, panics_on_boom).unwrap();
+        let answer = get(addr, "/api/boom");
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        let id_line = answer
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-request-id:"))
+            .expect("request id header");
+        let id = id_line.split(':').nth(1).unwrap().trim();
+        assert!(answer.contains(id) && answer.contains("An internal error occurred"));
+        assert!(!answer.contains("deliberate"), "panic text must not leak");
+        for _ in 0..3 {
+            assert!(get(addr, "/api/fine").starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(app.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn draining_answers_503_and_waits_for_in_flight() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (addr, app) = spawn_with(listen, test_app, panics_on_boom).unwrap();
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !drain(&app, Duration::from_millis(50)),
+            "an in-flight request holds the drain"
+        );
+        assert!(get(addr, "/api/fine").starts_with("HTTP/1.1 503"));
+        app.in_flight.fetch_sub(1, Ordering::SeqCst);
+        assert!(drain(&app, Duration::from_secs(5)));
     }
 
     #[test]

@@ -7,6 +7,28 @@ use rusqlite::Connection;
 
 pub const SERVER_BASE_URL: &str = "sonar.core.serverBaseURL";
 pub const SESSION_TIMEOUT: &str = "sonar.web.sessionTimeoutInMinutes";
+pub const GITLAB_ENABLED: &str = "sonar.auth.gitlab.enabled";
+pub const GITLAB_URL: &str = "sonar.auth.gitlab.url";
+pub const GITLAB_APPLICATION_ID: &str = "sonar.auth.gitlab.applicationId.secured";
+pub const GITLAB_SECRET: &str = "sonar.auth.gitlab.secret.secured";
+pub const GITLAB_SIGN_UP: &str = "sonar.auth.gitlab.allowUsersToSignUp";
+pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
+pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
+
+/// Every GitLab key: together they are the one GitLab configuration.
+pub const GITLAB_KEYS: &[&str] = &[
+    GITLAB_ENABLED,
+    GITLAB_URL,
+    GITLAB_APPLICATION_ID,
+    GITLAB_SECRET,
+    GITLAB_SIGN_UP,
+    GITLAB_ALLOWED_GROUPS,
+    GITLAB_GROUPS_SYNC,
+];
+
+/// Refusal when the GitLab URL would change without the secret being sent again.
+pub const URL_NEEDS_SECRET: &str =
+    "For security reasons, the URL can't be updated without providing the secret.";
 
 /// Default idle timeout of a session: 3 days.
 pub const SESSION_TIMEOUT_DEFAULT_MIN: i64 = 3 * 24 * 60;
@@ -20,6 +42,12 @@ pub enum Kind {
     Url,
     /// An integer within bounds.
     Integer { min: i64, max: i64 },
+    /// `true` or `false`.
+    Bool,
+    /// Free text up to a length.
+    Text { max: usize },
+    /// A list of GitLab root group slugs (multi-valued).
+    GroupSlugs,
 }
 
 #[derive(Debug)]
@@ -30,6 +58,17 @@ pub struct Definition {
     pub kind: Kind,
     /// `None`: no value until set.
     pub default: Option<&'static str>,
+}
+
+impl Definition {
+    /// Secured settings are write-only: never returned, only listed as set.
+    pub fn secured(&self) -> bool {
+        self.key.ends_with(".secured")
+    }
+
+    pub fn multi(&self) -> bool {
+        matches!(self.kind, Kind::GroupSlugs)
+    }
 }
 
 pub const DEFINITIONS: &[Definition] = &[
@@ -52,6 +91,57 @@ pub const DEFINITIONS: &[Definition] = &[
         },
         default: Some("4320"),
     },
+    Definition {
+        key: GITLAB_ENABLED,
+        name: "Enabled",
+        description: "Offer \"Log in with GitLab\" (only once the application ID and secret are set).",
+        kind: Kind::Bool,
+        default: Some("false"),
+    },
+    Definition {
+        key: GITLAB_URL,
+        name: "GitLab URL",
+        description: "Base URL of GitLab, e.g. https://gitlab.com or https://git.example.org/gitlab.",
+        kind: Kind::Url,
+        default: Some("https://gitlab.com"),
+    },
+    Definition {
+        key: GITLAB_APPLICATION_ID,
+        name: "Application ID",
+        description: "The Application ID of the OAuth application registered in GitLab.",
+        kind: Kind::Text { max: 255 },
+        default: None,
+    },
+    Definition {
+        key: GITLAB_SECRET,
+        name: "Secret",
+        description: "The Secret of the OAuth application registered in GitLab. Never shown again.",
+        kind: Kind::Text { max: 1024 },
+        default: None,
+    },
+    Definition {
+        key: GITLAB_SIGN_UP,
+        name: "Allow users to sign up",
+        description: "Create an account at the first sign-in of a GitLab user. When off, only \
+                      existing or pre-provisioned accounts can sign in.",
+        kind: Kind::Bool,
+        default: Some("true"),
+    },
+    Definition {
+        key: GITLAB_ALLOWED_GROUPS,
+        name: "Allowed groups",
+        description: "Only members of these GitLab root groups (and their subgroups) may sign in.",
+        kind: Kind::GroupSlugs,
+        default: None,
+    },
+    Definition {
+        key: GITLAB_GROUPS_SYNC,
+        name: "Synchronize user groups",
+        description: "At each sign-in, a GitLab user's memberships become the local groups named \
+                      like their GitLab groups.",
+        kind: Kind::Bool,
+        default: Some("false"),
+    },
 ];
 
 pub fn definition(key: &str) -> Option<&'static Definition> {
@@ -59,38 +149,83 @@ pub fn definition(key: &str) -> Option<&'static Definition> {
 }
 
 pub fn known(key: &str) -> AppResult<&'static Definition> {
-    definition(key).ok_or_else(|| AppError::not_found(format!("Setting '{key}' is not defined")))
+    definition(key)
+        .ok_or_else(|| AppError::invalid("key", format!("Setting '{key}' is not defined")))
 }
 
-/// Validates a value for a setting and returns the form it is stored in.
+/// Validates a single value for a setting and returns the form it is stored in.
 pub fn normalize(def: &Definition, raw: &str) -> AppResult<String> {
+    normalize_values(def, &[raw])
+}
+
+/// Validates the value(s) for a setting: multi-valued settings are stored as a JSON array.
+pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
+    let invalid = |message: String| AppError::invalid("value", message);
+    if def.multi() {
+        let mut slugs: Vec<String> = Vec::new();
+        for raw in raws.iter().flat_map(|r| r.split(',')) {
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let slug = crate::provisioning::parse_allowed_group(raw)
+                .map_err(|e| invalid(format!("Setting '{}': {}", def.key, e.message)))?;
+            if !slugs.iter().any(|s| s.eq_ignore_ascii_case(&slug)) {
+                slugs.push(slug);
+            }
+        }
+        return Ok(serde_json::Value::from(slugs).to_string());
+    }
+    let [raw] = raws else {
+        return Err(invalid(format!(
+            "Setting '{}' takes a single value",
+            def.key
+        )));
+    };
     let raw = raw.trim();
     match def.kind {
         Kind::Url => {
-            let url = raw.trim_end_matches('/');
-            let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                && url.len() > "https://".len()
+            let url = raw.strip_suffix('/').unwrap_or(raw);
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .unwrap_or("");
+            let host = rest.split('/').next().unwrap_or("");
+            let ok = !host.is_empty()
                 && url.len() <= 2048
                 && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-                && !url.contains(['?', '#']);
+                && !url.contains(['?', '#', '@']);
             if !ok {
-                return Err(AppError::invalid(
-                    "value",
-                    format!("Setting '{}': '{raw}' is not a valid http or https URL", def.key),
-                ));
+                return Err(invalid(format!(
+                    "Setting '{}': '{raw}' is not a valid http or https URL",
+                    def.key
+                )));
             }
             Ok(url.to_string())
         }
         Kind::Integer { min, max } => match raw.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
-            _ => Err(AppError::invalid(
-                "value",
-                format!(
-                    "Setting '{}': value must be a whole number between {min} and {max}",
-                    def.key
-                ),
-            )),
+            _ => Err(invalid(format!(
+                "Setting '{}': value must be a whole number between {min} and {max}",
+                def.key
+            ))),
         },
+        Kind::Bool => match raw {
+            "true" | "false" => Ok(raw.to_string()),
+            _ => Err(invalid(format!(
+                "Setting '{}': value must be 'true' or 'false'",
+                def.key
+            ))),
+        },
+        Kind::Text { max } => {
+            if raw.is_empty() || raw.chars().count() > max || raw.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "Setting '{}': value must be 1 to {max} characters",
+                    def.key
+                )));
+            }
+            Ok(raw.to_string())
+        }
+        Kind::GroupSlugs => unreachable!("multi-valued settings are handled above"),
     }
 }
 
@@ -100,24 +235,65 @@ pub fn value(conn: &Connection, key: &str) -> AppResult<Option<String>> {
     Ok(db::settings::get(conn, key)?.or_else(|| def.default.map(str::to_string)))
 }
 
+/// The values of a multi-valued setting.
+pub fn values(conn: &Connection, key: &str) -> AppResult<Vec<String>> {
+    Ok(match db::settings::get(conn, key)? {
+        Some(json) => serde_json::from_str(&json).unwrap_or_default(),
+        None => Vec::new(),
+    })
+}
+
+/// A boolean setting.
+pub fn flag(conn: &Connection, key: &str) -> AppResult<bool> {
+    Ok(value(conn, key)?.as_deref() == Some("true"))
+}
+
 /// Whether a value is stored (not just the default).
 pub fn is_set(conn: &Connection, key: &str) -> AppResult<bool> {
     Ok(db::settings::get(conn, key)?.is_some())
 }
 
+/// Refuses pointing GitLab elsewhere while a secret is stored that was meant for the old URL.
+pub fn check_url_change(conn: &Connection, key: &str, stored: &str) -> AppResult<()> {
+    if key == GITLAB_URL
+        && value(conn, GITLAB_URL)?.as_deref() != Some(stored)
+        && is_set(conn, GITLAB_SECRET)?
+    {
+        return Err(AppError::rule(URL_NEEDS_SECRET));
+    }
+    Ok(())
+}
+
 pub fn set(conn: &mut Connection, key: &str, raw: &str) -> AppResult<()> {
+    set_values(conn, key, &[raw])
+}
+
+pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<()> {
     let def = known(key)?;
-    let stored = normalize(def, raw)?;
+    let stored = normalize_values(def, raws)?;
     let tx = db::write_tx(conn)?;
+    check_url_change(&tx, key, &stored)?;
     db::settings::set(&tx, key, &stored)?;
     tx.commit()?;
     Ok(())
 }
 
 pub fn reset(conn: &mut Connection, key: &str) -> AppResult<()> {
-    known(key)?;
+    reset_all(conn, &[key])
+}
+
+/// Resets several keys in one transaction.
+pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
+    for key in keys {
+        known(key)?;
+    }
     let tx = db::write_tx(conn)?;
-    db::settings::delete(&tx, key)?;
+    if keys.contains(&GITLAB_URL) && !keys.contains(&GITLAB_SECRET) {
+        check_url_change(&tx, GITLAB_URL, "https://gitlab.com")?;
+    }
+    for key in keys {
+        db::settings::delete(&tx, key)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -138,10 +314,47 @@ mod tests {
     #[test]
     fn url_setting_is_validated_and_normalized() {
         let def = known(SERVER_BASE_URL).unwrap();
-        assert_eq!(normalize(def, "https://x.org/lab/").unwrap(), "https://x.org/lab");
+        assert_eq!(
+            normalize(def, "https://x.org/lab/").unwrap(),
+            "https://x.org/lab"
+        );
         for bad in ["ftp://x", "x.org", "https://", "https://a b", "https://x?y"] {
             assert!(normalize(def, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn bools_multi_values_and_secured_keys() {
+        let mut conn = db::test_db();
+        assert!(set(&mut conn, GITLAB_ENABLED, "maybe").is_err());
+        set(&mut conn, GITLAB_ENABLED, "true").unwrap();
+        assert!(flag(&conn, GITLAB_ENABLED).unwrap());
+        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme", "beta,Acme"]).unwrap();
+        assert_eq!(
+            values(&conn, GITLAB_ALLOWED_GROUPS).unwrap(),
+            vec!["acme", "beta"]
+        );
+        assert!(set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme/sub"]).is_err());
+        assert!(known(GITLAB_SECRET).unwrap().secured());
+        assert!(!known(GITLAB_URL).unwrap().secured());
+    }
+
+    #[test]
+    fn gitlab_url_change_needs_the_secret_once_one_is_stored() {
+        let mut conn = db::test_db();
+        set(&mut conn, GITLAB_URL, "https://a.example/").unwrap();
+        assert_eq!(
+            value(&conn, GITLAB_URL).unwrap().as_deref(),
+            Some("https://a.example")
+        );
+        set(&mut conn, GITLAB_SECRET, "s3cret").unwrap();
+        set(&mut conn, GITLAB_URL, "https://a.example").unwrap();
+        let err = set(&mut conn, GITLAB_URL, "https://evil.example").unwrap_err();
+        assert_eq!(err.public_message(), URL_NEEDS_SECRET);
+        assert_eq!(
+            value(&conn, GITLAB_URL).unwrap().as_deref(),
+            Some("https://a.example")
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let q = query_text(ctx.req, 1)?;
     let (found, total) = groups::search(&ctx.conn, q.as_deref(), paging.offset(), paging.size)?;
     let list: Vec<Value> = found.iter().map(group_json).collect();
-    Ok(Resp::json(&json!({ "paging": paging.json(total), "groups": list })))
+    Ok(Resp::json(
+        &json!({ "paging": paging.json(total), "groups": list }),
+    ))
 }
 
 pub fn add_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
@@ -77,7 +79,14 @@ pub fn users(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             ))
         }
     };
-    let (rows, total) = groups::members(&ctx.conn, group.id, q.as_deref(), selected, paging.offset(), paging.size)?;
+    let (rows, total) = groups::members(
+        &ctx.conn,
+        group.id,
+        q.as_deref(),
+        selected,
+        paging.offset(),
+        paging.size,
+    )?;
     let list: Vec<Value> = rows
         .iter()
         .map(|r| json!({ "login": r.login, "name": r.name, "selected": r.selected }))

@@ -1,6 +1,7 @@
 //! The Web API (SonarQube-compatible subset): JSON views of the model, paging, and one
 //! handler per endpoint calling the same rules and store functions as the pages.
 
+pub mod gitlab;
 pub mod groups;
 pub mod permissions;
 pub mod settings;
@@ -41,7 +42,7 @@ impl Paging {
         let page = match req.param("p").map(str::trim).filter(|s| !s.is_empty()) {
             None => 1,
             Some(raw) => match raw.parse::<i64>() {
-                Ok(p) if p >= 1 && p <= 1_000_000 => p,
+                Ok(p) if (1..=1_000_000).contains(&p) => p,
                 _ => {
                     return Err(AppError::invalid(
                         "p",
@@ -80,7 +81,10 @@ pub fn query_text(req: &Req, min: usize) -> AppResult<Option<String>> {
         None => Ok(None),
         Some(q) if q.chars().count() < min => Err(AppError::invalid(
             "q",
-            format!("'q' length ({}) is shorter than the minimum authorized ({min})", q.chars().count()),
+            format!(
+                "'q' length ({}) is shorter than the minimum authorized ({min})",
+                q.chars().count()
+            ),
         )),
         Some(q) => Ok(Some(q.to_string())),
     }

@@ -14,7 +14,12 @@ fn keys(perms: &[Permission]) -> Vec<&'static str> {
 }
 
 fn permission_filter(ctx: &Ctx<'_>) -> AppResult<Option<Permission>> {
-    match ctx.req.param("permission").map(str::trim).filter(|s| !s.is_empty()) {
+    match ctx
+        .req
+        .param("permission")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => Ok(None),
         Some(raw) => Ok(Some(Permission::parse(raw)?)),
     }
@@ -52,22 +57,38 @@ pub fn groups(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 20)?;
     let q = query_text(ctx.req, 1)?;
     let permission = permission_filter(ctx)?;
-    let (holders, total) = store::group_holders(&ctx.conn, permission, q.as_deref(), paging.offset(), paging.size)?;
+    let (holders, total) = store::group_holders(
+        &ctx.conn,
+        permission,
+        q.as_deref(),
+        paging.offset(),
+        paging.size,
+    )?;
     let list: Vec<Value> = holders
         .iter()
         .map(|h| json!({ "id": h.id.to_string(), "name": h.name, "description": h.detail, "permissions": keys(&h.permissions) }))
         .collect();
-    Ok(Resp::json(&json!({ "paging": paging.json(total), "groups": list })))
+    Ok(Resp::json(
+        &json!({ "paging": paging.json(total), "groups": list }),
+    ))
 }
 
 pub fn users(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 20)?;
     let q = query_text(ctx.req, 1)?;
     let permission = permission_filter(ctx)?;
-    let (holders, total) = store::user_holders(&ctx.conn, permission, q.as_deref(), paging.offset(), paging.size)?;
+    let (holders, total) = store::user_holders(
+        &ctx.conn,
+        permission,
+        q.as_deref(),
+        paging.offset(),
+        paging.size,
+    )?;
     let list: Vec<Value> = holders
         .iter()
         .map(|h| json!({ "login": h.name, "name": h.detail, "permissions": keys(&h.permissions) }))
         .collect();
-    Ok(Resp::json(&json!({ "paging": paging.json(total), "users": list })))
+    Ok(Resp::json(
+        &json!({ "paging": paging.json(total), "users": list }),
+    ))
 }

@@ -36,8 +36,24 @@ pub fn values(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         requested.iter().map(String::as_str).collect()
     };
     let mut list: Vec<Value> = Vec::new();
+    let mut secured: Vec<&str> = Vec::new();
     for key in keys {
-        let Some(def) = registry::definition(key) else { continue };
+        let Some(def) = registry::definition(key) else {
+            continue;
+        };
+        if def.secured() {
+            if registry::is_set(&ctx.conn, key)? {
+                secured.push(def.key);
+            }
+            continue;
+        }
+        if def.multi() {
+            let values = registry::values(&ctx.conn, key)?;
+            if !values.is_empty() {
+                list.push(json!({ "key": key, "values": values }));
+            }
+            continue;
+        }
         if key == registry::SERVER_BASE_URL {
             if let Some(fixed) = &ctx.app.config.base_url {
                 list.push(json!({ "key": key, "value": fixed }));
@@ -51,28 +67,39 @@ pub fn values(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             (None, None) => {}
         }
     }
-    Ok(Resp::json(&json!({ "settings": list, "setSecuredSettings": [] })))
+    Ok(Resp::json(
+        &json!({ "settings": list, "setSecuredSettings": secured }),
+    ))
 }
 
 pub fn set(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let key = ctx.req.required("key")?.to_string();
-    registry::known(&key)?;
+    let def = registry::known(&key)?;
     check_writable(ctx, &key)?;
-    let values = ctx.req.params("values");
-    let value = match (ctx.req.param("value"), values.as_slice()) {
-        (Some(v), []) => v.to_string(),
-        (None, [single]) => single.to_string(),
-        (None, []) => {
-            return Err(AppError::invalid("value", "Either 'value' or 'values' must be provided"))
+    let values: Vec<&str> = ctx.req.params("values");
+    let given: Vec<&str> = match (ctx.req.param("value"), values.is_empty()) {
+        (Some(v), true) => vec![v],
+        (None, false) => values,
+        (None, true) => {
+            return Err(AppError::invalid(
+                "value",
+                "Either 'value' or 'values' must be provided",
+            ))
         }
-        (Some(_), _) => {
-            return Err(AppError::invalid("value", "Either 'value' or 'values' must be provided, not both"))
-        }
-        (None, _) => {
-            return Err(AppError::invalid("values", format!("Setting '{key}' takes a single value")))
+        (Some(_), false) => {
+            return Err(AppError::invalid(
+                "value",
+                "Either 'value' or 'values' must be provided, not both",
+            ))
         }
     };
-    registry::set(&mut ctx.conn, &key, &value)?;
+    if !def.multi() && given.len() > 1 {
+        return Err(AppError::invalid(
+            "values",
+            format!("Setting '{key}' takes a single value"),
+        ));
+    }
+    registry::set_values(&mut ctx.conn, &key, &given)?;
     Ok(Resp::no_content())
 }
 
@@ -85,8 +112,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         registry::known(key)?;
         check_writable(ctx, key)?;
     }
-    for key in &keys {
-        registry::reset(&mut ctx.conn, key)?;
-    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    registry::reset_all(&mut ctx.conn, &keys)?;
     Ok(Resp::no_content())
 }

@@ -27,7 +27,10 @@ pub fn login(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?.to_string();
     let password = ctx.req.param("password").unwrap_or("").to_string();
     let user = auth::check_password(ctx.app, &ctx.conn, &login, &password, ctx.req, ctx.now)?;
-    log::info!("sign-in provider=local login={:?} outcome=accepted", user.login);
+    log::info!(
+        "sign-in provider=local login={:?} outcome=accepted",
+        user.login
+    );
     let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, ctx.now)?;
     ctx.cookies.extend(cookies);
     Ok(Resp::no_content())

@@ -11,7 +11,12 @@ use serde_json::{json, Value};
 /// The login acted on: the caller's own, or another one for admins only.
 fn target_login(ctx: &Ctx<'_>) -> AppResult<String> {
     let caller = ctx.caller()?;
-    match ctx.req.param("login").map(str::trim).filter(|s| !s.is_empty()) {
+    match ctx
+        .req
+        .param("login")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => Ok(caller.user.login.clone()),
         Some(login) if login == caller.user.login => Ok(login.to_string()),
         Some(login) if caller.is_admin() => Ok(login.to_string()),
@@ -65,5 +70,7 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             v
         })
         .collect();
-    Ok(Resp::json(&json!({ "login": user.login, "userTokens": list })))
+    Ok(Resp::json(
+        &json!({ "login": user.login, "userTokens": list }),
+    ))
 }

@@ -49,7 +49,10 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         gitlab_username: if local { None } else { Some(login) },
     };
     if local && req.param("password").is_none_or(|p| p.is_empty()) {
-        return Err(AppError::invalid("password", "Password is mandatory and must not be empty"));
+        return Err(AppError::invalid(
+            "password",
+            "Password is mandatory and must not be empty",
+        ));
     }
     let user = accounts::create_user(&mut ctx.conn, &input, ctx.now)?;
     Ok(Resp::json(&json!({ "user": user_json(&user) })))
@@ -80,12 +83,20 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 50)?;
     let q = query_text(ctx.req, 2)?;
     let deactivated = bool_param(ctx.req, "deactivated", false)?;
-    let (found, total) = users::search(&ctx.conn, q.as_deref(), !deactivated, paging.offset(), paging.size)?;
+    let (found, total) = users::search(
+        &ctx.conn,
+        q.as_deref(),
+        !deactivated,
+        paging.offset(),
+        paging.size,
+    )?;
     let list = found
         .iter()
         .map(|u| search_json(&ctx.conn, u))
         .collect::<AppResult<Vec<_>>>()?;
-    Ok(Resp::json(&json!({ "paging": paging.json(total), "users": list })))
+    Ok(Resp::json(
+        &json!({ "paging": paging.json(total), "users": list }),
+    ))
 }
 
 pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {

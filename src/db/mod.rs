@@ -2,6 +2,7 @@
 //! the connection checkout, and one module of plain query functions per table family.
 
 pub mod groups;
+pub mod oauth;
 pub mod permissions;
 pub mod sessions;
 pub mod settings;
@@ -84,6 +85,21 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: GitLab sign-in: pending authorization states and refusal reasons for the browser.
+    r#"
+    CREATE TABLE oauth_states (
+        state_hash TEXT PRIMARY KEY,
+        browser_hash TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sign_in_refusals (
+        id_hash TEXT PRIMARY KEY,
+        reason TEXT,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -116,7 +132,10 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 pub enum MigrateError {
     /// The database was written by a newer labgate.
     TooNew { found: i64, supported: i64 },
-    Sql { version: i64, error: rusqlite::Error },
+    Sql {
+        version: i64,
+        error: rusqlite::Error,
+    },
 }
 
 impl std::fmt::Display for MigrateError {
@@ -371,7 +390,8 @@ mod tests {
     use super::*;
 
     fn version(conn: &Connection) -> i64 {
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
     }
 
     #[test]
@@ -389,7 +409,11 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_with(&mut conn, &["CREATE TABLE a (x)"]).unwrap();
         conn.execute("INSERT INTO a VALUES (1)", []).unwrap();
-        migrate_with(&mut conn, &["CREATE TABLE a (x)", "ALTER TABLE a ADD COLUMN y"]).unwrap();
+        migrate_with(
+            &mut conn,
+            &["CREATE TABLE a (x)", "ALTER TABLE a ADD COLUMN y"],
+        )
+        .unwrap();
         assert_eq!(version(&conn), 2);
         let y: Option<i64> = conn.query_row("SELECT y FROM a", [], |r| r.get(0)).unwrap();
         assert_eq!(y, None);
@@ -399,12 +423,19 @@ mod tests {
     fn failed_migration_leaves_previous_version() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_with(&mut conn, &["CREATE TABLE a (x)"]).unwrap();
-        let err = migrate_with(&mut conn, &["CREATE TABLE a (x)", "CREATE TABLE b (x); BROKEN"])
-            .unwrap_err();
+        let err = migrate_with(
+            &mut conn,
+            &["CREATE TABLE a (x)", "CREATE TABLE b (x); BROKEN"],
+        )
+        .unwrap_err();
         assert!(matches!(err, MigrateError::Sql { version: 2, .. }));
         assert_eq!(version(&conn), 1);
         let b: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name='b'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name='b'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(b, 0, "half of a failed migration must not stay");
     }

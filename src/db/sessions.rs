@@ -126,7 +126,11 @@ pub fn clear_flash(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
 }
 
 /// Deletes sessions past their idle timeout or hard limit.
-pub fn purge_expired(conn: &Connection, now: i64, idle_timeout_secs: i64) -> rusqlite::Result<usize> {
+pub fn purge_expired(
+    conn: &Connection,
+    now: i64,
+    idle_timeout_secs: i64,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3",
         params![now, idle_timeout_secs, MAX_AGE_SECS],
@@ -146,17 +150,26 @@ mod tests {
         let (value, s) = create(&conn, 1, 1_000).unwrap();
         assert_ne!(s.id_hash, value);
         let stored: i64 = conn
-            .query_row("SELECT count(*) FROM sessions WHERE id_hash = ?1", [&value], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE id_hash = ?1",
+                [&value],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(stored, 0);
-        assert_eq!(find(&conn, &value, 1_001, IDLE).unwrap().unwrap().user_id, 1);
+        assert_eq!(
+            find(&conn, &value, 1_001, IDLE).unwrap().unwrap().user_id,
+            1
+        );
     }
 
     #[test]
     fn session_expires_after_idle_timeout() {
         let conn = test_db();
         let (value, _) = create(&conn, 1, 1_000).unwrap();
-        assert!(find(&conn, &value, 1_000 + IDLE - 1, IDLE).unwrap().is_some());
+        assert!(find(&conn, &value, 1_000 + IDLE - 1, IDLE)
+            .unwrap()
+            .is_some());
         assert!(find(&conn, &value, 1_000 + IDLE, IDLE).unwrap().is_none());
         // An expired session is gone for good.
         assert!(find(&conn, &value, 1_001, IDLE).unwrap().is_none());

@@ -114,13 +114,18 @@ mod tests {
         let conn = test_db();
         let value = create(&conn, 1, "ci", None, 100).unwrap();
         assert!(value.starts_with("lgu_") && value.len() == 44);
-        assert!(value[4..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(value[4..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let stored: String = conn
             .query_row("SELECT token_hash FROM user_tokens", [], |r| r.get(0))
             .unwrap();
         assert_ne!(stored, value);
         assert!(!stored.contains(&value[4..]));
-        assert_eq!(authenticate(&conn, &value, 101).unwrap().map(|t| t.0), Some(1));
+        assert_eq!(
+            authenticate(&conn, &value, 101).unwrap().map(|t| t.0),
+            Some(1)
+        );
         assert_eq!(authenticate(&conn, "lgu_nope", 101).unwrap(), None);
     }
 

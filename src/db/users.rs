@@ -129,11 +129,9 @@ pub fn find_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> 
 /// The stored password hash of a local user.
 pub fn password_hash(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
     Ok(conn
-        .query_row(
-            "SELECT password_hash FROM users WHERE id = ?1",
-            [id],
-            |r| r.get::<_, Option<String>>(0),
-        )
+        .query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
+            r.get::<_, Option<String>>(0)
+        })
         .optional()?
         .flatten())
 }
@@ -325,7 +323,11 @@ mod tests {
         assert!(group_names(&conn, id).unwrap().is_empty());
         assert_eq!(tokens_count(&conn, id).unwrap(), 0);
         let sessions: i64 = conn
-            .query_row("SELECT count(*) FROM sessions WHERE user_id=?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE user_id=?1",
+                [id],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(sessions, 0);
         reactivate(&conn, id, 7).unwrap();

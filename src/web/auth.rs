@@ -49,7 +49,7 @@ impl Caller {
 /// Outcome of looking at the request's credentials.
 pub enum Credentials {
     None,
-    Valid(Caller),
+    Valid(Box<Caller>),
     /// Credentials were presented but are wrong, unknown, revoked or expired.
     Invalid(AppError),
     /// Only a stale session cookie (expired or logged out).
@@ -96,7 +96,7 @@ pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<C
             }
             return match check_password(app, conn, &user, &password, req, now) {
                 Ok(u) => Ok(match load_caller(conn, u.id, Via::Password)? {
-                    Some(c) => Credentials::Valid(c),
+                    Some(c) => Credentials::Valid(Box::new(c)),
                     None => Credentials::Invalid(unauthorized()),
                 }),
                 Err(e @ AppError::TooManyRequests(_)) => Ok(Credentials::Invalid(e)),
@@ -116,7 +116,7 @@ pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<C
                 sessions::touch(conn, &session, now)?;
                 let user_id = session.user_id;
                 Ok(match load_caller(conn, user_id, Via::Session(session))? {
-                    Some(c) => Credentials::Valid(c),
+                    Some(c) => Credentials::Valid(Box::new(c)),
                     None => Credentials::StaleSession,
                 })
             }
@@ -131,7 +131,7 @@ fn token_caller(conn: &Connection, value: &str, now: i64) -> AppResult<Credentia
         Some((user_id, token_id)) => match load_caller(conn, user_id, Via::Token)? {
             Some(caller) => {
                 tokens::touch(conn, token_id, now)?;
-                Ok(Credentials::Valid(caller))
+                Ok(Credentials::Valid(Box::new(caller)))
             }
             None => Ok(Credentials::Invalid(unauthorized())),
         },
@@ -189,7 +189,9 @@ pub fn check_password(
         }
         _ => {
             app.throttle.record_failure(login, req.client_ip, now);
-            log::info!("sign-in provider=local login={login:?} outcome=refused reason=bad credentials");
+            log::info!(
+                "sign-in provider=local login={login:?} outcome=refused reason=bad credentials"
+            );
             Err(AppError::Unauthorized("Authentication failed".into()))
         }
     }
@@ -217,7 +219,9 @@ pub fn session_cookies(app: &App, conn: &Connection, value: &str, csrf: &str) ->
     };
     let max_age = sessions::MAX_AGE_SECS;
     vec![
-        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"),
+        format!(
+            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        ),
         format!("{XSRF_COOKIE}={csrf}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}"),
     ]
 }
@@ -231,8 +235,6 @@ pub fn clear_cookies() -> Vec<String> {
 
 /// Whether a cookie-authenticated write carries the session's CSRF token.
 pub fn csrf_ok(req: &Req, session: &sessions::Session) -> bool {
-    let presented = req
-        .header(XSRF_HEADER)
-        .or_else(|| req.form.get(CSRF_FIELD));
+    let presented = req.header(XSRF_HEADER).or_else(|| req.form.get(CSRF_FIELD));
     presented.is_some_and(|t| crypto::ct_eq(t, &session.csrf_token))
 }

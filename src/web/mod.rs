@@ -136,9 +136,12 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
                 .filter(|r| r.path == req.path)
                 .map(|r| r.method)
                 .collect();
-            return fail(AppError::invalid("method", format!("Method {} is not allowed here", req.method)))
-                .with_status(405)
-                .with_header("Allow", allowed.join(", "));
+            return fail(AppError::invalid(
+                "method",
+                format!("Method {} is not allowed here", req.method),
+            ))
+            .with_status(405)
+            .with_header("Allow", allowed.join(", "));
         }
         return fail(AppError::not_found("Unknown URL"));
     };
@@ -173,7 +176,7 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
         "/api/authentication/login" | "/api/authentication/validate" | "/sessions/new"
     );
     match auth::resolve(ctx.app, &ctx.conn, ctx.req, ctx.now)? {
-        Credentials::Valid(caller) => ctx.caller = Some(caller),
+        Credentials::Valid(caller) => ctx.caller = Some(*caller),
         Credentials::None => {}
         Credentials::Invalid(err) => {
             if route.path != "/api/authentication/validate" {
@@ -208,7 +211,8 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
         (Access::Admin, Some(c)) if !c.is_admin() => return Err(AppError::Forbidden),
         _ => {}
     }
-    if route.is_write() {
+    // Sign-in forms are authenticated by the credentials they carry, not by the cookie.
+    if route.is_write() && !login_route {
         if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
             if !auth::csrf_ok(ctx.req, session) {
                 return Err(AppError::Csrf);

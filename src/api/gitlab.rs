@@ -1,0 +1,53 @@
+//! `/api/v2/dop-translation/gitlab-configurations`: the GitLab configuration as one resource.
+
+use crate::error::{AppError, AppResult};
+use crate::gitlab_config;
+use crate::web::request::Resp;
+use crate::web::Ctx;
+use serde_json::json;
+
+pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let configs = if gitlab_config::exists(&ctx.conn)? {
+        vec![gitlab_config::load(&ctx.conn)?.to_json()]
+    } else {
+        Vec::new()
+    };
+    let total = configs.len();
+    Ok(Resp::json(&json!({
+        "gitlabConfigurations": configs,
+        "page": { "pageIndex": 1, "pageSize": 1000, "total": total },
+    })))
+}
+
+fn require_existing(ctx: &Ctx<'_>) -> AppResult<()> {
+    if !gitlab_config::exists(&ctx.conn)? {
+        return Err(AppError::not_found(format!(
+            "GitLab configuration '{}' not found",
+            gitlab_config::CONFIG_ID
+        )));
+    }
+    Ok(())
+}
+
+pub fn get(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    require_existing(ctx)?;
+    Ok(Resp::json(&gitlab_config::load(&ctx.conn)?.to_json()))
+}
+
+pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let config = gitlab_config::create(&mut ctx.conn, &ctx.req.body)?;
+    log::info!("GitLab configuration created");
+    Ok(Resp::json(&config.to_json()))
+}
+
+pub fn patch(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let config = gitlab_config::patch(&mut ctx.conn, &ctx.req.body)?;
+    log::info!("GitLab configuration changed");
+    Ok(Resp::json(&config.to_json()))
+}
+
+pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    gitlab_config::delete(&mut ctx.conn)?;
+    log::info!("GitLab configuration deleted");
+    Ok(Resp::no_content())
+}

@@ -1,0 +1,411 @@
+//! The GitLab sign-in rules of SPEC §5 as pure functions: which scope to ask for, allowed-group
+//! matching, finding or linking the account, sign-up, login generation, the group
+//! synchronization plan, and the refusal reasons. No I/O here; the callback feeds them facts.
+
+use crate::model::{FieldError, Login};
+
+/// Scope asked of GitLab: `read_api` only when the user's groups are needed.
+pub fn scope(synchronize_groups: bool, allowed_groups: &[String]) -> &'static str {
+    if groups_needed(synchronize_groups, allowed_groups) {
+        "read_api"
+    } else {
+        "read_user"
+    }
+}
+
+/// The groups are read when synchronization is on or allowed groups restrict sign-in.
+pub fn groups_needed(synchronize_groups: bool, allowed_groups: &[String]) -> bool {
+    synchronize_groups || !allowed_groups.is_empty()
+}
+
+/// SPEC §5 step 6: passes when allowed groups are empty, or some GitLab group path equals an
+/// allowed entry or lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case.
+pub fn in_allowed_groups(user_groups: &[String], allowed_groups: &[String]) -> bool {
+    if allowed_groups.is_empty() {
+        return true;
+    }
+    user_groups.iter().any(|path| {
+        let path = path.to_lowercase();
+        allowed_groups.iter().any(|allowed| {
+            let allowed = allowed.trim().trim_matches('/').to_lowercase();
+            !allowed.is_empty()
+                && (path == allowed
+                    || (path.len() > allowed.len()
+                        && path.starts_with(&allowed)
+                        && path.as_bytes()[allowed.len()] == b'/'))
+        })
+    })
+}
+
+/// Validates an "Allowed groups" entry: a GitLab root group slug as it appears in the URL.
+pub fn parse_allowed_group(raw: &str) -> Result<String, FieldError> {
+    let slug = raw.trim().trim_matches('/');
+    let valid = !slug.is_empty()
+        && slug.len() <= 255
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        let message = if slug.contains('/') {
+            format!("'{slug}' is not a root group: enter the top-level group slug only (such as 'acme' for 'acme/platform')")
+        } else {
+            format!("'{slug}' is not a GitLab group slug (letters, digits, '-', '_' and '.')")
+        };
+        return Err(FieldError::new("allowedGroups", message));
+    }
+    Ok(slug.to_string())
+}
+
+/// A local account as the linking rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub active: bool,
+    /// The GitLab numeric id stored on the account, if any.
+    pub gitlab_id: Option<String>,
+}
+
+/// SPEC §5 step 7: which account this GitLab identity signs in to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Found by GitLab numeric id.
+    Existing(i64),
+    /// A pre-provisioned account (GitLab username, no id yet) to link now.
+    Link(i64),
+    /// No account: a new one would be created.
+    New,
+}
+
+/// `by_id`: the account with this GitLab id. `by_username`: a GitLab account whose external
+/// identity equals the username (ignoring case). Refuses a username whose account carries another id.
+pub fn find_account(
+    by_id: Option<&Account>,
+    by_username: Option<&Account>,
+    gitlab_username: &str,
+) -> Result<Found, Refusal> {
+    if let Some(account) = by_id {
+        return Ok(Found::Existing(account.id));
+    }
+    match by_username {
+        Some(account) if account.gitlab_id.is_none() => Ok(Found::Link(account.id)),
+        Some(_) => Err(Refusal::IdMismatch(gitlab_username.to_string())),
+        None => Ok(Found::New),
+    }
+}
+
+/// Logins to try, in order, for a new account: the username (made valid), then
+/// `<username>-gitlab`, then `<username>-gitlab-2`, `-3`...
+pub fn login_candidates(gitlab_username: &str, gitlab_id: i64) -> impl Iterator<Item = String> {
+    let cleaned: String = gitlab_username
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+        .collect();
+    let cleaned = cleaned
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(240)
+        .collect::<String>();
+    let base = if Login::parse(&cleaned).is_ok() {
+        cleaned
+    } else {
+        format!("gitlab-user-{gitlab_id}")
+    };
+    let first = base.clone();
+    std::iter::once(first)
+        .chain(std::iter::once(format!("{base}-gitlab")))
+        .chain((2..).map(move |n| format!("{base}-gitlab-{n}")))
+}
+
+/// A local group as the synchronization sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalGroup {
+    pub id: i64,
+    pub name: String,
+    pub is_default: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub add: Vec<i64>,
+    pub remove: Vec<i64>,
+}
+
+/// SPEC §5 step 11: memberships become exactly the default group plus every existing local group
+/// whose name equals one of the GitLab paths (case-sensitive). Never creates groups; never
+/// removes the default group.
+pub fn group_sync_plan(
+    current: &[LocalGroup],
+    all_groups: &[LocalGroup],
+    gitlab_paths: &[String],
+) -> SyncPlan {
+    let wanted: Vec<&LocalGroup> = all_groups
+        .iter()
+        .filter(|g| g.is_default || gitlab_paths.contains(&g.name))
+        .collect();
+    let add = wanted
+        .iter()
+        .filter(|w| !current.iter().any(|c| c.id == w.id))
+        .map(|w| w.id)
+        .collect();
+    let remove = current
+        .iter()
+        .filter(|c| !c.is_default && !wanted.iter().any(|w| w.id == c.id))
+        .map(|c| c.id)
+        .collect();
+    SyncPlan { add, remove }
+}
+
+/// Why a GitLab sign-in was refused. The text shown is SPEC §5's table, exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NotInAllowedGroups,
+    SignUpDisabled,
+    EmailTaken,
+    IdMismatch(String),
+    Deactivated,
+    GitlabAccountInactive,
+    /// State/CSRF failure, GitLab error, misconfiguration: no reason shown; details in the log.
+    Generic,
+}
+
+impl Refusal {
+    pub fn reason(&self) -> Option<String> {
+        Some(match self {
+            Refusal::NotInAllowedGroups => "You are not allowed to authenticate".into(),
+            Refusal::SignUpDisabled => "'gitlab' users are not allowed to sign up".into(),
+            Refusal::EmailTaken => "This account is already associated with another authentication method. Sign in using the current authentication method, or contact your administrator to transfer your account to a different authentication method.".into(),
+            Refusal::IdMismatch(username) => format!("Failed to authenticate with login '{username}'"),
+            Refusal::Deactivated => "Your account is deactivated. Please contact your administrator.".into(),
+            Refusal::GitlabAccountInactive => "Your GitLab account is not active".into(),
+            Refusal::Generic => return None,
+        })
+    }
+
+    /// Short tag for the sign-in log line.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Refusal::NotInAllowedGroups => "not in allowed groups",
+            Refusal::SignUpDisabled => "sign-up disabled",
+            Refusal::EmailTaken => "email used by another account",
+            Refusal::IdMismatch(_) => "username linked to another GitLab id",
+            Refusal::Deactivated => "account deactivated",
+            Refusal::GitlabAccountInactive => "GitLab account not active",
+            Refusal::Generic => "error",
+        }
+    }
+}
+
+/// SPEC §5 step 8 and 9: may this sign-in go on, given the account found?
+pub fn admission(
+    found: &Found,
+    account_active: bool,
+    sign_up_allowed: bool,
+) -> Result<(), Refusal> {
+    match found {
+        Found::New if !sign_up_allowed => Err(Refusal::SignUpDisabled),
+        Found::Existing(_) | Found::Link(_) if !account_active => Err(Refusal::Deactivated),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn allowed_group_matching_table() {
+        let cases: &[(&[&str], &[&str], bool)] = &[
+            (&["acme"], &[], true),
+            (&[], &[], true),
+            (&[], &["acme"], false),
+            (&["acme"], &["acme"], true),
+            (&["acme/platform/sre"], &["acme"], true),
+            (&["acme-other"], &["acme"], false),
+            (&["acme-other/x"], &["acme"], false),
+            (&["acmex"], &["acme"], false),
+            (&["ACME/Platform"], &["acme"], true),
+            (&["acme"], &["ACME"], true),
+            (&["other", "acme/x"], &["zeta", "acme"], true),
+            (&["acme"], &["acme/"], true),
+            (&["acme"], &[""], false),
+        ];
+        for (user, allowed, expected) in cases {
+            assert_eq!(
+                in_allowed_groups(&paths(user), &paths(allowed)),
+                *expected,
+                "user {user:?} allowed {allowed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scope_asks_read_api_only_when_groups_are_needed() {
+        assert_eq!(scope(false, &[]), "read_user");
+        assert_eq!(scope(true, &[]), "read_api");
+        assert_eq!(scope(false, &paths(&["acme"])), "read_api");
+    }
+
+    #[test]
+    fn allowed_group_entries_are_root_slugs() {
+        assert_eq!(parse_allowed_group(" acme ").unwrap(), "acme");
+        assert_eq!(parse_allowed_group("/Beta-Labs/").unwrap(), "Beta-Labs");
+        assert!(parse_allowed_group("acme/platform")
+            .unwrap_err()
+            .message
+            .contains("root group"));
+        assert!(parse_allowed_group("").is_err());
+        assert!(parse_allowed_group("a b").is_err());
+    }
+
+    #[test]
+    fn linking_table() {
+        let linked = Account {
+            id: 1,
+            active: true,
+            gitlab_id: Some("42".into()),
+        };
+        let pre = Account {
+            id: 2,
+            active: true,
+            gitlab_id: None,
+        };
+        let other = Account {
+            id: 3,
+            active: true,
+            gitlab_id: Some("7".into()),
+        };
+        assert_eq!(
+            find_account(Some(&linked), None, "ann"),
+            Ok(Found::Existing(1))
+        );
+        assert_eq!(
+            find_account(Some(&linked), Some(&other), "ann"),
+            Ok(Found::Existing(1))
+        );
+        assert_eq!(find_account(None, Some(&pre), "ann"), Ok(Found::Link(2)));
+        assert_eq!(
+            find_account(None, Some(&other), "ann"),
+            Err(Refusal::IdMismatch("ann".into()))
+        );
+        assert_eq!(find_account(None, None, "ann"), Ok(Found::New));
+    }
+
+    #[test]
+    fn admission_table() {
+        assert_eq!(
+            admission(&Found::New, true, false),
+            Err(Refusal::SignUpDisabled)
+        );
+        assert_eq!(admission(&Found::New, true, true), Ok(()));
+        assert_eq!(
+            admission(&Found::Link(1), true, false),
+            Ok(()),
+            "pre-provisioned passes with sign-up off"
+        );
+        assert_eq!(
+            admission(&Found::Existing(1), false, true),
+            Err(Refusal::Deactivated)
+        );
+        assert_eq!(
+            admission(&Found::Link(1), false, true),
+            Err(Refusal::Deactivated)
+        );
+    }
+
+    #[test]
+    fn login_generation() {
+        let first: Vec<String> = login_candidates("ann", 1).take(4).collect();
+        assert_eq!(
+            first,
+            vec!["ann", "ann-gitlab", "ann-gitlab-2", "ann-gitlab-3"]
+        );
+        assert_eq!(login_candidates("_ann", 1).next().unwrap(), "ann");
+        assert_eq!(login_candidates("_", 9).next().unwrap(), "gitlab-user-9");
+        assert_eq!(login_candidates("a", 9).next().unwrap(), "gitlab-user-9");
+        for candidate in login_candidates(&"x".repeat(300), 1).take(3) {
+            assert!(Login::parse(&candidate).is_ok(), "{candidate}");
+        }
+    }
+
+    fn g(id: i64, name: &str, is_default: bool) -> LocalGroup {
+        LocalGroup {
+            id,
+            name: name.into(),
+            is_default,
+        }
+    }
+
+    #[test]
+    fn sync_plan_adds_matching_existing_groups_and_keeps_users() {
+        let all = vec![
+            g(1, "users", true),
+            g(2, "acme/platform", false),
+            g(3, "Acme/Ops", false),
+            g(4, "manual", false),
+        ];
+        let current = vec![g(1, "users", true), g(4, "manual", false)];
+        let plan = group_sync_plan(
+            &current,
+            &all,
+            &paths(&["acme/platform", "acme/ops", "acme/unknown"]),
+        );
+        assert_eq!(
+            plan.add,
+            vec![2],
+            "case-sensitive: Acme/Ops is not acme/ops; unknown groups are not created"
+        );
+        assert_eq!(
+            plan.remove,
+            vec![4],
+            "manual membership removed, users kept"
+        );
+    }
+
+    #[test]
+    fn sync_plan_restores_missing_default_group_and_never_removes_it() {
+        let all = vec![g(1, "users", true), g(2, "a", false)];
+        let plan = group_sync_plan(&[], &all, &[]);
+        assert_eq!(
+            plan,
+            SyncPlan {
+                add: vec![1],
+                remove: vec![]
+            }
+        );
+        let plan = group_sync_plan(&[g(1, "users", true)], &all, &[]);
+        assert_eq!(plan, SyncPlan::default());
+    }
+
+    #[test]
+    fn refusal_texts_match_the_spec() {
+        assert_eq!(
+            Refusal::NotInAllowedGroups.reason().unwrap(),
+            "You are not allowed to authenticate"
+        );
+        assert_eq!(
+            Refusal::SignUpDisabled.reason().unwrap(),
+            "'gitlab' users are not allowed to sign up"
+        );
+        assert_eq!(
+            Refusal::IdMismatch("bob".into()).reason().unwrap(),
+            "Failed to authenticate with login 'bob'"
+        );
+        assert_eq!(
+            Refusal::Deactivated.reason().unwrap(),
+            "Your account is deactivated. Please contact your administrator."
+        );
+        assert_eq!(
+            Refusal::GitlabAccountInactive.reason().unwrap(),
+            "Your GitLab account is not active"
+        );
+        assert!(Refusal::EmailTaken
+            .reason()
+            .unwrap()
+            .starts_with("This account is already associated"));
+        assert_eq!(Refusal::Generic.reason(), None);
+    }
+}
