@@ -15,7 +15,10 @@ mod tests {
     fn union_of_direct_and_group_grants() {
         assert!(effective(&[], &[]).is_empty());
         let both = effective(&[Permission::Admin], &[Permission::Admin]);
-        assert_eq!(both.into_iter().collect::<Vec<_>>(), vec![Permission::Admin]);
+        assert_eq!(
+            both.into_iter().collect::<Vec<_>>(),
+            vec![Permission::Admin]
+        );
         assert!(effective(&[], &[Permission::Admin]).contains(&Permission::Admin));
     }
 }

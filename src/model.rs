@@ -38,7 +38,10 @@ impl Login {
                 "Login must be between 2 and 255 characters long",
             ));
         }
-        if !raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c)) {
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
+        {
             return Err(FieldError::new(
                 "login",
                 "Login may only contain letters, digits, '.', '-', '_' and '@'",
@@ -158,10 +161,7 @@ impl GroupName {
             ));
         }
         if trimmed.eq_ignore_ascii_case("anyone") {
-            return Err(FieldError::new(
-                "name",
-                "Anyone group cannot be used",
-            ));
+            return Err(FieldError::new("name", "Anyone group cannot be used"));
         }
         if trimmed.chars().any(char::is_control) {
             return Err(FieldError::new(
@@ -250,7 +250,18 @@ mod tests {
         for ok in ["ab", "a.b-c_d@e", "9lives", &"x".repeat(255)] {
             assert!(Login::parse(ok).is_ok(), "{ok} should be valid");
         }
-        for bad in ["a", "", "-ab", ".ab", "_ab", "@ab", "a b", "ab/c", "é1", &"x".repeat(256)] {
+        for bad in [
+            "a",
+            "",
+            "-ab",
+            ".ab",
+            "_ab",
+            "@ab",
+            "a b",
+            "ab/c",
+            "é1",
+            &"x".repeat(256),
+        ] {
             assert!(Login::parse(bad).is_err(), "{bad} should be invalid");
         }
     }
@@ -270,7 +281,15 @@ mod tests {
     fn email_rules() {
         assert_eq!(validate_email("").unwrap(), None);
         assert_eq!(validate_email("a@b.c").unwrap().as_deref(), Some("a@b.c"));
-        for bad in ["a", "@b", "a@", "a@@b", "a b@c", "a@.b", &format!("{}@b.c", "a".repeat(100))] {
+        for bad in [
+            "a",
+            "@b",
+            "a@",
+            "a@@b",
+            "a b@c",
+            "a@.b",
+            &format!("{}@b.c", "a".repeat(100)),
+        ] {
             assert!(validate_email(bad).is_err(), "{bad} should be invalid");
         }
     }

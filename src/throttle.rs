@@ -28,7 +28,11 @@ struct Entry {
 impl Entry {
     fn record(&mut self, now: i64, free: u32) {
         if now - self.first_failure >= WINDOW_SECS {
-            *self = Entry { failures: 0, first_failure: now, locked_until: 0 };
+            *self = Entry {
+                failures: 0,
+                first_failure: now,
+                locked_until: 0,
+            };
         }
         self.failures += 1;
         if self.failures >= free {
@@ -87,7 +91,9 @@ impl Throttle {
     pub fn record_failure(&self, login: &str, address: Option<IpAddr>, now: i64) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.logins.len() >= MAX_TRACKED {
-            state.logins.retain(|_, e| now - e.first_failure < WINDOW_SECS || e.locked_until > now);
+            state
+                .logins
+                .retain(|_, e| now - e.first_failure < WINDOW_SECS || e.locked_until > now);
         }
         if state.logins.len() < MAX_TRACKED {
             state
@@ -98,10 +104,16 @@ impl Throttle {
         }
         if let Some(a) = address {
             if state.addresses.len() >= MAX_TRACKED {
-                state.addresses.retain(|_, e| now - e.first_failure < WINDOW_SECS || e.locked_until > now);
+                state
+                    .addresses
+                    .retain(|_, e| now - e.first_failure < WINDOW_SECS || e.locked_until > now);
             }
             if state.addresses.len() < MAX_TRACKED {
-                state.addresses.entry(a).or_default().record(now, ADDRESS_FREE_FAILURES);
+                state
+                    .addresses
+                    .entry(a)
+                    .or_default()
+                    .record(now, ADDRESS_FREE_FAILURES);
             }
         }
         if state.global_minute != now / 60 {
@@ -165,7 +177,10 @@ mod tests {
         for i in 0..ADDRESS_FREE_FAILURES {
             t.record_failure(&format!("user{i}"), Some(addr), 0);
         }
-        assert!(matches!(t.check("fresh", Some(addr), 0), Verdict::Locked(_)));
+        assert!(matches!(
+            t.check("fresh", Some(addr), 0),
+            Verdict::Locked(_)
+        ));
         assert_eq!(t.check("fresh", None, 0), Verdict::Allow);
     }
 
@@ -175,7 +190,10 @@ mod tests {
         for i in 0..GLOBAL_FAILURES_PER_MINUTE {
             t.record_failure(&format!("u{i}"), None, 120);
         }
-        assert!(matches!(t.check("anyone-else", None, 125), Verdict::Slow(_)));
+        assert!(matches!(
+            t.check("anyone-else", None, 125),
+            Verdict::Slow(_)
+        ));
         assert_eq!(t.check("anyone-else", None, 180), Verdict::Allow);
     }
 }

@@ -40,10 +40,16 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let req = ctx.req;
     let local = bool_param(req, "local", true)?;
     let login = req.required("login")?;
-    let name = req.param("name").unwrap_or("");
+    let name = req.required("name")?;
+    if !local && req.param("password").is_some_and(|p| !p.is_empty()) {
+        return Err(AppError::invalid(
+            "password",
+            "Password should only be set on local user",
+        ));
+    }
     let input = NewUserInput {
         login,
-        name: if name.trim().is_empty() { login } else { name },
+        name,
         email: req.param("email").unwrap_or(""),
         password: req.param("password").unwrap_or(""),
         gitlab_username: if local { None } else { Some(login) },

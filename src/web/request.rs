@@ -67,7 +67,9 @@ fn decode_component(raw: &[u8]) -> AppResult<String> {
     let mut i = 0;
     while i < raw.len() {
         if raw[i] == b'%' {
-            let ok = raw.len() > i + 2 && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit();
+            let ok = raw.len() > i + 2
+                && raw[i + 1].is_ascii_hexdigit()
+                && raw[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Err(bad());
             }
@@ -76,12 +78,18 @@ fn decode_component(raw: &[u8]) -> AppResult<String> {
             i += 1;
         }
     }
-    let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    let text = percent_decode(&plus_as_space).decode_utf8().map_err(|_| {
-        AppError::invalid("request", "Parameters must be valid UTF-8")
-    })?;
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let text = percent_decode(&plus_as_space)
+        .decode_utf8()
+        .map_err(|_| AppError::invalid("request", "Parameters must be valid UTF-8"))?;
     if text.contains('\0') {
-        return Err(AppError::invalid("request", "Parameters must not contain NUL characters"));
+        return Err(AppError::invalid(
+            "request",
+            "Parameters must not contain NUL characters",
+        ));
     }
     Ok(text.into_owned())
 }
@@ -150,7 +158,10 @@ impl Req {
     pub fn required(&self, name: &'static str) -> AppResult<&str> {
         match self.param(name).map(str::trim) {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(AppError::invalid(name, format!("The '{name}' parameter is missing"))),
+            _ => Err(AppError::invalid(
+                name,
+                format!("The '{name}' parameter is missing"),
+            )),
         }
     }
 
@@ -219,6 +230,15 @@ impl Resp {
         }
     }
 
+    /// 302 Found (the OAuth redirects).
+    pub fn found(location: &str) -> Resp {
+        Resp {
+            status: 302,
+            headers: vec![("Location".into(), location.into())],
+            body: Vec::new(),
+        }
+    }
+
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Resp {
         self.headers.push((name.into(), value.into()));
         self
@@ -273,6 +293,13 @@ mod tests {
     #[test]
     fn cookies_parse_leniently() {
         let c = parse_cookies("a=1; b = \"2\" ; junk; =x; c=");
-        assert_eq!(c, vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            c,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "".into())
+            ]
+        );
     }
 }

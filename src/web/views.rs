@@ -97,7 +97,10 @@ pub fn error_with_layout(l: Layout, req: &Req, err: &AppError) -> Resp {
         log::error!("request {}: {err}", req.request_id);
     }
     let message = if status >= 500 {
-        format!("An internal error occurred. Quote request id {} to your administrator.", req.request_id)
+        format!(
+            "An internal error occurred. Quote request id {} to your administrator.",
+            req.request_id
+        )
     } else {
         err.public_message()
     };
@@ -121,4 +124,172 @@ pub fn datetime(ts: Option<i64>) -> String {
     ts.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| "never".into())
+}
+
+/// Rows per page on the admin lists.
+pub const PAGE_SIZE: i64 = 50;
+/// Highest page number honoured; keeps `OFFSET` arithmetic far from overflow.
+const MAX_PAGE: i64 = 1_000_000;
+
+/// Where a list page stands: the page shown (1-based), its size, and how many rows match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pager {
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+impl Pager {
+    /// The page asked for by `p`: missing, unreadable or below 1 means the first page.
+    pub fn page_param(raw: Option<&str>) -> i64 {
+        raw.and_then(|p| p.trim().parse::<i64>().ok())
+            .filter(|p| *p >= 1)
+            .map_or(1, |p| p.min(MAX_PAGE))
+    }
+
+    fn offset_of(page: i64, size: i64) -> i64 {
+        (page - 1).max(0) * size
+    }
+
+    /// The last page that has rows (1 when nothing matches).
+    pub fn last_page(&self) -> i64 {
+        ((self.total + self.size - 1) / self.size).max(1)
+    }
+
+    pub fn prev(&self) -> Option<i64> {
+        (self.page > 1).then(|| (self.page - 1).min(self.last_page()))
+    }
+
+    pub fn next(&self) -> Option<i64> {
+        (self.page < self.last_page()).then_some(self.page + 1)
+    }
+
+    /// "51–100 of 120": the rows shown and the total.
+    pub fn summary(&self) -> String {
+        if self.total == 0 {
+            return "0 of 0".into();
+        }
+        let first = Pager::offset_of(self.page, self.size) + 1;
+        let last = (first + self.size - 1).min(self.total);
+        format!("{first}–{last} of {}", self.total)
+    }
+
+    /// Runs a paged query for `page`; a page past the end shows the last page instead.
+    pub fn fetch<T>(
+        page: i64,
+        mut query: impl FnMut(i64, i64) -> rusqlite::Result<(Vec<T>, i64)>,
+    ) -> AppResult<(Vec<T>, Pager)> {
+        let (rows, total) = query(Pager::offset_of(page, PAGE_SIZE), PAGE_SIZE)?;
+        let pager = Pager {
+            page,
+            size: PAGE_SIZE,
+            total,
+        };
+        if rows.is_empty() && total > 0 && page > pager.last_page() {
+            let last = pager.last_page();
+            let (rows, total) = query(Pager::offset_of(last, PAGE_SIZE), PAGE_SIZE)?;
+            let pager = Pager {
+                page: last,
+                size: PAGE_SIZE,
+                total,
+            };
+            return Ok((rows, pager));
+        }
+        Ok((rows, pager))
+    }
+}
+
+/// A local URL with its non-empty parameters percent-encoded: `/admin/users?q=ann&p=2`.
+pub fn url_with(path: &str, params: &[(&str, &str)]) -> String {
+    let query: Vec<String> = params
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", super::request::encode_component(v)))
+        .collect();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_param_falls_back_to_the_first_page() {
+        assert_eq!(Pager::page_param(None), 1);
+        assert_eq!(Pager::page_param(Some("3")), 3);
+        for bad in ["0", "-2", "x", "", "1.5"] {
+            assert_eq!(Pager::page_param(Some(bad)), 1, "{bad:?}");
+        }
+        assert_eq!(Pager::page_param(Some("99999999999999")), MAX_PAGE);
+    }
+
+    #[test]
+    fn pager_links_and_summary() {
+        let p = Pager {
+            page: 2,
+            size: 50,
+            total: 120,
+        };
+        assert_eq!((p.prev(), p.next(), p.last_page()), (Some(1), Some(3), 3));
+        assert_eq!(p.summary(), "51–100 of 120");
+        let last = Pager { page: 3, ..p };
+        assert_eq!(
+            (last.next(), last.summary().as_str()),
+            (None, "101–120 of 120")
+        );
+        let empty = Pager {
+            page: 1,
+            size: 50,
+            total: 0,
+        };
+        assert_eq!(
+            (empty.prev(), empty.next(), empty.last_page()),
+            (None, None, 1)
+        );
+        assert_eq!(empty.summary(), "0 of 0");
+    }
+
+    #[test]
+    fn a_page_past_the_end_shows_the_last_page() {
+        let rows: Vec<i64> = (0..120).collect();
+        let query = |offset: i64, limit: i64| {
+            let page: Vec<i64> = rows
+                .iter()
+                .copied()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .collect();
+            Ok((page, 120))
+        };
+        let (shown, pager) = Pager::fetch(9, query).unwrap();
+        assert_eq!(pager.page, 3);
+        assert_eq!(shown.first(), Some(&100));
+        let (shown, pager) = Pager::fetch(1, query).unwrap();
+        assert_eq!((pager.page, shown.len()), (1, 50));
+    }
+
+    #[test]
+    fn url_with_encodes_and_drops_empty_parameters() {
+        assert_eq!(
+            url_with("/admin/users", &[("q", ""), ("p", "")]),
+            "/admin/users"
+        );
+        assert_eq!(
+            url_with(
+                "/admin/groups/edit",
+                &[("name", "acme/plat form&x"), ("p", "2")]
+            ),
+            "/admin/groups/edit?name=acme%2Fplat%20form%26x&p=2"
+        );
+    }
+
+    #[test]
+    fn datetime_formats_utc_or_never() {
+        assert_eq!(datetime(None), "never");
+        assert_eq!(datetime(Some(0)), "1970-01-01 00:00 UTC");
+    }
 }

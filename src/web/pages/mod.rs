@@ -1,6 +1,7 @@
 //! Server-rendered pages for everyone: sign-in, home, account (profile, password, tokens),
 //! and the error page. Admin pages live in the `admin_*` modules.
 
+mod admin;
 pub mod admin_groups;
 pub mod admin_permissions;
 pub mod admin_settings;
@@ -73,28 +74,52 @@ pub fn error_page(ctx: &mut Ctx<'_>, err: AppError) -> Resp {
     if let AppError::Unauthorized(_) = err {
         if ctx.caller.is_none() {
             let back = ctx.req.path_and_query();
-            return Resp::redirect(&format!("/sessions/new?return_to={}", encode_component(&back)));
+            return Resp::redirect(&format!(
+                "/sessions/new?return_to={}",
+                encode_component(&back)
+            ));
         }
     }
     let layout = Layout::new(ctx, "Error", "").unwrap_or_else(|_| Layout::anonymous("Error"));
     views::error_with_layout(layout, ctx.req, &err)
 }
 
+/// Cookie carrying the sign-in form's CSRF token (double submit: before sign-in there is no
+/// session to hold it).
+pub const LOGIN_CSRF_COOKIE: &str = "labgate_login_csrf";
+
 #[derive(Template)]
 #[template(path = "sessions/new.html")]
 struct LoginPage {
     l: Layout,
+    csrf: String,
     login: String,
     return_to: String,
     error: Option<String>,
     gitlab_enabled: bool,
 }
 
-fn render_login(ctx: &Ctx<'_>, status: u16, login: &str, return_to: String, error: Option<String>) -> AppResult<Resp> {
+fn render_login(
+    ctx: &mut Ctx<'_>,
+    status: u16,
+    login: &str,
+    return_to: String,
+    error: Option<String>,
+) -> AppResult<Resp> {
+    let csrf = crate::crypto::random_hex(16);
+    let secure = if ctx.base_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    ctx.cookies.push(format!(
+        "{LOGIN_CSRF_COOKIE}={csrf}; Path=/sessions/new; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    ));
     render(
         status,
         &LoginPage {
             l: Layout::anonymous("Sign in"),
+            csrf,
             login: login.to_string(),
             return_to,
             error,
@@ -103,9 +128,9 @@ fn render_login(ctx: &Ctx<'_>, status: u16, login: &str, return_to: String, erro
     )
 }
 
-/// Whether "Log in with GitLab" is offered (comes with the GitLab sign-in).
-fn gitlab_sign_in_offered(_ctx: &Ctx<'_>) -> bool {
-    false
+/// Whether "Log in with GitLab" is offered: enabled, with application ID and secret.
+fn gitlab_sign_in_offered(ctx: &Ctx<'_>) -> bool {
+    crate::gitlab_config::load(&ctx.conn).is_ok_and(|c| c.usable())
 }
 
 pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
@@ -120,22 +145,47 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.form.get("login").unwrap_or("").trim().to_string();
     let password = ctx.req.form.get("password").unwrap_or("").to_string();
     let return_to = safe_return_to(ctx.req.form.get("return_to"));
+    let form_token = ctx.req.form.get(auth::CSRF_FIELD).unwrap_or("");
+    let cookie_token = ctx.req.cookie(LOGIN_CSRF_COOKIE).unwrap_or("");
+    if form_token.is_empty() || !crate::crypto::ct_eq(form_token, cookie_token) {
+        let message = "This sign-in form has expired. Please sign in again.";
+        return render_login(ctx, 403, &login, return_to, Some(message.into()));
+    }
     if login.is_empty() || password.is_empty() {
-        return render_login(ctx, 422, &login, return_to, Some("Enter your login and password.".into()));
+        return render_login(
+            ctx,
+            422,
+            &login,
+            return_to,
+            Some("Enter your login and password.".into()),
+        );
     }
     match auth::check_password(ctx.app, &ctx.conn, &login, &password, ctx.req, ctx.now) {
         Ok(user) => {
-            log::info!("sign-in provider=local login={:?} outcome=accepted", user.login);
+            log::info!(
+                "sign-in provider=local login={:?} outcome=accepted",
+                user.login
+            );
             // A fresh session id at every sign-in; any previous one is ended.
             if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
                 crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
             }
             let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, ctx.now)?;
             ctx.cookies.extend(cookies);
-            let target = if user.must_change_password { "/account/password".to_string() } else { return_to };
+            let target = if user.must_change_password {
+                "/account/password".to_string()
+            } else {
+                return_to
+            };
             Ok(Resp::redirect(&target))
         }
-        Err(AppError::Unauthorized(_)) => render_login(ctx, 401, &login, return_to, Some("Incorrect login or password.".into())),
+        Err(AppError::Unauthorized(_)) => render_login(
+            ctx,
+            401,
+            &login,
+            return_to,
+            Some("Incorrect login or password.".into()),
+        ),
         Err(AppError::TooManyRequests(m)) => render_login(ctx, 429, &login, return_to, Some(m)),
         Err(e) => Err(e),
     }
@@ -164,7 +214,11 @@ pub fn home(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let page = HomePage {
         l: Layout::new(ctx, "Home", "home")?,
         groups: users::group_names(&ctx.conn, caller.user.id)?,
-        permissions: caller.permissions.iter().map(|p| (p.key(), p.label())).collect(),
+        permissions: caller
+            .permissions
+            .iter()
+            .map(|p| (p.key(), p.label()))
+            .collect(),
         last_connection: views::datetime(caller.user.last_connection_at),
         user: caller.user,
     };
@@ -204,7 +258,10 @@ fn account_page(
         .map(|t| TokenRow {
             created: views::datetime(Some(t.created_at)),
             last_used: views::datetime(t.last_connection_at),
-            expires: t.expires_at.map(crate::api::format_date).unwrap_or_else(|| "never".into()),
+            expires: t
+                .expires_at
+                .map(crate::api::format_date)
+                .unwrap_or_else(|| "never".into()),
             expired: t.is_expired(ctx.now),
             name: t.name,
         })
@@ -260,19 +317,46 @@ struct PasswordPage {
 
 pub fn password_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let forced = ctx.caller()?.user.must_change_password;
-    render(200, &PasswordPage { l: Layout::new(ctx, "Change password", "account")?, forced, errors: FormErrors::default() })
+    render(
+        200,
+        &PasswordPage {
+            l: Layout::new(ctx, "Change password", "account")?,
+            forced,
+            errors: FormErrors::default(),
+        },
+    )
 }
 
 pub fn password_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let caller = ctx.caller()?.clone();
-    let current = ctx.req.form.get("previousPassword").unwrap_or("").to_string();
+    let current = ctx
+        .req
+        .form
+        .get("previousPassword")
+        .unwrap_or("")
+        .to_string();
     let new = ctx.req.form.get("password").unwrap_or("").to_string();
-    let confirm = ctx.req.form.get("confirmPassword").unwrap_or("").to_string();
+    let confirm = ctx
+        .req
+        .form
+        .get("confirmPassword")
+        .unwrap_or("")
+        .to_string();
     let result = if new != confirm {
-        Err(AppError::invalid("confirmPassword", "The two new passwords are not the same"))
+        Err(AppError::invalid(
+            "confirmPassword",
+            "The two new passwords are not the same",
+        ))
     } else {
         let keep = caller.session().map(|s| s.id_hash.clone());
-        accounts::change_password(&mut ctx.conn, &caller.user.login, &new, Some(&current), keep.as_deref(), ctx.now)
+        accounts::change_password(
+            &mut ctx.conn,
+            &caller.user.login,
+            &new,
+            Some(&current),
+            keep.as_deref(),
+            ctx.now,
+        )
     };
     match result {
         Ok(()) => {
@@ -299,7 +383,18 @@ mod tests {
     fn return_to_only_accepts_local_paths() {
         assert_eq!(safe_return_to(Some("/admin/users?p=2")), "/admin/users?p=2");
         assert_eq!(safe_return_to(Some("/_x")), "/_x");
-        for bad in ["//evil.example", "/\\evil.example", "http://evil.example", "evil", "/", "", "/%2F", "/ x", "/a\\b", "/a\nb"] {
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "http://evil.example",
+            "evil",
+            "/",
+            "",
+            "/%2F",
+            "/ x",
+            "/a\\b",
+            "/a\nb",
+        ] {
             assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_return_to(None), "/");
