@@ -4,9 +4,15 @@
 
 use crate::db;
 use crate::error::{AppError, AppResult};
+use crate::model::FieldError;
 use crate::settings::{self as s, GITLAB_KEYS};
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
+
+/// The redirect URI to register in GitLab for a base URL.
+pub fn redirect_uri(base_url: &str) -> String {
+    format!("{base_url}/oauth2/callback/gitlab")
+}
 
 /// The id of the single configuration in the v2 API.
 pub const CONFIG_ID: &str = "gitlab-configuration";
@@ -219,6 +225,197 @@ pub fn delete(conn: &mut Connection) -> AppResult<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The admin page's door: typed changes, validated by the same settings rules, one transaction.
+
+/// Refusal when sign-in with GitLab would be enabled without the credentials it needs.
+pub const ENABLE_NEEDS_CREDENTIALS: &str =
+    "GitLab sign-in cannot be enabled yet: set the application ID and the secret first (Edit).";
+
+/// A change sent by the admin page; `None` leaves a field as it is. The secret is write-only:
+/// `None` or an empty value keeps the stored one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GitlabForm {
+    pub enabled: Option<bool>,
+    pub application_id: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub synchronize_groups: Option<bool>,
+    pub allowed_groups: Option<Vec<String>>,
+    pub allow_users_to_sign_up: Option<bool>,
+}
+
+impl GitlabForm {
+    /// The new secret, when one was typed.
+    fn new_secret(&self) -> Option<&str> {
+        self.secret.as_deref().filter(|t| !t.trim().is_empty())
+    }
+}
+
+/// Never prints the secret, only whether one was sent.
+impl std::fmt::Debug for GitlabForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitlabForm")
+            .field("enabled", &self.enabled)
+            .field("application_id", &self.application_id)
+            .field("url", &self.url)
+            .field("secret", &self.new_secret().map(|_| "<sent>"))
+            .field("synchronize_groups", &self.synchronize_groups)
+            .field("allowed_groups", &self.allowed_groups)
+            .field("allow_users_to_sign_up", &self.allow_users_to_sign_up)
+            .finish()
+    }
+}
+
+/// Validates `raws` for `key` with the settings rules; errors are reported on the form `field`,
+/// named after the setting ("GitLab URL: ...") rather than its key.
+fn form_value(
+    field: &'static str,
+    key: &'static str,
+    raws: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> AppResult<Option<String>> {
+    let def = s::known(key)?;
+    match s::normalize_values(def, raws) {
+        Ok(v) => Ok(Some(v)),
+        Err(AppError::Invalid(found)) => {
+            let prefix = format!("Setting '{key}'");
+            errors.extend(
+                found
+                    .into_iter()
+                    .map(|e| FieldError::new(field, e.message.replacen(&prefix, def.name, 1))),
+            );
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The settings a form writes (`None`: reset), or every field error at once.
+fn form_writes(form: &GitlabForm) -> AppResult<Vec<(&'static str, Option<String>)>> {
+    let mut errors = Vec::new();
+    let mut writes = Vec::new();
+    let flags = [
+        (s::GITLAB_ENABLED, form.enabled),
+        (s::GITLAB_GROUPS_SYNC, form.synchronize_groups),
+        (s::GITLAB_SIGN_UP, form.allow_users_to_sign_up),
+    ];
+    for (key, flag) in flags {
+        if let Some(b) = flag {
+            writes.push((key, Some(b.to_string())));
+        }
+    }
+    let texts = [
+        (
+            "applicationId",
+            s::GITLAB_APPLICATION_ID,
+            form.application_id.as_deref(),
+        ),
+        ("url", s::GITLAB_URL, form.url.as_deref()),
+        ("secret", s::GITLAB_SECRET, form.new_secret()),
+    ];
+    for (field, key, text) in texts {
+        if let Some(text) = text {
+            if let Some(v) = form_value(field, key, &[text], &mut errors)? {
+                writes.push((key, Some(v)));
+            }
+        }
+    }
+    if let Some(groups) = &form.allowed_groups {
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        if let Some(v) = form_value(
+            "allowedGroups",
+            s::GITLAB_ALLOWED_GROUPS,
+            &refs,
+            &mut errors,
+        )? {
+            let stored = (v != "[]").then_some(v);
+            writes.push((s::GITLAB_ALLOWED_GROUPS, stored));
+        }
+    }
+    if errors.is_empty() {
+        Ok(writes)
+    } else {
+        Err(AppError::Invalid(errors))
+    }
+}
+
+/// Applies a validated form in `tx`: the URL changes only with the secret, and enabling needs
+/// the application ID and the secret.
+fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
+    let writes = form_writes(form)?;
+    if form.new_secret().is_none() {
+        if let Some((_, Some(url))) = writes.iter().find(|(k, _)| *k == s::GITLAB_URL) {
+            s::check_url_change(tx, s::GITLAB_URL, url).map_err(|e| match e {
+                AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("secret", m)]),
+                other => other,
+            })?;
+        }
+    }
+    for (key, stored) in writes {
+        match stored {
+            Some(v) => db::settings::set(tx, key, &v)?,
+            None => db::settings::delete(tx, key)?,
+        }
+    }
+    let config = load(tx)?;
+    if form.enabled == Some(true) && !config.usable() {
+        return Err(AppError::rule(ENABLE_NEEDS_CREDENTIALS));
+    }
+    Ok(config)
+}
+
+/// Creates the configuration from the page's form: application ID, URL and secret required.
+pub fn create_with(conn: &mut Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
+    let required = [
+        (
+            "applicationId",
+            form.application_id.as_deref(),
+            "Enter the application ID",
+        ),
+        ("url", form.url.as_deref(), "Enter the URL of GitLab"),
+        ("secret", form.new_secret(), "Enter the secret"),
+    ];
+    let missing: Vec<FieldError> = required
+        .into_iter()
+        .filter(|(_, given, _)| given.is_none_or(|t| t.trim().is_empty()))
+        .map(|(field, _, message)| FieldError::new(field, message))
+        .collect();
+    if !missing.is_empty() {
+        let mut errors = missing;
+        if let Err(AppError::Invalid(more)) = form_writes(form) {
+            for e in more {
+                if errors.iter().all(|m| m.field != e.field) {
+                    errors.push(e);
+                }
+            }
+        }
+        return Err(AppError::Invalid(errors));
+    }
+    let tx = db::write_tx(conn)?;
+    if exists(&tx)? {
+        return Err(AppError::rule(
+            "A GitLab configuration already exists; edit it or delete it first",
+        ));
+    }
+    let config = apply_form(&tx, form)?;
+    tx.commit()?;
+    Ok(config)
+}
+
+/// Changes the existing configuration as the page's form says, in one transaction.
+pub fn save(conn: &mut Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
+    let tx = db::write_tx(conn)?;
+    if !exists(&tx)? {
+        return Err(AppError::not_found(
+            "No GitLab configuration: configure GitLab first",
+        ));
+    }
+    let config = apply_form(&tx, form)?;
+    tx.commit()?;
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +477,137 @@ mod tests {
         delete(&mut conn).unwrap();
         assert!(!exists(&conn).unwrap());
         assert!(matches!(delete(&mut conn), Err(AppError::NotFound(_))));
+    }
+
+    fn form() -> GitlabForm {
+        GitlabForm {
+            application_id: Some("app".into()),
+            url: Some("https://gl.example/".into()),
+            secret: Some("s3cret".into()),
+            ..GitlabForm::default()
+        }
+    }
+
+    #[test]
+    fn create_with_reports_every_missing_or_bad_field_on_the_form() {
+        let mut conn = db::test_db();
+        let bad = GitlabForm {
+            application_id: Some(" ".into()),
+            url: Some("ftp://x".into()),
+            secret: Some(String::new()),
+            ..GitlabForm::default()
+        };
+        let AppError::Invalid(errors) = create_with(&mut conn, &bad).unwrap_err() else {
+            panic!("expected field errors");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, vec!["applicationId", "secret", "url"]);
+        assert!(errors[2].message.starts_with("GitLab URL: "), "{errors:?}");
+        assert!(!exists(&conn).unwrap());
+        let c = create_with(&mut conn, &form()).unwrap();
+        assert_eq!(c.url, "https://gl.example");
+        assert!(!c.enabled && c.secret.is_some());
+        assert!(matches!(
+            create_with(&mut conn, &form()),
+            Err(AppError::Rule(_))
+        ));
+    }
+
+    #[test]
+    fn save_refuses_a_new_url_without_the_secret_on_the_secret_field() {
+        let mut conn = db::test_db();
+        assert!(matches!(
+            save(&mut conn, &form()),
+            Err(AppError::NotFound(_))
+        ));
+        create_with(&mut conn, &form()).unwrap();
+        let moved = GitlabForm {
+            application_id: Some("app2".into()),
+            url: Some("https://evil.example".into()),
+            secret: Some(String::new()),
+            ..GitlabForm::default()
+        };
+        let AppError::Invalid(errors) = save(&mut conn, &moved).unwrap_err() else {
+            panic!("expected a field error");
+        };
+        assert_eq!(errors[0].field, "secret");
+        assert_eq!(errors[0].message, s::URL_NEEDS_SECRET);
+        let c = load(&conn).unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.application_id.as_deref()),
+            ("https://gl.example", Some("app"))
+        );
+        // Same URL without the secret, or a new URL with it, is fine.
+        let same = GitlabForm {
+            url: Some("https://gl.example/".into()),
+            ..moved.clone()
+        };
+        assert_eq!(
+            save(&mut conn, &same).unwrap().application_id.as_deref(),
+            Some("app2")
+        );
+        let with_secret = GitlabForm {
+            secret: Some("new".into()),
+            ..moved
+        };
+        let c = save(&mut conn, &with_secret).unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.secret.as_deref()),
+            ("https://evil.example", Some("new"))
+        );
+    }
+
+    #[test]
+    fn enabling_needs_the_application_id_and_the_secret() {
+        let mut conn = db::test_db();
+        db::settings::set(&conn, s::GITLAB_APPLICATION_ID, "app").unwrap();
+        let on = GitlabForm {
+            enabled: Some(true),
+            ..GitlabForm::default()
+        };
+        let err = save(&mut conn, &on).unwrap_err();
+        assert_eq!(err.public_message(), ENABLE_NEEDS_CREDENTIALS);
+        assert!(!load(&conn).unwrap().enabled);
+        db::settings::set(&conn, s::GITLAB_SECRET, "s3cret").unwrap();
+        assert!(save(&mut conn, &on).unwrap().usable());
+    }
+
+    #[test]
+    fn provisioning_fields_are_validated_and_an_empty_group_list_resets() {
+        let mut conn = db::test_db();
+        create_with(&mut conn, &form()).unwrap();
+        let bad = GitlabForm {
+            allowed_groups: Some(vec!["acme/sub".into()]),
+            ..GitlabForm::default()
+        };
+        let AppError::Invalid(errors) = save(&mut conn, &bad).unwrap_err() else {
+            panic!("expected a field error");
+        };
+        assert_eq!(errors[0].field, "allowedGroups");
+        assert!(errors[0].message.contains("not a root group"), "{errors:?}");
+        let ok = GitlabForm {
+            allowed_groups: Some(vec!["acme".into(), " Beta ".into(), "ACME".into()]),
+            allow_users_to_sign_up: Some(false),
+            synchronize_groups: Some(true),
+            ..GitlabForm::default()
+        };
+        let c = save(&mut conn, &ok).unwrap();
+        assert_eq!(c.allowed_groups, vec!["acme", "Beta"]);
+        assert!(!c.allow_users_to_sign_up && c.synchronize_groups);
+        let none = GitlabForm {
+            allowed_groups: Some(Vec::new()),
+            ..GitlabForm::default()
+        };
+        save(&mut conn, &none).unwrap();
+        assert!(!s::is_set(&conn, s::GITLAB_ALLOWED_GROUPS).unwrap());
+    }
+
+    #[test]
+    fn a_form_never_prints_its_secret() {
+        let text = format!("{:?}", form());
+        assert!(
+            !text.contains("s3cret") && text.contains("<sent>"),
+            "{text}"
+        );
     }
 }

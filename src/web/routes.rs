@@ -317,6 +317,48 @@ static ROUTES: &[Route] = &[
         Admin,
         pages::admin_settings::save
     ),
+    route!(
+        "POST",
+        "/admin/settings/gitlab/create",
+        Admin,
+        pages::admin_gitlab::create
+    ),
+    route!(
+        "GET",
+        "/admin/settings/gitlab/edit",
+        Admin,
+        pages::admin_gitlab::edit
+    ),
+    route!(
+        "POST",
+        "/admin/settings/gitlab/edit",
+        Admin,
+        pages::admin_gitlab::update
+    ),
+    route!(
+        "POST",
+        "/admin/settings/gitlab/enabled",
+        Admin,
+        pages::admin_gitlab::set_enabled
+    ),
+    route!(
+        "GET",
+        "/admin/settings/gitlab/delete",
+        Admin,
+        pages::admin_gitlab::delete_confirm
+    ),
+    route!(
+        "POST",
+        "/admin/settings/gitlab/delete",
+        Admin,
+        pages::admin_gitlab::delete
+    ),
+    route!(
+        "POST",
+        "/admin/settings/gitlab/provisioning",
+        Admin,
+        pages::admin_gitlab::provisioning
+    ),
 ];
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! `/admin/settings?category=general|authentication`: the run-time settings of each category,
 //! each with its current value, a save form and "reset to default". Values are validated by
-//! the settings registry, the same path as `api/settings/*`.
+//! the settings registry, the same path as `api/settings/*`. The authentication category also
+//! shows the GitLab section, built by `admin_gitlab`.
 
 use super::admin::{done, field};
+use super::admin_gitlab;
 use super::FormErrors;
 use crate::error::{AppError, AppResult};
 use crate::settings::{self, Definition, Kind};
@@ -142,17 +144,20 @@ fn setting_view(
 #[template(path = "admin/settings.html")]
 struct Page {
     l: Layout,
-    category: &'static str,
     tabs: Vec<Tab>,
     settings: Vec<SettingView>,
+    /// The GitLab section, on the authentication category.
+    gitlab: Option<admin_gitlab::Section>,
 }
 
-/// The page of a category; `failed` is a refused change: key, value sent, errors.
+/// The page of a category; `failed` is a refused change: key, value sent, errors; `gitlab` is
+/// what a GitLab form sent back.
 fn page(
     ctx: &Ctx<'_>,
     status: u16,
     category: &'static Category,
     failed: Option<(&str, String, FormErrors)>,
+    gitlab: admin_gitlab::Sent,
 ) -> AppResult<Resp> {
     let (failed_key, mut sent) = match failed {
         Some((key, value, errors)) => (Some(key), Some((value, errors))),
@@ -170,7 +175,6 @@ fn page(
     }
     let page = Page {
         l: Layout::new(ctx, "Settings", "settings")?,
-        category: category.id,
         tabs: CATEGORIES
             .iter()
             .map(|c| Tab {
@@ -180,13 +184,26 @@ fn page(
             })
             .collect(),
         settings: views,
+        gitlab: match category.id {
+            "authentication" => Some(admin_gitlab::section(ctx, gitlab)?),
+            _ => None,
+        },
     };
     render(status, &page)
 }
 
 pub fn show(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let category = category(ctx.req.query.get("category"))?;
-    page(ctx, 200, category, None)
+    page(ctx, 200, category, None, Default::default())
+}
+
+/// The authentication category with what a GitLab form sent back (refused or unfinished).
+pub(super) fn authentication(
+    ctx: &Ctx<'_>,
+    status: u16,
+    gitlab: admin_gitlab::Sent,
+) -> AppResult<Resp> {
+    page(ctx, status, category(Some("authentication"))?, None, gitlab)
 }
 
 /// Saves a setting (`key`, `value`), or resets it (`action=reset`, or an empty value).
@@ -223,7 +240,13 @@ pub fn save(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         }
         Err(e) => {
             let errors = FormErrors::from_error(e)?;
-            page(ctx, 422, category, Some((def.key, value, errors)))
+            page(
+                ctx,
+                422,
+                category,
+                Some((def.key, value, errors)),
+                Default::default(),
+            )
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and the error page. Admin pages live in the `admin_*` modules.
 
 mod admin;
+pub mod admin_gitlab;
 pub mod admin_groups;
 pub mod admin_permissions;
 pub mod admin_settings;

@@ -1,0 +1,613 @@
+//! The GitLab section of `/admin/settings?category=authentication` (SPEC §4, §7): configuring
+//! GitLab, its card (edit, enable/disable, delete), what to register in GitLab, and the
+//! Just-in-Time provisioning form. Every change goes through `gitlab_config`, the same
+//! `sonar.auth.gitlab.*` settings as the API, effective on the next request.
+
+use super::admin::{done, field, ConfirmPage};
+use super::{admin_settings, FormErrors};
+use crate::error::{AppError, AppResult};
+use crate::gitlab_config::{self, GitlabConfig, GitlabForm};
+use crate::provisioning;
+use crate::settings;
+use crate::web::request::Resp;
+use crate::web::views::{render, Layout};
+use crate::web::Ctx;
+use askama::Template;
+
+/// Where every GitLab action comes back to.
+pub const BACK: &str = "/admin/settings?category=authentication";
+
+/// The "Configure GitLab" form shown while no configuration exists.
+pub struct CreateForm {
+    pub application_id: String,
+    pub url: String,
+    pub errors: FormErrors,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        CreateForm {
+            application_id: String::new(),
+            url: "https://gitlab.com".into(),
+            errors: FormErrors::default(),
+        }
+    }
+}
+
+/// The configuration as its card shows it: never the secret, only whether it is set.
+pub struct Card {
+    pub application_id: Option<String>,
+    pub url: String,
+    /// Plain `http://`: traffic to GitLab is not encrypted.
+    pub plain_http: bool,
+    pub enabled: bool,
+    /// Enabled but missing the application ID or the secret: not offered at sign-in.
+    pub enabled_unusable: bool,
+    pub secret_set: bool,
+    pub synchronize_groups: bool,
+    /// A refused enable/disable.
+    pub errors: FormErrors,
+}
+
+/// What to register in GitLab: the redirect URI (when it can be derived) and the scope.
+pub struct Register {
+    pub redirect_uri: Option<String>,
+    /// Where the base URL of the redirect URI comes from.
+    pub base_url_note: String,
+    /// The address labgate listens on when it is every interface (no URI can be derived).
+    pub unspecified_bind: Option<String>,
+    pub scope: &'static str,
+    pub scope_reason: &'static str,
+}
+
+/// One "Allowed groups" box with its Remove button; `index` is its place in the form.
+pub struct GroupRow {
+    pub index: usize,
+    pub value: String,
+    pub error: Option<String>,
+}
+
+/// The Just-in-Time provisioning form, as stored or as the admin is editing it.
+pub struct Provisioning {
+    pub sign_up: bool,
+    pub synchronize_groups: bool,
+    pub rows: Vec<GroupRow>,
+    pub errors: FormErrors,
+    /// Shown (with "Save anyway") when sign-up is on and no allowed group restricts it.
+    pub open_warning: Option<String>,
+    /// The form shows edits (Add/Remove) that are not saved yet.
+    pub unsaved: bool,
+    /// The stored configuration lets anyone with a GitLab account sign in right now.
+    pub open_now: Option<String>,
+}
+
+/// The whole GitLab section, rendered by `templates/admin/gitlab_section.html`.
+pub struct Section {
+    pub register: Register,
+    /// No configuration yet: the form to create one.
+    pub create: Option<CreateForm>,
+    pub card: Option<Card>,
+    pub provisioning: Option<Provisioning>,
+}
+
+/// What a refused or unfinished GitLab form sends back into the section.
+#[derive(Default)]
+pub enum Sent {
+    #[default]
+    Nothing,
+    Create(CreateForm),
+    Card(FormErrors),
+    Provisioning(Provisioning),
+}
+
+fn open_warning(url: &str) -> String {
+    format!(
+        "Users can sign up and no allowed group is set: anyone with an account on {url} \
+         could sign in to labgate."
+    )
+}
+
+fn register(ctx: &Ctx<'_>, config: &GitlabConfig) -> AppResult<Register> {
+    let from_setting = crate::db::settings::get(&ctx.conn, settings::SERVER_BASE_URL)?;
+    let bound = ctx.app.bound;
+    let (redirect_uri, base_url_note, unspecified_bind) = if ctx.app.config.base_url.is_some() {
+        let note = "From --base-url (LABGATE_BASE_URL), given when labgate was started.";
+        (Some(ctx.base_url()), note.to_string(), None)
+    } else if from_setting.is_some() {
+        let note = "From the Server base URL setting (General tab).";
+        (Some(ctx.base_url()), note.to_string(), None)
+    } else if bound.ip().is_unspecified() {
+        (None, String::new(), Some(bound.to_string()))
+    } else {
+        let note = format!(
+            "Derived from the address labgate listens on ({bound}). If browsers reach labgate \
+             at another URL, set --base-url or the Server base URL setting (General tab)."
+        );
+        (Some(ctx.base_url()), note, None)
+    };
+    let scope = config.scope();
+    let scope_reason = if provisioning::groups_needed(
+        config.synchronize_groups,
+        &config.allowed_groups,
+    ) {
+        "read_api: labgate reads the user's GitLab groups (allowed groups or group synchronization are set)."
+    } else {
+        "read_user: neither allowed groups nor group synchronization need the user's groups. \
+         Setting either later needs read_api instead."
+    };
+    Ok(Register {
+        redirect_uri: redirect_uri.map(|base| gitlab_config::redirect_uri(&base)),
+        base_url_note,
+        unspecified_bind,
+        scope,
+        scope_reason,
+    })
+}
+
+fn rows_of(groups: Vec<String>, errors: Vec<Option<String>>) -> Vec<GroupRow> {
+    let mut errors = errors.into_iter();
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| GroupRow {
+            index,
+            value,
+            error: errors.next().flatten(),
+        })
+        .collect()
+}
+
+/// Builds the section from the stored configuration and what a form sent back.
+pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
+    let config = gitlab_config::load(&ctx.conn)?;
+    let register = register(ctx, &config)?;
+    if !gitlab_config::exists(&ctx.conn)? {
+        let create = match sent {
+            Sent::Create(form) => form,
+            _ => CreateForm::default(),
+        };
+        return Ok(Section {
+            register,
+            create: Some(create),
+            card: None,
+            provisioning: None,
+        });
+    }
+    let (card_errors, sent_provisioning) = match sent {
+        Sent::Create(form) => (form.errors, None),
+        Sent::Card(errors) => (errors, None),
+        Sent::Provisioning(p) => (FormErrors::default(), Some(p)),
+        Sent::Nothing => (FormErrors::default(), None),
+    };
+    let open_now =
+        (config.enabled && config.allow_users_to_sign_up && config.allowed_groups.is_empty())
+            .then(|| open_warning(&config.url));
+    let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
+        sign_up: config.allow_users_to_sign_up,
+        synchronize_groups: config.synchronize_groups,
+        rows: rows_of(config.allowed_groups.clone(), Vec::new()),
+        errors: FormErrors::default(),
+        open_warning: None,
+        unsaved: false,
+        open_now: None,
+    });
+    provisioning.open_now = open_now;
+    Ok(Section {
+        register,
+        create: None,
+        card: Some(Card {
+            plain_http: config.url.starts_with("http://"),
+            enabled_unusable: config.enabled && !config.usable(),
+            application_id: config.application_id,
+            url: config.url,
+            enabled: config.enabled,
+            secret_set: config.secret.is_some(),
+            synchronize_groups: config.synchronize_groups,
+            errors: card_errors,
+        }),
+        provisioning: Some(provisioning),
+    })
+}
+
+fn caller_login(ctx: &Ctx<'_>) -> AppResult<String> {
+    Ok(ctx.caller()?.user.login.clone())
+}
+
+/// `POST /admin/settings/gitlab/create`: application ID, URL, secret.
+pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let form = GitlabForm {
+        application_id: Some(field(ctx, "applicationId")),
+        url: Some(field(ctx, "url")),
+        secret: Some(field(ctx, "secret")),
+        ..GitlabForm::default()
+    };
+    match gitlab_config::create_with(&mut ctx.conn, &form) {
+        Ok(_) => {
+            log::info!(
+                "admin: gitlab configuration created by={:?}",
+                caller_login(ctx)?
+            );
+            done(
+                ctx,
+                "The GitLab configuration was created. Check the provisioning settings, then enable it.",
+                BACK,
+            )
+        }
+        Err(e) => {
+            let sent = CreateForm {
+                application_id: form.application_id.unwrap_or_default(),
+                url: form.url.unwrap_or_default(),
+                errors: FormErrors::from_error(e)?,
+            };
+            admin_settings::authentication(ctx, 422, Sent::Create(sent))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/gitlab_edit.html")]
+struct EditPage {
+    l: Layout,
+    application_id: String,
+    url: String,
+    secret_set: bool,
+    synchronize_groups: bool,
+    errors: FormErrors,
+}
+
+fn edit_page(
+    ctx: &Ctx<'_>,
+    status: u16,
+    form: Option<(GitlabForm, FormErrors)>,
+) -> AppResult<Resp> {
+    let config = gitlab_config::load(&ctx.conn)?;
+    let (application_id, url, synchronize_groups, errors) = match form {
+        Some((f, errors)) => (
+            f.application_id.unwrap_or_default(),
+            f.url.unwrap_or_default(),
+            f.synchronize_groups.unwrap_or_default(),
+            errors,
+        ),
+        None => (
+            config.application_id.clone().unwrap_or_default(),
+            config.url.clone(),
+            config.synchronize_groups,
+            FormErrors::default(),
+        ),
+    };
+    let page = EditPage {
+        l: Layout::new(ctx, "Edit the GitLab configuration", "settings")?,
+        application_id,
+        url,
+        secret_set: config.secret.is_some(),
+        synchronize_groups,
+        errors,
+    };
+    render(status, &page)
+}
+
+fn require_configuration(ctx: &Ctx<'_>) -> AppResult<()> {
+    if gitlab_config::exists(&ctx.conn)? {
+        Ok(())
+    } else {
+        Err(AppError::not_found(
+            "No GitLab configuration: configure GitLab on the Authentication settings first",
+        ))
+    }
+}
+
+/// `GET /admin/settings/gitlab/edit`.
+pub fn edit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    require_configuration(ctx)?;
+    edit_page(ctx, 200, None)
+}
+
+/// `POST /admin/settings/gitlab/edit`: application ID, URL, secret (empty keeps it; a new URL
+/// needs it), "Synchronize user groups".
+pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let form = GitlabForm {
+        application_id: Some(field(ctx, "applicationId")),
+        url: Some(field(ctx, "url")),
+        secret: Some(field(ctx, "secret")),
+        synchronize_groups: Some(field(ctx, "groupsSync") == "true"),
+        ..GitlabForm::default()
+    };
+    match gitlab_config::save(&mut ctx.conn, &form) {
+        Ok(_) => {
+            log::info!(
+                "admin: gitlab configuration changed by={:?}",
+                caller_login(ctx)?
+            );
+            done(ctx, "The GitLab configuration was saved.", BACK)
+        }
+        Err(e) => {
+            let errors = FormErrors::from_error(e)?;
+            edit_page(ctx, 422, Some((form, errors)))
+        }
+    }
+}
+
+/// `POST /admin/settings/gitlab/enabled` with `enabled=true|false`.
+pub fn set_enabled(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let enabled = match field(ctx, "enabled").as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(AppError::invalid(
+                "enabled",
+                "'enabled' must be true or false",
+            ))
+        }
+    };
+    let form = GitlabForm {
+        enabled: Some(enabled),
+        ..GitlabForm::default()
+    };
+    match gitlab_config::save(&mut ctx.conn, &form) {
+        Ok(config) => {
+            log::info!(
+                "admin: gitlab sign-in {} by={:?}",
+                if enabled { "enabled" } else { "disabled" },
+                caller_login(ctx)?
+            );
+            let message = match enabled {
+                false => "Sign-in with GitLab is disabled.".to_string(),
+                true if config.allow_users_to_sign_up && config.allowed_groups.is_empty() => {
+                    format!(
+                    "Sign-in with GitLab is enabled. Anyone with an account on {} can sign in: \
+                     restrict it with allowed groups.",
+                    config.url
+                )
+                }
+                true => "Sign-in with GitLab is enabled.".to_string(),
+            };
+            done(ctx, &message, BACK)
+        }
+        Err(e) => {
+            let errors = FormErrors::from_error(e)?;
+            admin_settings::authentication(ctx, 422, Sent::Card(errors))
+        }
+    }
+}
+
+fn delete_page(ctx: &Ctx<'_>) -> AppResult<ConfirmPage> {
+    let blocked = (!gitlab_config::exists(&ctx.conn)?)
+        .then(|| "There is no GitLab configuration to delete.".to_string());
+    Ok(ConfirmPage {
+        l: Layout::new(ctx, "Delete the GitLab configuration", "settings")?,
+        question: "Delete the GitLab configuration?".into(),
+        consequences: vec![
+            "Sign-in with GitLab stops at once.".into(),
+            "The application ID, the secret, the URL and the provisioning settings are forgotten."
+                .into(),
+            "Users created from GitLab are kept; they cannot sign in with GitLab until it is \
+             configured again."
+                .into(),
+        ],
+        action: "/admin/settings/gitlab/delete",
+        fields: Vec::new(),
+        button: "Delete",
+        cancel_url: BACK.into(),
+        blocked,
+        errors: FormErrors::default(),
+    })
+}
+
+/// `GET /admin/settings/gitlab/delete`: the confirmation.
+pub fn delete_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    delete_page(ctx)?.respond(200)
+}
+
+/// `POST /admin/settings/gitlab/delete`: forgets every GitLab setting.
+pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    match gitlab_config::delete(&mut ctx.conn) {
+        Ok(()) => {
+            log::info!(
+                "admin: gitlab configuration deleted by={:?}",
+                caller_login(ctx)?
+            );
+            done(ctx, "The GitLab configuration was deleted.", BACK)
+        }
+        Err(e) => {
+            let errors = FormErrors::from_error(e)?;
+            let page = ConfirmPage {
+                errors,
+                ..delete_page(ctx)?
+            };
+            page.respond(422)
+        }
+    }
+}
+
+/// Which button submitted the provisioning form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submit {
+    /// "Add": one more empty box.
+    Add,
+    /// "Remove" on the box at this index.
+    Remove(usize),
+    /// "Save", or "Save anyway" (`confirm_open=1`) after the open sign-up warning.
+    Save { confirmed: bool },
+}
+
+fn submit_of(remove: Option<&str>, action: &str, confirm_open: &str) -> Submit {
+    if let Some(index) = remove.and_then(|r| r.trim().parse::<usize>().ok()) {
+        return Submit::Remove(index);
+    }
+    match action {
+        "add" => Submit::Add,
+        _ => Submit::Save {
+            confirmed: confirm_open == "1",
+        },
+    }
+}
+
+/// The allowed groups after an edit: the boxes as sent (the last one is the empty "new" box),
+/// trimmed, without the removed one and without blanks. "Add" keeps what was typed in the new
+/// box as a group of its own; the form always ends with a fresh empty box.
+fn edit_groups(sent: &[&str], remove: Option<usize>) -> Vec<String> {
+    sent.iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != remove)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Each group's problem, if it is not a valid root group slug.
+fn group_errors(groups: &[String]) -> Vec<Option<String>> {
+    groups
+        .iter()
+        .map(|g| {
+            provisioning::parse_allowed_group(g)
+                .err()
+                .map(|e| e.message)
+        })
+        .collect()
+}
+
+/// Sign-up on with no allowed group lets anyone in: saved only once confirmed.
+fn needs_open_confirmation(sign_up: bool, groups: &[String], confirmed: bool) -> bool {
+    sign_up && groups.is_empty() && !confirmed
+}
+
+/// `POST /admin/settings/gitlab/provisioning`: "Allow users to sign up", the allowed groups
+/// (`allowedGroups`, repeated), "Synchronize user groups"; `remove=<index>` and `action=add`
+/// only edit the list on the page.
+pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    require_configuration(ctx)?;
+    let sign_up = field(ctx, "allowUsersToSignUp") == "true";
+    let synchronize_groups = field(ctx, "groupsSync") == "true";
+    let submit = submit_of(
+        ctx.req.form.get("remove"),
+        &field(ctx, "action"),
+        &field(ctx, "confirm_open"),
+    );
+    let remove = match submit {
+        Submit::Remove(i) => Some(i),
+        _ => None,
+    };
+    let groups = edit_groups(&ctx.req.form.all("allowedGroups"), remove);
+    let mut form = Provisioning {
+        sign_up,
+        synchronize_groups,
+        rows: Vec::new(),
+        errors: FormErrors::default(),
+        open_warning: None,
+        unsaved: true,
+        open_now: None,
+    };
+    let Submit::Save { confirmed } = submit else {
+        form.rows = rows_of(groups, Vec::new());
+        return admin_settings::authentication(ctx, 200, Sent::Provisioning(form));
+    };
+    let errors = group_errors(&groups);
+    if errors.iter().any(Option::is_some) {
+        form.rows = rows_of(groups, errors);
+        form.errors = FormErrors(vec![crate::model::FieldError::new(
+            "allowedGroups",
+            "Some allowed groups are not GitLab root group slugs: correct them below.",
+        )]);
+        return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
+    }
+    if needs_open_confirmation(sign_up, &groups, confirmed) {
+        let url = gitlab_config::load(&ctx.conn)?.url;
+        form.rows = rows_of(groups, Vec::new());
+        form.open_warning = Some(open_warning(&url));
+        return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
+    }
+    let before = gitlab_config::load(&ctx.conn)?.scope();
+    let change = GitlabForm {
+        allow_users_to_sign_up: Some(sign_up),
+        allowed_groups: Some(groups.clone()),
+        synchronize_groups: Some(synchronize_groups),
+        ..GitlabForm::default()
+    };
+    match gitlab_config::save(&mut ctx.conn, &change) {
+        Ok(config) => {
+            log::info!(
+                "admin: gitlab provisioning changed sign_up={sign_up} allowed_groups={:?} groups_sync={synchronize_groups} by={:?}",
+                config.allowed_groups,
+                caller_login(ctx)?
+            );
+            let mut message = "The provisioning settings were saved.".to_string();
+            if config.scope() != before {
+                message.push_str(&format!(
+                    " The GitLab application now needs the scope '{}' (see Register in GitLab).",
+                    config.scope()
+                ));
+            }
+            done(ctx, &message, BACK)
+        }
+        Err(e) => {
+            form.rows = rows_of(groups, Vec::new());
+            form.errors = FormErrors::from_error(e)?;
+            admin_settings::authentication(ctx, 422, Sent::Provisioning(form))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_button_pressed_decides_the_action() {
+        assert_eq!(submit_of(Some("2"), "", ""), Submit::Remove(2));
+        assert_eq!(submit_of(Some("x"), "add", ""), Submit::Add);
+        assert_eq!(submit_of(None, "add", "1"), Submit::Add);
+        assert_eq!(
+            submit_of(None, "save", ""),
+            Submit::Save { confirmed: false }
+        );
+        assert_eq!(submit_of(None, "", "1"), Submit::Save { confirmed: true });
+    }
+
+    #[test]
+    fn group_boxes_are_trimmed_and_blanks_dropped() {
+        assert_eq!(
+            edit_groups(&[" acme ", "", "beta", " "], None),
+            vec!["acme", "beta"]
+        );
+        assert!(edit_groups(&[], None).is_empty());
+    }
+
+    #[test]
+    fn remove_drops_the_box_at_its_form_index() {
+        let sent = ["acme", "", "beta", "gamma", ""];
+        assert_eq!(edit_groups(&sent, Some(2)), vec!["acme", "gamma"]);
+        assert_eq!(edit_groups(&sent, Some(0)), vec!["beta", "gamma"]);
+        assert_eq!(edit_groups(&sent, Some(9)), vec!["acme", "beta", "gamma"]);
+    }
+
+    #[test]
+    fn add_keeps_what_was_typed_in_the_new_box() {
+        assert_eq!(edit_groups(&["acme", "beta"], None), vec!["acme", "beta"]);
+        let rows = rows_of(edit_groups(&["acme", "beta"], None), Vec::new());
+        let indexes: Vec<usize> = rows.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![0, 1]);
+    }
+
+    #[test]
+    fn only_root_group_slugs_pass() {
+        let groups = vec![
+            "acme".to_string(),
+            "acme/sub".to_string(),
+            "a b".to_string(),
+        ];
+        let errors = group_errors(&groups);
+        assert!(errors[0].is_none());
+        assert!(errors[1]
+            .as_deref()
+            .is_some_and(|m| m.contains("not a root group")));
+        assert!(errors[2].is_some());
+    }
+
+    #[test]
+    fn open_sign_up_needs_a_confirmation() {
+        assert!(needs_open_confirmation(true, &[], false));
+        assert!(!needs_open_confirmation(true, &[], true));
+        assert!(!needs_open_confirmation(false, &[], false));
+        assert!(!needs_open_confirmation(true, &["acme".to_string()], false));
+    }
+}
