@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod gitlab;
 pub mod gitlab_config;
 pub mod logging;
 pub mod model;
@@ -99,6 +100,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             .map_err(|e| format!("database: {e}"))?
             .unwrap_or_default()
     };
+    let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
     server::spawn(listen, |bound| {
@@ -110,6 +112,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             server_id: server_id.clone(),
+            gitlab: gitlab.clone(),
         })
     })
     .map_err(|e| {

@@ -348,6 +348,7 @@ mod tests {
             draining: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             server_id: "test".into(),
+            gitlab: crate::gitlab::Client::new(None).unwrap(),
         })
     }
 

@@ -32,6 +32,8 @@ pub struct App {
     /// Requests being handled right now.
     pub in_flight: AtomicUsize,
     pub server_id: String,
+    /// The one configured HTTP client for GitLab.
+    pub gitlab: crate::gitlab::Client,
 }
 
 impl App {

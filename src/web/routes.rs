@@ -25,6 +25,19 @@ static ROUTES: &[Route] = &[
     // Public.
     route!("GET", "/sessions/new", Public, pages::login_form),
     route!("POST", "/sessions/new", Public, pages::login_submit),
+    route!("GET", "/sessions/init/gitlab", Public, pages::gitlab::init),
+    route!(
+        "GET",
+        "/oauth2/callback/gitlab",
+        Public,
+        pages::gitlab::callback
+    ),
+    route!(
+        "GET",
+        "/sessions/unauthorized",
+        Public,
+        pages::gitlab::unauthorized
+    ),
     route!("GET", "/api/system/status", Public, api::system::status),
     route!("GET", "/api/server/version", Public, api::system::version),
     route!(

@@ -7,6 +7,7 @@ pub mod admin_groups;
 pub mod admin_permissions;
 pub mod admin_settings;
 pub mod admin_users;
+pub mod gitlab;
 
 use super::auth;
 use super::request::{encode_component, Resp};

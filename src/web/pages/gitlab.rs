@@ -1,0 +1,250 @@
+//! Sign-in with GitLab (SPEC §5): start (`/sessions/init/gitlab`), callback
+//! (`/oauth2/callback/gitlab`) and the refusal page (`/sessions/unauthorized`). The rules are
+//! `provisioning`'s, the database steps `signin`'s, the HTTP calls `gitlab`'s.
+
+use super::safe_return_to;
+use crate::crypto;
+use crate::db::oauth;
+use crate::error::AppResult;
+use crate::gitlab::{self, GitlabSettings};
+use crate::gitlab_config::{self, GitlabConfig};
+use crate::provisioning::{self, Refusal};
+use crate::signin::{self, GitlabIdentity, SignInError};
+use crate::web::auth;
+use crate::web::request::Resp;
+use crate::web::views::{render, Layout};
+use crate::web::Ctx;
+use askama::Template;
+use std::time::{Duration, Instant};
+
+/// Cookie binding a started sign-in to the browser that started it.
+pub const BROWSER_COOKIE: &str = "labgate_oauth";
+/// Cookie naming the stored reason of a refused sign-in.
+pub const REFUSAL_COOKIE: &str = "labgate_refusal";
+/// The callback answers within this, whatever GitLab does (SPEC: 15 s).
+const CALLBACK_BUDGET: Duration = Duration::from_secs(14);
+
+pub use crate::gitlab_config::redirect_uri;
+
+fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
+    Some(GitlabSettings {
+        url: config.url.clone(),
+        application_id: config.application_id.clone()?,
+        secret: config.secret.clone()?,
+    })
+}
+
+fn cookie(ctx: &Ctx<'_>, name: &str, value: &str, max_age: i64) -> String {
+    let secure = if ctx.base_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+}
+
+pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    let config = gitlab_config::load(&ctx.conn)?;
+    let Some(settings) = settings_of(&config).filter(|_| config.enabled) else {
+        return refuse(
+            ctx,
+            Refusal::Generic,
+            None,
+            "GitLab sign-in is not enabled or not configured",
+        );
+    };
+    let state = crypto::random_hex(32);
+    let browser = crypto::random_hex(32);
+    let pkce = gitlab::new_pkce();
+    oauth::insert_state(
+        &ctx.conn,
+        &state,
+        &browser,
+        &pkce.verifier,
+        &return_to,
+        ctx.now,
+    )?;
+    let url = gitlab::authorize_url(
+        &settings,
+        &redirect_uri(&ctx.base_url()),
+        config.scope(),
+        &state,
+        &pkce.challenge,
+    );
+    let set = cookie(ctx, BROWSER_COOKIE, &browser, oauth::STATE_TTL_SECS);
+    ctx.cookies.push(set);
+    Ok(Resp::found(&url))
+}
+
+pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let deadline = Instant::now() + CALLBACK_BUDGET;
+    let clear = cookie(ctx, BROWSER_COOKIE, "", 0);
+    ctx.cookies.push(clear);
+    // Step 2: the state must be known, fresh, unused and bound to this browser. Consumed first.
+    let state = ctx.req.query.get("state").unwrap_or("");
+    let pending = if state.is_empty() {
+        None
+    } else {
+        oauth::take_state(&ctx.conn, state)?
+    };
+    let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
+    let Some(pending) = pending else {
+        return refuse(
+            ctx,
+            Refusal::Generic,
+            None,
+            "state missing, unknown or already used",
+        );
+    };
+    if browser.is_empty() || !crypto::ct_eq(&crypto::sha256_hex(browser), &pending.browser_hash) {
+        return refuse(
+            ctx,
+            Refusal::Generic,
+            None,
+            "state started by another browser",
+        );
+    }
+    if ctx.now - pending.created_at >= oauth::STATE_TTL_SECS {
+        return refuse(ctx, Refusal::Generic, None, "state expired");
+    }
+    if let Some(error) = ctx.req.query.get("error") {
+        let detail = format!("GitLab answered error={error:?}");
+        return refuse(ctx, Refusal::Generic, None, &detail);
+    }
+    let Some(code) = ctx.req.query.get("code").filter(|c| !c.is_empty()) else {
+        return refuse(ctx, Refusal::Generic, None, "callback without a code");
+    };
+    let config = gitlab_config::load(&ctx.conn)?;
+    let Some(settings) = settings_of(&config).filter(|_| config.enabled) else {
+        return refuse(
+            ctx,
+            Refusal::Generic,
+            None,
+            "GitLab sign-in is not enabled or not configured",
+        );
+    };
+    // Steps 3 to 5: GitLab.
+    let client = &ctx.app.gitlab;
+    let redirect = redirect_uri(&ctx.base_url());
+    let token = match client.exchange_code(&settings, &redirect, code, &pending.verifier, deadline)
+    {
+        Ok(t) => t,
+        Err(e) => return refuse(ctx, Refusal::Generic, None, &format!("token exchange: {e}")),
+    };
+    let user = match client.current_user(&settings, &token, deadline) {
+        Ok(u) => u,
+        Err(e) => {
+            return refuse(
+                ctx,
+                Refusal::Generic,
+                None,
+                &format!("reading the user: {e}"),
+            )
+        }
+    };
+    if user.state != "active" {
+        let detail = format!("GitLab state is {:?}", user.state);
+        return refuse(
+            ctx,
+            Refusal::GitlabAccountInactive,
+            Some(&user.username),
+            &detail,
+        );
+    }
+    let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
+        match client.user_groups(&settings, &token, deadline) {
+            Ok(g) => g,
+            Err(e) => {
+                let detail = format!("reading the groups: {e}");
+                return refuse(ctx, Refusal::Generic, Some(&user.username), &detail);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    // Step 6: allowed groups, before anything is written.
+    if !provisioning::in_allowed_groups(&groups, &config.allowed_groups) {
+        return refuse(
+            ctx,
+            Refusal::NotInAllowedGroups,
+            Some(&user.username),
+            "no allowed group",
+        );
+    }
+    // Steps 7 to 12, one transaction.
+    let who = GitlabIdentity {
+        id: user.id,
+        username: user.username.clone(),
+        name: user.name.clone(),
+        email: user.email.clone(),
+    };
+    match signin::complete(&mut ctx.conn, &config, &who, &groups, ctx.now) {
+        Ok(done) => {
+            log::info!(
+                "sign-in provider=gitlab username={:?} outcome=accepted login={:?}{}",
+                user.username,
+                done.user.login,
+                if done.created { " created=true" } else { "" }
+            );
+            if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
+                crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
+            }
+            let cookies =
+                auth::session_cookies(ctx.app, &ctx.conn, &done.session_value, &done.csrf_token);
+            ctx.cookies.extend(cookies);
+            Ok(Resp::found(&safe_return_to(Some(&pending.return_to))))
+        }
+        Err(SignInError::Refused(refusal)) => {
+            refuse(ctx, refusal, Some(&user.username), "sign-in rule")
+        }
+        Err(SignInError::Failed(e)) => refuse(
+            ctx,
+            Refusal::Generic,
+            Some(&user.username),
+            &format!("database: {e}"),
+        ),
+    }
+}
+
+/// Logs the decision, stores the reason server-side and sends the browser to the refusal page.
+fn refuse(
+    ctx: &mut Ctx<'_>,
+    refusal: Refusal,
+    username: Option<&str>,
+    detail: &str,
+) -> AppResult<Resp> {
+    log::warn!(
+        "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}",
+        username.unwrap_or("-"),
+        refusal.tag()
+    );
+    let key = crypto::random_hex(32);
+    oauth::insert_refusal(&ctx.conn, &key, refusal.reason().as_deref(), ctx.now)?;
+    let set = cookie(ctx, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
+    ctx.cookies.push(set);
+    Ok(Resp::found("/sessions/unauthorized"))
+}
+
+#[derive(Template)]
+#[template(path = "sessions/unauthorized.html")]
+struct UnauthorizedPage {
+    l: Layout,
+    reason: Option<String>,
+}
+
+pub fn unauthorized(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let reason = match ctx.req.cookie(REFUSAL_COOKIE) {
+        Some(key) if !key.is_empty() => oauth::take_refusal(&ctx.conn, key, ctx.now)?.flatten(),
+        _ => None,
+    };
+    let clear = cookie(ctx, REFUSAL_COOKIE, "", 0);
+    ctx.cookies.push(clear);
+    render(
+        200,
+        &UnauthorizedPage {
+            l: Layout::anonymous("Not authorized"),
+            reason,
+        },
+    )
+}

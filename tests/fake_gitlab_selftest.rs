@@ -1,0 +1,1242 @@
+//! Self-tests of the fake GitLab (`tests/support/fake_gitlab.rs`), driven by a tiny HTTP client.
+
+#[path = "support/fake_gitlab.rs"]
+mod fake_gitlab;
+
+use fake_gitlab::{
+    access, encode_pairs, parse_pairs, pkce_s256, Endpoint, FakeGitlab, FakeUser, Fault,
+    InactiveUserPolicy, PaginationHeaders,
+};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const CLIENT_ID: &str = "3f1c0e9b5d7a4c2e8b6f0a1d9e7c5b3a1f2e4d6c8b0a9f7e5d3c1b2a4f6e8d0c";
+const SECRET: &str = "gloas-0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab";
+const REDIRECT: &str = "http://127.0.0.1:8080/oauth2/callback/gitlab";
+const VERIFIER: &str = "ks02i3jdikdo2k0dkfodf3m39rjfjsdk0wk349rj3jrhf";
+
+// --- a tiny HTTP/1.1 client ----------------------------------------------------------------
+
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<HttpResponse> {
+    let rest = url.strip_prefix("http://").expect("http:// URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, m.to_string());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no complete response head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut rest = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("bad chunk"))?;
+            let size_line = String::from_utf8_lossy(&rest[..eol]).into_owned();
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = rest[eol + 2 + size + 2..].to_vec();
+        }
+        rest = body;
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        rest.truncate(len);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: rest,
+    })
+}
+
+fn get(url: &str) -> HttpResponse {
+    http("GET", url, &[], None).expect("GET")
+}
+
+fn get_with(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    http("GET", url, headers, None).expect("GET")
+}
+
+fn post_form(url: &str, pairs: &[(&str, &str)], headers: &[(&str, &str)]) -> HttpResponse {
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    http("POST", url, &all, Some(&encode_pairs(pairs))).expect("POST")
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+// --- fixtures ----------------------------------------------------------------------------
+
+fn fake() -> FakeGitlab {
+    let fake = FakeGitlab::start();
+    fake.register_app(CLIENT_ID, SECRET, &[REDIRECT], true);
+    fake.add_user(FakeUser {
+        id: 42,
+        username: "alice".into(),
+        name: "Alice Liddell".into(),
+        email: "alice@example.com".into(),
+        password: "wonderland".into(),
+        ..FakeUser::default()
+    });
+    fake
+}
+
+fn authorize_url(fake: &FakeGitlab, extra: &[(&str, &str)]) -> String {
+    let challenge = pkce_s256(VERIFIER);
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", "read_user read_api"),
+        ("state", "st4te"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in extra {
+        pairs.retain(|(pk, _)| pk != k);
+        pairs.push((k, v));
+    }
+    pairs.retain(|(_, v)| !v.is_empty());
+    format!("{}/oauth/authorize?{}", fake.url(), encode_pairs(&pairs))
+}
+
+fn location_params(resp: &HttpResponse) -> Vec<(String, String)> {
+    let location = resp.header("location").expect("Location");
+    parse_pairs(location.split_once('?').map(|(_, q)| q).unwrap_or(""))
+}
+
+fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Signs alice in and returns a fresh code for the default authorize URL.
+fn code_for(fake: &FakeGitlab) -> String {
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(fake, &[]));
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    param(&location_params(&resp), "code").expect("code")
+}
+
+fn exchange(fake: &FakeGitlab, code: &str, verifier: &str) -> HttpResponse {
+    post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("code_verifier", verifier),
+        ],
+        &[],
+    )
+}
+
+fn groups_url(fake: &FakeGitlab, query: &str) -> String {
+    format!("{}/api/v4/groups?{query}", fake.url())
+}
+
+fn full_paths(resp: &HttpResponse) -> Vec<String> {
+    resp.json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|g| g["full_path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+// --- PKCE and the code flow ----------------------------------------------------------------
+
+#[test]
+fn s256_matches_the_gitlab_docs_test_vector() {
+    assert_eq!(
+        pkce_s256("ks02i3jdikdo2k0dkfodf3m39rjfjsdk0wk349rj3jrhf"),
+        "2i0WFA-0AerkjQm4X4oDEhqA17QIAKNjXpagHBXmO_U"
+    );
+}
+
+#[test]
+fn code_flow_with_pkce_s256_gives_a_token_that_reads_the_user() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[]));
+    assert_eq!(resp.status, 302);
+    let location = resp.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{REDIRECT}?code=")),
+        "{location}"
+    );
+    let params = location_params(&resp);
+    let code = param(&params, "code").unwrap();
+    assert_eq!(code.len(), 64);
+    assert!(code.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(param(&params, "state").as_deref(), Some("st4te"));
+
+    let token = exchange(&fake, &code, VERIFIER);
+    assert_eq!(token.status, 200, "{}", token.text());
+    assert_eq!(
+        token.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(token.header("cache-control"), Some("no-store"));
+    let t = token.json();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 7200);
+    assert_eq!(t["scope"], "read_user read_api");
+    assert_eq!(t["access_token"].as_str().unwrap().len(), 64);
+    assert_eq!(t["refresh_token"].as_str().unwrap().len(), 64);
+    assert!(t["created_at"].as_u64().unwrap() > 1_600_000_000);
+
+    let access = t["access_token"].as_str().unwrap();
+    let user = get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[("Authorization", &bearer(access))],
+    );
+    assert_eq!(user.status, 200);
+    let u = user.json();
+    assert_eq!(u["id"], 42);
+    assert_eq!(u["username"], "alice");
+    assert_eq!(u["name"], "Alice Liddell");
+    assert_eq!(u["email"], "alice@example.com");
+    assert_eq!(u["state"], "active");
+    assert_eq!(u["bot"], false);
+    assert_eq!(u["locked"], false);
+    assert_eq!(u["web_url"], format!("{}/alice", fake.url()));
+    assert!(u.get("is_admin").is_none());
+}
+
+#[test]
+fn sign_in_form_sets_a_session_cookie_then_authorize_issues_the_code() {
+    let fake = fake();
+    let url = authorize_url(&fake, &[]);
+    let page = get(&url);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    for needle in [
+        "name=\"username\" id=\"username\"",
+        "name=\"password\" id=\"password\"",
+        "id=\"sign-in\"",
+        "name=\"code_challenge\"",
+        "/users/sign_in\"",
+    ] {
+        assert!(html.contains(needle), "{needle} missing in {html}");
+    }
+    // Submit the form as a browser would: hidden fields + credentials.
+    let query = url.split_once('?').unwrap().1;
+    let mut fields = parse_pairs(query);
+    fields.push(("username".into(), "alice".into()));
+    fields.push(("password".into(), "wonderland".into()));
+    let refs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let signed_in = post_form(&format!("{}/users/sign_in", fake.url()), &refs, &[]);
+    assert_eq!(signed_in.status, 302);
+    let cookie = signed_in.header("set-cookie").unwrap();
+    assert!(cookie.starts_with("_gitlab_session="));
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let again = signed_in.header("location").unwrap().to_string();
+    assert!(again.starts_with(&format!("{}/oauth/authorize?", fake.url())));
+
+    let resp = get_with(&again, &[("Cookie", &cookie)]);
+    assert_eq!(resp.status, 302);
+    let params = location_params(&resp);
+    assert!(param(&params, "code").is_some());
+    assert_eq!(param(&params, "state").as_deref(), Some("st4te"));
+}
+
+#[test]
+fn wrong_password_rerenders_the_sign_in_page_with_an_error() {
+    let fake = fake();
+    let resp = post_form(
+        &format!("{}/users/sign_in", fake.url()),
+        &[
+            ("username", "alice"),
+            ("password", "nope"),
+            ("client_id", CLIENT_ID),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("set-cookie").is_none());
+    let html = resp.text();
+    assert!(html.contains("Invalid login or password."));
+    assert!(html.contains("name=\"client_id\""));
+}
+
+#[test]
+fn code_replay_is_refused_with_invalid_grant() {
+    let fake = fake();
+    let code = code_for(&fake);
+    assert_eq!(exchange(&fake, &code, VERIFIER).status, 200);
+    let replay = exchange(&fake, &code, VERIFIER);
+    assert_eq!(replay.status, 400);
+    assert_eq!(replay.json()["error"], "invalid_grant");
+}
+
+#[test]
+fn wrong_code_verifier_is_refused_with_invalid_grant() {
+    let fake = fake();
+    let code = code_for(&fake);
+    let resp = exchange(
+        &fake,
+        &code,
+        "wrong-verifier-wrong-verifier-wrong-verifier-0",
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"], "invalid_grant");
+}
+
+#[test]
+fn missing_code_verifier_is_invalid_request() {
+    let fake = fake();
+    let code = code_for(&fake);
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 400);
+    let body = resp.json();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(
+        body["error_description"],
+        "Missing required parameter: code_verifier."
+    );
+}
+
+#[test]
+fn plain_pkce_method_is_accepted() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(
+        &fake,
+        &[
+            ("code_challenge", VERIFIER),
+            ("code_challenge_method", "plain"),
+        ],
+    ));
+    let code = param(&location_params(&resp), "code").unwrap();
+    assert_eq!(exchange(&fake, &code, VERIFIER).status, 200);
+}
+
+#[test]
+fn expired_code_is_refused() {
+    let fake = fake();
+    let code = code_for(&fake);
+    fake.advance_clock(601);
+    let resp = exchange(&fake, &code, VERIFIER);
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"], "invalid_grant");
+}
+
+#[test]
+fn token_redirect_uri_mismatch_is_invalid_grant() {
+    let fake = fake();
+    fake.register_app(
+        CLIENT_ID,
+        SECRET,
+        &[REDIRECT, "http://127.0.0.1:8080/other"],
+        true,
+    );
+    let code = code_for(&fake);
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:8080/other"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("code_verifier", VERIFIER),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"], "invalid_grant");
+}
+
+#[test]
+fn confidential_client_without_secret_gets_401_invalid_client() {
+    let fake = fake();
+    let code = code_for(&fake);
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", CLIENT_ID),
+            ("code_verifier", VERIFIER),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["error"], "invalid_client");
+    assert!(resp
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"invalid_client\""));
+}
+
+#[test]
+fn public_client_may_exchange_without_secret() {
+    let fake = fake();
+    fake.register_app(CLIENT_ID, SECRET, &[REDIRECT], false);
+    let code = code_for(&fake);
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", CLIENT_ID),
+            ("code_verifier", VERIFIER),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+#[test]
+fn http_basic_client_authentication_is_accepted() {
+    use base64::Engine as _;
+    let fake = fake();
+    let code = code_for(&fake);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{SECRET}"));
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+        &[("Authorization", &format!("Basic {basic}"))],
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+#[test]
+fn unknown_grant_type_is_unsupported_grant_type() {
+    let fake = fake();
+    let resp = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "implicit"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+        &[],
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"], "unsupported_grant_type");
+}
+
+#[test]
+fn refresh_gives_a_new_pair_and_revokes_the_old_one() {
+    let fake = fake();
+    let code = code_for(&fake);
+    let first = exchange(&fake, &code, VERIFIER).json();
+    let refreshed = post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", first["refresh_token"].as_str().unwrap()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+        &[],
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let second = refreshed.json();
+    assert_ne!(second["access_token"], first["access_token"]);
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    let old = get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[(
+            "Authorization",
+            &bearer(first["access_token"].as_str().unwrap()),
+        )],
+    );
+    assert_eq!(old.status, 401);
+    assert_eq!(old.json()["error"], "invalid_token");
+}
+
+#[test]
+fn token_type_lowercase_and_omitted_scope_switches() {
+    let fake = fake();
+    fake.set_token_type_lowercase(true);
+    fake.set_omit_token_scope(true);
+    let code = code_for(&fake);
+    let t = exchange(&fake, &code, VERIFIER).json();
+    assert_eq!(t["token_type"], "bearer");
+    assert!(t.get("scope").is_none());
+}
+
+// --- authorize errors ----------------------------------------------------------------------
+
+#[test]
+fn redirect_uri_mismatch_shows_an_error_page_without_redirecting() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(
+        &fake,
+        &[("redirect_uri", "http://evil.example/oauth2/callback/gitlab")],
+    ));
+    assert_eq!(resp.status, 400);
+    assert!(resp.header("location").is_none());
+    assert!(resp.text().contains("invalid_redirect_uri"));
+}
+
+#[test]
+fn unknown_client_id_shows_an_error_page_without_redirecting() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("client_id", "nope")]));
+    assert_eq!(resp.status, 401);
+    assert!(resp.header("location").is_none());
+    assert!(resp.text().contains("invalid_client"));
+}
+
+#[test]
+fn loopback_redirect_uri_ignores_the_port_but_not_localhost() {
+    let fake = fake();
+    fake.register_app(
+        CLIENT_ID,
+        SECRET,
+        &[
+            "http://127.0.0.1/oauth2/callback/gitlab",
+            "http://localhost/cb",
+        ],
+        true,
+    );
+    fake.sign_in_as("alice");
+    let loopback = "http://127.0.0.1:53123/oauth2/callback/gitlab";
+    let resp = get(&authorize_url(&fake, &[("redirect_uri", loopback)]));
+    assert_eq!(resp.status, 302);
+    assert!(resp.header("location").unwrap().starts_with(loopback));
+    let resp = get(&authorize_url(
+        &fake,
+        &[("redirect_uri", "http://localhost:53123/cb")],
+    ));
+    assert_eq!(resp.status, 400);
+}
+
+#[test]
+fn invalid_scope_redirects_with_error_and_state() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("scope", "read_user api")]));
+    assert_eq!(resp.status, 302);
+    let params = location_params(&resp);
+    assert_eq!(param(&params, "error").as_deref(), Some("invalid_scope"));
+    assert!(param(&params, "error_description").is_some());
+    assert_eq!(param(&params, "state").as_deref(), Some("st4te"));
+    assert!(param(&params, "code").is_none());
+}
+
+#[test]
+fn omitted_scope_defaults_to_api_which_the_app_lacks() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("scope", "")]));
+    assert_eq!(
+        param(&location_params(&resp), "error").as_deref(),
+        Some("invalid_scope")
+    );
+}
+
+#[test]
+fn unsupported_response_type_redirects_with_the_error() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("response_type", "token")]));
+    assert_eq!(resp.status, 302);
+    assert_eq!(
+        param(&location_params(&resp), "error").as_deref(),
+        Some("unsupported_response_type")
+    );
+}
+
+#[test]
+fn bad_code_challenge_method_is_invalid_request() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("code_challenge_method", "S512")]));
+    assert_eq!(
+        param(&location_params(&resp), "error").as_deref(),
+        Some("invalid_request")
+    );
+}
+
+#[test]
+fn deny_next_authorization_redirects_with_access_denied_once() {
+    let fake = fake();
+    fake.sign_in_as("alice");
+    fake.deny_next_authorization();
+    let resp = get(&authorize_url(&fake, &[]));
+    let params = location_params(&resp);
+    assert_eq!(param(&params, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&params, "state").as_deref(), Some("st4te"));
+    let resp = get(&authorize_url(&fake, &[]));
+    assert!(param(&location_params(&resp), "code").is_some());
+}
+
+#[test]
+fn redirect_keeps_the_existing_query_and_encodes_spaces_as_plus() {
+    let fake = fake();
+    let with_query = "http://127.0.0.1:8080/cb?tenant=a";
+    fake.register_app(CLIENT_ID, SECRET, &[with_query], true);
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(
+        &fake,
+        &[("redirect_uri", with_query), ("state", "a b/c")],
+    ));
+    let location = resp.header("location").unwrap();
+    assert!(
+        location.starts_with("http://127.0.0.1:8080/cb?tenant=a&code="),
+        "{location}"
+    );
+    assert!(location.ends_with("&state=a+b%2Fc"), "{location}");
+}
+
+// --- /api/v4/user --------------------------------------------------------------------------
+
+#[test]
+fn missing_or_unknown_token_gets_401_message() {
+    let fake = fake();
+    let url = format!("{}/api/v4/user", fake.url());
+    for resp in [
+        get(&url),
+        get_with(&url, &[("Authorization", "Bearer 00ff")]),
+    ] {
+        assert_eq!(resp.status, 401);
+        assert_eq!(resp.text(), r#"{"message":"401 Unauthorized"}"#);
+    }
+}
+
+#[test]
+fn access_token_query_parameter_is_accepted() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_user");
+    let resp = get(&format!("{}/api/v4/user?access_token={token}", fake.url()));
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
+fn expired_token_gets_401_invalid_token_with_www_authenticate() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_user");
+    fake.advance_clock(7200);
+    let resp = get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["error"], "invalid_token");
+    assert!(resp
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"invalid_token\""));
+}
+
+#[test]
+fn openid_only_token_gets_403_insufficient_scope_on_user() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "openid profile email");
+    let resp = get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.json()["error"], "insufficient_scope");
+}
+
+#[test]
+fn blocked_user_gets_403_account_blocked() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_user");
+    fake.set_user_state("alice", "blocked");
+    let resp = get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 403);
+    assert_eq!(
+        resp.text(),
+        r#"{"message":"403 Forbidden - Your account has been blocked."}"#
+    );
+}
+
+#[test]
+fn deactivated_user_is_served_with_its_state_by_default() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_user");
+    fake.set_user_state("alice", "deactivated");
+    let url = format!("{}/api/v4/user", fake.url());
+    let auth = bearer(&token);
+    let resp = get_with(&url, &[("Authorization", &auth)]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["state"], "deactivated");
+    fake.set_inactive_user_policy(InactiveUserPolicy::AllInactive);
+    assert_eq!(get_with(&url, &[("Authorization", &auth)]).status, 403);
+}
+
+// --- /api/v4/groups ------------------------------------------------------------------------
+
+#[test]
+fn min_access_level_gives_direct_groups_and_descendants_never_ancestors() {
+    let fake = fake();
+    fake.add_group("acme/platform/sre");
+    fake.add_group("acme/web");
+    fake.add_group("other");
+    fake.add_member("alice", "acme/platform", access::DEVELOPER);
+    let token = fake.issue_token("alice", "read_api");
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10&per_page=100"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(full_paths(&resp), ["acme/platform", "acme/platform/sre"]);
+    // A higher threshold than the membership gives nothing.
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=40"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert!(full_paths(&resp).is_empty());
+}
+
+#[test]
+fn default_listing_adds_ancestors() {
+    let fake = fake();
+    fake.add_member("alice", "acme/platform/sre", access::GUEST);
+    fake.add_group("acme/web");
+    let token = fake.issue_token("alice", "read_api");
+    let resp = get_with(
+        &groups_url(&fake, ""),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(
+        full_paths(&resp),
+        ["acme", "acme/platform", "acme/platform/sre"]
+    );
+}
+
+#[test]
+fn groups_keep_case_and_lookups_ignore_it() {
+    let fake = fake();
+    let id = fake.add_group("Beta-Labs/Core");
+    assert_eq!(fake.add_group("beta-labs/core"), id);
+    assert_eq!(fake.group_id("BETA-LABS/CORE"), Some(id));
+    fake.add_member("alice", "beta-labs", access::OWNER);
+    let token = fake.issue_token("alice", "read_api");
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10"),
+        &[("Authorization", &bearer(&token))],
+    );
+    let groups = resp.json();
+    assert_eq!(groups[0]["full_path"], "Beta-Labs");
+    assert_eq!(groups[1]["full_path"], "Beta-Labs/Core");
+    assert_eq!(groups[1]["parent_id"], groups[0]["id"]);
+    assert_eq!(
+        groups[1]["web_url"],
+        format!("{}/groups/Beta-Labs/Core", fake.url())
+    );
+}
+
+#[test]
+fn invalid_min_access_level_is_400() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_api");
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=11"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(
+        resp.text(),
+        r#"{"error":"min_access_level does not have a valid value"}"#
+    );
+}
+
+fn fake_with_250_groups() -> (FakeGitlab, String) {
+    let fake = fake();
+    for i in 0..250 {
+        fake.add_member("alice", &format!("g{i:03}"), access::REPORTER);
+    }
+    let token = fake.issue_token("alice", "read_api");
+    (fake, token)
+}
+
+#[test]
+fn two_hundred_fifty_groups_give_three_pages_with_headers() {
+    let (fake, token) = fake_with_250_groups();
+    let auth = bearer(&token);
+    let mut seen = Vec::new();
+    let mut page = 1;
+    loop {
+        let resp = get_with(
+            &groups_url(
+                &fake,
+                &format!("min_access_level=10&per_page=100&page={page}"),
+            ),
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("x-per-page"), Some("100"));
+        assert_eq!(resp.header("x-page"), Some(page.to_string().as_str()));
+        assert_eq!(resp.header("x-total"), Some("250"));
+        assert_eq!(resp.header("x-total-pages"), Some("3"));
+        let link = resp.header("link").unwrap().to_string();
+        assert!(link.contains("rel=\"first\"") && link.contains("rel=\"last\""));
+        seen.extend(full_paths(&resp));
+        let next = resp.header("x-next-page").unwrap().to_string();
+        let prev = resp.header("x-prev-page").unwrap();
+        match page {
+            1 => {
+                assert_eq!(prev, "");
+                assert_eq!(next, "2");
+                assert!(!link.contains("rel=\"prev\""));
+                let expected = format!(
+                    "<{}/api/v4/groups?min_access_level=10&order_by=name&owned=false&page=2&per_page=100&sort=asc&statistics=false&with_custom_attributes=false>; rel=\"next\"",
+                    fake.url()
+                );
+                assert!(link.contains(&expected), "{link}");
+            }
+            2 => assert_eq!((prev, next.as_str()), ("1", "3")),
+            _ => {
+                assert_eq!(prev, "2");
+                assert_eq!(next, "");
+                assert!(!link.contains("rel=\"next\""));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        page += 1;
+    }
+    assert_eq!(page, 3);
+    assert_eq!(seen.len(), 250);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+}
+
+#[test]
+fn per_page_above_100_is_clamped() {
+    let (fake, token) = fake_with_250_groups();
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10&per_page=500"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.header("x-per-page"), Some("100"));
+    assert_eq!(resp.header("x-total-pages"), Some("3"));
+    assert_eq!(full_paths(&resp).len(), 100);
+}
+
+#[test]
+fn default_per_page_is_20() {
+    let (fake, token) = fake_with_250_groups();
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.header("x-per-page"), Some("20"));
+    assert_eq!(full_paths(&resp).len(), 20);
+}
+
+#[test]
+fn page_past_the_end_is_empty_with_empty_next_and_prev() {
+    let (fake, token) = fake_with_250_groups();
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10&per_page=100&page=9"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "[]");
+    assert_eq!(resp.header("x-next-page"), Some(""));
+    assert_eq!(resp.header("x-prev-page"), Some(""));
+}
+
+#[test]
+fn read_user_token_gets_403_insufficient_scope_on_groups() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "read_user openid");
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 403);
+    let body = resp.json();
+    assert_eq!(body["error"], "insufficient_scope");
+    assert!(resp.header("www-authenticate").is_none());
+}
+
+#[test]
+fn anonymous_groups_listing_shows_public_groups_only() {
+    let fake = fake();
+    fake.add_group("open");
+    fake.add_group("secret");
+    fake.set_group_visibility("open", "public");
+    assert_eq!(full_paths(&get(&groups_url(&fake, ""))), ["open"]);
+}
+
+#[test]
+fn omitted_totals_drop_x_total_and_last_link() {
+    let (fake, token) = fake_with_250_groups();
+    fake.set_omit_pagination_totals(true);
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10&per_page=100"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert!(resp.header("x-total").is_none());
+    assert!(resp.header("x-total-pages").is_none());
+    assert_eq!(resp.header("x-next-page"), Some("2"));
+    assert!(!resp.header("link").unwrap().contains("rel=\"last\""));
+}
+
+#[test]
+fn link_only_and_x_headers_only_switches() {
+    let (fake, token) = fake_with_250_groups();
+    let url = groups_url(&fake, "min_access_level=10&per_page=100");
+    let auth = bearer(&token);
+    fake.set_pagination_headers(PaginationHeaders::LinkOnly);
+    let resp = get_with(&url, &[("Authorization", &auth)]);
+    assert!(resp.header("x-next-page").is_none());
+    assert!(resp.header("link").unwrap().contains("rel=\"next\""));
+    fake.set_pagination_headers(PaginationHeaders::XHeadersOnly);
+    let resp = get_with(&url, &[("Authorization", &auth)]);
+    assert!(resp.header("link").is_none());
+    assert_eq!(resp.header("x-next-page"), Some("2"));
+}
+
+#[test]
+fn next_link_can_point_to_another_host() {
+    let (fake, token) = fake_with_250_groups();
+    fake.set_next_link_base(Some("http://evil.example:9"));
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10&per_page=100"),
+        &[("Authorization", &bearer(&token))],
+    );
+    let link = resp.header("link").unwrap();
+    assert!(
+        link.contains("<http://evil.example:9/api/v4/groups?"),
+        "{link}"
+    );
+    assert!(link.contains(&format!("<{}/api/v4/groups?", fake.url())));
+}
+
+// --- faults, recorder, lifecycle -----------------------------------------------------------
+
+#[test]
+fn status_fault_fires_and_is_recorded() {
+    let fake = fake();
+    fake.set_fault(Endpoint::User, Fault::internal_error());
+    let resp = get(&format!("{}/api/v4/user", fake.url()));
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.text(), r#"{"message":"500 Internal Server Error"}"#);
+    let recorded = fake.requests_to("/api/v4/user");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].endpoint, Some(Endpoint::User));
+    assert_eq!(recorded[0].fault, Some(Fault::Status(500)));
+    fake.clear_faults();
+    assert_eq!(get(&format!("{}/api/v4/user", fake.url())).status, 401);
+}
+
+#[test]
+fn fault_on_nth_call_hits_only_that_call() {
+    let fake = fake();
+    fake.set_fault_on_call(Endpoint::User, 2, Fault::Status(503));
+    let url = format!("{}/api/v4/user", fake.url());
+    let statuses: Vec<u16> = (0..3).map(|_| get(&url).status).collect();
+    assert_eq!(statuses, [401, 503, 401]);
+    assert_eq!(fake.call_count(Endpoint::User), 3);
+}
+
+#[test]
+fn fault_for_first_calls_then_recovers() {
+    let fake = fake();
+    fake.set_fault_for_calls(Endpoint::Token, 2, Fault::Status(502));
+    let url = format!("{}/oauth/token", fake.url());
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| post_form(&url, &[("grant_type", "nope")], &[]).status)
+        .collect();
+    assert_eq!(statuses, [502, 502, 400]);
+}
+
+#[test]
+fn fault_on_groups_page_n_only() {
+    let (fake, token) = fake_with_250_groups();
+    fake.set_fault_on_groups_page(2, Fault::Status(500));
+    let auth = bearer(&token);
+    let page = |n: u32| {
+        get_with(
+            &groups_url(&fake, &format!("min_access_level=10&per_page=100&page={n}")),
+            &[("Authorization", &auth)],
+        )
+        .status
+    };
+    assert_eq!((page(1), page(2), page(3)), (200, 500, 200));
+}
+
+#[test]
+fn rate_limit_text_fault_has_retry_after() {
+    let fake = fake();
+    fake.set_fault(
+        Endpoint::Groups,
+        Fault::RateLimited {
+            retry_after: Some(7),
+        },
+    );
+    let resp = get(&groups_url(&fake, ""));
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.text(), "Retry later\n");
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert!(resp.header("ratelimit-reset").is_some());
+}
+
+#[test]
+fn rate_limit_json_fault_without_retry_after() {
+    let fake = fake();
+    fake.set_fault(
+        Endpoint::Groups,
+        Fault::RateLimitedJson { retry_after: None },
+    );
+    let resp = get(&groups_url(&fake, ""));
+    assert_eq!(resp.status, 429);
+    assert_eq!(
+        resp.json()["message"]["error"],
+        "This endpoint has been requested too many times. Try again later."
+    );
+    assert!(resp.header("retry-after").is_none());
+}
+
+#[test]
+fn malformed_json_fault() {
+    let fake = fake();
+    fake.set_fault(Endpoint::User, Fault::MalformedJson);
+    let resp = get(&format!("{}/api/v4/user", fake.url()));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "{\"id\": 1,");
+    assert!(serde_json::from_slice::<Value>(&resp.body).is_err());
+}
+
+#[test]
+fn oversized_fault_sends_ten_mebibytes_of_valid_json() {
+    let fake = fake();
+    fake.set_fault(Endpoint::Groups, Fault::oversized());
+    let resp = get(&groups_url(&fake, ""));
+    assert!(resp.body.len() >= 10 * 1024 * 1024);
+    assert!(resp.json().is_array());
+    fake.set_fault(
+        Endpoint::User,
+        Fault::Oversized {
+            bytes: 1 << 20,
+            chunked: true,
+        },
+    );
+    let resp = get(&format!("{}/api/v4/user", fake.url()));
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert!(resp.body.len() >= 1 << 20);
+    assert_eq!(resp.json()["id"], 1);
+}
+
+#[test]
+fn close_connection_fault_answers_nothing() {
+    let fake = fake();
+    fake.set_fault_on_call(Endpoint::Token, 1, Fault::CloseConnection);
+    let url = format!("{}/oauth/token", fake.url());
+    let body = encode_pairs(&[("grant_type", "authorization_code")]);
+    let err = http("POST", &url, &[], Some(&body))
+        .err()
+        .expect("no response");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    // The server is still fine afterwards.
+    assert_eq!(http("POST", &url, &[], Some(&body)).unwrap().status, 400);
+    assert_eq!(
+        fake.requests_to("/oauth/token")[0].fault,
+        Some(Fault::CloseConnection)
+    );
+}
+
+#[test]
+fn delay_fault_delays_the_normal_answer() {
+    let fake = fake();
+    fake.set_fault(Endpoint::User, Fault::Delay(Duration::from_millis(300)));
+    let start = Instant::now();
+    let resp = get(&format!("{}/api/v4/user", fake.url()));
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status, 401);
+}
+
+#[test]
+fn recorder_shows_pkce_parameters_and_secret_only_at_token() {
+    let fake = fake();
+    let code = code_for(&fake);
+    let token = exchange(&fake, &code, VERIFIER).json();
+    let access = token["access_token"].as_str().unwrap().to_string();
+    get_with(
+        &format!("{}/api/v4/user", fake.url()),
+        &[("Authorization", &bearer(&access))],
+    );
+    let authorize = &fake.requests_to("/oauth/authorize")[0];
+    assert_eq!(
+        authorize.query_param("code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        authorize.query_param("code_challenge"),
+        Some(pkce_s256(VERIFIER))
+    );
+    let token_req = &fake.requests_to("/oauth/token")[0];
+    assert_eq!(token_req.method, "POST");
+    assert_eq!(
+        token_req.form_param("code_verifier").as_deref(),
+        Some(VERIFIER)
+    );
+    let with_secret: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains(SECRET))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(with_secret, ["/oauth/token"]);
+    assert_eq!(
+        fake.requests_to("/api/v4/user")[0].header("authorization"),
+        Some(bearer(&access).as_str())
+    );
+    fake.clear_requests();
+    assert!(fake.requests().is_empty());
+}
+
+#[test]
+fn path_prefix_is_served_and_used_in_links() {
+    let fake = FakeGitlab::start_with_prefix("/gitlab");
+    assert!(fake.url().ends_with("/gitlab"));
+    fake.add_user(FakeUser::new(7, "bob"));
+    fake.add_member("bob", "team", access::GUEST);
+    let token = fake.issue_token("bob", "read_api");
+    let resp = get_with(
+        &groups_url(&fake, "min_access_level=10"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("link")
+        .unwrap()
+        .contains(&format!("<{}/api/v4/groups?", fake.url())));
+    assert_eq!(fake.requests_to("/api/v4/groups").len(), 1);
+    let root = fake.url().trim_end_matches("/gitlab").to_string();
+    assert_eq!(get(&format!("{root}/api/v4/user")).status, 404);
+}
+
+#[test]
+fn dropped_fake_answers_503() {
+    let fake = fake();
+    let url = format!("{}/api/v4/user", fake.url());
+    drop(fake);
+    assert_eq!(get(&url).status, 503);
+}
+
+#[test]
+fn recording_can_be_switched_off() {
+    let fake = fake();
+    fake.set_recording(false);
+    get(&format!("{}/api/v4/user", fake.url()));
+    assert!(fake.requests().is_empty());
+    assert_eq!(fake.call_count(Endpoint::User), 1);
+}
+
+#[test]
+fn date_helpers_match_the_gitlab_md_example() {
+    assert_eq!(
+        fake_gitlab::http_date(1_609_844_400),
+        "Tue, 05 Jan 2021 11:00:00 GMT"
+    );
+    assert_eq!(
+        fake_gitlab::iso8601(1_609_844_400),
+        "2021-01-05T11:00:00.000Z"
+    );
+}

@@ -1,0 +1,24 @@
+//! End-to-end tests of labgate: each test starts the real binary on port 0 with its own data
+//! directory and drives it over HTTP (one integration-test binary, one module per concern).
+
+mod harness;
+
+mod admin_gitlab;
+mod admin_only;
+mod admin_pages;
+mod api_groups;
+mod api_permissions;
+mod api_settings;
+mod api_system;
+mod api_tokens;
+mod api_users;
+mod auth;
+mod cli;
+mod fake_gitlab;
+mod gitlab_jit;
+mod lifecycle;
+mod limits;
+mod page_forms;
+mod pages;
+mod paging;
+mod walkthrough;
