@@ -2,6 +2,10 @@
 //! directory and drives it over HTTP (one integration-test binary, one module per concern).
 
 mod harness;
+#[path = "../support/fake_gitlab.rs"]
+mod support_gitlab;
+#[path = "../support/webdriver.rs"]
+mod webdriver;
 
 mod admin_gitlab;
 mod admin_only;
@@ -13,6 +17,7 @@ mod api_system;
 mod api_tokens;
 mod api_users;
 mod auth;
+mod browser;
 mod cli;
 mod fake_gitlab;
 mod gitlab_jit;
