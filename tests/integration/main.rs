@@ -26,4 +26,5 @@ mod limits;
 mod page_forms;
 mod pages;
 mod paging;
+mod throttle_proxy;
 mod walkthrough;
