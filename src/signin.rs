@@ -153,6 +153,7 @@ pub fn complete(
         }
     }
     // Step 12: last connection and a fresh session.
+    sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
     users::touch_last_connection(&tx, user_id, now)?;
     let (session_value, session) = sessions::create(&tx, user_id, now)?;
     let user = users::find_by_id(&tx, user_id)?

@@ -191,6 +191,15 @@ mod tests {
     }
 
     #[test]
+    fn purge_removes_only_expired_sessions() {
+        let conn = test_db();
+        create(&conn, 1, 0).unwrap();
+        let (live, _) = create(&conn, 1, IDLE).unwrap();
+        assert_eq!(purge_expired(&conn, IDLE + 1, IDLE).unwrap(), 1);
+        assert!(find(&conn, &live, IDLE + 1, IDLE).unwrap().is_some());
+    }
+
+    #[test]
     fn malformed_cookie_values_find_nothing() {
         let conn = test_db();
         assert!(find(&conn, "", 1, IDLE).unwrap().is_none());

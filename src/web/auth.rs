@@ -204,7 +204,10 @@ pub fn start_session(
     user: &users::User,
     now: i64,
 ) -> AppResult<Vec<String>> {
+    let timeout = crate::settings::session_timeout_secs(conn)?;
     let tx = db::write_tx(conn)?;
+    // Sessions that ran out are removed as new ones start, so the table does not grow.
+    sessions::purge_expired(&tx, now, timeout)?;
     let (value, session) = sessions::create(&tx, user.id, now)?;
     users::touch_last_connection(&tx, user.id, now)?;
     tx.commit()?;
