@@ -64,6 +64,11 @@ fn describe_io(e: &std::io::Error) -> String {
 /// admin password when one was made (already written to `initial-admin-password`).
 pub fn open_store(config: &Config) -> Result<Option<String>, String> {
     let path = config.db_path();
+    // The database holds password hashes and the GitLab secret: owner-only, like its folder.
+    // SQLite gives its -wal and -shm files the same mode.
+    if !path.exists() {
+        write_private(&path, "").map_err(|e| format!("database {}: {e}", path.display()))?;
+    }
     let mut conn = db::open(&path).map_err(|e| format!("database {}: {e}", path.display()))?;
     db::migrate(&mut conn).map_err(|e| format!("database {}: {e}", path.display()))?;
     let now = chrono::Utc::now().timestamp();

@@ -88,6 +88,18 @@ fn first_start_creates_the_data_dir_admin_and_default_groups() {
 }
 
 #[test]
+fn the_database_and_its_folder_are_private_to_the_owner() {
+    let lg = Labgate::start();
+    assert_eq!(mode(&lg.data_dir()), 0o700);
+    for name in ["labgate.db", "labgate.db-wal", "labgate.db-shm"] {
+        let file = lg.data_dir().join(name);
+        if name == "labgate.db" || file.exists() {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+}
+
+#[test]
 fn generated_admin_password_is_printed_and_saved_with_mode_0600() {
     let lg = Launch::new().env_remove("LABGATE_ADMIN_PASSWORD").start();
     let file = lg.data_dir().join("initial-admin-password");
