@@ -20,6 +20,7 @@ mod auth;
 mod browser;
 mod cli;
 mod fake_gitlab;
+mod gitlab_flow;
 mod gitlab_jit;
 mod lifecycle;
 mod limits;

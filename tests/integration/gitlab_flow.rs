@@ -1,0 +1,1368 @@
+//! Sign-in with GitLab (SPEC §4, §5) driven over HTTP without a browser, against the faithful
+//! fake GitLab (`tests/support/fake_gitlab.rs`): labgate's start redirects to the fake's
+//! `/oauth/authorize`, the fake (with someone signed in) redirects back at once with a code and
+//! the state, and the test calls labgate's callback with the same cookie jar.
+//!
+//! Every test checks the database afterwards through the admin API (users, deactivated users,
+//! groups and memberships), so "nothing written" is verified, not assumed.
+
+use crate::harness::*;
+use crate::support_gitlab::{
+    access, pkce_s256, Endpoint, FakeGitlab, FakeUser, Fault, PaginationHeaders,
+};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const APP_ID: &str = "flow-app-id";
+const APP_SECRET: &str = "flow-app-secret-4f9c2e7d1a";
+/// The generic text of the refusal page.
+const NOT_AUTHORIZED: &str =
+    "You're not authorized to access this page. Please contact the administrator.";
+const NOT_ALLOWED: &str = "You are not allowed to authenticate";
+const NO_SIGN_UP: &str = "'gitlab' users are not allowed to sign up";
+const GITLAB_INACTIVE: &str = "Your GitLab account is not active";
+/// Every reason of the SPEC §5 table (the id-mismatch one by its fixed start).
+const REASONS: &[&str] = &[
+    NOT_ALLOWED,
+    NO_SIGN_UP,
+    "This account is already associated with another authentication method",
+    "Failed to authenticate with login",
+    "Your account is deactivated",
+    GITLAB_INACTIVE,
+];
+
+const SYNC_ON: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["true"]);
+const SYNC_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["false"]);
+const SIGN_UP_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.allowUsersToSignUp", &["false"]);
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+
+/// Sets one labgate setting through `api/settings/set` (`values` for the multi-valued key).
+fn set_setting(lg: &Labgate, key: &str, values: &[&str]) {
+    let mut params = vec![("key", key)];
+    if key == "sonar.auth.gitlab.allowedGroups" {
+        params.extend(values.iter().map(|v| ("values", *v)));
+    } else {
+        params.push(("value", values[0]));
+    }
+    lg.admin()
+        .post_form("/api/settings/set", &params)
+        .expect(204);
+}
+
+/// A fake GitLab with labgate's application registered, and labgate (started with `launch`)
+/// configured for it and enabled, plus `settings`.
+fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+    let gl = FakeGitlab::start();
+    // Loopback redirect URIs match whatever the port (RFC 8252), as on GitLab.
+    gl.register_app(
+        APP_ID,
+        APP_SECRET,
+        &["http://127.0.0.1/oauth2/callback/gitlab"],
+        true,
+    );
+    let lg = launch.start();
+    let url = gl.url();
+    let base: [(&str, &[&str]); 4] = [
+        ("sonar.auth.gitlab.url", &[url.as_str()]),
+        ("sonar.auth.gitlab.applicationId.secured", &[APP_ID]),
+        ("sonar.auth.gitlab.secret.secured", &[APP_SECRET]),
+        ("sonar.auth.gitlab.enabled", &["true"]),
+    ];
+    for (key, values) in base.iter().chain(settings.iter()) {
+        set_setting(&lg, key, values);
+    }
+    (lg, gl)
+}
+
+fn lab(settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+    lab_with(Launch::new(), settings)
+}
+
+/// Adds a GitLab user named "<Username> Lovelace" with `<username>@example.com`.
+fn gitlab_user(gl: &FakeGitlab, id: u64, username: &str) {
+    let mut u = FakeUser::new(id, username);
+    u.name = format!("{username} Lovelace");
+    gl.add_user(u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trip: start → GitLab → callback
+
+/// A sign-in started at labgate and answered by GitLab, whose callback is not called yet.
+struct Started {
+    browser: Client,
+    init: Resp,
+    /// The full `Location` of labgate's start answer.
+    authorize_url: String,
+    /// Path and query of the callback GitLab sent the browser to.
+    callback_url: String,
+}
+
+/// One browser's sign-in, callback answered.
+struct Trip {
+    /// The browser after the callback.
+    browser: Client,
+    /// The browser's cookie jar as it was when it called the callback.
+    before_callback: Client,
+    init: Resp,
+    authorize_url: String,
+    callback_url: String,
+    callback: Resp,
+    /// How long the callback took to answer.
+    took: Duration,
+}
+
+/// `path?query` of an absolute URL (the URL itself when it has no scheme).
+fn strip_origin(url: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A decoded query parameter of a URL.
+fn url_param(url: &str, name: &str) -> Option<String> {
+    url.split_once('?')?
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| urldecode(v))
+}
+
+/// The URL with parameter `name` replaced by `value` (removed with `None`).
+fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(name))
+        .map(str::to_string)
+        .collect();
+    if let Some(v) = value {
+        pairs.push(format!("{name}={}", urlencode(v)));
+    }
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// Starts a sign-in as `username` (signed in to the fake, which answers at once) in a new
+/// browser, up to the redirect back to labgate.
+fn start(lg: &Labgate, gl: &FakeGitlab, username: &str, return_to: &str) -> Started {
+    gl.sign_in_as(username);
+    let mut browser = lg.client();
+    let init = browser.get(&format!(
+        "/sessions/init/gitlab?return_to={}",
+        urlencode(return_to)
+    ));
+    assert_eq!(init.status, 302, "start: {}", init.describe());
+    let authorize_url = init.header("location").unwrap_or_default().to_string();
+    assert!(
+        authorize_url.starts_with(&format!("{}/oauth/authorize?", gl.url())),
+        "start did not redirect to the fake's /oauth/authorize: {}",
+        init.describe()
+    );
+    let mut fake = Client::new(SocketAddr::from(([127, 0, 0, 1], gl.port())));
+    let answer = fake.get(&strip_origin(&authorize_url));
+    assert_eq!(
+        answer.status,
+        302,
+        "GitLab did not redirect back: {}",
+        answer.describe()
+    );
+    let back = answer.header("location").unwrap_or_default().to_string();
+    let expected = format!("http://{}/oauth2/callback/gitlab?", lg.addr);
+    assert!(
+        back.starts_with(&expected),
+        "GitLab redirected to {back:?}, expected {expected}..."
+    );
+    Started {
+        browser,
+        init,
+        authorize_url,
+        callback_url: strip_origin(&back),
+    }
+}
+
+impl Started {
+    /// Calls labgate's callback at `url` with this browser.
+    fn call(self, url: &str) -> Trip {
+        let mut browser = self.browser;
+        let before_callback = browser.clone();
+        let t0 = Instant::now();
+        let callback = browser.get(url);
+        let took = t0.elapsed();
+        Trip {
+            browser,
+            before_callback,
+            init: self.init,
+            authorize_url: self.authorize_url,
+            callback_url: url.to_string(),
+            callback,
+            took,
+        }
+    }
+
+    /// Calls labgate's callback where GitLab sent the browser.
+    fn finish(self) -> Trip {
+        let url = self.callback_url.clone();
+        self.call(&url)
+    }
+}
+
+/// The whole sign-in of `username`, asking to come back to `return_to`.
+fn sign_in(lg: &Labgate, gl: &FakeGitlab, username: &str, return_to: &str) -> Trip {
+    start(lg, gl, username, return_to).finish()
+}
+
+/// Asserts that `resp` (from `client`) refused the sign-in: 302 to `/sessions/unauthorized`,
+/// nobody signed in; follows it and returns the page's text.
+#[track_caller]
+fn expect_refused(client: &mut Client, resp: &Resp) -> String {
+    assert_eq!(
+        resp.status,
+        302,
+        "callback: expected a refusal: {}",
+        resp.describe()
+    );
+    assert_eq!(
+        resp.header("location"),
+        Some("/sessions/unauthorized"),
+        "callback: {}",
+        resp.describe()
+    );
+    assert!(
+        client.cookie("labgate_session").is_none(),
+        "a refused callback set a session cookie: {}",
+        resp.describe()
+    );
+    let me = client.get("/api/users/current").expect_json(200);
+    assert_eq!(me["isLoggedIn"], false, "signed in after a refusal: {me}");
+    let page = html_unescape(&client.get("/sessions/unauthorized").expect_html(200));
+    assert!(page.contains(NOT_AUTHORIZED), "refusal page: {page}");
+    page
+}
+
+/// Asserts that the page shows none of the SPEC's reasons (the generic refusal).
+#[track_caller]
+fn assert_generic(page: &str) {
+    for reason in REASONS {
+        assert!(
+            !page.contains(reason),
+            "a generic refusal shows {reason:?}: {page}"
+        );
+    }
+}
+
+impl Trip {
+    /// Asserts a successful sign-in that redirects to exactly `to`; returns the browser.
+    #[track_caller]
+    fn accepted(mut self, to: &str) -> Client {
+        assert_eq!(
+            self.callback.status,
+            302,
+            "callback: {}",
+            self.callback.describe()
+        );
+        // The raw header: `location()` would hide `http://evil.example/`.
+        assert_eq!(
+            self.callback.header("location"),
+            Some(to),
+            "callback: {}",
+            self.callback.describe()
+        );
+        let me = self.browser.get("/api/users/current").expect_json(200);
+        assert_eq!(me["isLoggedIn"], true, "{me}");
+        self.browser.with_xsrf(true)
+    }
+
+    /// Asserts a refusal; follows it to the refusal page and returns its text.
+    #[track_caller]
+    fn refused(&mut self) -> String {
+        expect_refused(&mut self.browser, &self.callback)
+    }
+
+    /// Asserts a refusal with the generic text only.
+    #[track_caller]
+    fn refused_generic(&mut self) {
+        let page = self.refused();
+        assert_generic(&page);
+    }
+
+    fn code(&self) -> String {
+        url_param(&self.callback_url, "code").expect("code in the callback URL")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database, through the admin API
+
+/// Everything the admin API shows of users, groups and memberships.
+fn snapshot(lg: &Labgate) -> Value {
+    let mut admin = lg.admin();
+    let active = admin
+        .get_query("/api/users/search", &[("ps", "500")])
+        .expect_json(200);
+    let deactivated = admin
+        .get_query(
+            "/api/users/search",
+            &[("ps", "500"), ("deactivated", "true")],
+        )
+        .expect_json(200);
+    let groups = admin
+        .get_query("/api/user_groups/search", &[("ps", "500")])
+        .expect_json(200);
+    json!({
+        "users": active["users"],
+        "deactivated": deactivated["users"],
+        "groups": groups["groups"],
+    })
+}
+
+#[track_caller]
+fn assert_unchanged(lg: &Labgate, before: &Value) {
+    let after = snapshot(lg);
+    assert_eq!(
+        &after, before,
+        "the database changed:\nbefore: {before:#}\nafter: {after:#}"
+    );
+}
+
+fn user_logins(lg: &Labgate) -> Vec<String> {
+    let v = lg
+        .admin()
+        .get_query("/api/users/search", &[("ps", "500")])
+        .expect_json(200);
+    let mut l = logins(&v["users"]);
+    l.sort();
+    l
+}
+
+/// The user with that login, active or not.
+fn find_user(lg: &Labgate, login: &str) -> Option<Value> {
+    let mut admin = lg.admin();
+    for deactivated in ["false", "true"] {
+        let v = admin
+            .get_query(
+                "/api/users/search",
+                &[("ps", "500"), ("deactivated", deactivated)],
+            )
+            .expect_json(200);
+        if let Some(u) = v["users"]
+            .as_array()
+            .and_then(|a| a.iter().find(|u| u["login"] == login))
+        {
+            return Some(u.clone());
+        }
+    }
+    None
+}
+
+#[track_caller]
+fn user(lg: &Labgate, login: &str) -> Value {
+    find_user(lg, login).unwrap_or_else(|| panic!("no user {login}: {:#}", snapshot(lg)))
+}
+
+/// The sorted group names of a user.
+#[track_caller]
+fn groups_of(lg: &Labgate, login: &str) -> Vec<String> {
+    let mut g = names(&user(lg, login)["groups"]);
+    g.sort();
+    g
+}
+
+fn group_names(lg: &Labgate) -> Vec<String> {
+    let v = lg
+        .admin()
+        .get_query("/api/user_groups/search", &[("ps", "500")])
+        .expect_json(200);
+    let mut g = names(&v["groups"]);
+    g.sort();
+    g
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. PKCE, scopes, client secret
+
+#[test]
+fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_endpoint() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let trip = sign_in(&lg, &gl, "ann", "/");
+    let code = trip.code();
+    let authorize_url = trip.authorize_url.clone();
+    // Success proves the fake checked the verifier against the S256 challenge.
+    trip.accepted("/");
+
+    let authorize = gl.requests_to("/oauth/authorize");
+    assert_eq!(authorize.len(), 1, "{authorize:?}");
+    let a = &authorize[0];
+    assert_eq!(
+        a.query_param("code_challenge_method").as_deref(),
+        Some("S256"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.query_param("scope").as_deref(),
+        Some("read_user"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.query_param("response_type").as_deref(),
+        Some("code"),
+        "{a:?}"
+    );
+    assert_eq!(a.query_param("client_id").as_deref(), Some(APP_ID), "{a:?}");
+    assert_eq!(
+        a.query_param("redirect_uri"),
+        Some(format!("http://{}/oauth2/callback/gitlab", lg.addr)),
+        "{a:?}"
+    );
+    let state = a.query_param("state").unwrap_or_default();
+    assert!(state.len() >= 22, "state too short for 128 bits: {state:?}");
+    let challenge = a.query_param("code_challenge").expect("code_challenge");
+
+    let token = gl.requests_to("/oauth/token");
+    assert_eq!(token.len(), 1, "{token:?}");
+    let t = &token[0];
+    let verifier = t.form_param("code_verifier").expect("code_verifier sent");
+    assert_ne!(
+        verifier, challenge,
+        "the challenge must not be the verifier"
+    );
+    assert_eq!(
+        pkce_s256(&verifier),
+        challenge,
+        "S256(verifier) = challenge"
+    );
+    assert_eq!(t.form_param("code"), Some(code), "{t:?}");
+    assert_eq!(
+        t.form_param("grant_type").as_deref(),
+        Some("authorization_code"),
+        "{t:?}"
+    );
+
+    // The client secret travels only in the token request (form field or HTTP Basic).
+    let basic = base64(format!("{APP_ID}:{APP_SECRET}").as_bytes());
+    assert!(
+        !authorize_url.contains(APP_SECRET),
+        "secret in the authorize URL"
+    );
+    let requests = gl.requests();
+    for r in &requests {
+        let carries = r.contains(APP_SECRET) || r.contains(&basic);
+        if r.endpoint == Some(Endpoint::Token) {
+            assert!(carries, "token request without the client secret: {r:?}");
+        } else {
+            assert!(!carries, "client secret sent to {} {}", r.method, r.path);
+        }
+    }
+    // Groups were not needed, so not read.
+    assert!(gl.requests_to("/api/v4/groups").is_empty());
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+}
+
+#[test]
+fn scope_is_read_api_when_allowed_groups_need_the_groups() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let authorize = gl.requests_to("/oauth/authorize");
+    assert_eq!(authorize.len(), 1, "{authorize:?}");
+    assert_eq!(
+        authorize[0].query_param("scope").as_deref(),
+        Some("read_api"),
+        "{:?}",
+        authorize[0]
+    );
+    assert_eq!(
+        authorize[0].query_param("code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let groups = gl.requests_to("/api/v4/groups");
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(
+        groups[0].query_param("min_access_level").as_deref(),
+        Some("10")
+    );
+    assert_eq!(groups[0].query_param("per_page").as_deref(), Some("100"));
+    for r in gl.requests() {
+        if r.endpoint != Some(Endpoint::Token) {
+            assert!(!r.contains(APP_SECRET), "secret sent to {}", r.path);
+        }
+    }
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2, 3. Groups over several pages
+
+#[test]
+fn memberships_mirror_250_gitlab_groups_read_over_three_pages() {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    gitlab_user(&gl, 1001, "ann");
+    for i in 0..250 {
+        gl.add_member("ann", &format!("team-{i:03}"), access::REPORTER);
+    }
+    // One local group per page, and one GitLab does not list.
+    for g in ["team-042", "team-142", "team-242", "unrelated"] {
+        lg.create_group(g);
+    }
+    let groups_before = group_names(&lg);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(
+        groups_of(&lg, "ann"),
+        strings(&["team-042", "team-142", "team-242", "users"])
+    );
+    assert_eq!(group_names(&lg), groups_before, "no group created");
+    let calls = gl.requests_to("/api/v4/groups");
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    for (i, c) in calls.iter().enumerate() {
+        assert_eq!(c.query_param("per_page").as_deref(), Some("100"), "{c:?}");
+        assert_eq!(
+            c.query_param("min_access_level").as_deref(),
+            Some("10"),
+            "{c:?}"
+        );
+        let page = c.query_param("page").unwrap_or_else(|| "1".into());
+        assert_eq!(page, (i + 1).to_string(), "{c:?}");
+    }
+}
+
+/// Ann is in 150 GitLab groups (2 pages); the local groups `g-010` (page 1) and `g-120` (page 2)
+/// must both be found.
+fn two_pages_of_groups(headers: PaginationHeaders, omit_totals: bool) {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    gitlab_user(&gl, 1001, "ann");
+    for i in 0..150 {
+        gl.add_member("ann", &format!("g-{i:03}"), access::DEVELOPER);
+    }
+    gl.set_pagination_headers(headers);
+    gl.set_omit_pagination_totals(omit_totals);
+    lg.create_group("g-010");
+    lg.create_group("g-120");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["g-010", "g-120", "users"]));
+    let calls = gl.requests_to("/api/v4/groups");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(
+        calls[1].query_param("page").as_deref(),
+        Some("2"),
+        "{:?}",
+        calls[1]
+    );
+}
+
+#[test]
+fn groups_pagination_by_link_header_only() {
+    two_pages_of_groups(PaginationHeaders::LinkOnly, false);
+}
+
+#[test]
+fn groups_pagination_by_x_next_page_only() {
+    two_pages_of_groups(PaginationHeaders::XHeadersOnly, false);
+}
+
+#[test]
+fn groups_pagination_without_totals() {
+    two_pages_of_groups(PaginationHeaders::Full, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Group synchronization
+
+/// Local groups `acme`, `Acme/Platform`, `beta`, `beta/tools`, `manual`, `unrelated`; on GitLab
+/// Ann is a direct member of `acme/platform`, `beta` (which has the subgroup `beta/tools`) and
+/// `gamma`. Ann signed in once with synchronization off and was then added to `manual` by hand;
+/// the local user Carol is in `beta` and `manual`. Synchronization is then switched on.
+fn sync_lab() -> (Labgate, FakeGitlab) {
+    let (lg, gl) = lab(&[SYNC_OFF]);
+    for g in [
+        "acme",
+        "Acme/Platform",
+        "beta",
+        "beta/tools",
+        "manual",
+        "unrelated",
+    ] {
+        lg.create_group(g);
+    }
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    gl.add_member("ann", "beta", access::MAINTAINER);
+    gl.add_group("beta/tools");
+    gl.add_member("ann", "gamma", access::GUEST);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
+    let mut admin = lg.admin();
+    admin
+        .post_form(
+            "/api/user_groups/add_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    lg.create_user("carol", USER_PASSWORD);
+    for g in ["beta", "manual"] {
+        admin
+            .post_form(
+                "/api/user_groups/add_user",
+                &[("name", g), ("login", "carol")],
+            )
+            .expect(204);
+    }
+    set_setting(&lg, SYNC_ON.0, SYNC_ON.1);
+    (lg, gl)
+}
+
+#[test]
+fn group_sync_sets_exactly_users_plus_existing_case_exact_matches() {
+    let (lg, gl) = sync_lab();
+    let groups_before = group_names(&lg);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    // beta and beta/tools (inherited) match; `Acme/Platform` differs in case from GitLab's
+    // `acme/platform`; `acme` is a parent GitLab does not list; `gamma` has no local group;
+    // the hand-made `manual` membership is removed; `users` stays.
+    assert_eq!(
+        groups_of(&lg, "ann"),
+        strings(&["beta", "beta/tools", "users"])
+    );
+    assert_eq!(group_names(&lg), groups_before, "sync created groups");
+    assert!(!group_names(&lg).contains(&"gamma".to_string()));
+    assert!(!group_names(&lg).contains(&"acme/platform".to_string()));
+}
+
+#[test]
+fn group_sync_leaves_local_users_memberships_alone() {
+    let (lg, gl) = sync_lab();
+    let carol_before = user(&lg, "carol");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(
+        groups_of(&lg, "ann"),
+        strings(&["beta", "beta/tools", "users"])
+    );
+    assert_eq!(
+        groups_of(&lg, "carol"),
+        strings(&["beta", "manual", "users"])
+    );
+    assert_eq!(user(&lg, "carol"), carol_before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Allowed groups
+
+#[test]
+fn allowed_root_group_admits_a_subgroup_member() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme/platform/sre", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    assert_eq!(user(&lg, "ann")["externalProvider"], "gitlab");
+}
+
+#[test]
+fn allowed_group_does_not_admit_a_sibling_with_the_same_prefix() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme-other", access::OWNER);
+    gl.add_member("ann", "acmeplatform/acme", access::OWNER);
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(NOT_ALLOWED), "{page}");
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn allowed_groups_compare_ignoring_case() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["ACME"])]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "Acme/Platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+}
+
+#[test]
+fn user_without_groups_is_refused_by_allowed_groups_even_with_sync_off() {
+    let (lg, gl) = lab(&[SYNC_OFF, ("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(NOT_ALLOWED), "{page}");
+    assert_unchanged(&lg, &before);
+    assert_eq!(user_logins(&lg), strings(&["admin"]));
+    assert_eq!(
+        gl.requests_to("/api/v4/groups").len(),
+        1,
+        "groups read to check allowed groups"
+    );
+}
+
+#[test]
+fn existing_user_outside_allowed_groups_is_refused_without_any_write() {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    lg.create_group("beta");
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "beta", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["beta", "users"]));
+    set_setting(&lg, "sonar.auth.gitlab.allowedGroups", &["acme"]);
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    gl.remove_member("ann", "beta");
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(NOT_ALLOWED), "{page}");
+    assert_unchanged(&lg, &before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Sign-up
+
+#[test]
+fn sign_up_off_refuses_a_new_gitlab_user() {
+    let (lg, gl) = lab(&[SIGN_UP_OFF]);
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(NO_SIGN_UP), "{page}");
+    assert_unchanged(&lg, &before);
+    assert_eq!(user_logins(&lg), strings(&["admin"]));
+}
+
+#[test]
+fn sign_up_off_admits_and_links_a_user_pre_provisioned_by_update_identity_provider() {
+    let (lg, gl) = lab(&[SIGN_UP_OFF]);
+    gitlab_user(&gl, 1001, "ann");
+    lg.create_user("ann.l", USER_PASSWORD);
+    lg.admin()
+        .post_form(
+            "/api/users/update_identity_provider",
+            &[
+                ("login", "ann.l"),
+                ("newExternalProvider", "gitlab"),
+                ("newExternalIdentity", "ann"),
+            ],
+        )
+        .expect(204);
+    let mut c = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann.l", "{me}");
+    assert_eq!(me["name"], "ann Lovelace", "refreshed from GitLab: {me}");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann.l"]));
+    let u = user(&lg, "ann.l");
+    assert_eq!(u["externalProvider"], "gitlab", "{u}");
+    assert_eq!(u["externalIdentity"], "ann", "{u}");
+    assert_eq!(u["local"], false, "{u}");
+    // Linked by the GitLab numeric id: a renamed GitLab account still reaches it.
+    gl.update_user("ann", |u| u.username = "ann-renamed".into());
+    sign_in(&lg, &gl, "ann-renamed", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann.l"]));
+    assert_eq!(user(&lg, "ann.l")["externalIdentity"], "ann-renamed");
+}
+
+#[test]
+fn sign_up_off_admits_and_links_a_user_created_with_local_false() {
+    let (lg, gl) = lab(&[SIGN_UP_OFF]);
+    gitlab_user(&gl, 1001, "ann");
+    lg.admin()
+        .post_form(
+            "/api/users/create",
+            &[("login", "ann"), ("name", "Ann (pre)"), ("local", "false")],
+        )
+        .expect_json(200);
+    let mut c = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann", "{me}");
+    assert_eq!(me["name"], "ann Lovelace", "{me}");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    gl.update_user("ann", |u| u.username = "ann2".into());
+    sign_in(&lg, &gl, "ann2", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    assert_eq!(user(&lg, "ann")["externalIdentity"], "ann2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Faults at every step
+
+/// Synchronization on, local groups `acme/platform` and `acme/ops`. Ann signed in once (member
+/// of `acme/platform` then); since, on GitLab, she moved to `acme/ops` and was renamed, so a
+/// sign-in that went through would change her name and memberships. Bob, in `acme/ops`, never
+/// signed in. With `bulk`, both are also in `bulk` and its 249 subgroups (3 pages of groups).
+struct FaultLab {
+    lg: Labgate,
+    gl: FakeGitlab,
+    before: Value,
+}
+
+fn fault_lab(bulk: bool) -> FaultLab {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    lg.create_group("acme/platform");
+    lg.create_group("acme/ops");
+    gitlab_user(&gl, 1001, "ann");
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    if bulk {
+        for i in 0..249 {
+            gl.add_group(&format!("bulk/sub-{i:03}"));
+        }
+        gl.add_member("ann", "bulk", access::DEVELOPER);
+        gl.add_member("bob", "bulk", access::DEVELOPER);
+    }
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["acme/platform", "users"]));
+    gl.remove_member("ann", "acme/platform");
+    gl.add_member("ann", "acme/ops", access::DEVELOPER);
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    gl.add_member("bob", "acme/ops", access::DEVELOPER);
+    let before = snapshot(&lg);
+    FaultLab { lg, gl, before }
+}
+
+impl FaultLab {
+    /// Bob (new) and Ann (existing) sign in with `fault` set up anew before each start; both
+    /// callbacks run at the same time. Returns both trips, Bob's first.
+    fn sign_in_both(&self, fault: &dyn Fn(&FakeGitlab)) -> Vec<Trip> {
+        let started: Vec<Started> = ["bob", "ann"]
+            .iter()
+            .map(|who| {
+                self.gl.clear_faults();
+                fault(&self.gl);
+                start(&self.lg, &self.gl, who, "/")
+            })
+            .collect();
+        std::thread::scope(|s| {
+            let running: Vec<_> = started
+                .into_iter()
+                .map(|p| s.spawn(move || p.finish()))
+                .collect();
+            running
+                .into_iter()
+                .map(|h| h.join().expect("callback thread"))
+                .collect()
+        })
+    }
+
+    /// Both sign-ins are refused with the generic page within 15 s, and nothing was written: no
+    /// account for Bob, Ann's name and memberships unchanged.
+    #[track_caller]
+    fn expect_refused(&self, fault: &dyn Fn(&FakeGitlab)) -> Vec<Trip> {
+        let mut trips = self.sign_in_both(fault);
+        for trip in &mut trips {
+            trip.refused_generic();
+            assert!(
+                trip.took < Duration::from_secs(15),
+                "callback took {:?}",
+                trip.took
+            );
+        }
+        self.gl.clear_faults();
+        assert_unchanged(&self.lg, &self.before);
+        assert!(find_user(&self.lg, "bob").is_none(), "bob was created");
+        let ann = user(&self.lg, "ann");
+        assert_eq!(ann["name"], "ann Lovelace", "{ann}");
+        assert_eq!(
+            groups_of(&self.lg, "ann"),
+            strings(&["acme/platform", "users"])
+        );
+        trips
+    }
+}
+
+#[test]
+fn fault_authorize_access_denied_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    let tokens_before = f.gl.requests_to("/oauth/token").len();
+    let trips = f.expect_refused(&|gl| gl.deny_next_authorization());
+    for t in &trips {
+        assert_eq!(
+            url_param(&t.callback_url, "error").as_deref(),
+            Some("access_denied"),
+            "{}",
+            t.callback_url
+        );
+    }
+    assert_eq!(
+        f.gl.requests_to("/oauth/token").len(),
+        tokens_before,
+        "a denied authorization must not reach the token endpoint"
+    );
+}
+
+#[test]
+fn fault_token_endpoint_500_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Token, Fault::Status(500)));
+}
+
+#[test]
+fn fault_token_endpoint_401_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Token, Fault::Status(401)));
+}
+
+#[test]
+fn fault_user_endpoint_401_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(401)));
+}
+
+#[test]
+fn fault_user_endpoint_403_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(403)));
+}
+
+#[test]
+fn fault_user_endpoint_500_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(500)));
+}
+
+#[test]
+fn fault_user_endpoint_malformed_json_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::MalformedJson));
+}
+
+#[test]
+fn fault_user_endpoint_oversized_body_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::oversized()));
+}
+
+#[test]
+fn fault_groups_page_2_of_3_refuses_and_writes_nothing() {
+    let f = fault_lab(true);
+    f.gl.clear_requests();
+    f.expect_refused(&|gl| gl.set_fault_on_groups_page(2, Fault::Status(500)));
+    let pages: Vec<String> =
+        f.gl.requests_to("/api/v4/groups")
+            .iter()
+            .map(|r| r.query_param("page").unwrap_or_else(|| "1".into()))
+            .collect();
+    assert!(pages.contains(&"2".to_string()), "{pages:?}");
+    assert!(
+        !pages.contains(&"3".to_string()),
+        "read on past a failed page: {pages:?}"
+    );
+}
+
+#[test]
+fn fault_user_endpoint_delayed_20s_is_refused_within_15s() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Delay(Duration::from_secs(20))));
+}
+
+#[test]
+fn rate_limited_groups_without_retry_after_are_refused_after_bounded_retries() {
+    let f = fault_lab(false);
+    f.gl.clear_requests();
+    f.expect_refused(&|gl| {
+        gl.set_fault(Endpoint::Groups, Fault::RateLimited { retry_after: None })
+    });
+    let calls = f.gl.requests_to("/api/v4/groups").len();
+    assert!(
+        (2..=10).contains(&calls),
+        "{calls} groups calls for two sign-ins"
+    );
+}
+
+#[test]
+fn rate_limited_groups_with_retry_after_120_are_refused_quickly() {
+    let f = fault_lab(false);
+    let trips = f.expect_refused(&|gl| {
+        gl.set_fault(
+            Endpoint::Groups,
+            Fault::RateLimited {
+                retry_after: Some(120),
+            },
+        )
+    });
+    for t in &trips {
+        assert!(
+            t.took < Duration::from_secs(5),
+            "refusal took {:?}: waiting out a long Retry-After",
+            t.took
+        );
+    }
+}
+
+#[test]
+fn rate_limited_groups_with_retry_after_1_are_retried_and_accepted() {
+    let f = fault_lab(false);
+    for who in ["bob", "ann"] {
+        f.gl.clear_requests();
+        f.gl.set_fault_for_calls(
+            Endpoint::Groups,
+            1,
+            Fault::RateLimited {
+                retry_after: Some(1),
+            },
+        );
+        let trip = sign_in(&f.lg, &f.gl, who, "/");
+        assert!(trip.took < Duration::from_secs(15), "{:?}", trip.took);
+        trip.accepted("/");
+        let calls = f.gl.requests_to("/api/v4/groups");
+        assert_eq!(calls.len(), 2, "{who}: {calls:#?}");
+        assert!(
+            matches!(calls[0].fault, Some(Fault::RateLimited { .. })),
+            "{calls:#?}"
+        );
+        assert!(calls[1].fault.is_none(), "{calls:#?}");
+    }
+    assert_eq!(groups_of(&f.lg, "bob"), strings(&["acme/ops", "users"]));
+    assert_eq!(groups_of(&f.lg, "ann"), strings(&["acme/ops", "users"]));
+    assert_eq!(user(&f.lg, "ann")["name"], "Ann Renamed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Code and state replays
+
+#[test]
+fn a_reused_authorization_code_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let trip = sign_in(&lg, &gl, "ann", "/");
+    let used = trip.code();
+    trip.accepted("/");
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    let before = snapshot(&lg);
+    // A fresh start in a new browser (its own state and cookie), with the code already used.
+    let fresh = start(&lg, &gl, "ann", "/");
+    let url = with_param(&fresh.callback_url, "code", Some(&used));
+    let mut trip = fresh.call(&url);
+    trip.refused_generic();
+    let tokens = gl.requests_to("/oauth/token");
+    assert_eq!(tokens.len(), 2, "{tokens:#?}");
+    assert_eq!(tokens[1].form_param("code"), Some(used));
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn a_replayed_callback_url_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let trip = sign_in(&lg, &gl, "ann", "/");
+    let url = trip.callback_url.clone();
+    let mut replay = trip.before_callback.clone();
+    trip.accepted("/");
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    let before = snapshot(&lg);
+    // Same URL, same cookies as the first call.
+    let r = replay.get(&url);
+    let page = expect_refused(&mut replay, &r);
+    assert_generic(&page);
+    assert_eq!(
+        gl.requests_to("/oauth/token").len(),
+        1,
+        "state not consumed"
+    );
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn a_callback_without_state_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let started = start(&lg, &gl, "ann", "/");
+    let url = with_param(&started.callback_url, "state", None);
+    let mut trip = started.call(&url);
+    trip.refused_generic();
+    assert!(gl.requests_to("/oauth/token").is_empty(), "code exchanged");
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn a_forged_state_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let started = start(&lg, &gl, "ann", "/");
+    let real = url_param(&started.callback_url, "state").expect("state");
+    let forged: String = real
+        .chars()
+        .map(|c| if c == 'a' { 'b' } else { 'a' })
+        .collect();
+    let url = with_param(&started.callback_url, "state", Some(&forged));
+    let mut trip = started.call(&url);
+    trip.refused_generic();
+    assert!(gl.requests_to("/oauth/token").is_empty(), "code exchanged");
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn a_state_from_another_browser_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let victim = start(&lg, &gl, "ann", "/");
+    let mut attacker = lg.client();
+    let r = attacker.get(&victim.callback_url);
+    let page = expect_refused(&mut attacker, &r);
+    assert_generic(&page);
+    assert!(gl.requests_to("/oauth/token").is_empty(), "code exchanged");
+    assert_unchanged(&lg, &before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. return_to
+
+#[test]
+fn offsite_return_to_falls_back_to_root() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    for attempt in [
+        "//evil.example",
+        "/\\evil.example",
+        "http://evil.example",
+        "/%2F%2Fevil",
+        "javascript:alert(1)",
+    ] {
+        let trip = sign_in(&lg, &gl, "ann", attempt);
+        assert_eq!(
+            trip.callback.header("location"),
+            Some("/"),
+            "return_to={attempt:?}: {}",
+            trip.callback.describe()
+        );
+        trip.accepted("/");
+    }
+}
+
+#[test]
+fn local_return_to_with_query_is_kept() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/admin/users?p=2").accepted("/admin/users?p=2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. The refusal page
+
+#[test]
+fn refusal_page_takes_no_reason_from_the_url_or_a_crafted_cookie() {
+    let (lg, _gl) = lab(&[]);
+    let mut c = lg.client();
+    let page = c
+        .get(&format!(
+            "/sessions/unauthorized?reason={}&message=pwned-message&error=pwned-error",
+            urlencode("<script>alert('pwned-reason')</script>")
+        ))
+        .expect_html(200);
+    assert!(page.contains(NOT_AUTHORIZED), "{page}");
+    assert!(!html_unescape(&page).contains("pwned"), "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert_generic(&html_unescape(&page));
+    let mut c = lg.client();
+    c.cookies
+        .insert("labgate_refusal".into(), "pwned-cookie".into());
+    let page = html_unescape(&c.get("/sessions/unauthorized").expect_html(200));
+    assert!(!page.contains("pwned"), "{page}");
+    assert_generic(&page);
+}
+
+#[test]
+fn refusal_reason_is_shown_once() {
+    let (lg, gl) = lab(&[SIGN_UP_OFF]);
+    gitlab_user(&gl, 1001, "ann");
+    let mut trip = sign_in(&lg, &gl, "ann", "/");
+    let key = trip
+        .browser
+        .cookie("labgate_refusal")
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no refusal cookie: {}", trip.callback.describe()));
+    let page = trip.refused();
+    assert!(page.contains(NO_SIGN_UP), "{page}");
+    // Reload.
+    let page = html_unescape(&trip.browser.get("/sessions/unauthorized").expect_html(200));
+    assert!(page.contains(NOT_AUTHORIZED), "{page}");
+    assert_generic(&page);
+    // Even with the first cookie sent again.
+    let mut again = lg.client();
+    again.cookies.insert("labgate_refusal".into(), key);
+    let page = html_unescape(&again.get("/sessions/unauthorized").expect_html(200));
+    assert_generic(&page);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Secrets stay secret
+
+fn whole(r: &Resp) -> String {
+    let mut s: String = r
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    s.push_str(&r.text());
+    s
+}
+
+#[test]
+fn secret_code_and_access_token_appear_in_no_answer_and_no_log_line() {
+    let (lg, gl) = lab_with(
+        Launch::new().env("LABGATE_LOG", "debug"),
+        &[("sonar.auth.gitlab.allowedGroups", &["acme"])],
+    );
+    gitlab_user(&gl, 1001, "ann");
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    gl.add_member("bob", "acme", access::DEVELOPER);
+    let mut answers: Vec<(String, Resp)> = Vec::new();
+    let mut codes = Vec::new();
+
+    // Accepted.
+    let trip = sign_in(&lg, &gl, "ann", "/");
+    codes.push(trip.code());
+    let used = trip.code();
+    answers.push(("start".into(), trip.init.clone()));
+    answers.push(("callback".into(), trip.callback.clone()));
+    let mut ann = trip.accepted("/");
+    let session = ann
+        .cookie("labgate_session")
+        .unwrap_or_default()
+        .to_string();
+    answers.push(("home".into(), ann.get("/")));
+    answers.push(("current".into(), ann.get("/api/users/current")));
+    // Refused at the token endpoint: the code again.
+    let fresh = start(&lg, &gl, "ann", "/");
+    codes.push(url_param(&fresh.callback_url, "code").unwrap_or_default());
+    let url = with_param(&fresh.callback_url, "code", Some(&used));
+    let mut trip = fresh.call(&url);
+    answers.push(("replayed code".into(), trip.callback.clone()));
+    trip.refused_generic();
+    // Refused after the token exchange: the access token was issued, then refused.
+    gl.set_fault(Endpoint::User, Fault::Status(401));
+    let mut trip = sign_in(&lg, &gl, "bob", "/");
+    codes.push(trip.code());
+    answers.push(("user 401".into(), trip.callback.clone()));
+    trip.refused_generic();
+    gl.clear_faults();
+    // Refused by a rule, after reading the user and the groups.
+    gl.remove_member("bob", "acme");
+    let mut trip = sign_in(&lg, &gl, "bob", "/");
+    codes.push(trip.code());
+    answers.push(("not allowed".into(), trip.callback.clone()));
+    trip.refused();
+
+    let mut admin = lg.admin();
+    let keys = [
+        "sonar.auth.gitlab.enabled",
+        "sonar.auth.gitlab.url",
+        "sonar.auth.gitlab.applicationId.secured",
+        "sonar.auth.gitlab.secret.secured",
+        "sonar.auth.gitlab.allowUsersToSignUp",
+        "sonar.auth.gitlab.allowedGroups",
+        "sonar.auth.gitlab.groupsSync",
+    ];
+    let keyed: Vec<(&str, &str)> = keys.iter().map(|k| ("keys", *k)).collect();
+    let values = admin.get_query("/api/settings/values", &keyed);
+    let v = values.expect_json(200);
+    assert!(
+        v["setSecuredSettings"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|k| k == "sonar.auth.gitlab.secret.secured")),
+        "{v}"
+    );
+    answers.push(("settings values".into(), values));
+    answers.push((
+        "all settings values".into(),
+        admin.get("/api/settings/values"),
+    ));
+    let list = admin.get("/api/v2/dop-translation/gitlab-configurations");
+    list.expect_json(200);
+    answers.push(("v2 list".into(), list));
+    let item = admin.get("/api/v2/dop-translation/gitlab-configurations/gitlab-configuration");
+    item.expect_json(200);
+    answers.push(("v2 item".into(), item));
+    let page = admin.get("/admin/settings?category=authentication");
+    page.expect_html(200);
+    answers.push(("settings page".into(), page));
+    let login = lg.client().get("/sessions/new");
+    login.expect_html(200);
+    answers.push(("login page".into(), login));
+
+    let tokens = gl.issued_access_tokens();
+    assert_eq!(tokens.len(), 3, "one token per successful exchange");
+    let verifiers: Vec<String> = gl
+        .requests_to("/oauth/token")
+        .iter()
+        .filter_map(|r| r.form_param("code_verifier"))
+        .collect();
+    assert_eq!(codes.len(), 4);
+    let mut secrets: Vec<(&str, String)> = vec![("client secret", APP_SECRET.to_string())];
+    secrets.extend(codes.iter().map(|c| ("OAuth code", c.clone())));
+    secrets.extend(tokens.iter().map(|t| ("access token", t.clone())));
+    for (label, r) in &answers {
+        let text = whole(r);
+        for (what, s) in &secrets {
+            assert!(!s.is_empty());
+            assert!(!text.contains(s), "{what} in the {label} answer:\n{text}");
+        }
+    }
+
+    // The log: wait for the line of a last, distinct request, then read it all.
+    lg.client().get("/api/server/version").expect(200);
+    lg.stderr()
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("/api/server/version")
+        })
+        .unwrap_or_else(|| panic!("no request line:\n{}", lg.stderr().joined()));
+    let log = lg.stderr().all();
+    assert!(
+        log.iter().any(|l| l.contains("outcome=refused")),
+        "no sign-in decision logged:\n{}",
+        log.join("\n")
+    );
+    secrets.extend(verifiers.iter().map(|v| ("PKCE verifier", v.clone())));
+    secrets.push(("session id", session));
+    for line in &log {
+        for (what, s) in &secrets {
+            assert!(!line.contains(s.as_str()), "{what} logged: {line}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Inactive GitLab accounts
+
+#[test]
+fn blocked_gitlab_user_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.set_user_state("ann", "blocked");
+    let before = snapshot(&lg);
+    let mut trip = sign_in(&lg, &gl, "ann", "/");
+    trip.refused();
+    let user_calls = gl.requests_to("/api/v4/user");
+    assert!(!user_calls.is_empty(), "the user was not read");
+    assert_unchanged(&lg, &before);
+    assert_eq!(user_logins(&lg), strings(&["admin"]));
+}
+
+#[test]
+fn deactivated_gitlab_user_is_refused_as_not_active() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    gl.set_user_state("ann", "deactivated");
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(GITLAB_INACTIVE), "{page}");
+    assert_unchanged(&lg, &before);
+    // And a new account in that state is not created either.
+    gitlab_user(&gl, 1002, "bob");
+    gl.set_user_state("bob", "deactivated");
+    let page = sign_in(&lg, &gl, "bob", "/").refused();
+    assert!(page.contains(GITLAB_INACTIVE), "{page}");
+    assert_unchanged(&lg, &before);
+}
