@@ -27,5 +27,6 @@ mod limits;
 mod page_forms;
 mod pages;
 mod paging;
+mod route_table;
 mod throttle_proxy;
 mod walkthrough;
