@@ -1,0 +1,558 @@
+//! The HTTP side of the GitLab client: ureq 3 agents configured once at start (timeouts, no
+//! redirects, statuses read rather than turned into errors, TLS roots, proxies), the token call
+//! through the `oauth2` crate, and the GETs with their bounded retries and pagination.
+
+use super::parse::{
+    clean, next_page, parse_groups_page, parse_user, redact, retry_after_secs, retry_wait,
+    same_gitlab, status_error, NextPage,
+};
+use super::proxy::ProxyEnv;
+use super::{
+    GitlabError, GitlabSettings, GitlabUser, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_PAGES,
+    MAX_PAGE_BODY, MAX_SMALL_BODY,
+};
+use oauth2::basic::{BasicClient, BasicTokenType};
+use oauth2::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, HttpRequest, HttpResponse,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, TokenResponse, TokenUrl,
+};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+/// Below this much time before the deadline no call is started.
+const MIN_CALL_TIME: Duration = Duration::from_millis(50);
+
+/// The GitLab client: one agent per route (direct, or through each configured proxy), all
+/// configured alike. Built once at start; clones share the agents and their connection pools.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    direct: ureq::Agent,
+    /// (proxy value from the environment, agent using it).
+    proxied: Vec<(String, ureq::Agent)>,
+    proxies: ProxyEnv,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("proxies", &self.inner.proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One answer read from GitLab (body within its cap).
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    x_next_page: Option<String>,
+    link: Option<String>,
+    retry_after: Option<String>,
+    location: Option<String>,
+    content_type: Option<String>,
+}
+
+impl Client {
+    /// Builds the agents: TLS verified against the bundled Mozilla roots plus the certificates
+    /// of `ca_file`, proxies from the environment (see [`super::proxy`]). The error names the
+    /// flag or variable at fault and what to do.
+    pub fn new(ca_file: Option<&Path>) -> Result<Client, String> {
+        Client::with_proxy_env(ca_file, ProxyEnv::from_process())
+    }
+
+    /// As [`Client::new`], with the proxy settings given rather than read from the environment.
+    pub fn with_proxy_env(ca_file: Option<&Path>, proxies: ProxyEnv) -> Result<Client, String> {
+        let mut tls = TlsConfig::builder();
+        if let Some(path) = ca_file {
+            let shown = path.display();
+            let pem = std::fs::read(path).map_err(|e| format!("--ca-file {shown}: {e}"))?;
+            let roots = roots_with(&pem).map_err(|e| format!("--ca-file {shown}: {e}"))?;
+            tls = tls.root_certs(RootCerts::new_with_certs(&roots));
+        }
+        let tls = tls.build();
+        let mut proxied: Vec<(String, ureq::Agent)> = Vec::new();
+        for (name, value) in proxies.configured() {
+            if proxied.iter().any(|(v, _)| v == value) {
+                continue;
+            }
+            // The value may hold credentials: the messages never repeat it.
+            let proxy = ureq::Proxy::new(value).map_err(|_| {
+                format!("{name}: not a valid proxy URL (expected http://host:port)")
+            })?;
+            if !matches!(
+                proxy.protocol(),
+                ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+            ) {
+                return Err(format!(
+                    "{name}: only http:// and https:// proxies are supported"
+                ));
+            }
+            proxied.push((value.to_string(), agent(&tls, Some(proxy))));
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                direct: agent(&tls, None),
+                proxied,
+                proxies,
+            }),
+        })
+    }
+
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        let inner = &*self.inner;
+        match inner.proxies.proxy_for(url) {
+            None => &inner.direct,
+            // Always found: there is one agent per configured proxy value.
+            Some(proxy) => inner
+                .proxied
+                .iter()
+                .find(|(value, _)| value == proxy)
+                .map_or(&inner.direct, |(_, agent)| agent),
+        }
+    }
+
+    /// Exchanges the authorization code for an access token (SPEC §5 step 3): `client_id` and
+    /// `client_secret` in the form body (`client_secret_post`, which GitLab accepts like Basic
+    /// and which survives secrets with characters Basic would need escaped), `code`,
+    /// `redirect_uri` and the PKCE `code_verifier`. Never retried: a code is single-use.
+    pub fn exchange_code(
+        &self,
+        s: &GitlabSettings,
+        redirect_uri: &str,
+        code: &str,
+        verifier: &str,
+        deadline: Instant,
+    ) -> Result<String, GitlabError> {
+        let result = self.exchange(s, redirect_uri, code, verifier, deadline);
+        result.map_err(|e| redact_error(e, &[code, verifier, &s.secret]))
+    }
+
+    fn exchange(
+        &self,
+        s: &GitlabSettings,
+        redirect_uri: &str,
+        code: &str,
+        verifier: &str,
+        deadline: Instant,
+    ) -> Result<String, GitlabError> {
+        let bad_url = |what: &str, e: oauth2::url::ParseError| GitlabError::Malformed {
+            step: "token",
+            detail: format!("{what}: {e}"),
+        };
+        let token_url = TokenUrl::new(format!("{}/oauth/token", s.base()))
+            .map_err(|e| bad_url("the GitLab URL", e))?;
+        let redirect_url = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| bad_url("the redirect URI", e))?;
+        let client = BasicClient::new(ClientId::new(s.application_id.clone()))
+            .set_client_secret(ClientSecret::new(s.secret.clone()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect_url);
+        let http = TokenHttp {
+            client: self,
+            deadline,
+        };
+        let result = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .request(&http);
+        let malformed = |detail: String| GitlabError::Malformed {
+            step: "token",
+            detail,
+        };
+        match result {
+            Ok(token) => {
+                if *token.token_type() != BasicTokenType::Bearer {
+                    let kind = clean(token.token_type().as_ref(), 40);
+                    return Err(malformed(format!("token_type {kind:?} is not bearer")));
+                }
+                let access = token.access_token().secret();
+                if access.is_empty() {
+                    return Err(malformed("empty access_token".into()));
+                }
+                Ok(access.clone())
+            }
+            Err(RequestTokenError::ServerResponse(err)) => {
+                let mut denied = clean(err.error().as_ref(), 80);
+                if let Some(description) = err.error_description() {
+                    denied.push_str(": ");
+                    denied.push_str(&clean(description, 200));
+                }
+                Err(GitlabError::Denied(denied))
+            }
+            Err(RequestTokenError::Request(AdapterError(e))) => Err(e),
+            Err(RequestTokenError::Parse(e, _body)) => {
+                Err(malformed(json_problem(&e.path().to_string(), e.inner())))
+            }
+            Err(RequestTokenError::Other(detail)) => Err(malformed(clean(&detail, 200))),
+        }
+    }
+
+    /// The oauth2 crate's one HTTP call, through this client's agent.
+    fn post_token(
+        &self,
+        request: HttpRequest,
+        deadline: Instant,
+    ) -> Result<HttpResponse, GitlabError> {
+        let timeout = time_left(deadline)?;
+        let (parts, body) = request.into_parts();
+        let url = parts.uri.to_string();
+        let mut builder = self.agent_for(&url).post(&url);
+        for (name, value) in &parts.headers {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        let response = builder
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send(&body[..])
+            .map_err(|e| map_ureq("token", e))?;
+        let answer = read("token", response, MAX_SMALL_BODY)?;
+        match answer.status {
+            200 => {}
+            // RFC 6749 §5.2 errors: the oauth2 crate reads them.
+            400 | 401 if is_oauth_error(&answer.body) => {}
+            429 => {
+                return Err(GitlabError::RateLimited {
+                    step: "token",
+                    retry_after: retry_after_secs(answer.retry_after.as_deref(), now_unix()),
+                })
+            }
+            status => {
+                return Err(status_error(
+                    "token",
+                    status,
+                    answer.location.as_deref(),
+                    &answer.body,
+                ))
+            }
+        }
+        let mut builder = oauth2::http::Response::builder().status(answer.status);
+        if let Some(content_type) = &answer.content_type {
+            builder = builder.header(oauth2::http::header::CONTENT_TYPE, content_type.as_str());
+        }
+        builder
+            .body(answer.body)
+            .map_err(|e| GitlabError::Malformed {
+                step: "token",
+                detail: clean(&e.to_string(), 200),
+            })
+    }
+
+    /// `GET <url>/api/v4/user` (SPEC §5 step 4).
+    pub fn current_user(
+        &self,
+        s: &GitlabSettings,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<GitlabUser, GitlabError> {
+        let url = format!("{}/api/v4/user", s.base());
+        let answer = self.get("user", &url, token, MAX_SMALL_BODY, deadline)?;
+        parse_user(&answer.body)
+    }
+
+    /// Every group the user belongs to, directly or through a parent group, as `full_path`
+    /// values, sorted and without duplicates (SPEC §5 step 5): `GET <url>/api/v4/groups?
+    /// min_access_level=10&per_page=100`, then the next page from `X-Next-Page` (a URL labgate
+    /// builds) or else `Link rel="next"` (followed only on the configured GitLab), until there
+    /// is none; `X-Total` is never trusted. At most [`MAX_PAGES`] pages; a page read twice is
+    /// an error.
+    pub fn user_groups(
+        &self,
+        s: &GitlabSettings,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<Vec<String>, GitlabError> {
+        let first = format!(
+            "{}/api/v4/groups?min_access_level=10&per_page=100",
+            s.base()
+        );
+        let malformed = |detail: &str| GitlabError::Malformed {
+            step: "groups",
+            detail: detail.to_string(),
+        };
+        let mut url = first.clone();
+        let mut read_pages = HashSet::new();
+        let mut groups = Vec::new();
+        for _ in 0..MAX_PAGES {
+            read_pages.insert(url.clone());
+            let answer = self.get("groups", &url, token, MAX_PAGE_BODY, deadline)?;
+            groups.extend(parse_groups_page(&answer.body)?);
+            url = match next_page(answer.x_next_page.as_deref(), answer.link.as_deref()) {
+                None => {
+                    groups.sort();
+                    groups.dedup();
+                    return Ok(groups);
+                }
+                Some(NextPage::Number(n)) => format!("{first}&page={n}"),
+                Some(NextPage::Url(next)) if same_gitlab(s.base(), &next) => next,
+                Some(NextPage::Url(_)) => {
+                    return Err(malformed(
+                        "the Link rel=\"next\" URL is not on the configured GitLab URL and \
+                         X-Next-Page is missing; not followed",
+                    ))
+                }
+            };
+            if read_pages.contains(&url) {
+                return Err(malformed("the next page is one already read"));
+            }
+        }
+        Err(GitlabError::TooManyPages)
+    }
+
+    /// One GET with the access token, retried after a 429 (within `Retry-After`, the caps and
+    /// the deadline) or once after a 5xx; any other status than 2xx is an error.
+    fn get(
+        &self,
+        step: &'static str,
+        url: &str,
+        token: &str,
+        cap: u64,
+        deadline: Instant,
+    ) -> Result<Answer, GitlabError> {
+        let mut attempt = 0;
+        loop {
+            let timeout = time_left(deadline)?;
+            let response = self
+                .agent_for(url)
+                .get(url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Accept", "application/json")
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .call()
+                .map_err(|e| map_ureq(step, e))?;
+            let answer = read(step, response, cap)?;
+            if (200..300).contains(&answer.status) {
+                return Ok(answer);
+            }
+            let retry_after = retry_after_secs(answer.retry_after.as_deref(), now_unix());
+            let left = deadline.saturating_duration_since(Instant::now());
+            match retry_wait(answer.status, retry_after, attempt, left) {
+                Some(wait) => {
+                    log::debug!(
+                        "GitLab {step}: HTTP {}, retrying in {} ms",
+                        answer.status,
+                        wait.as_millis()
+                    );
+                    attempt += 1;
+                    std::thread::sleep(wait);
+                }
+                None if answer.status == 429 => {
+                    return Err(GitlabError::RateLimited { step, retry_after })
+                }
+                None => {
+                    let error = status_error(
+                        step,
+                        answer.status,
+                        answer.location.as_deref(),
+                        &answer.body,
+                    );
+                    return Err(redact_error(error, &[token]));
+                }
+            }
+        }
+    }
+}
+
+/// The oauth2 crate's HTTP client: the token POST through labgate's agent, bounded by the
+/// sign-in's deadline.
+struct TokenHttp<'a> {
+    client: &'a Client,
+    deadline: Instant,
+}
+
+impl oauth2::SyncHttpClient for TokenHttp<'_> {
+    type Error = AdapterError;
+
+    fn call(&self, request: HttpRequest) -> Result<HttpResponse, AdapterError> {
+        self.client
+            .post_token(request, self.deadline)
+            .map_err(AdapterError)
+    }
+}
+
+/// A [`GitlabError`] carried through the oauth2 crate.
+#[derive(Debug)]
+struct AdapterError(GitlabError);
+
+impl fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for AdapterError {}
+
+fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(CALL_TIMEOUT))
+        // Explicit, also when `None`: ureq's default would read the environment itself.
+        .proxy(proxy)
+        .tls_config(tls.clone())
+        .user_agent(format!("labgate/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+/// The bundled Mozilla roots plus every certificate in `pem`, each checked to be usable as a
+/// trust anchor (ureq would silently skip a bad one). `RootCerts::new_with_certs` replaces the
+/// default roots, hence the bundled ones are added here.
+pub fn roots_with(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
+    let mut extra = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => {
+                let der = rustls::pki_types::CertificateDer::from(cert.der());
+                rustls::RootCertStore::empty().add(der).map_err(|e| {
+                    format!(
+                        "certificate {} cannot be used as a trusted root ({e})",
+                        extra.len() + 1
+                    )
+                })?;
+                extra.push(cert);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("not a readable PEM file ({e})")),
+        }
+    }
+    if extra.is_empty() {
+        return Err(
+            "no certificate found: expected the PEM (-----BEGIN CERTIFICATE-----) of \
+                    the CA that signed GitLab's certificate"
+                .into(),
+        );
+    }
+    let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    roots.extend(extra);
+    Ok(roots)
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The timeout for a call started now: the time left before `deadline`, at most
+/// [`CALL_TIMEOUT`]; [`GitlabError::Timeout`] when too little is left.
+fn time_left(deadline: Instant) -> Result<Duration, GitlabError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < MIN_CALL_TIME {
+        return Err(GitlabError::Timeout);
+    }
+    Ok(left.min(CALL_TIMEOUT))
+}
+
+fn map_ureq(step: &'static str, e: ureq::Error) -> GitlabError {
+    const TLS_HINT: &str = "if GitLab's certificate comes from an internal CA, pass that CA \
+                            with --ca-file";
+    match e {
+        ureq::Error::Timeout(_) => GitlabError::Timeout,
+        ureq::Error::BodyExceedsLimit(_) => GitlabError::TooLarge { step },
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            GitlabError::Timeout
+        }
+        ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(tls) => GitlabError::Unreachable(format!("TLS: {tls}; {TLS_HINT}")),
+            None => GitlabError::Unreachable(clean(&io.to_string(), 200)),
+        },
+        ureq::Error::Rustls(tls) => GitlabError::Unreachable(format!("TLS: {tls}; {TLS_HINT}")),
+        ureq::Error::Tls(what) => GitlabError::Unreachable(format!("TLS: {what}")),
+        ureq::Error::HostNotFound => GitlabError::Unreachable("host not found".into()),
+        ureq::Error::ConnectionFailed => GitlabError::Unreachable("connection failed".into()),
+        other => GitlabError::Unreachable(clean(&other.to_string(), 200)),
+    }
+}
+
+/// Reads the headers labgate uses and the body within `cap` bytes.
+fn read(
+    step: &'static str,
+    mut response: ureq::http::Response<ureq::Body>,
+    cap: u64,
+) -> Result<Answer, GitlabError> {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut answer = Answer {
+        status: response.status().as_u16(),
+        body: Vec::new(),
+        x_next_page: header("x-next-page"),
+        link: header("link"),
+        retry_after: header("retry-after"),
+        location: header("location"),
+        content_type: header("content-type"),
+    };
+    answer.body = response
+        .body_mut()
+        .with_config()
+        .limit(cap)
+        .read_to_vec()
+        .map_err(|e| map_ureq(step, e))?;
+    Ok(answer)
+}
+
+/// Whether a token endpoint body is an RFC 6749 error object (`{"error": "..."}`).
+fn is_oauth_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("error").is_some_and(|e| e.is_string()))
+}
+
+/// What is wrong with a token answer, without repeating its values (they may be tokens).
+fn json_problem(path: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let what = if message.starts_with("missing field") {
+        message.split(" at line").next().unwrap_or("").to_string()
+    } else {
+        match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "not JSON".to_string()
+            }
+            serde_json::error::Category::Data => "a value of the wrong type".to_string(),
+            serde_json::error::Category::Io => "unreadable".to_string(),
+        }
+    };
+    format!("{} at {}", clean(&what, 100), clean(path, 100))
+}
+
+fn redact_error(e: GitlabError, secrets: &[&str]) -> GitlabError {
+    match e {
+        GitlabError::Unreachable(d) => GitlabError::Unreachable(redact(d, secrets)),
+        GitlabError::Status {
+            step,
+            status,
+            detail,
+        } => GitlabError::Status {
+            step,
+            status,
+            detail: redact(detail, secrets),
+        },
+        GitlabError::Malformed { step, detail } => GitlabError::Malformed {
+            step,
+            detail: redact(detail, secrets),
+        },
+        GitlabError::Denied(d) => GitlabError::Denied(redact(d, secrets)),
+        other => other,
+    }
+}

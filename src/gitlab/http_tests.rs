@@ -1,0 +1,884 @@
+//! The client against a tiny in-test HTTP server (std `TcpListener` on 127.0.0.1:0, a thread
+//! answering canned responses in order and recording what it was sent).
+
+use super::proxy::ProxyEnv;
+use super::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What the server got: the request line, the headers (names lower-cased) and the body.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One canned answer: wait `delay`, write `head`, wait `pause`, write `rest`.
+struct Reply {
+    delay: Duration,
+    head: String,
+    pause: Duration,
+    rest: String,
+}
+
+fn reply(text: impl Into<String>) -> Reply {
+    Reply {
+        delay: Duration::ZERO,
+        head: text.into(),
+        pause: Duration::ZERO,
+        rest: String::new(),
+    }
+}
+
+fn json(status: &str, body: &str, extra_headers: &str) -> Reply {
+    reply(format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         {extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+fn ok(body: &str, extra_headers: &str) -> Reply {
+    json("200 OK", body, extra_headers)
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut seen = Seen::default();
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    seen.line = line.trim_end().to_string();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        seen.headers
+            .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length: usize = seen
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    seen.body = String::from_utf8_lossy(&body).into_owned();
+    Some(seen)
+}
+
+/// Serves `replies`, one per connection; `{addr}` in a reply becomes the server's address.
+/// Returns the base URL and what the server was sent.
+fn canned(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let base = format!("http://{addr}");
+    std::thread::spawn(move || {
+        for r in replies {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if let Some(s) = read_request(&mut reader) {
+                log.lock().unwrap().push(s);
+            }
+            let mut stream = stream;
+            std::thread::sleep(r.delay);
+            let _ = stream.write_all(r.head.replace("{addr}", &addr).as_bytes());
+            let _ = stream.flush();
+            std::thread::sleep(r.pause);
+            let _ = stream.write_all(r.rest.as_bytes());
+        }
+    });
+    (base, seen)
+}
+
+fn settings(url: &str) -> GitlabSettings {
+    GitlabSettings {
+        url: url.into(),
+        application_id: "app-id".into(),
+        secret: "the-client-secret".into(),
+    }
+}
+
+fn client() -> Client {
+    Client::with_proxy_env(None, ProxyEnv::default()).unwrap()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+fn lines(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.line.clone())
+        .collect()
+}
+
+const USER: &str = r#"{"id":1,"username":"ann","name":"Ann","state":"active"}"#;
+
+// ---------------------------------------------------------------------------------------------
+// GET /api/v4/user
+
+#[test]
+fn user_is_read_with_the_bearer_token() {
+    let (url, seen) = canned(vec![ok(USER, "")]);
+    let user = client()
+        .current_user(&settings(&format!("{url}/")), "tok-123", soon())
+        .unwrap();
+    assert_eq!(user.username, "ann");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].line, "GET /api/v4/user HTTP/1.1");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok-123"));
+    assert_eq!(seen[0].header("accept"), Some("application/json"));
+    assert!(seen[0]
+        .header("user-agent")
+        .is_some_and(|ua| ua.starts_with("labgate/")));
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let (elsewhere, elsewhere_seen) = canned(vec![ok(USER, "")]);
+    let (url, _) = canned(vec![reply(format!(
+        "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/api/v4/user\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    ))]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    match &err {
+        GitlabError::Status {
+            status: 302,
+            detail,
+            ..
+        } => assert!(detail.contains(&elsewhere), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(elsewhere_seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn an_oversized_user_is_refused() {
+    let big = format!(
+        r#"{{"id":1,"username":"ann","state":"active","bio":"{}"}}"#,
+        "x".repeat(MAX_SMALL_BODY as usize)
+    );
+    let (url, _) = canned(vec![ok(&big, "")]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(err, GitlabError::TooLarge { step: "user" });
+}
+
+#[test]
+fn an_oversized_answer_without_content_length_is_refused() {
+    let big = "x".repeat(MAX_SMALL_BODY as usize + 10);
+    let (url, _) = canned(vec![reply(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{big}"
+    ))]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(err, GitlabError::TooLarge { step: "user" });
+}
+
+#[test]
+fn rate_limit_with_retry_after_is_waited_then_retried() {
+    let (url, seen) = canned(vec![
+        reply(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 12\r\n\
+             Connection: close\r\n\r\nRetry later\n",
+        ),
+        ok(USER, ""),
+    ]);
+    let started = Instant::now();
+    let user = client().current_user(&settings(&url), "t", soon()).unwrap();
+    assert_eq!(user.username, "ann");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_retry_after_beyond_the_cap_is_refused_at_once() {
+    let (url, seen) = canned(vec![reply(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+    )]);
+    let started = Instant::now();
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        GitlabError::RateLimited {
+            step: "user",
+            retry_after: Some(60)
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn rate_limits_are_retried_twice_at_most() {
+    let limited = || {
+        reply(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+        )
+    };
+    let (url, seen) = canned(vec![limited(), limited(), limited(), ok(USER, "")]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert!(matches!(err, GitlabError::RateLimited { .. }), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn a_server_error_gets_one_quick_retry() {
+    let failing = || json("503 Service Unavailable", r#"{"message":"down"}"#, "");
+    let (url, seen) = canned(vec![failing(), ok(USER, "")]);
+    assert!(client().current_user(&settings(&url), "t", soon()).is_ok());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    let (url, seen) = canned(vec![failing(), failing(), ok(USER, "")]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        GitlabError::Status {
+            step: "user",
+            status: 503,
+            detail: "down".into()
+        }
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_refused_token_is_a_status_error_and_not_retried() {
+    let (url, seen) = canned(vec![
+        json("401 Unauthorized", r#"{"message":"401 Unauthorized"}"#, ""),
+        ok(USER, ""),
+    ]);
+    let err = client()
+        .current_user(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, GitlabError::Status { status: 401, .. }),
+        "{err}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn the_deadline_bounds_a_slow_gitlab() {
+    let (url, _) = canned(vec![Reply {
+        delay: Duration::from_secs(5),
+        ..ok(USER, "")
+    }]);
+    let started = Instant::now();
+    let err = client()
+        .current_user(
+            &settings(&url),
+            "t",
+            Instant::now() + Duration::from_millis(500),
+        )
+        .unwrap_err();
+    assert_eq!(err, GitlabError::Timeout);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn the_deadline_bounds_a_body_that_trickles() {
+    let body = format!("{USER}{}", " ".repeat(100));
+    let (url, _) = canned(vec![Reply {
+        delay: Duration::ZERO,
+        head: format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{{",
+            body.len()
+        ),
+        pause: Duration::from_secs(5),
+        rest: body[1..].to_string(),
+    }]);
+    let started = Instant::now();
+    let err = client()
+        .current_user(
+            &settings(&url),
+            "t",
+            Instant::now() + Duration::from_millis(500),
+        )
+        .unwrap_err();
+    assert_eq!(err, GitlabError::Timeout);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn a_rate_limit_wait_past_the_deadline_is_not_waited() {
+    let (url, seen) = canned(vec![reply(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+    )]);
+    let started = Instant::now();
+    let err = client()
+        .current_user(
+            &settings(&url),
+            "t",
+            Instant::now() + Duration::from_secs(1),
+        )
+        .unwrap_err();
+    assert!(matches!(err, GitlabError::RateLimited { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn nothing_is_sent_once_the_deadline_has_passed() {
+    let (url, seen) = canned(vec![ok(USER, "")]);
+    let err = client()
+        .current_user(&settings(&url), "t", Instant::now())
+        .unwrap_err();
+    assert_eq!(err, GitlabError::Timeout);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_closed_port_is_unreachable() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client()
+        .current_user(&settings(&format!("http://127.0.0.1:{port}")), "t", soon())
+        .unwrap_err();
+    assert!(matches!(err, GitlabError::Unreachable(_)), "{err}");
+}
+
+#[test]
+fn tls_is_required_for_https_urls() {
+    let (url, _) = canned(vec![ok(USER, "")]);
+    let https = url.replace("http://", "https://");
+    let err = client()
+        .current_user(&settings(&https), "t", soon())
+        .unwrap_err();
+    match err {
+        GitlabError::Unreachable(why) => assert!(why.contains("TLS"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /api/v4/groups
+
+fn page(paths: &[&str]) -> String {
+    let groups: Vec<String> = paths
+        .iter()
+        .map(|p| format!(r#"{{"id":1,"full_path":"{p}"}}"#))
+        .collect();
+    format!("[{}]", groups.join(","))
+}
+
+#[test]
+fn groups_follow_x_next_page_over_three_pages() {
+    let (url, seen) = canned(vec![
+        ok(&page(&["b", "a"]), "X-Next-Page: 2\r\nX-Total: 1\r\n"),
+        ok(&page(&["c"]), "X-Next-Page: 3\r\nX-Page: 2\r\n"),
+        ok(&page(&["a/sub"]), "X-Next-Page: \r\nX-Page: 3\r\n"),
+    ]);
+    let groups = client()
+        .user_groups(&settings(&format!("{url}/gitlab")), "tok", soon())
+        .unwrap();
+    assert_eq!(groups, vec!["a", "a/sub", "b", "c"]);
+    let base = "GET /gitlab/api/v4/groups?min_access_level=10&per_page=100";
+    assert_eq!(
+        lines(&seen),
+        vec![
+            format!("{base} HTTP/1.1"),
+            format!("{base}&page=2 HTTP/1.1"),
+            format!("{base}&page=3 HTTP/1.1"),
+        ]
+    );
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.header("authorization") == Some("Bearer tok")));
+}
+
+#[test]
+fn groups_follow_link_next_when_x_next_page_is_missing() {
+    let next = |n: u32| {
+        format!(
+            "Link: <http://{{addr}}/api/v4/groups?min_access_level=10&page={n}&per_page=100>; \
+             rel=\"next\", <http://{{addr}}/api/v4/groups?page=1>; rel=\"first\"\r\n"
+        )
+    };
+    let (url, seen) = canned(vec![
+        ok(&page(&["a"]), &next(2)),
+        ok(&page(&["b"]), &next(3)),
+        ok(
+            &page(&["c"]),
+            "Link: <http://{addr}/api/v4/groups?page=1>; rel=\"first\"\r\n",
+        ),
+    ]);
+    let groups = client().user_groups(&settings(&url), "t", soon()).unwrap();
+    assert_eq!(groups, vec!["a", "b", "c"]);
+    assert_eq!(
+        lines(&seen)[1..],
+        [
+            "GET /api/v4/groups?min_access_level=10&page=2&per_page=100 HTTP/1.1",
+            "GET /api/v4/groups?min_access_level=10&page=3&per_page=100 HTTP/1.1",
+        ]
+    );
+}
+
+#[test]
+fn a_link_to_another_host_is_not_followed() {
+    let (foreign, foreign_seen) = canned(vec![ok(&page(&["evil"]), "")]);
+    let (url, _) = canned(vec![ok(
+        &page(&["a"]),
+        &format!("Link: <{foreign}/api/v4/groups?page=2>; rel=\"next\"\r\n"),
+    )]);
+    let err = client()
+        .user_groups(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, GitlabError::Malformed { step: "groups", .. }),
+        "{err}"
+    );
+    assert!(foreign_seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn x_next_page_is_used_when_the_link_points_elsewhere() {
+    let (url, seen) = canned(vec![
+        ok(
+            &page(&["a"]),
+            "X-Next-Page: 2\r\nLink: <http://evil.example/api/v4/groups?page=2>; rel=\"next\"\r\n",
+        ),
+        ok(&page(&["b"]), "X-Next-Page:\r\n"),
+    ]);
+    let groups = client().user_groups(&settings(&url), "t", soon()).unwrap();
+    assert_eq!(groups, vec!["a", "b"]);
+    assert!(lines(&seen)[1].contains("&page=2 "));
+}
+
+#[test]
+fn a_page_pointing_back_is_an_error_not_a_loop() {
+    let (url, seen) = canned(vec![
+        ok(&page(&["a"]), "X-Next-Page: 2\r\n"),
+        ok(&page(&["b"]), "X-Next-Page: 2\r\n"),
+    ]);
+    let err = client()
+        .user_groups(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, GitlabError::Malformed { step: "groups", .. }),
+        "{err}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn more_than_the_page_limit_is_refused() {
+    let replies = (2..=MAX_PAGES + 1)
+        .map(|n| ok(&page(&["g"]), &format!("X-Next-Page: {n}\r\n")))
+        .collect();
+    let (url, seen) = canned(replies);
+    let err = client()
+        .user_groups(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(err, GitlabError::TooManyPages);
+    assert_eq!(seen.lock().unwrap().len(), MAX_PAGES);
+}
+
+#[test]
+fn an_oversized_groups_page_is_refused() {
+    let big = page(&vec!["x"; 300_000]);
+    assert!(big.len() as u64 > MAX_PAGE_BODY);
+    let (url, _) = canned(vec![ok(&big, "")]);
+    let err = client()
+        .user_groups(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert_eq!(err, GitlabError::TooLarge { step: "groups" });
+}
+
+#[test]
+fn groups_without_read_api_say_so() {
+    let body = r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_api"}"#;
+    let (url, _) = canned(vec![json("403 Forbidden", body, "")]);
+    let err = client()
+        .user_groups(&settings(&url), "t", soon())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lacks the read_api scope"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /oauth/token
+
+const VERIFIER: &str = "ks02i3jdikdo2k0dkfodf3m39rjfjsdk0wk349rj3jrhf";
+const CODE: &str = "4f9c2b1e8d7a6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170615243f";
+
+fn exchange(url: &str) -> Result<String, GitlabError> {
+    client().exchange_code(
+        &settings(url),
+        "http://lg.example/oauth2/callback/gitlab",
+        CODE,
+        VERIFIER,
+        soon(),
+    )
+}
+
+fn form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[test]
+fn the_code_is_exchanged_with_secret_verifier_and_redirect_uri_in_the_body() {
+    let (url, seen) = canned(vec![ok(
+        r#"{"access_token":"abc","token_type":"Bearer","expires_in":7200,"refresh_token":"r","scope":"read_user read_api","created_at":1607635748}"#,
+        "Cache-Control: no-store\r\n",
+    )]);
+    let token = exchange(&format!("{url}/gitlab")).unwrap();
+    assert_eq!(token, "abc");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].line, "POST /gitlab/oauth/token HTTP/1.1");
+    assert_eq!(
+        seen[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(seen[0].header("authorization"), None);
+    let mut body = form(&seen[0].body);
+    body.sort();
+    let expected = [
+        ("client_id", "app-id"),
+        ("client_secret", "the-client-secret"),
+        ("code", CODE),
+        ("code_verifier", VERIFIER),
+        ("grant_type", "authorization_code"),
+        ("redirect_uri", "http://lg.example/oauth2/callback/gitlab"),
+    ];
+    assert_eq!(
+        body,
+        expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn token_type_is_compared_ignoring_case_and_must_be_bearer() {
+    let (url, _) = canned(vec![ok(
+        r#"{"access_token":"abc","token_type":"bearer"}"#,
+        "",
+    )]);
+    assert_eq!(exchange(&url).unwrap(), "abc");
+    let (url, _) = canned(vec![ok(r#"{"access_token":"abc","token_type":"mac"}"#, "")]);
+    assert!(matches!(
+        exchange(&url),
+        Err(GitlabError::Malformed { step: "token", .. })
+    ));
+}
+
+#[test]
+fn a_refused_grant_names_the_error_without_the_code() {
+    let body = format!(
+        r#"{{"error":"invalid_grant","error_description":"The provided authorization grant is invalid: {CODE}"}}"#
+    );
+    let (url, seen) = canned(vec![json("400 Bad Request", &body, ""), ok("{}", "")]);
+    let err = exchange(&url).unwrap_err();
+    assert_eq!(
+        err,
+        GitlabError::Denied(
+            "invalid_grant: The provided authorization grant is invalid: [redacted]".into()
+        )
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "a code is never retried");
+}
+
+#[test]
+fn a_bad_client_is_denied() {
+    let (url, _) = canned(vec![json(
+        "401 Unauthorized",
+        r#"{"error":"invalid_client","error_description":"Client authentication failed due to unknown client."}"#,
+        "WWW-Authenticate: Bearer realm=\"Doorkeeper\", error=\"invalid_client\"\r\n",
+    )]);
+    match exchange(&url).unwrap_err() {
+        GitlabError::Denied(why) => assert!(why.starts_with("invalid_client: "), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn token_server_errors_and_rate_limits_are_not_retried() {
+    let (url, seen) = canned(vec![
+        reply("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>"),
+        ok(r#"{"access_token":"abc","token_type":"bearer"}"#, ""),
+    ]);
+    assert_eq!(
+        exchange(&url).unwrap_err(),
+        GitlabError::Status {
+            step: "token",
+            status: 502,
+            detail: String::new()
+        }
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    let (url, seen) = canned(vec![
+        reply("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        ok(r#"{"access_token":"abc","token_type":"bearer"}"#, ""),
+    ]);
+    assert_eq!(
+        exchange(&url).unwrap_err(),
+        GitlabError::RateLimited {
+            step: "token",
+            retry_after: Some(1)
+        }
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_token_answer_that_is_not_json_is_malformed_and_leaks_nothing() {
+    for body in [
+        r#"{"access_token":"abc"}"#,
+        r#"{"access_token":12345678901,"token_type":"bearer"}"#,
+        "<html>sign in</html>",
+    ] {
+        let (url, _) = canned(vec![ok(body, "")]);
+        let err = exchange(&url).unwrap_err();
+        assert!(
+            matches!(err, GitlabError::Malformed { step: "token", .. }),
+            "{body}: {err}"
+        );
+        let line = err.to_string();
+        assert!(
+            !line.contains("12345678901") && !line.contains("abc"),
+            "{line}"
+        );
+    }
+    let (url, _) = canned(vec![reply(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )]);
+    assert!(matches!(
+        exchange(&url),
+        Err(GitlabError::Malformed { step: "token", .. })
+    ));
+}
+
+#[test]
+fn a_token_redirect_is_not_followed() {
+    let (url, seen) = canned(vec![reply(
+        "HTTP/1.1 302 Found\r\nLocation: https://gitlab.example/oauth/token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )]);
+    assert!(matches!(
+        exchange(&url),
+        Err(GitlabError::Status {
+            step: "token",
+            status: 302,
+            ..
+        })
+    ));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn no_error_line_carries_a_secret() {
+    // A GitLab that echoes everything it was sent in its error.
+    let (url, _) = canned(vec![json(
+        "500 Internal Server Error",
+        &format!(r#"{{"message":"code={CODE} verifier={VERIFIER} secret=the-client-secret"}}"#),
+        "",
+    )]);
+    let line = exchange(&url).unwrap_err().to_string();
+    for secret in [CODE, VERIFIER, "the-client-secret"] {
+        assert!(!line.contains(secret), "{line}");
+    }
+    let (url, _) = canned(vec![json(
+        "404 Not Found",
+        r#"{"message":"no such token tok-0123456789"}"#,
+        "",
+    )]);
+    let line = client()
+        .current_user(&settings(&url), "tok-0123456789", soon())
+        .unwrap_err()
+        .to_string();
+    assert!(!line.contains("tok-0123456789"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxies
+
+/// A CONNECT proxy for one tunnel: records the CONNECT line, then answers the tunnelled
+/// request with `answer`.
+fn connect_proxy(answer: Reply) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        if let Some(connect) = read_request(&mut reader) {
+            log.lock().unwrap().push(connect);
+            let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            if let Some(inner) = read_request(&mut reader) {
+                log.lock().unwrap().push(inner);
+                let _ = stream.write_all(answer.head.as_bytes());
+            }
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[test]
+fn calls_go_through_the_proxy_unless_no_proxy_or_loopback() {
+    let (proxy, seen) = connect_proxy(ok(USER, ""));
+    let env = ProxyEnv::from_lookup(|name| match name {
+        "HTTP_PROXY" => Some(proxy.clone()),
+        "NO_PROXY" => Some("other.example".into()),
+        _ => None,
+    });
+    let client = Client::with_proxy_env(None, env).unwrap();
+    let user = client
+        .current_user(&settings("http://gitlab.test"), "t", soon())
+        .unwrap();
+    assert_eq!(user.username, "ann");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].line, "CONNECT gitlab.test:80 HTTP/1.1");
+    assert_eq!(seen[1].line, "GET /api/v4/user HTTP/1.1");
+    assert_eq!(seen[1].header("authorization"), Some("Bearer t"));
+    drop(seen);
+
+    // Loopback goes direct although the proxy is set.
+    let (url, direct_seen) = canned(vec![ok(USER, "")]);
+    assert!(client.current_user(&settings(&url), "t", soon()).is_ok());
+    assert_eq!(direct_seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_bad_proxy_variable_is_named_without_its_value() {
+    for value in [
+        "http://user:pa55word@[bad",
+        "socks5://user:pa55word@proxy:1080",
+    ] {
+        let env = ProxyEnv::from_lookup(|name| (name == "https_proxy").then(|| value.to_string()));
+        let err = Client::with_proxy_env(None, env).unwrap_err();
+        assert!(err.starts_with("https_proxy: "), "{err}");
+        assert!(!err.contains("pa55word"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --ca-file
+
+fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("labgate-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn a_ca_file_adds_its_roots_to_the_bundled_ones() {
+    let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+    let pem = format!("some comment\n{}", pem_of(der));
+    let roots = roots_with(pem.as_bytes()).unwrap();
+    assert_eq!(
+        roots.len(),
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() + 1
+    );
+    let path = temp_file("good-ca.pem", pem.as_bytes());
+    assert!(Client::with_proxy_env(Some(&path), ProxyEnv::default()).is_ok());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused_clearly() {
+    let path = temp_file("no-cert.pem", b"not a certificate\n");
+    let err = Client::with_proxy_env(Some(&path), ProxyEnv::default()).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        err.starts_with("--ca-file ") && err.contains("no certificate found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_ca_file_with_a_broken_certificate_is_refused_clearly() {
+    let garbage = pem_of(b"this is not DER at all");
+    let err = roots_with(garbage.as_bytes()).unwrap_err();
+    assert!(err.contains("cannot be used as a trusted root"), "{err}");
+    let bad_base64 = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    let err = roots_with(bad_base64.as_bytes()).unwrap_err();
+    assert!(err.starts_with("not a readable PEM file"), "{err}");
+    let unterminated = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+    assert!(roots_with(unterminated.as_bytes()).is_err());
+}
+
+#[test]
+fn a_missing_ca_file_is_named() {
+    let err = Client::with_proxy_env(
+        Some(std::path::Path::new("/nonexistent/ca.pem")),
+        ProxyEnv::default(),
+    )
+    .unwrap_err();
+    assert!(err.starts_with("--ca-file /nonexistent/ca.pem: "), "{err}");
+}

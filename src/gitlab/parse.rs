@@ -1,0 +1,767 @@
+//! Pure functions over GitLab's answers: the user, a groups page, pagination headers,
+//! `Retry-After`, the retry decision and the wording of errors. No I/O; safe on any input
+//! (they are fuzzing targets).
+
+use super::{GitlabError, GitlabUser, MAX_RETRIES, MAX_RETRY_WAIT, SERVER_ERROR_PAUSE};
+use serde::Deserialize;
+use std::time::Duration;
+use ureq::http::Uri;
+
+/// Longest text taken from GitLab into an error detail, characters.
+const MAX_DETAIL: usize = 200;
+
+/// Parses `GET /api/v4/user`: `id` (> 0), `username` (non-empty) and `state` are required;
+/// `name`, `email` and `bot` may be missing or `null`; an empty email counts as none.
+pub fn parse_user(body: &[u8]) -> Result<GitlabUser, GitlabError> {
+    #[derive(Deserialize)]
+    struct RawUser {
+        id: i64,
+        username: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        email: Option<String>,
+        state: String,
+        #[serde(default)]
+        bot: Option<bool>,
+    }
+    let malformed = |detail: String| GitlabError::Malformed {
+        step: "user",
+        detail,
+    };
+    let raw: RawUser =
+        serde_json::from_slice(body).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
+    if raw.id <= 0 {
+        return Err(malformed(format!("id {} is not a GitLab user id", raw.id)));
+    }
+    if raw.username.trim().is_empty() {
+        return Err(malformed("empty username".into()));
+    }
+    Ok(GitlabUser {
+        id: raw.id,
+        username: raw.username,
+        name: raw.name.unwrap_or_default(),
+        email: raw.email.filter(|e| !e.trim().is_empty()),
+        state: raw.state,
+        bot: raw.bot.unwrap_or(false),
+    })
+}
+
+/// Parses one page of `GET /api/v4/groups` into its `full_path` values (empty ones dropped).
+pub fn parse_groups_page(body: &[u8]) -> Result<Vec<String>, GitlabError> {
+    #[derive(Deserialize)]
+    struct Group {
+        full_path: String,
+    }
+    let groups: Vec<Group> = serde_json::from_slice(body).map_err(|e| GitlabError::Malformed {
+        step: "groups",
+        detail: clean(&e.to_string(), MAX_DETAIL),
+    })?;
+    Ok(groups
+        .into_iter()
+        .map(|g| g.full_path)
+        .filter(|p| !p.is_empty())
+        .collect())
+}
+
+/// Parses an RFC 8288 `Link` header into `(url, rel)` pairs, one per relation type (`rel="first
+/// last"` gives two), relation types lower-cased, only the first `rel` of a link counted.
+/// Quoted values may hold `,` and `;`. Anything unparsable is skipped.
+pub fn parse_link_header(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let after_open = &rest[open + 1..];
+        let Some(close) = after_open.find('>') else {
+            break;
+        };
+        let url = after_open[..close].trim();
+        let (params, next) = split_unquoted(&after_open[close + 1..], ',');
+        let rel = split_all_unquoted(params, ';').find_map(|param| {
+            let (name, value) = param.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("rel")
+                .then(|| unquote(value.trim()))
+        });
+        if let Some(rel) = rel {
+            if !url.is_empty() {
+                for kind in rel.split_ascii_whitespace() {
+                    out.push((url.to_string(), kind.to_ascii_lowercase()));
+                }
+            }
+        }
+        rest = next;
+    }
+    out
+}
+
+/// `text` up to the first `sep` outside double quotes, and what follows that `sep`.
+fn split_unquoted(text: &str, sep: char) -> (&str, &str) {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => return (&text[..i], &text[i + c.len_utf8()..]),
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
+fn split_all_unquoted(mut text: &str, sep: char) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        if text.is_empty() {
+            return None;
+        }
+        let (part, rest) = split_unquoted(text, sep);
+        text = rest;
+        Some(part)
+    })
+}
+
+/// A token, or a quoted string with its backslash escapes resolved.
+fn unquote(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"') else {
+        return value.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Where the next page of a listing is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextPage {
+    /// From `X-Next-Page`: labgate builds the URL itself on the configured GitLab.
+    Number(u32),
+    /// From `Link: <...>; rel="next"`: to be checked with [`same_gitlab`] before following.
+    Url(String),
+}
+
+/// The next page: `X-Next-Page` when it holds a page number (> 0), else the first
+/// `Link rel="next"`; `None` at the end (GitLab sends an empty `X-Next-Page` on the last page).
+///
+/// `X-Next-Page` wins because a number cannot lead anywhere but the configured GitLab with
+/// labgate's own query; the `Link` is only needed when GitLab leaves the header out.
+pub fn next_page(x_next_page: Option<&str>, link: Option<&str>) -> Option<NextPage> {
+    if let Some(n) = x_next_page.and_then(|v| v.trim().parse::<u32>().ok()) {
+        if n > 0 {
+            return Some(NextPage::Number(n));
+        }
+    }
+    parse_link_header(link?)
+        .into_iter()
+        .find(|(_, rel)| rel == "next")
+        .map(|(url, _)| NextPage::Url(url))
+}
+
+/// Seconds to wait from a `Retry-After` value: delay-seconds, or an HTTP date compared with
+/// `now_unix` (a date in the past gives 0). `None` when absent or unreadable.
+pub fn retry_after_secs(value: Option<&str>, now_unix: i64) -> Option<u64> {
+    let value = value?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .timestamp();
+    Some(u64::try_from(when.saturating_sub(now_unix)).unwrap_or(0))
+}
+
+/// Whether `candidate` (a `Link` URL) is on the configured GitLab `base`: same scheme, host and
+/// port (default ports filled in), no user info, and a path under `base`'s path prefix.
+pub fn same_gitlab(base: &str, candidate: &str) -> bool {
+    let (Ok(b), Ok(c)) = (base.parse::<Uri>(), candidate.parse::<Uri>()) else {
+        return false;
+    };
+    let (Some(b_auth), Some(c_auth)) = (b.authority(), c.authority()) else {
+        return false;
+    };
+    if c_auth.as_str().contains('@') || b_auth.as_str().contains('@') {
+        return false;
+    }
+    let scheme = |u: &Uri| u.scheme_str().map(str::to_ascii_lowercase);
+    let port = |u: &Uri| {
+        u.port_u16().or(match u.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+            Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+            _ => None,
+        })
+    };
+    let prefix = b.path().trim_end_matches('/');
+    let path = c.path();
+    scheme(&b).is_some()
+        && scheme(&b) == scheme(&c)
+        && b_auth.host().eq_ignore_ascii_case(c_auth.host())
+        && port(&b) == port(&c)
+        && (prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/")))
+}
+
+/// How long to wait before retrying a GET that answered `status` (not 2xx), or `None` to stop.
+///
+/// 429: wait `Retry-After` (1 s when absent), at most [`MAX_RETRIES`] times, each wait at most
+/// [`MAX_RETRY_WAIT`]. 5xx: one quick retry. Never when the wait would eat the time left.
+/// `attempt` counts the retries already made.
+pub fn retry_wait(
+    status: u16,
+    retry_after: Option<u64>,
+    attempt: usize,
+    time_left: Duration,
+) -> Option<Duration> {
+    let wait = match status {
+        429 if attempt < MAX_RETRIES => Duration::from_secs(retry_after.unwrap_or(1)),
+        500..=599 if attempt == 0 => SERVER_ERROR_PAUSE,
+        _ => return None,
+    };
+    // Leave the retried call some time of its own.
+    let room = Duration::from_millis(250);
+    (wait <= MAX_RETRY_WAIT && wait + room < time_left).then_some(wait)
+}
+
+/// The error for an answer with an unexpected `status`: a short detail from GitLab's JSON
+/// (`error`, `error_description`, `message`), a clear one for a missing scope, and for a
+/// redirect where it pointed (its origin only).
+pub fn status_error(
+    step: &'static str,
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+) -> GitlabError {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            })
+            .filter(|s| !s.trim().is_empty())
+    };
+    let detail = match status {
+        300..=399 => match location.and_then(origin_of) {
+            Some(origin) => format!(
+                "redirect to {origin} not followed; set the GitLab URL to the address GitLab \
+                 answers on"
+            ),
+            None => "redirect not followed; set the GitLab URL to the address GitLab answers on"
+                .to_string(),
+        },
+        403 if field("error").as_deref() == Some("insufficient_scope") => {
+            let needed = if step == "groups" {
+                "read_api"
+            } else {
+                "read_user"
+            };
+            let mut d = format!("the access token lacks the {needed} scope");
+            if let Some(accepted) = field("scope") {
+                d.push_str(&format!("; GitLab accepts: {}", clean(&accepted, 100)));
+            }
+            d
+        }
+        _ => {
+            let mut d = match (field("error"), field("message")) {
+                (Some(e), _) => e,
+                (None, Some(m)) => m,
+                (None, None) if json.is_none() => plain_text(body),
+                (None, None) => String::new(),
+            };
+            if let Some(description) = field("error_description") {
+                d.push_str(": ");
+                d.push_str(&description);
+            }
+            if status == 401 && step != "token" {
+                d = if d.is_empty() {
+                    "the access token was refused".into()
+                } else {
+                    format!("the access token was refused: {d}")
+                };
+            }
+            d
+        }
+    };
+    GitlabError::Status {
+        step,
+        status,
+        detail: clean(&detail, MAX_DETAIL),
+    }
+}
+
+/// A short plain-text body (GitLab's throttle answers `Retry later`); nothing for HTML.
+fn plain_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_DETAIL * 4)]);
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.contains('<') {
+        String::new()
+    } else {
+        line.to_string()
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> Option<String> {
+    let uri = url.trim().parse::<Uri>().ok()?;
+    let scheme = uri.scheme_str()?;
+    let host = uri.host()?;
+    Some(match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+/// Text from outside fit for one log line: control and bidi characters replaced by spaces,
+/// at most `max` characters.
+pub(crate) fn clean(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let unsafe_char = c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        out.push(if unsafe_char { ' ' } else { c });
+    }
+    out.trim().to_string()
+}
+
+/// `text` with every occurrence of a secret replaced (secrets shorter than 6 are left alone:
+/// they would match ordinary words).
+pub(crate) fn redact(text: String, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 6)
+        .fold(text, |t, s| t.replace(s, "[redacted]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(json: &str) -> Result<GitlabUser, GitlabError> {
+        parse_user(json.as_bytes())
+    }
+
+    fn malformed_step(r: Result<impl std::fmt::Debug, GitlabError>) -> &'static str {
+        match r {
+            Err(GitlabError::Malformed { step, .. }) => step,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_user_is_read_and_extra_fields_are_ignored() {
+        let u = user(
+            r#"{"id":5,"username":"ann","name":"Ann A","email":"ann@x.org","state":"active",
+               "bot":false,"locked":false,"identities":[],"is_admin":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            GitlabUser {
+                id: 5,
+                username: "ann".into(),
+                name: "Ann A".into(),
+                email: Some("ann@x.org".into()),
+                state: "active".into(),
+                bot: false,
+            }
+        );
+    }
+
+    #[test]
+    fn user_email_null_missing_or_empty_is_none() {
+        for json in [
+            r#"{"id":5,"username":"ann","state":"active","email":null}"#,
+            r#"{"id":5,"username":"ann","state":"active"}"#,
+            r#"{"id":5,"username":"ann","state":"active","email":" "}"#,
+        ] {
+            assert_eq!(user(json).unwrap().email, None, "{json}");
+        }
+    }
+
+    #[test]
+    fn user_name_and_bot_may_be_missing_or_null() {
+        let u =
+            user(r#"{"id":5,"username":"ann","state":"active","name":null,"bot":null}"#).unwrap();
+        assert_eq!((u.name.as_str(), u.bot), ("", false));
+        let u = user(r#"{"id":5,"username":"ann","state":"active"}"#).unwrap();
+        assert_eq!((u.name.as_str(), u.bot), ("", false));
+    }
+
+    #[test]
+    fn user_state_and_bot_are_reported_as_given() {
+        let u = user(r#"{"id":9,"username":"b","state":"blocked","bot":true}"#).unwrap();
+        assert_eq!((u.state.as_str(), u.bot), ("blocked", true));
+        let u = user(r#"{"id":9,"username":"b","state":"blocked_pending_approval"}"#).unwrap();
+        assert_eq!(u.state, "blocked_pending_approval");
+    }
+
+    #[test]
+    fn user_without_id_username_or_state_is_malformed() {
+        for json in [
+            r#"{"username":"ann","state":"active"}"#,
+            r#"{"id":5,"state":"active"}"#,
+            r#"{"id":5,"username":"ann"}"#,
+        ] {
+            assert_eq!(malformed_step(user(json)), "user", "{json}");
+        }
+    }
+
+    #[test]
+    fn user_with_wrong_types_is_malformed() {
+        for json in [
+            r#"{"id":"5","username":"ann","state":"active"}"#,
+            r#"{"id":5.5,"username":"ann","state":"active"}"#,
+            r#"{"id":5,"username":7,"state":"active"}"#,
+            r#"{"id":5,"username":"ann","state":null}"#,
+            r#"{"id":5,"username":"ann","state":"active","bot":"no"}"#,
+            r#"{"id":5,"username":"ann","state":"active","email":[]}"#,
+            r#"{"id":99999999999999999999,"username":"ann","state":"active"}"#,
+            r#"[{"id":5,"username":"ann","state":"active"}]"#,
+        ] {
+            assert_eq!(malformed_step(user(json)), "user", "{json}");
+        }
+    }
+
+    #[test]
+    fn user_with_a_non_positive_id_or_empty_username_is_malformed() {
+        for json in [
+            r#"{"id":0,"username":"ann","state":"active"}"#,
+            r#"{"id":-3,"username":"ann","state":"active"}"#,
+            r#"{"id":5,"username":"","state":"active"}"#,
+        ] {
+            assert_eq!(malformed_step(user(json)), "user", "{json}");
+        }
+    }
+
+    #[test]
+    fn user_garbage_is_malformed_not_a_panic() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"\xff\xfe",
+            b"<html>",
+            b"{\"id\": 1,",
+        ] {
+            assert_eq!(malformed_step(parse_user(body)), "user");
+        }
+    }
+
+    #[test]
+    fn malformed_details_have_no_control_characters() {
+        let err = user("{\"id\":5,\"username\":\"a\nb\",\"state\":3}").unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn groups_page_gives_full_paths() {
+        assert_eq!(
+            parse_groups_page(
+                br#"[{"id":1,"full_path":"acme","name":"ACME"},{"full_path":"acme/Beta-Labs"}]"#
+            )
+            .unwrap(),
+            vec!["acme", "acme/Beta-Labs"]
+        );
+        assert_eq!(parse_groups_page(b"[]").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_groups_page(br#"[{"full_path":""},{"full_path":"x"}]"#).unwrap(),
+            vec!["x"]
+        );
+    }
+
+    #[test]
+    fn groups_page_that_is_not_a_list_of_groups_is_malformed() {
+        for body in [
+            &br#"{"message":"401 Unauthorized"}"#[..],
+            br#"[{"id":1}]"#,
+            br#"[{"full_path":null}]"#,
+            br#"[{"full_path":3}]"#,
+            br#"["acme"]"#,
+            b"",
+            b"[",
+        ] {
+            assert_eq!(malformed_step(parse_groups_page(body)), "groups");
+        }
+    }
+
+    #[test]
+    fn link_header_as_gitlab_sends_it() {
+        let link = "<https://g/api/v4/groups?min_access_level=10&page=1&per_page=100>; rel=\"prev\", \
+                    <https://g/api/v4/groups?min_access_level=10&page=3&per_page=100>; rel=\"next\", \
+                    <https://g/api/v4/groups?min_access_level=10&page=1&per_page=100>; rel=\"first\"";
+        let rels: Vec<String> = parse_link_header(link)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(rels, vec!["prev", "next", "first"]);
+        assert_eq!(
+            parse_link_header(link)[1].0,
+            "https://g/api/v4/groups?min_access_level=10&page=3&per_page=100"
+        );
+    }
+
+    #[test]
+    fn link_header_with_spaces_quotes_and_several_rels() {
+        let link = r#"  < https://g/a?x=1,2 > ;title="a, b; c" ; REL = "First  LAST",<https://g/b>;rel=next;rel=prev"#;
+        assert_eq!(
+            parse_link_header(link),
+            vec![
+                ("https://g/a?x=1,2".to_string(), "first".to_string()),
+                ("https://g/a?x=1,2".to_string(), "last".to_string()),
+                ("https://g/b".to_string(), "next".to_string()),
+            ]
+        );
+        assert_eq!(
+            parse_link_header(r#"<u>; title="say \"hi\", bye"; rel="next""#),
+            vec![("u".to_string(), "next".to_string())]
+        );
+    }
+
+    #[test]
+    fn link_header_garbage_gives_nothing() {
+        for value in [
+            "",
+            "garbage",
+            "<",
+            "<<>>;;rel=",
+            "<https://g/x>",
+            "<https://g/x>; title=next",
+            "https://g/x; rel=next",
+            "<>; rel=next",
+            "<https://g/x; rel=\"next",
+            "<é>; rel=\"ñ\u{0}\"",
+        ] {
+            let parsed = parse_link_header(value);
+            assert!(
+                parsed.iter().all(|(_, rel)| rel != "next"),
+                "{value:?} gave {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_page_from_x_next_page_only() {
+        assert_eq!(next_page(Some("2"), None), Some(NextPage::Number(2)));
+        assert_eq!(next_page(Some(" 17 "), None), Some(NextPage::Number(17)));
+        assert_eq!(next_page(Some(""), None), None);
+        assert_eq!(next_page(Some("0"), None), None);
+        assert_eq!(next_page(Some("-1"), None), None);
+        assert_eq!(next_page(Some("two"), None), None);
+        assert_eq!(next_page(Some("99999999999"), None), None);
+        assert_eq!(next_page(None, None), None);
+    }
+
+    #[test]
+    fn next_page_from_link_only() {
+        let link = r#"<https://g/x?page=1>; rel="prev", <https://g/x?page=3>; rel="next""#;
+        assert_eq!(
+            next_page(None, Some(link)),
+            Some(NextPage::Url("https://g/x?page=3".into()))
+        );
+        assert_eq!(next_page(None, Some(r#"<https://g/x>; rel="prev""#)), None);
+        assert_eq!(next_page(None, Some("")), None);
+        assert_eq!(next_page(None, Some("garbage")), None);
+    }
+
+    #[test]
+    fn next_page_prefers_x_next_page_over_link() {
+        let link = r#"<https://g/x?page=9>; rel="next""#;
+        assert_eq!(next_page(Some("3"), Some(link)), Some(NextPage::Number(3)));
+        assert_eq!(
+            next_page(Some(""), Some(link)),
+            Some(NextPage::Url("https://g/x?page=9".into()))
+        );
+        assert_eq!(
+            next_page(Some("junk"), Some(link)),
+            Some(NextPage::Url("https://g/x?page=9".into()))
+        );
+        assert_eq!(next_page(Some(""), Some("")), None);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = 1_445_412_480; // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(retry_after_secs(Some(" 7 "), now), Some(7));
+        assert_eq!(retry_after_secs(Some("0"), now), Some(0));
+        assert_eq!(
+            retry_after_secs(Some("99999999999999999999999"), now),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            retry_after_secs(Some("Wed, 21 Oct 2015 07:28:30 GMT"), now),
+            Some(30)
+        );
+        assert_eq!(
+            retry_after_secs(Some("Wed, 21 Oct 2015 07:00:00 GMT"), now),
+            Some(0)
+        );
+        for junk in ["", "-1", "1.5", "soon", "Wed, 32 Oct 2015"] {
+            assert_eq!(retry_after_secs(Some(junk), now), None, "{junk:?}");
+        }
+        assert_eq!(retry_after_secs(None, now), None);
+    }
+
+    #[test]
+    fn same_gitlab_compares_scheme_host_port_and_prefix() {
+        let base = "https://g.example/gitlab";
+        for ok in [
+            "https://G.example:443/gitlab/api/v4/groups?page=2",
+            "https://g.example/gitlab/api/v4/groups",
+        ] {
+            assert!(same_gitlab(base, ok), "{ok}");
+        }
+        for bad in [
+            "https://g.example/other/api",
+            "https://g.example/gitlabx/api",
+            "http://g.example/gitlab/api",
+            "https://g.example:8443/gitlab/api",
+            "https://evil.example/gitlab/api",
+            "https://g.example@evil.example/gitlab/api",
+            "https://user@g.example/gitlab/api",
+            "/gitlab/api/v4/groups?page=2",
+            "",
+            "not a url",
+        ] {
+            assert!(!same_gitlab(base, bad), "{bad}");
+        }
+        assert!(same_gitlab("http://127.0.0.1:80", "http://127.0.0.1/x"));
+        assert!(!same_gitlab(
+            "http://127.0.0.1:80",
+            "http://127.0.0.1:8080/x"
+        ));
+        assert!(same_gitlab("https://h/", "https://h/api/v4/groups"));
+    }
+
+    #[test]
+    fn rate_limits_are_waited_out_twice_within_the_caps() {
+        let plenty = Duration::from_secs(10);
+        assert_eq!(
+            retry_wait(429, Some(1), 0, plenty),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_wait(429, None, 1, plenty),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(retry_wait(429, Some(0), 2, plenty), None, "third retry");
+        assert_eq!(retry_wait(429, Some(60), 0, plenty), None, "over the cap");
+        assert_eq!(
+            retry_wait(429, Some(2), 0, Duration::from_secs(2)),
+            None,
+            "past the deadline"
+        );
+    }
+
+    #[test]
+    fn server_errors_get_one_quick_retry_and_client_errors_none() {
+        let plenty = Duration::from_secs(10);
+        assert_eq!(retry_wait(503, None, 0, plenty), Some(SERVER_ERROR_PAUSE));
+        assert_eq!(retry_wait(500, None, 1, plenty), None);
+        assert_eq!(retry_wait(502, None, 0, Duration::from_millis(300)), None);
+        for status in [301, 400, 401, 403, 404] {
+            assert_eq!(retry_wait(status, Some(1), 0, plenty), None, "{status}");
+        }
+    }
+
+    fn detail(e: GitlabError) -> String {
+        match e {
+            GitlabError::Status { detail, .. } => detail,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn insufficient_scope_says_which_scope_is_missing() {
+        let body = br#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_api"}"#;
+        assert_eq!(
+            detail(status_error("groups", 403, None, body)),
+            "the access token lacks the read_api scope; GitLab accepts: api read_api"
+        );
+        assert!(detail(status_error("user", 403, None, body)).contains("read_user"));
+    }
+
+    #[test]
+    fn status_details_come_from_gitlab_json_or_short_text() {
+        assert_eq!(
+            detail(status_error(
+                "user",
+                403,
+                None,
+                br#"{"message":"403 Forbidden - Your account has been blocked."}"#
+            )),
+            "403 Forbidden - Your account has been blocked."
+        );
+        assert_eq!(
+            detail(status_error(
+                "user",
+                401,
+                None,
+                br#"{"error":"invalid_token","error_description":"Token is expired."}"#
+            )),
+            "the access token was refused: invalid_token: Token is expired."
+        );
+        assert_eq!(
+            detail(status_error("user", 401, None, b"")),
+            "the access token was refused"
+        );
+        assert_eq!(
+            detail(status_error("groups", 429, None, b"Retry later\n")),
+            "Retry later"
+        );
+        assert_eq!(
+            detail(status_error(
+                "groups",
+                429,
+                None,
+                br#"{"message":{"error":"This endpoint has been requested too many times."}}"#
+            )),
+            r#"{"error":"This endpoint has been requested too many times."}"#
+        );
+        assert_eq!(
+            detail(status_error("user", 502, None, b"<html><body>Bad")),
+            ""
+        );
+        let long = format!("{{\"message\":\"{}\\n\"}}", "x".repeat(5000));
+        let d = detail(status_error("user", 500, None, long.as_bytes()));
+        assert!(d.chars().count() <= MAX_DETAIL + 1 && !d.contains('\n'));
+    }
+
+    #[test]
+    fn redirects_name_only_the_origin_they_point_to() {
+        let d = detail(status_error(
+            "user",
+            301,
+            Some("https://gitlab.example:8443/users/sign_in?secret=x"),
+            b"",
+        ));
+        assert!(
+            d.starts_with("redirect to https://gitlab.example:8443 not followed"),
+            "{d}"
+        );
+        assert!(!d.contains("secret"));
+        let d = detail(status_error("user", 302, Some("/users/sign_in"), b""));
+        assert!(d.starts_with("redirect not followed"), "{d}");
+    }
+
+    #[test]
+    fn clean_and_redact() {
+        assert_eq!(clean("a\nb\u{202e}c\u{7}", 100), "a b c");
+        assert_eq!(clean("abcdef", 3), "abc…");
+        assert_eq!(
+            redact("code abcdef123 and s3".into(), &["abcdef123", "s3"]),
+            "code [redacted] and s3"
+        );
+    }
+}
