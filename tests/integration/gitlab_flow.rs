@@ -22,6 +22,10 @@ const NOT_AUTHORIZED: &str =
 const NOT_ALLOWED: &str = "You are not allowed to authenticate";
 const NO_SIGN_UP: &str = "'gitlab' users are not allowed to sign up";
 const GITLAB_INACTIVE: &str = "Your GitLab account is not active";
+const EMAIL_TAKEN: &str = "This account is already associated with another authentication method. \
+    Sign in using the current authentication method, or contact your administrator to transfer your \
+    account to a different authentication method.";
+const DEACTIVATED: &str = "Your account is deactivated. Please contact your administrator.";
 /// Every reason of the SPEC §5 table (the id-mismatch one by its fixed start).
 const REASONS: &[&str] = &[
     NOT_ALLOWED,
@@ -449,6 +453,23 @@ fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_en
         Some("authorization_code"),
         "{t:?}"
     );
+    // Exactly the authorize request's redirect URI (the fake ignores loopback ports).
+    assert_eq!(
+        t.form_param("redirect_uri"),
+        a.query_param("redirect_uri"),
+        "{t:?}"
+    );
+    // The user was read once, with the access token just issued.
+    let user_calls = gl.requests_to("/api/v4/user");
+    assert_eq!(user_calls.len(), 1, "{user_calls:#?}");
+    let issued = gl.issued_access_tokens();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(
+        user_calls[0].header("authorization"),
+        Some(format!("Bearer {}", issued[0]).as_str()),
+        "{:?}",
+        user_calls[0]
+    );
 
     // The client secret travels only in the token request (form field or HTTP Basic).
     let basic = base64(format!("{APP_ID}:{APP_SECRET}").as_bytes());
@@ -501,6 +522,22 @@ fn scope_is_read_api_when_allowed_groups_need_the_groups() {
         }
     }
     assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+}
+
+#[test]
+fn scope_is_read_api_when_group_sync_needs_the_groups() {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let authorize = gl.requests_to("/oauth/authorize");
+    assert_eq!(authorize.len(), 1, "{authorize:?}");
+    assert_eq!(
+        authorize[0].query_param("scope").as_deref(),
+        Some("read_api"),
+        "{:?}",
+        authorize[0]
+    );
+    assert_eq!(gl.requests_to("/api/v4/groups").len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,6 +612,27 @@ fn groups_pagination_by_x_next_page_only() {
 #[test]
 fn groups_pagination_without_totals() {
     two_pages_of_groups(PaginationHeaders::Full, true);
+}
+
+#[test]
+fn allowed_group_found_only_on_the_last_page_of_groups_admits() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+    gitlab_user(&gl, 1001, "ann");
+    for i in 0..150 {
+        gl.add_member("ann", &format!("g-{i:03}"), access::DEVELOPER);
+    }
+    // Named to sort after every `g-*`: listed on page 2 only.
+    gl.add_member("ann", "acme/zz-last", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    let calls = gl.requests_to("/api/v4/groups");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(
+        calls[1].query_param("page").as_deref(),
+        Some("2"),
+        "{:?}",
+        calls[1]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +712,67 @@ fn group_sync_leaves_local_users_memberships_alone() {
         strings(&["beta", "manual", "users"])
     );
     assert_eq!(user(&lg, "carol"), carol_before);
+}
+
+#[test]
+fn memberships_of_gitlab_users_cannot_be_edited_by_api_while_sync_is_on() {
+    let (lg, gl) = lab(&[SYNC_ON]);
+    lg.create_group("acme/platform");
+    lg.create_group("manual");
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["acme/platform", "users"]));
+    let before = snapshot(&lg);
+    let mut admin = lg.admin();
+    for (path, group) in [
+        ("/api/user_groups/add_user", "manual"),
+        ("/api/user_groups/remove_user", "acme/platform"),
+    ] {
+        let msg = admin
+            .post_form(path, &[("name", group), ("login", "ann")])
+            .expect_error(400);
+        assert!(
+            msg.to_lowercase().contains("synchroniz"),
+            "{path}: the refusal does not say why: {msg:?}"
+        );
+    }
+    assert_unchanged(&lg, &before);
+    // Local users are not managed by synchronization.
+    lg.create_user("carol", USER_PASSWORD);
+    for path in ["/api/user_groups/add_user", "/api/user_groups/remove_user"] {
+        admin
+            .post_form(path, &[("name", "manual"), ("login", "carol")])
+            .expect(204);
+    }
+}
+
+#[test]
+fn memberships_of_gitlab_users_are_editable_while_sync_is_off() {
+    let (lg, gl) = lab(&[SYNC_OFF]);
+    lg.create_group("acme/platform");
+    lg.create_group("manual");
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
+    let mut admin = lg.admin();
+    admin
+        .post_form(
+            "/api/user_groups/add_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    // Signing in again keeps the hand-made membership and adds none.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["manual", "users"]));
+    admin
+        .post_form(
+            "/api/user_groups/remove_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,6 +906,31 @@ fn sign_up_off_admits_and_links_a_user_created_with_local_false() {
     sign_in(&lg, &gl, "ann2", "/").accepted("/");
     assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
     assert_eq!(user(&lg, "ann")["externalIdentity"], "ann2");
+}
+
+#[test]
+fn pre_provisioned_identity_is_linked_ignoring_case() {
+    let (lg, gl) = lab(&[SIGN_UP_OFF]);
+    gitlab_user(&gl, 1001, "ann");
+    lg.create_user("ann.l", USER_PASSWORD);
+    lg.admin()
+        .post_form(
+            "/api/users/update_identity_provider",
+            &[
+                ("login", "ann.l"),
+                ("newExternalProvider", "gitlab"),
+                ("newExternalIdentity", "ANN"),
+            ],
+        )
+        .expect(204);
+    let mut c = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann.l", "{me}");
+    assert_eq!(me["externalIdentity"], "ann", "refreshed from GitLab: {me}");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann.l"]));
+    // Found again by its GitLab id.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann.l"]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -959,6 +1103,12 @@ fn fault_groups_page_2_of_3_refuses_and_writes_nothing() {
 fn fault_user_endpoint_delayed_20s_is_refused_within_15s() {
     let f = fault_lab(false);
     f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Delay(Duration::from_secs(20))));
+}
+
+#[test]
+fn fault_token_endpoint_delayed_20s_is_refused_within_15s() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Token, Fault::Delay(Duration::from_secs(20))));
 }
 
 #[test]
@@ -1331,6 +1481,67 @@ fn secret_code_and_access_token_appear_in_no_answer_and_no_log_line() {
     }
 }
 
+#[test]
+fn sign_in_decisions_are_logged_with_provider_and_username_but_no_secret() {
+    let (lg, gl) = lab_with(Launch::new().env("LABGATE_LOG", "info"), &[]);
+    gitlab_user(&gl, 1001, "zoe.k");
+    let mut secrets: Vec<(&str, String)> = vec![("client secret", APP_SECRET.to_string())];
+    let trip = sign_in(&lg, &gl, "zoe.k", "/");
+    secrets.push(("OAuth code", trip.code()));
+    secrets.push((
+        "state",
+        url_param(&trip.authorize_url, "state").unwrap_or_default(),
+    ));
+    let c = trip.accepted("/");
+    secrets.push((
+        "session id",
+        c.cookie("labgate_session").unwrap_or_default().to_string(),
+    ));
+    // Refused by a rule, once the username is known.
+    gl.set_user_state("zoe.k", "deactivated");
+    let mut trip = sign_in(&lg, &gl, "zoe.k", "/");
+    secrets.push(("OAuth code", trip.code()));
+    secrets.push((
+        "state",
+        url_param(&trip.authorize_url, "state").unwrap_or_default(),
+    ));
+    let page = trip.refused();
+    assert!(page.contains(GITLAB_INACTIVE), "{page}");
+    let tokens = gl.issued_access_tokens();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    secrets.extend(tokens.into_iter().map(|t| ("access token", t)));
+    secrets.extend(
+        gl.requests_to("/oauth/token")
+            .iter()
+            .filter_map(|r| r.form_param("code_verifier"))
+            .map(|v| ("PKCE verifier", v)),
+    );
+
+    for outcome in ["accepted", "refused"] {
+        let tag = format!("outcome={outcome}");
+        let line = lg
+            .stderr()
+            .wait_for(Duration::from_secs(5), |l| {
+                l.contains("provider=gitlab") && l.contains(&tag)
+            })
+            .unwrap_or_else(|| panic!("no {tag} decision line:\n{}", lg.stderr().joined()));
+        assert!(line.contains("zoe.k"), "no username: {line}");
+    }
+    // Wait for the line of a last, distinct request, then read the whole log.
+    lg.client().get("/api/server/version").expect(200);
+    lg.stderr()
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("/api/server/version")
+        })
+        .unwrap_or_else(|| panic!("no request line:\n{}", lg.stderr().joined()));
+    for line in lg.stderr().all() {
+        for (what, s) in &secrets {
+            assert!(!s.is_empty(), "{what} not captured");
+            assert!(!line.contains(s.as_str()), "{what} logged: {line}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 12. Inactive GitLab accounts
 
@@ -1364,5 +1575,224 @@ fn deactivated_gitlab_user_is_refused_as_not_active() {
     gl.set_user_state("bob", "deactivated");
     let page = sign_in(&lg, &gl, "bob", "/").refused();
     assert!(page.contains(GITLAB_INACTIVE), "{page}");
+    assert_unchanged(&lg, &before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Accounts: creation, refresh, conflicts
+
+#[test]
+fn first_sign_in_creates_the_user_in_the_default_group() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let groups_before = group_names(&lg);
+    let mut c = sign_in(&lg, &gl, "ann", "/account").accepted("/account");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann", "{me}");
+    assert_eq!(me["name"], "ann Lovelace", "{me}");
+    assert_eq!(me["email"], "ann@example.com", "{me}");
+    assert_eq!(me["local"], false, "{me}");
+    assert_eq!(me["externalProvider"], "gitlab", "{me}");
+    assert_eq!(me["externalIdentity"], "ann", "{me}");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
+    assert_eq!(group_names(&lg), groups_before, "a group was created");
+    let u = user(&lg, "ann");
+    assert!(u["lastConnectionDate"].is_string(), "{u}");
+}
+
+#[test]
+fn name_email_and_username_are_refreshed_at_each_sign_in() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    gl.update_user("ann", |u| {
+        u.username = "ann2".into();
+        u.name = "Ann Renamed".into();
+        u.email = "ann2@example.com".into();
+    });
+    let mut c = sign_in(&lg, &gl, "ann2", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann", "the login stays: {me}");
+    assert_eq!(me["name"], "Ann Renamed", "{me}");
+    assert_eq!(me["email"], "ann2@example.com", "{me}");
+    assert_eq!(me["externalIdentity"], "ann2", "{me}");
+    // And at the next sign-in again, not only the first time.
+    gl.update_user("ann2", |u| {
+        u.username = "ann3".into();
+        u.name = "Ann Third".into();
+        u.email = "ann3@example.com".into();
+    });
+    sign_in(&lg, &gl, "ann3", "/").accepted("/");
+    let u = user(&lg, "ann");
+    assert_eq!(u["name"], "Ann Third", "{u}");
+    assert_eq!(u["email"], "ann3@example.com", "{u}");
+    assert_eq!(u["externalIdentity"], "ann3", "{u}");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+}
+
+#[test]
+fn taken_login_gets_a_gitlab_suffix() {
+    let (lg, gl) = lab(&[]);
+    lg.create_user("ann", USER_PASSWORD);
+    let local_ann = user(&lg, "ann");
+    gitlab_user(&gl, 1001, "ann");
+    let mut c = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    assert_eq!(me["login"], "ann-gitlab", "{me}");
+    assert_eq!(me["externalIdentity"], "ann", "{me}");
+    assert_eq!(user(&lg, "ann"), local_ann, "the local ann changed");
+    // The next sign-in finds ann-gitlab by its GitLab id.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(user_logins(&lg), strings(&["admin", "ann", "ann-gitlab"]));
+    // Both taken: a numeric suffix.
+    lg.create_user("kim", USER_PASSWORD);
+    lg.create_user("kim-gitlab", USER_PASSWORD);
+    gitlab_user(&gl, 1002, "kim");
+    let mut c = sign_in(&lg, &gl, "kim", "/").accepted("/");
+    let me = c.get("/api/users/current").expect_json(200);
+    let login = me["login"].as_str().unwrap_or_default();
+    let number = login
+        .strip_prefix("kim-gitlab")
+        .unwrap_or_default()
+        .trim_start_matches('-');
+    assert!(
+        !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()),
+        "{me}"
+    );
+}
+
+#[test]
+fn email_of_another_account_is_refused_with_the_spec_text() {
+    let (lg, gl) = lab(&[]);
+    lg.admin()
+        .post_form(
+            "/api/users/create",
+            &[
+                ("login", "ann-local"),
+                ("name", "Ann Local"),
+                ("email", "ann@example.com"),
+                ("password", USER_PASSWORD),
+            ],
+        )
+        .expect_json(200);
+    // A new GitLab user.
+    gitlab_user(&gl, 1001, "ann");
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(EMAIL_TAKEN), "{page}");
+    assert_unchanged(&lg, &before);
+    // An existing GitLab user whose GitLab email became another account's.
+    gitlab_user(&gl, 1002, "bob");
+    sign_in(&lg, &gl, "bob", "/").accepted("/");
+    gl.update_user("bob", |u| {
+        u.email = "ann@example.com".into();
+        u.name = "Bob Renamed".into();
+    });
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "bob", "/").refused();
+    assert!(page.contains(EMAIL_TAKEN), "{page}");
+    assert_unchanged(&lg, &before);
+}
+
+#[test]
+fn same_username_with_another_gitlab_id_is_refused() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    // On GitLab, Ann took another username and someone else took "ann".
+    gl.update_user("ann", |u| u.username = "ann-old".into());
+    let mut other = FakeUser::new(2002, "ann");
+    other.name = "Impostor".into();
+    other.email = "impostor@example.com".into();
+    gl.add_user(other);
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(
+        page.contains("Failed to authenticate with login 'ann'"),
+        "{page}"
+    );
+    assert_unchanged(&lg, &before);
+    assert_eq!(user(&lg, "ann")["name"], "ann Lovelace");
+}
+
+#[test]
+fn deactivated_user_is_refused_and_stays_deactivated() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    lg.admin()
+        .post_form("/api/users/deactivate", &[("login", "ann")])
+        .expect_json(200);
+    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
+    let before = snapshot(&lg);
+    assert_eq!(
+        logins(&before["deactivated"]),
+        strings(&["ann"]),
+        "{before}"
+    );
+    let page = sign_in(&lg, &gl, "ann", "/").refused();
+    assert!(page.contains(DEACTIVATED), "{page}");
+    assert_unchanged(&lg, &before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Sessions
+
+#[test]
+fn a_new_session_id_is_issued_at_the_callback_and_the_old_one_is_deleted() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    let trip = sign_in(&lg, &gl, "ann", "/");
+    let pre_login: Vec<String> = trip.before_callback.cookies.values().cloned().collect();
+    let first = trip.accepted("/");
+    let old = first
+        .cookie("labgate_session")
+        .expect("a session cookie after the callback")
+        .to_string();
+    assert!(
+        !pre_login.contains(&old),
+        "session id reused from before the sign-in"
+    );
+    // Signing in again from a browser that still holds that session.
+    let mut again = start(&lg, &gl, "ann", "/");
+    again
+        .browser
+        .cookies
+        .insert("labgate_session".into(), old.clone());
+    let second = again.finish().accepted("/");
+    let new = second
+        .cookie("labgate_session")
+        .expect("a session cookie after the callback");
+    assert_ne!(new, old, "the session id was kept");
+    // A copy of the old cookie no longer authenticates: it is refused, not anonymous.
+    let mut stale = lg.client();
+    stale.cookies.insert("labgate_session".into(), old);
+    stale.get("/api/users/current").expect_error(401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. Disabled GitLab
+
+#[test]
+fn disabled_gitlab_cannot_be_used() {
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.enabled", &["false"])]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.sign_in_as("ann");
+    let before = snapshot(&lg);
+    let mut browser = lg.client();
+    let r = browser.get("/sessions/init/gitlab?return_to=%2F");
+    let page = expect_refused(&mut browser, &r);
+    assert_generic(&page);
+    assert!(gl.requests().is_empty(), "{:#?}", gl.requests());
+    // A sign-in started while enabled cannot finish once disabled.
+    set_setting(&lg, "sonar.auth.gitlab.enabled", &["true"]);
+    let started = start(&lg, &gl, "ann", "/");
+    set_setting(&lg, "sonar.auth.gitlab.enabled", &["false"]);
+    started.finish().refused_generic();
+    assert!(
+        gl.requests_to("/oauth/token").is_empty(),
+        "code exchanged while disabled"
+    );
     assert_unchanged(&lg, &before);
 }
