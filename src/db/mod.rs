@@ -450,6 +450,53 @@ mod tests {
         assert!(err.to_string().contains("newer"));
     }
 
+    fn temp_db(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("labgate-pool-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labgate.db");
+        let mut conn = open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        path
+    }
+
+    #[test]
+    fn pool_reuses_connections_and_never_opens_more_than_its_size() {
+        let pool = Pool::new(temp_db("size"), 2);
+        let a = pool.get(Duration::from_millis(10)).unwrap();
+        let b = pool.get(Duration::from_millis(10)).unwrap();
+        let third = pool.get(Duration::from_millis(20));
+        assert!(matches!(third, Err(crate::error::AppError::Unavailable(_))));
+        drop(a);
+        let c = pool
+            .get(Duration::from_millis(10))
+            .expect("a returned connection is reused");
+        drop((b, c));
+        assert_eq!(pool.state.lock().unwrap().open, 2);
+    }
+
+    #[test]
+    fn pool_waits_for_a_connection_to_come_back() {
+        let pool = std::sync::Arc::new(Pool::new(temp_db("wait"), 1));
+        let held = pool.get(Duration::from_millis(10)).unwrap();
+        let other = std::sync::Arc::clone(&pool);
+        let waiter =
+            std::thread::spawn(move || other.get(Duration::from_secs(10)).map(|_| ()).is_ok());
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_connection_left_inside_a_transaction_is_not_reused() {
+        let pool = Pool::new(temp_db("tx"), 2);
+        {
+            let conn = pool.get(Duration::from_millis(10)).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        }
+        let state = pool.state.lock().unwrap();
+        assert_eq!((state.idle.len(), state.open), (0, 0));
+    }
+
     #[test]
     fn bootstrap_runs_once() {
         let mut conn = test_db();
