@@ -162,6 +162,24 @@ fn reset_password(
 }
 
 fn serve(config: Config) -> Result<(), String> {
+    // A panic (labgate's handlers catch theirs; oxhttp's connection threads may panic on a
+    // malformed request target) is logged as one line, never a backtrace per request.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        log::error!(
+            "panic in thread {:?}{location}: {message}",
+            std::thread::current().name().unwrap_or("?")
+        );
+    }));
     labgate::prepare_data_dir(&config.data_dir)?;
     if let Some(password) = labgate::open_store(&config)? {
         eprintln!(

@@ -17,6 +17,8 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most connections served at once (one thread each). Stalled clients below this cap cannot
 /// lock others out; above it, new connections wait for a slot.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Longest time a request body may take to arrive, however it is trickled.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// How long in-flight requests may take to finish after SIGTERM.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,19 +212,29 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         }
     }
     let mut body = Vec::new();
-    if let Err(e) = request
-        .body_mut()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-    {
-        let status = if e.kind() == std::io::ErrorKind::TimedOut
-            || e.kind() == std::io::ErrorKind::WouldBlock
-        {
-            408
-        } else {
-            400
-        };
-        return Err(Resp::text(status, "The request body could not be read"));
+    let started = Instant::now();
+    let mut reader = request.body_mut().take(MAX_BODY as u64 + 1);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let status = if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::WouldBlock
+                {
+                    408
+                } else {
+                    400
+                };
+                return Err(Resp::text(status, "The request body could not be read"));
+            }
+        }
+        // The read timeout restarts with every byte: a body trickled in is cut off as a whole.
+        if started.elapsed() > BODY_DEADLINE {
+            return Err(Resp::text(408, "The request body was sent too slowly"));
+        }
     }
     if body.len() > MAX_BODY {
         return Err(refuse(crate::error::AppError::PayloadTooLarge));

@@ -206,6 +206,11 @@ pub fn start_session(
 ) -> AppResult<Vec<String>> {
     let timeout = crate::settings::session_timeout_secs(conn)?;
     let tx = db::write_tx(conn)?;
+    // Checked again inside the transaction: a deactivation that committed since the password
+    // was verified must not leave a session behind.
+    if !users::find_by_id(&tx, user.id)?.is_some_and(|u| u.active) {
+        return Err(AppError::Unauthorized("Authentication failed".into()));
+    }
     // Sessions that ran out are removed as new ones start, so the table does not grow.
     sessions::purge_expired(&tx, now, timeout)?;
     let (value, session) = sessions::create(&tx, user.id, now)?;

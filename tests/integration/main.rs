@@ -25,6 +25,7 @@ mod limits;
 mod page_forms;
 mod pages;
 mod paging;
+mod reliability;
 mod route_table;
 mod throttle_proxy;
 mod walkthrough;
