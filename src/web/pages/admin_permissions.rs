@@ -166,41 +166,30 @@ pub fn grant_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 pub fn revoke_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let group = field(ctx, "groupName");
-    let permission = field(ctx, "permission");
-    match accounts::revoke_group(&mut ctx.conn, &group, &permission) {
-        Ok(()) => {
-            log::info!(
-                "admin: permission revoked permission={permission:?} group={group:?} by={:?}",
-                ctx.caller()?.user.login
-            );
-            let message = format!(
-                "Permission '{}' was revoked from group '{group}'.",
-                label(&permission)
-            );
-            done(ctx, &message, PAGE)
-        }
-        Err(e) => {
-            let f = Forms {
-                revoke_errors: FormErrors::from_error(e)?,
-                ..Forms::default()
-            };
-            page(ctx, 422, f)
-        }
-    }
+    revoke(ctx, "groupName", "group", accounts::revoke_group)
 }
 
 pub fn revoke_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let login = field(ctx, "login");
+    revoke(ctx, "login", "user", accounts::revoke_user)
+}
+
+/// Revokes a permission from the group or user named by `field`; `kind` names it in messages.
+fn revoke(
+    ctx: &mut Ctx<'_>,
+    field_name: &str,
+    kind: &str,
+    apply: fn(&mut rusqlite::Connection, &str, &str) -> AppResult<()>,
+) -> AppResult<Resp> {
+    let holder = field(ctx, field_name);
     let permission = field(ctx, "permission");
-    match accounts::revoke_user(&mut ctx.conn, &login, &permission) {
+    match apply(&mut ctx.conn, &holder, &permission) {
         Ok(()) => {
             log::info!(
-                "admin: permission revoked permission={permission:?} login={login:?} by={:?}",
+                "admin: permission revoked permission={permission:?} {kind}={holder:?} by={:?}",
                 ctx.caller()?.user.login
             );
             let message = format!(
-                "Permission '{}' was revoked from user '{login}'.",
+                "Permission '{}' was revoked from {kind} '{holder}'.",
                 label(&permission)
             );
             done(ctx, &message, PAGE)
