@@ -122,6 +122,12 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 /// Pragmas every connection carries.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    // Keep one query plan per cached statement: without this, SQLite re-prepares statements
+    // whose bound values (ids 0 and 1 among them) could change the plan, on every run.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;

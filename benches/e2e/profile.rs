@@ -1,0 +1,109 @@
+//! `--profile KIND [--count N]`: one operation repeated sequentially against labgate, for a
+//! profiler wrapped around labgate with `LABGATE_BENCH_WRAP`. Under callgrind, the counters are
+//! zeroed after the set-up and warm-up and dumped after the measured operations, so the dump
+//! (`callgrind.out.<pid>.1`) holds only them:
+//!
+//! ```text
+//! LABGATE_BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" \
+//!     cargo bench --bench e2e -- --profile signin-250 --count 100
+//! callgrind_annotate --inclusive=yes /tmp/cg.<pid>.1 | head -60
+//! ```
+//!
+//! KIND: `signin-1`, `signin-250` (GitLab sign-in of a user in 1 / 250 groups), `current`
+//! (`api/users/current` with a session cookie), `admin-users` (the `/admin/users` page),
+//! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`).
+
+use crate::http::Conn;
+use crate::servers::{self, Labgate, TempDir};
+use crate::{
+    admin_login, admin_token, configure_gitlab, gitlab_cookie, labgate_sign_in, load, Browser,
+    FAKE_PREFIX, GITLAB_USERS, MANY_GROUPS, SCALE_GROUPS,
+};
+use std::time::{Duration, Instant};
+
+fn callgrind(pid: u32, what: &str) {
+    let wrap = std::env::var("LABGATE_BENCH_WRAP").unwrap_or_default();
+    if wrap.contains("callgrind") {
+        let status = std::process::Command::new("callgrind_control")
+            .arg(what)
+            .arg(pid.to_string())
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("callgrind_control {what} {pid} failed: {status:?}");
+        }
+    }
+}
+
+pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> {
+    let root = TempDir::new("profile");
+    let lab = Labgate::new(&root.0);
+    let fake = servers::start_self(
+        &[
+            "--serve-fake",
+            &GITLAB_USERS.to_string(),
+            &MANY_GROUPS.to_string(),
+        ],
+        FAKE_PREFIX,
+        "fake GitLab",
+    )?;
+    let mut lg = lab.start()?;
+    let admin = admin_login(lg.addr)?;
+    let token = admin_token(lg.addr, &admin)?;
+    configure_gitlab(lg.addr, &token, &format!("http://{}", fake.addr))?;
+    if kind == "search" {
+        lg.stop()?;
+        let users = if quick { 10_000 } else { 100_000 };
+        load::load(&lab.db_path(), users, SCALE_GROUPS)?;
+        lg = lab.start()?;
+    }
+    let cookie = admin.cookie_header();
+    let mut conn = Conn::new(lg.addr);
+    let mut get = |target: &str| -> Result<(), String> {
+        let r = conn
+            .get(target, &[("Cookie", &cookie)])
+            .map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!("GET {target}: {}", r.status));
+        }
+        Ok(())
+    };
+    let mut op: Box<dyn FnMut() -> Result<(), String>> = match kind {
+        "signin-1" | "signin-250" => {
+            let user = if kind == "signin-1" {
+                "one00"
+            } else {
+                "many00"
+            };
+            let mut browser = Browser::new(lg.addr, fake.addr, gitlab_cookie(fake.addr, user)?, 0);
+            Box::new(move || labgate_sign_in(&mut browser).map(|_| ()))
+        }
+        "current" => Box::new(move || get("/api/users/current")),
+        "admin-users" => Box::new(move || get("/admin/users")),
+        "search" => Box::new(move || get("/api/users/search?q=greta")),
+        other => return Err(format!("--profile {other}: unknown kind")),
+    };
+    let n = count.unwrap_or(match kind {
+        "search" => 30,
+        "signin-1" | "signin-250" => 100,
+        _ => 500,
+    });
+    for _ in 0..5 {
+        op()?;
+    }
+    callgrind(lg.pid, "--zero");
+    let t = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    let took = t.elapsed();
+    callgrind(lg.pid, "--dump=measured");
+    std::thread::sleep(Duration::from_millis(200));
+    println!(
+        "profile {kind}: {n} operations in {:.2} s ({:.3} ms each) against labgate pid {}",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / n as f64,
+        lg.pid
+    );
+    lg.stop()
+}
