@@ -339,8 +339,7 @@ pub fn create_group(
     if groups::find_by_name(&tx, name.as_str())?.is_some() {
         return Err(AppError::rule(format!("Group '{name}' already exists")));
     }
-    let id = groups::create(&tx, name.as_str(), &description, now)?;
-    let _ = id;
+    groups::create(&tx, name.as_str(), &description, now)?;
     let group = group_by_name(&tx, name.as_str())?;
     tx.commit()?;
     Ok(group)

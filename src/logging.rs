@@ -1,6 +1,6 @@
 //! A small logger to stderr: `LEVEL target: message`, level from `LABGATE_LOG`.
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 
 struct StderrLogger;
@@ -40,5 +40,4 @@ pub fn init(level: LevelFilter) {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
-    let _ = Level::Info;
 }

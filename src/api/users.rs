@@ -2,7 +2,7 @@
 
 use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
-use crate::db::{self, users};
+use crate::db::users;
 use crate::error::{AppError, AppResult};
 use crate::web::request::Resp;
 use crate::web::Ctx;
@@ -154,6 +154,5 @@ pub fn update_identity_provider(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let provider = ctx.req.required("newExternalProvider")?;
     let identity = ctx.req.required("newExternalIdentity")?;
     accounts::update_identity_provider(&mut ctx.conn, login, provider, identity, ctx.now)?;
-    let _ = db::DEFAULT_GROUP;
     Ok(Resp::no_content())
 }

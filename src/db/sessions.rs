@@ -178,16 +178,14 @@ mod tests {
     #[test]
     fn activity_extends_idle_life_but_not_hard_limit() {
         let conn = test_db();
-        let (value, s) = create(&conn, 1, 0).unwrap();
+        let (value, _) = create(&conn, 1, 0).unwrap();
         let mut now = 0;
-        let mut session = s;
         while now + IDLE / 2 < MAX_AGE_SECS {
             now += IDLE / 2;
-            session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
+            let session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
             touch(&conn, &session, now).unwrap();
         }
         assert!(find(&conn, &value, MAX_AGE_SECS, IDLE).unwrap().is_none());
-        let _ = session;
     }
 
     #[test]

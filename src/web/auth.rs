@@ -219,12 +219,17 @@ pub fn start_session(
     Ok(session_cookies(app, conn, &value, &session.csrf_token))
 }
 
-pub fn session_cookies(app: &App, conn: &Connection, value: &str, csrf: &str) -> Vec<String> {
-    let secure = if app.base_url(conn).starts_with("https://") {
+/// `; Secure` when browsers reach labgate over https, for every cookie labgate sets.
+pub fn secure_attribute(app: &App, conn: &Connection) -> &'static str {
+    if app.base_url(conn).starts_with("https://") {
         "; Secure"
     } else {
         ""
-    };
+    }
+}
+
+pub fn session_cookies(app: &App, conn: &Connection, value: &str, csrf: &str) -> Vec<String> {
+    let secure = secure_attribute(app, conn);
     let max_age = sessions::MAX_AGE_SECS;
     vec![
         format!(

@@ -35,11 +35,7 @@ fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
 }
 
 fn cookie(ctx: &Ctx<'_>, name: &str, value: &str, max_age: i64) -> String {
-    let secure = if ctx.base_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 

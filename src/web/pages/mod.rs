@@ -109,11 +109,7 @@ fn render_login(
     error: Option<String>,
 ) -> AppResult<Resp> {
     let csrf = crate::crypto::random_hex(16);
-    let secure = if ctx.base_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
     ctx.cookies.push(format!(
         "{LOGIN_CSRF_COOKIE}={csrf}; Path=/sessions/new; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
     ));
