@@ -13,6 +13,7 @@ pub mod gitlab;
 pub mod gitlab_config;
 pub mod logging;
 pub mod model;
+pub mod process;
 pub mod provisioning;
 pub mod server;
 pub mod settings;
@@ -113,6 +114,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             pool: db::Pool::new(config.db_path(), 8),
             config: config.clone(),
             throttle: throttle::Throttle::new(),
+            sign_in_starts: throttle::SignInStarts::new(),
             bound,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

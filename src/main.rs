@@ -85,6 +85,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    labgate::process::tune_allocator();
     let (command, flags) = parse_args().map_err(|e| e.to_string())?;
     let env = |name: &str| std::env::var(name).ok();
     match command {

@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 /// Read/write timeout of a connection: a stalled client is dropped after this.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
-/// Most connections served at once (one thread each). Stalled clients below this cap cannot
-/// lock others out; above it, new connections wait for a slot.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Most connections served at once (one thread each, a few tens of KiB resident). Stalled
+/// clients below this cap cannot lock others out; above it, new connections wait for a slot.
+/// Lowered at start when the open-file limit cannot hold it (see `process`).
+pub const MAX_CONNECTIONS: usize = 2048;
 /// Longest time a request body may take to arrive, however it is trickled.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Most header fields in one request (431 beyond).
+pub const MAX_HEADER_FIELDS: usize = 100;
 /// How long in-flight requests may take to finish after SIGTERM.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +44,13 @@ pub fn spawn_with(
 ) -> std::io::Result<(SocketAddr, Arc<App>)> {
     let attempts = if listen.port() == 0 { 5 } else { 1 };
     let mut last_err = None;
+    let max_connections = crate::process::connection_capacity(MAX_CONNECTIONS);
+    if max_connections < MAX_CONNECTIONS {
+        log::warn!(
+            "the open-file limit allows only {max_connections} connections at once \
+             (wanted {MAX_CONNECTIONS}); raise `ulimit -n` for more"
+        );
+    }
     for _ in 0..attempts {
         let addr = if listen.port() == 0 {
             reserve_port(listen.ip())?
@@ -52,7 +62,7 @@ pub fn spawn_with(
         let server = oxhttp::Server::new(move |request| handle(&handler_app, request, dispatch))
             .bind(addr)
             .with_global_timeout(CONNECTION_TIMEOUT)
-            .with_max_concurrent_connections(MAX_CONNECTIONS);
+            .with_max_concurrent_connections(max_connections);
         match server.spawn() {
             Ok(_listening) => return Ok((addr, app)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && listen.port() == 0 => {
@@ -92,7 +102,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// The peer address: oxhttp gives handlers none, but names each connection's thread after it.
-fn peer_address() -> Option<SocketAddr> {
+pub(crate) fn peer_address() -> Option<SocketAddr> {
     let current = std::thread::current();
     let name = current.name()?;
     let (addr, _) = name.split_once(": responding thread")?;
@@ -142,22 +152,39 @@ pub fn handle(
         abandon_body(request);
         Resp::text(503, "labgate is shutting down; try again in a moment")
             .with_header("Retry-After", "5")
-    } else if method == "GET" && path == "/static/style.css" {
-        Resp::new(200, "text/css; charset=utf-8", STYLE_CSS)
-            .with_header("Cache-Control", "public, max-age=3600")
+    } else if (method == "GET" || method == "HEAD") && path == "/static/style.css" {
+        Resp::new(
+            200,
+            "text/css; charset=utf-8",
+            if method == "HEAD" { "" } else { STYLE_CSS },
+        )
+        .with_header("Cache-Control", "public, max-age=3600")
     } else {
         match read_request(app, request, &request_id) {
-            Ok(req) => match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(app, &req))) {
-                Ok(resp) => resp,
-                Err(_) => {
-                    log::error!("request {request_id}: handler panicked on {method} {path}");
-                    web::error_response(
-                        &req,
-                        req.is_api(),
-                        crate::error::AppError::Internal(format!("panic in request {request_id}")),
-                    )
+            Ok(mut req) => {
+                // HEAD is answered as GET without the body.
+                let head = req.method == "HEAD";
+                if head {
+                    req.method = "GET".into();
                 }
-            },
+                match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(app, &req))) {
+                    Ok(resp) if head => Resp {
+                        body: Vec::new(),
+                        ..resp
+                    },
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        log::error!("request {request_id}: handler panicked on {method} {path}");
+                        web::error_response(
+                            &req,
+                            req.is_api(),
+                            crate::error::AppError::Internal(format!(
+                                "panic in request {request_id}"
+                            )),
+                        )
+                    }
+                }
+            }
             Err(resp) => {
                 abandon_body(request);
                 resp
@@ -190,6 +217,15 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         };
         web::error_response(&stub, is_api, err)
     };
+    // oxhttp refuses a header section over 8 KiB itself (400) before labgate sees it; labgate
+    // refuses many small fields, which would each be copied and searched.
+    if request.headers().len() > MAX_HEADER_FIELDS {
+        return Err(refuse(crate::error::AppError::invalid(
+            "headers",
+            format!("Too many header fields (at most {MAX_HEADER_FIELDS})"),
+        ))
+        .with_status(431));
+    }
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
@@ -356,6 +392,7 @@ mod tests {
             pool: crate::db::Pool::new(config.db_path(), 2),
             config,
             throttle: crate::throttle::Throttle::new(),
+            sign_in_starts: crate::throttle::SignInStarts::new(),
             bound,
             draining: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),

@@ -1,5 +1,6 @@
 //! Slowing down password guessing: failed sign-ins are counted per login, per client address
-//! (when a trusted proxy tells it) and for the whole server. Time is passed in.
+//! (when a trusted proxy tells it) and for the whole server. Also bounds how many GitLab
+//! sign-ins one network address may start (each start stores a pending row). Time is passed in.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -130,9 +131,110 @@ impl Throttle {
     }
 }
 
+/// GitLab sign-ins one client network (an IPv4 address, an IPv6 /64) may start per window:
+/// enough for a lab of a few hundred people behind one NAT signing in the same morning.
+pub const STARTS_PER_NETWORK: u32 = 300;
+/// Window in which sign-in starts are counted, seconds (the lifetime of a pending sign-in).
+pub const STARTS_WINDOW_SECS: i64 = 600;
+
+/// Counts GitLab sign-in starts per client network, so that one client cannot fill the table
+/// of pending sign-ins. Memory is bounded: past `MAX_TRACKED` networks, stale ones are dropped,
+/// and while all are fresh new networks are counted together in one shared bucket.
+#[derive(Default)]
+pub struct SignInStarts {
+    state: Mutex<HashMap<Option<IpAddr>, (i64, u32)>>,
+}
+
+/// The network an address counts for: IPv4 as is, IPv6 by its /64 (one host usually has a
+/// whole /64 to itself); IPv4-mapped IPv6 as IPv4.
+pub fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl SignInStarts {
+    pub fn new() -> SignInStarts {
+        SignInStarts::default()
+    }
+
+    /// Records a start from `address`; `Err(seconds)` when that network started too many in
+    /// the window (the start is then not counted), with the time to wait.
+    pub fn record(&self, address: Option<IpAddr>, now: i64) -> Result<(), i64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = address.map(network_of);
+        if !state.contains_key(&key) && state.len() >= MAX_TRACKED {
+            state.retain(|_, (start, _)| now - *start < STARTS_WINDOW_SECS);
+            if state.len() >= MAX_TRACKED {
+                key = None;
+            }
+        }
+        let entry = state.entry(key).or_insert((now, 0));
+        if now - entry.0 >= STARTS_WINDOW_SECS {
+            *entry = (now, 0);
+        }
+        // Starts from unknown addresses share one bucket: allow them far more.
+        let limit = if key.is_none() {
+            STARTS_PER_NETWORK * 100
+        } else {
+            STARTS_PER_NETWORK
+        };
+        if entry.1 >= limit {
+            return Err((entry.0 + STARTS_WINDOW_SECS - now).max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_network_may_start_a_bounded_number_of_sign_ins() {
+        let s = SignInStarts::new();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..STARTS_PER_NETWORK {
+            assert_eq!(s.record(Some(a), 100), Ok(()));
+        }
+        assert_eq!(s.record(Some(a), 160), Err(STARTS_WINDOW_SECS - 60));
+        assert_eq!(s.record(Some(b), 160), Ok(()));
+        assert_eq!(s.record(Some(a), 100 + STARTS_WINDOW_SECS), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let s = SignInStarts::new();
+        for i in 0..STARTS_PER_NETWORK {
+            let a: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            assert_eq!(s.record(Some(a), 0), Ok(()));
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(s.record(Some(same_64), 0).is_err());
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(s.record(Some(other_64), 0), Ok(()));
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert_eq!(network_of(mapped), "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn sign_in_start_memory_stays_bounded() {
+        let s = SignInStarts::new();
+        for i in 0..(MAX_TRACKED as u32 + 50) {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(s.record(Some(a), 0), Ok(()));
+        }
+        assert!(s.state.lock().unwrap().len() <= MAX_TRACKED + 1);
+    }
 
     #[test]
     fn login_is_locked_after_free_failures_and_lock_grows() {

@@ -6,6 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 /// How long a started sign-in may take to come back, seconds.
 pub const STATE_TTL_SECS: i64 = 600;
+/// Most pending sign-ins kept: past this the oldest are dropped (a flood of starts from many
+/// addresses then shortens how long a sign-in may take, instead of growing the file).
+pub const MAX_PENDING: i64 = 100_000;
 /// How long a refusal reason waits to be shown, seconds.
 pub const REFUSAL_TTL_SECS: i64 = 300;
 
@@ -40,6 +43,11 @@ pub fn insert_state(
             return_to,
             now
         ],
+    )?;
+    // Row ids grow with each insert, so the oldest rows are the lowest ids.
+    conn.execute(
+        "DELETE FROM oauth_states WHERE rowid <= (SELECT max(rowid) FROM oauth_states) - ?1",
+        [MAX_PENDING],
     )?;
     Ok(())
 }
@@ -126,6 +134,29 @@ mod tests {
         insert_state(&conn, "old", "b", "v", "/", 0).unwrap();
         insert_state(&conn, "new", "b", "v", "/", STATE_TTL_SECS).unwrap();
         assert!(take_state(&conn, "old").unwrap().is_none());
+    }
+
+    #[test]
+    fn pending_sign_ins_are_capped_dropping_the_oldest() {
+        let conn = crate::db::test_db();
+        insert_state(&conn, "first", "b", "v", "/", 100).unwrap();
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             INSERT INTO oauth_states (state_hash, browser_hash, verifier, return_to, created_at) \
+             SELECT 'filler' || i, 'b', 'v', '/', 100 FROM n",
+            [MAX_PENDING],
+        )
+        .unwrap();
+        insert_state(&conn, "last", "b", "v", "/", 100).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM oauth_states", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, MAX_PENDING);
+        assert!(
+            take_state(&conn, "first").unwrap().is_none(),
+            "oldest dropped"
+        );
+        assert!(take_state(&conn, "last").unwrap().is_some(), "newest kept");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct App {
     pub config: Config,
     pub pool: Pool,
     pub throttle: Throttle,
+    /// GitLab sign-ins started per client network.
+    pub sign_in_starts: crate::throttle::SignInStarts,
     /// The address actually bound (port 0 resolved).
     pub bound: SocketAddr,
     /// Set on SIGTERM: new requests answer 503.
@@ -133,11 +135,14 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
         .find(|r| r.path == req.path && r.method == req.method)
     else {
         if routes.iter().any(|r| r.path == req.path) {
-            let allowed: Vec<&str> = routes
+            let mut allowed: Vec<&str> = routes
                 .iter()
                 .filter(|r| r.path == req.path)
                 .map(|r| r.method)
                 .collect();
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
             return fail(AppError::invalid(
                 "method",
                 format!("Method {} is not allowed here", req.method),

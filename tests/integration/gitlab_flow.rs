@@ -1796,3 +1796,56 @@ fn disabled_gitlab_cannot_be_used() {
     );
     assert_unchanged(&lg, &before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in starts per client network
+
+/// `STARTS_PER_NETWORK` of `src/throttle.rs`.
+const STARTS_PER_NETWORK: usize = 300;
+
+fn start_from(lg: &Labgate, forwarded_for: &str) -> u16 {
+    lg.client()
+        .request(
+            "GET",
+            "/sessions/init/gitlab",
+            &[("X-Forwarded-For", forwarded_for)],
+            b"",
+        )
+        .status
+}
+
+#[test]
+fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
+    let (lg, _gl) = lab_with(Launch::new().arg("--trusted-proxies").arg("127.0.0.1"), &[]);
+    for i in 0..STARTS_PER_NETWORK {
+        assert_eq!(start_from(&lg, "198.51.100.7"), 302, "start {i}");
+    }
+    let pending = |lg: &Labgate| -> i64 {
+        rusqlite::Connection::open(lg.data_dir().join("labgate.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM oauth_states", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pending(&lg);
+    let refused = lg.client().request(
+        "GET",
+        "/sessions/init/gitlab",
+        &[("X-Forwarded-For", "198.51.100.7")],
+        b"",
+    );
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.text().contains("Too many sign-ins were started"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(pending(&lg), before, "a refused start stores nothing");
+    // Another client behind the same proxy is not affected.
+    assert_eq!(start_from(&lg, "198.51.100.8"), 302);
+    // Without a trusted proxy, loopback peers (a local proxy speaking for everyone) are not
+    // counted at all.
+    let (plain, _gl2) = lab(&[]);
+    for _ in 0..STARTS_PER_NETWORK + 5 {
+        assert_eq!(start_from(&plain, "198.51.100.7"), 302);
+    }
+}

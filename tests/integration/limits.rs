@@ -207,6 +207,28 @@ fn oversized_headers_are_4xx() {
 }
 
 #[test]
+fn too_many_header_fields_under_the_size_limit_answer_431() {
+    let lg = Labgate::start();
+    let mut many = String::from("GET /api/system/status HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("Connection: close\r\n\r\n");
+    let answer = lg.client().raw(many.as_bytes());
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(raw_status(&answer), Some(431), "{text}");
+    assert!(text.contains("Too many header fields"), "{text}");
+    // 60 fields are fine.
+    let mut some = String::from("GET /api/system/status HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..60 {
+        some.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    some.push_str("Connection: close\r\n\r\n");
+    assert_eq!(raw_status(&lg.client().raw(some.as_bytes())), Some(200));
+    assert_alive(&lg);
+}
+
+#[test]
 fn stalled_connections_do_not_block_other_clients() {
     let lg = Labgate::start();
     let mut stalled: Vec<TcpStream> = Vec::new();

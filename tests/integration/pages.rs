@@ -408,3 +408,24 @@ fn gitlab_error_at_callback_is_refused_and_state_is_single_use() {
     let v = browser.get("/api/users/current").expect_json(200);
     assert_eq!(v["isLoggedIn"], false, "{v}");
 }
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let lg = Labgate::start();
+    let r = lg.client().request("HEAD", "/sessions/new", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.body.is_empty(), "{}", r.describe());
+    assert_security_headers(&r, "HEAD /sessions/new");
+    let css = lg.client().request("HEAD", "/static/style.css", &[], b"");
+    assert_eq!(css.status, 200);
+    assert!(css.body.is_empty());
+    // Private pages still need a session; writes still refuse HEAD.
+    let home = lg.client().request("HEAD", "/", &[], b"");
+    assert_eq!(home.status, 303, "{}", home.describe());
+    let logout = lg.client().request("GET", "/sessions/logout", &[], b"");
+    assert_eq!(logout.status, 405, "{}", logout.describe());
+    assert_eq!(logout.header("allow"), Some("POST"));
+    let api = lg.client().request("POST", "/api/system/status", &[], b"");
+    assert_eq!(api.status, 405);
+    assert_eq!(api.header("allow"), Some("GET, HEAD"));
+}

@@ -5,7 +5,7 @@
 use super::safe_return_to;
 use crate::crypto;
 use crate::db::oauth;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
 use crate::provisioning::{self, Refusal};
@@ -50,6 +50,25 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             "GitLab sign-in is not enabled or not configured",
         );
     };
+    // Each start stores a pending sign-in: bound how many one network may start. The client is
+    // the address a trusted proxy reports, else the peer; a loopback peer is a local reverse
+    // proxy (or a test) speaking for everyone, and is not counted. The table itself is capped.
+    let address = ctx.req.client_ip.or_else(|| {
+        crate::server::peer_address()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_loopback())
+    });
+    let counted = match address {
+        Some(ip) => ctx.app.sign_in_starts.record(Some(ip), ctx.now),
+        None => Ok(()),
+    };
+    if let Err(wait) = counted {
+        log::warn!("sign-in gitlab: too many sign-ins started from {address:?}; refused");
+        return Err(AppError::TooManyRequests(format!(
+            "Too many sign-ins were started from your network address. Try again in {} minutes.",
+            (wait + 59) / 60
+        )));
+    }
     let state = crypto::random_hex(32);
     let browser = crypto::random_hex(32);
     let pkce = gitlab::new_pkce();
