@@ -1560,6 +1560,25 @@ fn blocked_gitlab_user_is_refused() {
 }
 
 #[test]
+fn gitlab_bot_accounts_are_refused_whatever_their_groups() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "project_7_bot");
+    gl.update_user("project_7_bot", |u| u.bot = true);
+    let before = snapshot(&lg);
+    let page = sign_in(&lg, &gl, "project_7_bot", "/").refused();
+    assert!(page.contains(NOT_ALLOWED), "{page}");
+    assert_unchanged(&lg, &before);
+    assert!(lg
+        .stderr()
+        .all()
+        .iter()
+        .any(|l| l.contains("project_7_bot") && l.contains("GitLab bot account")));
+    // A person is let in as before.
+    gitlab_user(&gl, 1002, "ann");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+}
+
+#[test]
 fn deactivated_gitlab_user_is_refused_as_not_active() {
     let (lg, gl) = lab(&[]);
     gitlab_user(&gl, 1001, "ann");

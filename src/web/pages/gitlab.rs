@@ -167,6 +167,16 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             &detail,
         );
     }
+    // Project, group and service-account bots are not people (GITLAB.md §5): refused with the
+    // allowed-groups reason, whatever their groups.
+    if user.bot {
+        return refuse(
+            ctx,
+            Refusal::NotInAllowedGroups,
+            Some(&user.username),
+            "GitLab bot account",
+        );
+    }
     let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
         match client.user_groups(&settings, &token, deadline) {
             Ok(g) => g,
