@@ -2,7 +2,7 @@
 
 use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
-use crate::db::users;
+use crate::db::{user_search, users};
 use crate::error::{AppError, AppResult};
 use crate::web::request::Resp;
 use crate::web::Ctx;
@@ -89,7 +89,7 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 50)?;
     let q = query_text(ctx.req, 2)?;
     let deactivated = bool_param(ctx.req, "deactivated", false)?;
-    let (found, total) = users::search(
+    let (found, total) = user_search::search(
         &ctx.conn,
         q.as_deref(),
         !deactivated,

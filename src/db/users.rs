@@ -1,4 +1,5 @@
-//! The `users` table: creating, finding, searching, editing and deactivating accounts.
+//! The `users` table: creating, finding, editing and deactivating accounts (finding them by
+//! text for the lists: `user_search`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -35,11 +36,11 @@ impl User {
 /// Provider name reported for local accounts.
 pub const LOCAL_PROVIDER: &str = "labgate";
 
-const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
+pub(super) const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
     must_change_password, external_provider, external_identity, external_id, created_at, \
     last_connection_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         login: row.get(1)?,
@@ -241,32 +242,6 @@ pub fn like_pattern(text: &str) -> String {
     out
 }
 
-/// Users whose login, name or email contains `q` (case-insensitive), active or deactivated,
-/// ordered by login; returns one page and the total.
-pub fn search(
-    conn: &Connection,
-    q: Option<&str>,
-    active: bool,
-    offset: i64,
-    limit: i64,
-) -> rusqlite::Result<(Vec<User>, i64)> {
-    let pattern = q.map(like_pattern);
-    let filter = "active = ?1 AND (?2 IS NULL OR login LIKE ?2 ESCAPE '\\' \
-                  OR name LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\')";
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM users WHERE {filter}"),
-        params![active, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM users WHERE {filter} ORDER BY login LIMIT ?3 OFFSET ?4"
-    ))?;
-    let users = stmt
-        .query_map(params![active, pattern, limit, offset], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok((users, total))
-}
-
 /// Names of the groups a user belongs to, sorted.
 pub fn group_names(conn: &Connection, id: i64) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
@@ -332,21 +307,6 @@ mod tests {
         assert_eq!(sessions, 0);
         reactivate(&conn, id, 7).unwrap();
         assert_eq!(group_names(&conn, id).unwrap(), vec![DEFAULT_GROUP]);
-    }
-
-    #[test]
-    fn search_matches_login_name_email_case_insensitively_and_escapes_wildcards() {
-        let conn = test_db();
-        create(&conn, &new_local("carol", Some("Carol@Example.org")), 5).unwrap();
-        create(&conn, &new_local("dave_x", None), 5).unwrap();
-        let (found, total) = search(&conn, Some("EXAMPLE"), true, 0, 10).unwrap();
-        assert_eq!((found.len(), total), (1, 1));
-        let (found, _) = search(&conn, Some("_x"), true, 0, 10).unwrap();
-        assert_eq!(found[0].login, "dave_x");
-        let (found, _) = search(&conn, Some("%"), true, 0, 10).unwrap();
-        assert!(found.is_empty());
-        let (_, total) = search(&conn, None, true, 0, 1).unwrap();
-        assert_eq!(total, 3, "admin, carol, dave_x");
     }
 
     #[test]
