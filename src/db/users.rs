@@ -2,6 +2,7 @@
 //! text for the lists: `user_search`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -262,6 +263,43 @@ pub fn tokens_count(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
     )
 }
 
+/// Names of the groups of each of these users, sorted: one query for a page of users.
+/// Users in no group are absent.
+pub fn group_names_of(
+    conn: &Connection,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<String>>> {
+    let mut names: HashMap<i64, Vec<String>> = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(names);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.user_id, g.name FROM group_members m JOIN groups g ON g.id = m.group_id \
+         WHERE m.user_id IN (SELECT value FROM json_each(?1)) ORDER BY m.user_id, g.name",
+    )?;
+    let mut rows = stmt.query([super::id_list(ids)])?;
+    while let Some(row) = rows.next()? {
+        names.entry(row.get(0)?).or_default().push(row.get(1)?);
+    }
+    Ok(names)
+}
+
+/// How many API tokens each of these users has: one query for a page of users. Users without
+/// tokens are absent.
+pub fn tokens_counts(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, i64>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, count(*) FROM user_tokens \
+         WHERE user_id IN (SELECT value FROM json_each(?1)) GROUP BY user_id",
+    )?;
+    let counts = stmt
+        .query_map([super::id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +345,36 @@ mod tests {
         assert_eq!(sessions, 0);
         reactivate(&conn, id, 7).unwrap();
         assert_eq!(group_names(&conn, id).unwrap(), vec![DEFAULT_GROUP]);
+    }
+
+    #[test]
+    fn batched_groups_and_token_counts_equal_the_per_user_answers() {
+        let conn = test_db();
+        let ann = create(&conn, &new_local("ann", None), 5).unwrap();
+        let bob = create(&conn, &new_local("bob", None), 5).unwrap();
+        let admin = find_by_login(&conn, "admin").unwrap().unwrap().id;
+        let devs = crate::db::groups::create(&conn, "devs", "", 5).unwrap();
+        crate::db::groups::add_member(&conn, devs, ann).unwrap();
+        crate::db::tokens::create(&conn, ann, "a", None, 5).unwrap();
+        crate::db::tokens::create(&conn, ann, "b", None, 5).unwrap();
+        crate::db::tokens::create(&conn, admin, "c", None, 5).unwrap();
+        deactivate(&conn, bob, 6).unwrap();
+        let ids = [ann, bob, admin, 999];
+        let groups = group_names_of(&conn, &ids).unwrap();
+        let tokens = tokens_counts(&conn, &ids).unwrap();
+        for id in ids {
+            assert_eq!(
+                groups.get(&id).cloned().unwrap_or_default(),
+                group_names(&conn, id).unwrap()
+            );
+            assert_eq!(
+                tokens.get(&id).copied().unwrap_or(0),
+                tokens_count(&conn, id).unwrap()
+            );
+        }
+        assert_eq!(groups[&ann], vec!["devs", DEFAULT_GROUP]);
+        assert_eq!(tokens[&ann], 2);
+        assert!(group_names_of(&conn, &[]).unwrap().is_empty());
     }
 
     #[test]
