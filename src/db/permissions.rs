@@ -2,6 +2,7 @@
 
 use crate::model::Permission;
 use rusqlite::{params, Connection};
+use std::collections::HashMap;
 
 fn parse_keys(keys: Vec<String>) -> Vec<Permission> {
     // Keys this binary does not know (written by a newer one) are ignored, never granted.
@@ -43,6 +44,49 @@ pub fn of_group(conn: &Connection, group_id: i64) -> rusqlite::Result<Vec<Permis
         .query_map([group_id], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(parse_keys(keys))
+}
+
+/// Permissions granted directly to each of these users: one query for a page of users. Users
+/// without any are absent.
+pub fn of_users(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    keys_by_id(
+        conn,
+        "SELECT user_id, permission FROM user_permissions \
+         WHERE user_id IN (SELECT value FROM json_each(?1))",
+        ids,
+    )
+}
+
+/// Permissions granted to each of these groups: one query for a page of groups.
+pub fn of_groups(
+    conn: &Connection,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    keys_by_id(
+        conn,
+        "SELECT group_id, permission FROM group_permissions \
+         WHERE group_id IN (SELECT value FROM json_each(?1))",
+        ids,
+    )
+}
+
+fn keys_by_id(
+    conn: &Connection,
+    sql: &str,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    let mut keys: HashMap<i64, Vec<String>> = HashMap::new();
+    if !ids.is_empty() {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([super::id_list(ids)])?;
+        while let Some(row) = rows.next()? {
+            keys.entry(row.get(0)?).or_default().push(row.get(1)?);
+        }
+    }
+    Ok(keys
+        .into_iter()
+        .map(|(id, k)| (id, parse_keys(k)))
+        .collect())
 }
 
 pub fn grant_user(conn: &Connection, user_id: i64, p: Permission) -> rusqlite::Result<bool> {
@@ -124,15 +168,17 @@ pub fn user_holders(
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, login, name) in rows {
-        out.push(Holder {
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut perms = of_users(conn, &ids)?;
+    let out = rows
+        .into_iter()
+        .map(|(id, login, name)| Holder {
             id,
             name: login,
             detail: name,
-            permissions: of_user(conn, id)?,
-        });
-    }
+            permissions: perms.remove(&id).unwrap_or_default(),
+        })
+        .collect();
     Ok((out, total))
 }
 
@@ -164,15 +210,17 @@ pub fn group_holders(
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, name, description) in rows {
-        out.push(Holder {
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut perms = of_groups(conn, &ids)?;
+    let out = rows
+        .into_iter()
+        .map(|(id, name, description)| Holder {
             id,
             name,
             detail: description,
-            permissions: of_group(conn, id)?,
-        });
-    }
+            permissions: perms.remove(&id).unwrap_or_default(),
+        })
+        .collect();
     Ok((out, total))
 }
 
@@ -193,6 +241,21 @@ mod tests {
         assert_eq!(count_active_admins(&conn).unwrap(), 1, "still direct");
         revoke_user(&conn, admin.id, Permission::Admin).unwrap();
         assert_eq!(count_active_admins(&conn).unwrap(), 0);
+    }
+
+    #[test]
+    fn batched_permissions_equal_the_per_holder_answers() {
+        let conn = test_db();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        grant_user(&conn, admin.id, Permission::Admin).unwrap();
+        let admins = groups::find_by_name(&conn, ADMIN_GROUP).unwrap().unwrap();
+        let plain = groups::create(&conn, "plain", "", 1).unwrap();
+        let users_found = of_users(&conn, &[admin.id, 999]).unwrap();
+        assert_eq!(users_found[&admin.id], of_user(&conn, admin.id).unwrap());
+        assert!(!users_found.contains_key(&999));
+        let groups_found = of_groups(&conn, &[admins.id, plain]).unwrap();
+        assert_eq!(groups_found[&admins.id], vec![Permission::Admin]);
+        assert!(!groups_found.contains_key(&plain));
     }
 
     #[test]
