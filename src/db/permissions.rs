@@ -149,19 +149,23 @@ pub fn user_holders(
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
     let pattern = q.map(super::users::like_pattern);
-    let filter = "u.active = 1 AND ( \
-        (?1 IS NULL AND ?2 IS NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id)) \
-        OR (?1 IS NOT NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id AND up.permission = ?1) \
-            AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')) \
-        OR (?1 IS NULL AND ?2 IS NOT NULL AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')))";
+    let from = if permission.is_some() || q.is_none() {
+        // The holders, from the grants (CROSS JOIN keeps them the outer loop): a few rows,
+        // not one per user.
+        "FROM (SELECT DISTINCT user_id FROM user_permissions WHERE ?1 IS NULL OR permission = ?1) p \
+         CROSS JOIN users u ON u.id = p.user_id WHERE u.active = 1 \
+         AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
+    } else {
+        // Every active user matching `q`.
+        "FROM users u WHERE u.active = 1 \
+         AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
+    };
     let key = permission.map(|p| p.key());
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM users u WHERE {filter}"),
-        params![key, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT u.id, u.login, u.name FROM users u WHERE {filter} ORDER BY u.login LIMIT ?3 OFFSET ?4"
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {from}"))?
+        .query_row(params![key, pattern], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT u.id, u.login, u.name {from} ORDER BY u.login LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt
         .query_map(params![key, pattern, limit, offset], |r| {
@@ -256,6 +260,59 @@ mod tests {
         let groups_found = of_groups(&conn, &[admins.id, plain]).unwrap();
         assert_eq!(groups_found[&admins.id], vec![Permission::Admin]);
         assert!(!groups_found.contains_key(&plain));
+    }
+
+    #[test]
+    fn user_holders_answer_what_the_filter_on_every_user_answers() {
+        let conn = test_db();
+        for (i, login) in ["ann", "bob", "carl", "dana", "erin"].iter().enumerate() {
+            let id = users::create(
+                &conn,
+                &users::NewUser {
+                    login,
+                    name: "Some One",
+                    email: None,
+                    password_hash: None,
+                    must_change_password: false,
+                    external: None,
+                },
+                1,
+            )
+            .unwrap();
+            if i % 2 == 0 {
+                grant_user(&conn, id, Permission::Admin).unwrap();
+            }
+            if i == 4 {
+                users::deactivate(&conn, id, 2).unwrap();
+                grant_user(&conn, id, Permission::Admin).unwrap();
+            }
+        }
+        // The filter this function used before it started from the grants.
+        let reference = |key: Option<&str>, q: Option<&str>| -> Vec<String> {
+            let filter = "u.active = 1 AND ( \
+                (?1 IS NULL AND ?2 IS NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id)) \
+                OR (?1 IS NOT NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id AND up.permission = ?1) \
+                    AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')) \
+                OR (?1 IS NULL AND ?2 IS NOT NULL AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')))";
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT u.login FROM users u WHERE {filter} ORDER BY u.login"
+                ))
+                .unwrap();
+            stmt.query_map(params![key, q.map(users::like_pattern)], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .unwrap()
+        };
+        for permission in [None, Some(Permission::Admin)] {
+            for q in [None, Some("n"), Some("ONE"), Some("zz")] {
+                let (found, total) = user_holders(&conn, permission, q, 0, 100).unwrap();
+                let logins: Vec<String> = found.into_iter().map(|h| h.name).collect();
+                let want = reference(permission.map(|p| p.key()), q);
+                assert_eq!(total, want.len() as i64, "{permission:?} {q:?}");
+                assert_eq!(logins, want, "{permission:?} {q:?}");
+            }
+        }
     }
 
     #[test]
