@@ -107,7 +107,8 @@ pub const MIGRATIONS: &[&str] = &[
     // lowercased text then matches exactly the rows `LIKE '%text%'` matches. Contentless
     // (`content=''`): the values are in `users`; the triggers pass the same `lower()` values to
     // 'delete'. `user_stats` holds the size of each list and a generation that changes with
-    // every change to who matches what (read by the search to reuse counts).
+    // every change to who matches what (read by the search to reuse counts). Indexes: the
+    // deactivated list by login, logins by id (to sort matches), the default group.
     r#"
     CREATE VIRTUAL TABLE users_search_active USING fts5(
         login, name, email,
@@ -172,6 +173,8 @@ pub const MIGRATIONS: &[&str] = &[
     END;
     -- The deactivated list in login order (the active list walks the login index).
     CREATE INDEX users_deactivated ON users(login) WHERE active = 0;
+    -- Logins by id, narrow: sorting a search's matches by login reads this, not their rows.
+    CREATE INDEX users_login_by_id ON users(id, login);
     -- The default group, found for every new or reactivated user.
     CREATE INDEX groups_default ON groups(id) WHERE is_default = 1;
     "#,

@@ -8,12 +8,11 @@
 //! - **No text**: the list in login order; its size is kept in `user_stats` by triggers.
 //! - **Text of 3 characters or more**: the list's trigram index (migration 3), which holds
 //!   login, name and email lowercased the way `LIKE` compares them, so that a phrase query
-//!   finds exactly the rows `LIKE` finds. With at most [`Plan::sparse_max`] candidates, their
-//!   logins are read and sorted. With more, the matches are counted in the index (the count is
-//!   reused while `user_stats.generation` does not change: paging through a dense result counts
+//!   finds exactly the rows `LIKE` finds. The matches are counted in the index (the count is
+//!   reused while `user_stats.generation` does not change: paging through a result counts
 //!   once). The page comes from a walk of the list in login order when matches are dense
-//!   enough to fill it within [`Plan::walk_max`] rows (a text most users match), else from
-//!   walking the login index (no row read) keeping the entries the trigram index returned.
+//!   enough to fill it within a bounded number of rows (a text most users match), else from
+//!   sorting the matches by login through the narrow `(id, login)` index, no row read.
 //! - **Shorter text** (too short for trigrams), or text with a character the trigram tokenizer
 //!   reads differently: one pass over the list with `LIKE`, keeping only the logins the page
 //!   needs.
@@ -23,23 +22,27 @@ use rusqlite::{params, Connection};
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{LazyLock, Mutex};
 
-/// Thresholds of the plans (tests lower them to run every plan on a few users).
+/// When to walk the list in login order rather than sort the matches (tests change it to
+/// run every plan on a few users).
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    /// Up to this many candidates in the index, sort them all; above, count in the index.
-    pub sparse_max: i64,
-    /// A walk of the list in login order may read this many times the rows that evenly spread
-    /// matches would need to fill the page...
+    /// A walk may read this many times the rows that evenly spread matches need to fill the
+    /// page...
     pub walk_slack: i64,
-    /// ... and is tried when that is at most this many rows (each read costs a row lookup).
+    /// ... at most this many rows ...
     pub walk_max: i64,
+    /// ... and is tried when each row it may read counts as this many sorted matches and that
+    /// is still fewer than the matches (a row read in login order costs a random row lookup;
+    /// a match sorted through the index costs its share of the index query, about 4 times
+    /// less as measured).
+    pub walk_row_cost: i64,
 }
 
 /// The thresholds labgate runs with.
 pub const PLAN: Plan = Plan {
-    sparse_max: 1_000,
     walk_slack: 4,
-    walk_max: 1_000,
+    walk_max: 2_000,
+    walk_row_cost: 4,
 };
 
 /// Users whose login, name or email contains `q` (see the module comment), active or
@@ -118,23 +121,17 @@ macro_rules! like_any {
 /// The statements of one list. `active` is written out (not bound) so that the deactivated
 /// list's partial index serves it.
 struct ListSql {
-    /// Which list (a key of the dense counts).
+    /// Which list (a key of the counts).
     name: &'static str,
     /// Its size and the generation: `(size, generation)`.
     size: &'static str,
     /// `id` of a page of the whole list, in login order: `?1` limit, `?2` offset.
     page: &'static str,
-    /// Candidates in the index, at most `?2`: `?1` phrase.
-    probe: &'static str,
     /// Matches in the index: `?1` phrase.
     count: &'static str,
-    /// `(id, login)` of every match found through the index: `?1` phrase, `?2` pattern.
-    matches: &'static str,
-    /// `id` of a page of the matches, walking the login index and keeping the entries found in
-    /// the trigram index: `?1` phrase, `?2` limit, `?3` offset. No row is read: the index of
-    /// the list holds only its users, and its phrase query is exact, as for the count.
-    /// (`sqlite_autoindex_users_1` is the index of `login UNIQUE`, the only inline constraint
-    /// of `users`.)
+    /// `id` of a page of the matches in login order: `?1` phrase, `?2` limit, `?3` offset.
+    /// Logins come from the narrow `(id, login)` index; no row is read: the trigram index of a
+    /// list holds only its users and its phrase query is exact.
     matches_page: &'static str,
     /// `(id, matches)` of the whole list in login order: `?1` pattern.
     walk: &'static str,
@@ -152,34 +149,15 @@ macro_rules! list_sql {
                 $active,
                 " ORDER BY login LIMIT ?1 OFFSET ?2"
             ),
-            probe: concat!(
-                "SELECT count(*) FROM (SELECT rowid FROM ",
-                $fts,
-                " WHERE ",
-                $fts,
-                " MATCH ?1 LIMIT ?2)"
-            ),
             count: concat!("SELECT count(*) FROM ", $fts, " WHERE ", $fts, " MATCH ?1"),
-            matches: concat!(
-                "SELECT u.id, u.login FROM ",
+            matches_page: concat!(
+                "SELECT u.id FROM ",
                 $fts,
-                " JOIN users u ON u.id = ",
+                " CROSS JOIN users u INDEXED BY users_login_by_id ON u.id = ",
                 $fts,
                 ".rowid WHERE ",
                 $fts,
-                " MATCH ?1 AND u.active = ",
-                $active,
-                " AND ",
-                like_any!("u.", "?2")
-            ),
-            matches_page: concat!(
-                "SELECT id FROM users INDEXED BY sqlite_autoindex_users_1 WHERE id IN ",
-                "(SELECT rowid FROM ",
-                $fts,
-                " WHERE ",
-                $fts,
-                " MATCH ?1) ",
-                "ORDER BY login LIMIT ?2 OFFSET ?3"
+                " MATCH ?1 ORDER BY u.login LIMIT ?2 OFFSET ?3"
             ),
             walk: concat!(
                 "SELECT id, ",
@@ -246,26 +224,13 @@ fn indexed(
     plan: Plan,
 ) -> rusqlite::Result<Found> {
     let phrase = phrase(q);
-    let pattern = users::like_pattern(q);
-    let candidates: i64 = conn
-        .prepare_cached(list.probe)?
-        .query_row(params![phrase, plan.sparse_max + 1], |r| r.get(0))?;
-    if candidates <= plan.sparse_max {
-        let mut first = FirstLogins::new(offset, limit);
-        let mut stmt = conn.prepare_cached(list.matches)?;
-        let mut rows = stmt.query(params![phrase, pattern])?;
-        while let Some(row) = rows.next()? {
-            first.offer(row.get_ref(1)?.as_str()?, row.get(0)?);
-        }
-        return Ok(first.page(offset));
-    }
     let (size, generation) = list_size(conn, list)?;
-    let total = dense_count(conn, list, &phrase, generation)?;
-    // Rows a walk of the list in login order reads to fill the page if matches were spread
-    // evenly; worth trying (with slack) when that is few rows, as for a text most users match.
+    let total = count(conn, list, &phrase, generation)?;
+    // Rows a walk in login order reads to fill the page if matches were spread evenly.
     let even = (offset + limit).saturating_mul(size) / total.max(1);
     let budget = even.saturating_mul(plan.walk_slack).saturating_add(limit);
-    if budget <= plan.walk_max {
+    if budget <= plan.walk_max && budget.saturating_mul(plan.walk_row_cost) < total {
+        let pattern = users::like_pattern(q);
         if let Some(ids) = walk(conn, list, &pattern, offset, limit, budget)? {
             return Ok((ids, total));
         }
@@ -369,30 +334,31 @@ impl FirstLogins {
     }
 }
 
-/// A count of many matches, valid while `user_stats.generation` is the one it was taken at.
+/// A count of matches, valid while `user_stats.generation` is the one it was taken at.
 /// Generations are random, so two databases in one process never share one.
-struct DenseCount {
+struct Count {
     generation: i64,
     list: &'static str,
     phrase: String,
     total: i64,
 }
 
-/// How many dense counts are kept (a few bytes each).
-const DENSE_COUNTS_KEPT: usize = 64;
+/// How many counts are kept (a few bytes each).
+const COUNTS_KEPT: usize = 64;
 
-static DENSE_COUNTS: Mutex<VecDeque<DenseCount>> = Mutex::new(VecDeque::new());
+static COUNTS: Mutex<VecDeque<Count>> = Mutex::new(VecDeque::new());
 
-fn dense_count(
+/// The matches of `phrase` in the list's index, counted there (about a microsecond a match)
+/// or taken from an earlier count at the same generation.
+fn count(
     conn: &Connection,
     list: &ListSql,
     phrase: &str,
     generation: i64,
 ) -> rusqlite::Result<i64> {
-    let same =
-        |c: &DenseCount| c.generation == generation && c.list == list.name && c.phrase == phrase;
+    let same = |c: &Count| c.generation == generation && c.list == list.name && c.phrase == phrase;
     {
-        let counts = DENSE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = counts.iter().find(|c| same(c)) {
             return Ok(c.total);
         }
@@ -400,12 +366,12 @@ fn dense_count(
     let total: i64 = conn
         .prepare_cached(list.count)?
         .query_row([phrase], |r| r.get(0))?;
-    let mut counts = DENSE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut counts = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
     counts.retain(|c| c.generation == generation);
-    if counts.len() == DENSE_COUNTS_KEPT {
+    if counts.len() == COUNTS_KEPT {
         counts.pop_front();
     }
-    counts.push_back(DenseCount {
+    counts.push_back(Count {
         generation,
         list: list.name,
         phrase: phrase.to_string(),
@@ -572,23 +538,22 @@ mod tests {
 
     const PLANS: &[Plan] = &[
         PLAN,
-        // Every search of 3+ characters counts in the index, and tries a walk of rows...
+        // Every search of 3+ characters tries a short walk in login order...
         Plan {
-            sparse_max: 0,
             walk_slack: 1,
             walk_max: i64::MAX,
+            walk_row_cost: 0,
         },
-        // ... never does (always the login index)...
+        // ... never walks (always sorts the matches)...
         Plan {
-            sparse_max: 0,
-            walk_slack: 4,
             walk_max: 0,
+            ..PLAN
         },
         // ... or walks as far as it takes.
         Plan {
-            sparse_max: 2,
             walk_slack: 1_000_000,
             walk_max: i64::MAX,
+            walk_row_cost: 0,
         },
     ];
 
@@ -696,7 +661,7 @@ mod tests {
         for active in [true, false] {
             check(&conn, None, active, 25);
         }
-        // Dense enough to count in the index with the default plan too.
+        // Dense enough to walk with the default plan too.
         let many = all.len() as i64;
         check(&conn, Some("org"), true, many);
     }
@@ -706,15 +671,7 @@ mod tests {
         let conn = test_db();
         let mut g = Gen(42);
         let all = populate(&conn, &mut g, 60);
-        let dense = Plan {
-            sparse_max: 0,
-            ..PLAN
-        };
-        let count = |conn: &Connection| {
-            search_with(conn, Some(".ORG"), true, 0, 5, dense)
-                .unwrap()
-                .1
-        };
+        let count = |conn: &Connection| search(conn, Some(".ORG"), true, 0, 5).unwrap().1;
         let before = count(&conn);
         assert_eq!(before, count(&conn), "same generation, same count");
         let target = all
