@@ -154,7 +154,11 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE user_stats SET active_users = active_users - (old.active = 1),
             deactivated_users = deactivated_users - (old.active = 0), generation = random();
     END;
-    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users BEGIN
+    -- Only real changes: a GitLab sign-in rewrites the name and email, mostly unchanged.
+    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users
+        WHEN old.login IS NOT new.login OR old.name IS NOT new.name
+            OR old.email IS NOT new.email OR old.active IS NOT new.active
+    BEGIN
         INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
             SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
             WHERE old.active = 1;

@@ -692,6 +692,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_that_changes_nothing_keeps_the_generation() {
+        let conn = test_db();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        let generation = |conn: &Connection| list_size(conn, &ACTIVE).unwrap().1;
+        let before = generation(&conn);
+        users::update_profile(&conn, admin.id, &admin.name, admin.email.as_deref(), 9).unwrap();
+        users::touch_last_connection(&conn, admin.id, 9).unwrap();
+        assert_eq!(generation(&conn), before);
+        users::update_profile(&conn, admin.id, "Admin", admin.email.as_deref(), 9).unwrap();
+        assert_ne!(generation(&conn), before);
+        let (found, _) = search(&conn, Some("admin"), true, 0, 5).unwrap();
+        assert_eq!(found[0].name, "Admin");
+    }
+
+    #[test]
     fn list_sizes_follow_changes() {
         let conn = test_db();
         let mut g = Gen(7);
