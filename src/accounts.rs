@@ -412,12 +412,20 @@ pub fn memberships_locked(
     conn: &Connection,
     user: &users::User,
 ) -> AppResult<Option<&'static str>> {
-    if user.external_provider.as_deref() == Some(PROVIDER_GITLAB)
-        && crate::settings::flag(conn, crate::settings::GITLAB_GROUPS_SYNC)?
-    {
-        return Ok(Some(MEMBERSHIPS_SYNCHRONIZED));
+    if user.external_provider.as_deref() != Some(PROVIDER_GITLAB) {
+        return Ok(None);
     }
-    Ok(None)
+    let groups_sync = crate::settings::flag(conn, crate::settings::GITLAB_GROUPS_SYNC)?;
+    Ok(membership_lock(
+        user.external_provider.as_deref(),
+        groups_sync,
+    ))
+}
+
+/// The rule of [`memberships_locked`] for a user of this external provider, the group
+/// synchronization setting being read once for a whole list.
+pub fn membership_lock(external_provider: Option<&str>, groups_sync: bool) -> Option<&'static str> {
+    (groups_sync && external_provider == Some(PROVIDER_GITLAB)).then_some(MEMBERSHIPS_SYNCHRONIZED)
 }
 
 pub const MEMBERSHIPS_SYNCHRONIZED: &str = "Group memberships of GitLab users are managed by GitLab group synchronization and cannot be changed by hand";

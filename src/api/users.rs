@@ -2,7 +2,7 @@
 
 use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
-use crate::db::users;
+use crate::db::{user_search, users};
 use crate::error::{AppError, AppResult};
 use crate::web::request::Resp;
 use crate::web::Ctx;
@@ -64,13 +64,13 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     Ok(Resp::json(&json!({ "user": user_json(&user) })))
 }
 
-fn search_json(conn: &rusqlite::Connection, user: &users::User) -> AppResult<Value> {
+fn search_json(user: &users::User, groups: Vec<String>, tokens_count: i64) -> Value {
     let mut v = json!({
         "login": user.login,
         "name": user.name,
         "active": user.active,
-        "groups": users::group_names(conn, user.id)?,
-        "tokensCount": users::tokens_count(conn, user.id)?,
+        "groups": groups,
+        "tokensCount": tokens_count,
         "local": user.local,
         "externalIdentity": user.identity(),
         "externalProvider": user.provider(),
@@ -82,24 +82,30 @@ fn search_json(conn: &rusqlite::Connection, user: &users::User) -> AppResult<Val
     if let Some(ts) = user.last_connection_at {
         v["lastConnectionDate"] = json!(format_datetime(ts));
     }
-    Ok(v)
+    v
 }
 
 pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 50)?;
     let q = query_text(ctx.req, 2)?;
     let deactivated = bool_param(ctx.req, "deactivated", false)?;
-    let (found, total) = users::search(
+    let (found, total) = user_search::search(
         &ctx.conn,
         q.as_deref(),
         !deactivated,
         paging.offset(),
         paging.size,
     )?;
-    let list = found
+    let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
+    let mut groups = users::group_names_of(&ctx.conn, &ids)?;
+    let tokens = users::tokens_counts(&ctx.conn, &ids)?;
+    let list: Vec<Value> = found
         .iter()
-        .map(|u| search_json(&ctx.conn, u))
-        .collect::<AppResult<Vec<_>>>()?;
+        .map(|u| {
+            let user_groups = groups.remove(&u.id).unwrap_or_default();
+            search_json(u, user_groups, tokens.get(&u.id).copied().unwrap_or(0))
+        })
+        .collect();
     Ok(Resp::json(
         &json!({ "paging": paging.json(total), "users": list }),
     ))

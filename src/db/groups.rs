@@ -114,7 +114,13 @@ pub struct MemberRow {
     pub login: String,
     pub name: String,
     pub selected: bool,
+    /// The user's external provider (`gitlab` for GitLab users), for the membership lock.
+    pub external_provider: Option<String>,
 }
+
+/// A group of up to this many members lists its members from its memberships; a bigger one
+/// (the default group holds every user) walks the users in login order.
+const SMALL_GROUP: i64 = 10_000;
 
 /// Active users matching `q` with whether they belong to the group, filtered by `selected`.
 pub fn members(
@@ -126,23 +132,32 @@ pub fn members(
     limit: i64,
 ) -> rusqlite::Result<(Vec<MemberRow>, i64)> {
     let pattern = q.map(super::users::like_pattern);
-    let sel = match selected {
-        Selected::Selected => "AND m.user_id IS NOT NULL",
-        Selected::Deselected => "AND m.user_id IS NULL",
-        Selected::All => "",
+    let matches = "u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
+                   OR u.name LIKE ?2 ESCAPE '\\')";
+    let from = if selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP {
+        // From the memberships (CROSS JOIN keeps them the outer loop): a group of a few
+        // members costs a few rows, not one per user.
+        format!(
+            "FROM group_members m CROSS JOIN users u ON u.id = m.user_id \
+             WHERE m.group_id = ?1 AND {matches}"
+        )
+    } else {
+        let sel = match selected {
+            Selected::Selected => "AND m.user_id IS NOT NULL",
+            Selected::Deselected => "AND m.user_id IS NULL",
+            Selected::All => "",
+        };
+        format!(
+            "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
+             WHERE {matches} {sel}"
+        )
     };
-    let from = format!(
-        "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
-         WHERE u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
-         OR u.name LIKE ?2 ESCAPE '\\') {sel}"
-    );
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) {from}"),
-        params![group_id, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT u.login, u.name, m.user_id IS NOT NULL {from} ORDER BY u.login LIMIT ?3 OFFSET ?4"
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {from}"))?
+        .query_row(params![group_id, pattern], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT u.login, u.name, m.user_id IS NOT NULL, u.external_provider {from} \
+         ORDER BY u.login LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt
         .query_map(params![group_id, pattern, limit, offset], |r| {
@@ -150,10 +165,17 @@ pub fn members(
                 login: r.get(0)?,
                 name: r.get(1)?,
                 selected: r.get(2)?,
+                external_provider: r.get(3)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((rows, total))
+}
+
+/// Memberships of a group, active users or not (its primary key, no row read).
+fn member_count(conn: &Connection, group_id: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM group_members WHERE group_id = ?1")?
+        .query_row([group_id], |r| r.get(0))
 }
 
 #[cfg(test)]
@@ -196,5 +218,50 @@ mod tests {
         assert!(remove_member(&conn, g, admin.id).unwrap());
         let (rows, _) = members(&conn, g, Some("adm"), Selected::All, 0, 10).unwrap();
         assert!(!rows[0].selected);
+    }
+
+    #[test]
+    fn members_of_a_small_group_are_its_active_matching_members_in_login_order() {
+        let conn = test_db();
+        let g = create(&conn, "devs", "", 1).unwrap();
+        for (login, gitlab) in [
+            ("zed", true),
+            ("amy", false),
+            ("gone", false),
+            ("out", false),
+        ] {
+            let id = users::create(
+                &conn,
+                &users::NewUser {
+                    login,
+                    name: "Dev",
+                    email: None,
+                    password_hash: None,
+                    must_change_password: false,
+                    external: gitlab.then_some(users::External {
+                        provider: "gitlab",
+                        identity: login,
+                        id: None,
+                    }),
+                },
+                1,
+            )
+            .unwrap();
+            if login != "out" {
+                add_member(&conn, g, id).unwrap();
+            }
+            if login == "gone" {
+                users::deactivate(&conn, id, 2).unwrap();
+            }
+        }
+        let (rows, total) = members(&conn, g, None, Selected::Selected, 0, 10).unwrap();
+        let logins: Vec<&str> = rows.iter().map(|r| r.login.as_str()).collect();
+        assert_eq!((logins, total), (vec!["amy", "zed"], 2));
+        assert!(rows.iter().all(|r| r.selected));
+        assert_eq!(rows[1].external_provider.as_deref(), Some("gitlab"));
+        let (rows, total) = members(&conn, g, Some("Z"), Selected::Selected, 0, 10).unwrap();
+        assert_eq!((rows.len(), total), (1, 1));
+        let (rows, total) = members(&conn, g, None, Selected::Selected, 1, 10).unwrap();
+        assert_eq!((rows[0].login.as_str(), total), ("zed", 2));
     }
 }

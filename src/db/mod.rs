@@ -7,6 +7,7 @@ pub mod permissions;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;
+pub mod user_search;
 pub mod users;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -100,6 +101,87 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 3: user search at scale (issue 5; see `user_search`). A trigram index of login, name
+    // and email for each list (active, deactivated users), holding the values lowercased by
+    // SQLite's `lower()`, which like `LIKE` folds ASCII letters only: a phrase query for the
+    // lowercased text then matches exactly the rows `LIKE '%text%'` matches. Contentless
+    // (`content=''`): the values are in `users`; the triggers pass the same `lower()` values to
+    // 'delete'. `user_stats` holds the size of each list and a generation that changes with
+    // every change to who matches what (read by the search to reuse counts). Indexes: the
+    // deactivated list by login, logins by id (to sort matches), the default group.
+    r#"
+    CREATE VIRTUAL TABLE users_search_active USING fts5(
+        login, name, email,
+        content='', columnsize=0, detail=full, tokenize='trigram case_sensitive 1'
+    );
+    CREATE VIRTUAL TABLE users_search_deactivated USING fts5(
+        login, name, email,
+        content='', columnsize=0, detail=full, tokenize='trigram case_sensitive 1'
+    );
+    INSERT INTO users_search_active (rowid, login, name, email)
+        SELECT id, lower(login), lower(name), lower(email) FROM users WHERE active = 1;
+    INSERT INTO users_search_deactivated (rowid, login, name, email)
+        SELECT id, lower(login), lower(name), lower(email) FROM users WHERE active = 0;
+    CREATE TABLE user_stats (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        active_users INTEGER NOT NULL,
+        deactivated_users INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    );
+    INSERT INTO user_stats (id, active_users, deactivated_users, generation) VALUES (
+        1,
+        (SELECT count(*) FROM users WHERE active = 1),
+        (SELECT count(*) FROM users WHERE active = 0),
+        random()
+    );
+    CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+        INSERT INTO users_search_active (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 1;
+        INSERT INTO users_search_deactivated (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 0;
+        UPDATE user_stats SET active_users = active_users + (new.active = 1),
+            deactivated_users = deactivated_users + (new.active = 0), generation = random();
+    END;
+    CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 1;
+        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 0;
+        UPDATE user_stats SET active_users = active_users - (old.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0), generation = random();
+    END;
+    -- Only real changes: a GitLab sign-in rewrites the name and email, mostly unchanged.
+    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users
+        WHEN old.login IS NOT new.login OR old.name IS NOT new.name
+            OR old.email IS NOT new.email OR old.active IS NOT new.active
+    BEGIN
+        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 1;
+        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 0;
+        INSERT INTO users_search_active (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 1;
+        INSERT INTO users_search_deactivated (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 0;
+        UPDATE user_stats SET active_users = active_users - (old.active = 1) + (new.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0) + (new.active = 0),
+            generation = random();
+    END;
+    -- The deactivated list in login order (the active list walks the login index).
+    CREATE INDEX users_deactivated ON users(login) WHERE active = 0;
+    -- Logins by id, narrow: sorting a search's matches by login reads this, not their rows.
+    CREATE INDEX users_login_by_id ON users(id, login);
+    -- The default group, found for every new or reactivated user.
+    CREATE INDEX groups_default ON groups(id) WHERE is_default = 1;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -189,6 +271,21 @@ fn migrate_with(conn: &mut Connection, migrations: &[&str]) -> Result<(), Migrat
         tx.commit().map_err(sql_err(version))?;
     }
     Ok(())
+}
+
+/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`: one statement for a page of
+/// rows instead of one per row.
+pub fn id_list(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push(']');
+    out
 }
 
 /// Name of the built-in default group.
@@ -454,6 +551,69 @@ mod tests {
         let err = migrate(&mut conn).unwrap_err();
         assert!(matches!(err, MigrateError::TooNew { .. }));
         assert!(err.to_string().contains("newer"));
+    }
+
+    fn logins(found: (Vec<users::User>, i64)) -> (Vec<String>, i64) {
+        (found.0.into_iter().map(|u| u.login).collect(), found.1)
+    }
+
+    #[test]
+    fn upgrade_to_search_index_indexes_existing_users() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..2]).unwrap();
+        bootstrap(&mut conn, Some("admin-password-123"), 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (login, name, email, active, created_at, updated_at) VALUES
+                 ('ann', 'Ann Smith', 'Ann@Example.org', 1, 1, 1),
+                 ('bob', 'Bob Smith', NULL, 0, 1, 1),
+                 ('carl', 'Carl', 'carl@example.org', 1, 1, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), schema_version());
+        let search = |conn: &Connection, q: Option<&str>, active: bool| {
+            logins(user_search::search(conn, q, active, 0, 10).unwrap())
+        };
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            search(&conn, Some("EXAMPLE.ORG"), true),
+            (names(&["ann", "carl"]), 2)
+        );
+        assert_eq!(search(&conn, Some("smi"), false), (names(&["bob"]), 1));
+        assert_eq!(
+            search(&conn, None, true),
+            (names(&["admin", "ann", "carl"]), 3)
+        );
+        // The triggers keep it after the upgrade.
+        let ann = users::find_by_login(&conn, "ann").unwrap().unwrap();
+        users::deactivate(&conn, ann.id, 2).unwrap();
+        assert_eq!(
+            search(&conn, Some("smith"), false),
+            (names(&["ann", "bob"]), 2)
+        );
+        assert_eq!(search(&conn, Some("smith"), true), (names(&[]), 0));
+        assert_eq!(search(&conn, None, true), (names(&["admin", "carl"]), 2));
+    }
+
+    #[test]
+    fn fresh_database_indexes_users_for_search() {
+        let conn = test_db();
+        let found = logins(user_search::search(&conn, Some("ADMIN"), true, 0, 10).unwrap());
+        assert_eq!(found, (vec!["admin".to_string()], 1));
+        let default_group: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM groups INDEXED BY groups_default WHERE is_default = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(default_group, 1);
+    }
+
+    #[test]
+    fn id_list_is_a_json_array() {
+        assert_eq!(id_list(&[]), "[]");
+        assert_eq!(id_list(&[3, -1, 42]), "[3,-1,42]");
     }
 
     fn temp_db(tag: &str) -> PathBuf {

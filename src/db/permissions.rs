@@ -2,6 +2,7 @@
 
 use crate::model::Permission;
 use rusqlite::{params, Connection};
+use std::collections::HashMap;
 
 fn parse_keys(keys: Vec<String>) -> Vec<Permission> {
     // Keys this binary does not know (written by a newer one) are ignored, never granted.
@@ -43,6 +44,49 @@ pub fn of_group(conn: &Connection, group_id: i64) -> rusqlite::Result<Vec<Permis
         .query_map([group_id], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(parse_keys(keys))
+}
+
+/// Permissions granted directly to each of these users: one query for a page of users. Users
+/// without any are absent.
+pub fn of_users(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    keys_by_id(
+        conn,
+        "SELECT user_id, permission FROM user_permissions \
+         WHERE user_id IN (SELECT value FROM json_each(?1))",
+        ids,
+    )
+}
+
+/// Permissions granted to each of these groups: one query for a page of groups.
+pub fn of_groups(
+    conn: &Connection,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    keys_by_id(
+        conn,
+        "SELECT group_id, permission FROM group_permissions \
+         WHERE group_id IN (SELECT value FROM json_each(?1))",
+        ids,
+    )
+}
+
+fn keys_by_id(
+    conn: &Connection,
+    sql: &str,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<Permission>>> {
+    let mut keys: HashMap<i64, Vec<String>> = HashMap::new();
+    if !ids.is_empty() {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([super::id_list(ids)])?;
+        while let Some(row) = rows.next()? {
+            keys.entry(row.get(0)?).or_default().push(row.get(1)?);
+        }
+    }
+    Ok(keys
+        .into_iter()
+        .map(|(id, k)| (id, parse_keys(k)))
+        .collect())
 }
 
 pub fn grant_user(conn: &Connection, user_id: i64, p: Permission) -> rusqlite::Result<bool> {
@@ -105,34 +149,40 @@ pub fn user_holders(
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
     let pattern = q.map(super::users::like_pattern);
-    let filter = "u.active = 1 AND ( \
-        (?1 IS NULL AND ?2 IS NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id)) \
-        OR (?1 IS NOT NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id AND up.permission = ?1) \
-            AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')) \
-        OR (?1 IS NULL AND ?2 IS NOT NULL AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')))";
+    let from = if permission.is_some() || q.is_none() {
+        // The holders, from the grants (CROSS JOIN keeps them the outer loop): a few rows,
+        // not one per user.
+        "FROM (SELECT DISTINCT user_id FROM user_permissions WHERE ?1 IS NULL OR permission = ?1) p \
+         CROSS JOIN users u ON u.id = p.user_id WHERE u.active = 1 \
+         AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
+    } else {
+        // Every active user matching `q`.
+        "FROM users u WHERE u.active = 1 \
+         AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
+    };
     let key = permission.map(|p| p.key());
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM users u WHERE {filter}"),
-        params![key, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT u.id, u.login, u.name FROM users u WHERE {filter} ORDER BY u.login LIMIT ?3 OFFSET ?4"
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {from}"))?
+        .query_row(params![key, pattern], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT u.id, u.login, u.name {from} ORDER BY u.login LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt
         .query_map(params![key, pattern, limit, offset], |r| {
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, login, name) in rows {
-        out.push(Holder {
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut perms = of_users(conn, &ids)?;
+    let out = rows
+        .into_iter()
+        .map(|(id, login, name)| Holder {
             id,
             name: login,
             detail: name,
-            permissions: of_user(conn, id)?,
-        });
-    }
+            permissions: perms.remove(&id).unwrap_or_default(),
+        })
+        .collect();
     Ok((out, total))
 }
 
@@ -164,15 +214,17 @@ pub fn group_holders(
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, name, description) in rows {
-        out.push(Holder {
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut perms = of_groups(conn, &ids)?;
+    let out = rows
+        .into_iter()
+        .map(|(id, name, description)| Holder {
             id,
             name,
             detail: description,
-            permissions: of_group(conn, id)?,
-        });
-    }
+            permissions: perms.remove(&id).unwrap_or_default(),
+        })
+        .collect();
     Ok((out, total))
 }
 
@@ -193,6 +245,74 @@ mod tests {
         assert_eq!(count_active_admins(&conn).unwrap(), 1, "still direct");
         revoke_user(&conn, admin.id, Permission::Admin).unwrap();
         assert_eq!(count_active_admins(&conn).unwrap(), 0);
+    }
+
+    #[test]
+    fn batched_permissions_equal_the_per_holder_answers() {
+        let conn = test_db();
+        let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
+        grant_user(&conn, admin.id, Permission::Admin).unwrap();
+        let admins = groups::find_by_name(&conn, ADMIN_GROUP).unwrap().unwrap();
+        let plain = groups::create(&conn, "plain", "", 1).unwrap();
+        let users_found = of_users(&conn, &[admin.id, 999]).unwrap();
+        assert_eq!(users_found[&admin.id], of_user(&conn, admin.id).unwrap());
+        assert!(!users_found.contains_key(&999));
+        let groups_found = of_groups(&conn, &[admins.id, plain]).unwrap();
+        assert_eq!(groups_found[&admins.id], vec![Permission::Admin]);
+        assert!(!groups_found.contains_key(&plain));
+    }
+
+    #[test]
+    fn user_holders_answer_what_the_filter_on_every_user_answers() {
+        let conn = test_db();
+        for (i, login) in ["ann", "bob", "carl", "dana", "erin"].iter().enumerate() {
+            let id = users::create(
+                &conn,
+                &users::NewUser {
+                    login,
+                    name: "Some One",
+                    email: None,
+                    password_hash: None,
+                    must_change_password: false,
+                    external: None,
+                },
+                1,
+            )
+            .unwrap();
+            if i % 2 == 0 {
+                grant_user(&conn, id, Permission::Admin).unwrap();
+            }
+            if i == 4 {
+                users::deactivate(&conn, id, 2).unwrap();
+                grant_user(&conn, id, Permission::Admin).unwrap();
+            }
+        }
+        // The filter this function used before it started from the grants.
+        let reference = |key: Option<&str>, q: Option<&str>| -> Vec<String> {
+            let filter = "u.active = 1 AND ( \
+                (?1 IS NULL AND ?2 IS NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id)) \
+                OR (?1 IS NOT NULL AND EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id AND up.permission = ?1) \
+                    AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')) \
+                OR (?1 IS NULL AND ?2 IS NOT NULL AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')))";
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT u.login FROM users u WHERE {filter} ORDER BY u.login"
+                ))
+                .unwrap();
+            stmt.query_map(params![key, q.map(users::like_pattern)], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .unwrap()
+        };
+        for permission in [None, Some(Permission::Admin)] {
+            for q in [None, Some("n"), Some("ONE"), Some("zz")] {
+                let (found, total) = user_holders(&conn, permission, q, 0, 100).unwrap();
+                let logins: Vec<String> = found.into_iter().map(|h| h.name).collect();
+                let want = reference(permission.map(|p| p.key()), q);
+                assert_eq!(total, want.len() as i64, "{permission:?} {q:?}");
+                assert_eq!(logins, want, "{permission:?} {q:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The `users` table: creating, finding, searching, editing and deactivating accounts.
+//! The `users` table: creating, finding, editing and deactivating accounts (finding them by
+//! text for the lists: `user_search`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -35,11 +37,11 @@ impl User {
 /// Provider name reported for local accounts.
 pub const LOCAL_PROVIDER: &str = "labgate";
 
-const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
+pub(super) const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
     must_change_password, external_provider, external_identity, external_id, created_at, \
     last_connection_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         login: row.get(1)?,
@@ -241,32 +243,6 @@ pub fn like_pattern(text: &str) -> String {
     out
 }
 
-/// Users whose login, name or email contains `q` (case-insensitive), active or deactivated,
-/// ordered by login; returns one page and the total.
-pub fn search(
-    conn: &Connection,
-    q: Option<&str>,
-    active: bool,
-    offset: i64,
-    limit: i64,
-) -> rusqlite::Result<(Vec<User>, i64)> {
-    let pattern = q.map(like_pattern);
-    let filter = "active = ?1 AND (?2 IS NULL OR login LIKE ?2 ESCAPE '\\' \
-                  OR name LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\')";
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM users WHERE {filter}"),
-        params![active, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM users WHERE {filter} ORDER BY login LIMIT ?3 OFFSET ?4"
-    ))?;
-    let users = stmt
-        .query_map(params![active, pattern, limit, offset], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok((users, total))
-}
-
 /// Names of the groups a user belongs to, sorted.
 pub fn group_names(conn: &Connection, id: i64) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
@@ -285,6 +261,43 @@ pub fn tokens_count(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
         [id],
         |r| r.get(0),
     )
+}
+
+/// Names of the groups of each of these users, sorted: one query for a page of users.
+/// Users in no group are absent.
+pub fn group_names_of(
+    conn: &Connection,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, Vec<String>>> {
+    let mut names: HashMap<i64, Vec<String>> = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(names);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.user_id, g.name FROM group_members m JOIN groups g ON g.id = m.group_id \
+         WHERE m.user_id IN (SELECT value FROM json_each(?1)) ORDER BY m.user_id, g.name",
+    )?;
+    let mut rows = stmt.query([super::id_list(ids)])?;
+    while let Some(row) = rows.next()? {
+        names.entry(row.get(0)?).or_default().push(row.get(1)?);
+    }
+    Ok(names)
+}
+
+/// How many API tokens each of these users has: one query for a page of users. Users without
+/// tokens are absent.
+pub fn tokens_counts(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, i64>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, count(*) FROM user_tokens \
+         WHERE user_id IN (SELECT value FROM json_each(?1)) GROUP BY user_id",
+    )?;
+    let counts = stmt
+        .query_map([super::id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
+    counts
 }
 
 #[cfg(test)]
@@ -335,18 +348,33 @@ mod tests {
     }
 
     #[test]
-    fn search_matches_login_name_email_case_insensitively_and_escapes_wildcards() {
+    fn batched_groups_and_token_counts_equal_the_per_user_answers() {
         let conn = test_db();
-        create(&conn, &new_local("carol", Some("Carol@Example.org")), 5).unwrap();
-        create(&conn, &new_local("dave_x", None), 5).unwrap();
-        let (found, total) = search(&conn, Some("EXAMPLE"), true, 0, 10).unwrap();
-        assert_eq!((found.len(), total), (1, 1));
-        let (found, _) = search(&conn, Some("_x"), true, 0, 10).unwrap();
-        assert_eq!(found[0].login, "dave_x");
-        let (found, _) = search(&conn, Some("%"), true, 0, 10).unwrap();
-        assert!(found.is_empty());
-        let (_, total) = search(&conn, None, true, 0, 1).unwrap();
-        assert_eq!(total, 3, "admin, carol, dave_x");
+        let ann = create(&conn, &new_local("ann", None), 5).unwrap();
+        let bob = create(&conn, &new_local("bob", None), 5).unwrap();
+        let admin = find_by_login(&conn, "admin").unwrap().unwrap().id;
+        let devs = crate::db::groups::create(&conn, "devs", "", 5).unwrap();
+        crate::db::groups::add_member(&conn, devs, ann).unwrap();
+        crate::db::tokens::create(&conn, ann, "a", None, 5).unwrap();
+        crate::db::tokens::create(&conn, ann, "b", None, 5).unwrap();
+        crate::db::tokens::create(&conn, admin, "c", None, 5).unwrap();
+        deactivate(&conn, bob, 6).unwrap();
+        let ids = [ann, bob, admin, 999];
+        let groups = group_names_of(&conn, &ids).unwrap();
+        let tokens = tokens_counts(&conn, &ids).unwrap();
+        for id in ids {
+            assert_eq!(
+                groups.get(&id).cloned().unwrap_or_default(),
+                group_names(&conn, id).unwrap()
+            );
+            assert_eq!(
+                tokens.get(&id).copied().unwrap_or(0),
+                tokens_count(&conn, id).unwrap()
+            );
+        }
+        assert_eq!(groups[&ann], vec!["devs", DEFAULT_GROUP]);
+        assert_eq!(tokens[&ann], 2);
+        assert!(group_names_of(&conn, &[]).unwrap().is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! members, and delete them (after a confirmation). The default group `users` is shown but
 //! cannot be renamed, deleted or have its members changed by hand.
 
-use super::admin::{self, done, field, param, ConfirmPage, ListState};
+use super::admin::{done, field, param, ConfirmPage, ListState};
 use super::FormErrors;
 use crate::accounts;
 use crate::db::groups::{self, Selected};
@@ -154,18 +154,15 @@ fn edit_page(
     let (rows, pager) = Pager::fetch(page, |offset, limit| {
         groups::members(&ctx.conn, group.id, None, Selected::Selected, offset, limit)
     })?;
-    let mut members = Vec::with_capacity(rows.len());
-    for row in rows {
-        let locked = match crate::db::users::find_by_login(&ctx.conn, &row.login)? {
-            Some(user) => admin::memberships_locked(ctx, &user)?,
-            None => None,
-        };
-        members.push(MemberRow {
+    let groups_sync = crate::settings::flag(&ctx.conn, crate::settings::GITLAB_GROUPS_SYNC)?;
+    let members: Vec<MemberRow> = rows
+        .into_iter()
+        .map(|row| MemberRow {
+            locked: accounts::membership_lock(row.external_provider.as_deref(), groups_sync),
             login: row.login,
             name: row.name,
-            locked,
-        });
-    }
+        })
+        .collect();
     let at_page = |p: i64| {
         let p = if p > 1 { p.to_string() } else { String::new() };
         url_with("/admin/groups/edit", &[("name", &group.name), ("p", &p)])

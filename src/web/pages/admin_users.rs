@@ -4,7 +4,7 @@
 use super::admin::{self, done, field, param, ConfirmPage, ListState};
 use super::FormErrors;
 use crate::accounts::{self, NewUserInput};
-use crate::db::{self, groups, users};
+use crate::db::{self, groups, user_search, users};
 use crate::error::AppResult;
 use crate::model::PROVIDER_GITLAB;
 use crate::web::request::Resp;
@@ -47,7 +47,12 @@ struct UserRow {
     deactivate_url: String,
 }
 
-fn user_row(ctx: &Ctx<'_>, user: users::User, state: &ListState) -> AppResult<UserRow> {
+fn user_row(
+    ctx: &Ctx<'_>,
+    user: users::User,
+    groups: Vec<String>,
+    state: &ListState,
+) -> AppResult<UserRow> {
     let gitlab = match (&user.external_provider, &user.external_identity) {
         (Some(p), Some(username)) if p == PROVIDER_GITLAB => Some(GitlabLink {
             username: username.clone(),
@@ -56,7 +61,7 @@ fn user_row(ctx: &Ctx<'_>, user: users::User, state: &ListState) -> AppResult<Us
         _ => None,
     };
     Ok(UserRow {
-        groups: users::group_names(&ctx.conn, user.id)?,
+        groups,
         last_connection: views::datetime(user.last_connection_at),
         created: views::datetime(Some(user.created_at)),
         is_self: ctx.caller()?.user.id == user.id,
@@ -108,12 +113,17 @@ fn list_page(
     let q = (!state.q.is_empty()).then_some(state.q.as_str());
     let deactivated = state.is_on(DEACTIVATED);
     let (found, pager) = Pager::fetch(state.page, |offset, limit| {
-        users::search(&ctx.conn, q, !deactivated, offset, limit)
+        user_search::search(&ctx.conn, q, !deactivated, offset, limit)
     })?;
     let state = state.at(pager.page);
+    let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
+    let mut group_names = users::group_names_of(&ctx.conn, &ids)?;
     let rows = found
         .into_iter()
-        .map(|u| user_row(ctx, u, &state))
+        .map(|u| {
+            let user_groups = group_names.remove(&u.id).unwrap_or_default();
+            user_row(ctx, u, user_groups, &state)
+        })
         .collect::<AppResult<Vec<_>>>()?;
     let page = ListPage {
         l: Layout::new(ctx, "Users", "users")?,
@@ -227,7 +237,8 @@ struct EditPage {
 fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppResult<Resp> {
     let user = accounts::user_by_login(&ctx.conn, login)?;
     let locked = admin::memberships_locked(ctx, &user)?;
-    let row = user_row(ctx, user, &ListState::plain(LIST))?;
+    let groups = users::group_names(&ctx.conn, user.id)?;
+    let row = user_row(ctx, user, groups, &ListState::plain(LIST))?;
     let memberships = groups::all_names(&ctx.conn)?
         .into_iter()
         .filter(|g| g != db::DEFAULT_GROUP)
