@@ -119,9 +119,15 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Statements kept compiled per connection (`prepare_cached`, keyed by the SQL text). Above
+/// the number of distinct SQL texts labgate runs (about 80), so that none is compiled twice on
+/// a connection of the [`Pool`]; each costs a few KiB, and only those used are kept.
+pub const STATEMENT_CACHE_CAPACITY: usize = 128;
+
 /// Pragmas every connection carries.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Keep one query plan per cached statement: without this, SQLite re-prepares statements
     // whose bound values (ids 0 and 1 among them) could change the plan, on every run.
     conn.set_db_config(

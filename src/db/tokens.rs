@@ -33,20 +33,25 @@ pub fn create(
     now: i64,
 ) -> rusqlite::Result<String> {
     let value = new_value();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO user_tokens (user_id, name, token_hash, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![user_id, name, crypto::sha256_hex(&value), now, expires_at],
-    )?;
+    )?
+    .execute(params![
+        user_id,
+        name,
+        crypto::sha256_hex(&value),
+        now,
+        expires_at
+    ])?;
     Ok(value)
 }
 
 pub fn exists(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM user_tokens WHERE user_id = ?1 AND name = ?2)",
-        params![user_id, name],
-        |r| r.get(0),
-    )
+    )?
+    .query_row(params![user_id, name], |r| r.get(0))
 }
 
 /// Resolves a presented token to (user id, token id) if it exists and has not expired.
@@ -58,35 +63,36 @@ pub fn authenticate(
     if !value.starts_with(TOKEN_PREFIX) || value.len() != TOKEN_PREFIX.len() + 40 {
         return Ok(None);
     }
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT user_id, id FROM user_tokens WHERE token_hash = ?1 \
          AND (expires_at IS NULL OR expires_at > ?2)",
-        params![crypto::sha256_hex(value), now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row(params![crypto::sha256_hex(value), now], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
     .optional()
 }
 
 /// Records use of a token, at most once a minute to spare writes.
 pub fn touch(conn: &Connection, token_id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE user_tokens SET last_connection_at = ?2 WHERE id = ?1 \
          AND (last_connection_at IS NULL OR last_connection_at < ?2 - 60)",
-        params![token_id, now],
-    )?;
+    )?
+    .execute(params![token_id, now])?;
     Ok(())
 }
 
 /// Deletes a token by name; false when the user has none by that name.
 pub fn revoke(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM user_tokens WHERE user_id = ?1 AND name = ?2",
-        params![user_id, name],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1 AND name = ?2")?
+        .execute(params![user_id, name])?
+        == 1)
 }
 
 pub fn list(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Token>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, name, created_at, last_connection_at, expires_at FROM user_tokens \
          WHERE user_id = ?1 ORDER BY name",
     )?;
