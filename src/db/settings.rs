@@ -11,6 +11,15 @@ pub fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
         .optional()
 }
 
+/// Every stored setting as (key, value), in one query: for readers of several settings.
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM settings")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
+    rows
+}
+
 pub fn set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO settings (key, value) VALUES (?1, ?2) \
@@ -37,6 +46,9 @@ mod tests {
         set(&conn, "k", "1").unwrap();
         set(&conn, "k", "2").unwrap();
         assert_eq!(get(&conn, "k").unwrap().as_deref(), Some("2"));
+        assert!(all(&conn)
+            .unwrap()
+            .contains(&("k".to_string(), "2".to_string())));
         delete(&conn, "k").unwrap();
         assert_eq!(get(&conn, "k").unwrap(), None);
     }
