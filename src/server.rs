@@ -361,6 +361,7 @@ mod tests {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             server_id: "test".into(),
             gitlab: crate::gitlab::Client::new(None).unwrap(),
+            callers: crate::web::caller_cache::CallerCache::default(),
         })
     }
 

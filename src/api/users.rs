@@ -17,7 +17,7 @@ pub fn current(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         })));
     };
     let user = &caller.user;
-    let groups = users::group_names(&ctx.conn, user.id)?;
+    let groups = &caller.groups[..];
     let permissions: Vec<&str> = caller.permissions.iter().map(|p| p.key()).collect();
     let mut v = json!({
         "isLoggedIn": true,

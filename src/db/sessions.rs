@@ -41,6 +41,11 @@ pub fn is_live(session: &Session, now: i64, idle_timeout_secs: i64) -> bool {
     now - session.last_seen_at < idle_timeout_secs && now - session.created_at < MAX_AGE_SECS
 }
 
+/// Whether a cookie value has the shape of one labgate made (64 hex characters).
+pub fn well_formed(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Finds the live session of a cookie value; expired ones are deleted and not returned.
 pub fn find(
     conn: &Connection,
@@ -48,16 +53,25 @@ pub fn find(
     now: i64,
     idle_timeout_secs: i64,
 ) -> rusqlite::Result<Option<Session>> {
-    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !well_formed(value) {
         return Ok(None);
     }
-    let id_hash = crypto::sha256_hex(value);
+    find_by_hash(conn, &crypto::sha256_hex(value), now, idle_timeout_secs)
+}
+
+/// [`find`] by the stored hash of the cookie value.
+pub fn find_by_hash(
+    conn: &Connection,
+    id_hash: &str,
+    now: i64,
+    idle_timeout_secs: i64,
+) -> rusqlite::Result<Option<Session>> {
     let found = conn
         .prepare_cached(
             "SELECT id_hash, user_id, csrf_token, created_at, last_seen_at, flash \
              FROM sessions WHERE id_hash = ?1",
         )?
-        .query_row([&id_hash], |r| {
+        .query_row([id_hash], |r| {
             Ok(Session {
                 id_hash: r.get(0)?,
                 user_id: r.get(1)?,
@@ -78,11 +92,17 @@ pub fn find(
     }
 }
 
-/// Records activity, at most once a minute to spare writes.
-pub fn touch(conn: &Connection, session: &Session, now: i64) -> rusqlite::Result<()> {
+/// Records activity, at most once a minute to spare writes, in the row and in `session`.
+///
+/// Not counted in [`crate::db::generation`]: it changes only this session's `last_seen_at`,
+/// which the caller's copy of the session now carries too.
+pub fn touch(conn: &Connection, session: &mut Session, now: i64) -> rusqlite::Result<()> {
     if now - session.last_seen_at >= 60 {
-        conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
-            .execute(params![session.id_hash, now])?;
+        crate::db::uncounted_write(|| {
+            conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
+                .execute(params![session.id_hash, now])
+        })?;
+        session.last_seen_at = now;
     }
     Ok(())
 }
@@ -175,8 +195,9 @@ mod tests {
         let mut now = 0;
         while now + IDLE / 2 < MAX_AGE_SECS {
             now += IDLE / 2;
-            let session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
-            touch(&conn, &session, now).unwrap();
+            let mut session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
+            touch(&conn, &mut session, now).unwrap();
+            assert_eq!(session.last_seen_at, now);
         }
         assert!(find(&conn, &value, MAX_AGE_SECS, IDLE).unwrap().is_none());
     }
