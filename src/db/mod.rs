@@ -348,6 +348,9 @@ pub struct Pool {
 struct PoolState {
     idle: Vec<Connection>,
     open: usize,
+    /// Requests waiting for a connection: only then is a returned one announced (waking
+    /// nobody still costs a system call per request).
+    waiting: usize,
 }
 
 impl Pool {
@@ -358,6 +361,7 @@ impl Pool {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             available: Condvar::new(),
         }
@@ -389,7 +393,9 @@ impl Pool {
                     Err(e) => {
                         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                         state.open -= 1;
-                        self.available.notify_one();
+                        if state.waiting > 0 {
+                            self.available.notify_one();
+                        }
                         Err(e.into())
                     }
                 };
@@ -400,11 +406,13 @@ impl Pool {
                     "The server is busy; try again in a moment".into(),
                 ));
             }
+            state.waiting += 1;
             state = self
                 .available
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -417,7 +425,9 @@ impl Pool {
             state.open -= 1;
             drop(conn);
         }
-        self.available.notify_one();
+        if state.waiting > 0 {
+            self.available.notify_one();
+        }
     }
 }
 

@@ -202,7 +202,18 @@ impl Resp {
     }
 
     pub fn json_status(status: u16, value: &serde_json::Value) -> Resp {
-        Resp::new(status, JSON, value.to_string())
+        Resp::json_of(status, value)
+    }
+
+    /// JSON of any serializable value (the same text as its `serde_json::Value`, keys aside:
+    /// a struct writes its fields in their order, a `Value` sorts them).
+    pub fn json_of(status: u16, value: &impl serde::Serialize) -> Resp {
+        // Serializing to memory fails only for maps with non-string keys; labgate has none.
+        let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+            log::error!("response: JSON serialization failed: {e}");
+            b"{}".to_vec()
+        });
+        Resp::new(status, JSON, body)
     }
 
     pub fn no_content() -> Resp {
