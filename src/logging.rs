@@ -2,20 +2,24 @@
 //!
 //! One line per request is one `write` per request if written where it is logged, taken in
 //! the request's time and under the lock of stderr. So info and debug lines go through a
-//! writer thread that writes everything that accumulated with one system call (right away when
-//! idle; under load, many lines at once); warnings and errors are written at once, after every
-//! line queued before them. [`flush`] writes what is queued (before the process exits).
+//! writer thread that writes everything that accumulated with one system call, at most every
+//! 2 ms (right away when idle; under load, many lines at once); warnings and errors are written
+//! at once, after every line queued before them. [`flush`] writes what is queued (before the
+//! process exits).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Queued bytes above which lines are written at once: a sink that does not keep up (a full
 /// pipe) slows the requests down instead of filling memory.
 const MAX_PENDING: usize = 1 << 20;
+
+/// Shortest time between two writes of the writer thread (how late an info line may be).
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 /// Lines waiting for the writer thread.
 #[derive(Default)]
@@ -101,6 +105,10 @@ impl Batcher {
                 let _ = sink.write_all(&batch);
                 let _ = sink.flush();
             }
+            drop(sink);
+            // Lines logged meanwhile wait for the next write: under load, one write and one
+            // wake-up of this thread every BATCH_PAUSE instead of one every few requests.
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
 }

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const MAX_AGE: Duration = Duration::from_secs(2);
 /// Most entries kept; when full, the stale ones are dropped, and all of them if none is.
 pub const CAPACITY: usize = 10_000;
+/// Above this many entries, stale ones are also dropped every [`MAX_AGE`], so that the memory
+/// held follows the credentials in use rather than every credential ever seen.
+const SWEEP_ABOVE: usize = 256;
 
 /// What is cached: the SHA-256 of a session cookie value or of an API token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,9 +76,14 @@ impl Entry {
 }
 
 pub struct CallerCache {
-    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    entries: Mutex<Entries>,
     /// Most entries; 0 keeps none.
     capacity: usize,
+}
+
+struct Entries {
+    map: HashMap<Key, Arc<Entry>>,
+    last_sweep: Instant,
 }
 
 impl Default for CallerCache {
@@ -87,12 +95,15 @@ impl Default for CallerCache {
 impl CallerCache {
     pub fn new(capacity: usize) -> CallerCache {
         CallerCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
             capacity,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -108,11 +119,11 @@ impl CallerCache {
             return None;
         }
         let mut entries = self.lock();
-        let entry = entries.get(key)?;
+        let entry = entries.map.get(key)?;
         if entry.fresh(generation, Instant::now()) {
             return Some(Arc::clone(entry));
         }
-        entries.remove(key);
+        entries.map.remove(key);
         None
     }
 
@@ -122,22 +133,26 @@ impl CallerCache {
             return;
         }
         let mut entries = self.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            let now = Instant::now();
-            entries.retain(|_, e| e.fresh(generation, now));
-            if entries.len() >= self.capacity {
-                entries.clear();
+        let now = Instant::now();
+        let full = entries.map.len() >= self.capacity && !entries.map.contains_key(&key);
+        let due = entries.map.len() > SWEEP_ABOVE
+            && now.saturating_duration_since(entries.last_sweep) >= MAX_AGE;
+        if full || due {
+            entries.map.retain(|_, e| e.fresh(generation, now));
+            entries.last_sweep = now;
+            if entries.map.len() >= self.capacity {
+                entries.map.clear();
             }
         }
-        entries.insert(key, Arc::new(entry));
+        entries.map.insert(key, Arc::new(entry));
     }
 
     pub fn remove(&self, key: &Key) {
-        self.lock().remove(key);
+        self.lock().map.remove(key);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,8 +165,20 @@ mod tests {
     use super::*;
 
     fn entry(generation: u64) -> Entry {
-        let conn = crate::db::test_db();
-        let user = users::find_by_id(&conn, 1).unwrap().unwrap();
+        let user = users::User {
+            id: 1,
+            login: "ann".into(),
+            name: "Ann".into(),
+            email: None,
+            active: true,
+            local: true,
+            must_change_password: false,
+            external_provider: None,
+            external_identity: None,
+            external_id: None,
+            created_at: 0,
+            last_connection_at: None,
+        };
         Entry {
             generation,
             loaded_at: Instant::now(),
@@ -187,6 +214,21 @@ mod tests {
         old.loaded_at = Instant::now() - MAX_AGE;
         cache.insert(key, old, 3);
         assert!(cache.get(&key, 3).is_none());
+    }
+
+    #[test]
+    fn stale_entries_are_swept_once_there_are_many() {
+        let cache = CallerCache::new(CAPACITY);
+        cache.lock().last_sweep = Instant::now() + Duration::from_secs(3600);
+        for i in 0..=SWEEP_ABOVE {
+            let mut key = [0; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.insert(Key::Token(key), entry(1), 1);
+        }
+        assert_eq!(cache.len(), SWEEP_ABOVE + 1, "not swept before MAX_AGE");
+        cache.lock().last_sweep = Instant::now() - MAX_AGE;
+        cache.insert(Key::Session([0; 32]), entry(2), 2);
+        assert_eq!(cache.len(), 1, "the entries of generation 1 went");
     }
 
     #[test]
