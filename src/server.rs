@@ -2,7 +2,7 @@
 //! parameter limits, the client address, panics answered 500 with a request id, security
 //! headers, one log line per request, and graceful draining on SIGTERM.
 
-use crate::web::request::{parse_cookies, Params, Req, Resp, MAX_BODY};
+use crate::web::request::{Params, Req, Resp, MAX_BODY};
 use crate::web::{self, App};
 use oxhttp::model::{Body, HeaderName, HeaderValue, Request, Response, StatusCode};
 use std::io::Read;
@@ -218,7 +218,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
             query: Params::default(),
             form: Params::default(),
             headers: Vec::new(),
-            cookies: Vec::new(),
             client_ip: None,
             request_id: request_id.to_string(),
             body: Vec::new(),
@@ -298,7 +297,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
             "Too many parameters",
         )));
     }
-    let cookies = header("cookie").map(parse_cookies).unwrap_or_default();
     let client_ip = client_address(
         peer_address().map(|a| a.ip()),
         header("x-forwarded-for"),
@@ -310,7 +308,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         raw_query,
         query,
         form,
-        cookies,
         client_ip,
         request_id: request_id.to_string(),
         body,

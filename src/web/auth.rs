@@ -394,7 +394,7 @@ mod tests {
         }
     }
 
-    fn request(headers: Vec<(String, String)>, cookies: Vec<(String, String)>) -> Req {
+    fn request(headers: Vec<(String, String)>) -> Req {
         Req {
             method: "GET".into(),
             path: "/api/users/current".into(),
@@ -402,7 +402,6 @@ mod tests {
             query: Params::default(),
             form: Params::default(),
             headers,
-            cookies,
             client_ip: None,
             request_id: "test".into(),
             body: Vec::new(),
@@ -410,7 +409,7 @@ mod tests {
     }
 
     fn with_cookie(value: &str) -> Req {
-        request(Vec::new(), vec![(SESSION_COOKIE.into(), value.into())])
+        request(vec![("Cookie".into(), format!("{SESSION_COOKIE}={value}"))])
     }
 
     fn last_seen(conn: &Connection, value: &str) -> Option<i64> {
@@ -459,10 +458,7 @@ mod tests {
         let app = app("token");
         let conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
         let token = tokens::create(&conn, 1, "ci", Some(2_000), 1_000).unwrap();
-        let req = request(
-            vec![("Authorization".into(), format!("Bearer {token}"))],
-            Vec::new(),
-        );
+        let req = request(vec![("Authorization".into(), format!("Bearer {token}"))]);
         let valid = |now| matches!(resolve(&app, &conn, &req, now), Ok(Credentials::Valid(_)));
         let last_used = || tokens::list(&conn, 1).unwrap()[0].last_connection_at;
         assert!(valid(1_001));
