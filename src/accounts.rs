@@ -4,7 +4,7 @@
 use crate::db::{self, groups, permissions, sessions, tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::model::{self, GroupName, Login, Permission, PROVIDER_GITLAB};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// Refuses the change being made in `tx` if it leaves no active administrator.
 fn ensure_an_admin_remains(tx: &Connection, message: &str) -> AppResult<()> {
@@ -124,11 +124,11 @@ pub fn create_user(
                     now,
                 )?,
                 (None, Some(hash)) => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE users SET external_provider = NULL, external_identity = NULL, \
                          external_id = NULL WHERE id = ?1",
-                        [existing.id],
-                    )?;
+                    )?
+                    .execute([existing.id])?;
                     users::set_password(&tx, existing.id, hash, false, now)?
                 }
                 (None, None) => {}
@@ -170,13 +170,12 @@ fn ensure_gitlab_identity_free(
     except: Option<i64>,
 ) -> AppResult<()> {
     let taken: Option<String> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT login FROM users WHERE external_provider = 'gitlab' \
              AND external_identity = ?1 COLLATE NOCASE AND id IS NOT ?2 LIMIT 1",
-            rusqlite::params![username, except],
-            |r| r.get(0),
-        )
-        .ok();
+        )?
+        .query_row(rusqlite::params![username, except], |r| r.get(0))
+        .optional()?;
     if let Some(login) = taken {
         return Err(AppError::rule(format!(
             "GitLab user '{username}' is already linked to user '{login}'"

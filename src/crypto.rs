@@ -30,7 +30,12 @@ pub fn random_password() -> String {
 
 /// SHA-256 of a high-entropy secret, as hex: how session ids and tokens are stored.
 pub fn sha256_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(sha256(secret))
+}
+
+/// SHA-256 of a high-entropy secret (the stored form of [`sha256_hex`], as bytes).
+pub fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Constant-time equality of two strings.

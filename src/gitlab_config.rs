@@ -56,26 +56,26 @@ impl GitlabConfig {
     }
 }
 
+/// The configuration in effect, read with one query.
 pub fn load(conn: &Connection) -> AppResult<GitlabConfig> {
+    let stored = s::Snapshot::load(conn)?;
     Ok(GitlabConfig {
-        enabled: s::flag(conn, s::GITLAB_ENABLED)?,
-        url: s::value(conn, s::GITLAB_URL)?.unwrap_or_else(|| "https://gitlab.com".into()),
-        application_id: db::settings::get(conn, s::GITLAB_APPLICATION_ID)?,
-        secret: db::settings::get(conn, s::GITLAB_SECRET)?,
-        synchronize_groups: s::flag(conn, s::GITLAB_GROUPS_SYNC)?,
-        allowed_groups: s::values(conn, s::GITLAB_ALLOWED_GROUPS)?,
-        allow_users_to_sign_up: s::flag(conn, s::GITLAB_SIGN_UP)?,
+        enabled: stored.flag(s::GITLAB_ENABLED)?,
+        url: stored
+            .value(s::GITLAB_URL)?
+            .unwrap_or_else(|| "https://gitlab.com".into()),
+        application_id: stored.stored(s::GITLAB_APPLICATION_ID).map(str::to_string),
+        secret: stored.stored(s::GITLAB_SECRET).map(str::to_string),
+        synchronize_groups: stored.flag(s::GITLAB_GROUPS_SYNC)?,
+        allowed_groups: stored.values(s::GITLAB_ALLOWED_GROUPS),
+        allow_users_to_sign_up: stored.flag(s::GITLAB_SIGN_UP)?,
     })
 }
 
 /// A configuration exists once any of its settings is stored.
 pub fn exists(conn: &Connection) -> AppResult<bool> {
-    for key in GITLAB_KEYS {
-        if db::settings::get(conn, key)?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let stored = s::Snapshot::load(conn)?;
+    Ok(GITLAB_KEYS.iter().any(|key| stored.is_set(key)))
 }
 
 fn bad(message: impl Into<String>) -> AppError {

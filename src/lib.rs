@@ -120,6 +120,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             in_flight: AtomicUsize::new(0),
             server_id: server_id.clone(),
             gitlab: gitlab.clone(),
+            callers: web::caller_cache::CallerCache::default(),
         })
     })
     .map_err(|e| {

@@ -75,7 +75,9 @@ fn parse_args() -> Result<(Command, Flags), lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let result = run();
+    labgate::logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -211,5 +213,6 @@ fn serve(config: Config) -> Result<(), String> {
         }
     }
     log::info!("stopped");
+    labgate::logging::flush();
     std::process::exit(0)
 }

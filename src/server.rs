@@ -2,7 +2,7 @@
 //! parameter limits, the client address, panics answered 500 with a request id, security
 //! headers, one log line per request, and graceful draining on SIGTERM.
 
-use crate::web::request::{parse_cookies, Params, Req, Resp, MAX_BODY};
+use crate::web::request::{Params, Req, Resp, MAX_BODY};
 use crate::web::{self, App};
 use oxhttp::model::{Body, HeaderName, HeaderValue, Request, Response, StatusCode};
 use std::io::Read;
@@ -101,12 +101,50 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The peer address: oxhttp gives handlers none, but names each connection's thread after it.
+/// The peer address: oxhttp gives handlers none, but names each connection's thread after it
+/// (a thread's name never changes, so it is read once per thread).
 pub(crate) fn peer_address() -> Option<SocketAddr> {
-    let current = std::thread::current();
-    let name = current.name()?;
-    let (addr, _) = name.split_once(": responding thread")?;
-    addr.parse().ok()
+    thread_local! {
+        static PEER: Option<SocketAddr> = {
+            let current = std::thread::current();
+            current
+                .name()
+                .and_then(|name| name.split_once(": responding thread"))
+                .and_then(|(addr, _)| addr.parse().ok())
+        };
+    }
+    PEER.with(|peer| *peer)
+}
+
+/// A request id unique in this process (for 2^48 requests) and unlike other processes' (a
+/// random start): 12 hex characters. Not a secret, so no system call per request.
+fn next_request_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::OnceLock;
+    const MASK: u64 = (1 << 48) - 1;
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let bytes = crate::crypto::random_bytes(8);
+        u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+    });
+    // An odd multiplier is a bijection modulo 2^48: distinct counts give distinct ids, which
+    // do not read as a sequence.
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:012x}",
+        start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4B)) & MASK
+    )
+}
+
+/// Milliseconds with one decimal, for the request log line.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0.as_micros() + 50) / 100;
+        write!(f, "{}.{}ms", tenths / 10, tenths % 10)
+    }
 }
 
 /// The client address for throttling: only believed from `X-Forwarded-For` when the request
@@ -145,7 +183,7 @@ pub fn handle(
     app.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlight(app);
     let started = Instant::now();
-    let request_id = crate::crypto::random_hex(6);
+    let request_id = next_request_id();
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let resp = if app.draining.load(Ordering::SeqCst) {
@@ -192,10 +230,7 @@ pub fn handle(
         }
     };
     let status = resp.status;
-    log::info!(
-        "{method} {path} {status} {:.1}ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    log::info!("{method} {path} {status} {}", Millis(started.elapsed()));
     to_response(resp, &request_id)
 }
 
@@ -210,7 +245,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
             query: Params::default(),
             form: Params::default(),
             headers: Vec::new(),
-            cookies: Vec::new(),
             client_ip: None,
             request_id: request_id.to_string(),
             body: Vec::new(),
@@ -250,8 +284,13 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
     let mut body = Vec::new();
     let started = Instant::now();
     let mut reader = request.body_mut().take(MAX_BODY as u64 + 1);
-    let mut chunk = [0u8; 8192];
-    loop {
+    // Most requests have no body: no buffer to clear for them.
+    let mut chunk = if reader.get_ref().len() == Some(0) {
+        Vec::new()
+    } else {
+        vec![0u8; 8192]
+    };
+    while !chunk.is_empty() {
         match reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => body.extend_from_slice(&chunk[..n]),
@@ -294,7 +333,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
             "Too many parameters",
         )));
     }
-    let cookies = header("cookie").map(parse_cookies).unwrap_or_default();
     let client_ip = client_address(
         peer_address().map(|a| a.ip()),
         header("x-forwarded-for"),
@@ -306,7 +344,6 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
         raw_query,
         query,
         form,
-        cookies,
         client_ip,
         request_id: request_id.to_string(),
         body,
@@ -323,27 +360,33 @@ fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
     let has_cache_control = resp.header("cache-control").is_some();
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    let mut extra: Vec<(&str, String)> = vec![
-        ("X-Content-Type-Options", "nosniff".into()),
-        ("X-Request-Id", request_id.to_string()),
-    ];
-    if is_html {
-        extra.push(("Content-Security-Policy", CSP.into()));
-        extra.push(("Referrer-Policy", "same-origin".into()));
-        extra.push(("X-Frame-Options", "DENY".into()));
-    }
-    if !has_cache_control {
-        extra.push(("Cache-Control", "no-store".into()));
-    }
-    for (name, value) in resp
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .chain(extra)
-    {
+    for (name, value) in resp.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             builder = builder.header(n, v);
         }
+    }
+    use oxhttp::model::header;
+    builder = builder.header(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(id) = HeaderValue::try_from(request_id) {
+        builder = builder.header(HeaderName::from_static("x-request-id"), id);
+    }
+    if is_html {
+        builder = builder
+            .header(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            )
+            .header(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            )
+            .header(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if !has_cache_control {
+        builder = builder.header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     builder
         .body(Body::from(resp.body))
@@ -398,6 +441,7 @@ mod tests {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             server_id: "test".into(),
             gitlab: crate::gitlab::Client::new(None).unwrap(),
+            callers: crate::web::caller_cache::CallerCache::default(),
         })
     }
 
@@ -455,6 +499,25 @@ mod tests {
         assert!(get(addr, "/api/fine").starts_with("HTTP/1.1 503"));
         app.in_flight.fetch_sub(1, Ordering::SeqCst);
         assert!(drain(&app, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn request_ids_are_twelve_hex_characters_and_distinct() {
+        let ids: std::collections::BTreeSet<String> =
+            (0..1000).map(|_| next_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn request_times_are_logged_in_milliseconds_with_one_decimal() {
+        let ms = |micros| Millis(Duration::from_micros(micros)).to_string();
+        assert_eq!(ms(0), "0.0ms");
+        assert_eq!(ms(1_234), "1.2ms");
+        assert_eq!(ms(1_250), "1.3ms");
+        assert_eq!(ms(987_654), "987.7ms");
     }
 
     #[test]

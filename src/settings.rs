@@ -229,6 +229,45 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
     }
 }
 
+/// Every stored setting, read with one query, for code that needs several of them (the GitLab
+/// configuration, `api/settings/values`). Answers like the functions below that read one key.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot(std::collections::HashMap<String, String>);
+
+impl Snapshot {
+    pub fn load(conn: &Connection) -> AppResult<Snapshot> {
+        Ok(Snapshot(db::settings::all(conn)?.into_iter().collect()))
+    }
+
+    /// The stored value, without default.
+    pub fn stored(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// The stored value or the default; like [`value`].
+    pub fn value(&self, key: &str) -> AppResult<Option<String>> {
+        let def = known(key)?;
+        Ok(self.stored(key).or(def.default).map(str::to_string))
+    }
+
+    /// The values of a multi-valued setting; like [`values`].
+    pub fn values(&self, key: &str) -> Vec<String> {
+        self.stored(key)
+            .map(|json| serde_json::from_str(json).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// A boolean setting; like [`flag`].
+    pub fn flag(&self, key: &str) -> AppResult<bool> {
+        Ok(self.value(key)?.as_deref() == Some("true"))
+    }
+
+    /// Whether a value is stored; like [`is_set`].
+    pub fn is_set(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+}
+
 /// The stored value or the default.
 pub fn value(conn: &Connection, key: &str) -> AppResult<Option<String>> {
     let def = known(key)?;
@@ -355,6 +394,22 @@ mod tests {
             value(&conn, GITLAB_URL).unwrap().as_deref(),
             Some("https://a.example")
         );
+    }
+
+    #[test]
+    fn snapshot_answers_like_single_reads() {
+        let mut conn = db::test_db();
+        set(&mut conn, GITLAB_ENABLED, "true").unwrap();
+        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme", "beta"]).unwrap();
+        set(&mut conn, GITLAB_SECRET, "s3cret").unwrap();
+        let snap = Snapshot::load(&conn).unwrap();
+        for def in DEFINITIONS {
+            assert_eq!(snap.value(def.key).unwrap(), value(&conn, def.key).unwrap());
+            assert_eq!(snap.values(def.key), values(&conn, def.key).unwrap());
+            assert_eq!(snap.flag(def.key).unwrap(), flag(&conn, def.key).unwrap());
+            assert_eq!(snap.is_set(def.key), is_set(&conn, def.key).unwrap());
+        }
+        assert!(snap.value("sonar.unknown").is_err());
     }
 
     #[test]

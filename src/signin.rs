@@ -49,14 +49,15 @@ fn account(
     sql: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<Account>> {
-    conn.query_row(sql, p, |r| {
-        Ok(Account {
-            id: r.get(0)?,
-            active: r.get(1)?,
-            gitlab_id: r.get(2)?,
+    conn.prepare_cached(sql)?
+        .query_row(p, |r| {
+            Ok(Account {
+                id: r.get(0)?,
+                active: r.get(1)?,
+                gitlab_id: r.get(2)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 /// Runs steps 7–12. Nothing is written unless the sign-in succeeds.
@@ -109,11 +110,11 @@ pub fn complete(
     }
     let (user_id, created) = match own_id {
         Some(id) => {
-            tx.execute(
-                "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
-                 updated_at = ?6 WHERE id = ?1",
-                params![id, name, email, who.username, gitlab_id, now],
-            )?;
+            tx.prepare_cached(
+                "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, \
+                 external_id = ?5, updated_at = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, name, email, who.username, gitlab_id, now])?;
             (id, false)
         }
         None => {
@@ -168,7 +169,7 @@ pub fn complete(
 }
 
 fn all_groups(conn: &Connection) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare("SELECT id, name, is_default FROM groups")?;
+    let mut stmt = conn.prepare_cached("SELECT id, name, is_default FROM groups")?;
     let rows = stmt
         .query_map([], |r| {
             Ok(LocalGroup {
@@ -182,7 +183,7 @@ fn all_groups(conn: &Connection) -> rusqlite::Result<Vec<LocalGroup>> {
 }
 
 fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT g.id, g.name, g.is_default FROM groups g \
          JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1",
     )?;

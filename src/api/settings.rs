@@ -35,6 +35,7 @@ pub fn values(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     } else {
         requested.iter().map(String::as_str).collect()
     };
+    let stored_settings = registry::Snapshot::load(&ctx.conn)?;
     let mut list: Vec<Value> = Vec::new();
     let mut secured: Vec<&str> = Vec::new();
     for key in keys {
@@ -42,13 +43,13 @@ pub fn values(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             continue;
         };
         if def.secured() {
-            if registry::is_set(&ctx.conn, key)? {
+            if stored_settings.is_set(key) {
                 secured.push(def.key);
             }
             continue;
         }
         if def.multi() {
-            let values = registry::values(&ctx.conn, key)?;
+            let values = stored_settings.values(key);
             if !values.is_empty() {
                 list.push(json!({ "key": key, "values": values }));
             }
@@ -60,8 +61,7 @@ pub fn values(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
                 continue;
             }
         }
-        let stored = crate::db::settings::get(&ctx.conn, key)?;
-        match (stored, def.default) {
+        match (stored_settings.stored(key), def.default) {
             (Some(v), _) => list.push(json!({ "key": key, "value": v })),
             (None, Some(d)) => list.push(json!({ "key": key, "value": d, "inherited": true })),
             (None, None) => {}

@@ -19,7 +19,10 @@ pub fn version(_ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 pub fn health(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let _: i64 = ctx.conn.query_row("SELECT 1", [], |r| r.get(0))?;
+    let _: i64 = ctx
+        .conn
+        .prepare_cached("SELECT 1")?
+        .query_row([], |r| r.get(0))?;
     Ok(Resp::json(&json!({ "health": "GREEN", "causes": [] })))
 }
 

@@ -11,8 +11,21 @@ pub struct Group {
     pub members_count: i64,
 }
 
-const COLUMNS: &str = "g.id, g.name, g.description, g.is_default, \
-    (SELECT count(*) FROM group_members m WHERE m.group_id = g.id)";
+/// The columns [`from_row`] reads, as a macro so that every query stays one `const` text
+/// (statements are cached by their text).
+macro_rules! group_columns {
+    () => {
+        "g.id, g.name, g.description, g.is_default, \
+         (SELECT count(*) FROM group_members m WHERE m.group_id = g.id)"
+    };
+}
+
+/// The filter of [`search`]: the name contains `?1` (a `LIKE` pattern), or `?1` is NULL.
+macro_rules! search_filter {
+    () => {
+        "(?1 IS NULL OR g.name LIKE ?1 ESCAPE '\\')"
+    };
+}
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
     Ok(Group {
@@ -25,32 +38,32 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
 }
 
 pub fn create(conn: &Connection, name: &str, description: &str, now: i64) -> rusqlite::Result<i64> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO groups (name, description, is_default, created_at) VALUES (?1, ?2, 0, ?3)",
-        params![name, description, now],
-    )?;
+    )?
+    .execute(params![name, description, now])?;
     Ok(conn.last_insert_rowid())
 }
 
 pub fn find_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<Group>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM groups g WHERE g.name = ?1"),
-        [name],
-        from_row,
-    )
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        group_columns!(),
+        " FROM groups g WHERE g.name = ?1"
+    ))?
+    .query_row([name], from_row)
     .optional()
 }
 
 pub fn update(conn: &Connection, id: i64, name: &str, description: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE groups SET name = ?2, description = ?3 WHERE id = ?1",
-        params![id, name, description],
-    )?;
+    conn.prepare_cached("UPDATE groups SET name = ?2, description = ?3 WHERE id = ?1")?
+        .execute(params![id, name, description])?;
     Ok(())
 }
 
 pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM groups WHERE id = ?1", [id])?;
+    conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
@@ -62,14 +75,18 @@ pub fn search(
     limit: i64,
 ) -> rusqlite::Result<(Vec<Group>, i64)> {
     let pattern = q.map(super::users::like_pattern);
-    let filter = "(?1 IS NULL OR g.name LIKE ?1 ESCAPE '\\')";
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM groups g WHERE {filter}"),
-        params![pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM groups g WHERE {filter} ORDER BY g.name LIMIT ?2 OFFSET ?3"
+    let total: i64 = conn
+        .prepare_cached(concat!(
+            "SELECT count(*) FROM groups g WHERE ",
+            search_filter!()
+        ))?
+        .query_row(params![pattern], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        group_columns!(),
+        " FROM groups g WHERE ",
+        search_filter!(),
+        " ORDER BY g.name LIMIT ?2 OFFSET ?3"
     ))?;
     let groups = stmt
         .query_map(params![pattern, limit, offset], from_row)?
@@ -79,7 +96,7 @@ pub fn search(
 
 /// Every group name, sorted (for pickers).
 pub fn all_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM groups ORDER BY name")?;
+    let mut stmt = conn.prepare_cached("SELECT name FROM groups ORDER BY name")?;
     let names = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -88,18 +105,18 @@ pub fn all_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// Adds a membership; returns false when it already existed.
 pub fn add_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
-        params![group_id, user_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)")?
+        .execute(params![group_id, user_id])?
+        == 1)
 }
 
 /// Removes a membership; returns false when there was none.
 pub fn remove_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
-        params![group_id, user_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
+        .execute(params![group_id, user_id])?
+        == 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,10 @@ pub mod user_search;
 pub mod users;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -189,21 +191,96 @@ pub fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// Opens a connection with labgate's pragmas: WAL, foreign keys, busy timeout.
+/// Opens a connection with labgate's pragmas (WAL, foreign keys, busy timeout), its commits
+/// counted in [`generation`].
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
+    open_counting(path, &GENERATION)
+}
+
+fn open_counting(path: &Path, generation: &'static AtomicU64) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    configure(&conn)?;
+    configure(&mut conn, generation)?;
     Ok(conn)
 }
 
-/// Pragmas every connection carries.
-pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// Commits of this process that changed the database: see [`generation`].
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Cleared if a connection could not be put in WAL mode: commits are then not counted.
+static COMMITS_COUNTED: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    /// Set while [`uncounted_write`] runs.
+    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A number that changes after every commit, by any connection of this process opened with
+/// [`open`], that changed the database. Something computed from the database after reading
+/// generation `g` is still up to date as long as the generation is `g` (writes of other
+/// processes aside: they are not counted).
+///
+/// Counted in SQLite's WAL hook, which runs right after the commit, once the new data is
+/// visible to every reader: a reader that sees the new number then reads the new data. (The
+/// commit hook would not do: it runs before the commit is visible, so a reader could see the
+/// new number, read the old data, and keep it as current.)
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
+}
+
+/// Whether [`generation`] counts every commit: false if a connection is not in WAL mode (a file
+/// system without shared memory), in which case nothing may be cached by generation.
+pub fn commits_counted() -> bool {
+    COMMITS_COUNTED.load(Ordering::SeqCst)
+}
+
+/// Runs `write`, an autocommit write that changes nothing a cache keyed by [`generation`] holds,
+/// without moving the generation: the activity stamps `sessions::touch` and `tokens::touch`,
+/// which would otherwise drop every cached caller once a minute per active session. Inside an
+/// open transaction it has no effect (the commit, later, is counted).
+pub(crate) fn uncounted_write<T>(write: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNCOUNTED.with(|u| u.set(false));
+        }
+    }
+    UNCOUNTED.with(|u| u.set(true));
+    let _reset = Reset;
+    write()
+}
+
+/// WAL frames after which a commit checkpoints, as SQLite's default WAL hook does (which ours
+/// replaces).
+const WAL_AUTOCHECKPOINT_PAGES: i32 = 1000;
+
+/// Counts this connection's commits in `generation`, and checkpoints like SQLite's default hook.
+fn count_commits(conn: &mut Connection, generation: &'static AtomicU64) -> rusqlite::Result<()> {
+    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if !UNCOUNTED.with(Cell::get) {
+            generation.fetch_add(1, Ordering::SeqCst);
+        }
+        if pages >= WAL_AUTOCHECKPOINT_PAGES {
+            // As SQLite's own hook: a checkpoint that cannot run now runs at a later commit,
+            // and its failure is not the failure of the commit that has already happened.
+            let _ = wal.checkpoint();
+        }
+        Ok(())
+    }))
+}
+
+/// Statements kept compiled per connection (`prepare_cached`, keyed by the SQL text). Above
+/// the number of distinct SQL texts labgate runs (about 80), so that none is compiled twice on
+/// a connection of the [`Pool`]; each costs a few KiB, and only those used are kept.
+pub const STATEMENT_CACHE_CAPACITY: usize = 128;
+
+/// Pragmas every connection carries, and the counting of its commits in `generation`.
+fn configure(conn: &mut Connection, generation: &'static AtomicU64) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Keep one query plan per cached statement: without this, SQLite re-prepares statements
     // whose bound values (ids 0 and 1 among them) could change the plan, on every run.
     conn.set_db_config(
@@ -211,8 +288,13 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
         true,
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("database: journal mode is {mode}, not WAL; callers are not cached");
+        COMMITS_COUNTED.store(false, Ordering::SeqCst);
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    count_commits(conn, generation)?;
     Ok(())
 }
 
@@ -363,6 +445,9 @@ pub struct Pool {
 struct PoolState {
     idle: Vec<Connection>,
     open: usize,
+    /// Requests waiting for a connection: only then is a returned one announced (waking
+    /// nobody still costs a system call per request).
+    waiting: usize,
 }
 
 impl Pool {
@@ -373,6 +458,7 @@ impl Pool {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             available: Condvar::new(),
         }
@@ -404,7 +490,9 @@ impl Pool {
                     Err(e) => {
                         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                         state.open -= 1;
-                        self.available.notify_one();
+                        if state.waiting > 0 {
+                            self.available.notify_one();
+                        }
                         Err(e.into())
                     }
                 };
@@ -415,11 +503,13 @@ impl Pool {
                     "The server is busy; try again in a moment".into(),
                 ));
             }
+            state.waiting += 1;
             state = self
                 .available
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -432,7 +522,9 @@ impl Pool {
             state.open -= 1;
             drop(conn);
         }
-        self.available.notify_one();
+        if state.waiting > 0 {
+            self.available.notify_one();
+        }
     }
 }
 
@@ -661,6 +753,73 @@ mod tests {
         }
         let state = pool.state.lock().unwrap();
         assert_eq!((state.idle.len(), state.open), (0, 0));
+    }
+
+    #[test]
+    fn every_commit_moves_the_generation_but_reads_and_uncounted_writes_do_not() {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let path = temp_db("generation");
+        let mut conn = open_counting(&path, &COUNT).unwrap();
+        let other = open_counting(&path, &COUNT).unwrap();
+        let start = COUNT.load(Ordering::SeqCst);
+        conn.execute("INSERT INTO settings (key, value) VALUES ('a', '1')", [])
+            .unwrap();
+        assert_eq!(COUNT.load(Ordering::SeqCst), start + 1, "autocommit write");
+        let tx = write_tx(&mut conn).unwrap();
+        settings::set(&tx, "b", "2").unwrap();
+        settings::set(&tx, "c", "3").unwrap();
+        assert_eq!(
+            COUNT.load(Ordering::SeqCst),
+            start + 1,
+            "not before the commit"
+        );
+        tx.commit().unwrap();
+        assert_eq!(
+            COUNT.load(Ordering::SeqCst),
+            start + 2,
+            "one per transaction"
+        );
+        settings::set(&other, "a", "4").unwrap();
+        assert_eq!(COUNT.load(Ordering::SeqCst), start + 3, "any connection");
+        assert_eq!(settings::get(&conn, "a").unwrap().as_deref(), Some("4"));
+        uncounted_write(|| settings::set(&conn, "a", "5")).unwrap();
+        assert_eq!(COUNT.load(Ordering::SeqCst), start + 3, "uncounted");
+        settings::set(&conn, "a", "6").unwrap();
+        assert_eq!(
+            COUNT.load(Ordering::SeqCst),
+            start + 4,
+            "counted again after"
+        );
+        let tx = write_tx(&mut conn).unwrap();
+        settings::set(&tx, "d", "7").unwrap();
+        drop(tx);
+        assert_eq!(COUNT.load(Ordering::SeqCst), start + 4, "rolled back");
+    }
+
+    #[test]
+    fn the_wal_is_still_checkpointed_with_the_counting_hook() {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let path = temp_db("checkpoint");
+        let conn = open_counting(&path, &COUNT).unwrap();
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let blob = vec![7u8; page as usize];
+        for i in 0..3 * WAL_AUTOCHECKPOINT_PAGES {
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+                rusqlite::params![format!("k{}", i % 100), blob],
+            )
+            .unwrap();
+        }
+        let wal = std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len();
+        // Without checkpoints the WAL would hold every commit: thousands of pages.
+        assert!(
+            wal < 2 * WAL_AUTOCHECKPOINT_PAGES as u64 * (page as u64 + 24),
+            "WAL of {wal} bytes"
+        );
     }
 
     #[test]

@@ -29,44 +29,41 @@ pub fn insert_state(
     return_to: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "DELETE FROM oauth_states WHERE created_at <= ?1",
-        [now - STATE_TTL_SECS],
-    )?;
-    conn.execute(
+    conn.prepare_cached("DELETE FROM oauth_states WHERE created_at <= ?1")?
+        .execute([now - STATE_TTL_SECS])?;
+    conn.prepare_cached(
         "INSERT INTO oauth_states (state_hash, browser_hash, verifier, return_to, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            crypto::sha256_hex(state),
-            crypto::sha256_hex(browser),
-            verifier,
-            return_to,
-            now
-        ],
-    )?;
+    )?
+    .execute(params![
+        crypto::sha256_hex(state),
+        crypto::sha256_hex(browser),
+        verifier,
+        return_to,
+        now
+    ])?;
     // Row ids grow with each insert, so the oldest rows are the lowest ids.
-    conn.execute(
+    conn.prepare_cached(
         "DELETE FROM oauth_states WHERE rowid <= (SELECT max(rowid) FROM oauth_states) - ?1",
-        [MAX_PENDING],
-    )?;
+    )?
+    .execute([MAX_PENDING])?;
     Ok(())
 }
 
 /// Takes a state out (single use): it is deleted whether or not it turns out valid.
 pub fn take_state(conn: &Connection, state: &str) -> rusqlite::Result<Option<PendingSignIn>> {
-    conn.query_row(
+    conn.prepare_cached(
         "DELETE FROM oauth_states WHERE state_hash = ?1 \
          RETURNING browser_hash, verifier, return_to, created_at",
-        [crypto::sha256_hex(state)],
-        |r| {
-            Ok(PendingSignIn {
-                browser_hash: r.get(0)?,
-                verifier: r.get(1)?,
-                return_to: r.get(2)?,
-                created_at: r.get(3)?,
-            })
-        },
-    )
+    )?
+    .query_row([crypto::sha256_hex(state)], |r| {
+        Ok(PendingSignIn {
+            browser_hash: r.get(0)?,
+            verifier: r.get(1)?,
+            return_to: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })
     .optional()
 }
 
@@ -77,14 +74,12 @@ pub fn insert_refusal(
     reason: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "DELETE FROM sign_in_refusals WHERE created_at <= ?1",
-        [now - REFUSAL_TTL_SECS],
-    )?;
-    conn.execute(
+    conn.prepare_cached("DELETE FROM sign_in_refusals WHERE created_at <= ?1")?
+        .execute([now - REFUSAL_TTL_SECS])?;
+    conn.prepare_cached(
         "INSERT INTO sign_in_refusals (id_hash, reason, created_at) VALUES (?1, ?2, ?3)",
-        params![crypto::sha256_hex(key), reason, now],
-    )?;
+    )?
+    .execute(params![crypto::sha256_hex(key), reason, now])?;
     Ok(())
 }
 
@@ -95,11 +90,10 @@ pub fn take_refusal(
     now: i64,
 ) -> rusqlite::Result<Option<Option<String>>> {
     let found: Option<(Option<String>, i64)> = conn
-        .query_row(
+        .prepare_cached(
             "DELETE FROM sign_in_refusals WHERE id_hash = ?1 RETURNING reason, created_at",
-            [crypto::sha256_hex(key)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row([crypto::sha256_hex(key)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(found
         .filter(|(_, at)| now - at < REFUSAL_TTL_SECS)

@@ -90,44 +90,47 @@ fn keys_by_id(
 }
 
 pub fn grant_user(conn: &Connection, user_id: i64, p: Permission) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "INSERT OR IGNORE INTO user_permissions (user_id, permission) VALUES (?1, ?2)",
-        params![user_id, p.key()],
-    )? == 1)
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO user_permissions (user_id, permission) VALUES (?1, ?2)",
+        )?
+        .execute(params![user_id, p.key()])?
+        == 1)
 }
 
 pub fn revoke_user(conn: &Connection, user_id: i64, p: Permission) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM user_permissions WHERE user_id = ?1 AND permission = ?2",
-        params![user_id, p.key()],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM user_permissions WHERE user_id = ?1 AND permission = ?2")?
+        .execute(params![user_id, p.key()])?
+        == 1)
 }
 
 pub fn grant_group(conn: &Connection, group_id: i64, p: Permission) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "INSERT OR IGNORE INTO group_permissions (group_id, permission) VALUES (?1, ?2)",
-        params![group_id, p.key()],
-    )? == 1)
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO group_permissions (group_id, permission) VALUES (?1, ?2)",
+        )?
+        .execute(params![group_id, p.key()])?
+        == 1)
 }
 
 pub fn revoke_group(conn: &Connection, group_id: i64, p: Permission) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM group_permissions WHERE group_id = ?1 AND permission = ?2",
-        params![group_id, p.key()],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM group_permissions WHERE group_id = ?1 AND permission = ?2")?
+        .execute(params![group_id, p.key()])?
+        == 1)
 }
 
 /// Active users holding `admin`, directly or through a group. Checked inside every write
 /// transaction that could lower it, before committing.
 pub fn count_active_admins(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT count(*) FROM users u WHERE u.active = 1 AND ( \
            EXISTS (SELECT 1 FROM user_permissions up WHERE up.user_id = u.id AND up.permission = 'admin') \
            OR EXISTS (SELECT 1 FROM group_members m JOIN group_permissions gp ON gp.group_id = m.group_id \
                       WHERE m.user_id = u.id AND gp.permission = 'admin'))",
-        [],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,19 +198,23 @@ pub fn group_holders(
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
     let pattern = q.map(super::users::like_pattern);
-    let filter = "( \
+    macro_rules! filter {
+        () => {
+            "( \
         (?1 IS NULL AND ?2 IS NULL AND EXISTS (SELECT 1 FROM group_permissions gp WHERE gp.group_id = g.id)) \
         OR (?1 IS NOT NULL AND EXISTS (SELECT 1 FROM group_permissions gp WHERE gp.group_id = g.id AND gp.permission = ?1) \
             AND (?2 IS NULL OR g.name LIKE ?2 ESCAPE '\\')) \
-        OR (?1 IS NULL AND ?2 IS NOT NULL AND g.name LIKE ?2 ESCAPE '\\'))";
+        OR (?1 IS NULL AND ?2 IS NOT NULL AND g.name LIKE ?2 ESCAPE '\\'))"
+        };
+    }
     let key = permission.map(|p| p.key());
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM groups g WHERE {filter}"),
-        params![key, pattern],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT g.id, g.name, g.description FROM groups g WHERE {filter} ORDER BY g.name LIMIT ?3 OFFSET ?4"
+    let total: i64 = conn
+        .prepare_cached(concat!("SELECT count(*) FROM groups g WHERE ", filter!()))?
+        .query_row(params![key, pattern], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT g.id, g.name, g.description FROM groups g WHERE ",
+        filter!(),
+        " ORDER BY g.name LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt
         .query_map(params![key, pattern, limit, offset], |r| {

@@ -28,17 +28,22 @@ pub fn create(conn: &Connection, user_id: i64, now: i64) -> rusqlite::Result<(St
         last_seen_at: now,
         flash: None,
     };
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, last_seen_at) \
          VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![session.id_hash, user_id, session.csrf_token, now],
-    )?;
+    )?
+    .execute(params![session.id_hash, user_id, session.csrf_token, now])?;
     Ok((value, session))
 }
 
 /// Whether a session is still valid at `now` with the given idle timeout.
 pub fn is_live(session: &Session, now: i64, idle_timeout_secs: i64) -> bool {
     now - session.last_seen_at < idle_timeout_secs && now - session.created_at < MAX_AGE_SECS
+}
+
+/// Whether a cookie value has the shape of one labgate made (64 hex characters).
+pub fn well_formed(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Finds the live session of a cookie value; expired ones are deleted and not returned.
@@ -48,26 +53,34 @@ pub fn find(
     now: i64,
     idle_timeout_secs: i64,
 ) -> rusqlite::Result<Option<Session>> {
-    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !well_formed(value) {
         return Ok(None);
     }
-    let id_hash = crypto::sha256_hex(value);
+    find_by_hash(conn, &crypto::sha256_hex(value), now, idle_timeout_secs)
+}
+
+/// [`find`] by the stored hash of the cookie value.
+pub fn find_by_hash(
+    conn: &Connection,
+    id_hash: &str,
+    now: i64,
+    idle_timeout_secs: i64,
+) -> rusqlite::Result<Option<Session>> {
     let found = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id_hash, user_id, csrf_token, created_at, last_seen_at, flash \
              FROM sessions WHERE id_hash = ?1",
-            [&id_hash],
-            |r| {
-                Ok(Session {
-                    id_hash: r.get(0)?,
-                    user_id: r.get(1)?,
-                    csrf_token: r.get(2)?,
-                    created_at: r.get(3)?,
-                    last_seen_at: r.get(4)?,
-                    flash: r.get(5)?,
-                })
-            },
-        )
+        )?
+        .query_row([id_hash], |r| {
+            Ok(Session {
+                id_hash: r.get(0)?,
+                user_id: r.get(1)?,
+                csrf_token: r.get(2)?,
+                created_at: r.get(3)?,
+                last_seen_at: r.get(4)?,
+                flash: r.get(5)?,
+            })
+        })
         .optional()?;
     match found {
         Some(s) if is_live(&s, now, idle_timeout_secs) => Ok(Some(s)),
@@ -79,49 +92,49 @@ pub fn find(
     }
 }
 
-/// Records activity, at most once a minute to spare writes.
-pub fn touch(conn: &Connection, session: &Session, now: i64) -> rusqlite::Result<()> {
+/// Records activity, at most once a minute to spare writes, in the row and in `session`.
+///
+/// Not counted in [`crate::db::generation`]: it changes only this session's `last_seen_at`,
+/// which the caller's copy of the session now carries too.
+pub fn touch(conn: &Connection, session: &mut Session, now: i64) -> rusqlite::Result<()> {
     if now - session.last_seen_at >= 60 {
-        conn.execute(
-            "UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
-            params![session.id_hash, now],
-        )?;
+        crate::db::uncounted_write(|| {
+            conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
+                .execute(params![session.id_hash, now])
+        })?;
+        session.last_seen_at = now;
     }
     Ok(())
 }
 
 pub fn delete(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+    conn.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
+        .execute([id_hash])?;
     Ok(())
 }
 
 pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user_id])?;
     Ok(())
 }
 
 /// Ends every other session of a user (after a password change).
 pub fn delete_others(conn: &Connection, user_id: i64, keep_hash: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2",
-        params![user_id, keep_hash],
-    )?;
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2")?
+        .execute(params![user_id, keep_hash])?;
     Ok(())
 }
 
 pub fn set_flash(conn: &Connection, id_hash: &str, message: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET flash = ?2 WHERE id_hash = ?1",
-        params![id_hash, message],
-    )?;
+    conn.prepare_cached("UPDATE sessions SET flash = ?2 WHERE id_hash = ?1")?
+        .execute(params![id_hash, message])?;
     Ok(())
 }
 
 pub fn clear_flash(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE sessions SET flash = NULL WHERE id_hash = ?1",
-        [id_hash],
-    )?;
+    conn.prepare_cached("UPDATE sessions SET flash = NULL WHERE id_hash = ?1")?
+        .execute([id_hash])?;
     Ok(())
 }
 
@@ -131,10 +144,10 @@ pub fn purge_expired(
     now: i64,
     idle_timeout_secs: i64,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.prepare_cached(
         "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3",
-        params![now, idle_timeout_secs, MAX_AGE_SECS],
-    )
+    )?
+    .execute(params![now, idle_timeout_secs, MAX_AGE_SECS])
 }
 
 #[cfg(test)]
@@ -182,8 +195,9 @@ mod tests {
         let mut now = 0;
         while now + IDLE / 2 < MAX_AGE_SECS {
             now += IDLE / 2;
-            let session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
-            touch(&conn, &session, now).unwrap();
+            let mut session = find(&conn, &value, now, IDLE).unwrap().expect("kept alive");
+            touch(&conn, &mut session, now).unwrap();
+            assert_eq!(session.last_seen_at, now);
         }
         assert!(find(&conn, &value, MAX_AGE_SECS, IDLE).unwrap().is_none());
     }

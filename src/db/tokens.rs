@@ -33,60 +33,106 @@ pub fn create(
     now: i64,
 ) -> rusqlite::Result<String> {
     let value = new_value();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO user_tokens (user_id, name, token_hash, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![user_id, name, crypto::sha256_hex(&value), now, expires_at],
-    )?;
+    )?
+    .execute(params![
+        user_id,
+        name,
+        crypto::sha256_hex(&value),
+        now,
+        expires_at
+    ])?;
     Ok(value)
 }
 
 pub fn exists(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM user_tokens WHERE user_id = ?1 AND name = ?2)",
-        params![user_id, name],
-        |r| r.get(0),
-    )
+    )?
+    .query_row(params![user_id, name], |r| r.get(0))
 }
 
-/// Resolves a presented token to (user id, token id) if it exists and has not expired.
+/// A token that authenticated a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presented {
+    pub user_id: i64,
+    pub token_id: i64,
+    pub expires_at: Option<i64>,
+    pub last_connection_at: Option<i64>,
+}
+
+impl Presented {
+    /// Whether [`touch`] would record a use at `now` (at most once a minute).
+    pub fn needs_touch(&self, now: i64) -> bool {
+        self.last_connection_at.is_none_or(|t| t < now - 60)
+    }
+}
+
+/// Whether a presented value has the shape of a labgate token (`lgu_` and 40 characters).
+pub fn well_formed(value: &str) -> bool {
+    value.starts_with(TOKEN_PREFIX) && value.len() == TOKEN_PREFIX.len() + 40
+}
+
+/// Resolves a presented token if it exists and has not expired.
 pub fn authenticate(
     conn: &Connection,
     value: &str,
     now: i64,
-) -> rusqlite::Result<Option<(i64, i64)>> {
-    if !value.starts_with(TOKEN_PREFIX) || value.len() != TOKEN_PREFIX.len() + 40 {
+) -> rusqlite::Result<Option<Presented>> {
+    if !well_formed(value) {
         return Ok(None);
     }
-    conn.query_row(
-        "SELECT user_id, id FROM user_tokens WHERE token_hash = ?1 \
-         AND (expires_at IS NULL OR expires_at > ?2)",
-        params![crypto::sha256_hex(value), now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    authenticate_hash(conn, &crypto::sha256_hex(value), now)
+}
+
+/// [`authenticate`] by the stored hash of the token.
+pub fn authenticate_hash(
+    conn: &Connection,
+    token_hash: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Presented>> {
+    conn.prepare_cached(
+        "SELECT user_id, id, expires_at, last_connection_at FROM user_tokens \
+         WHERE token_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+    )?
+    .query_row(params![token_hash, now], |r| {
+        Ok(Presented {
+            user_id: r.get(0)?,
+            token_id: r.get(1)?,
+            expires_at: r.get(2)?,
+            last_connection_at: r.get(3)?,
+        })
+    })
     .optional()
 }
 
 /// Records use of a token, at most once a minute to spare writes.
+///
+/// Not counted in [`crate::db::generation`]: nothing cached by generation holds a token's
+/// last use.
 pub fn touch(conn: &Connection, token_id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE user_tokens SET last_connection_at = ?2 WHERE id = ?1 \
-         AND (last_connection_at IS NULL OR last_connection_at < ?2 - 60)",
-        params![token_id, now],
-    )?;
+    crate::db::uncounted_write(|| {
+        conn.prepare_cached(
+            "UPDATE user_tokens SET last_connection_at = ?2 WHERE id = ?1 \
+             AND (last_connection_at IS NULL OR last_connection_at < ?2 - 60)",
+        )?
+        .execute(params![token_id, now])
+    })?;
     Ok(())
 }
 
 /// Deletes a token by name; false when the user has none by that name.
 pub fn revoke(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
-        "DELETE FROM user_tokens WHERE user_id = ?1 AND name = ?2",
-        params![user_id, name],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1 AND name = ?2")?
+        .execute(params![user_id, name])?
+        == 1)
 }
 
 pub fn list(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Token>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, name, created_at, last_connection_at, expires_at FROM user_tokens \
          WHERE user_id = ?1 ORDER BY name",
     )?;
@@ -122,10 +168,13 @@ mod tests {
             .unwrap();
         assert_ne!(stored, value);
         assert!(!stored.contains(&value[4..]));
-        assert_eq!(
-            authenticate(&conn, &value, 101).unwrap().map(|t| t.0),
-            Some(1)
-        );
+        let presented = authenticate(&conn, &value, 101).unwrap().unwrap();
+        assert_eq!((presented.user_id, presented.expires_at), (1, None));
+        assert!(presented.needs_touch(101));
+        touch(&conn, presented.token_id, 101).unwrap();
+        let presented = authenticate(&conn, &value, 102).unwrap().unwrap();
+        assert_eq!(presented.last_connection_at, Some(101));
+        assert!(!presented.needs_touch(161) && presented.needs_touch(162));
         assert_eq!(authenticate(&conn, "lgu_nope", 101).unwrap(), None);
     }
 

@@ -37,9 +37,17 @@ impl User {
 /// Provider name reported for local accounts.
 pub const LOCAL_PROVIDER: &str = "labgate";
 
-pub(super) const COLUMNS: &str = "id, login, name, email, active, password_hash IS NOT NULL, \
-    must_change_password, external_provider, external_identity, external_id, created_at, \
-    last_connection_at";
+/// The columns [`from_row`] reads, as a macro so that every query stays one `const` text
+/// (statements are cached by their text).
+macro_rules! user_columns {
+    () => {
+        "id, login, name, email, active, password_hash IS NOT NULL, must_change_password, \
+         external_provider, external_identity, external_id, created_at, last_connection_at"
+    };
+}
+
+/// The same columns as a `const`, for queries assembled elsewhere (`user_search`).
+pub(super) const COLUMNS: &str = user_columns!();
 
 pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -80,60 +88,61 @@ pub fn create(conn: &Connection, user: &NewUser<'_>, now: i64) -> rusqlite::Resu
         Some(e) => (Some(e.provider), Some(e.identity), e.id),
         None => (None, None, None),
     };
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO users (login, name, email, active, password_hash, must_change_password, \
          external_provider, external_identity, external_id, created_at, updated_at) \
          VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-        params![
-            user.login,
-            user.name,
-            user.email,
-            user.password_hash,
-            user.must_change_password,
-            provider,
-            identity,
-            ext_id,
-            now
-        ],
-    )?;
+    )?
+    .execute(params![
+        user.login,
+        user.name,
+        user.email,
+        user.password_hash,
+        user.must_change_password,
+        provider,
+        identity,
+        ext_id,
+        now
+    ])?;
     let id = conn.last_insert_rowid();
     add_to_default_group(conn, id)?;
     Ok(id)
 }
 
 fn add_to_default_group(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO group_members (group_id, user_id) \
          SELECT id, ?1 FROM groups WHERE is_default = 1",
-        [user_id],
-    )?;
+    )?
+    .execute([user_id])?;
     Ok(())
 }
 
 pub fn find_by_login(conn: &Connection, login: &str) -> rusqlite::Result<Option<User>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM users WHERE login = ?1"),
-        [login],
-        from_row,
-    )
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE login = ?1"
+    ))?
+    .query_row([login], from_row)
     .optional()
 }
 
 pub fn find_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-        [id],
-        from_row,
-    )
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ?1"
+    ))?
+    .query_row([id], from_row)
     .optional()
 }
 
 /// The stored password hash of a local user.
 pub fn password_hash(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
-            r.get::<_, Option<String>>(0)
-        })
+        .prepare_cached("SELECT password_hash FROM users WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, Option<String>>(0))
         .optional()?
         .flatten())
 }
@@ -144,11 +153,10 @@ pub fn email_owner(
     email: &str,
     except_id: Option<i64>,
 ) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT login FROM users WHERE email = ?1 COLLATE NOCASE AND id IS NOT ?2 LIMIT 1",
-        params![email, except_id],
-        |r| r.get(0),
-    )
+    )?
+    .query_row(params![email, except_id], |r| r.get(0))
     .optional()
 }
 
@@ -159,10 +167,8 @@ pub fn update_profile(
     email: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE users SET name = ?2, email = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, name, email, now],
-    )?;
+    conn.prepare_cached("UPDATE users SET name = ?2, email = ?3, updated_at = ?4 WHERE id = ?1")?
+        .execute(params![id, name, email, now])?;
     Ok(())
 }
 
@@ -173,11 +179,11 @@ pub fn set_password(
     must_change: bool,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE users SET password_hash = ?2, must_change_password = ?3, updated_at = ?4 \
          WHERE id = ?1",
-        params![id, hash, must_change, now],
-    )?;
+    )?
+    .execute(params![id, hash, must_change, now])?;
     Ok(())
 }
 
@@ -190,42 +196,40 @@ pub fn set_external_identity(
     identity: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE users SET external_provider = ?2, external_identity = ?3, external_id = NULL, \
          password_hash = NULL, must_change_password = 0, updated_at = ?4 WHERE id = ?1",
-        params![id, provider, identity, now],
-    )?;
+    )?
+    .execute(params![id, provider, identity, now])?;
     Ok(())
 }
 
 /// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
 /// Call inside a transaction.
 pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-    conn.execute("DELETE FROM user_tokens WHERE user_id = ?1", [id])?;
-    conn.execute("DELETE FROM group_members WHERE user_id = ?1", [id])?;
-    conn.execute("DELETE FROM user_permissions WHERE user_id = ?1", [id])?;
-    conn.execute(
-        "UPDATE users SET active = 0, updated_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM group_members WHERE user_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM user_permissions WHERE user_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("UPDATE users SET active = 0, updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
     Ok(())
 }
 
 /// Reactivates a deactivated user, back in the default group only.
 pub fn reactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE users SET active = 1, updated_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
+    conn.prepare_cached("UPDATE users SET active = 1, updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
     add_to_default_group(conn, id)
 }
 
 pub fn touch_last_connection(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE users SET last_connection_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
+    conn.prepare_cached("UPDATE users SET last_connection_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
     Ok(())
 }
 
@@ -256,11 +260,8 @@ pub fn group_names(conn: &Connection, id: i64) -> rusqlite::Result<Vec<String>> 
 }
 
 pub fn tokens_count(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT count(*) FROM user_tokens WHERE user_id = ?1",
-        [id],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT count(*) FROM user_tokens WHERE user_id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 /// Names of the groups of each of these users, sorted: one query for a page of users.

@@ -2,6 +2,7 @@
 //! resolved to a caller with effective permissions; password sign-in with throttling;
 //! session and CSRF cookies.
 
+use super::caller_cache::{Credential, Entry, Identity, Key};
 use super::request::Req;
 use super::App;
 use crate::authz;
@@ -13,6 +14,7 @@ use crate::throttle::Verdict;
 use base64::Engine;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "labgate_session";
 pub const XSRF_COOKIE: &str = "XSRF-TOKEN";
@@ -21,15 +23,18 @@ pub const CSRF_FIELD: &str = "csrf_token";
 
 #[derive(Debug, Clone)]
 pub enum Via {
-    Session(sessions::Session),
+    Session(Arc<sessions::Session>),
     Token,
     Password,
 }
 
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub user: users::User,
-    pub permissions: BTreeSet<Permission>,
+    pub user: Arc<users::User>,
+    /// Effective permissions: the user's own and its groups'.
+    pub permissions: Arc<BTreeSet<Permission>>,
+    /// Names of the user's groups, sorted.
+    pub groups: Arc<[String]>,
     pub via: Via,
 }
 
@@ -40,7 +45,7 @@ impl Caller {
 
     pub fn session(&self) -> Option<&sessions::Session> {
         match &self.via {
-            Via::Session(s) => Some(s),
+            Via::Session(s) => Some(s.as_ref()),
             _ => None,
         }
     }
@@ -56,7 +61,20 @@ pub enum Credentials {
     StaleSession,
 }
 
-fn load_caller(conn: &Connection, user_id: i64, via: Via) -> AppResult<Option<Caller>> {
+impl Caller {
+    fn new(identity: &Identity, via: Via) -> Caller {
+        Caller {
+            user: Arc::clone(&identity.user),
+            permissions: Arc::clone(&identity.permissions),
+            groups: Arc::clone(&identity.groups),
+            via,
+        }
+    }
+}
+
+/// Who an active user is: the account, effective permissions and groups. `None` when the user
+/// is gone or deactivated.
+fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>> {
     let Some(user) = users::find_by_id(conn, user_id)? else {
         return Ok(None);
     };
@@ -67,10 +85,10 @@ fn load_caller(conn: &Connection, user_id: i64, via: Via) -> AppResult<Option<Ca
         &db::permissions::of_user(conn, user.id)?,
         &db::permissions::of_user_groups(conn, user.id)?,
     );
-    Ok(Some(Caller {
-        user,
-        permissions,
-        via,
+    Ok(Some(Identity {
+        groups: users::group_names(conn, user.id)?.into(),
+        user: Arc::new(user),
+        permissions: Arc::new(permissions),
     }))
 }
 
@@ -78,25 +96,29 @@ fn unauthorized() -> AppError {
     AppError::Unauthorized("Authentication failed: wrong, revoked or expired credentials".into())
 }
 
-/// Resolves the caller from the Authorization header, else the session cookie.
+/// Resolves the caller from the Authorization header, else the session cookie. Session and
+/// token callers come from `app.callers` when nothing was committed since they were read (see
+/// [`super::caller_cache`]).
 pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<Credentials> {
     if let Some(header) = req.header("authorization") {
         let header = header.trim();
         let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            return token_caller(conn, rest, now);
+            return token_caller(app, conn, rest, now);
         }
         if scheme.eq_ignore_ascii_case("basic") {
             let Some((user, password)) = decode_basic(rest) else {
                 return Ok(Credentials::Invalid(unauthorized()));
             };
             if password.is_empty() {
-                return token_caller(conn, &user, now);
+                return token_caller(app, conn, &user, now);
             }
             return match check_password(app, conn, &user, &password, req, now) {
-                Ok(u) => Ok(match load_caller(conn, u.id, Via::Password)? {
-                    Some(c) => Credentials::Valid(Box::new(c)),
+                Ok(u) => Ok(match load_identity(conn, u.id)? {
+                    Some(identity) => {
+                        Credentials::Valid(Box::new(Caller::new(&identity, Via::Password)))
+                    }
                     None => Credentials::Invalid(unauthorized()),
                 }),
                 Err(e @ AppError::TooManyRequests(_)) => Ok(Credentials::Invalid(e)),
@@ -110,33 +132,121 @@ pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<C
         if value.is_empty() {
             return Ok(Credentials::None);
         }
-        let timeout = crate::settings::session_timeout_secs(conn)?;
-        return match sessions::find(conn, value, now, timeout)? {
-            Some(session) => {
-                sessions::touch(conn, &session, now)?;
-                let user_id = session.user_id;
-                Ok(match load_caller(conn, user_id, Via::Session(session))? {
-                    Some(c) => Credentials::Valid(Box::new(c)),
-                    None => Credentials::StaleSession,
-                })
-            }
-            None => Ok(Credentials::StaleSession),
-        };
+        return session_caller(app, conn, value, now);
     }
     Ok(Credentials::None)
 }
 
-fn token_caller(conn: &Connection, value: &str, now: i64) -> AppResult<Credentials> {
-    match tokens::authenticate(conn, value, now)? {
-        Some((user_id, token_id)) => match load_caller(conn, user_id, Via::Token)? {
-            Some(caller) => {
-                tokens::touch(conn, token_id, now)?;
-                Ok(Credentials::Valid(Box::new(caller)))
-            }
-            None => Ok(Credentials::Invalid(unauthorized())),
-        },
-        None => Ok(Credentials::Invalid(unauthorized())),
+fn session_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppResult<Credentials> {
+    if !sessions::well_formed(value) {
+        return Ok(Credentials::StaleSession);
     }
+    let digest = crypto::sha256(value);
+    let key = Key::Session(digest);
+    // Read before anything else: what is read below is current at least as of this generation.
+    let generation = db::generation();
+    if let Some(entry) = app.callers.get(&key, generation) {
+        if let Credential::Session {
+            session,
+            idle_timeout_secs,
+        } = &entry.credential
+        {
+            if sessions::is_live(session, now, *idle_timeout_secs) {
+                let mut session = Arc::clone(session);
+                if now - session.last_seen_at >= 60 {
+                    let mut touched = (*session).clone();
+                    sessions::touch(conn, &mut touched, now)?;
+                    session = Arc::new(touched);
+                    let mut renewed = (*entry).clone();
+                    renewed.credential = Credential::Session {
+                        session: Arc::clone(&session),
+                        idle_timeout_secs: *idle_timeout_secs,
+                    };
+                    app.callers.insert(key, renewed, generation);
+                }
+                let caller = Caller::new(&entry.identity, Via::Session(session));
+                return Ok(Credentials::Valid(Box::new(caller)));
+            }
+        }
+        // Ran out (or not a session): the database path below deletes it and says so.
+        app.callers.remove(&key);
+    }
+    let timeout = crate::settings::session_timeout_secs(conn)?;
+    let Some(mut session) = sessions::find_by_hash(conn, &hex::encode(digest), now, timeout)?
+    else {
+        return Ok(Credentials::StaleSession);
+    };
+    sessions::touch(conn, &mut session, now)?;
+    let Some(identity) = load_identity(conn, session.user_id)? else {
+        return Ok(Credentials::StaleSession);
+    };
+    let session = Arc::new(session);
+    let caller = Caller::new(&identity, Via::Session(Arc::clone(&session)));
+    app.callers.insert(
+        key,
+        Entry {
+            generation,
+            loaded_at: std::time::Instant::now(),
+            identity,
+            credential: Credential::Session {
+                session,
+                idle_timeout_secs: timeout,
+            },
+        },
+        generation,
+    );
+    Ok(Credentials::Valid(Box::new(caller)))
+}
+
+fn token_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppResult<Credentials> {
+    if !tokens::well_formed(value) {
+        return Ok(Credentials::Invalid(unauthorized()));
+    }
+    let digest = crypto::sha256(value);
+    let key = Key::Token(digest);
+    // Read before anything else: what is read below is current at least as of this generation.
+    let generation = db::generation();
+    if let Some(entry) = app.callers.get(&key, generation) {
+        if let Credential::Token(token) = &entry.credential {
+            if token.expires_at.is_none_or(|at| at > now) {
+                if token.needs_touch(now) {
+                    tokens::touch(conn, token.token_id, now)?;
+                    let mut renewed = (*entry).clone();
+                    renewed.credential = Credential::Token(tokens::Presented {
+                        last_connection_at: Some(now),
+                        ..*token
+                    });
+                    app.callers.insert(key, renewed, generation);
+                }
+                let caller = Caller::new(&entry.identity, Via::Token);
+                return Ok(Credentials::Valid(Box::new(caller)));
+            }
+        }
+        // Expired (or not a token): the database path below refuses it.
+        app.callers.remove(&key);
+    }
+    let Some(mut token) = tokens::authenticate_hash(conn, &hex::encode(digest), now)? else {
+        return Ok(Credentials::Invalid(unauthorized()));
+    };
+    let Some(identity) = load_identity(conn, token.user_id)? else {
+        return Ok(Credentials::Invalid(unauthorized()));
+    };
+    if token.needs_touch(now) {
+        tokens::touch(conn, token.token_id, now)?;
+        token.last_connection_at = Some(now);
+    }
+    let caller = Caller::new(&identity, Via::Token);
+    app.callers.insert(
+        key,
+        Entry {
+            generation,
+            loaded_at: std::time::Instant::now(),
+            identity,
+            credential: Credential::Token(token),
+        },
+        generation,
+    );
+    Ok(Credentials::Valid(Box::new(caller)))
 }
 
 fn decode_basic(encoded: &str) -> Option<(String, String)> {
@@ -250,4 +360,145 @@ pub fn clear_cookies() -> Vec<String> {
 pub fn csrf_ok(req: &Req, session: &sessions::Session) -> bool {
     let presented = req.header(XSRF_HEADER).or_else(|| req.form.get(CSRF_FIELD));
     presented.is_some_and(|t| crypto::ct_eq(t, &session.csrf_token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::request::Params;
+
+    /// An application over a fresh database in a temporary directory (WAL, counted commits).
+    fn app(tag: &str) -> App {
+        let dir = std::env::temp_dir().join(format!("labgate-auth-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flags = crate::config::Flags {
+            listen: Some("127.0.0.1:9".into()),
+            data_dir: Some(dir.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        let config = crate::config::Config::from_flags(&flags, &|_| None).unwrap();
+        let mut conn = db::open(&config.db_path()).unwrap();
+        db::migrate(&mut conn).unwrap();
+        db::bootstrap(&mut conn, Some("admin-password-123"), 0).unwrap();
+        App {
+            pool: db::Pool::new(config.db_path(), 2),
+            config,
+            throttle: crate::throttle::Throttle::new(),
+            sign_in_starts: crate::throttle::SignInStarts::new(),
+            bound: "127.0.0.1:9".parse().unwrap(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            server_id: "test".into(),
+            gitlab: crate::gitlab::Client::new(None).unwrap(),
+            callers: super::super::caller_cache::CallerCache::default(),
+        }
+    }
+
+    fn request(headers: Vec<(String, String)>) -> Req {
+        Req {
+            method: "GET".into(),
+            path: "/api/users/current".into(),
+            raw_query: String::new(),
+            query: Params::default(),
+            form: Params::default(),
+            headers,
+            client_ip: None,
+            request_id: "test".into(),
+            body: Vec::new(),
+        }
+    }
+
+    fn with_cookie(value: &str) -> Req {
+        request(vec![("Cookie".into(), format!("{SESSION_COOKIE}={value}"))])
+    }
+
+    fn last_seen(conn: &Connection, value: &str) -> Option<i64> {
+        conn.query_row(
+            "SELECT last_seen_at FROM sessions WHERE id_hash = ?1",
+            [crypto::sha256_hex(value)],
+            |r| r.get(0),
+        )
+        .ok()
+    }
+
+    #[test]
+    fn a_cached_session_is_touched_once_a_minute_and_expires_when_idle() {
+        let app = app("session");
+        let conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
+        let idle = crate::settings::session_timeout_secs(&conn).unwrap();
+        let (value, _) = sessions::create(&conn, 1, 1_000).unwrap();
+        let req = with_cookie(&value);
+        let valid = |now| matches!(resolve(&app, &conn, &req, now), Ok(Credentials::Valid(_)));
+        assert!(valid(1_001));
+        assert_eq!(app.callers.len(), 1, "cached");
+        assert!(valid(1_030));
+        assert_eq!(last_seen(&conn, &value), Some(1_000), "not yet a minute");
+        assert!(valid(1_060));
+        assert_eq!(
+            last_seen(&conn, &value),
+            Some(1_060),
+            "touched from the cache"
+        );
+        assert_eq!(app.callers.len(), 1, "still cached after the touch");
+        // Kept alive by the touch: idle since 1_060, not since 1_000.
+        assert!(valid(1_000 + idle));
+        assert!(matches!(
+            resolve(&app, &conn, &req, 1_000 + idle + 60 + idle),
+            Ok(Credentials::StaleSession)
+        ));
+        assert_eq!(
+            last_seen(&conn, &value),
+            None,
+            "an expired session is deleted"
+        );
+    }
+
+    #[test]
+    fn a_cached_token_expires_on_its_date_and_records_its_use_once_a_minute() {
+        let app = app("token");
+        let conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
+        let token = tokens::create(&conn, 1, "ci", Some(2_000), 1_000).unwrap();
+        let req = request(vec![("Authorization".into(), format!("Bearer {token}"))]);
+        let valid = |now| matches!(resolve(&app, &conn, &req, now), Ok(Credentials::Valid(_)));
+        let last_used = || tokens::list(&conn, 1).unwrap()[0].last_connection_at;
+        assert!(valid(1_001));
+        assert_eq!(last_used(), Some(1_001));
+        assert!(valid(1_050));
+        assert_eq!(last_used(), Some(1_001), "at most once a minute");
+        assert!(valid(1_062));
+        assert_eq!(last_used(), Some(1_062), "recorded from the cache");
+        assert!(valid(1_999));
+        assert!(matches!(
+            resolve(&app, &conn, &req, 2_000),
+            Ok(Credentials::Invalid(AppError::Unauthorized(_)))
+        ));
+    }
+
+    #[test]
+    fn a_cached_caller_sees_a_commit_at_once() {
+        let app = app("commit");
+        let mut conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
+        let (value, _) = sessions::create(&conn, 1, 1_000).unwrap();
+        let req = with_cookie(&value);
+        let caller = |conn: &Connection| match resolve(&app, conn, &req, 1_001) {
+            Ok(Credentials::Valid(c)) => c,
+            _ => panic!("not signed in"),
+        };
+        assert!(caller(&conn).is_admin());
+        let tx = db::write_tx(&mut conn).unwrap();
+        db::permissions::grant_user(&tx, 1, Permission::Admin).unwrap();
+        let group = db::groups::find_by_name(&tx, db::ADMIN_GROUP)
+            .unwrap()
+            .unwrap();
+        db::permissions::revoke_group(&tx, group.id, Permission::Admin).unwrap();
+        db::permissions::revoke_user(&tx, 1, Permission::Admin).unwrap();
+        tx.commit().unwrap();
+        assert!(!caller(&conn).is_admin());
+        sessions::delete(&conn, &crypto::sha256_hex(&value)).unwrap();
+        assert!(matches!(
+            resolve(&app, &conn, &req, 1_002),
+            Ok(Credentials::StaleSession)
+        ));
+    }
 }

@@ -2,6 +2,7 @@
 //! route table and dispatch (who is asking → may they → CSRF → handler → error mapping).
 
 pub mod auth;
+pub mod caller_cache;
 pub mod pages;
 pub mod request;
 pub mod routes;
@@ -36,6 +37,8 @@ pub struct App {
     pub server_id: String,
     /// The one configured HTTP client for GitLab.
     pub gitlab: crate::gitlab::Client,
+    /// Session and token callers recently resolved.
+    pub callers: caller_cache::CallerCache,
 }
 
 impl App {

@@ -99,17 +99,14 @@ pub fn encode_component(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Parses a `Cookie` header into pairs; malformed pieces are skipped.
-pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
-    header
-        .split(';')
-        .filter_map(|piece| {
-            let (name, value) = piece.split_once('=')?;
-            let name = name.trim();
-            let value = value.trim().trim_matches('"');
-            (!name.is_empty()).then(|| (name.to_string(), value.to_string()))
-        })
-        .collect()
+/// The `name=value` pairs of a `Cookie` header, in order; malformed pieces are skipped.
+pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|piece| {
+        let (name, value) = piece.split_once('=')?;
+        let name = name.trim();
+        let value = value.trim().trim_matches('"');
+        (!name.is_empty()).then_some((name, value))
+    })
 }
 
 #[derive(Debug)]
@@ -121,7 +118,6 @@ pub struct Req {
     pub query: Params,
     pub form: Params,
     pub headers: Vec<(String, String)>,
-    pub cookies: Vec<(String, String)>,
     pub client_ip: Option<IpAddr>,
     pub request_id: String,
     pub body: Vec<u8>,
@@ -135,11 +131,12 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first cookie of that name in the `Cookie` header (read where asked: most requests
+    /// ask for one or two).
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookies
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        cookie_pairs(self.header("cookie")?)
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     }
 
     /// A parameter from the form body, else the query string.
@@ -202,7 +199,18 @@ impl Resp {
     }
 
     pub fn json_status(status: u16, value: &serde_json::Value) -> Resp {
-        Resp::new(status, JSON, value.to_string())
+        Resp::json_of(status, value)
+    }
+
+    /// JSON of any serializable value (the same text as its `serde_json::Value`, keys aside:
+    /// a struct writes its fields in their order, a `Value` sorts them).
+    pub fn json_of(status: u16, value: &impl serde::Serialize) -> Resp {
+        // Serializing to memory fails only for maps with non-string keys; labgate has none.
+        let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+            log::error!("response: JSON serialization failed: {e}");
+            b"{}".to_vec()
+        });
+        Resp::new(status, JSON, body)
     }
 
     pub fn no_content() -> Resp {
@@ -292,14 +300,7 @@ mod tests {
 
     #[test]
     fn cookies_parse_leniently() {
-        let c = parse_cookies("a=1; b = \"2\" ; junk; =x; c=");
-        assert_eq!(
-            c,
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "2".into()),
-                ("c".into(), "".into())
-            ]
-        );
+        let c: Vec<(&str, &str)> = cookie_pairs("a=1; b = \"2\" ; junk; =x; c=").collect();
+        assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "")]);
     }
 }

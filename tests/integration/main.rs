@@ -18,6 +18,7 @@ mod api_tokens;
 mod api_users;
 mod auth;
 mod browser;
+mod changes_seen_at_once;
 mod cli;
 mod gitlab_flow;
 mod lifecycle;

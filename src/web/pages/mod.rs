@@ -201,7 +201,7 @@ pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 #[template(path = "home.html")]
 struct HomePage {
     l: Layout,
-    user: users::User,
+    user: std::sync::Arc<users::User>,
     groups: Vec<String>,
     permissions: Vec<(&'static str, &'static str)>,
     last_connection: String,
@@ -211,7 +211,7 @@ pub fn home(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let caller = ctx.caller()?.clone();
     let page = HomePage {
         l: Layout::new(ctx, "Home", "home")?,
-        groups: users::group_names(&ctx.conn, caller.user.id)?,
+        groups: caller.groups.to_vec(),
         permissions: caller
             .permissions
             .iter()
@@ -235,7 +235,7 @@ pub struct TokenRow {
 #[template(path = "account/account.html")]
 struct AccountPage {
     l: Layout,
-    user: users::User,
+    user: std::sync::Arc<users::User>,
     tokens: Vec<TokenRow>,
     new_token: Option<(String, String)>,
     token_name: String,
