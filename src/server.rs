@@ -90,8 +90,14 @@ pub fn drain(app: &App, limit: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // oxhttp writes an answer after labgate's handler has returned, a moment labgate cannot
+    // see: give the answers of the last requests that moment before the process exits.
+    std::thread::sleep(WRITE_GRACE.min(deadline.saturating_duration_since(Instant::now())));
     true
 }
+
+/// How long the drain waits, once no request is in flight, for oxhttp to write the last answers.
+const WRITE_GRACE: Duration = Duration::from_millis(250);
 
 struct InFlight<'a>(&'a App);
 
