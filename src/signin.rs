@@ -142,9 +142,9 @@ pub fn complete(
     };
     // Step 11: group synchronization.
     if config.synchronize_groups {
-        let all: Vec<LocalGroup> = all_groups(&tx)?;
-        let current: Vec<LocalGroup> = member_groups(&tx, user_id)?;
-        let plan = provisioning::group_sync_plan(&current, &all, gitlab_groups);
+        let candidates = sync_candidates(&tx, gitlab_groups)?;
+        let current = member_groups(&tx, user_id)?;
+        let plan = provisioning::group_sync_plan(&current, &candidates, gitlab_groups);
         for group_id in plan.add {
             groups::add_member(&tx, group_id, user_id)?;
         }
@@ -167,34 +167,40 @@ pub fn complete(
     })
 }
 
-fn all_groups(conn: &Connection) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare("SELECT id, name, is_default FROM groups")?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(LocalGroup {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                is_default: r.get(2)?,
-            })
-        })?
-        .collect();
+/// The local groups synchronization may want (SPEC §5 step 11): the default group, and those
+/// whose name equals one of `gitlab_paths` (case-sensitive: `name` has the binary collation; a
+/// path given twice gives its group twice). Each path is looked up in the `UNIQUE` index on
+/// `name`, the default group in its partial index, so the cost follows the user's groups, not
+/// the number of local groups.
+fn sync_candidates(
+    conn: &Connection,
+    gitlab_paths: &[String],
+) -> rusqlite::Result<Vec<LocalGroup>> {
+    let names = serde_json::to_string(gitlab_paths)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut stmt = conn.prepare_cached(SYNC_CANDIDATES)?;
+    let rows = stmt.query_map([names], local_group)?.collect();
     rows
 }
 
+const SYNC_CANDIDATES: &str = "SELECT g.id, g.name, g.is_default \
+     FROM json_each(?1) AS j JOIN groups AS g ON g.name = j.value WHERE g.is_default = 0 \
+     UNION ALL SELECT id, name, is_default FROM groups WHERE is_default = 1";
+
+fn local_group(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocalGroup> {
+    Ok(LocalGroup {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        is_default: r.get(2)?,
+    })
+}
+
 fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT g.id, g.name, g.is_default FROM groups g \
          JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1",
     )?;
-    let rows = stmt
-        .query_map([user_id], |r| {
-            Ok(LocalGroup {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                is_default: r.get(2)?,
-            })
-        })?
-        .collect();
+    let rows = stmt.query_map([user_id], local_group)?.collect();
     rows
 }
 
@@ -349,6 +355,95 @@ mod tests {
         who.email = None;
         let s = complete(&mut conn, &config(true, false), &who, &[], 2).unwrap();
         assert_eq!(s.user.login, "ann-gitlab");
+    }
+
+    fn candidate_names(conn: &Connection, paths: &[&str]) -> Vec<String> {
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        let mut names: Vec<String> = sync_candidates(conn, &paths)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn local_groups(conn: &Connection, names: &[&str]) {
+        for name in names {
+            groups::create(conn, name, "", 1).unwrap();
+        }
+    }
+
+    #[test]
+    fn sync_candidates_are_exact_names_and_the_default_group() {
+        let conn = db::test_db();
+        local_groups(
+            &conn,
+            &[
+                "acme",
+                "acme/x",
+                "acme-other",
+                "acme/x/y",
+                "acme ",
+                "Acme",
+                "x/acme",
+            ],
+        );
+        assert_eq!(
+            candidate_names(&conn, &["acme", "acme/x"]),
+            vec!["acme", "acme/x", "users"],
+            "no prefix, suffix, padded or other-case match"
+        );
+        assert_eq!(candidate_names(&conn, &["ACME/X", "acm"]), vec!["users"]);
+        assert_eq!(candidate_names(&conn, &["Acme"]), vec!["Acme", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_without_gitlab_groups_is_the_default_group() {
+        let conn = db::test_db();
+        local_groups(&conn, &["acme", ""]);
+        let groups = sync_candidates(&conn, &[]).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].name.as_str(), groups[0].is_default),
+            ("users", true)
+        );
+        assert_eq!(candidate_names(&conn, &[""]), vec!["", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_match_names_json_would_escape() {
+        let conn = db::test_db();
+        let odd = [
+            "a\"b",
+            "back\\slash",
+            "caf\u{e9}",
+            "tab\tname",
+            "emoji \u{1F600}",
+            "[1]",
+        ];
+        local_groups(&conn, &odd);
+        let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        expected.push("users".into());
+        expected.sort();
+        assert_eq!(candidate_names(&conn, &odd), expected);
+    }
+
+    #[test]
+    fn sync_candidates_are_read_through_indexes() {
+        let conn = db::test_db();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SYNC_CANDIDATES}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(["[\"a\"]"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN groups")),
+            "{plan:?}"
+        );
     }
 
     #[test]

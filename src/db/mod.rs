@@ -100,6 +100,11 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 3: indexes for the GitLab sign-in: the default group (looked up by every synchronization
+    // and account creation).
+    r#"
+    CREATE INDEX groups_default ON groups(is_default) WHERE is_default = 1;
+    "#,
 ];
 
 /// The schema version this binary writes.
