@@ -101,9 +101,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 3: indexes for the GitLab sign-in: the default group (looked up by every synchronization
-    // and account creation).
+    // and account creation) and the sessions' expiry columns (expired sessions are purged in
+    // every sign-in transaction; `purge_expired` then reads only the expired rows).
     r#"
     CREATE INDEX groups_default ON groups(is_default) WHERE is_default = 1;
+    CREATE INDEX sessions_last_seen ON sessions(last_seen_at);
+    CREATE INDEX sessions_created ON sessions(created_at);
     "#,
 ];
 
