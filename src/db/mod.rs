@@ -101,12 +101,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 3: indexes for the GitLab sign-in: the default group (looked up by every synchronization
-    // and account creation) and the sessions' expiry columns (expired sessions are purged in
-    // every sign-in transaction; `purge_expired` then reads only the expired rows).
+    // and account creation) and the creation or last-use times by which expired sessions,
+    // pending sign-ins and refusal reasons are purged (on every sign-in, start of a sign-in and
+    // refusal): the purges read only the expired rows, however many live ones there are.
     r#"
     CREATE INDEX groups_default ON groups(is_default) WHERE is_default = 1;
     CREATE INDEX sessions_last_seen ON sessions(last_seen_at);
     CREATE INDEX sessions_created ON sessions(created_at);
+    CREATE INDEX oauth_states_created ON oauth_states(created_at);
+    CREATE INDEX sign_in_refusals_created ON sign_in_refusals(created_at);
     "#,
 ];
 
