@@ -8,6 +8,7 @@ use crate::gitlab_config::GitlabConfig;
 use crate::model::{self, PROVIDER_GITLAB};
 use crate::provisioning::{self, Account, Found, LocalGroup, Refusal};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 
 /// What GitLab said about the person signing in.
 #[derive(Debug, Clone)]
@@ -142,8 +143,17 @@ pub fn complete(
     };
     // Step 11: group synchronization.
     if config.synchronize_groups {
-        let candidates = sync_candidates(&tx, gitlab_groups)?;
         let current = member_groups(&tx, user_id)?;
+        // A path naming a group the user is already in needs no lookup (names are unique):
+        // once synchronized, a sign-in looks up only the default group and new paths.
+        let known: HashSet<&str> = current.iter().map(|g| g.name.as_str()).collect();
+        let unknown: Vec<&str> = gitlab_groups
+            .iter()
+            .map(String::as_str)
+            .filter(|path| !known.contains(path))
+            .collect();
+        let mut candidates = sync_candidates(&tx, &unknown)?;
+        candidates.extend_from_slice(&current);
         let plan = provisioning::group_sync_plan(&current, &candidates, gitlab_groups);
         for group_id in plan.add {
             groups::add_member(&tx, group_id, user_id)?;
@@ -172,10 +182,7 @@ pub fn complete(
 /// path given twice gives its group twice). Each path is looked up in the `UNIQUE` index on
 /// `name`, the default group in its partial index, so the cost follows the user's groups, not
 /// the number of local groups.
-fn sync_candidates(
-    conn: &Connection,
-    gitlab_paths: &[String],
-) -> rusqlite::Result<Vec<LocalGroup>> {
+fn sync_candidates(conn: &Connection, gitlab_paths: &[&str]) -> rusqlite::Result<Vec<LocalGroup>> {
     let names = serde_json::to_string(gitlab_paths)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let mut stmt = conn.prepare_cached(SYNC_CANDIDATES)?;
@@ -358,8 +365,7 @@ mod tests {
     }
 
     fn candidate_names(conn: &Connection, paths: &[&str]) -> Vec<String> {
-        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-        let mut names: Vec<String> = sync_candidates(conn, &paths)
+        let mut names: Vec<String> = sync_candidates(conn, paths)
             .unwrap()
             .into_iter()
             .map(|g| g.name)
@@ -444,6 +450,47 @@ mod tests {
             !plan.iter().any(|step| step.starts_with("SCAN groups")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn synchronization_adds_new_groups_and_removes_stale_ones_on_later_sign_ins() {
+        let mut conn = db::test_db();
+        for name in ["a", "b", "c", "d"] {
+            accounts::create_group(&mut conn, name, "", 1).unwrap();
+        }
+        let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let s = complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["a", "b"]),
+            2,
+        )
+        .unwrap();
+        let names = |conn: &Connection| users::group_names(conn, s.user.id).unwrap();
+        assert_eq!(names(&conn), vec!["a", "b", "users"]);
+        complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["b", "c", "x"]),
+            3,
+        )
+        .unwrap();
+        assert_eq!(names(&conn), vec!["b", "c", "users"]);
+        let users_group = groups::find_by_name(&conn, "users").unwrap().unwrap();
+        groups::remove_member(&conn, users_group.id, s.user.id).unwrap();
+        complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["b", "c"]),
+            4,
+        )
+        .unwrap();
+        assert_eq!(names(&conn), vec!["b", "c", "users"], "users restored");
+        complete(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
+        assert_eq!(names(&conn), vec!["users"]);
     }
 
     #[test]
