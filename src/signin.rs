@@ -60,6 +60,16 @@ fn account(
     .optional()
 }
 
+/// Step 7, by GitLab id (index `users_external_id`).
+const ACCOUNT_BY_ID: &str = "SELECT id, active, external_id FROM users \
+     WHERE external_provider = ?1 AND external_id = ?2";
+
+/// Step 7, a pre-provisioned account by GitLab username, ignoring case (index
+/// `users_external_identity`).
+const ACCOUNT_BY_USERNAME: &str = "SELECT id, active, external_id FROM users \
+     WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
+     AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1";
+
 /// Runs steps 7–12. Nothing is written unless the sign-in succeeds.
 pub fn complete(
     conn: &mut Connection,
@@ -71,17 +81,10 @@ pub fn complete(
     let gitlab_id = who.id.to_string();
     let tx = db::write_tx(conn)?;
     // Step 7: find by GitLab id, else a pre-provisioned account by username.
-    let by_id = account(
-        &tx,
-        "SELECT id, active, external_id FROM users \
-         WHERE external_provider = ?1 AND external_id = ?2",
-        params![PROVIDER_GITLAB, gitlab_id],
-    )?;
+    let by_id = account(&tx, ACCOUNT_BY_ID, params![PROVIDER_GITLAB, gitlab_id])?;
     let by_username = account(
         &tx,
-        "SELECT id, active, external_id FROM users WHERE external_provider = ?1 \
-         AND external_identity = ?2 COLLATE NOCASE AND external_id IS NOT ?3 \
-         ORDER BY external_id IS NOT NULL, id LIMIT 1",
+        ACCOUNT_BY_USERNAME,
         params![PROVIDER_GITLAB, who.username, gitlab_id],
     )?;
     let found = provisioning::find_account(by_id.as_ref(), by_username.as_ref(), &who.username)
@@ -435,21 +438,40 @@ mod tests {
         assert_eq!(candidate_names(&conn, &odd), expected);
     }
 
-    #[test]
-    fn sync_candidates_are_read_through_indexes() {
-        let conn = db::test_db();
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {SYNC_CANDIDATES}"))
-            .unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(["[\"a\"]"], |r| r.get::<_, String>(3))
+    /// The steps of SQLite's plan for `sql`.
+    fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params: Vec<i64> = (0..stmt.parameter_count() as i64).collect();
+        let plan = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        plan
+    }
+
+    #[test]
+    fn sync_candidates_are_read_through_indexes() {
+        let conn = db::test_db();
+        let plan = query_plan(&conn, SYNC_CANDIDATES);
         assert!(
             !plan.iter().any(|step| step.starts_with("SCAN groups")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn accounts_are_found_through_indexes() {
+        let conn = db::test_db();
+        for sql in [ACCOUNT_BY_ID, ACCOUNT_BY_USERNAME] {
+            let plan = query_plan(&conn, sql);
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN users")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]

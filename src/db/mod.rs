@@ -100,11 +100,14 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
-    // 3: indexes for the GitLab sign-in: the default group (looked up by every synchronization
+    // 3: indexes for the GitLab sign-in: the GitLab username of pre-provisioned accounts
+    // (looked up, ignoring case, by every sign-in), the default group (by every synchronization
     // and account creation) and the creation or last-use times by which expired sessions,
     // pending sign-ins and refusal reasons are purged (on every sign-in, start of a sign-in and
     // refusal): the purges read only the expired rows, however many live ones there are.
     r#"
+    CREATE INDEX users_external_identity
+        ON users(external_provider, external_identity COLLATE NOCASE);
     CREATE INDEX groups_default ON groups(is_default) WHERE is_default = 1;
     CREATE INDEX sessions_last_seen ON sessions(last_seen_at);
     CREATE INDEX sessions_created ON sessions(created_at);
