@@ -50,14 +50,15 @@ fn account(
     sql: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<Account>> {
-    conn.query_row(sql, p, |r| {
-        Ok(Account {
-            id: r.get(0)?,
-            active: r.get(1)?,
-            gitlab_id: r.get(2)?,
+    conn.prepare_cached(sql)?
+        .query_row(p, |r| {
+            Ok(Account {
+                id: r.get(0)?,
+                active: r.get(1)?,
+                gitlab_id: r.get(2)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 /// Step 7, by GitLab id (index `users_external_id`).
@@ -113,11 +114,11 @@ pub fn complete(
     }
     let (user_id, created) = match own_id {
         Some(id) => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
                  updated_at = ?6 WHERE id = ?1",
-                params![id, name, email, who.username, gitlab_id, now],
-            )?;
+            )?
+            .execute(params![id, name, email, who.username, gitlab_id, now])?;
             (id, false)
         }
         None => {
