@@ -19,10 +19,13 @@ use oauth2::{
 use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Below this much time before the deadline no call is started.
 const MIN_CALL_TIME: Duration = Duration::from_millis(50);
@@ -452,7 +455,7 @@ impl fmt::Display for AdapterError {
 impl std::error::Error for AdapterError {}
 
 fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -461,8 +464,59 @@ fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
         .proxy(proxy)
         .tls_config(tls.clone())
         .user_agent(format!("labgate/{}", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        LiteralFirstResolver::default(),
+    )
+}
+
+/// ureq's resolver, minus its thread when the host is an IP address.
+///
+/// ureq resolves the host before every call, also when it then reuses a pooled connection, and
+/// because labgate sets timeouts it does so on a new thread (a slow DNS must not outlast them):
+/// a thread per GitLab call, five per sign-in. An IP literal needs no lookup: it is read here,
+/// on the caller's thread. Host names still go to ureq's resolver and its thread. (The
+/// resolver API is among ureq's `unversioned` ones: check it on ureq upgrades.)
+#[derive(Debug, Default)]
+struct LiteralFirstResolver(DefaultResolver);
+
+impl Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match ip_literal(uri) {
+            // labgate leaves ureq's IP family at "any": every address is wanted.
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URI whose host is an IPv4 or bracketed IPv6 literal (port given, or
+/// the scheme's default); `None` for a host name or an unknown scheme.
+fn ip_literal(uri: &ureq::http::Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some(s)) if s.eq_ignore_ascii_case("https") => 443,
+        (None, Some(s)) if s.eq_ignore_ascii_case("http") => 80,
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// The bundled Mozilla roots plus every certificate in `pem`, each checked to be usable as a
@@ -631,6 +685,31 @@ mod tests {
         capped.fill(&mut &big[..], None, 20_000).unwrap();
         assert_eq!(capped.bytes.len(), 20_001);
         assert_eq!(capped.as_slice(), &big[..20_001]);
+    }
+
+    #[test]
+    fn ip_literals_are_read_and_host_names_left_to_the_resolver() {
+        let literal = |uri: &str| ip_literal(&uri.parse().unwrap());
+        assert_eq!(
+            literal("http://127.0.0.1:8080/api/v4/user"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            literal("https://[::1]/x"),
+            Some("[::1]:443".parse().unwrap())
+        );
+        assert_eq!(
+            literal("HTTP://10.1.2.3/x"),
+            Some("10.1.2.3:80".parse().unwrap())
+        );
+        for name in [
+            "https://gitlab.example/x",
+            "http://localhost:80/x",
+            "http://127.0.0.1.nip.io/x",
+            "socks5://127.0.0.1/x",
+        ] {
+            assert_eq!(literal(name), None, "{name}");
+        }
     }
 
     #[test]
