@@ -3,6 +3,7 @@
 //! synchronization plan, and the refusal reasons. No I/O here; the callback feeds them facts.
 
 use crate::model::{FieldError, Login};
+use std::collections::HashSet;
 
 /// Scope asked of GitLab: `read_api` only when the user's groups are needed.
 pub fn scope(synchronize_groups: bool, allowed_groups: &[String]) -> &'static str {
@@ -133,23 +134,31 @@ pub struct SyncPlan {
 /// SPEC §5 step 11: memberships become exactly the default group plus every existing local group
 /// whose name equals one of the GitLab paths (case-sensitive). Never creates groups; never
 /// removes the default group.
+///
+/// `local_groups` needs to hold only the groups that could be wanted: those named like a GitLab
+/// path, and the default group (the sign-in reads just these); any other group in it is ignored.
+/// `add` follows the order of `local_groups` (each group once), `remove` that of `current`.
+/// Linear in the sizes of the three lists.
 pub fn group_sync_plan(
     current: &[LocalGroup],
-    all_groups: &[LocalGroup],
+    local_groups: &[LocalGroup],
     gitlab_paths: &[String],
 ) -> SyncPlan {
-    let wanted: Vec<&LocalGroup> = all_groups
+    let paths: HashSet<&str> = gitlab_paths.iter().map(String::as_str).collect();
+    let mut wanted_ids = HashSet::with_capacity(local_groups.len());
+    let wanted: Vec<&LocalGroup> = local_groups
         .iter()
-        .filter(|g| g.is_default || gitlab_paths.contains(&g.name))
+        .filter(|g| (g.is_default || paths.contains(g.name.as_str())) && wanted_ids.insert(g.id))
         .collect();
+    let current_ids: HashSet<i64> = current.iter().map(|c| c.id).collect();
     let add = wanted
         .iter()
-        .filter(|w| !current.iter().any(|c| c.id == w.id))
+        .filter(|w| !current_ids.contains(&w.id))
         .map(|w| w.id)
         .collect();
     let remove = current
         .iter()
-        .filter(|c| !c.is_default && !wanted.iter().any(|w| w.id == c.id))
+        .filter(|c| !c.is_default && !wanted_ids.contains(&c.id))
         .map(|c| c.id)
         .collect();
     SyncPlan { add, remove }
@@ -363,6 +372,38 @@ mod tests {
             vec![4],
             "manual membership removed, users kept"
         );
+    }
+
+    #[test]
+    fn sync_plan_ignores_groups_no_path_names_and_keeps_list_orders() {
+        let all = vec![
+            g(1, "users", true),
+            g(5, "b", false),
+            g(2, "a", false),
+            g(3, "unrelated", false),
+        ];
+        let candidates = vec![g(2, "a", false), g(1, "users", true), g(5, "b", false)];
+        let current = vec![
+            g(9, "old", false),
+            g(1, "users", true),
+            g(8, "older", false),
+        ];
+        let wanted = paths(&["b", "a", "a", "none"]);
+        let plan = group_sync_plan(&current, &candidates, &wanted);
+        assert_eq!(
+            plan.add,
+            vec![2, 5],
+            "in the order of the local groups given"
+        );
+        assert_eq!(
+            plan.remove,
+            vec![9, 8],
+            "in the order of the current memberships"
+        );
+        let from_all = group_sync_plan(&current, &all, &wanted);
+        assert_eq!((from_all.add.len(), from_all.remove), (2, vec![9, 8]));
+        let twice = vec![g(2, "a", false), g(1, "users", true), g(2, "a", false)];
+        assert_eq!(group_sync_plan(&[], &twice, &wanted).add, vec![2, 1]);
     }
 
     #[test]

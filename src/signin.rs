@@ -8,6 +8,7 @@ use crate::gitlab_config::GitlabConfig;
 use crate::model::{self, PROVIDER_GITLAB};
 use crate::provisioning::{self, Account, Found, LocalGroup, Refusal};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 
 /// What GitLab said about the person signing in.
 #[derive(Debug, Clone)]
@@ -60,6 +61,16 @@ fn account(
         .optional()
 }
 
+/// Step 7, by GitLab id (index `users_external_id`).
+const ACCOUNT_BY_ID: &str = "SELECT id, active, external_id FROM users \
+     WHERE external_provider = ?1 AND external_id = ?2";
+
+/// Step 7, a pre-provisioned account by GitLab username, ignoring case (index
+/// `users_external_identity`).
+const ACCOUNT_BY_USERNAME: &str = "SELECT id, active, external_id FROM users \
+     WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
+     AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1";
+
 /// Runs steps 7–12. Nothing is written unless the sign-in succeeds.
 pub fn complete(
     conn: &mut Connection,
@@ -71,17 +82,10 @@ pub fn complete(
     let gitlab_id = who.id.to_string();
     let tx = db::write_tx(conn)?;
     // Step 7: find by GitLab id, else a pre-provisioned account by username.
-    let by_id = account(
-        &tx,
-        "SELECT id, active, external_id FROM users \
-         WHERE external_provider = ?1 AND external_id = ?2",
-        params![PROVIDER_GITLAB, gitlab_id],
-    )?;
+    let by_id = account(&tx, ACCOUNT_BY_ID, params![PROVIDER_GITLAB, gitlab_id])?;
     let by_username = account(
         &tx,
-        "SELECT id, active, external_id FROM users WHERE external_provider = ?1 \
-         AND external_identity = ?2 COLLATE NOCASE AND external_id IS NOT ?3 \
-         ORDER BY external_id IS NOT NULL, id LIMIT 1",
+        ACCOUNT_BY_USERNAME,
         params![PROVIDER_GITLAB, who.username, gitlab_id],
     )?;
     let found = provisioning::find_account(by_id.as_ref(), by_username.as_ref(), &who.username)
@@ -111,8 +115,8 @@ pub fn complete(
     let (user_id, created) = match own_id {
         Some(id) => {
             tx.prepare_cached(
-                "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, \
-                 external_id = ?5, updated_at = ?6 WHERE id = ?1",
+                "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
+                 updated_at = ?6 WHERE id = ?1",
             )?
             .execute(params![id, name, email, who.username, gitlab_id, now])?;
             (id, false)
@@ -143,9 +147,18 @@ pub fn complete(
     };
     // Step 11: group synchronization.
     if config.synchronize_groups {
-        let all: Vec<LocalGroup> = all_groups(&tx)?;
-        let current: Vec<LocalGroup> = member_groups(&tx, user_id)?;
-        let plan = provisioning::group_sync_plan(&current, &all, gitlab_groups);
+        let current = member_groups(&tx, user_id)?;
+        // A path naming a group the user is already in needs no lookup (names are unique):
+        // once synchronized, a sign-in looks up only the default group and new paths.
+        let known: HashSet<&str> = current.iter().map(|g| g.name.as_str()).collect();
+        let unknown: Vec<&str> = gitlab_groups
+            .iter()
+            .map(String::as_str)
+            .filter(|path| !known.contains(path))
+            .collect();
+        let mut candidates = sync_candidates(&tx, &unknown)?;
+        candidates.extend_from_slice(&current);
+        let plan = provisioning::group_sync_plan(&current, &candidates, gitlab_groups);
         for group_id in plan.add {
             groups::add_member(&tx, group_id, user_id)?;
         }
@@ -168,18 +181,29 @@ pub fn complete(
     })
 }
 
-fn all_groups(conn: &Connection) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare_cached("SELECT id, name, is_default FROM groups")?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(LocalGroup {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                is_default: r.get(2)?,
-            })
-        })?
-        .collect();
+/// The local groups synchronization may want (SPEC §5 step 11): the default group, and those
+/// whose name equals one of `gitlab_paths` (case-sensitive: `name` has the binary collation; a
+/// path given twice gives its group twice). Each path is looked up in the `UNIQUE` index on
+/// `name`, the default group in its partial index, so the cost follows the user's groups, not
+/// the number of local groups.
+fn sync_candidates(conn: &Connection, gitlab_paths: &[&str]) -> rusqlite::Result<Vec<LocalGroup>> {
+    let names = serde_json::to_string(gitlab_paths)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut stmt = conn.prepare_cached(SYNC_CANDIDATES)?;
+    let rows = stmt.query_map([names], local_group)?.collect();
     rows
+}
+
+const SYNC_CANDIDATES: &str = "SELECT g.id, g.name, g.is_default \
+     FROM json_each(?1) AS j JOIN groups AS g ON g.name = j.value WHERE g.is_default = 0 \
+     UNION ALL SELECT id, name, is_default FROM groups WHERE is_default = 1";
+
+fn local_group(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocalGroup> {
+    Ok(LocalGroup {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        is_default: r.get(2)?,
+    })
 }
 
 fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalGroup>> {
@@ -187,15 +211,7 @@ fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalG
         "SELECT g.id, g.name, g.is_default FROM groups g \
          JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1",
     )?;
-    let rows = stmt
-        .query_map([user_id], |r| {
-            Ok(LocalGroup {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                is_default: r.get(2)?,
-            })
-        })?
-        .collect();
+    let rows = stmt.query_map([user_id], local_group)?.collect();
     rows
 }
 
@@ -350,6 +366,154 @@ mod tests {
         who.email = None;
         let s = complete(&mut conn, &config(true, false), &who, &[], 2).unwrap();
         assert_eq!(s.user.login, "ann-gitlab");
+    }
+
+    fn candidate_names(conn: &Connection, paths: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = sync_candidates(conn, paths)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn local_groups(conn: &Connection, names: &[&str]) {
+        for name in names {
+            groups::create(conn, name, "", 1).unwrap();
+        }
+    }
+
+    #[test]
+    fn sync_candidates_are_exact_names_and_the_default_group() {
+        let conn = db::test_db();
+        local_groups(
+            &conn,
+            &[
+                "acme",
+                "acme/x",
+                "acme-other",
+                "acme/x/y",
+                "acme ",
+                "Acme",
+                "x/acme",
+            ],
+        );
+        assert_eq!(
+            candidate_names(&conn, &["acme", "acme/x"]),
+            vec!["acme", "acme/x", "users"],
+            "no prefix, suffix, padded or other-case match"
+        );
+        assert_eq!(candidate_names(&conn, &["ACME/X", "acm"]), vec!["users"]);
+        assert_eq!(candidate_names(&conn, &["Acme"]), vec!["Acme", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_without_gitlab_groups_is_the_default_group() {
+        let conn = db::test_db();
+        local_groups(&conn, &["acme", ""]);
+        let groups = sync_candidates(&conn, &[]).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].name.as_str(), groups[0].is_default),
+            ("users", true)
+        );
+        assert_eq!(candidate_names(&conn, &[""]), vec!["", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_match_names_json_would_escape() {
+        let conn = db::test_db();
+        let odd = [
+            "a\"b",
+            "back\\slash",
+            "caf\u{e9}",
+            "tab\tname",
+            "emoji \u{1F600}",
+            "[1]",
+        ];
+        local_groups(&conn, &odd);
+        let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        expected.push("users".into());
+        expected.sort();
+        assert_eq!(candidate_names(&conn, &odd), expected);
+    }
+
+    /// The steps of SQLite's plan for `sql`.
+    fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params: Vec<i64> = (0..stmt.parameter_count() as i64).collect();
+        let plan = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        plan
+    }
+
+    #[test]
+    fn sync_candidates_are_read_through_indexes() {
+        let conn = db::test_db();
+        let plan = query_plan(&conn, SYNC_CANDIDATES);
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN groups")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn accounts_are_found_through_indexes() {
+        let conn = db::test_db();
+        for sql in [ACCOUNT_BY_ID, ACCOUNT_BY_USERNAME] {
+            let plan = query_plan(&conn, sql);
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN users")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synchronization_adds_new_groups_and_removes_stale_ones_on_later_sign_ins() {
+        let mut conn = db::test_db();
+        for name in ["a", "b", "c", "d"] {
+            accounts::create_group(&mut conn, name, "", 1).unwrap();
+        }
+        let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let s = complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["a", "b"]),
+            2,
+        )
+        .unwrap();
+        let names = |conn: &Connection| users::group_names(conn, s.user.id).unwrap();
+        assert_eq!(names(&conn), vec!["a", "b", "users"]);
+        complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["b", "c", "x"]),
+            3,
+        )
+        .unwrap();
+        assert_eq!(names(&conn), vec!["b", "c", "users"]);
+        let users_group = groups::find_by_name(&conn, "users").unwrap().unwrap();
+        groups::remove_member(&conn, users_group.id, s.user.id).unwrap();
+        complete(
+            &mut conn,
+            &config(true, true),
+            &ann(),
+            &paths(&["b", "c"]),
+            4,
+        )
+        .unwrap();
+        assert_eq!(names(&conn), vec!["b", "c", "users"], "users restored");
+        complete(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
+        assert_eq!(names(&conn), vec!["users"]);
     }
 
     #[test]

@@ -182,7 +182,20 @@ pub const MIGRATIONS: &[&str] = &[
     -- Logins by id, narrow: sorting a search's matches by login reads this, not their rows.
     CREATE INDEX users_login_by_id ON users(id, login);
     -- The default group, found for every new or reactivated user.
-    CREATE INDEX groups_default ON groups(id) WHERE is_default = 1;
+    CREATE INDEX groups_default ON groups(is_default) WHERE is_default = 1;
+    "#,
+    // 4: indexes for the GitLab sign-in: the GitLab username of pre-provisioned accounts
+    // (looked up, ignoring case, by every sign-in), and the creation or last-use times by which
+    // expired sessions, pending sign-ins and refusal reasons are purged (on every sign-in, start
+    // of a sign-in and refusal): the purges read only the expired rows, however many live ones
+    // there are. (The default group's index is in 3.)
+    r#"
+    CREATE INDEX users_external_identity
+        ON users(external_provider, external_identity COLLATE NOCASE);
+    CREATE INDEX sessions_last_seen ON sessions(last_seen_at);
+    CREATE INDEX sessions_created ON sessions(created_at);
+    CREATE INDEX oauth_states_created ON oauth_states(created_at);
+    CREATE INDEX sign_in_refusals_created ON sign_in_refusals(created_at);
     "#,
 ];
 

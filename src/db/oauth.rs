@@ -154,6 +154,24 @@ mod tests {
     }
 
     #[test]
+    fn purges_read_only_expired_rows_through_indexes() {
+        let conn = crate::db::test_db();
+        for table in ["oauth_states", "sign_in_refusals"] {
+            let sql = format!("EXPLAIN QUERY PLAN DELETE FROM {table} WHERE created_at <= ?1");
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map([1], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")),
+                "{table}: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
     fn refusal_is_single_use_and_expires() {
         let conn = crate::db::test_db();
         insert_refusal(&conn, "k", Some("why"), 10).unwrap();

@@ -144,11 +144,14 @@ pub fn purge_expired(
     now: i64,
     idle_timeout_secs: i64,
 ) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3",
-    )?
-    .execute(params![now, idle_timeout_secs, MAX_AGE_SECS])
+    conn.prepare_cached(PURGE_EXPIRED)?
+        .execute(params![now, idle_timeout_secs, MAX_AGE_SECS])
 }
+
+/// Served by the indexes on `last_seen_at` and `created_at` (migration 3): only expired rows
+/// are read.
+const PURGE_EXPIRED: &str =
+    "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3";
 
 #[cfg(test)]
 mod tests {
@@ -209,6 +212,23 @@ mod tests {
         let (live, _) = create(&conn, 1, IDLE).unwrap();
         assert_eq!(purge_expired(&conn, IDLE + 1, IDLE).unwrap(), 1);
         assert!(find(&conn, &live, IDLE + 1, IDLE).unwrap().is_some());
+    }
+
+    #[test]
+    fn purge_reads_only_expired_sessions_through_indexes() {
+        let conn = test_db();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params![1, 2, 3], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN sessions")),
+            "{plan:?}"
+        );
     }
 
     #[test]

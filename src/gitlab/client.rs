@@ -3,7 +3,7 @@
 //! through the `oauth2` crate, and the GETs with their bounded retries and pagination.
 
 use super::parse::{
-    clean, next_page, parse_groups_page, parse_user, redact, retry_after_secs, retry_wait,
+    clean, next_page, parse_user, read_groups_page, redact, retry_after_secs, retry_wait,
     same_gitlab, status_error, NextPage,
 };
 use super::proxy::ProxyEnv;
@@ -18,10 +18,14 @@ use oauth2::{
 };
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Below this much time before the deadline no call is started.
 const MIN_CALL_TIME: Duration = Duration::from_millis(50);
@@ -48,15 +52,68 @@ impl fmt::Debug for Client {
     }
 }
 
-/// One answer read from GitLab (body within its cap).
+/// One answer read from GitLab: the status and the headers labgate uses; the body, within its
+/// cap, is read into a [`BodyBuf`].
 struct Answer {
     status: u16,
-    body: Vec<u8>,
     x_next_page: Option<String>,
     link: Option<String>,
     retry_after: Option<String>,
     location: Option<String>,
     content_type: Option<String>,
+}
+
+/// A response body, read into a buffer kept from one answer to the next (the group pages of a
+/// sign-in): its bytes stay initialized, so a following page is neither reallocated nor zeroed
+/// again as `Read::read_to_end` would do for each read into fresh capacity.
+#[derive(Default)]
+struct BodyBuf {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl BodyBuf {
+    /// Smallest buffer allocated, bytes.
+    const MIN: usize = 16 * 1024;
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Replaces the body with what `reader` gives up to its end. The buffer is first sized for
+    /// `expected` bytes (the `Content-Length`, if any) and then grows by doubling, never beyond
+    /// `cap + 1` bytes (the reader itself refuses more than `cap`).
+    fn fill(
+        &mut self,
+        reader: &mut impl Read,
+        expected: Option<u64>,
+        cap: u64,
+    ) -> std::io::Result<()> {
+        let most = usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX);
+        if let Some(expected) = expected {
+            // One byte more, so that the end is seen without growing.
+            let wanted = usize::try_from(expected.saturating_add(1)).unwrap_or(usize::MAX);
+            if wanted > self.bytes.len() {
+                self.bytes.resize(wanted.min(most), 0);
+            }
+        }
+        self.len = 0;
+        loop {
+            if self.len == self.bytes.len() {
+                let grown = (self.bytes.len().saturating_mul(2)).clamp(Self::MIN, most);
+                if grown == self.bytes.len() {
+                    return Ok(());
+                }
+                self.bytes.resize(grown, 0);
+            }
+            match reader.read(&mut self.bytes[self.len..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl Client {
@@ -214,11 +271,12 @@ impl Client {
             .build()
             .send(&body[..])
             .map_err(|e| map_ureq("token", e))?;
-        let answer = read("token", response, MAX_SMALL_BODY)?;
+        let mut body = BodyBuf::default();
+        let answer = read("token", response, MAX_SMALL_BODY, &mut body)?;
         match answer.status {
             200 => {}
             // RFC 6749 §5.2 errors: the oauth2 crate reads them.
-            400 | 401 if is_oauth_error(&answer.body) => {}
+            400 | 401 if is_oauth_error(body.as_slice()) => {}
             429 => {
                 return Err(GitlabError::RateLimited {
                     step: "token",
@@ -230,7 +288,7 @@ impl Client {
                     "token",
                     status,
                     answer.location.as_deref(),
-                    &answer.body,
+                    body.as_slice(),
                 ))
             }
         }
@@ -239,7 +297,7 @@ impl Client {
             builder = builder.header(oauth2::http::header::CONTENT_TYPE, content_type.as_str());
         }
         builder
-            .body(answer.body)
+            .body(body.as_slice().to_vec())
             .map_err(|e| GitlabError::Malformed {
                 step: "token",
                 detail: clean(&e.to_string(), 200),
@@ -254,8 +312,9 @@ impl Client {
         deadline: Instant,
     ) -> Result<GitlabUser, GitlabError> {
         let url = format!("{}/api/v4/user", s.base());
-        let answer = self.get("user", &url, token, MAX_SMALL_BODY, deadline)?;
-        parse_user(&answer.body)
+        let mut body = BodyBuf::default();
+        self.get("user", &url, token, MAX_SMALL_BODY, deadline, &mut body)?;
+        parse_user(body.as_slice())
     }
 
     /// Every group the user belongs to, directly or through a parent group, as `full_path`
@@ -281,10 +340,11 @@ impl Client {
         let mut url = first.clone();
         let mut read_pages = HashSet::new();
         let mut groups = Vec::new();
+        let mut body = BodyBuf::default();
         for _ in 0..MAX_PAGES {
             read_pages.insert(url.clone());
-            let answer = self.get("groups", &url, token, MAX_PAGE_BODY, deadline)?;
-            groups.extend(parse_groups_page(&answer.body)?);
+            let answer = self.get("groups", &url, token, MAX_PAGE_BODY, deadline, &mut body)?;
+            read_groups_page(body.as_slice(), &mut groups)?;
             url = match next_page(answer.x_next_page.as_deref(), answer.link.as_deref()) {
                 None => {
                     groups.sort();
@@ -308,7 +368,8 @@ impl Client {
     }
 
     /// One GET with the access token, retried after a 429 (within `Retry-After`, the caps and
-    /// the deadline) or once after a 5xx; any other status than 2xx is an error.
+    /// the deadline) or once after a 5xx; any other status than 2xx is an error. The body of
+    /// the 2xx answer is left in `body`.
     fn get(
         &self,
         step: &'static str,
@@ -316,6 +377,7 @@ impl Client {
         token: &str,
         cap: u64,
         deadline: Instant,
+        body: &mut BodyBuf,
     ) -> Result<Answer, GitlabError> {
         let mut attempt = 0;
         loop {
@@ -330,7 +392,7 @@ impl Client {
                 .build()
                 .call()
                 .map_err(|e| map_ureq(step, e))?;
-            let answer = read(step, response, cap)?;
+            let answer = read(step, response, cap, body)?;
             if (200..300).contains(&answer.status) {
                 return Ok(answer);
             }
@@ -354,7 +416,7 @@ impl Client {
                         step,
                         answer.status,
                         answer.location.as_deref(),
-                        &answer.body,
+                        body.as_slice(),
                     );
                     return Err(redact_error(error, &[token]));
                 }
@@ -393,7 +455,7 @@ impl fmt::Display for AdapterError {
 impl std::error::Error for AdapterError {}
 
 fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -402,8 +464,59 @@ fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
         .proxy(proxy)
         .tls_config(tls.clone())
         .user_agent(format!("labgate/{}", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        LiteralFirstResolver::default(),
+    )
+}
+
+/// ureq's resolver, minus its thread when the host is an IP address.
+///
+/// ureq resolves the host before every call, also when it then reuses a pooled connection, and
+/// because labgate sets timeouts it does so on a new thread (a slow DNS must not outlast them):
+/// a thread per GitLab call, five per sign-in. An IP literal needs no lookup: it is read here,
+/// on the caller's thread. Host names still go to ureq's resolver and its thread. (The
+/// resolver API is among ureq's `unversioned` ones: check it on ureq upgrades.)
+#[derive(Debug, Default)]
+struct LiteralFirstResolver(DefaultResolver);
+
+impl Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match ip_literal(uri) {
+            // labgate leaves ureq's IP family at "any": every address is wanted.
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URI whose host is an IPv4 or bracketed IPv6 literal (port given, or
+/// the scheme's default); `None` for a host name or an unknown scheme.
+fn ip_literal(uri: &ureq::http::Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some(s)) if s.eq_ignore_ascii_case("https") => 443,
+        (None, Some(s)) if s.eq_ignore_ascii_case("http") => 80,
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// The bundled Mozilla roots plus every certificate in `pem`, each checked to be usable as a
@@ -482,11 +595,12 @@ fn map_ureq(step: &'static str, e: ureq::Error) -> GitlabError {
     }
 }
 
-/// Reads the headers labgate uses and the body within `cap` bytes.
+/// Reads the headers labgate uses, and the body within `cap` bytes into `body`.
 fn read(
     step: &'static str,
     mut response: ureq::http::Response<ureq::Body>,
     cap: u64,
+    body: &mut BodyBuf,
 ) -> Result<Answer, GitlabError> {
     let header = |name: &str| {
         response
@@ -495,21 +609,18 @@ fn read(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let mut answer = Answer {
+    let answer = Answer {
         status: response.status().as_u16(),
-        body: Vec::new(),
         x_next_page: header("x-next-page"),
         link: header("link"),
         retry_after: header("retry-after"),
         location: header("location"),
         content_type: header("content-type"),
     };
-    answer.body = response
-        .body_mut()
-        .with_config()
-        .limit(cap)
-        .read_to_vec()
-        .map_err(|e| map_ureq(step, e))?;
+    let expected = response.body().content_length();
+    let mut reader = response.body_mut().with_config().limit(cap).reader();
+    body.fill(&mut reader, expected, cap)
+        .map_err(|e| map_ureq(step, ureq::Error::from(e)))?;
     Ok(answer)
 }
 
@@ -554,5 +665,69 @@ fn redact_error(e: GitlabError, secrets: &[&str]) -> GitlabError {
         },
         GitlabError::Denied(d) => GitlabError::Denied(redact(d, secrets)),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_buffer_holds_the_last_body_only_and_grows_to_the_cap_plus_one() {
+        let mut body = BodyBuf::default();
+        let big = vec![b'a'; 40_000];
+        body.fill(&mut &big[..], None, 1_000_000).unwrap();
+        assert_eq!(body.as_slice(), &big[..]);
+        body.fill(&mut &b"short"[..], Some(5), 1_000_000).unwrap();
+        assert_eq!(body.as_slice(), b"short");
+        assert_eq!(body.bytes.len(), 2 * 32 * 1024, "kept for the next body");
+        let mut capped = BodyBuf::default();
+        capped.fill(&mut &big[..], None, 20_000).unwrap();
+        assert_eq!(capped.bytes.len(), 20_001);
+        assert_eq!(capped.as_slice(), &big[..20_001]);
+    }
+
+    #[test]
+    fn ip_literals_are_read_and_host_names_left_to_the_resolver() {
+        let literal = |uri: &str| ip_literal(&uri.parse().unwrap());
+        assert_eq!(
+            literal("http://127.0.0.1:8080/api/v4/user"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            literal("https://[::1]/x"),
+            Some("[::1]:443".parse().unwrap())
+        );
+        assert_eq!(
+            literal("HTTP://10.1.2.3/x"),
+            Some("10.1.2.3:80".parse().unwrap())
+        );
+        for name in [
+            "https://gitlab.example/x",
+            "http://localhost:80/x",
+            "http://127.0.0.1.nip.io/x",
+            "socks5://127.0.0.1/x",
+        ] {
+            assert_eq!(literal(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_body_buffer_is_sized_by_the_content_length_within_the_cap() {
+        let big = vec![b'a'; 40_000];
+        let mut body = BodyBuf::default();
+        body.fill(&mut &big[..], Some(40_000), 1_000_000).unwrap();
+        assert_eq!(body.bytes.len(), 40_001, "no growth needed");
+        assert_eq!(body.as_slice(), &big[..]);
+        let mut wrong = BodyBuf::default();
+        wrong.fill(&mut &big[..], Some(10), 1_000_000).unwrap();
+        assert_eq!(
+            wrong.as_slice(),
+            &big[..],
+            "a wrong length only sizes the buffer"
+        );
+        let mut huge = BodyBuf::default();
+        huge.fill(&mut &big[..100], Some(u64::MAX), 1_000).unwrap();
+        assert_eq!(huge.bytes.len(), 1_001);
     }
 }

@@ -156,6 +156,18 @@ fn user_is_read_with_the_bearer_token() {
 }
 
 #[test]
+fn a_gitlab_named_by_host_name_is_resolved() {
+    // `localhost` is a name: ureq's own resolver looks it up (only IP literals skip it).
+    let (url, seen) = canned(vec![ok(USER, "")]);
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let user = client()
+        .current_user(&settings(&by_name), "t", soon())
+        .unwrap();
+    assert_eq!(user.username, "ann");
+    assert_eq!(lines(&seen), vec!["GET /api/v4/user HTTP/1.1"]);
+}
+
+#[test]
 fn redirects_are_not_followed() {
     let (elsewhere, elsewhere_seen) = canned(vec![ok(USER, "")]);
     let (url, _) = canned(vec![reply(format!(

@@ -4,6 +4,7 @@
 
 use super::{GitlabError, GitlabUser, MAX_RETRIES, MAX_RETRY_WAIT, SERVER_ERROR_PAUSE};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::time::Duration;
 use ureq::http::Uri;
 
@@ -49,19 +50,39 @@ pub fn parse_user(body: &[u8]) -> Result<GitlabUser, GitlabError> {
 
 /// Parses one page of `GET /api/v4/groups` into its `full_path` values (empty ones dropped).
 pub fn parse_groups_page(body: &[u8]) -> Result<Vec<String>, GitlabError> {
+    let mut paths = Vec::new();
+    read_groups_page(body, &mut paths)?;
+    Ok(paths)
+}
+
+/// As [`parse_groups_page`], appending the paths to `paths` (left as it was on error).
+///
+/// A page is ~1 KB of JSON per group of which only `full_path` is kept, so the reading is
+/// shaped for skipping: the body is checked to be UTF-8 once (RFC 8259 JSON is), then read as
+/// `&str`, so serde_json neither validates each member name again nor allocates for one;
+/// `full_path` is borrowed from the body (owned only when it holds escapes) and every other
+/// member is skipped (serde's derive reads unknown fields as `IgnoredAny`).
+pub fn read_groups_page(body: &[u8], paths: &mut Vec<String>) -> Result<(), GitlabError> {
     #[derive(Deserialize)]
-    struct Group {
-        full_path: String,
+    struct Group<'a> {
+        #[serde(borrow)]
+        full_path: Cow<'a, str>,
     }
-    let groups: Vec<Group> = serde_json::from_slice(body).map_err(|e| GitlabError::Malformed {
+    let malformed = |detail: String| GitlabError::Malformed {
         step: "groups",
-        detail: clean(&e.to_string(), MAX_DETAIL),
-    })?;
-    Ok(groups
-        .into_iter()
-        .map(|g| g.full_path)
-        .filter(|p| !p.is_empty())
-        .collect())
+        detail,
+    };
+    let text = std::str::from_utf8(body)
+        .map_err(|e| malformed(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let groups: Vec<Group<'_>> =
+        serde_json::from_str(text).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
+    paths.extend(
+        groups
+            .into_iter()
+            .filter(|g| !g.full_path.is_empty())
+            .map(|g| g.full_path.into_owned()),
+    );
+    Ok(())
 }
 
 /// Parses an RFC 8288 `Link` header into `(url, rel)` pairs, one per relation type (`rel="first
@@ -482,6 +503,26 @@ mod tests {
     }
 
     #[test]
+    fn groups_page_paths_with_escapes_are_decoded() {
+        assert_eq!(
+            parse_groups_page(
+                br#"[{"full_path":"acme\/caf\u00e9","full_name":"x\"y"},{"full\u005fpath":"b"}]"#
+            )
+            .unwrap(),
+            vec!["acme/caf\u{e9}", "b"]
+        );
+    }
+
+    #[test]
+    fn groups_page_is_appended_and_left_alone_on_error() {
+        let mut paths = vec!["before".to_string()];
+        read_groups_page(br#"[{"full_path":"a"}]"#, &mut paths).unwrap();
+        assert_eq!(paths, vec!["before", "a"]);
+        assert!(read_groups_page(br#"[{"full_path":"b"},{"id":1}]"#, &mut paths).is_err());
+        assert_eq!(paths, vec!["before", "a"]);
+    }
+
+    #[test]
     fn groups_page_that_is_not_a_list_of_groups_is_malformed() {
         for body in [
             &br#"{"message":"401 Unauthorized"}"#[..],
@@ -489,6 +530,9 @@ mod tests {
             br#"[{"full_path":null}]"#,
             br#"[{"full_path":3}]"#,
             br#"["acme"]"#,
+            br#"[{"full_path":"a","full_path":"b"}]"#,
+            br#"[{"full_path":"a"}] x"#,
+            b"[{\"full_path\":\"a\",\"name\":\"\xff\"}]",
             b"",
             b"[",
         ] {

@@ -331,7 +331,12 @@ pub fn start_session(
 
 /// `; Secure` when browsers reach labgate over https, for every cookie labgate sets.
 pub fn secure_attribute(app: &App, conn: &Connection) -> &'static str {
-    if app.base_url(conn).starts_with("https://") {
+    secure_for(&app.base_url(conn))
+}
+
+/// [`secure_attribute`] for a base URL already read.
+pub fn secure_for(base_url: &str) -> &'static str {
+    if base_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
@@ -339,7 +344,11 @@ pub fn secure_attribute(app: &App, conn: &Connection) -> &'static str {
 }
 
 pub fn session_cookies(app: &App, conn: &Connection, value: &str, csrf: &str) -> Vec<String> {
-    let secure = secure_attribute(app, conn);
+    session_cookies_with(secure_attribute(app, conn), value, csrf)
+}
+
+/// [`session_cookies`] with the `Secure` attribute already decided ([`secure_for`]).
+pub fn session_cookies_with(secure: &str, value: &str, csrf: &str) -> Vec<String> {
     let max_age = sessions::MAX_AGE_SECS;
     vec![
         format!(

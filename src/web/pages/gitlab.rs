@@ -34,8 +34,9 @@ fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
     })
 }
 
-fn cookie(ctx: &Ctx<'_>, name: &str, value: &str, max_age: i64) -> String {
-    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
+/// A cookie of the sign-in; `secure` from [`auth::secure_for`] (the base URL is read once per
+/// request and passed along).
+fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
@@ -69,6 +70,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             (wait + 59) / 60
         )));
     }
+    let base_url = ctx.base_url();
     let state = crypto::random_hex(32);
     let browser = crypto::random_hex(32);
     let pkce = gitlab::new_pkce();
@@ -82,19 +84,22 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     )?;
     let url = gitlab::authorize_url(
         &settings,
-        &redirect_uri(&ctx.base_url()),
+        &redirect_uri(&base_url),
         config.scope(),
         &state,
         &pkce.challenge,
     );
-    let set = cookie(ctx, BROWSER_COOKIE, &browser, oauth::STATE_TTL_SECS);
+    let secure = auth::secure_for(&base_url);
+    let set = cookie(secure, BROWSER_COOKIE, &browser, oauth::STATE_TTL_SECS);
     ctx.cookies.push(set);
     Ok(Resp::found(&url))
 }
 
 pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let deadline = Instant::now() + CALLBACK_BUDGET;
-    let clear = cookie(ctx, BROWSER_COOKIE, "", 0);
+    let base_url = ctx.base_url();
+    let secure = auth::secure_for(&base_url);
+    let clear = cookie(secure, BROWSER_COOKIE, "", 0);
     ctx.cookies.push(clear);
     // Step 2: the state must be known, fresh, unused and bound to this browser. Consumed first.
     let state = ctx.req.query.get("state").unwrap_or("");
@@ -141,7 +146,7 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     };
     // Steps 3 to 5: GitLab.
     let client = &ctx.app.gitlab;
-    let redirect = redirect_uri(&ctx.base_url());
+    let redirect = redirect_uri(&base_url);
     let token = match client.exchange_code(&settings, &redirect, code, &pending.verifier, deadline)
     {
         Ok(t) => t,
@@ -215,8 +220,7 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
                 crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
             }
-            let cookies =
-                auth::session_cookies(ctx.app, &ctx.conn, &done.session_value, &done.csrf_token);
+            let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
             ctx.cookies.extend(cookies);
             Ok(Resp::found(&safe_return_to(Some(&pending.return_to))))
         }
@@ -246,7 +250,8 @@ fn refuse(
     );
     let key = crypto::random_hex(32);
     oauth::insert_refusal(&ctx.conn, &key, refusal.reason().as_deref(), ctx.now)?;
-    let set = cookie(ctx, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
+    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
+    let set = cookie(secure, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
     ctx.cookies.push(set);
     Ok(Resp::found("/sessions/unauthorized"))
 }
@@ -263,7 +268,12 @@ pub fn unauthorized(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         Some(key) if !key.is_empty() => oauth::take_refusal(&ctx.conn, key, ctx.now)?.flatten(),
         _ => None,
     };
-    let clear = cookie(ctx, REFUSAL_COOKIE, "", 0);
+    let clear = cookie(
+        auth::secure_attribute(ctx.app, &ctx.conn),
+        REFUSAL_COOKIE,
+        "",
+        0,
+    );
     ctx.cookies.push(clear);
     render(
         200,
