@@ -139,7 +139,9 @@ fn token_caller(conn: &Connection, value: &str, now: i64) -> AppResult<Credentia
     }
 }
 
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
+/// `(user, password)` from the base64 part of `Authorization: Basic`; `None` unless it is
+/// base64 of UTF-8 text holding a `:` (public for the fuzz targets).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded.as_bytes())
         .ok()?;
