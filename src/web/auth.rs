@@ -253,3 +253,26 @@ pub fn csrf_ok(req: &Req, session: &sessions::Session) -> bool {
     let presented = req.header(XSRF_HEADER).or_else(|| req.form.get(CSRF_FIELD));
     presented.is_some_and(|t| crypto::ct_eq(t, &session.csrf_token))
 }
+
+#[cfg(test)]
+mod props {
+    use super::decode_basic;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn basic_credentials_decode_to_what_was_encoded(user in "[^:]*", password in any::<String>()) {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{password}"));
+            prop_assert_eq!(decode_basic(&encoded), Some((user, password)));
+        }
+
+        #[test]
+        fn any_basic_value_decodes_or_is_refused_without_panic(raw in any::<String>()) {
+            if let Some((user, _)) = decode_basic(&raw) {
+                prop_assert!(!user.contains(':'));
+            }
+        }
+    }
+}
