@@ -311,3 +311,66 @@ mod tests {
         assert!(Permission::parse("gateadmin").is_err());
     }
 }
+
+/// Properties: the identifiers accept exactly what SPEC §3 allows (fuzz target `model_names`).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec_login(s: &str) -> bool {
+        (2..=255).contains(&s.chars().count())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+    }
+
+    fn spec_group(s: &str) -> bool {
+        let t = s.trim();
+        (1..=255).contains(&t.chars().count())
+            && !t.eq_ignore_ascii_case("anyone")
+            && !t.chars().any(char::is_control)
+    }
+
+    /// Mostly login-like text, sometimes anything.
+    fn login_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            r"[A-Za-z0-9.@_ /-]{0,8}",
+            r"[a-z0-9][a-z0-9.@_-]{250,256}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn login_accepts_exactly_the_spec_logins(raw in login_like()) {
+            prop_assert_eq!(Login::parse(&raw).is_ok(), spec_login(&raw), "{:?}", raw);
+        }
+
+        #[test]
+        fn group_name_accepts_exactly_the_spec_names_trimmed(
+            raw in prop_oneof![
+                r"\s{0,2}[A-Za-z/ -]{0,8}\s{0,2}",
+                Just("Anyone".to_string()),
+                Just(" ANYONE ".to_string()),
+                any::<String>(),
+            ]
+        ) {
+            let parsed = GroupName::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), spec_group(&raw), "{:?}", raw);
+            if let Ok(name) = parsed {
+                prop_assert_eq!(name.as_str(), raw.trim());
+                prop_assert_eq!(GroupName::parse(name.as_str()), Ok(name.clone()));
+            }
+        }
+
+        #[test]
+        fn a_valid_email_is_trimmed_short_and_has_one_at(raw in any::<String>()) {
+            if let Ok(Some(email)) = validate_email(&raw) {
+                prop_assert_eq!(email.as_str(), raw.trim());
+                prop_assert!(email.chars().count() <= 100);
+                prop_assert_eq!(email.matches('@').count(), 1);
+            }
+        }
+    }
+}

@@ -450,3 +450,6 @@ mod tests {
         assert_eq!(Refusal::Generic.reason(), None);
     }
 }
+
+#[cfg(test)]
+mod props;

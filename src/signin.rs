@@ -541,3 +541,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -13,6 +13,8 @@ mod client;
 #[cfg(test)]
 mod http_tests;
 pub mod parse;
+#[cfg(test)]
+mod parse_props;
 pub mod proxy;
 
 pub use client::{roots_with, Client};

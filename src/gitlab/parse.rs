@@ -200,7 +200,8 @@ pub fn retry_after_secs(value: Option<&str>, now_unix: i64) -> Option<u64> {
 }
 
 /// Whether `candidate` (a `Link` URL) is on the configured GitLab `base`: same scheme, host and
-/// port (default ports filled in), no user info, and a path under `base`'s path prefix.
+/// port (default ports filled in), no user info, and a path under `base`'s path prefix with no
+/// `.` or `..` segment (a server would resolve `/gitlab/../other` outside the prefix).
 pub fn same_gitlab(base: &str, candidate: &str) -> bool {
     let (Ok(b), Ok(c)) = (base.parse::<Uri>(), candidate.parse::<Uri>()) else {
         return false;
@@ -226,6 +227,16 @@ pub fn same_gitlab(base: &str, candidate: &str) -> bool {
         && b_auth.host().eq_ignore_ascii_case(c_auth.host())
         && port(&b) == port(&c)
         && (prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/")))
+        && !has_dot_segment(path)
+}
+
+/// Whether a URL path holds a `.` or `..` segment, percent-encoded or not (`%2e%2e`), with `/`
+/// or `\` (which some servers take for `/`) as separators.
+fn has_dot_segment(path: &str) -> bool {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
 }
 
 /// How long to wait before retrying a GET that answered `status` (not 2xx), or `None` to stop.
@@ -686,6 +697,31 @@ mod tests {
             "http://127.0.0.1:8080/x"
         ));
         assert!(same_gitlab("https://h/", "https://h/api/v4/groups"));
+    }
+
+    /// Found by the `pagination` fuzz target: a `Link` URL under the prefix as text but not
+    /// once a server resolves its dot segments (the access token would go to `/admin`).
+    #[test]
+    fn same_gitlab_refuses_dot_segments_that_leave_the_prefix() {
+        let base = "https://g.example/gitlab";
+        for bad in [
+            "https://g.example/gitlab/../admin/api/v4/groups?page=2",
+            "https://g.example/gitlab/api/../../admin",
+            "https://g.example/gitlab/%2e%2e/admin",
+            "https://g.example/gitlab/%2E./admin",
+            "https://g.example/gitlab/..%2fadmin",
+            "https://g.example/gitlab/./api",
+            "https://g.example/gitlab/..",
+        ] {
+            assert!(!same_gitlab(base, bad), "{bad}");
+        }
+        assert!(!same_gitlab("https://h/.", "https://h/."), "fuzz input");
+        for ok in [
+            "https://g.example/gitlab/api/v4/groups?page=2&q=..",
+            "https://g.example/gitlab/api/v4/a..b/.c/d.",
+        ] {
+            assert!(same_gitlab(base, ok), "{ok}");
+        }
     }
 
     #[test]

@@ -249,7 +249,9 @@ fn token_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppResul
     Ok(Credentials::Valid(Box::new(caller)))
 }
 
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
+/// `(user, password)` from the base64 part of `Authorization: Basic`; `None` unless it is
+/// base64 of UTF-8 text holding a `:` (public for the fuzz targets).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded.as_bytes())
         .ok()?;
@@ -509,5 +511,28 @@ mod tests {
             resolve(&app, &conn, &req, 1_002),
             Ok(Credentials::StaleSession)
         ));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::decode_basic;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn basic_credentials_decode_to_what_was_encoded(user in "[^:]*", password in any::<String>()) {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{password}"));
+            prop_assert_eq!(decode_basic(&encoded), Some((user, password)));
+        }
+
+        #[test]
+        fn any_basic_value_decodes_or_is_refused_without_panic(raw in any::<String>()) {
+            if let Some((user, _)) = decode_basic(&raw) {
+                prop_assert!(!user.contains(':'));
+            }
+        }
     }
 }

@@ -109,6 +109,13 @@ pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// [`cookie_pairs`], owned (for the fuzz targets and tests).
+pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
+    cookie_pairs(header)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
 #[derive(Debug)]
 pub struct Req {
     pub method: String,
@@ -302,5 +309,112 @@ mod tests {
     fn cookies_parse_leniently() {
         let c: Vec<(&str, &str)> = cookie_pairs("a=1; b = \"2\" ; junk; =x; c=").collect();
         assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "")]);
+    }
+}
+
+/// Properties (SPEC §8 parameters, the session cookie): decoding is exact on what browsers and
+/// clients send and never panics on anything else. The fuzz target `form_query` and `cookies`
+/// check the same with coverage guidance.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any short text a parameter can carry (NUL is refused by design).
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..16)
+            .prop_map(|chars| chars.into_iter().filter(|&c| c != '\0').collect())
+    }
+
+    /// A name, often one of a few so that names repeat.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("values".to_string()),
+            Just("a".to_string()),
+            Just(String::new()),
+            text()
+        ]
+    }
+
+    fn encode_pairs(pairs: &[(String, String)]) -> String {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_pairs_decode_to_themselves_repeats_included(
+            pairs in prop::collection::vec((name(), text()), 0..12)
+        ) {
+            let params = Params::parse(encode_pairs(&pairs).as_bytes()).unwrap();
+            prop_assert_eq!(&params.0, &pairs);
+            for (k, _) in &pairs {
+                let expected: Vec<&str> =
+                    pairs.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect();
+                prop_assert_eq!(params.all(k), expected);
+            }
+        }
+
+        #[test]
+        fn text_with_a_nul_is_refused(before in text(), after in text()) {
+            let raw = format!("k={}", encode_component(&format!("{before}\0{after}")));
+            prop_assert!(Params::parse(raw.as_bytes()).is_err());
+        }
+
+        #[test]
+        fn form_like_bytes_decode_as_the_whatwg_decoder_or_are_refused(
+            raw in r"[a-z=&+%0-9A-Fa-f\x{e9}\x00]{0,60}"
+        ) {
+            if let Ok(params) = Params::parse(raw.as_bytes()) {
+                let reference: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                prop_assert_eq!(&params.0, &reference);
+                let again = Params::parse(encode_pairs(&params.0).as_bytes()).unwrap();
+                prop_assert_eq!(again.0, params.0);
+            }
+        }
+
+        #[test]
+        fn any_bytes_decode_or_are_refused_without_panic(
+            raw in prop::collection::vec(any::<u8>(), 0..300)
+        ) {
+            if let Ok(params) = Params::parse(&raw) {
+                prop_assert!(params.len() <= MAX_PARAMS);
+                let again = Params::parse(encode_pairs(&params.0).as_bytes()).unwrap();
+                prop_assert_eq!(again.0, params.0);
+            }
+        }
+
+        #[test]
+        fn a_generated_cookie_header_parses_to_its_pairs(
+            pairs in prop::collection::vec((
+                "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}",
+                r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]{0,24}",
+                any::<bool>(),
+            ), 0..8),
+            tight in any::<bool>(),
+        ) {
+            let header = pairs
+                .iter()
+                .map(|(n, v, quoted)| if *quoted { format!("{n}=\"{v}\"") } else { format!("{n}={v}") })
+                .collect::<Vec<_>>()
+                .join(if tight { ";" } else { "; " });
+            let expected: Vec<(String, String)> =
+                pairs.into_iter().map(|(n, v, _)| (n, v)).collect();
+            prop_assert_eq!(parse_cookies(&header), expected);
+        }
+
+        #[test]
+        fn any_cookie_header_gives_well_formed_pairs(header in any::<String>()) {
+            for (name, value) in parse_cookies(&header) {
+                prop_assert!(!name.is_empty() && name.trim() == name);
+                prop_assert!(!name.contains([';', '=']));
+                prop_assert!(!value.contains(';'));
+            }
+        }
     }
 }

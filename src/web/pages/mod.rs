@@ -398,3 +398,55 @@ mod tests {
         assert_eq!(safe_return_to(None), "/");
     }
 }
+
+/// Properties of `return_to` (SPEC §5 step 12); the fuzz target `return_to` checks the same.
+#[cfg(test)]
+mod props {
+    use super::safe_return_to;
+    use proptest::prelude::*;
+
+    /// What must hold for every accepted `return_to`.
+    fn stays_on_site(path: &str) -> Result<(), TestCaseError> {
+        let b = path.as_bytes();
+        prop_assert!(b.len() >= 2 && b.len() <= 2048 && b[0] == b'/');
+        prop_assert!(b[1].is_ascii_alphanumeric() || b[1] == b'_');
+        prop_assert!(!path.chars().any(|c| c == '\\' || c.is_control()));
+        for page in [
+            "https://labgate.example/",
+            "http://10.0.0.1:9000/oauth2/callback/gitlab?x=1",
+        ] {
+            let base = url::Url::parse(page).unwrap();
+            let target = base.join(path).unwrap();
+            prop_assert_eq!(target.origin(), base.origin());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_return_to_is_kept_on_site_or_replaced_by_root(raw in any::<String>()) {
+            let out = safe_return_to(Some(&raw));
+            if out != "/" {
+                prop_assert_eq!(&out, &raw);
+                stays_on_site(&out)?;
+            }
+        }
+
+        #[test]
+        fn local_paths_are_kept(path in r"/[A-Za-z0-9_][A-Za-z0-9_/?=&%.~+-]{0,60}") {
+            prop_assert_eq!(safe_return_to(Some(&path)), path.clone());
+            stays_on_site(&path)?;
+        }
+
+        #[test]
+        fn other_origins_fall_back_to_root(
+            start in prop_oneof![
+                Just("//"), Just("/\\"), Just("\\\\"), Just("http://"), Just("https://"),
+                Just("/\t/"), Just("/\n/"), Just(" /"), Just("javascript:"), Just("/%2F"),
+            ],
+            rest in any::<String>(),
+        ) {
+            prop_assert_eq!(safe_return_to(Some(&format!("{start}{rest}"))), "/");
+        }
+    }
+}

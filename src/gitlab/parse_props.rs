@@ -1,0 +1,181 @@
+//! Properties of the pure GitLab parsers (`parse`): exact on what GitLab sends, safe on anything
+//! else. The fuzz targets `gitlab_json` and `pagination` check the same with coverage guidance.
+
+use super::parse::*;
+use super::GitlabError;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn optional_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(any::<String>())
+}
+
+/// A URL GitLab could put in a `Link` header: no `<`, `>`, `,`, `;`, `"` or spaces.
+fn link_url() -> impl Strategy<Value = String> {
+    r"https?://[a-z0-9.-]{1,20}(:[0-9]{1,5})?/[A-Za-z0-9/?=&%._~-]{0,40}"
+}
+
+proptest! {
+    #[test]
+    fn a_user_gitlab_sends_is_read_field_by_field(
+        id in 1i64..=i64::MAX,
+        username in r"[A-Za-z0-9_.-]{0,3}[A-Za-z0-9][A-Za-z0-9_.-]{0,20}",
+        name in optional_text(),
+        email in optional_text(),
+        state in any::<String>(),
+        bot in prop::option::of(any::<bool>()),
+    ) {
+        let body = json!({
+            "id": id, "username": username, "name": name, "email": email, "state": state,
+            "bot": bot, "locked": false, "identities": [],
+        });
+        let user = parse_user(body.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(user.id, id);
+        prop_assert_eq!(user.username, username);
+        prop_assert_eq!(user.name, name.unwrap_or_default());
+        prop_assert_eq!(user.email, email.filter(|e| !e.trim().is_empty()));
+        prop_assert_eq!(user.state, state);
+        prop_assert_eq!(user.bot, bot.unwrap_or(false));
+    }
+
+    #[test]
+    fn a_user_with_a_non_positive_id_or_blank_username_is_malformed(
+        id in i64::MIN..=0,
+        blank in r"\s{0,3}",
+    ) {
+        for body in [
+            json!({"id": id, "username": "ann", "state": "active"}),
+            json!({"id": 5, "username": blank, "state": "active"}),
+        ] {
+            let is_malformed = matches!(
+                parse_user(body.to_string().as_bytes()),
+                Err(GitlabError::Malformed { step: "user", .. })
+            );
+            prop_assert!(is_malformed);
+        }
+    }
+
+    #[test]
+    fn any_user_body_is_read_or_malformed_with_a_one_line_detail(
+        body in prop::collection::vec(any::<u8>(), 0..200)
+    ) {
+        match parse_user(&body) {
+            Ok(user) => prop_assert!(user.id > 0 && !user.username.trim().is_empty()),
+            Err(e) => {
+                let is_malformed = matches!(e, GitlabError::Malformed { step: "user", .. });
+                prop_assert!(is_malformed);
+                prop_assert!(!e.to_string().chars().any(char::is_control));
+            }
+        }
+    }
+
+    #[test]
+    fn a_groups_page_gives_its_non_empty_full_paths_in_order(
+        paths in prop::collection::vec(r"\PC{0,12}", 0..8)
+    ) {
+        let body = serde_json::Value::Array(
+            paths.iter().enumerate().map(|(i, p)| json!({"id": i, "full_path": p, "name": "n"})).collect(),
+        );
+        let expected: Vec<String> = paths.into_iter().filter(|p| !p.is_empty()).collect();
+        prop_assert_eq!(parse_groups_page(body.to_string().as_bytes()).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_link_header_gives_its_links_back(
+        links in prop::collection::vec(
+            (link_url(), prop::sample::select(vec!["next", "prev", "first", "last", "NEXT"])),
+            0..6,
+        ),
+        quoted in any::<bool>(),
+    ) {
+        let header = links
+            .iter()
+            .map(|(url, rel)| if quoted { format!("<{url}>; rel=\"{rel}\"") } else { format!("<{url}>; rel={rel}") })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let expected: Vec<(String, String)> =
+            links.iter().map(|(u, r)| (u.clone(), r.to_ascii_lowercase())).collect();
+        prop_assert_eq!(parse_link_header(&header), expected.clone());
+        let next = expected.iter().find(|(_, r)| r == "next").map(|(u, _)| NextPage::Url(u.clone()));
+        prop_assert_eq!(next_page(Some(""), Some(&header)), next);
+    }
+
+    #[test]
+    fn a_positive_x_next_page_wins_over_the_link(n in 1u32.., pad in r" {0,2}", link in optional_text()) {
+        let value = format!("{pad}{n}{pad}");
+        prop_assert_eq!(next_page(Some(&value), link.as_deref()), Some(NextPage::Number(n)));
+    }
+
+    #[test]
+    fn any_pagination_headers_give_well_formed_answers(
+        x_next_page in optional_text(),
+        link in optional_text(),
+    ) {
+        if let Some(link) = &link {
+            for (url, rel) in parse_link_header(link) {
+                prop_assert!(!url.is_empty() && url.trim() == url && !url.contains('>'));
+                prop_assert!(!rel.is_empty() && rel == rel.to_ascii_lowercase());
+            }
+        }
+        match next_page(x_next_page.as_deref(), link.as_deref()) {
+            Some(NextPage::Number(n)) => prop_assert!(n > 0),
+            Some(NextPage::Url(url)) => prop_assert!(!url.is_empty()),
+            None => {}
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_saturates(digits in r"[0-9]{1,30}", now in any::<i64>()) {
+        let expected = digits.parse::<u64>().unwrap_or(u64::MAX);
+        prop_assert_eq!(retry_after_secs(Some(&format!(" {digits} ")), now), Some(expected));
+    }
+
+    #[test]
+    fn retry_after_as_a_date_is_the_time_until_it(
+        now in 0i64..4_000_000_000,
+        delta in -100_000i64..100_000,
+    ) {
+        let when = chrono::DateTime::from_timestamp(now + delta, 0).unwrap();
+        let value = when.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        prop_assert_eq!(retry_after_secs(Some(&value), now), Some(delta.max(0) as u64));
+    }
+
+    #[test]
+    fn any_retry_after_is_read_or_ignored_without_panic(value in any::<String>(), now in any::<i64>()) {
+        let _ = retry_after_secs(Some(&value), now);
+    }
+
+    #[test]
+    fn same_gitlab_accepts_pages_under_the_base_and_nothing_else(
+        https in any::<bool>(),
+        host in r"[a-z][a-z0-9-]{0,10}(\.[a-z]{2,5}){0,2}",
+        port in prop::option::of(1u16..),
+        prefix in r"(/[a-z][a-z0-9_-]{0,8}){0,2}",
+        page in 1u32..,
+        other_host in r"[a-z]{1,8}\.evil",
+    ) {
+        let scheme = if https { "https" } else { "http" };
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let base = format!("{scheme}://{host}{port}{prefix}");
+        let api = format!("/api/v4/groups?min_access_level=10&page={page}&per_page=100");
+        let next = format!("{base}{api}");
+        prop_assert!(same_gitlab(&base, &next), "{} refused for {}", next, base);
+        let upper_host = format!("{scheme}://{}{port}{prefix}{api}", host.to_uppercase());
+        let slashed = format!("{base}/");
+        prop_assert!(same_gitlab(&slashed, &upper_host), "{} refused for {}", upper_host, slashed);
+        let mut bad = vec![
+            format!("{scheme}://{other_host}{port}{prefix}{api}"),
+            format!("{scheme}://user@{host}{port}{prefix}{api}"),
+            format!("{scheme}://{host}{port}@{other_host}{prefix}{api}"),
+            format!("{}://{host}{port}{prefix}{api}", if https { "http" } else { "https" }),
+            format!("{prefix}{api}"),
+        ];
+        if !prefix.is_empty() {
+            bad.push(format!("{scheme}://{host}{port}{prefix}x{api}"));
+            bad.push(format!("{scheme}://{host}{port}/other{api}"));
+        }
+        for bad in bad {
+            prop_assert!(!same_gitlab(&base, &bad), "{} accepted for {}", bad, base);
+        }
+    }
+}
