@@ -104,7 +104,7 @@ fuzz_target!(|input: Input| {
     }
     let expected: BTreeSet<i64> = all
         .iter()
-        .filter(|g| g.is_default || paths.iter().any(|p| *p == g.name))
+        .filter(|g| g.is_default || paths.contains(&g.name))
         .map(|g| g.id)
         .collect();
     assert_eq!(after, expected, "current {current:?} paths {paths:?}");
