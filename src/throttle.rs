@@ -167,9 +167,9 @@ impl SignInStarts {
 
     /// Records a start from `address`; `Err(seconds)` when that network started too many in
     /// the window (the start is then not counted), with the time to wait.
-    pub fn record(&self, address: Option<IpAddr>, now: i64) -> Result<(), i64> {
+    pub fn record(&self, address: IpAddr, now: i64) -> Result<(), i64> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = address.map(network_of);
+        let mut key = Some(network_of(address));
         if !state.contains_key(&key) && state.len() >= MAX_TRACKED {
             state.retain(|_, (start, _)| now - *start < STARTS_WINDOW_SECS);
             if state.len() >= MAX_TRACKED {
@@ -180,7 +180,7 @@ impl SignInStarts {
         if now - entry.0 >= STARTS_WINDOW_SECS {
             *entry = (now, 0);
         }
-        // Starts from unknown addresses share one bucket: allow them far more.
+        // Networks past the tracking limit share one bucket: allow it far more.
         let limit = if key.is_none() {
             STARTS_PER_NETWORK * 100
         } else {
@@ -204,11 +204,11 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..STARTS_PER_NETWORK {
-            assert_eq!(s.record(Some(a), 100), Ok(()));
+            assert_eq!(s.record(a, 100), Ok(()));
         }
-        assert_eq!(s.record(Some(a), 160), Err(STARTS_WINDOW_SECS - 60));
-        assert_eq!(s.record(Some(b), 160), Ok(()));
-        assert_eq!(s.record(Some(a), 100 + STARTS_WINDOW_SECS), Ok(()));
+        assert_eq!(s.record(a, 160), Err(STARTS_WINDOW_SECS - 60));
+        assert_eq!(s.record(b, 160), Ok(()));
+        assert_eq!(s.record(a, 100 + STARTS_WINDOW_SECS), Ok(()));
     }
 
     #[test]
@@ -216,12 +216,12 @@ mod tests {
         let s = SignInStarts::new();
         for i in 0..STARTS_PER_NETWORK {
             let a: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
-            assert_eq!(s.record(Some(a), 0), Ok(()));
+            assert_eq!(s.record(a, 0), Ok(()));
         }
         let same_64: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
-        assert!(s.record(Some(same_64), 0).is_err());
+        assert!(s.record(same_64, 0).is_err());
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(s.record(Some(other_64), 0), Ok(()));
+        assert_eq!(s.record(other_64, 0), Ok(()));
         let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
         assert_eq!(network_of(mapped), "192.0.2.9".parse::<IpAddr>().unwrap());
     }
@@ -231,7 +231,7 @@ mod tests {
         let s = SignInStarts::new();
         for i in 0..(MAX_TRACKED as u32 + 50) {
             let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            assert_eq!(s.record(Some(a), 0), Ok(()));
+            assert_eq!(s.record(a, 0), Ok(()));
         }
         assert!(s.state.lock().unwrap().len() <= MAX_TRACKED + 1);
     }

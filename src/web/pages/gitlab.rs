@@ -59,11 +59,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             .map(|a| a.ip())
             .filter(|ip| !ip.is_loopback())
     });
-    let counted = match address {
-        Some(ip) => ctx.app.sign_in_starts.record(Some(ip), ctx.now),
-        None => Ok(()),
-    };
-    if let Err(wait) = counted {
+    if let Some(Err(wait)) = address.map(|ip| ctx.app.sign_in_starts.record(ip, ctx.now)) {
         log::warn!("sign-in gitlab: too many sign-ins started from {address:?}; refused");
         return Err(AppError::TooManyRequests(format!(
             "Too many sign-ins were started from your network address. Try again in {} minutes.",
