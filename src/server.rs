@@ -192,30 +192,22 @@ pub fn handle(
     let request_id = next_request_id();
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
+    // HEAD is answered as GET, and its body dropped below.
+    let head = method == "HEAD";
     let resp = if app.draining.load(Ordering::SeqCst) {
         abandon_body(request);
         Resp::text(503, "labgate is shutting down; try again in a moment")
             .with_header("Retry-After", "5")
-    } else if (method == "GET" || method == "HEAD") && path == "/static/style.css" {
-        Resp::new(
-            200,
-            "text/css; charset=utf-8",
-            if method == "HEAD" { "" } else { STYLE_CSS },
-        )
-        .with_header("Cache-Control", "public, max-age=3600")
+    } else if (method == "GET" || head) && path == "/static/style.css" {
+        Resp::new(200, "text/css; charset=utf-8", STYLE_CSS)
+            .with_header("Cache-Control", "public, max-age=3600")
     } else {
         match read_request(app, request, &request_id) {
             Ok(mut req) => {
-                // HEAD is answered as GET without the body.
-                let head = req.method == "HEAD";
                 if head {
                     req.method = "GET".into();
                 }
                 match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(app, &req))) {
-                    Ok(resp) if head => Resp {
-                        body: Vec::new(),
-                        ..resp
-                    },
                     Ok(resp) => resp,
                     Err(_) => {
                         log::error!("request {request_id}: handler panicked on {method} {path}");
@@ -234,6 +226,14 @@ pub fn handle(
                 resp
             }
         }
+    };
+    let resp = if head {
+        Resp {
+            body: Vec::new(),
+            ..resp
+        }
+    } else {
+        resp
     };
     let status = resp.status;
     log::info!("{method} {path} {status} {}", Millis(started.elapsed()));
