@@ -88,8 +88,8 @@ impl Budget {
             Budget {
                 signin_run: Duration::from_millis(700),
                 signin_max_each: 2_000,
-                signed_run: Duration::from_millis(1000),
-                signed_rounds: 1,
+                signed_run: Duration::from_millis(400),
+                signed_rounds: 3,
                 users: 10_000,
                 query_requests: 30,
                 query_time: Duration::from_millis(800),
@@ -99,8 +99,8 @@ impl Budget {
             Budget {
                 signin_run: Duration::from_secs(4),
                 signin_max_each: 100_000,
-                signed_run: Duration::from_secs(3),
-                signed_rounds: 3,
+                signed_run: Duration::from_secs(1),
+                signed_rounds: 9,
                 users: 100_000,
                 query_requests: 300,
                 query_time: Duration::from_secs(8),
