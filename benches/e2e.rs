@@ -946,6 +946,16 @@ fn scale_queries(users: usize) -> Vec<Query> {
             format!("/admin/users?q={}", load::SOME_FIRST_NAME),
             "page",
         ),
+        q(
+            "members of the default group (every user)",
+            "/api/user_groups/users?name=users".into(),
+            "members",
+        ),
+        q(
+            "non-members of the default group (none)",
+            "/api/user_groups/users?name=users&selected=deselected".into(),
+            "members",
+        ),
     ]
 }
 
@@ -973,7 +983,7 @@ fn measure_queries(
     let mut conn = Conn::new(lg);
     let mut out = Vec::new();
     for q in queries.iter_mut() {
-        if q.kind == "search" {
+        if q.kind != "page" {
             q.matches = search_total(&mut conn, &q.target, cookie);
         }
         out.push(sequential(

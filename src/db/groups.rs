@@ -169,9 +169,19 @@ pub fn members(
              WHERE {matches} {sel}"
         )
     };
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT count(*) {from}"))?
-        .query_row(params![group_id, pattern], |r| r.get(0))?;
+    let total: i64 = match pattern {
+        // Without a text the total comes from counts kept or indexed, not from one row per
+        // user: the default group holds every user.
+        None => counted_total(conn, group_id, selected)?,
+        Some(_) => conn
+            .prepare_cached(&format!("SELECT count(*) {from}"))?
+            .query_row(params![group_id, pattern], |r| r.get(0))?,
+    };
+    if offset >= total || limit <= 0 {
+        // Nothing to list (everyone is a member of the default group, so its "deselected"
+        // list would otherwise walk every user to find none).
+        return Ok((Vec::new(), total));
+    }
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT u.login, u.name, m.user_id IS NOT NULL, u.external_provider {from} \
          ORDER BY u.login LIMIT ?3 OFFSET ?4"
@@ -188,6 +198,32 @@ pub fn members(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((rows, total))
 }
+
+/// How many active users `selected` lists, without a text: the group's memberships (its
+/// primary key) less its deactivated members (the deactivated users' partial index), and the
+/// number of active users that `user_stats` keeps.
+fn counted_total(conn: &Connection, group_id: i64, selected: Selected) -> rusqlite::Result<i64> {
+    let active_users = || -> rusqlite::Result<i64> {
+        conn.prepare_cached("SELECT active_users FROM user_stats")?
+            .query_row([], |r| r.get(0))
+    };
+    let active_members = || -> rusqlite::Result<i64> {
+        let deactivated: i64 = conn
+            .prepare_cached(DEACTIVATED_MEMBERS)?
+            .query_row([group_id], |r| r.get(0))?;
+        Ok(member_count(conn, group_id)? - deactivated)
+    };
+    Ok(match selected {
+        Selected::Selected => active_members()?,
+        Selected::Deselected => active_users()? - active_members()?,
+        Selected::All => active_users()?,
+    })
+}
+
+/// Deactivated members of group `?1`, from the deactivated users (their partial index).
+const DEACTIVATED_MEMBERS: &str = "SELECT count(*) FROM users u INDEXED BY users_deactivated \
+     WHERE u.active = 0 AND EXISTS \
+       (SELECT 1 FROM group_members m WHERE m.group_id = ?1 AND m.user_id = u.id)";
 
 /// Memberships of a group, active users or not (its primary key, no row read).
 fn member_count(conn: &Connection, group_id: i64) -> rusqlite::Result<i64> {
@@ -280,5 +316,87 @@ mod tests {
         assert_eq!((rows.len(), total), (1, 1));
         let (rows, total) = members(&conn, g, None, Selected::Selected, 1, 10).unwrap();
         assert_eq!((rows[0].login.as_str(), total), ("zed", 2));
+    }
+
+    /// Every list of every group, every page, with and without a text, against the same
+    /// answer computed from all users in Rust (deactivated users, non-members, the default
+    /// group that holds everyone).
+    #[test]
+    fn member_lists_and_totals_equal_a_filter_over_every_user() {
+        let conn = test_db();
+        let devs = create(&conn, "devs", "", 1).unwrap();
+        let empty = create(&conn, "empty", "", 1).unwrap();
+        let default = find_by_name(&conn, DEFAULT_GROUP).unwrap().unwrap().id;
+        for i in 0..23 {
+            let login = format!("u{:02}{}", (i * 7) % 23, if i % 4 == 0 { "x" } else { "" });
+            let id = users::create(
+                &conn,
+                &users::NewUser {
+                    login: &login,
+                    name: "Name",
+                    email: None,
+                    password_hash: None,
+                    must_change_password: false,
+                    external: None,
+                },
+                1,
+            )
+            .unwrap();
+            if i % 3 != 0 {
+                add_member(&conn, devs, id).unwrap();
+            }
+            if i % 5 == 0 {
+                users::deactivate(&conn, id, 2).unwrap();
+            }
+        }
+        let everyone: Vec<(i64, String, bool)> = conn
+            .prepare("SELECT id, login, active = 1 FROM users ORDER BY login")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for group in [devs, empty, default] {
+            let member = |id: i64| -> bool {
+                conn.query_row(
+                    "SELECT count(*) FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                    [group, id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                    == 1
+            };
+            for q in [None, Some("x"), Some("U1"), Some("nope")] {
+                for selected in [Selected::Selected, Selected::Deselected, Selected::All] {
+                    let expected: Vec<(String, bool)> = everyone
+                        .iter()
+                        .filter(|(_, login, active)| {
+                            *active && q.is_none_or(|q| login.contains(&q.to_lowercase()))
+                        })
+                        .map(|(id, login, _)| (login.clone(), member(*id)))
+                        .filter(|(_, m)| match selected {
+                            Selected::Selected => *m,
+                            Selected::Deselected => !*m,
+                            Selected::All => true,
+                        })
+                        .collect();
+                    for (offset, limit) in [(0, 100), (0, 4), (4, 4), (17, 4), (30, 4), (2, 0)] {
+                        let (rows, total) =
+                            members(&conn, group, q, selected, offset, limit).unwrap();
+                        let got: Vec<(String, bool)> =
+                            rows.into_iter().map(|r| (r.login, r.selected)).collect();
+                        let want: Vec<(String, bool)> = expected
+                            .iter()
+                            .skip(offset as usize)
+                            .take(limit as usize)
+                            .cloned()
+                            .collect();
+                        let case = (group, q, selected, offset, limit);
+                        assert_eq!(total, expected.len() as i64, "{case:?}");
+                        assert_eq!(got, want, "{case:?}");
+                    }
+                }
+            }
+        }
     }
 }
