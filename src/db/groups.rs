@@ -15,8 +15,7 @@ pub struct Group {
 /// (statements are cached by their text).
 macro_rules! group_columns {
     () => {
-        "g.id, g.name, g.description, g.is_default, \
-         (SELECT count(*) FROM group_members m WHERE m.group_id = g.id)"
+        "g.id, g.name, g.description, g.is_default, g.member_count"
     };
 }
 
@@ -225,9 +224,9 @@ const DEACTIVATED_MEMBERS: &str = "SELECT count(*) FROM users u INDEXED BY users
      WHERE u.active = 0 AND EXISTS \
        (SELECT 1 FROM group_members m WHERE m.group_id = ?1 AND m.user_id = u.id)";
 
-/// Memberships of a group, active users or not (its primary key, no row read).
+/// Memberships of a group, active users or not (kept by triggers, migration 5).
 fn member_count(conn: &Connection, group_id: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT count(*) FROM group_members WHERE group_id = ?1")?
+    conn.prepare_cached("SELECT member_count FROM groups WHERE id = ?1")?
         .query_row([group_id], |r| r.get(0))
 }
 

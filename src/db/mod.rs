@@ -197,6 +197,26 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX oauth_states_created ON oauth_states(created_at);
     CREATE INDEX sign_in_refusals_created ON sign_in_refusals(created_at);
     "#,
+    // 5: each group's number of memberships (active users or not), kept by triggers: the group
+    // lists show it for every group, and the member lists of a big group start from it; counted,
+    // it read every membership (the default group holds every user).
+    r#"
+    ALTER TABLE groups ADD COLUMN member_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE groups SET member_count =
+        (SELECT count(*) FROM group_members m WHERE m.group_id = groups.id);
+    CREATE TRIGGER group_members_counted_insert AFTER INSERT ON group_members BEGIN
+        UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
+    END;
+    CREATE TRIGGER group_members_counted_delete AFTER DELETE ON group_members BEGIN
+        UPDATE groups SET member_count = member_count - 1 WHERE id = old.group_id;
+    END;
+    CREATE TRIGGER group_members_counted_update AFTER UPDATE OF group_id ON group_members
+        WHEN old.group_id IS NOT new.group_id
+    BEGIN
+        UPDATE groups SET member_count = member_count - 1 WHERE id = old.group_id;
+        UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
+    END;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -660,6 +680,71 @@ mod tests {
 
     fn logins(found: (Vec<users::User>, i64)) -> (Vec<String>, i64) {
         (found.0.into_iter().map(|u| u.login).collect(), found.1)
+    }
+
+    /// The kept member counts: filled by the upgrade from existing memberships, then moved by
+    /// every way a membership comes and goes (duplicates ignored, removals, a user or a group
+    /// deleted through their foreign keys).
+    #[test]
+    fn member_counts_are_kept_through_upgrade_and_every_change() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..4]).unwrap();
+        bootstrap(&mut conn, Some("admin-password-123"), 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, login, name, created_at, updated_at) VALUES
+                 (10, 'ann', 'Ann', 1, 1), (11, 'bob', 'Bob', 1, 1), (12, 'cid', 'Cid', 1, 1);
+             INSERT INTO groups (id, name, created_at) VALUES (20, 'devs', 1), (21, 'ops', 1);
+             INSERT INTO group_members (group_id, user_id) VALUES (20, 10), (20, 11), (21, 10);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let check = |conn: &Connection, when: &str| {
+            let wrong: Vec<(String, i64, i64)> = conn
+                .prepare(
+                    "SELECT name, member_count, \
+                       (SELECT count(*) FROM group_members m WHERE m.group_id = g.id) AS counted \
+                     FROM groups g WHERE member_count IS NOT counted",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(wrong.is_empty(), "{when}: {wrong:?}");
+        };
+        check(&conn, "after the upgrade");
+        let devs: i64 = conn
+            .query_row("SELECT member_count FROM groups WHERE id = 20", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(devs, 2);
+        groups::add_member(&conn, 20, 12).unwrap();
+        assert!(!groups::add_member(&conn, 20, 12).unwrap());
+        check(&conn, "after adding, twice");
+        groups::remove_member(&conn, 20, 11).unwrap();
+        groups::remove_member(&conn, 20, 11).unwrap();
+        check(&conn, "after removing, twice");
+        conn.execute(
+            "UPDATE group_members SET group_id = 21 WHERE group_id = 20 AND user_id = 12",
+            [],
+        )
+        .unwrap();
+        check(&conn, "after moving a membership");
+        conn.execute("DELETE FROM users WHERE id = 10", []).unwrap();
+        check(&conn, "after deleting a user (cascade)");
+        conn.execute("DELETE FROM groups WHERE id = 21", [])
+            .unwrap();
+        check(&conn, "after deleting a group (cascade)");
+        let ops_members: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM group_members WHERE group_id = 21",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ops_members, 0, "the cascade ran");
     }
 
     #[test]
