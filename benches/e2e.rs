@@ -182,6 +182,22 @@ fn serve_hello() {
 }
 
 /// The fake GitLab of the tests, set up with the benchmark's application, groups and users.
+/// `LABGATE_BENCH_GITLAB_HOST=localhost`: labgate is given the fake GitLab by this host name
+/// instead of its IP address, as real installations are (each call then resolves the name).
+fn gitlab_host() -> Option<String> {
+    std::env::var("LABGATE_BENCH_GITLAB_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+}
+
+/// The fake GitLab's URL as labgate is configured with it.
+fn fake_gitlab_url(addr: SocketAddr) -> String {
+    match gitlab_host() {
+        Some(host) => format!("http://{host}:{}", addr.port()),
+        None => format!("http://{addr}"),
+    }
+}
+
 fn serve_fake(args: &[String]) {
     use fake_gitlab::{access, FakeGitlab, FakeUser};
     let users: usize = args
@@ -213,6 +229,10 @@ fn serve_fake(args: &[String]) {
         }
     }
     gl.set_recording(false);
+    if let Some(host) = gitlab_host() {
+        // Pagination links name the same host as labgate's configuration.
+        gl.set_next_link_base(Some(&format!("http://{host}:{}", gl.port())));
+    }
     println!("{FAKE_PREFIX}{}", gl.url());
     let _ = std::io::stdout().flush();
     servers::wait_for_end_of_input();
@@ -1052,7 +1072,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         FAKE_PREFIX,
         "fake GitLab",
     )?;
-    let fake_url = format!("http://{}", fake.addr);
+    let fake_url = fake_gitlab_url(fake.addr);
     let lab = Labgate::new(&root.0);
 
     // Start times and idle memory on an empty database, next to the hello server's.

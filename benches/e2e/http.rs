@@ -52,7 +52,12 @@ pub fn split_url(url: &str) -> Option<(SocketAddr, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    Some((authority.parse().ok()?, path.to_string()))
+    // A host name (LABGATE_BENCH_GITLAB_HOST) is resolved; the servers listen on IPv4.
+    let addr = authority.parse().ok().or_else(|| {
+        use std::net::ToSocketAddrs;
+        authority.to_socket_addrs().ok()?.find(|a| a.is_ipv4())
+    })?;
+    Some((addr, path.to_string()))
 }
 
 /// A keep-alive connection to one server, reconnecting when the server closed it.

@@ -16,8 +16,8 @@
 use crate::http::Conn;
 use crate::servers::{self, Labgate, TempDir};
 use crate::{
-    admin_login, admin_token, configure_gitlab, gitlab_cookie, labgate_sign_in, load, Browser,
-    FAKE_PREFIX, GITLAB_USERS, MANY_GROUPS, SCALE_GROUPS,
+    admin_login, admin_token, configure_gitlab, fake_gitlab_url, gitlab_cookie, labgate_sign_in,
+    load, Browser, FAKE_PREFIX, GITLAB_USERS, MANY_GROUPS, SCALE_GROUPS,
 };
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
     let mut lg = lab.start()?;
     let admin = admin_login(lg.addr)?;
     let token = admin_token(lg.addr, &admin)?;
-    configure_gitlab(lg.addr, &token, &format!("http://{}", fake.addr))?;
+    configure_gitlab(lg.addr, &token, &fake_gitlab_url(fake.addr))?;
     if kind == "search" {
         lg.stop()?;
         let users = if quick { 10_000 } else { 100_000 };

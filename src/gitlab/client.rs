@@ -472,32 +472,91 @@ fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
     )
 }
 
-/// ureq's resolver, minus its thread when the host is an IP address.
+/// How long a resolved host name is reused. `getaddrinfo` does not tell the record's TTL; 30 s
+/// is what JVMs cache a successful lookup for, short enough for a GitLab moved to a new
+/// address, long enough to serve a sign-in's five calls and those close to it.
+const NAME_TTL: Duration = Duration::from_secs(30);
+/// Host names kept at most (labgate talks to one GitLab, perhaps through one proxy).
+const MAX_NAMES: usize = 16;
+
+/// ureq's resolver, minus its thread on most calls.
 ///
 /// ureq resolves the host before every call, also when it then reuses a pooled connection, and
 /// because labgate sets timeouts it does so on a new thread (a slow DNS must not outlast them):
 /// a thread per GitLab call, five per sign-in. An IP literal needs no lookup: it is read here,
-/// on the caller's thread. Host names still go to ureq's resolver and its thread. (The
-/// resolver API is among ureq's `unversioned` ones: check it on ureq upgrades.)
-#[derive(Debug, Default)]
-struct LiteralFirstResolver(DefaultResolver);
+/// on the caller's thread. A host name goes to ureq's resolver and its thread, and the answer
+/// is reused for [`NAME_TTL`] (failures are not kept). (The resolver API is among ureq's
+/// `unversioned` ones: check it on ureq upgrades.)
+#[derive(Debug)]
+struct LiteralFirstResolver<R = DefaultResolver> {
+    inner: R,
+    ttl: Duration,
+    names: std::sync::Mutex<std::collections::HashMap<String, (Instant, Vec<SocketAddr>)>>,
+}
 
-impl Resolver for LiteralFirstResolver {
+impl Default for LiteralFirstResolver {
+    fn default() -> Self {
+        LiteralFirstResolver::with(DefaultResolver::default(), NAME_TTL)
+    }
+}
+
+impl<R: Resolver> LiteralFirstResolver<R> {
+    fn with(inner: R, ttl: Duration) -> Self {
+        LiteralFirstResolver {
+            inner,
+            ttl,
+            names: Default::default(),
+        }
+    }
+
+    fn names(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Instant, Vec<SocketAddr>)>>
+    {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<R: Resolver> Resolver for LiteralFirstResolver<R> {
     fn resolve(
         &self,
         uri: &ureq::http::Uri,
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        match ip_literal(uri) {
-            // labgate leaves ureq's IP family at "any": every address is wanted.
-            Some(addr) => {
-                let mut addrs = self.empty();
-                addrs.push(addr);
-                Ok(addrs)
-            }
-            None => self.0.resolve(uri, config, timeout),
+        // labgate leaves ureq's IP family at "any": every address is wanted.
+        if let Some(addr) = ip_literal(uri) {
+            let mut addrs = self.empty();
+            addrs.push(addr);
+            return Ok(addrs);
         }
+        // Scheme, host and port, as the URI gives them (the default port is the scheme's).
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map(|a| a.as_str()).unwrap_or("")
+        )
+        .to_ascii_lowercase();
+        let now = Instant::now();
+        if let Some((at, kept)) = self.names().get(&key) {
+            if now.duration_since(*at) < self.ttl {
+                let mut addrs = self.empty();
+                for addr in kept {
+                    addrs.push(*addr);
+                }
+                return Ok(addrs);
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        let mut names = self.names();
+        if names.len() >= MAX_NAMES {
+            names.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+            if names.len() >= MAX_NAMES {
+                names.clear();
+            }
+        }
+        names.insert(key, (now, addrs.iter().copied().collect()));
+        Ok(addrs)
     }
 }
 
@@ -710,6 +769,69 @@ mod tests {
         ] {
             assert_eq!(literal(name), None, "{name}");
         }
+    }
+
+    /// A resolver that counts its lookups and fails the ones for `down.example`.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Resolver for Counting {
+        fn resolve(
+            &self,
+            uri: &ureq::http::Uri,
+            _config: &ureq::config::Config,
+            _timeout: NextTimeout,
+        ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if uri.host() == Some("down.example") {
+                return Err(ureq::Error::HostNotFound);
+            }
+            let mut addrs = self.empty();
+            addrs.push("192.0.2.7:443".parse().unwrap());
+            addrs.push("[2001:db8::7]:443".parse().unwrap());
+            Ok(addrs)
+        }
+    }
+
+    fn lookups(resolver: &LiteralFirstResolver<Counting>) -> usize {
+        resolver.inner.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn host_names_are_resolved_once_per_ttl_and_failures_are_not_kept() {
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout::default();
+        let resolve = |r: &LiteralFirstResolver<Counting>, uri: &str| {
+            r.resolve(&uri.parse().unwrap(), &config, timeout)
+                .map(|a| a.iter().copied().collect::<Vec<SocketAddr>>())
+        };
+        let kept = LiteralFirstResolver::with(Counting::default(), Duration::from_secs(60));
+        let first = resolve(&kept, "https://gitlab.example/api/v4/user").unwrap();
+        assert_eq!(first.len(), 2);
+        for uri in [
+            "https://gitlab.example/api/v4/groups?page=2",
+            "https://GitLab.Example/oauth/token",
+        ] {
+            assert_eq!(resolve(&kept, uri).unwrap(), first, "{uri}");
+        }
+        assert_eq!(lookups(&kept), 1, "one lookup for three calls");
+        resolve(&kept, "https://gitlab.example:8443/x").unwrap();
+        resolve(&kept, "http://gitlab.example/x").unwrap();
+        assert_eq!(lookups(&kept), 3, "another port or scheme is another entry");
+        resolve(&kept, "http://10.0.0.1/x").unwrap();
+        assert_eq!(lookups(&kept), 3, "IP literals are not looked up");
+        assert!(resolve(&kept, "https://down.example/x").is_err());
+        assert!(resolve(&kept, "https://down.example/x").is_err());
+        assert_eq!(lookups(&kept), 5, "a failure is asked again");
+        for i in 0..2 * MAX_NAMES {
+            resolve(&kept, &format!("https://h{i}.example/x")).unwrap();
+        }
+        assert!(kept.names().len() <= MAX_NAMES);
+
+        let expired = LiteralFirstResolver::with(Counting::default(), Duration::ZERO);
+        resolve(&expired, "https://gitlab.example/x").unwrap();
+        resolve(&expired, "https://gitlab.example/x").unwrap();
+        assert_eq!(lookups(&expired), 2, "asked again after the TTL");
     }
 
     #[test]
