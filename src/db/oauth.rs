@@ -29,6 +29,12 @@ pub fn insert_state(
     return_to: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
+    // One transaction for the three statements: one lock and one commit, not three.
+    let tx = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction()?)
+    } else {
+        None
+    };
     conn.prepare_cached("DELETE FROM oauth_states WHERE created_at <= ?1")?
         .execute([now - STATE_TTL_SECS])?;
     conn.prepare_cached(
@@ -47,6 +53,9 @@ pub fn insert_state(
         "DELETE FROM oauth_states WHERE rowid <= (SELECT max(rowid) FROM oauth_states) - ?1",
     )?
     .execute([MAX_PENDING])?;
+    if let Some(tx) = tx {
+        tx.commit()?;
+    }
     Ok(())
 }
 
