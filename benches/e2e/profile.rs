@@ -14,6 +14,7 @@
 //! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`).
 
 use crate::http::Conn;
+use crate::procfs;
 use crate::servers::{self, Labgate, TempDir};
 use crate::{
     admin_login, admin_token, configure_gitlab, gitlab_cookie, labgate_sign_in, load, Browser,
@@ -92,17 +93,23 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
         op()?;
     }
     callgrind(lg.pid, "--zero");
+    let ticks = procfs::clock_ticks();
+    let (user, system) = procfs::cpu_times(lg.pid, ticks);
     let t = Instant::now();
     for _ in 0..n {
         op()?;
     }
     let took = t.elapsed();
+    let (user_after, system_after) = procfs::cpu_times(lg.pid, ticks);
     callgrind(lg.pid, "--dump=measured");
     std::thread::sleep(Duration::from_millis(200));
+    let each = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
     println!(
-        "profile {kind}: {n} operations in {:.2} s ({:.3} ms each) against labgate pid {}",
+        "profile {kind}: {n} operations in {:.2} s ({:.3} ms each; labgate CPU {:.3} ms user, {:.3} ms system each) against labgate pid {}",
         took.as_secs_f64(),
-        took.as_secs_f64() * 1000.0 / n as f64,
+        each(took),
+        each(user_after - user),
+        each(system_after - system),
         lg.pid
     );
     lg.stop()
