@@ -164,7 +164,7 @@ macro_rules! like_any {
 /// The statements of one list. `active` is written out (not bound) so that the deactivated
 /// list's partial index serves it.
 struct ListSql {
-    /// Which list (a key of the counts).
+    /// Which list (a key of what searches keep).
     name: &'static str,
     /// Its size and the generation: `(size, generation)`.
     size: &'static str,
