@@ -398,7 +398,20 @@ fn sequential(
     n: usize,
     budget: Duration,
 ) -> Result<Samples, String> {
-    let once = |conn: &mut Conn| -> Result<Duration, String> {
+    sequential_after(conn, target, headers, n, budget, &mut |_| Ok(()))
+}
+
+/// [`sequential`], `before` run (untimed) before each request.
+fn sequential_after(
+    conn: &mut Conn,
+    target: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+    budget: Duration,
+    before: &mut dyn FnMut(&mut Conn) -> Result<(), String>,
+) -> Result<Samples, String> {
+    let mut once = |conn: &mut Conn| -> Result<Duration, String> {
+        before(conn)?;
         let t = Instant::now();
         let r = conn
             .get(target, headers)
@@ -928,6 +941,9 @@ struct Query {
     target: String,
     kind: &'static str,
     matches: Option<i64>,
+    /// Each request follows a change to a user (admin's name), so that nothing kept for the
+    /// previous generation of the users serves it.
+    after_change: bool,
 }
 
 fn scale_queries(users: usize) -> Vec<Query> {
@@ -938,6 +954,11 @@ fn scale_queries(users: usize) -> Vec<Query> {
         target,
         kind,
         matches: None,
+        after_change: false,
+    };
+    let after_change = |name: &str, target: String| Query {
+        after_change: true,
+        ..q(name, target, "search-first")
     };
     vec![
         q(
@@ -959,6 +980,14 @@ fn scale_queries(users: usize) -> Vec<Query> {
             "search, every user (email domain)",
             "/api/users/search?q=example".into(),
             "search",
+        ),
+        after_change(
+            "search, 1 in 40, first after a change",
+            format!("/api/users/search?q={}", load::SOME_FIRST_NAME),
+        ),
+        after_change(
+            "search, every user, first after a change",
+            "/api/users/search?q=example".into(),
         ),
         q("/admin/users (first page)", "/admin/users".into(), "page"),
         q(
@@ -998,20 +1027,38 @@ fn measure_queries(
     b: &Budget,
     lg: SocketAddr,
     cookie: &str,
+    token: &str,
     queries: &mut [Query],
 ) -> Result<Vec<Samples>, String> {
     let mut conn = Conn::new(lg);
     let mut out = Vec::new();
+    let mut renames = 0u64;
+    let mut rename = |c: &mut Conn| {
+        renames += 1;
+        let name = format!("Administrator {}", renames % 2);
+        api_post(
+            c,
+            token,
+            "/api/users/update",
+            &[("login", "admin"), ("name", &name)],
+        )
+    };
+    let mut unchanged = |_: &mut Conn| Ok(());
     for q in queries.iter_mut() {
-        if q.kind != "page" {
+        if !q.kind.starts_with("page") {
             q.matches = search_total(&mut conn, &q.target, cookie);
         }
-        out.push(sequential(
+        out.push(sequential_after(
             &mut conn,
             &q.target,
             &[("Cookie", cookie)],
             b.query_requests,
             b.query_time,
+            if q.after_change {
+                &mut rename
+            } else {
+                &mut unchanged
+            },
         )?);
     }
     Ok(out)
@@ -1172,7 +1219,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         );
         let cookie = admin.cookie_header();
         let mut queries = scale_queries(b.users);
-        let small = measure_queries(&b, lg.addr, &cookie, &mut queries)?;
+        let small = measure_queries(&b, lg.addr, &cookie, &token, &mut queries)?;
         let small_matches: Vec<Option<i64>> = queries.iter().map(|q| q.matches).collect();
         let mut hello_conn = Conn::new(hello.addr);
         let hello_small = sequential(
@@ -1210,7 +1257,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             median(&hello_starts),
             mib(rss_idle_large)
         );
-        let large = measure_queries(&b, lg.addr, &cookie, &mut queries)?;
+        let large = measure_queries(&b, lg.addr, &cookie, &token, &mut queries)?;
         // A new connection: oxhttp answers an unasked 500 on a connection idle past its timeout.
         let mut hello_conn = Conn::new(hello.addr);
         let hello_large = sequential(
@@ -1601,8 +1648,13 @@ fn run(opts: &Opts) -> Result<(), String> {
         };
         targets.push((
             format!("user search p50 ≤ 5 ms{at}"),
-            format!("worst query p50 {:.2} ms", worst("search")),
-            worst("search") <= 5.0,
+            format!(
+                "worst p50: first search after a change {:.2} ms, repeated {:.2} ms",
+                worst("search-first"),
+                worst("search")
+            ),
+            // A text searched for the first time is what an admin mostly waits for.
+            worst("search").max(worst("search-first")) <= 5.0,
         ));
         targets.push((
             format!("/admin/users page p50 ≤ 10 ms{at}"),

@@ -17,18 +17,24 @@ pub fn clock_ticks() -> u64 {
 
 /// CPU time (user + system, every thread, finished ones included) of a process.
 pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> Duration {
+    let (user, system) = cpu_times(pid, ticks_per_sec);
+    user + system
+}
+
+/// User and system CPU time (every thread, finished ones included) of a process.
+pub fn cpu_times(pid: u32, ticks_per_sec: u64) -> (Duration, Duration) {
     let path = if pid == 0 {
         "/proc/self/stat".to_string()
     } else {
         format!("/proc/{pid}/stat")
     };
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
     // Fields after the command name (which may contain spaces) in parentheses: state is
     // field 3, utime field 14, stime field 15.
     let Some((_, rest)) = text.rsplit_once(')') else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| {
@@ -37,8 +43,10 @@ pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> Duration {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let ticks = tick(11) + tick(12);
-    Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / ticks_per_sec.max(1))
+    let time = |ticks: u64| {
+        Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / ticks_per_sec.max(1))
+    };
+    (time(tick(11)), time(tick(12)))
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.

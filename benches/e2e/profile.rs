@@ -11,13 +11,15 @@
 //!
 //! KIND: `signin-1`, `signin-250` (GitLab sign-in of a user in 1 / 250 groups), `current`
 //! (`api/users/current` with a session cookie), `admin-users` (the `/admin/users` page),
-//! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`).
+//! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`),
+//! `search-first` (the same, each after a change to a user: admin's name, set over the API).
 
 use crate::http::Conn;
+use crate::procfs;
 use crate::servers::{self, Labgate, TempDir};
 use crate::{
-    admin_login, admin_token, configure_gitlab, fake_gitlab_url, gitlab_cookie, labgate_sign_in,
-    load, Browser, FAKE_PREFIX, GITLAB_USERS, MANY_GROUPS, SCALE_GROUPS,
+    admin_login, admin_token, api_post, configure_gitlab, fake_gitlab_url, gitlab_cookie,
+    labgate_sign_in, load, Browser, FAKE_PREFIX, GITLAB_USERS, MANY_GROUPS, SCALE_GROUPS,
 };
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,7 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
     let admin = admin_login(lg.addr)?;
     let token = admin_token(lg.addr, &admin)?;
     configure_gitlab(lg.addr, &token, &fake_gitlab_url(fake.addr))?;
-    if kind == "search" {
+    if kind == "search" || kind == "search-first" {
         lg.stop()?;
         let users = if quick { 10_000 } else { 100_000 };
         load::load(&lab.db_path(), users, SCALE_GROUPS)?;
@@ -81,10 +83,25 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
         "current" => Box::new(move || get("/api/users/current")),
         "admin-users" => Box::new(move || get("/admin/users")),
         "search" => Box::new(move || get("/api/users/search?q=greta")),
+        "search-first" => {
+            let mut changes = Conn::new(lg.addr);
+            let mut renames = 0u64;
+            Box::new(move || {
+                renames += 1;
+                let name = format!("Administrator {}", renames % 2);
+                api_post(
+                    &mut changes,
+                    &token,
+                    "/api/users/update",
+                    &[("login", "admin"), ("name", &name)],
+                )?;
+                get("/api/users/search?q=greta")
+            })
+        }
         other => return Err(format!("--profile {other}: unknown kind")),
     };
     let n = count.unwrap_or(match kind {
-        "search" => 30,
+        "search" | "search-first" => 30,
         "signin-1" | "signin-250" => 100,
         _ => 500,
     });
@@ -92,17 +109,23 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
         op()?;
     }
     callgrind(lg.pid, "--zero");
+    let ticks = procfs::clock_ticks();
+    let (user, system) = procfs::cpu_times(lg.pid, ticks);
     let t = Instant::now();
     for _ in 0..n {
         op()?;
     }
     let took = t.elapsed();
+    let (user_after, system_after) = procfs::cpu_times(lg.pid, ticks);
     callgrind(lg.pid, "--dump=measured");
     std::thread::sleep(Duration::from_millis(200));
+    let each = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
     println!(
-        "profile {kind}: {n} operations in {:.2} s ({:.3} ms each) against labgate pid {}",
+        "profile {kind}: {n} operations in {:.2} s ({:.3} ms each; labgate CPU {:.3} ms user, {:.3} ms system each) against labgate pid {}",
         took.as_secs_f64(),
-        took.as_secs_f64() * 1000.0 / n as f64,
+        each(took),
+        each(user_after - user),
+        each(system_after - system),
         lg.pid
     );
     lg.stop()
