@@ -1005,6 +1005,19 @@ fn scale_queries(users: usize) -> Vec<Query> {
             "/api/user_groups/users?name=users&selected=deselected".into(),
             "members",
         ),
+        q(
+            "users of a group picker, 1 in 40 (text)",
+            format!(
+                "/api/user_groups/users?name=users&selected=all&q={}",
+                load::SOME_FIRST_NAME
+            ),
+            "members",
+        ),
+        q(
+            "permission holders, 1 in 40 (text)",
+            format!("/api/permissions/users?q={}", load::SOME_FIRST_NAME),
+            "members",
+        ),
     ]
 }
 

@@ -150,23 +150,25 @@ pub fn members(
     let pattern = q.map(super::users::like_pattern);
     let matches = "u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
                    OR u.name LIKE ?2 ESCAPE '\\')";
-    let from = if selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP {
-        // From the memberships (CROSS JOIN keeps them the outer loop): a group of a few
-        // members costs a few rows, not one per user.
-        format!(
-            "FROM group_members m CROSS JOIN users u ON u.id = m.user_id \
-             WHERE m.group_id = ?1 AND {matches}"
-        )
-    } else {
-        let sel = match selected {
-            Selected::Selected => "AND m.user_id IS NOT NULL",
-            Selected::Deselected => "AND m.user_id IS NULL",
-            Selected::All => "",
-        };
-        format!(
-            "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
-             WHERE {matches} {sel}"
-        )
+    let indexed = q.and_then(super::user_search::login_or_name_query);
+    let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
+    let (from, pattern) = match indexed {
+        // A text the trigram index answers, in a list that is not a small group's: the
+        // matching users from the index, not a `LIKE` over every user.
+        Some(query) if !small => {
+            let sel = match selected {
+                Selected::Selected => "AND m.user_id IS NOT NULL",
+                Selected::Deselected => "AND m.user_id IS NULL",
+                Selected::All => "",
+            };
+            let from = format!(
+                "FROM users_search_active f CROSS JOIN users u ON u.id = f.rowid \
+                 LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
+                 WHERE users_search_active MATCH ?2 AND u.active = 1 {sel}"
+            );
+            (from, Some(query))
+        }
+        _ => (scanned_from(small, selected, matches), pattern),
     };
     let total: i64 = match pattern {
         // Without a text the total comes from counts kept or indexed, not from one row per
@@ -196,6 +198,29 @@ pub fn members(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((rows, total))
+}
+
+/// The `FROM` of a member list read without the trigram index: a small group's from its
+/// memberships, any other from every user (with `matches`, the `LIKE` filter on `?2`).
+fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
+    if small {
+        // From the memberships (CROSS JOIN keeps them the outer loop): a group of a few
+        // members costs a few rows, not one per user.
+        format!(
+            "FROM group_members m CROSS JOIN users u ON u.id = m.user_id \
+             WHERE m.group_id = ?1 AND {matches}"
+        )
+    } else {
+        let sel = match selected {
+            Selected::Selected => "AND m.user_id IS NOT NULL",
+            Selected::Deselected => "AND m.user_id IS NULL",
+            Selected::All => "",
+        };
+        format!(
+            "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
+             WHERE {matches} {sel}"
+        )
+    }
 }
 
 /// How many active users `selected` lists, without a text: the group's memberships (its
@@ -332,8 +357,8 @@ mod tests {
                 &conn,
                 &users::NewUser {
                     login: &login,
-                    name: "Name",
-                    email: None,
+                    name: if i % 2 == 0 { "Even Name" } else { "Odd" },
+                    email: Some("desk@corp.example"),
                     password_hash: None,
                     must_change_password: false,
                     external: None,
@@ -348,10 +373,10 @@ mod tests {
                 users::deactivate(&conn, id, 2).unwrap();
             }
         }
-        let everyone: Vec<(i64, String, bool)> = conn
-            .prepare("SELECT id, login, active = 1 FROM users ORDER BY login")
+        let everyone: Vec<(i64, String, String, bool)> = conn
+            .prepare("SELECT id, login, lower(name), active = 1 FROM users ORDER BY login")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -365,14 +390,31 @@ mod tests {
                 .unwrap()
                     == 1
             };
-            for q in [None, Some("x"), Some("U1"), Some("nope")] {
+            // Short texts are scanned; 3 characters or more come from the trigram index (which
+            // must not find the email's "corp").
+            for q in [
+                None,
+                Some("x"),
+                Some("U1"),
+                Some("nope"),
+                Some("u01"),
+                Some("1X"),
+                Some("EVEN"),
+                Some("n n"),
+                Some("dd"),
+                Some("corp"),
+            ] {
                 for selected in [Selected::Selected, Selected::Deselected, Selected::All] {
                     let expected: Vec<(String, bool)> = everyone
                         .iter()
-                        .filter(|(_, login, active)| {
-                            *active && q.is_none_or(|q| login.contains(&q.to_lowercase()))
+                        .filter(|(_, login, name, active)| {
+                            *active
+                                && q.is_none_or(|q| {
+                                    let q = q.to_lowercase();
+                                    login.contains(&q) || name.contains(&q)
+                                })
                         })
-                        .map(|(id, login, _)| (login.clone(), member(*id)))
+                        .map(|(id, login, _, _)| (login.clone(), member(*id)))
                         .filter(|(_, m)| match selected {
                             Selected::Selected => *m,
                             Selected::Deselected => !*m,

@@ -157,15 +157,21 @@ pub fn user_holders(
     offset: i64,
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
-    let pattern = q.map(super::users::like_pattern);
+    let mut pattern = q.map(super::users::like_pattern);
+    let indexed = q.and_then(super::user_search::login_or_name_query);
     let from = if permission.is_some() || q.is_none() {
         // The holders, from the grants (CROSS JOIN keeps them the outer loop): a few rows,
         // not one per user.
         "FROM (SELECT DISTINCT user_id FROM user_permissions WHERE ?1 IS NULL OR permission = ?1) p \
          CROSS JOIN users u ON u.id = p.user_id WHERE u.active = 1 \
          AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
+    } else if let Some(query) = indexed {
+        // Every active user matching `q`, from the trigram index.
+        pattern = Some(query);
+        "FROM users_search_active f CROSS JOIN users u ON u.id = f.rowid \
+         WHERE users_search_active MATCH ?2 AND u.active = 1"
     } else {
-        // Every active user matching `q`.
+        // Every active user matching `q` (too short for the index): a scan.
         "FROM users u WHERE u.active = 1 \
          AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
     };
@@ -337,7 +343,7 @@ mod tests {
                 &users::NewUser {
                     login,
                     name: "Some One",
-                    email: None,
+                    email: Some("desk@corp.example"),
                     password_hash: None,
                     must_change_password: false,
                     external: None,
@@ -371,7 +377,18 @@ mod tests {
                 .unwrap()
         };
         for permission in [None, Some(Permission::Admin)] {
-            for q in [None, Some("n"), Some("ONE"), Some("zz")] {
+            // Short texts are scanned; 3 characters or more come from the trigram index (which
+            // must not find the email's "corp").
+            for q in [
+                None,
+                Some("n"),
+                Some("ONE"),
+                Some("zz"),
+                Some("ARL"),
+                Some("e o"),
+                Some("corp"),
+                Some("in%"),
+            ] {
                 let (found, total) = user_holders(&conn, permission, q, 0, 100).unwrap();
                 let logins: Vec<String> = found.into_iter().map(|h| h.name).collect();
                 let want = reference(permission.map(|p| p.key()), q);

@@ -140,6 +140,13 @@ fn phrase(q: &str) -> String {
     format!("\"{}\"", q.to_ascii_lowercase().replace('"', "\"\""))
 }
 
+/// The query of the active users' trigram index (`users_search_active`) that finds exactly the
+/// users whose login or name contains `q` as `LIKE '%q%'` does (its email not looked at);
+/// `None` when the index cannot answer `q` (see [`indexable`]).
+pub(crate) fn login_or_name_query(q: &str) -> Option<String> {
+    indexable(q).then(|| format!("{{login name}} : {}", phrase(q)))
+}
+
 /// `LIKE` on login, name and email with the pattern parameter `$p`, columns prefixed `$t`.
 macro_rules! like_any {
     ($t:literal, $p:literal) => {
