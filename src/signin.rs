@@ -439,19 +439,7 @@ mod tests {
         assert_eq!(candidate_names(&conn, &odd), expected);
     }
 
-    /// The steps of SQLite's plan for `sql`.
-    fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let params: Vec<i64> = (0..stmt.parameter_count() as i64).collect();
-        let plan = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        plan
-    }
+    use crate::db::query_plan;
 
     #[test]
     fn sync_candidates_are_read_through_indexes() {

@@ -603,6 +603,18 @@ pub fn backup(src: &Path, dest: &Path) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The steps of SQLite's plan for `sql` (its parameters bound to 0, 1, …), for unit tests that
+/// check which indexes a statement reads.
+#[cfg(test)]
+pub fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let params: Vec<i64> = (0..stmt.parameter_count() as i64).collect();
+    stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// An in-memory database with the full schema and bootstrap, for unit tests.
 #[cfg(test)]
 pub fn test_db() -> Connection {

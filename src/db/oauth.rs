@@ -166,13 +166,8 @@ mod tests {
     fn purges_read_only_expired_rows_through_indexes() {
         let conn = crate::db::test_db();
         for table in ["oauth_states", "sign_in_refusals"] {
-            let sql = format!("EXPLAIN QUERY PLAN DELETE FROM {table} WHERE created_at <= ?1");
-            let mut stmt = conn.prepare(&sql).unwrap();
-            let plan: Vec<String> = stmt
-                .query_map([1], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let sql = format!("DELETE FROM {table} WHERE created_at <= ?1");
+            let plan = crate::db::query_plan(&conn, &sql);
             assert!(
                 plan.iter().all(|step| !step.starts_with("SCAN")),
                 "{table}: {plan:?}"

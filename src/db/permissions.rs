@@ -269,14 +269,7 @@ mod tests {
     #[test]
     fn admins_are_counted_from_the_grants_not_from_the_users() {
         let conn = test_db();
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {COUNT_ACTIVE_ADMINS}"))
-            .unwrap();
-        let plan: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = crate::db::query_plan(&conn, COUNT_ACTIVE_ADMINS);
         assert!(plan.iter().any(|s| s.starts_with("SEARCH u ")), "{plan:?}");
         let scans = |table: &str| {
             plan.iter()

@@ -217,14 +217,7 @@ mod tests {
     #[test]
     fn purge_reads_only_expired_sessions_through_indexes() {
         let conn = test_db();
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED}"))
-            .unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(params![1, 2, 3], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = crate::db::query_plan(&conn, PURGE_EXPIRED);
         assert!(
             !plan.iter().any(|step| step.starts_with("SCAN sessions")),
             "{plan:?}"

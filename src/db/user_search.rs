@@ -1184,15 +1184,7 @@ mod tests {
         assert_eq!(kept.lock().len(), 1);
     }
 
-    /// The steps of SQLite's plan for `sql`.
-    fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let params: Vec<i64> = (0..stmt.parameter_count() as i64).collect();
-        stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
+    use crate::db::query_plan;
 
     #[test]
     fn index_statements_read_logins_from_the_narrow_index() {
