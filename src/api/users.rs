@@ -4,7 +4,7 @@ use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
 use crate::db::{user_search, users};
 use crate::error::{AppError, AppResult};
-use crate::web::request::Resp;
+use crate::web::request::{Resp, JSON};
 use crate::web::Ctx;
 use serde_json::{json, Value};
 
@@ -60,7 +60,11 @@ pub fn current(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             "permissions": { "global": [] },
         })));
     };
-    Ok(Resp::json_of(200, &CurrentUser::of(caller)))
+    // Serialized once per cached caller (see `Identity::current_json`).
+    let body = caller
+        .current_json
+        .get_or_init(|| Resp::json_of(200, &CurrentUser::of(caller)).body);
+    Ok(Resp::new(200, JSON, body.clone()))
 }
 
 pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
@@ -238,6 +242,7 @@ mod tests {
                 user: Arc::new(user.clone()),
                 permissions: Arc::new([Permission::Admin].into_iter().collect()),
                 groups: vec!["administrators".to_string(), "users".to_string()].into(),
+                current_json: Default::default(),
                 via: Via::Token,
             };
             let direct = serde_json::to_string(&CurrentUser::of(&caller)).unwrap();

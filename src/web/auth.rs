@@ -35,6 +35,8 @@ pub struct Caller {
     pub permissions: Arc<BTreeSet<Permission>>,
     /// Names of the user's groups, sorted.
     pub groups: Arc<[String]>,
+    /// See [`Identity::current_json`].
+    pub current_json: Arc<std::sync::OnceLock<Vec<u8>>>,
     pub via: Via,
 }
 
@@ -67,6 +69,7 @@ impl Caller {
             user: Arc::clone(&identity.user),
             permissions: Arc::clone(&identity.permissions),
             groups: Arc::clone(&identity.groups),
+            current_json: Arc::clone(&identity.current_json),
             via,
         }
     }
@@ -89,6 +92,7 @@ fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>>
         groups: users::group_names(conn, user.id)?.into(),
         user: Arc::new(user),
         permissions: Arc::new(permissions),
+        current_json: Default::default(),
     }))
 }
 

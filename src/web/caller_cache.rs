@@ -47,6 +47,10 @@ pub struct Identity {
     pub permissions: Arc<BTreeSet<Permission>>,
     /// Names of the user's groups, sorted.
     pub groups: Arc<[String]>,
+    /// The `api/users/current` answer for this identity, written by the first request that
+    /// asks for it and reused by the next ones while the entry is valid (it depends on nothing
+    /// else).
+    pub current_json: Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
 /// The credential's own state, for the checks made on every request.
@@ -186,6 +190,7 @@ mod tests {
                 user: Arc::new(user),
                 permissions: Arc::new(BTreeSet::new()),
                 groups: Arc::from(Vec::new()),
+                current_json: Default::default(),
             },
             credential: Credential::Token(crate::db::tokens::Presented {
                 user_id: 1,

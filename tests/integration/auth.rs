@@ -241,6 +241,53 @@ fn current_user_describes_the_admin() {
     );
 }
 
+/// The answer of `api/users/current` is kept with a cached caller (token or session): a change
+/// to the user, its groups or its permissions shows in the very next answer.
+#[test]
+fn current_user_follows_each_change_at_once() {
+    let lg = Labgate::start();
+    lg.create_user("cur", USER_PASSWORD);
+    let token = lg.token_for("cur");
+    let me = || {
+        lg.client()
+            .bearer(&token)
+            .get("/api/users/current")
+            .expect_json(200)
+    };
+    let first = me();
+    assert_eq!(me(), first, "the same answer while nothing changes");
+    lg.admin()
+        .post_form(
+            "/api/users/update",
+            &[("login", "cur"), ("name", "Renamed")],
+        )
+        .expect_json(200);
+    assert_eq!(me()["name"], "Renamed");
+    lg.admin()
+        .post_form("/api/user_groups/create", &[("name", "extra")])
+        .expect_json(200);
+    lg.admin()
+        .post_form(
+            "/api/user_groups/add_user",
+            &[("name", "extra"), ("login", "cur")],
+        )
+        .expect(204);
+    assert!(names(&me()["groups"]).contains(&"extra".to_string()));
+    lg.admin()
+        .post_form(
+            "/api/permissions/add_group",
+            &[("groupName", "extra"), ("permission", "admin")],
+        )
+        .expect(204);
+    let v = me();
+    assert!(
+        v["permissions"]["global"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p == "admin")),
+        "{v}"
+    );
+}
+
 /// Every kind of bad credential, as a client; `lg` must have a user `carol` with a revoked
 /// token.
 fn bad_credentials(lg: &Labgate) -> Vec<(&'static str, Client)> {
