@@ -4,7 +4,7 @@ use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
 use crate::db::{user_search, users};
 use crate::error::{AppError, AppResult};
-use crate::web::request::{Resp, JSON};
+use crate::web::request::{json_bytes, Resp, JSON};
 use crate::web::Ctx;
 use serde_json::{json, Value};
 
@@ -63,7 +63,7 @@ pub fn current(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     // Serialized once per cached caller (see `Identity::current_json`).
     let body = caller
         .current_json
-        .get_or_init(|| Resp::json_of(200, &CurrentUser::of(caller)).body);
+        .get_or_init(|| json_bytes(&CurrentUser::of(caller)));
     Ok(Resp::new(200, JSON, body.clone()))
 }
 

@@ -125,6 +125,17 @@ pub enum Selected {
     All,
 }
 
+impl Selected {
+    /// The condition on the `LEFT JOIN`ed membership `m` that keeps this list's users.
+    fn filter(self) -> &'static str {
+        match self {
+            Selected::Selected => "AND m.user_id IS NOT NULL",
+            Selected::Deselected => "AND m.user_id IS NULL",
+            Selected::All => "",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRow {
     pub login: String,
@@ -156,11 +167,7 @@ pub fn members(
         // A text the trigram index answers, in a list that is not a small group's: the
         // matching users from the index, not a `LIKE` over every user.
         Some(query) if !small => {
-            let sel = match selected {
-                Selected::Selected => "AND m.user_id IS NOT NULL",
-                Selected::Deselected => "AND m.user_id IS NULL",
-                Selected::All => "",
-            };
+            let sel = selected.filter();
             let from = format!(
                 "FROM users_search_active f CROSS JOIN users u ON u.id = f.rowid \
                  LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
@@ -211,11 +218,7 @@ fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
              WHERE m.group_id = ?1 AND {matches}"
         )
     } else {
-        let sel = match selected {
-            Selected::Selected => "AND m.user_id IS NOT NULL",
-            Selected::Deselected => "AND m.user_id IS NULL",
-            Selected::All => "",
-        };
+        let sel = selected.filter();
         format!(
             "FROM users u LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
              WHERE {matches} {sel}"
@@ -227,10 +230,7 @@ fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
 /// primary key) less its deactivated members (the deactivated users' partial index), and the
 /// number of active users that `user_stats` keeps.
 fn counted_total(conn: &Connection, group_id: i64, selected: Selected) -> rusqlite::Result<i64> {
-    let active_users = || -> rusqlite::Result<i64> {
-        conn.prepare_cached("SELECT active_users FROM user_stats")?
-            .query_row([], |r| r.get(0))
-    };
+    let active_users = || super::user_search::active_users(conn);
     let active_members = || -> rusqlite::Result<i64> {
         let deactivated: i64 = conn
             .prepare_cached(DEACTIVATED_MEMBERS)?

@@ -266,6 +266,11 @@ const DEACTIVATED: ListSql = list_sql!(
 /// `(ids of the page, total)`.
 type Found = (Vec<i64>, i64);
 
+/// How many users are active (kept in `user_stats` by triggers).
+pub(crate) fn active_users(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(list_size(conn, &ACTIVE)?.0)
+}
+
 fn list_size(conn: &Connection, list: &ListSql) -> rusqlite::Result<(i64, i64)> {
     conn.prepare_cached(list.size)?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -192,6 +192,15 @@ pub struct Resp {
 
 pub const JSON: &str = "application/json";
 
+/// The JSON text of a value, as [`Resp::json_of`] answers it.
+pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    // Serializing to memory fails only for maps with non-string keys; labgate has none.
+    serde_json::to_vec(value).unwrap_or_else(|e| {
+        log::error!("response: JSON serialization failed: {e}");
+        b"{}".to_vec()
+    })
+}
+
 impl Resp {
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
         Resp {
@@ -212,12 +221,7 @@ impl Resp {
     /// JSON of any serializable value (the same text as its `serde_json::Value`, keys aside:
     /// a struct writes its fields in their order, a `Value` sorts them).
     pub fn json_of(status: u16, value: &impl serde::Serialize) -> Resp {
-        // Serializing to memory fails only for maps with non-string keys; labgate has none.
-        let body = serde_json::to_vec(value).unwrap_or_else(|e| {
-            log::error!("response: JSON serialization failed: {e}");
-            b"{}".to_vec()
-        });
-        Resp::new(status, JSON, body)
+        Resp::new(status, JSON, json_bytes(value))
     }
 
     pub fn no_content() -> Resp {
