@@ -125,7 +125,7 @@ fn main() {
     if let Some(kind) = value_of("--profile") {
         let count = value_of("--count").and_then(|c| c.parse().ok());
         let quick = args.iter().any(|a| a == "--quick");
-        if let Err(e) = profile::run(kind, count, quick) {
+        if let Err(e) = profile::run(kind, count, quick, value_of("--q").map(String::as_str)) {
             eprintln!("profile failed: {e}");
             std::process::exit(1);
         }
@@ -398,20 +398,23 @@ fn sequential(
     n: usize,
     budget: Duration,
 ) -> Result<Samples, String> {
-    sequential_after(conn, target, headers, n, budget, &mut |_| Ok(()))
+    sequential_after(conn, &[target], headers, n, budget, &mut |_| Ok(()))
 }
 
-/// [`sequential`], `before` run (untimed) before each request.
+/// [`sequential`] over `targets` in turn, `before` run (untimed) before each request.
 fn sequential_after(
     conn: &mut Conn,
-    target: &str,
+    targets: &[&str],
     headers: &[(&str, &str)],
     n: usize,
     budget: Duration,
     before: &mut dyn FnMut(&mut Conn) -> Result<(), String>,
 ) -> Result<Samples, String> {
+    let mut turn = 0;
     let mut once = |conn: &mut Conn| -> Result<Duration, String> {
         before(conn)?;
+        let target = targets[turn % targets.len()];
+        turn += 1;
         let t = Instant::now();
         let r = conn
             .get(target, headers)
@@ -941,9 +944,21 @@ struct Query {
     target: String,
     kind: &'static str,
     matches: Option<i64>,
-    /// Each request follows a change to a user (admin's name), so that nothing kept for the
-    /// previous generation of the users serves it.
+    /// Each request follows a change to a user (admin's name): no match, so what was kept for
+    /// the previous generation of the users serves it, brought along.
     after_change: bool,
+    /// Texts searched in turn instead of the target's (more than labgate keeps searches of),
+    /// so that each is searched for the first time since it was forgotten.
+    new_texts: Vec<String>,
+}
+
+/// The target `base` with `q=` each of `texts`.
+fn targets_of(q: &Query) -> Vec<String> {
+    if q.new_texts.is_empty() {
+        return vec![q.target.clone()];
+    }
+    let base = q.target.split("q=").next().unwrap_or("");
+    q.new_texts.iter().map(|t| format!("{base}q={t}")).collect()
 }
 
 fn scale_queries(users: usize) -> Vec<Query> {
@@ -955,6 +970,7 @@ fn scale_queries(users: usize) -> Vec<Query> {
         kind,
         matches: None,
         after_change: false,
+        new_texts: Vec::new(),
     };
     let after_change = |name: &str, target: String| Query {
         after_change: true,
@@ -989,6 +1005,22 @@ fn scale_queries(users: usize) -> Vec<Query> {
             "search, every user, first after a change",
             "/api/users/search?q=example".into(),
         ),
+        Query {
+            new_texts: load::names_not_kept(),
+            ..q(
+                "search, a name not searched before (1 in 25–40)",
+                format!("/api/users/search?q={}", load::SOME_FIRST_NAME),
+                "search-new",
+            )
+        },
+        Query {
+            new_texts: load::email_texts_not_kept(),
+            ..q(
+                "search, every user, a text not searched before",
+                "/api/users/search?q=example".into(),
+                "search-new",
+            )
+        },
         q("/admin/users (first page)", "/admin/users".into(), "page"),
         q(
             "/admin/users?q= (1 in 40)",
@@ -1061,9 +1093,11 @@ fn measure_queries(
         if !q.kind.starts_with("page") {
             q.matches = search_total(&mut conn, &q.target, cookie);
         }
+        let targets = targets_of(q);
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
         out.push(sequential_after(
             &mut conn,
-            &q.target,
+            &targets,
             &[("Cookie", cookie)],
             b.query_requests,
             b.query_time,
@@ -1662,12 +1696,16 @@ fn run(opts: &Opts) -> Result<(), String> {
         targets.push((
             format!("user search p50 ≤ 5 ms{at}"),
             format!(
-                "worst p50: first search after a change {:.2} ms, repeated {:.2} ms",
+                "worst p50: a text not searched before {:.2} ms, first after a change {:.2} ms, repeated {:.2} ms",
+                worst("search-new"),
                 worst("search-first"),
                 worst("search")
             ),
             // A text searched for the first time is what an admin mostly waits for.
-            worst("search").max(worst("search-first")) <= 5.0,
+            worst("search")
+                .max(worst("search-first"))
+                .max(worst("search-new"))
+                <= 5.0,
         ));
         targets.push((
             format!("/admin/users page p50 ≤ 10 ms{at}"),

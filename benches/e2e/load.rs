@@ -27,6 +27,25 @@ pub fn login_of(i: usize) -> String {
 /// A first name that `users / FIRST.len()` users carry (one user in 40).
 pub const SOME_FIRST_NAME: &str = "greta";
 
+/// 65 texts that each match 1 user in 25 or 1 in 40: every first and last name. More than
+/// labgate keeps searches of (64), so that in turn each is searched as if for the first time.
+pub fn names_not_kept() -> Vec<String> {
+    FIRST.iter().chain(LAST).map(|s| s.to_string()).collect()
+}
+
+/// 66 texts that every user's email (`…@example.org`) contains: every piece of
+/// `@example.org` of 2 characters or more (percent-encoded for a query string).
+pub fn email_texts_not_kept() -> Vec<String> {
+    let domain = "@example.org";
+    let mut out = Vec::new();
+    for len in 2..=domain.len() {
+        for start in 0..=domain.len() - len {
+            out.push(domain[start..start + len].replace('@', "%40"));
+        }
+    }
+    out
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {

@@ -13,6 +13,7 @@
 //! (`api/users/current` with a session cookie), `admin-users` (the `/admin/users` page),
 //! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`),
 //! `search-first` (the same, each after a change to a user: admin's name, set over the API).
+//! `--q TEXT` searches another text (`example`: every user).
 
 use crate::http::Conn;
 use crate::procfs;
@@ -37,7 +38,8 @@ fn callgrind(pid: u32, what: &str) {
     }
 }
 
-pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> {
+pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Result<(), String> {
+    let search = format!("/api/users/search?q={}", q.unwrap_or(load::SOME_FIRST_NAME));
     let root = TempDir::new("profile");
     let lab = Labgate::new(&root.0);
     let fake = servers::start_self(
@@ -82,7 +84,7 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
         }
         "current" => Box::new(move || get("/api/users/current")),
         "admin-users" => Box::new(move || get("/admin/users")),
-        "search" => Box::new(move || get("/api/users/search?q=greta")),
+        "search" => Box::new(move || get(&search)),
         "search-first" => {
             let mut changes = Conn::new(lg.addr);
             let mut renames = 0u64;
@@ -95,7 +97,7 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool) -> Result<(), String> 
                     "/api/users/update",
                     &[("login", "admin"), ("name", &name)],
                 )?;
-                get("/api/users/search?q=greta")
+                get(&search)
             })
         }
         other => return Err(format!("--profile {other}: unknown kind")),

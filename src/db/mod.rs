@@ -7,6 +7,7 @@ pub mod permissions;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;
+pub mod user_image;
 pub mod user_search;
 pub mod users;
 
@@ -215,6 +216,69 @@ pub const MIGRATIONS: &[&str] = &[
     BEGIN
         UPDATE groups SET member_count = member_count - 1 WHERE id = old.group_id;
         UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
+    END;
+    "#,
+    // 6: the log of changes to who matches a user search (issue 5; see `user_image`): each
+    // change the triggers of migration 3 count (a user added, removed, or its login, name,
+    // email or activity changed) is also written here, with the generation it made, so that
+    // the user lists held in memory for text search catch up by reading the changed users
+    // alone. The last 10,000 changes are kept; the first row is the generation at upgrade. The
+    // three triggers are those of migration 3 with the log added at their end.
+    r#"
+    CREATE TABLE user_changes (
+        seq INTEGER PRIMARY KEY,
+        user_id INTEGER,
+        generation INTEGER NOT NULL
+    );
+    INSERT INTO user_changes (user_id, generation) SELECT NULL, generation FROM user_stats;
+    DROP TRIGGER users_search_insert;
+    DROP TRIGGER users_search_delete;
+    DROP TRIGGER users_search_update;
+    CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+        INSERT INTO users_search_active (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 1;
+        INSERT INTO users_search_deactivated (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 0;
+        UPDATE user_stats SET active_users = active_users + (new.active = 1),
+            deactivated_users = deactivated_users + (new.active = 0), generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
+    END;
+    CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 1;
+        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 0;
+        UPDATE user_stats SET active_users = active_users - (old.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0), generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT old.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
+    END;
+    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users
+        WHEN old.login IS NOT new.login OR old.name IS NOT new.name
+            OR old.email IS NOT new.email OR old.active IS NOT new.active
+    BEGIN
+        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 1;
+        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
+            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
+            WHERE old.active = 0;
+        INSERT INTO users_search_active (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 1;
+        INSERT INTO users_search_deactivated (rowid, login, name, email)
+            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
+            WHERE new.active = 0;
+        UPDATE user_stats SET active_users = active_users - (old.active = 1) + (new.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0) + (new.active = 0),
+            generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
     END;
     "#,
 ];
@@ -795,6 +859,59 @@ mod tests {
         );
         assert_eq!(search(&conn, Some("smith"), true), (names(&[]), 0));
         assert_eq!(search(&conn, None, true), (names(&["admin", "carl"]), 2));
+    }
+
+    #[test]
+    fn upgrade_to_the_change_log_starts_it_at_the_current_generation() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..5]).unwrap();
+        bootstrap(&mut conn, Some("admin-password-123"), 1).unwrap();
+        conn.execute(
+            "INSERT INTO users (login, name, email, active, created_at, updated_at)
+                 VALUES ('ann', 'Ann Smith', 'ann@example.org', 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+        let generation = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT generation FROM user_stats", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = generation(&conn);
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), schema_version());
+        let log = |conn: &Connection| -> Vec<(Option<i64>, i64)> {
+            let mut stmt = conn
+                .prepare("SELECT user_id, generation FROM user_changes ORDER BY seq")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(log(&conn), [(None, before)]);
+        assert_eq!(generation(&conn), before, "the upgrade changes no user");
+        // Each trigger still does what it did, and writes the change with its generation.
+        let ann = users::find_by_login(&conn, "ann").unwrap().unwrap();
+        users::update_profile(&conn, ann.id, "Ann Jones", None, 2).unwrap();
+        let renamed = generation(&conn);
+        users::touch_last_connection(&conn, ann.id, 3).unwrap();
+        conn.execute("DELETE FROM users WHERE id = ?1", [ann.id])
+            .unwrap();
+        let deleted = generation(&conn);
+        assert_eq!(
+            log(&conn),
+            [
+                (None, before),
+                (Some(ann.id), renamed),
+                (Some(ann.id), deleted)
+            ]
+        );
+        let found = logins(user_search::search(&conn, Some("ann"), true, 0, 10).unwrap());
+        assert_eq!(found, (Vec::<String>::new(), 0));
+        assert_eq!(
+            logins(user_search::search(&conn, None, true, 0, 10).unwrap()),
+            (vec!["admin".to_string()], 1)
+        );
     }
 
     #[test]

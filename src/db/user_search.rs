@@ -6,55 +6,24 @@
 //! deactivated users; ordered by login; the total is exact. The plans, per list:
 //!
 //! - **No text**: the list in login order; its size is kept in `user_stats` by triggers.
-//! - **Text of 3 characters or more**: the list's trigram index (migration 3), which holds
-//!   login, name and email lowercased the way `LIKE` compares them, so that a phrase query
-//!   finds exactly the rows `LIKE` finds. The first search of a text at a generation reads its
-//!   matches from the index once, each with its login from the narrow `(id, login)` index (no
-//!   row read): that pass counts them and, when there are at most `Plan::keep_max`, sorts them
-//!   all by login. The total, and those sorted matches, are kept while `user_stats.generation`
-//!   does not change: the next pages and repeats of the search read only their rows. Past
-//!   `keep_max` matches the rest is only counted in the index, and a page comes from a walk of
-//!   the list in login order when matches are dense enough to fill it within a bounded number
-//!   of rows (a text most users match), else from sorting the matches by login for that page.
-//!   (Not a walk in login order testing ids against the matches: the matches of a name are a
-//!   run of logins, `greta.*`, that such a walk reaches only after every login before it.)
-//! - **Shorter text** (too short for trigrams), or text with a character the trigram tokenizer
-//!   reads differently: one pass over the list with `LIKE`, keeping only the logins the page
-//!   needs.
+//! - **Text**: the list held in memory ([`super::user_image`]), read once from end to end: the
+//!   matches come out in login order, counted. The total, and the matches when there are at
+//!   most [`KEEP_MAX`], are kept while `user_stats.generation` does not change: a repeat or a
+//!   next page is then answered from them, or by reading the list only up to its page. When
+//!   users change, what was kept follows: each total moves by the changed users that match
+//!   before or after the change, and the matches stay kept when none of them does.
+//! - **Text with a NUL**, which `LIKE` reads as the end of the text: one pass over the list with
+//!   `LIKE`, keeping only the logins the page needs.
 
+use super::user_image::{self, Held};
 use super::users::{self, User};
 use rusqlite::{params, Connection};
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{LazyLock, Mutex};
 
-/// When to walk the list in login order rather than sort the matches, and when to keep the
-/// sorted matches (tests change it to run every plan on a few users).
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    /// A walk may read this many times the rows that evenly spread matches need to fill the
-    /// page...
-    pub walk_slack: i64,
-    /// ... at most this many rows ...
-    pub walk_max: i64,
-    /// ... and is tried when each row it may read counts as this many sorted matches and that
-    /// is still fewer than the matches (a row read in login order costs a random row lookup;
-    /// a match sorted through the index costs its share of the index query, about 4 times
-    /// less as measured).
-    pub walk_row_cost: i64,
-    /// The first search of a text at a generation sorts its matches all at once, and keeps
-    /// them for its next pages and repeats, when there are at most this many; more are only
-    /// counted (and each page walked or sorted). A text most users match reads this many
-    /// logins before it is known to have more.
-    pub keep_max: i64,
-}
-
-/// The thresholds labgate runs with.
-pub const PLAN: Plan = Plan {
-    walk_slack: 4,
-    walk_max: 2_000,
-    walk_row_cost: 4,
-    keep_max: 5_000,
-};
+/// A text search keeps its matches in login order, for its next pages and repeats, when there
+/// are at most this many; more are only counted.
+pub const KEEP_MAX: usize = 5_000;
 
 /// Users whose login, name or email contains `q` (see the module comment), active or
 /// deactivated, ordered by login; one page and the exact total.
@@ -65,25 +34,24 @@ pub fn search(
     offset: i64,
     limit: i64,
 ) -> rusqlite::Result<(Vec<User>, i64)> {
-    search_with(conn, q, active, offset, limit, PLAN)
-}
-
-/// [`search`] with the given thresholds.
-pub fn search_with(
-    conn: &Connection,
-    q: Option<&str>,
-    active: bool,
-    offset: i64,
-    limit: i64,
-    plan: Plan,
-) -> rusqlite::Result<(Vec<User>, i64)> {
     // One snapshot, so that the page, the total and the generation agree.
     let _read = if conn.is_autocommit() {
         Some(conn.unchecked_transaction()?)
     } else {
         None
     };
-    let ((ids, total), _) = find(conn, q, active, offset, limit, plan, &KEPT)?;
+    let ((ids, total), _) = find(
+        conn,
+        q,
+        active,
+        offset,
+        limit,
+        &Where {
+            keep_max: KEEP_MAX,
+            kept: &KEPT,
+            held: &user_image::HELD,
+        },
+    )?;
     Ok((rows(conn, &ids)?, total))
 }
 
@@ -96,14 +64,19 @@ enum Way {
     Scanned,
     /// No row needed: an empty page, or an offset past the matches.
     Counted,
-    /// A walk of the list in login order.
-    Walked,
-    /// From the matches sorted by an earlier search at the same generation.
+    /// From the matches kept by an earlier search at the same generation.
     Kept,
-    /// All matches sorted now, and kept.
-    SortedAll,
-    /// The page of the matches sorted by the index query, nothing kept.
-    SortedPage,
+    /// The list in memory read up to the page (its total known from an earlier search).
+    ReadToPage,
+    /// The list in memory read to its end.
+    ReadAll,
+}
+
+/// What a search keeps and reads its lists from (the tests bring their own).
+struct Where<'a> {
+    keep_max: usize,
+    kept: &'a Kept,
+    held: &'a Held,
 }
 
 /// The ids of the page and the total, and how they were found.
@@ -113,15 +86,14 @@ fn find(
     active: bool,
     offset: i64,
     limit: i64,
-    plan: Plan,
-    kept: &Kept,
+    at: &Where,
 ) -> rusqlite::Result<(Found, Way)> {
     let list = if active { &ACTIVE } else { &DEACTIVATED };
     let (offset, limit) = (offset.max(0), limit.max(0));
     match q {
         None => Ok((whole_list(conn, list, offset, limit)?, Way::WholeList)),
-        Some(q) if indexable(q) => indexed(conn, list, q, offset, limit, plan, kept),
-        Some(q) => Ok((scanned(conn, list, q, offset, limit)?, Way::Scanned)),
+        Some(q) if q.contains('\0') => Ok((scanned(conn, list, q, offset, limit)?, Way::Scanned)),
+        Some(q) => in_memory(conn, list, active, q, offset, limit, at),
     }
 }
 
@@ -140,9 +112,10 @@ fn phrase(q: &str) -> String {
     format!("\"{}\"", q.to_ascii_lowercase().replace('"', "\"\""))
 }
 
-/// The query of the active users' trigram index (`users_search_active`) that finds exactly the
-/// users whose login or name contains `q` as `LIKE '%q%'` does (its email not looked at);
-/// `None` when the index cannot answer `q` (see [`indexable`]).
+/// The query of the active users' trigram index (`users_search_active`, migration 3) that
+/// finds exactly the users whose login or name contains `q` as `LIKE '%q%'` does (its email
+/// not looked at); `None` when the index cannot answer `q` (see [`indexable`]). The group
+/// pickers and permission holders search by it.
 pub(crate) fn login_or_name_query(q: &str) -> Option<String> {
     indexable(q).then(|| format!("{{login name}} : {}", phrase(q)))
 }
@@ -177,23 +150,12 @@ struct ListSql {
     size: &'static str,
     /// `id` of a page of the whole list, in login order: `?1` limit, `?2` offset.
     page: &'static str,
-    /// `(id, login)` of the matches in the index, in id order (the index's own order, no
-    /// sort): `?1` phrase. Logins come from the narrow `(id, login)` index.
-    matches: &'static str,
-    /// Matches in the index from id `?2` on: `?1` phrase.
-    count_from: &'static str,
-    /// `id` of a page of the matches in login order: `?1` phrase, `?2` limit, `?3` offset.
-    /// Logins come from the narrow `(id, login)` index; no row is read: the trigram index of a
-    /// list holds only its users and its phrase query is exact.
-    matches_page: &'static str,
-    /// `(id, matches)` of the whole list in login order: `?1` pattern.
-    walk: &'static str,
     /// `(id, login)` of every match, reading the whole list: `?1` pattern.
     scan: &'static str,
 }
 
 macro_rules! list_sql {
-    ($active:literal, $size:literal, $fts:literal, $scan_from:literal) => {
+    ($active:literal, $size:literal, $scan_from:literal) => {
         ListSql {
             name: $size,
             size: concat!("SELECT ", $size, ", generation FROM user_stats"),
@@ -201,40 +163,6 @@ macro_rules! list_sql {
                 "SELECT id FROM users WHERE active = ",
                 $active,
                 " ORDER BY login LIMIT ?1 OFFSET ?2"
-            ),
-            matches: concat!(
-                "SELECT u.id, u.login FROM ",
-                $fts,
-                " CROSS JOIN users u INDEXED BY users_login_by_id ON u.id = ",
-                $fts,
-                ".rowid WHERE ",
-                $fts,
-                " MATCH ?1 ORDER BY ",
-                $fts,
-                ".rowid"
-            ),
-            count_from: concat!(
-                "SELECT count(*) FROM ",
-                $fts,
-                " WHERE ",
-                $fts,
-                " MATCH ?1 AND rowid >= ?2"
-            ),
-            matches_page: concat!(
-                "SELECT u.id FROM ",
-                $fts,
-                " CROSS JOIN users u INDEXED BY users_login_by_id ON u.id = ",
-                $fts,
-                ".rowid WHERE ",
-                $fts,
-                " MATCH ?1 ORDER BY u.login LIMIT ?2 OFFSET ?3"
-            ),
-            walk: concat!(
-                "SELECT id, ",
-                like_any!("", "?1"),
-                " FROM users WHERE active = ",
-                $active,
-                " ORDER BY login"
             ),
             scan: concat!(
                 "SELECT id, login FROM ",
@@ -249,19 +177,9 @@ macro_rules! list_sql {
 }
 
 /// Active users: a scan reads the table (most rows are active).
-const ACTIVE: ListSql = list_sql!(
-    "1",
-    "active_users",
-    "users_search_active",
-    "users NOT INDEXED"
-);
+const ACTIVE: ListSql = list_sql!("1", "active_users", "users NOT INDEXED");
 /// Deactivated users: a scan reads their partial index.
-const DEACTIVATED: ListSql = list_sql!(
-    "0",
-    "deactivated_users",
-    "users_search_deactivated",
-    "users"
-);
+const DEACTIVATED: ListSql = list_sql!("0", "deactivated_users", "users");
 
 /// `(ids of the page, total)`.
 type Found = (Vec<i64>, i64);
@@ -290,158 +208,52 @@ fn whole_list(
     Ok((ids, total))
 }
 
-fn indexed(
+fn in_memory(
     conn: &Connection,
     list: &ListSql,
+    active: bool,
     q: &str,
     offset: i64,
     limit: i64,
-    plan: Plan,
-    kept: &Kept,
+    at: &Where,
 ) -> rusqlite::Result<(Found, Way)> {
-    let phrase = phrase(q);
-    let (size, generation) = list_size(conn, list)?;
+    let (image, _) = at.held.current(conn)?;
+    if let Some(since) = image.since() {
+        at.kept.advance(since, image.generation());
+    }
+    let needle = q.to_ascii_lowercase();
     let key = Key {
-        generation,
+        generation: image.generation(),
         list: list.name,
-        phrase: &phrase,
+        phrase: &needle,
     };
-    let total = match kept.get(&key, offset, limit) {
-        Some(Known::Page(page, total)) => return Ok(((page, total), Way::Kept)),
-        Some(Known::Total(total)) => total,
+    let in_list = image.list(active);
+    let (from, len) = (as_usize(offset), as_usize(limit));
+    match at.kept.get(&key, offset, limit) {
+        Some(Known::Page(page, total)) => Ok(((page, total), Way::Kept)),
+        Some(Known::Total(total)) if limit == 0 || offset >= total => {
+            Ok(((Vec::new(), total), Way::Counted))
+        }
+        Some(Known::Total(total)) => {
+            let found = in_list.search(needle.as_bytes(), from, len, 0, true);
+            Ok(((found.page, total), Way::ReadToPage))
+        }
         None => {
-            let (total, sorted) = matches(conn, list, &phrase, plan.keep_max)?;
-            if let Some(sorted) = sorted {
-                let page = page_of(&sorted, offset, limit);
-                kept.put(&key, total, Some(sorted));
-                return Ok(((page, total), Way::SortedAll));
-            }
-            kept.put(&key, total, None);
-            total
-        }
-    };
-    if limit == 0 || offset >= total {
-        return Ok(((Vec::new(), total), Way::Counted));
-    }
-    // Rows a walk in login order reads to fill the page if matches were spread evenly.
-    let even = (offset + limit).saturating_mul(size) / total.max(1);
-    let budget = even.saturating_mul(plan.walk_slack).saturating_add(limit);
-    if budget <= plan.walk_max && budget.saturating_mul(plan.walk_row_cost) < total {
-        let pattern = users::like_pattern(q);
-        if let Some(page) = walk(conn, list, &pattern, offset, limit, budget)? {
-            return Ok(((page, total), Way::Walked));
+            let found = in_list.search(needle.as_bytes(), from, len, at.keep_max, false);
+            at.kept.put(&key, found.counted, found.all);
+            Ok(((found.page, found.counted), Way::ReadAll))
         }
     }
-    let page = conn
-        .prepare_cached(list.matches_page)?
-        .query_map(params![phrase, limit, offset], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(((page, total), Way::SortedPage))
 }
 
-/// The number of matches of `phrase` in the list's index and, when there are at most `keep`,
-/// their ids in login order. One pass of the index; past `keep` matches, the rest is only
-/// counted there (no login read).
-fn matches(
-    conn: &Connection,
-    list: &ListSql,
-    phrase: &str,
-    keep: i64,
-) -> rusqlite::Result<(i64, Option<Vec<i64>>)> {
-    let mut logins = Logins::default();
-    let mut past_keep = None;
-    {
-        let mut stmt = conn.prepare_cached(list.matches)?;
-        let mut rows = stmt.query([phrase])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            if logins.len() as i64 >= keep {
-                past_keep = Some(id);
-                break;
-            }
-            logins.push(row.get_ref(1)?.as_bytes()?, id);
-        }
-    }
-    if let Some(from) = past_keep {
-        let rest: i64 = conn
-            .prepare_cached(list.count_from)?
-            .query_row(params![phrase, from], |r| r.get(0))?;
-        return Ok((logins.len() as i64 + rest, None));
-    }
-    Ok((logins.len() as i64, Some(logins.sorted_ids())))
-}
-
-/// Logins (bytes, in one buffer) with their ids, to sort.
-#[derive(Default)]
-struct Logins {
-    bytes: Vec<u8>,
-    /// `(first 8 bytes big-endian, zero-padded; start in bytes; end; id)`.
-    entries: Vec<(u64, usize, usize, i64)>,
-}
-
-impl Logins {
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn push(&mut self, login: &[u8], id: i64) {
-        let mut prefix = [0u8; 8];
-        let n = login.len().min(8);
-        prefix[..n].copy_from_slice(&login[..n]);
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(login);
-        self.entries
-            .push((u64::from_be_bytes(prefix), start, self.bytes.len(), id));
-    }
-
-    /// The ids in login order: SQLite's BINARY collation (bytes, then length), which the
-    /// zero-padded prefix keeps and the whole bytes decide (logins are unique).
-    fn sorted_ids(mut self) -> Vec<i64> {
-        let bytes = &self.bytes;
-        self.entries.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| bytes[a.1..a.2].cmp(&bytes[b.1..b.2]))
-        });
-        self.entries.into_iter().map(|e| e.3).collect()
-    }
+fn as_usize(n: i64) -> usize {
+    usize::try_from(n.max(0)).unwrap_or(usize::MAX)
 }
 
 /// The ids from `offset`, at most `limit`.
 fn page_of(ids: &[i64], offset: i64, limit: i64) -> Vec<i64> {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(ids.len());
-    let len = usize::try_from(limit).unwrap_or(usize::MAX);
-    ids[start..].iter().take(len).copied().collect()
-}
-
-/// The page by walking the list in login order, or `None` when `budget` rows were read
-/// before the page was full.
-fn walk(
-    conn: &Connection,
-    list: &ListSql,
-    pattern: &str,
-    offset: i64,
-    limit: i64,
-    budget: i64,
-) -> rusqlite::Result<Option<Vec<i64>>> {
-    let mut stmt = conn.prepare_cached(list.walk)?;
-    let mut rows = stmt.query([pattern])?;
-    let (mut read, mut matched) = (0i64, 0i64);
-    let mut ids = Vec::new();
-    while matched < offset + limit {
-        let Some(row) = rows.next()? else { break };
-        if read == budget {
-            return Ok(None);
-        }
-        read += 1;
-        // NULL (no email, no match elsewhere) is no match.
-        if row.get::<_, Option<bool>>(1)? == Some(true) {
-            if matched >= offset {
-                ids.push(row.get(0)?);
-            }
-            matched += 1;
-        }
-    }
-    Ok(Some(ids))
+    let start = as_usize(offset).min(ids.len());
+    ids[start..].iter().take(as_usize(limit)).copied().collect()
 }
 
 fn scanned(
@@ -505,10 +317,11 @@ impl FirstLogins {
     }
 }
 
-/// What an earlier search found at a generation: the number of matches of a phrase in a list,
-/// and the matches in login order when they were sorted all at once. Valid while
-/// `user_stats.generation` is the one it was taken at (generations are random, so two
-/// databases in one process never share one).
+/// What an earlier search found at a generation: the number of matches of a text (lowercased)
+/// in a list, and the matches in login order when there were at most the `keep_max` of the
+/// search. Valid at the generation it was taken at (generations are random, so two databases in
+/// one process never share one), and brought to the next one the held image was caught up to
+/// by [`Kept::advance`].
 struct Kept {
     entries: Mutex<VecDeque<Entry>>,
 }
@@ -560,6 +373,29 @@ impl Kept {
             Some(sorted) => Known::Page(page_of(sorted, offset, limit), entry.total),
             None => Known::Total(entry.total),
         })
+    }
+
+    /// Brings what was kept at the generation `since` came from to `generation`: each total
+    /// moved by the changed users that match (before or after), the sorted matches kept when
+    /// none of them does (the order of the others did not change). Kept at other generations:
+    /// forgotten.
+    fn advance(&self, since: &user_image::Since, generation: i64) {
+        let mut entries = self.lock();
+        if !entries.iter().any(|e| e.generation == since.generation) {
+            return;
+        }
+        entries.retain(|e| e.generation == since.generation || e.generation == generation);
+        for e in entries.iter_mut() {
+            if e.generation != since.generation {
+                continue;
+            }
+            let (delta, touched) = since.delta(e.list == ACTIVE.name, e.phrase.as_bytes());
+            e.total += delta;
+            if touched {
+                e.sorted = None;
+            }
+            e.generation = generation;
+        }
     }
 
     /// Keeps the total (and the sorted matches) of a search, in place of what was kept for it;
@@ -682,6 +518,7 @@ mod tests {
         "\u{FFFD}",
         "ab",
         "z",
+        "n\0ul",
     ];
 
     fn word(g: &mut Gen) -> String {
@@ -748,55 +585,22 @@ mod tests {
             .collect()
     }
 
-    const PLANS: &[Plan] = &[
-        PLAN,
-        // Every search of 3+ characters tries a short walk in login order, and keeps nothing
-        // (out of budget: the page of the sorted matches)...
-        Plan {
-            walk_slack: 1,
-            walk_max: i64::MAX,
-            walk_row_cost: 0,
-            keep_max: 0,
-        },
-        // ... never walks and sorts the matches for every page...
-        Plan {
-            walk_max: 0,
-            keep_max: 0,
-            ..PLAN
-        },
-        // ... never walks and sorts all matches once, kept for the next pages...
-        Plan {
-            walk_max: 0,
-            keep_max: i64::MAX,
-            ..PLAN
-        },
-        // ... keeps only a few matches (more: walks or sorts each page)...
-        Plan {
-            keep_max: 5,
-            ..PLAN
-        },
-        // ... or walks as far as it takes.
-        Plan {
-            walk_slack: 1_000_000,
-            walk_max: i64::MAX,
-            walk_row_cost: 0,
-            keep_max: 0,
-        },
-    ];
+    /// How many matches a search keeps: never, a few (more are read to the page), as labgate
+    /// does, always.
+    const KEEPS: &[usize] = &[0, 5, KEEP_MAX, usize::MAX];
 
-    /// [`search_with`] with its own kept searches: the ids of the page's rows, the total, and
-    /// how the page was found.
+    /// [`find`] with its own kept searches and held image: the ids of the page's rows, the
+    /// total, and how the page was found.
     fn search_in(
         conn: &Connection,
         q: Option<&str>,
         active: bool,
         offset: i64,
         limit: i64,
-        plan: Plan,
-        kept: &Kept,
+        at: &Where,
     ) -> (Vec<i64>, i64, Way) {
         let _read = conn.unchecked_transaction().unwrap();
-        let ((ids, total), way) = find(conn, q, active, offset, limit, plan, kept).unwrap();
+        let ((ids, total), way) = find(conn, q, active, offset, limit, at).unwrap();
         let rows: Vec<i64> = rows(conn, &ids).unwrap().iter().map(|u| u.id).collect();
         assert_eq!(rows, ids, "the rows come in the order of the page");
         (ids, total, way)
@@ -811,8 +615,8 @@ mod tests {
             .collect()
     }
 
-    /// Every page (and one past the end) of `q` by every plan, and by [`search`], against
-    /// `LIKE`; the ways the pages were found are added to `ways`.
+    /// Every page (and one past the end) of `q` by every way of keeping, and by [`search`],
+    /// against `LIKE`; the ways the pages were found are added to `ways`.
     fn check(
         conn: &Connection,
         q: Option<&str>,
@@ -823,39 +627,32 @@ mod tests {
         let expected = reference(conn, q, active);
         let total = expected.len() as i64;
         let pages = 0..=(total / page_size + 1);
-        for plan in PLANS {
+        let held = Held::new();
+        for &keep_max in KEEPS {
             let kept = Kept::new();
+            let at = Where {
+                keep_max,
+                kept: &kept,
+                held: &held,
+            };
             for page in pages.clone() {
                 let offset = page * page_size;
-                let (ids, n, way) = search_in(conn, q, active, offset, page_size, *plan, &kept);
+                let (ids, n, way) = search_in(conn, q, active, offset, page_size, &at);
                 ways.insert(way);
                 let want = page_of_reference(&expected, offset, page_size);
                 assert_eq!(
                     (&ids, n),
                     (&want, total),
-                    "q={q:?} active={active} offset={offset} {plan:?} {way:?}"
+                    "q={q:?} active={active} offset={offset} keep {keep_max} {way:?}"
                 );
             }
         }
-        for page in pages.clone() {
+        for page in pages {
             let offset = page * page_size;
             let (found, n) = search(conn, q, active, offset, page_size).unwrap();
             let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
             let want = page_of_reference(&expected, offset, page_size);
             assert_eq!((&ids, n), (&want, total), "search q={q:?} offset={offset}");
-        }
-        // The walk in login order alone, never out of budget.
-        let list = if active { &ACTIVE } else { &DEACTIVATED };
-        let pattern = q.map_or("%".to_string(), users::like_pattern);
-        for page in pages {
-            let offset = page * page_size;
-            let walked = walk(conn, list, &pattern, offset, page_size, i64::MAX).unwrap();
-            let want = page_of_reference(&expected, offset, page_size);
-            assert_eq!(
-                walked,
-                Some(want),
-                "walk q={q:?} active={active} offset={offset}"
-            );
         }
     }
 
@@ -928,10 +725,9 @@ mod tests {
             Way::WholeList,
             Way::Scanned,
             Way::Counted,
-            Way::Walked,
             Way::Kept,
-            Way::SortedAll,
-            Way::SortedPage,
+            Way::ReadToPage,
+            Way::ReadAll,
         ] {
             assert!(ways.contains(&way), "{way:?} never ran: {ways:?}");
         }
@@ -967,157 +763,134 @@ mod tests {
         }
     }
 
-    /// Runs the searches `(offset, limit, the way expected)` of `q` in order with one set of
-    /// kept searches, each against `LIKE`.
+    /// Runs the searches `(offset, limit, the way expected)` of `q` in order, each against
+    /// `LIKE`.
     fn expect_ways(
         conn: &Connection,
         q: &str,
         active: bool,
-        plan: Plan,
-        kept: &Kept,
+        at: &Where,
         steps: &[(i64, i64, Way)],
     ) {
         let expected = reference(conn, Some(q), active);
         for &(offset, limit, way) in steps {
-            let (ids, total, used) = search_in(conn, Some(q), active, offset, limit, plan, kept);
+            let (ids, total, used) = search_in(conn, Some(q), active, offset, limit, at);
             let want = page_of_reference(&expected, offset, limit);
             assert_eq!(
                 (&ids, total, used),
                 (&want, expected.len() as i64, way),
-                "q={q:?} active={active} offset={offset} limit={limit} {plan:?}"
+                "q={q:?} active={active} offset={offset} limit={limit}"
             );
         }
     }
 
     #[test]
-    fn each_plan_is_chosen_when_expected_and_answers_alike() {
+    fn each_way_is_taken_when_expected_and_answers_alike() {
         let conn = test_db();
         people(&conn);
-        // Sorted all at once and kept; then every page, past the end and an empty page from
-        // what was kept.
-        let kept = Kept::new();
+        let (kept, held) = (Kept::new(), Held::new());
+        let at = Where {
+            keep_max: KEEP_MAX,
+            kept: &kept,
+            held: &held,
+        };
+        // Read once and kept; then every page, past the end and an empty page from what was
+        // kept. Any case of the text is the same search.
         expect_ways(
             &conn,
             "rare",
             true,
-            PLAN,
-            &kept,
+            &at,
             &[
-                (0, 4, Way::SortedAll),
+                (0, 4, Way::ReadAll),
                 (4, 4, Way::Kept),
                 (8, 4, Way::Kept),
                 (100, 4, Way::Kept),
                 (0, 0, Way::Kept),
             ],
         );
+        expect_ways(&conn, "RaRe", true, &at, &[(12, 4, Way::Kept)]);
         // The deactivated list keeps its own.
         expect_ways(
             &conn,
             "rare",
             false,
-            PLAN,
-            &kept,
-            &[(0, 1, Way::SortedAll), (1, 1, Way::Kept), (5, 1, Way::Kept)],
+            &at,
+            &[(0, 1, Way::ReadAll), (1, 1, Way::Kept), (5, 1, Way::Kept)],
         );
-        // Nothing kept: the page of the sorted matches; past the end or an empty page: the
-        // count alone.
-        let sorting = Plan {
-            walk_max: 0,
-            keep_max: 0,
-            ..PLAN
-        };
+        // More matches than are kept: the total is kept, each page read up to its end; past
+        // the end or an empty page: the count alone.
+        let few = Where { keep_max: 10, ..at };
         expect_ways(
             &conn,
-            "rare",
+            "person",
             true,
-            sorting,
-            &Kept::new(),
+            &few,
             &[
-                (0, 4, Way::SortedPage),
-                (4, 4, Way::SortedPage),
-                (100, 4, Way::Counted),
+                (0, 5, Way::ReadAll),
+                (5, 5, Way::ReadToPage),
+                (85, 5, Way::ReadToPage),
+                (1000, 5, Way::Counted),
                 (0, 0, Way::Counted),
             ],
         );
         expect_ways(
             &conn,
-            "rare",
-            false,
-            sorting,
-            &Kept::new(),
-            &[(0, 1, Way::SortedPage), (1, 5, Way::SortedPage)],
-        );
-        // A text every user matches, more than is kept: a walk in login order while the page
-        // is near enough (estimated rows: (offset + limit) × list size / matches, 4 times over,
-        // fewer than the matches), else the page of the sorted matches.
-        let walking = Plan {
-            walk_row_cost: 1,
-            keep_max: 10,
-            ..PLAN
-        };
-        expect_ways(
-            &conn,
-            "person",
-            true,
-            walking,
-            &Kept::new(),
-            &[
-                (0, 5, Way::Walked),
-                (5, 5, Way::Walked),
-                (85, 5, Way::SortedPage),
-                (1000, 5, Way::Counted),
-            ],
-        );
-        expect_ways(
-            &conn,
             "person",
             false,
-            walking,
-            &Kept::new(),
-            &[(0, 5, Way::Walked), (5, 5, Way::SortedPage)],
+            &few,
+            &[(0, 5, Way::ReadAll), (5, 50, Way::ReadToPage)],
         );
-        // A walk out of budget (sparse matches): the page of the sorted matches.
-        let short_walk = Plan {
-            walk_slack: 0,
-            walk_max: i64::MAX,
-            walk_row_cost: 0,
-            keep_max: 0,
-        };
-        expect_ways(
-            &conn,
-            "rare",
-            true,
-            short_walk,
-            &Kept::new(),
-            &[(0, 4, Way::SortedPage), (4, 4, Way::SortedPage)],
+        // Without text: the list in login order; a NUL: `LIKE`, which reads the text and the
+        // pattern up to their first NUL.
+        let expected = reference(&conn, None, true);
+        let (ids, total, way) = search_in(&conn, None, true, 3, 4, &at);
+        assert_eq!(
+            (ids, total, way),
+            (
+                page_of_reference(&expected, 3, 4),
+                expected.len() as i64,
+                Way::WholeList
+            )
         );
-        // The same text by the plan labgate runs: all of it sorted once.
-        expect_ways(
-            &conn,
-            "person",
-            true,
-            PLAN,
-            &Kept::new(),
-            &[(0, 5, Way::SortedAll), (95, 5, Way::Kept)],
+        // ("org\0x" is the pattern '%org': emails that end so.)
+        let expected = reference(&conn, Some("org\0x"), true);
+        assert!(!expected.is_empty(), "LIKE reads the pattern up to the NUL");
+        let (ids, total, way) = search_in(&conn, Some("org\0x"), true, 0, 4, &at);
+        assert_eq!(
+            (ids, total, way),
+            (
+                page_of_reference(&expected, 0, 4),
+                expected.len() as i64,
+                Way::Scanned
+            )
         );
+        // A backslash is only a backslash.
+        let (_, total, way) = search_in(&conn, Some("u00\\0"), true, 0, 4, &at);
+        assert_eq!((total, way), (0, Way::ReadAll));
     }
 
     #[test]
-    fn a_write_between_two_pages_sorts_again() {
+    fn a_write_between_two_pages_reads_again() {
         let conn = test_db();
         people(&conn);
-        let kept = Kept::new();
-        expect_ways(&conn, "rare", true, PLAN, &kept, &[(0, 4, Way::SortedAll)]);
-        // A new match sorting first: the next page reflects it, counted and sorted again.
+        let (kept, held) = (Kept::new(), Held::new());
+        let at = Where {
+            keep_max: KEEP_MAX,
+            kept: &kept,
+            held: &held,
+        };
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
+        // A new match sorting first: the next page reflects it, its total followed and its
+        // list read to the page.
         let u001 = users::find_by_login(&conn, "u001").unwrap().unwrap();
         users::update_profile(&conn, u001.id, "Rare Too", u001.email.as_deref(), 3).unwrap();
         expect_ways(
             &conn,
             "rare",
             true,
-            PLAN,
-            &kept,
-            &[(4, 4, Way::SortedAll), (8, 4, Way::Kept)],
+            &at,
+            &[(4, 4, Way::ReadToPage), (8, 4, Way::ReadToPage)],
         );
         assert_eq!(reference(&conn, Some("rare"), true).len(), 19);
         // Deactivating a match moves it to the other list.
@@ -1126,16 +899,142 @@ mod tests {
             &conn,
             "rare",
             true,
-            PLAN,
-            &kept,
-            &[(4, 4, Way::SortedAll), (0, 4, Way::Kept)],
+            &at,
+            &[(4, 4, Way::ReadToPage), (0, 4, Way::ReadToPage)],
         );
-        expect_ways(&conn, "rare", false, PLAN, &kept, &[(0, 9, Way::SortedAll)]);
+        expect_ways(&conn, "rare", false, &at, &[(0, 9, Way::ReadAll)]);
+        // Another generation the held image cannot be caught up from: all read again.
+        let other = test_db();
+        search(&other, Some("x"), true, 0, 1).unwrap();
+        held.current(&other).unwrap();
+        users::update_profile(&conn, u001.id, "Rare Again", None, 5).unwrap();
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
         assert_eq!(reference(&conn, Some("rare"), false).len(), 7);
         // Only the current generation is kept.
         let entries = kept.lock();
         let generation = list_size(&conn, &ACTIVE).unwrap().1;
         assert!(entries.iter().all(|e| e.generation == generation));
+    }
+
+    #[test]
+    fn searches_stay_right_through_changes() {
+        let conn = test_db();
+        let mut g = Gen(0xc4a7_9e5d_0b1f_2a63);
+        let all = populate(&conn, &mut g, 150);
+        let mut texts: Vec<String> = vec!["org".into(), "smith".into(), "zzz".into(), "a".into()];
+        for _ in 0..4 {
+            let u = &all[g.below(all.len())];
+            texts.push(piece_of(&mut g, u));
+        }
+        let held = Held::new();
+        let kepts: Vec<Kept> = KEEPS.iter().map(|_| Kept::new()).collect();
+        let mut ways = HashSet::new();
+        for step in 0..80 {
+            let id = all[g.below(all.len())].id;
+            let exists = users::find_by_id(&conn, id).unwrap().is_some();
+            match g.below(7) {
+                0 => {
+                    let login = format!("{}new{step}", word(&mut g));
+                    let name = word(&mut g);
+                    users::create(
+                        &conn,
+                        &NewUser {
+                            login: &login,
+                            name: &name,
+                            email: None,
+                            password_hash: None,
+                            must_change_password: false,
+                            external: None,
+                        },
+                        5,
+                    )
+                    .unwrap();
+                }
+                1 if exists => {
+                    let email = format!("{}@{}.org", word(&mut g), word(&mut g));
+                    users::update_profile(&conn, id, &word(&mut g), Some(&email), 5).unwrap();
+                }
+                2 if exists => users::deactivate(&conn, id, 5).unwrap(),
+                3 if exists => users::reactivate(&conn, id, 5).unwrap(),
+                4 if exists => {
+                    conn.execute("DELETE FROM users WHERE id = ?1", [id])
+                        .unwrap();
+                }
+                5 if exists => {
+                    let login = format!("{}{id}", word(&mut g));
+                    conn.execute(
+                        "UPDATE users SET login = ?2 WHERE id = ?1",
+                        params![id, login],
+                    )
+                    .unwrap();
+                }
+                _ => users::touch_last_connection(&conn, id, 5).unwrap(),
+            }
+            for q in &texts {
+                for active in [true, false] {
+                    let expected = reference(&conn, Some(q), active);
+                    for (kept, &keep_max) in kepts.iter().zip(KEEPS) {
+                        let at = Where {
+                            keep_max,
+                            kept,
+                            held: &held,
+                        };
+                        for offset in [0, 4] {
+                            let (ids, total, way) =
+                                search_in(&conn, Some(q), active, offset, 4, &at);
+                            ways.insert(way);
+                            assert_eq!(
+                                (ids, total),
+                                (
+                                    page_of_reference(&expected, offset, 4),
+                                    expected.len() as i64
+                                ),
+                                "step {step} q={q:?} active={active} keep {keep_max} {way:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // A first search after a change is answered from what was kept before it: its pages,
+        // or its total with the list read up to the page.
+        for way in [Way::Kept, Way::ReadToPage, Way::ReadAll, Way::Counted] {
+            assert!(ways.contains(&way), "{way:?} never ran: {ways:?}");
+        }
+    }
+
+    #[test]
+    fn what_was_kept_follows_a_change() {
+        let conn = test_db();
+        people(&conn);
+        let (kept, held) = (Kept::new(), Held::new());
+        let at = Where {
+            keep_max: KEEP_MAX,
+            kept: &kept,
+            held: &held,
+        };
+        // (One set of kept searches, as labgate has: each search brings all of it along.)
+        let few_at = Where { keep_max: 10, ..at };
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
+        expect_ways(&conn, "person", true, &few_at, &[(0, 4, Way::ReadAll)]);
+        // A change no match sees: the matches kept stay kept.
+        let u000 = users::find_by_login(&conn, "u000").unwrap().unwrap();
+        users::update_profile(&conn, u000.id, "Common Person Too", None, 3).unwrap();
+        expect_ways(&conn, "rare", true, &at, &[(4, 4, Way::Kept)]);
+        expect_ways(&conn, "person", true, &few_at, &[(4, 4, Way::ReadToPage)]);
+        // A new match: the total follows, the page is read.
+        users::update_profile(&conn, u000.id, "Rare Now", None, 4).unwrap();
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
+        // A match leaving the list.
+        let u003 = users::find_by_login(&conn, "u008").unwrap().unwrap();
+        users::deactivate(&conn, u003.id, 5).unwrap();
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
+        expect_ways(&conn, "person", true, &few_at, &[(80, 20, Way::ReadToPage)]);
+        // Two changes between searches: caught up together.
+        users::reactivate(&conn, u003.id, 6).unwrap();
+        users::update_profile(&conn, u000.id, "Common Person", None, 6).unwrap();
+        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
+        expect_ways(&conn, "person", true, &few_at, &[(1000, 4, Way::Counted)]);
     }
 
     #[test]
@@ -1187,56 +1086,6 @@ mod tests {
             None,
         );
         assert_eq!(kept.lock().len(), 1);
-    }
-
-    use crate::db::query_plan;
-
-    #[test]
-    fn index_statements_read_logins_from_the_narrow_index() {
-        let conn = test_db();
-        for (list, fts) in [
-            (&ACTIVE, "users_search_active"),
-            (&DEACTIVATED, "users_search_deactivated"),
-        ] {
-            // The matches with their logins, in the index's order: one seek each, no sort.
-            let plan = query_plan(&conn, list.matches);
-            assert_eq!(plan.len(), 2, "{plan:?}");
-            assert!(
-                plan[0].starts_with(&format!("SCAN {fts} VIRTUAL TABLE")),
-                "{plan:?}"
-            );
-            assert_eq!(
-                plan[1],
-                "SEARCH u USING COVERING INDEX users_login_by_id (id=?)"
-            );
-            // The rest counted in the index alone, from an id on: FTS5 takes the lower rowid
-            // bound (`>` in its index string, after `M` for the MATCH).
-            let plan = query_plan(&conn, list.count_from);
-            assert_eq!(plan.len(), 1, "{plan:?}");
-            assert!(
-                plan[0].starts_with(&format!("SCAN {fts} VIRTUAL TABLE")),
-                "{plan:?}"
-            );
-            assert!(plan[0].ends_with('>'), "{plan:?}");
-            // A page of the sorted matches: the same, sorted.
-            let plan = query_plan(&conn, list.matches_page);
-            assert_eq!(
-                plan[1],
-                "SEARCH u USING COVERING INDEX users_login_by_id (id=?)"
-            );
-            assert!(
-                plan.iter().any(|s| s == "USE TEMP B-TREE FOR ORDER BY"),
-                "{plan:?}"
-            );
-        }
-        // The walks read the list in login order, unsorted.
-        for (list, index) in [
-            (&ACTIVE, "sqlite_autoindex_users_1"),
-            (&DEACTIVATED, "users_deactivated"),
-        ] {
-            let plan = query_plan(&conn, list.walk);
-            assert_eq!(plan, [format!("SCAN users USING INDEX {index}")]);
-        }
     }
 
     #[test]

@@ -1,0 +1,830 @@
+//! The user lists held in memory for text search (`api/users/search`, `/admin/users`): each
+//! user's login, name and email, lowercased the way `LIKE` compares them, in one buffer per run
+//! of users in login order, searched with `memchr`'s substring search. A search reads every
+//! list entry once (about 1 ms for 100,000 users) whatever it matches, and no page of SQLite.
+//!
+//! **Kept up to date by the change log.** An image is taken at a `user_stats.generation`; the
+//! triggers of migration 6 write each change of a user's login, name, email or activity (and
+//! each user added or removed) to `user_changes`, with the generation the change made. A search
+//! at a later generation finds its image's generation at the image's last change in the log
+//! (the same history), reads the users changed since, and builds a new image that shares every
+//! run of users the changes did not touch. When the log no longer reaches back that far, when
+//! it holds another history (another database file), or past [`CATCH_UP_MAX`] changes, the
+//! image is read again from the whole table.
+//!
+//! **What matches** is what `LIKE '%q%'` matches on login, name or email: ASCII letters
+//! compared without case (both sides lowercased, nothing else folded), any other character
+//! as it is, `%` and `_` literal. The fields are separated by `0xFF`, a byte no UTF-8 text
+//! holds, so a text never matches across two fields; a substring of valid UTF-8 found at a byte
+//! offset always starts on a character boundary. The lists are in login order as SQLite sorts
+//! them (bytes): a login that lowercasing changes is also held as written, aside.
+
+use rusqlite::{params, Connection};
+use std::sync::{Arc, Mutex};
+
+/// Users per run before a run is split in two by an insertion, and the size of the runs of a
+/// new image: a change copies one run (about 60 KiB), not the list.
+const RUN: usize = 1024;
+
+/// Past this many changed users since an image, it is read again from the table.
+pub const CATCH_UP_MAX: usize = 4096;
+
+/// The byte after each field.
+const END: u8 = 0xFF;
+
+/// The text `LIKE` compares: up to the first NUL (SQLite reads its arguments as C strings).
+fn like_text(field: &[u8]) -> &[u8] {
+    match memchr::memchr(0, field) {
+        Some(end) => &field[..end],
+        None => field,
+    }
+}
+
+/// Both user lists at one generation of `user_stats`.
+pub struct Image {
+    generation: i64,
+    /// The last change in `user_changes` this image holds.
+    seq: i64,
+    active: List,
+    deactivated: List,
+    since: Option<Since>,
+}
+
+/// The changes between the image an image was caught up from and itself: what a search of the
+/// earlier one needs to answer for the later one.
+pub struct Since {
+    /// The earlier image's generation.
+    pub generation: i64,
+    changes: Vec<Change>,
+}
+
+/// A changed user: its list (`true`: active) and fields before and after, if it was or is.
+struct Change {
+    before: Option<(bool, Vec<u8>)>,
+    after: Option<(bool, Vec<u8>)>,
+}
+
+impl Since {
+    /// For the users containing `needle` in one list: how many more (or fewer) there are now,
+    /// and whether a changed user is one of them, before or after (the order of the others is
+    /// the same).
+    pub fn delta(&self, active: bool, needle: &[u8]) -> (i64, bool) {
+        let finder = memchr::memmem::Finder::new(needle);
+        let matches = |side: &Option<(bool, Vec<u8>)>| {
+            side.as_ref()
+                .is_some_and(|(a, fields)| *a == active && finder.find(fields).is_some())
+        };
+        let (mut delta, mut touched) = (0, false);
+        for change in &self.changes {
+            let (before, after) = (matches(&change.before), matches(&change.after));
+            delta += i64::from(after) - i64::from(before);
+            touched |= before || after;
+        }
+        (delta, touched)
+    }
+}
+
+/// How the image of a search was had (for the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// The one held was current.
+    Held,
+    /// The one held, brought up to date from the change log.
+    CaughtUp,
+    /// Read from the whole table.
+    Read,
+}
+
+/// One list: runs of users in login order.
+#[derive(Clone, Default)]
+pub struct List {
+    runs: Vec<Arc<Run>>,
+}
+
+#[derive(Default)]
+struct Run {
+    /// Each user's login, name and email as `LIKE` compares them, lowercased, each followed by
+    /// [`END`] (an empty field for no email).
+    text: Vec<u8>,
+    /// Where each user's fields end in `text`.
+    ends: Vec<u32>,
+    ids: Vec<i64>,
+    /// The logins as written of the users (by index) whose login is not its first field (it
+    /// has ASCII capitals or a NUL): the order of the list is by the login as written.
+    odd: Vec<(u32, Box<[u8]>)>,
+}
+
+/// A user as the lists hold it.
+struct Row {
+    id: i64,
+    login: String,
+    name: String,
+    email: Option<String>,
+    active: bool,
+}
+
+/// Matches of a search in one list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Matches {
+    /// The matches counted; all of them unless the search stopped at the page.
+    pub counted: i64,
+    /// The ids of the page, in login order.
+    pub page: Vec<i64>,
+    /// The ids of all matches in login order, when there were at most the `keep` asked for.
+    pub all: Option<Vec<i64>>,
+}
+
+impl Run {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] as usize
+        }
+    }
+
+    /// The login of user `i`, as written.
+    fn login(&self, i: usize) -> &[u8] {
+        if let Ok(k) = self.odd.binary_search_by_key(&(i as u32), |o| o.0) {
+            return &self.odd[k].1;
+        }
+        let fields = &self.text[self.start(i)..self.ends[i] as usize];
+        let end = memchr::memchr(END, fields).unwrap_or(fields.len());
+        &fields[..end]
+    }
+
+    fn push(&mut self, row: &Row) {
+        let login = row.login.as_bytes();
+        let start = self.text.len();
+        self.push_lower(login);
+        if self.text[start..self.text.len() - 1] != *login {
+            self.odd.push((self.len() as u32, login.into()));
+        }
+        self.push_lower(row.name.as_bytes());
+        self.push_lower(row.email.as_deref().unwrap_or("").as_bytes());
+        self.close(row.id);
+    }
+
+    fn push_lower(&mut self, field: &[u8]) {
+        self.text
+            .extend(like_text(field).iter().map(u8::to_ascii_lowercase));
+        self.text.push(END);
+    }
+
+    fn close(&mut self, id: i64) {
+        // A run holds about RUN users of at most a few KiB each, far below 4 GiB.
+        self.ends.push(self.text.len() as u32);
+        self.ids.push(id);
+    }
+
+    /// Appends the users `users` of `from`.
+    fn copy(&mut self, from: &Run, users: std::ops::Range<usize>) {
+        if users.is_empty() {
+            return;
+        }
+        let (first, at) = (self.len() as u32, self.text.len() as u32);
+        let start = from.start(users.start) as u32;
+        let odd = from.odd.iter().filter(|o| users.contains(&(o.0 as usize)));
+        self.odd
+            .extend(odd.map(|(i, login)| (i - users.start as u32 + first, login.clone())));
+        self.text
+            .extend_from_slice(&from.text[start as usize..from.ends[users.end - 1] as usize]);
+        self.ends
+            .extend(from.ends[users.clone()].iter().map(|end| end - start + at));
+        self.ids.extend_from_slice(&from.ids[users]);
+    }
+
+    fn shrunk(mut self) -> Run {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.ids.shrink_to_fit();
+        self.odd.shrink_to_fit();
+        self
+    }
+}
+
+impl List {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum()
+    }
+
+    /// Adds a user at the end (rows come in login order).
+    fn push(&mut self, row: &Row) {
+        let full = self.runs.last().is_none_or(|r| r.len() >= RUN);
+        if full {
+            self.seal_last();
+            self.runs.push(Arc::new(Run::default()));
+        }
+        let last = self.runs.last_mut().expect("a run was just added");
+        Arc::get_mut(last)
+            .expect("a run being built is not shared")
+            .push(row);
+    }
+
+    fn seal_last(&mut self) {
+        if let Some(last) = self.runs.last_mut() {
+            if let Some(run) = Arc::get_mut(last) {
+                *run = std::mem::take(run).shrunk();
+            }
+        }
+    }
+
+    /// The list without the users `gone` (sorted), sharing the runs that hold none of them.
+    /// Also gives the fields of the users taken out, by id.
+    fn without(&self, gone: &[i64]) -> (List, Vec<(i64, Vec<u8>)>) {
+        let holds = |id: &i64| {
+            if gone.len() <= 8 {
+                gone.contains(id)
+            } else {
+                gone.binary_search(id).is_ok()
+            }
+        };
+        let mut runs = Vec::with_capacity(self.runs.len());
+        let mut out = Vec::new();
+        for run in &self.runs {
+            if !run.ids.iter().any(holds) {
+                runs.push(Arc::clone(run));
+                continue;
+            }
+            let mut kept = Run::default();
+            let mut from = 0;
+            for i in 0..run.len() {
+                if holds(&run.ids[i]) {
+                    kept.copy(run, from..i);
+                    from = i + 1;
+                    let fields = run.text[run.start(i)..run.ends[i] as usize].to_vec();
+                    out.push((run.ids[i], fields));
+                }
+            }
+            kept.copy(run, from..run.len());
+            if kept.len() > 0 {
+                runs.push(Arc::new(kept.shrunk()));
+            }
+        }
+        (List { runs }, out)
+    }
+
+    /// Adds a user in login order, copying the one run it goes into (split in two when full).
+    fn insert(&mut self, row: &Row) {
+        let login = row.login.as_bytes();
+        if self.runs.is_empty() {
+            let mut run = Run::default();
+            run.push(row);
+            self.runs.push(Arc::new(run.shrunk()));
+            return;
+        }
+        // The last run whose first login sorts before this one (or the first run).
+        let r = self
+            .runs
+            .partition_point(|run| run.login(0) < login)
+            .saturating_sub(1);
+        let old = &self.runs[r];
+        let (mut at, mut hi) = (0, old.len());
+        while at < hi {
+            let mid = at + (hi - at) / 2;
+            if old.login(mid) < login {
+                at = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut new = Run::default();
+        new.copy(old, 0..at);
+        new.push(row);
+        new.copy(old, at..old.len());
+        if new.len() > 2 * RUN {
+            let (mut first, mut second) = (Run::default(), Run::default());
+            let half = new.len() / 2;
+            first.copy(&new, 0..half);
+            second.copy(&new, half..new.len());
+            self.runs
+                .splice(r..=r, [Arc::new(first.shrunk()), Arc::new(second.shrunk())]);
+        } else {
+            self.runs[r] = Arc::new(new.shrunk());
+        }
+    }
+
+    /// The users whose fields contain `needle` (lowercased by the caller): counted, the page
+    /// `offset..offset + limit` of them, and all of them when at most `keep`. With
+    /// `stop_at_page`, the count stops once the page is full.
+    pub fn search(
+        &self,
+        needle: &[u8],
+        offset: usize,
+        limit: usize,
+        keep: usize,
+        stop_at_page: bool,
+    ) -> Matches {
+        let page_end = offset.saturating_add(limit);
+        let mut page = Vec::new();
+        let mut all = Some(Vec::new());
+        let mut n = 0usize;
+        let finder = memchr::memmem::Finder::new(needle);
+        'runs: for run in &self.runs {
+            let mut e = 0usize;
+            let mut hits = finder.find_iter(&run.text);
+            loop {
+                if !needle.is_empty() {
+                    let Some(p) = hits.next() else { break };
+                    // `p` is in the fields of the first user (from `e`) whose end is past it.
+                    if p < run.start(e) {
+                        continue;
+                    }
+                    while run.ends[e] as usize <= p {
+                        e += 1;
+                    }
+                } else if e == run.len() {
+                    break;
+                }
+                if n >= offset && n < page_end {
+                    page.push(run.ids[e]);
+                }
+                n += 1;
+                if let Some(ids) = &mut all {
+                    if ids.len() < keep {
+                        ids.push(run.ids[e]);
+                    } else {
+                        all = None;
+                    }
+                }
+                if stop_at_page && n >= page_end {
+                    break 'runs;
+                }
+                // The next match is in a later user.
+                e += 1;
+                if e == run.len() {
+                    break;
+                }
+            }
+        }
+        Matches {
+            counted: n as i64,
+            page,
+            all,
+        }
+    }
+}
+
+impl Image {
+    /// The list of active users, or of deactivated ones.
+    pub fn list(&self, active: bool) -> &List {
+        if active {
+            &self.active
+        } else {
+            &self.deactivated
+        }
+    }
+
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+
+    /// The image with `changed` users (sorted, deduplicated) as they are in `rows` now (those
+    /// not in `rows` were removed), at `generation` and `seq`.
+    fn caught_up(&self, changed: &[i64], rows: &[Row], generation: i64, seq: i64) -> Image {
+        let (mut active, mut was_active) = self.active.without(changed);
+        let (mut deactivated, mut was_deactivated) = self.deactivated.without(changed);
+        was_active.sort_unstable_by_key(|w| w.0);
+        was_deactivated.sort_unstable_by_key(|w| w.0);
+        let mut changes: Vec<Change> = changed
+            .iter()
+            .map(|&id| {
+                let was = |list: &[(i64, Vec<u8>)], active: bool| {
+                    let i = list.binary_search_by_key(&id, |w| w.0).ok()?;
+                    Some((active, list[i].1.clone()))
+                };
+                Change {
+                    before: was(&was_active, true).or_else(|| was(&was_deactivated, false)),
+                    after: None,
+                }
+            })
+            .collect();
+        for row in rows {
+            if row.active {
+                active.insert(row);
+            } else {
+                deactivated.insert(row);
+            }
+            if let Ok(i) = changed.binary_search(&row.id) {
+                let mut one = Run::default();
+                one.push(row);
+                changes[i].after = Some((row.active, one.text));
+            }
+        }
+        Image {
+            generation,
+            seq,
+            active,
+            deactivated,
+            since: Some(Since {
+                generation: self.generation,
+                changes,
+            }),
+        }
+    }
+
+    /// What changed since the image this one was caught up from.
+    pub fn since(&self) -> Option<&Since> {
+        self.since.as_ref()
+    }
+}
+
+const COLUMNS: &str = "id, login, name, email, active";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        login: r.get(1)?,
+        name: r.get(2)?,
+        email: r.get(3)?,
+        active: r.get(4)?,
+    })
+}
+
+/// The generation of `user_stats` and the last change in the log.
+fn position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT generation FROM user_stats), (SELECT coalesce(max(seq), 0) FROM user_changes)",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// Reads both lists from the whole table.
+fn read(conn: &Connection) -> rusqlite::Result<Image> {
+    let (generation, seq) = position(conn)?;
+    let mut image = Image {
+        generation,
+        seq,
+        active: List::default(),
+        deactivated: List::default(),
+        since: None,
+    };
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY login"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let row = row(r)?;
+        if row.active {
+            image.active.push(&row);
+        } else {
+            image.deactivated.push(&row);
+        }
+    }
+    image.active.seal_last();
+    image.deactivated.seal_last();
+    Ok(image)
+}
+
+/// `held` brought up to the database's generation from the change log, or `None` when the log
+/// does not reach back to it or holds more than [`CATCH_UP_MAX`] changed users since.
+fn catch_up(conn: &Connection, held: &Image) -> rusqlite::Result<Option<Image>> {
+    let same_history: Option<i64> = conn
+        .prepare_cached("SELECT generation FROM user_changes WHERE seq = ?1")?
+        .query_row([held.seq], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if same_history != Some(held.generation) {
+        return Ok(None);
+    }
+    let (generation, seq) = position(conn)?;
+    let mut changed = conn
+        .prepare_cached(
+            "SELECT DISTINCT user_id FROM user_changes WHERE seq > ?1 AND user_id IS NOT NULL \
+             LIMIT ?2",
+        )?
+        .query_map(params![held.seq, CATCH_UP_MAX as i64 + 1], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    if changed.len() > CATCH_UP_MAX {
+        return Ok(None);
+    }
+    changed.sort_unstable();
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY login"
+        ))?
+        .query_map([super::id_list(&changed)], row)?
+        .collect::<rusqlite::Result<Vec<Row>>>()?;
+    Ok(Some(held.caught_up(&changed, &rows, generation, seq)))
+}
+
+/// Where an image is held between searches: one per process ([`HELD`]; tests hold their own).
+/// It holds the image of the database last searched.
+pub struct Held(Mutex<Option<Arc<Image>>>);
+
+/// The image this process holds.
+pub static HELD: Held = Held::new();
+
+impl Default for Held {
+    fn default() -> Held {
+        Held::new()
+    }
+}
+
+impl Held {
+    pub const fn new() -> Held {
+        Held(Mutex::new(None))
+    }
+
+    fn get(&self) -> Option<Arc<Image>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn hold(&self, image: &Arc<Image>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(image));
+    }
+
+    /// The image of the database as `conn` sees it, and how it was had. Call it inside a read
+    /// transaction, so that what the search reads next agrees with it.
+    pub fn current(&self, conn: &Connection) -> rusqlite::Result<(Arc<Image>, How)> {
+        let generation: i64 = conn
+            .prepare_cached("SELECT generation FROM user_stats")?
+            .query_row([], |r| r.get(0))?;
+        let held = self.get();
+        if let Some(image) = &held {
+            if image.generation == generation {
+                return Ok((Arc::clone(image), How::Held));
+            }
+            if let Some(image) = catch_up(conn, image)? {
+                let image = Arc::new(image);
+                self.hold(&image);
+                return Ok((image, How::CaughtUp));
+            }
+        }
+        let image = Arc::new(read(conn)?);
+        self.hold(&image);
+        Ok((image, How::Read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64, login: &str, name: &str, email: Option<&str>) -> Row {
+        Row {
+            id,
+            login: login.into(),
+            name: name.into(),
+            email: email.map(Into::into),
+            active: true,
+        }
+    }
+
+    fn ids(list: &List) -> Vec<i64> {
+        list.search(b"", 0, usize::MAX, usize::MAX, false)
+            .all
+            .unwrap()
+    }
+
+    fn logins(list: &List) -> Vec<String> {
+        let mut out = Vec::new();
+        for run in &list.runs {
+            for i in 0..run.len() {
+                out.push(String::from_utf8(run.login(i).to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fields_match_apart_and_without_ascii_case() {
+        let mut list = List::default();
+        list.push(&user(1, "Ann", "Bob Smith", Some("x@Example.org")));
+        list.push(&user(2, "bob", "Élodie", None));
+        list.push(&user(3, "cy", "ÉLODIE", Some("cy@b.c")));
+        let found = |q: &str| list.search(q.as_bytes(), 0, 10, 10, false).page;
+        assert_eq!(found("ann"), [1]);
+        assert_eq!(found("bob"), [1, 2]);
+        assert_eq!(found("example"), [1]);
+        // Across two fields: the login's end and the name's start.
+        assert_eq!(found("nbob"), Vec::<i64>::new());
+        assert_eq!(found("annbob"), Vec::<i64>::new());
+        // Only ASCII is folded: "ÉLODIE" is held as "Élodie".
+        assert_eq!(found("élodie"), Vec::<i64>::new());
+        assert_eq!(found("Élodie"), [2, 3]);
+        assert_eq!(found("Élo"), [2, 3]);
+        assert_eq!(found("@"), [1, 3]);
+        assert_eq!(logins(&list), ["Ann", "bob", "cy"]);
+    }
+
+    #[test]
+    fn pages_counts_and_kept_matches() {
+        let mut list = List::default();
+        for i in 0..3000 {
+            list.push(&user(i, &format!("u{i:05}"), "Person", None));
+        }
+        assert!(list.runs.len() >= 3);
+        let m = list.search(b"person", 1020, 10, 5000, false);
+        assert_eq!(m.counted, 3000);
+        assert_eq!(m.page, (1020..1030).collect::<Vec<_>>());
+        assert_eq!(m.all.as_ref().map(Vec::len), Some(3000));
+        let m = list.search(b"person", 1020, 10, 100, false);
+        assert_eq!((m.counted, m.all), (3000, None));
+        let m = list.search(b"person", 1020, 10, 100, true);
+        assert_eq!((m.counted, m.page.len()), (1030, 10));
+        let m = list.search(b"u0299", 0, 5, 5, false);
+        assert_eq!(m.page, (2990..2995).collect::<Vec<_>>());
+        assert_eq!((m.counted, m.all), (10, None));
+    }
+
+    #[test]
+    fn changes_keep_login_order_and_share_untouched_runs() {
+        let mut list = List::default();
+        for i in 0..5000 {
+            list.push(&user(i, &format!("u{:05}", i * 2), "P", None));
+        }
+        list.seal_last();
+        let before = list.runs.clone();
+        // Removing one user copies one run.
+        let (without, out) = list.without(&[7]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 7);
+        let copied = without
+            .runs
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(copied, 1);
+        assert_eq!(without.len(), 4999);
+        // Inserting many into one run splits it, order kept.
+        let mut grown = without.clone();
+        for i in 0..3000 {
+            grown.insert(&user(10_000 + i, &format!("u00011x{i:05}"), "P", None));
+        }
+        grown.insert(&user(20_000, "A-first", "P", None));
+        grown.insert(&user(20_001, "zz-last", "P", None));
+        let all = logins(&grown);
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(all.len(), 4999 + 3002);
+        assert!(grown.runs.iter().all(|r| r.len() <= 2 * RUN));
+        assert_eq!(ids(&grown).len(), 8001);
+        // An empty list takes an insertion.
+        let mut empty = List::default().without(&[1]).0;
+        empty.insert(&user(1, "a", "b", None));
+        assert_eq!(ids(&empty), [1]);
+    }
+
+    use crate::db::test_db;
+    use crate::db::users::{self, NewUser};
+
+    /// A user as `(id, login as written, fields)`.
+    type Flat = (i64, Vec<u8>, Vec<u8>);
+
+    /// Each list as its users, whatever its runs.
+    fn flat(image: &Image) -> [Vec<Flat>; 2] {
+        [&image.active, &image.deactivated].map(|list| {
+            let mut out = Vec::new();
+            for run in &list.runs {
+                for i in 0..run.len() {
+                    let fields = run.text[run.start(i)..run.ends[i] as usize].to_vec();
+                    out.push((run.ids[i], run.login(i).to_vec(), fields));
+                }
+            }
+            out
+        })
+    }
+
+    fn create(conn: &Connection, login: &str, name: &str) -> i64 {
+        let email = format!("{login}@Example.org");
+        users::create(
+            conn,
+            &NewUser {
+                login,
+                name,
+                email: Some(&email),
+                password_hash: None,
+                must_change_password: false,
+                external: None,
+            },
+            1,
+        )
+        .unwrap()
+    }
+
+    fn current(held: &Held, conn: &Connection) -> (Arc<Image>, How) {
+        let _read = conn.unchecked_transaction().unwrap();
+        held.current(conn).unwrap()
+    }
+
+    #[test]
+    fn catching_up_gives_what_reading_gives() {
+        let conn = test_db();
+        {
+            let tx = conn.unchecked_transaction().unwrap();
+            for i in 0..2500 {
+                create(&tx, &format!("u{:05}", i * 4), "Person");
+            }
+            tx.commit().unwrap();
+        }
+        let held = Held::new();
+        assert_eq!(current(&held, &conn).1, How::Read);
+        assert_eq!(current(&held, &conn).1, How::Held);
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut made = 0;
+        for step in 0..300 {
+            let id = 2 + next(2500) as i64;
+            let exists = users::find_by_id(&conn, id).unwrap().is_some();
+            match next(8) {
+                0 => {
+                    made += 1;
+                    create(&conn, &format!("u{:05}x{made}", next(10_000)), "New Person");
+                }
+                1 if exists => users::update_profile(&conn, id, "Renamed", None, 2).unwrap(),
+                2 if exists => users::deactivate(&conn, id, 2).unwrap(),
+                3 if exists => users::reactivate(&conn, id, 2).unwrap(),
+                4 if exists => {
+                    conn.execute("DELETE FROM users WHERE id = ?1", [id])
+                        .unwrap();
+                }
+                5 if exists => {
+                    // A login with capitals, sorting elsewhere.
+                    let login = format!("Z{id}Mixed");
+                    conn.execute(
+                        "UPDATE users SET login = ?2 WHERE id = ?1",
+                        params![id, login],
+                    )
+                    .unwrap();
+                }
+                6 if exists => users::touch_last_connection(&conn, id, 3).unwrap(),
+                _ => {}
+            }
+            if step % 3 == 0 {
+                let (image, how) = current(&held, &conn);
+                assert_ne!(how, How::Read, "step {step}");
+                let fresh = {
+                    let _read = conn.unchecked_transaction().unwrap();
+                    read(&conn).unwrap()
+                };
+                assert_eq!(image.generation, fresh.generation);
+                assert_eq!(image.seq, fresh.seq);
+                assert!(flat(&image) == flat(&fresh), "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_history_a_short_log_or_many_changes_read_again() {
+        let a = test_db();
+        let held = Held::new();
+        assert_eq!(current(&held, &a).1, How::Read);
+        create(&a, "one", "One");
+        assert_eq!(current(&held, &a).1, How::CaughtUp);
+        // Another database: its own history.
+        let b = test_db();
+        create(&b, "two", "Two");
+        assert_eq!(current(&held, &b).1, How::Read);
+        assert_eq!(current(&held, &a).1, How::Read);
+        // The log no longer reaches back to the image.
+        create(&a, "three", "Three");
+        a.execute("DELETE FROM user_changes", []).unwrap();
+        let (image, how) = current(&held, &a);
+        assert_eq!(how, How::Read);
+        assert_eq!(image.seq, 0);
+        create(&a, "four", "Four");
+        assert_eq!(current(&held, &a).1, How::Read, "nothing to catch up from");
+        assert_eq!(current(&held, &a).1, How::Held);
+        create(&a, "five", "Five");
+        assert_eq!(current(&held, &a).1, How::CaughtUp);
+        // More changed users than are caught up: the log keeps the last 10,000 changes.
+        {
+            let tx = a.unchecked_transaction().unwrap();
+            for i in 0..10_050 {
+                create(&tx, &format!("bulk{i:05}"), "Bulk");
+            }
+            tx.commit().unwrap();
+        }
+        assert_eq!(current(&held, &a).1, How::Read);
+        let (rows, first): (i64, i64) = a
+            .query_row("SELECT count(*), min(seq) FROM user_changes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(rows, 10_000);
+        assert!(first > 50, "the oldest went first");
+        let found = |held: &Held| {
+            current(held, &a)
+                .0
+                .list(true)
+                .search(b"bulk0", 0, 3, 0, false)
+                .counted
+        };
+        assert_eq!(found(&held), 10_000);
+    }
+}
