@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 /// Users per run before a run is split in two by an insertion, and the size of the runs of a
 /// new image: a change copies one run (about 60 KiB), not the list.
-const RUN: usize = 1024;
+const RUN: usize = 4096;
 
 /// Past this many changed users since an image, it is read again from the table.
 pub const CATCH_UP_MAX: usize = 4096;
@@ -158,15 +158,19 @@ impl Run {
     }
 
     fn push(&mut self, row: &Row) {
-        let login = row.login.as_bytes();
+        let email = row.email.as_deref().map(str::as_bytes);
+        self.push_user(row.id, row.login.as_bytes(), row.name.as_bytes(), email);
+    }
+
+    fn push_user(&mut self, id: i64, login: &[u8], name: &[u8], email: Option<&[u8]>) {
         let start = self.text.len();
         self.push_lower(login);
         if self.text[start..self.text.len() - 1] != *login {
             self.odd.push((self.len() as u32, login.into()));
         }
-        self.push_lower(row.name.as_bytes());
-        self.push_lower(row.email.as_deref().unwrap_or("").as_bytes());
-        self.close(row.id);
+        self.push_lower(name);
+        self.push_lower(email.unwrap_or(b""));
+        self.close(id);
     }
 
     fn push_lower(&mut self, field: &[u8]) {
@@ -179,6 +183,18 @@ impl Run {
         // A run holds about RUN users of at most a few KiB each, far below 4 GiB.
         self.ends.push(self.text.len() as u32);
         self.ids.push(id);
+    }
+
+    /// Appends user `i` of `from`: [`Run::copy`] of one.
+    fn copy_one(&mut self, from: &Run, i: usize) {
+        if !from.odd.is_empty() {
+            if let Ok(k) = from.odd.binary_search_by_key(&(i as u32), |o| o.0) {
+                self.odd.push((self.len() as u32, from.odd[k].1.clone()));
+            }
+        }
+        self.text
+            .extend_from_slice(&from.text[from.start(i)..from.ends[i] as usize]);
+        self.close(from.ids[i]);
     }
 
     /// Appends the users `users` of `from`.
@@ -213,8 +229,9 @@ impl List {
         self.runs.iter().map(|r| r.len()).sum()
     }
 
-    /// Adds a user at the end (rows come in login order).
-    fn push(&mut self, row: &Row) {
+    /// Adds user `i` of `from` at the end (users come in login order).
+    #[cfg(test)]
+    fn push_from(&mut self, from: &Run, i: usize) {
         let full = self.runs.last().is_none_or(|r| r.len() >= RUN);
         if full {
             self.seal_last();
@@ -223,9 +240,18 @@ impl List {
         let last = self.runs.last_mut().expect("a run was just added");
         Arc::get_mut(last)
             .expect("a run being built is not shared")
-            .push(row);
+            .copy(from, i..i + 1);
     }
 
+    /// Adds a user at the end (rows come in login order).
+    #[cfg(test)]
+    fn push(&mut self, row: &Row) {
+        let mut one = Run::default();
+        one.push(row);
+        self.push_from(&one, 0);
+    }
+
+    #[cfg(test)]
     fn seal_last(&mut self) {
         if let Some(last) = self.runs.last_mut() {
             if let Some(run) = Arc::get_mut(last) {
@@ -234,9 +260,10 @@ impl List {
         }
     }
 
-    /// The list without the users `gone` (sorted), sharing the runs that hold none of them.
-    /// Also gives the fields of the users taken out, by id.
-    fn without(&self, gone: &[i64]) -> (List, Vec<(i64, Vec<u8>)>) {
+    /// The list with the users `gone` (sorted ids) taken out and `rows` (sorted by login) put
+    /// in, copying each run they touch once and sharing the others; a run grown past twice
+    /// [`RUN`] is cut into runs of about [`RUN`]. Also gives the fields of the users taken out.
+    fn changed(&self, gone: &[i64], rows: &[&Row]) -> (List, Vec<(i64, Vec<u8>)>) {
         let holds = |id: &i64| {
             if gone.len() <= 8 {
                 gone.contains(id)
@@ -244,69 +271,96 @@ impl List {
                 gone.binary_search(id).is_ok()
             }
         };
-        let mut runs = Vec::with_capacity(self.runs.len());
+        // Whether `ids` hold one of `gone`: a few compared with every id in blocks without an
+        // early exit (which the compiler turns into vector compares), more looked up.
+        let holds_any = |ids: &[i64]| {
+            if gone.len() > 8 {
+                return ids.iter().any(holds);
+            }
+            ids.chunks(16).any(|block| {
+                gone.iter()
+                    .any(|g| block.iter().fold(false, |found, id| found | (id == g)))
+            })
+        };
+        let mut runs = Vec::with_capacity(self.runs.len() + 1);
         let mut out = Vec::new();
-        for run in &self.runs {
-            if !run.ids.iter().any(holds) {
-                runs.push(Arc::clone(run));
+        let empty = [Arc::new(Run::default())];
+        let old = if self.runs.is_empty() {
+            &empty[..]
+        } else {
+            &self.runs[..]
+        };
+        let mut k = 0;
+        for (r, run) in old.iter().enumerate() {
+            // The rows before the next run's first login go into this one.
+            let end = match old.get(r + 1) {
+                Some(next) => {
+                    let first = next.login(0);
+                    k + rows[k..].partition_point(|row| row.login.as_bytes() < first)
+                }
+                None => rows.len(),
+            };
+            if end == k && !holds_any(&run.ids) {
+                if run.len() > 0 {
+                    runs.push(Arc::clone(run));
+                }
                 continue;
             }
-            let mut kept = Run::default();
-            let mut from = 0;
-            for i in 0..run.len() {
-                if holds(&run.ids[i]) {
-                    kept.copy(run, from..i);
-                    from = i + 1;
-                    let fields = run.text[run.start(i)..run.ends[i] as usize].to_vec();
-                    out.push((run.ids[i], fields));
+            let mut merged = Run::default();
+            let adding: usize = rows[k..end].iter().map(|r| r.text_len()).sum();
+            merged.text.reserve(run.text.len() + adding);
+            merged.ends.reserve(run.len() + end - k);
+            merged.ids.reserve(run.len() + end - k);
+            // Copies the users `from..to` of the run, leaving out those gone.
+            let mut keep = |merged: &mut Run, from: usize, to: usize| {
+                let mut start = from;
+                for i in from..to {
+                    if holds(&run.ids[i]) {
+                        merged.copy(run, start..i);
+                        let fields = run.text[run.start(i)..run.ends[i] as usize].to_vec();
+                        out.push((run.ids[i], fields));
+                        start = i + 1;
+                    }
                 }
+                merged.copy(run, start..to);
+            };
+            let mut i = 0;
+            for row in &rows[k..end] {
+                let login = row.login.as_bytes();
+                // The first user from `i` whose login does not sort before this one.
+                let (mut lo, mut hi) = (i, run.len());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if run.login(mid) < login {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                keep(&mut merged, i, lo);
+                merged.push(row);
+                i = lo;
             }
-            kept.copy(run, from..run.len());
-            if kept.len() > 0 {
-                runs.push(Arc::new(kept.shrunk()));
+            keep(&mut merged, i, run.len());
+            k = end;
+            if merged.len() == 0 {
+                continue;
+            }
+            if merged.len() <= 2 * RUN {
+                runs.push(Arc::new(merged.shrunk()));
+                continue;
+            }
+            let pieces = merged.len().div_ceil(RUN);
+            for p in 0..pieces {
+                let mut piece = Run::default();
+                piece.copy(
+                    &merged,
+                    p * merged.len() / pieces..(p + 1) * merged.len() / pieces,
+                );
+                runs.push(Arc::new(piece.shrunk()));
             }
         }
         (List { runs }, out)
-    }
-
-    /// Adds a user in login order, copying the one run it goes into (split in two when full).
-    fn insert(&mut self, row: &Row) {
-        let login = row.login.as_bytes();
-        if self.runs.is_empty() {
-            let mut run = Run::default();
-            run.push(row);
-            self.runs.push(Arc::new(run.shrunk()));
-            return;
-        }
-        // The last run whose first login sorts before this one (or the first run).
-        let r = self
-            .runs
-            .partition_point(|run| run.login(0) < login)
-            .saturating_sub(1);
-        let old = &self.runs[r];
-        let (mut at, mut hi) = (0, old.len());
-        while at < hi {
-            let mid = at + (hi - at) / 2;
-            if old.login(mid) < login {
-                at = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut new = Run::default();
-        new.copy(old, 0..at);
-        new.push(row);
-        new.copy(old, at..old.len());
-        if new.len() > 2 * RUN {
-            let (mut first, mut second) = (Run::default(), Run::default());
-            let half = new.len() / 2;
-            first.copy(&new, 0..half);
-            second.copy(&new, half..new.len());
-            self.runs
-                .splice(r..=r, [Arc::new(first.shrunk()), Arc::new(second.shrunk())]);
-        } else {
-            self.runs[r] = Arc::new(new.shrunk());
-        }
     }
 
     /// The users whose fields contain `needle` (lowercased by the caller): counted, the page
@@ -387,8 +441,13 @@ impl Image {
     /// The image with `changed` users (sorted, deduplicated) as they are in `rows` now (those
     /// not in `rows` were removed), at `generation` and `seq`.
     fn caught_up(&self, changed: &[i64], rows: &[Row], generation: i64, seq: i64) -> Image {
-        let (mut active, mut was_active) = self.active.without(changed);
-        let (mut deactivated, mut was_deactivated) = self.deactivated.without(changed);
+        let by_list = |active: bool| {
+            rows.iter()
+                .filter(|r| r.active == active)
+                .collect::<Vec<_>>()
+        };
+        let (active, mut was_active) = self.active.changed(changed, &by_list(true));
+        let (deactivated, mut was_deactivated) = self.deactivated.changed(changed, &by_list(false));
         was_active.sort_unstable_by_key(|w| w.0);
         was_deactivated.sort_unstable_by_key(|w| w.0);
         let mut changes: Vec<Change> = changed
@@ -405,11 +464,6 @@ impl Image {
             })
             .collect();
         for row in rows {
-            if row.active {
-                active.insert(row);
-            } else {
-                deactivated.insert(row);
-            }
             if let Ok(i) = changed.binary_search(&row.id) {
                 let mut one = Run::default();
                 one.push(row);
@@ -436,6 +490,13 @@ impl Image {
 
 const COLUMNS: &str = "id, login, name, email, active";
 
+impl Row {
+    /// An upper bound of the bytes its fields take in a run.
+    fn text_len(&self) -> usize {
+        self.login.len() + self.name.len() + self.email.as_ref().map_or(0, String::len) + 3
+    }
+}
+
 fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
     Ok(Row {
         id: r.get(0)?,
@@ -454,9 +515,41 @@ fn position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
-/// Reads both lists from the whole table.
+/// Reads both lists from the whole table: in table order into one buffer, then copied into
+/// the lists in login order (an index walk in login order would read the rows at random).
 fn read(conn: &Connection) -> rusqlite::Result<Image> {
     let (generation, seq) = position(conn)?;
+    let mut all = Run::default();
+    let mut active = Vec::new();
+    // Each login as written, in one buffer, with its 16 first bytes (big-endian, zero-padded)
+    // to compare most pairs at once: `(prefix, start, end)`.
+    let mut logins = Vec::new();
+    let mut keys: Vec<(u128, u32, u32)> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let login = r.get_ref(1)?.as_bytes()?;
+            let email = r.get_ref(3)?.as_bytes_or_null()?;
+            all.push_user(r.get(0)?, login, r.get_ref(2)?.as_bytes()?, email);
+            active.push(r.get::<_, bool>(4)?);
+            let mut prefix = [0u8; 16];
+            let n = login.len().min(16);
+            prefix[..n].copy_from_slice(&login[..n]);
+            let start = logins.len() as u32;
+            logins.extend_from_slice(login);
+            keys.push((u128::from_be_bytes(prefix), start, logins.len() as u32));
+        }
+    }
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
+    // SQLite's order of TEXT (BINARY): bytes, then length; the prefix keeps it.
+    let login = |k: &(u128, u32, u32)| &logins[k.1 as usize..k.2 as usize];
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&keys[a as usize], &keys[b as usize]);
+        a.0.cmp(&b.0).then_with(|| login(a).cmp(login(b)))
+    });
+    drop(keys);
+    drop(logins);
     let mut image = Image {
         generation,
         seq,
@@ -464,18 +557,29 @@ fn read(conn: &Connection) -> rusqlite::Result<Image> {
         deactivated: List::default(),
         since: None,
     };
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY login"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let row = row(r)?;
-        if row.active {
-            image.active.push(&row);
+    // The runs being filled: active, deactivated.
+    let mut filling = [Run::default(), Run::default()];
+    for i in order {
+        let i = i as usize;
+        let (list, run) = if active[i] {
+            (&mut image.active, &mut filling[0])
         } else {
-            image.deactivated.push(&row);
+            (&mut image.deactivated, &mut filling[1])
+        };
+        run.copy_one(&all, i);
+        if run.len() == RUN {
+            list.runs.push(Arc::new(std::mem::take(run).shrunk()));
         }
     }
-    image.active.seal_last();
-    image.deactivated.seal_last();
+    let [active, deactivated] = filling;
+    for (list, run) in [
+        (&mut image.active, active),
+        (&mut image.deactivated, deactivated),
+    ] {
+        if run.len() > 0 {
+            list.runs.push(Arc::new(run.shrunk()));
+        }
+    }
     Ok(image)
 }
 
@@ -617,34 +721,39 @@ mod tests {
 
     #[test]
     fn pages_counts_and_kept_matches() {
+        let n = 3 * RUN as i64 - 10;
         let mut list = List::default();
-        for i in 0..3000 {
-            list.push(&user(i, &format!("u{i:05}"), "Person", None));
+        for i in 0..n {
+            list.push(&user(i, &format!("u{i:06}"), "Person", None));
         }
-        assert!(list.runs.len() >= 3);
-        let m = list.search(b"person", 1020, 10, 5000, false);
-        assert_eq!(m.counted, 3000);
-        assert_eq!(m.page, (1020..1030).collect::<Vec<_>>());
-        assert_eq!(m.all.as_ref().map(Vec::len), Some(3000));
-        let m = list.search(b"person", 1020, 10, 100, false);
-        assert_eq!((m.counted, m.all), (3000, None));
-        let m = list.search(b"person", 1020, 10, 100, true);
-        assert_eq!((m.counted, m.page.len()), (1030, 10));
-        let m = list.search(b"u0299", 0, 5, 5, false);
+        assert_eq!(list.runs.len(), 3);
+        // A page across two runs.
+        let at = RUN - 4;
+        let m = list.search(b"person", at, 10, usize::MAX, false);
+        assert_eq!(m.counted, n);
+        assert_eq!(m.page, (at as i64..at as i64 + 10).collect::<Vec<_>>());
+        assert_eq!(m.all.as_ref().map(Vec::len), Some(n as usize));
+        let m = list.search(b"person", at, 10, 100, false);
+        assert_eq!((m.counted, m.all), (n, None));
+        let m = list.search(b"person", at, 10, 100, true);
+        assert_eq!((m.counted, m.page.len()), (at as i64 + 10, 10));
+        let m = list.search(b"u00299", 0, 5, 5, false);
         assert_eq!(m.page, (2990..2995).collect::<Vec<_>>());
         assert_eq!((m.counted, m.all), (10, None));
     }
 
     #[test]
     fn changes_keep_login_order_and_share_untouched_runs() {
+        let n = 5 * RUN;
+        let login = |i: usize| format!("u{:06}", i * 2);
         let mut list = List::default();
-        for i in 0..5000 {
-            list.push(&user(i, &format!("u{:05}", i * 2), "P", None));
+        for i in 0..n {
+            list.push(&user(i as i64, &login(i), "P", None));
         }
         list.seal_last();
         let before = list.runs.clone();
         // Removing one user copies one run.
-        let (without, out) = list.without(&[7]);
+        let (without, out) = list.changed(&[7], &[]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, 7);
         let copied = without
@@ -654,25 +763,46 @@ mod tests {
             .filter(|(a, b)| !Arc::ptr_eq(a, b))
             .count();
         assert_eq!(copied, 1);
-        assert_eq!(without.len(), 4999);
-        // Inserting many into one run splits it, order kept.
-        let mut grown = without.clone();
-        for i in 0..3000 {
-            grown.insert(&user(10_000 + i, &format!("u00011x{i:05}"), "P", None));
-        }
-        grown.insert(&user(20_000, "A-first", "P", None));
-        grown.insert(&user(20_001, "zz-last", "P", None));
+        assert_eq!(without.len(), n - 1);
+        // Inserting many into one run cuts it, order kept; one into a run copies that run.
+        let mut rows: Vec<Row> = (0..3 * RUN)
+            .map(|i| user(1_000_000 + i as i64, &format!("u000011x{i:06}"), "P", None))
+            .collect();
+        rows.push(user(2_000_000, "A-first", "P", None));
+        rows.push(user(2_000_001, "zz-last", "P", None));
+        rows.push(user(
+            2_000_002,
+            &format!("{}x", login(2 * RUN + 1)),
+            "P",
+            None,
+        ));
+        rows.sort_by(|a, b| a.login.cmp(&b.login));
+        let grown = without.changed(&[], &rows.iter().collect::<Vec<_>>()).0;
         let all = logins(&grown);
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(all, sorted);
-        assert_eq!(all.len(), 4999 + 3002);
+        assert_eq!(all.len(), n - 1 + 3 * RUN + 3);
         assert!(grown.runs.iter().all(|r| r.len() <= 2 * RUN));
-        assert_eq!(ids(&grown).len(), 8001);
-        // An empty list takes an insertion.
-        let mut empty = List::default().without(&[1]).0;
-        empty.insert(&user(1, "a", "b", None));
-        assert_eq!(ids(&empty), [1]);
+        assert_eq!(ids(&grown).len(), all.len());
+        let copied = grown
+            .runs
+            .iter()
+            .filter(|r| !without.runs.iter().any(|w| Arc::ptr_eq(r, w)))
+            .count();
+        // The first run (RUN - 1 users, A-first and 3 × RUN: cut in 4), the third, the last.
+        assert_eq!(copied, 4 + 1 + 1);
+        // An empty list takes insertions.
+        let empty = List::default().changed(&[1], &[]).0;
+        assert!(empty.runs.is_empty());
+        let some = empty
+            .changed(&[], &[&user(2, "b", "b", None), &user(1, "c", "b", None)])
+            .0;
+        assert_eq!(ids(&some), [2, 1]);
+        // Out and in at once: one copy of the run, the user moved to its new place.
+        let moved = some.changed(&[2], &[&user(2, "d", "b", None)]).0;
+        assert_eq!(ids(&moved), [1, 2]);
+        assert_eq!(logins(&moved), ["c", "d"]);
     }
 
     use crate::db::test_db;
@@ -722,7 +852,7 @@ mod tests {
         let conn = test_db();
         {
             let tx = conn.unchecked_transaction().unwrap();
-            for i in 0..2500 {
+            for i in 0..(2 * RUN + 500) {
                 create(&tx, &format!("u{:05}", i * 4), "Person");
             }
             tx.commit().unwrap();
@@ -739,7 +869,7 @@ mod tests {
         };
         let mut made = 0;
         for step in 0..300 {
-            let id = 2 + next(2500) as i64;
+            let id = 2 + next(2 * RUN as u64 + 500) as i64;
             let exists = users::find_by_id(&conn, id).unwrap().is_some();
             match next(8) {
                 0 => {
