@@ -158,25 +158,24 @@ pub fn members(
     offset: i64,
     limit: i64,
 ) -> rusqlite::Result<(Vec<MemberRow>, i64)> {
+    // One snapshot, so that the matches held in memory and the rows read agree.
+    let _read = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction()?)
+    } else {
+        None
+    };
+    let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
+    if let Some(q) = q.filter(|_| !small) {
+        // A text, in a list that is not a small group's: the matching users from the lists
+        // held in memory, not a `LIKE` over every user.
+        if let Some(matches) = super::user_search::active_by_login_or_name(conn, q)? {
+            return listed(conn, group_id, matches, selected, offset, limit);
+        }
+    }
     let pattern = q.map(super::users::like_pattern);
     let matches = "u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
                    OR u.name LIKE ?2 ESCAPE '\\')";
-    let indexed = q.and_then(super::user_search::login_or_name_query);
-    let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
-    let (from, pattern) = match indexed {
-        // A text the trigram index answers, in a list that is not a small group's: the
-        // matching users from the index, not a `LIKE` over every user.
-        Some(query) if !small => {
-            let sel = selected.filter();
-            let from = format!(
-                "FROM users_search_active f CROSS JOIN users u ON u.id = f.rowid \
-                 LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
-                 WHERE users_search_active MATCH ?2 AND u.active = 1 {sel}"
-            );
-            (from, Some(query))
-        }
-        _ => (scanned_from(small, selected, matches), pattern),
-    };
+    let from = scanned_from(small, selected, matches);
     let total: i64 = match pattern {
         // Without a text the total comes from counts kept or indexed, not from one row per
         // user: the default group holds every user.
@@ -207,7 +206,61 @@ pub fn members(
     Ok((rows, total))
 }
 
-/// The `FROM` of a member list read without the trigram index: a small group's from its
+/// The page of a member list from its matching users (`matches`, active, in login order),
+/// filtered by membership as `selected` asks.
+fn listed(
+    conn: &Connection,
+    group_id: i64,
+    matches: Vec<i64>,
+    selected: Selected,
+    offset: i64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<MemberRow>, i64)> {
+    let ids = match selected {
+        Selected::All => matches,
+        Selected::Selected | Selected::Deselected => {
+            let not = if selected == Selected::Deselected {
+                "NOT "
+            } else {
+                ""
+            };
+            conn.prepare_cached(&format!(
+                "SELECT j.value FROM json_each(?2) j WHERE {not}EXISTS \
+                 (SELECT 1 FROM group_members m WHERE m.group_id = ?1 AND m.user_id = j.value) \
+                 ORDER BY j.key"
+            ))?
+            .query_map(params![group_id, super::id_list(&matches)], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?
+        }
+    };
+    let total = ids.len() as i64;
+    let start = usize::try_from(offset.max(0))
+        .unwrap_or(usize::MAX)
+        .min(ids.len());
+    let len = usize::try_from(limit.max(0)).unwrap_or(0);
+    let page: Vec<i64> = ids[start..].iter().take(len).copied().collect();
+    if page.is_empty() {
+        return Ok((Vec::new(), total));
+    }
+    let rows = conn
+        .prepare_cached(
+            "SELECT u.login, u.name, m.user_id IS NOT NULL, u.external_provider FROM users u \
+             LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
+             WHERE u.id IN (SELECT value FROM json_each(?2)) ORDER BY u.login",
+        )?
+        .query_map(params![group_id, super::id_list(&page)], |r| {
+            Ok(MemberRow {
+                login: r.get(0)?,
+                name: r.get(1)?,
+                selected: r.get(2)?,
+                external_provider: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rows, total))
+}
+
+/// The `FROM` of a member list read with `LIKE`: a small group's from its
 /// memberships, any other from every user (with `matches`, the `LIKE` filter on `?2`).
 fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
     if small {
@@ -390,8 +443,8 @@ mod tests {
                 .unwrap()
                     == 1
             };
-            // Short texts are scanned; 3 characters or more come from the trigram index (which
-            // must not find the email's "corp").
+            // Texts come from the lists held in memory, which must not find the email's
+            // "corp"; a NUL is scanned with `LIKE`.
             for q in [
                 None,
                 Some("x"),
@@ -403,6 +456,7 @@ mod tests {
                 Some("n n"),
                 Some("dd"),
                 Some("corp"),
+                Some("u0\u{0}1"),
             ] {
                 for selected in [Selected::Selected, Selected::Deselected, Selected::All] {
                     let expected: Vec<(String, bool)> = everyone

@@ -281,6 +281,41 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
     END;
     "#,
+    // 7: text searches read the user lists held in memory (`user_image`), the group pickers and
+    // permission holders too: the trigram indexes of migration 3 and the narrow index of logins
+    // by id (which sorted their matches) are no longer read. Dropped, with the triggers
+    // rewritten to keep only `user_stats` and the change log (the database's free pages are
+    // reused; `VACUUM` returns them to the file system).
+    r#"
+    DROP TRIGGER users_search_insert;
+    DROP TRIGGER users_search_delete;
+    DROP TRIGGER users_search_update;
+    DROP TABLE users_search_active;
+    DROP TABLE users_search_deactivated;
+    DROP INDEX users_login_by_id;
+    CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+        UPDATE user_stats SET active_users = active_users + (new.active = 1),
+            deactivated_users = deactivated_users + (new.active = 0), generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
+    END;
+    CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+        UPDATE user_stats SET active_users = active_users - (old.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0), generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT old.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
+    END;
+    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users
+        WHEN old.login IS NOT new.login OR old.name IS NOT new.name
+            OR old.email IS NOT new.email OR old.active IS NOT new.active
+    BEGIN
+        UPDATE user_stats SET active_users = active_users - (old.active = 1) + (new.active = 1),
+            deactivated_users = deactivated_users - (old.active = 0) + (new.active = 0),
+            generation = random();
+        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
+        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
+    END;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -927,6 +962,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!(default_group, 1);
+        // Migration 7 dropped what text searches no longer read.
+        let gone: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'users_search_%' \
+                 AND type = 'table' OR name = 'users_login_by_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
     }
 
     #[test]

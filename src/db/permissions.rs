@@ -157,21 +157,44 @@ pub fn user_holders(
     offset: i64,
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
-    let mut pattern = q.map(super::users::like_pattern);
-    let indexed = q.and_then(super::user_search::login_or_name_query);
+    // One snapshot, so that the matches held in memory and the rows read agree.
+    let _read = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction()?)
+    } else {
+        None
+    };
+    let pattern = q.map(super::users::like_pattern);
+    if let (None, Some(q)) = (permission, q) {
+        // Every active user matching `q`, from the lists held in memory.
+        if let Some(matches) = super::user_search::active_by_login_or_name(conn, q)? {
+            let start = usize::try_from(offset.max(0))
+                .unwrap_or(usize::MAX)
+                .min(matches.len());
+            let len = usize::try_from(limit.max(0)).unwrap_or(0);
+            let page: Vec<i64> = matches[start..].iter().take(len).copied().collect();
+            let rows = if page.is_empty() {
+                Vec::new()
+            } else {
+                conn.prepare_cached(
+                    "SELECT id, login, name FROM users \
+                     WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY login",
+                )?
+                .query_map([super::id_list(&page)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?
+            };
+            return Ok((holders(conn, rows)?, matches.len() as i64));
+        }
+    }
     let from = if permission.is_some() || q.is_none() {
         // The holders, from the grants (CROSS JOIN keeps them the outer loop): a few rows,
         // not one per user.
         "FROM (SELECT DISTINCT user_id FROM user_permissions WHERE ?1 IS NULL OR permission = ?1) p \
          CROSS JOIN users u ON u.id = p.user_id WHERE u.active = 1 \
          AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
-    } else if let Some(query) = indexed {
-        // Every active user matching `q`, from the trigram index.
-        pattern = Some(query);
-        "FROM users_search_active f CROSS JOIN users u ON u.id = f.rowid \
-         WHERE users_search_active MATCH ?2 AND u.active = 1"
     } else {
-        // Every active user matching `q` (too short for the index): a scan.
+        // Every active user matching `q` (with a NUL, which `LIKE` reads as its end): a scan.
         "FROM users u WHERE u.active = 1 \
          AND (u.login LIKE ?2 ESCAPE '\\' OR u.name LIKE ?2 ESCAPE '\\')"
     };
@@ -187,9 +210,14 @@ pub fn user_holders(
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
+    Ok((holders(conn, rows)?, total))
+}
+
+/// Users `(id, login, name)` with their direct permissions.
+fn holders(conn: &Connection, rows: Vec<(i64, String, String)>) -> rusqlite::Result<Vec<Holder>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let mut perms = of_users(conn, &ids)?;
-    let out = rows
+    Ok(rows
         .into_iter()
         .map(|(id, login, name)| Holder {
             id,
@@ -197,8 +225,7 @@ pub fn user_holders(
             detail: name,
             permissions: perms.remove(&id).unwrap_or_default(),
         })
-        .collect();
-    Ok((out, total))
+        .collect())
 }
 
 /// Groups with permissions (filtered by `permission`); with `q`, every matching group.
@@ -370,8 +397,8 @@ mod tests {
                 .unwrap()
         };
         for permission in [None, Some(Permission::Admin)] {
-            // Short texts are scanned; 3 characters or more come from the trigram index (which
-            // must not find the email's "corp").
+            // Texts come from the lists held in memory, which must not find the email's
+            // "corp"; a NUL is scanned with `LIKE`.
             for q in [
                 None,
                 Some("n"),
@@ -380,6 +407,7 @@ mod tests {
                 Some("ARL"),
                 Some("e o"),
                 Some("corp"),
+                Some("u0\u{0}1"),
                 Some("in%"),
             ] {
                 let (found, total) = user_holders(&conn, permission, q, 0, 100).unwrap();

@@ -363,6 +363,39 @@ impl List {
         (List { runs }, out)
     }
 
+    /// The users whose login or name (not email) contains `needle` (lowercased by the
+    /// caller), in login order.
+    pub fn login_or_name(&self, needle: &[u8]) -> Vec<i64> {
+        let mut out = Vec::new();
+        let finder = memchr::memmem::Finder::new(needle);
+        for run in &self.runs {
+            if needle.is_empty() {
+                out.extend_from_slice(&run.ids);
+                continue;
+            }
+            let mut e = 0usize;
+            for p in finder.find_iter(&run.text) {
+                if p < run.start(e) {
+                    continue;
+                }
+                while run.ends[e] as usize <= p {
+                    e += 1;
+                }
+                // Fields before the one `p` is in: 0 the login, 1 the name, 2 the email (and
+                // every later match in this user is in the email too).
+                let before = memchr::memchr_iter(END, &run.text[run.start(e)..p]).count();
+                if before < 2 {
+                    out.push(run.ids[e]);
+                }
+                e += 1;
+                if e == run.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The users whose fields contain `needle` (lowercased by the caller): counted, the page
     /// `offset..offset + limit` of them, and all of them when at most `keep`. With
     /// `stop_at_page`, the count stops once the page is full.
@@ -716,6 +749,13 @@ mod tests {
         assert_eq!(found("Élodie"), [2, 3]);
         assert_eq!(found("Élo"), [2, 3]);
         assert_eq!(found("@"), [1, 3]);
+        let by_login_or_name = |q: &str| list.login_or_name(q.as_bytes());
+        assert_eq!(by_login_or_name("bob"), [1, 2]);
+        assert_eq!(by_login_or_name("example"), Vec::<i64>::new());
+        assert_eq!(by_login_or_name("@"), Vec::<i64>::new());
+        assert_eq!(by_login_or_name("Élo"), [2, 3]);
+        assert_eq!(by_login_or_name("c"), [3]);
+        assert_eq!(by_login_or_name(""), [1, 2, 3]);
         assert_eq!(logins(&list), ["Ann", "bob", "cy"]);
     }
 

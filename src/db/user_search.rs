@@ -97,27 +97,23 @@ fn find(
     }
 }
 
-/// Whether the trigram index answers `q`: 3 characters or more, none that the tokenizer skips
-/// (NUL) or reads as another (U+FFFE and U+FFFF read as U+FFFD).
-fn indexable(q: &str) -> bool {
-    q.chars().count() >= 3
-        && !q
-            .chars()
-            .any(|c| matches!(c, '\0' | '\u{FFFD}' | '\u{FFFE}' | '\u{FFFF}'))
-}
-
-/// The FTS5 query for `q`: one phrase, so user text is never read as query syntax; lowercased
-/// like the indexed values (SQLite's `lower()` without ICU, which changes ASCII letters only).
-fn phrase(q: &str) -> String {
-    format!("\"{}\"", q.to_ascii_lowercase().replace('"', "\"\""))
-}
-
-/// The query of the active users' trigram index (`users_search_active`, migration 3) that
-/// finds exactly the users whose login or name contains `q` as `LIKE '%q%'` does (its email
-/// not looked at); `None` when the index cannot answer `q` (see [`indexable`]). The group
-/// pickers and permission holders search by it.
-pub(crate) fn login_or_name_query(q: &str) -> Option<String> {
-    indexable(q).then(|| format!("{{login name}} : {}", phrase(q)))
+/// The active users whose login or name contains `q` as `LIKE '%q%'` finds them (the email not
+/// looked at), in login order, from the lists held in memory; `None` for a text with a NUL
+/// (which `LIKE` reads differently: scan with `LIKE`). The group pickers and permission holders
+/// search by it. Call it inside a read transaction, so that what follows agrees with it.
+pub(crate) fn active_by_login_or_name(
+    conn: &Connection,
+    q: &str,
+) -> rusqlite::Result<Option<Vec<i64>>> {
+    if q.contains('\0') {
+        return Ok(None);
+    }
+    let (image, _) = user_image::HELD.current(conn)?;
+    Ok(Some(
+        image
+            .list(true)
+            .login_or_name(q.to_ascii_lowercase().as_bytes()),
+    ))
 }
 
 /// `LIKE` on login, name and email with the pattern parameter `$p`, columns prefixed `$t`.
@@ -1137,28 +1133,18 @@ mod tests {
             let (size, _) = list_size(&conn, list).unwrap();
             assert_eq!(size, reference(&conn, None, active).len() as i64);
         }
-        for fts in ["users_search_active", "users_search_deactivated"] {
-            conn.execute(
-                &format!("INSERT INTO {fts} ({fts}) VALUES ('integrity-check')"),
-                [],
-            )
-            .unwrap();
-        }
     }
 
     #[test]
-    fn the_bundled_sqlite_has_fts5_and_folds_ascii_only() {
-        // The index relies on both: `lower()` (stored values) and `LIKE` fold the same letters.
+    fn the_bundled_sqlite_folds_ascii_only() {
+        // `LIKE` folds ASCII letters only, as the lists held in memory do.
         let conn = test_db();
-        let (fts5, lower): (bool, String) = conn
-            .query_row(
-                "SELECT sqlite_compileoption_used('ENABLE_FTS5'), lower('ÉLODIE Straße')",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+        let (like, lower): (bool, String) = conn
+            .query_row("SELECT 'é' LIKE 'É', lower('ÉLODIE Straße')", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
-        assert!(fts5);
+        assert!(!like);
         assert_eq!(lower, "Élodie straße");
-        assert_eq!(phrase("Ab\"C"), "\"ab\"\"c\"");
     }
 }
