@@ -1,7 +1,8 @@
-//! The user lists held in memory for text search (`api/users/search`, `/admin/users`): each
-//! user's login, name and email, lowercased the way `LIKE` compares them, in one buffer per run
-//! of users in login order, searched with `memchr`'s substring search. A search reads every
-//! list entry once (about 1 ms for 100,000 users) whatever it matches, and no page of SQLite.
+//! The user lists held in memory for text search (`api/users/search`, `/admin/users`, the group
+//! pickers and permission holders): each user's login, name and email, lowercased the way
+//! `LIKE` compares them, in one buffer per run of users in login order, searched with
+//! `memchr`'s substring search. A search reads every list entry once (1–2 ms for 100,000 users)
+//! whatever it matches, and no page of SQLite.
 //!
 //! **Kept up to date by the change log.** An image is taken at a `user_stats.generation`; the
 //! triggers of migration 6 write each change of a user's login, name, email or activity (and
@@ -22,8 +23,10 @@
 use rusqlite::{params, Connection};
 use std::sync::{Arc, Mutex};
 
-/// Users per run before a run is split in two by an insertion, and the size of the runs of a
-/// new image: a change copies one run (about 60 KiB), not the list.
+/// Users per run of a new image; a run grown past twice this by changes is cut. A change copies
+/// the run it falls in (about 250 KiB of text), not the list; that size is above the 128 KiB
+/// mmap threshold labgate sets (`process::tune_allocator`), so a replaced run is given back to
+/// the system rather than left in malloc's arena.
 const RUN: usize = 4096;
 
 /// Past this many changed users since an image, it is read again from the table.
