@@ -164,13 +164,16 @@ pub fn members(
     } else {
         None
     };
+    // With a text, the matching users from the lists held in memory (taken first in the
+    // snapshot: see `user_image::Held::current`), not a `LIKE` over every user...
+    let matches = match q {
+        Some(q) => super::user_search::active_by_login_or_name(conn, q)?,
+        None => None,
+    };
     let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
-    if let Some(q) = q.filter(|_| !small) {
-        // A text, in a list that is not a small group's: the matching users from the lists
-        // held in memory, not a `LIKE` over every user.
-        if let Some(matches) = super::user_search::active_by_login_or_name(conn, q)? {
-            return listed(conn, group_id, matches, selected, offset, limit);
-        }
+    // ... unless the list is a small group's.
+    if let Some(matches) = matches.filter(|_| !small) {
+        return listed(conn, group_id, matches, selected, offset, limit);
     }
     let pattern = q.map(super::users::like_pattern);
     let matches = "u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \

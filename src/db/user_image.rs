@@ -682,12 +682,15 @@ impl Held {
     }
 
     /// The image of the database as `conn` sees it, and how it was had. Call it inside a read
-    /// transaction, so that what the search reads next agrees with it.
+    /// transaction, so that what the search reads next agrees with it, and before anything else
+    /// is read in it: the image held is taken before the transaction's snapshot begins, so it is
+    /// never newer than that snapshot (a newer one could not be caught up from, and would be
+    /// read again from the table).
     pub fn current(&self, conn: &Connection) -> rusqlite::Result<(Arc<Image>, How)> {
+        let held = self.get();
         let generation: i64 = conn
             .prepare_cached("SELECT generation FROM user_stats")?
             .query_row([], |r| r.get(0))?;
-        let held = self.get();
         if let Some(image) = &held {
             if image.generation == generation {
                 return Ok((Arc::clone(image), How::Held));

@@ -100,7 +100,8 @@ fn find(
 /// The active users whose login or name contains `q` as `LIKE '%q%'` finds them (the email not
 /// looked at), in login order, from the lists held in memory; `None` for a text with a NUL
 /// (which `LIKE` reads differently: scan with `LIKE`). The group pickers and permission holders
-/// search by it. Call it inside a read transaction, so that what follows agrees with it.
+/// search by it. Call it first in a read transaction, so that what follows agrees with it (see
+/// [`Held::current`]).
 pub(crate) fn active_by_login_or_name(
     conn: &Connection,
     q: &str,
