@@ -172,6 +172,17 @@ fn sigterm_drains_in_flight_requests_and_answers_503_to_new_ones() {
     );
     slow.write_all(first.as_bytes())
         .expect("write start of body");
+    // oxhttp writes the 100 Continue before it calls labgate's handler: the request is in
+    // flight only once the handler has read the start of the body from the socket (a loaded
+    // machine can leave that thread unscheduled past the drain's end).
+    let client_port = slow.local_addr().expect("local address").port();
+    assert!(
+        poll(Duration::from_secs(10), || {
+            (unread_bytes(lg.addr.port(), client_port) == Some(0)).then_some(())
+        })
+        .is_some(),
+        "labgate never read the start of the body"
+    );
 
     lg.sigterm();
 
@@ -264,4 +275,19 @@ fn requests_are_logged_one_line_each_without_query_or_secrets() {
     ] {
         assert!(!log.contains(secret), "log contains {secret:?}:\n{log}");
     }
+}
+
+/// Bytes received and not yet read on labgate's side of the IPv4 connection from local port
+/// `client` to `server` (Linux: `/proc/net/tcp`, whose ports and queues are hexadecimal).
+fn unread_bytes(server: u16, client: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+        if port(fields.get(1)?)? != server || port(fields.get(2)?)? != client {
+            return None;
+        }
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
+    })
 }
