@@ -159,21 +159,18 @@ pub fn members(
     limit: i64,
 ) -> rusqlite::Result<(Vec<MemberRow>, i64)> {
     // One snapshot, so that the matches held in memory and the rows read agree.
-    let _read = if conn.is_autocommit() {
-        Some(conn.unchecked_transaction()?)
-    } else {
-        None
-    };
+    let _read = super::read_snapshot(conn)?;
     // With a text, the matching users from the lists held in memory (taken first in the
-    // snapshot: see `user_image::Held::current`), not a `LIKE` over every user...
-    let matches = match q {
-        Some(q) => super::user_search::active_by_login_or_name(conn, q)?,
-        None => None,
-    };
+    // snapshot: see `user_search::held_lists`), not a `LIKE` over every user, unless the list
+    // is a small group's.
+    let lists = q
+        .map(|_| super::user_search::held_lists(conn))
+        .transpose()?;
     let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
-    // ... unless the list is a small group's.
-    if let Some(matches) = matches.filter(|_| !small) {
-        return listed(conn, group_id, matches, selected, offset, limit);
+    if let (Some(lists), Some(q), false) = (lists, q, small) {
+        if let Some(matches) = super::user_search::active_by_login_or_name(&lists, q) {
+            return listed(conn, group_id, matches, selected, offset, limit);
+        }
     }
     let pattern = q.map(super::users::like_pattern);
     let matches = "u.active = 1 AND (?2 IS NULL OR u.login LIKE ?2 ESCAPE '\\' \
@@ -197,16 +194,19 @@ pub fn members(
          ORDER BY u.login LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt
-        .query_map(params![group_id, pattern, limit, offset], |r| {
-            Ok(MemberRow {
-                login: r.get(0)?,
-                name: r.get(1)?,
-                selected: r.get(2)?,
-                external_provider: r.get(3)?,
-            })
-        })?
+        .query_map(params![group_id, pattern, limit, offset], member_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((rows, total))
+}
+
+/// A member list's row: `login, name, selected, external_provider`.
+fn member_row(r: &rusqlite::Row) -> rusqlite::Result<MemberRow> {
+    Ok(MemberRow {
+        login: r.get(0)?,
+        name: r.get(1)?,
+        selected: r.get(2)?,
+        external_provider: r.get(3)?,
+    })
 }
 
 /// The page of a member list from its matching users (`matches`, active, in login order),
@@ -237,11 +237,7 @@ fn listed(
         }
     };
     let total = ids.len() as i64;
-    let start = usize::try_from(offset.max(0))
-        .unwrap_or(usize::MAX)
-        .min(ids.len());
-    let len = usize::try_from(limit.max(0)).unwrap_or(0);
-    let page: Vec<i64> = ids[start..].iter().take(len).copied().collect();
+    let page = super::page_of(&ids, offset, limit);
     if page.is_empty() {
         return Ok((Vec::new(), total));
     }
@@ -251,14 +247,7 @@ fn listed(
              LEFT JOIN group_members m ON m.user_id = u.id AND m.group_id = ?1 \
              WHERE u.id IN (SELECT value FROM json_each(?2)) ORDER BY u.login",
         )?
-        .query_map(params![group_id, super::id_list(&page)], |r| {
-            Ok(MemberRow {
-                login: r.get(0)?,
-                name: r.get(1)?,
-                selected: r.get(2)?,
-                external_provider: r.get(3)?,
-            })
-        })?
+        .query_map(params![group_id, super::id_list(&page)], member_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok((rows, total))
 }

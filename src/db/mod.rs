@@ -218,12 +218,15 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
     END;
     "#,
-    // 6: the log of changes to who matches a user search (issue 5; see `user_image`): each
-    // change the triggers of migration 3 count (a user added, removed, or its login, name,
-    // email or activity changed) is also written here, with the generation it made, so that
-    // the user lists held in memory for text search catch up by reading the changed users
-    // alone. The last 10,000 changes are kept; the first row is the generation at upgrade. The
-    // three triggers are those of migration 3 with the log added at their end.
+    // 6: text searches read the user lists held in memory (issue 5; see `user_image`), kept up
+    // to date by a log of the changes to who matches a search: each change the triggers of
+    // migration 3 count (a user added, removed, or its login, name, email or activity changed)
+    // is written to `user_changes` with the generation it made, so that the lists catch up by
+    // reading the changed users alone. The last 10,000 changes are kept; the first row is the
+    // generation at upgrade. Nothing reads the trigram indexes of migration 3 or the narrow
+    // index of logins by id (which sorted their matches) any more: dropped, with the three
+    // triggers rewritten to keep `user_stats` and the log (the database's free pages are
+    // reused; `VACUUM` returns them to the file system).
     r#"
     CREATE TABLE user_changes (
         seq INTEGER PRIMARY KEY,
@@ -231,62 +234,6 @@ pub const MIGRATIONS: &[&str] = &[
         generation INTEGER NOT NULL
     );
     INSERT INTO user_changes (user_id, generation) SELECT NULL, generation FROM user_stats;
-    DROP TRIGGER users_search_insert;
-    DROP TRIGGER users_search_delete;
-    DROP TRIGGER users_search_update;
-    CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
-        INSERT INTO users_search_active (rowid, login, name, email)
-            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
-            WHERE new.active = 1;
-        INSERT INTO users_search_deactivated (rowid, login, name, email)
-            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
-            WHERE new.active = 0;
-        UPDATE user_stats SET active_users = active_users + (new.active = 1),
-            deactivated_users = deactivated_users + (new.active = 0), generation = random();
-        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
-        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
-    END;
-    CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
-        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
-            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
-            WHERE old.active = 1;
-        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
-            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
-            WHERE old.active = 0;
-        UPDATE user_stats SET active_users = active_users - (old.active = 1),
-            deactivated_users = deactivated_users - (old.active = 0), generation = random();
-        INSERT INTO user_changes (user_id, generation) SELECT old.id, generation FROM user_stats;
-        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
-    END;
-    CREATE TRIGGER users_search_update AFTER UPDATE OF login, name, email, active ON users
-        WHEN old.login IS NOT new.login OR old.name IS NOT new.name
-            OR old.email IS NOT new.email OR old.active IS NOT new.active
-    BEGIN
-        INSERT INTO users_search_active (users_search_active, rowid, login, name, email)
-            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
-            WHERE old.active = 1;
-        INSERT INTO users_search_deactivated (users_search_deactivated, rowid, login, name, email)
-            SELECT 'delete', old.id, lower(old.login), lower(old.name), lower(old.email)
-            WHERE old.active = 0;
-        INSERT INTO users_search_active (rowid, login, name, email)
-            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
-            WHERE new.active = 1;
-        INSERT INTO users_search_deactivated (rowid, login, name, email)
-            SELECT new.id, lower(new.login), lower(new.name), lower(new.email)
-            WHERE new.active = 0;
-        UPDATE user_stats SET active_users = active_users - (old.active = 1) + (new.active = 1),
-            deactivated_users = deactivated_users - (old.active = 0) + (new.active = 0),
-            generation = random();
-        INSERT INTO user_changes (user_id, generation) SELECT new.id, generation FROM user_stats;
-        DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
-    END;
-    "#,
-    // 7: text searches read the user lists held in memory (`user_image`), the group pickers and
-    // permission holders too: the trigram indexes of migration 3 and the narrow index of logins
-    // by id (which sorted their matches) are no longer read. Dropped, with the triggers
-    // rewritten to keep only `user_stats` and the change log (the database's free pages are
-    // reused; `VACUUM` returns them to the file system).
-    r#"
     DROP TRIGGER users_search_insert;
     DROP TRIGGER users_search_delete;
     DROP TRIGGER users_search_update;
@@ -485,6 +432,29 @@ fn migrate_with(conn: &mut Connection, migrations: &[&str]) -> Result<(), Migrat
         tx.commit().map_err(sql_err(version))?;
     }
     Ok(())
+}
+
+/// A read transaction when `conn` is not already in one, so that several reads see one
+/// snapshot (dropped, it ends).
+pub(crate) fn read_snapshot(
+    conn: &Connection,
+) -> rusqlite::Result<Option<rusqlite::Transaction<'_>>> {
+    if conn.is_autocommit() {
+        Ok(Some(conn.unchecked_transaction()?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A count or position from SQL as an index (negative: 0; too big: the largest).
+pub(crate) fn as_index(n: i64) -> usize {
+    usize::try_from(n.max(0)).unwrap_or(usize::MAX)
+}
+
+/// The ids from `offset`, at most `limit`: a page of a list held in memory.
+pub(crate) fn page_of(ids: &[i64], offset: i64, limit: i64) -> Vec<i64> {
+    let start = as_index(offset).min(ids.len());
+    ids[start..].iter().take(as_index(limit)).copied().collect()
 }
 
 /// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`: one statement for a page of
@@ -962,7 +932,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(default_group, 1);
-        // Migration 7 dropped what text searches no longer read.
+        // Migration 6 dropped what text searches no longer read.
         let gone: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'users_search_%' \

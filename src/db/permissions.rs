@@ -158,20 +158,13 @@ pub fn user_holders(
     limit: i64,
 ) -> rusqlite::Result<(Vec<Holder>, i64)> {
     // One snapshot, so that the matches held in memory and the rows read agree.
-    let _read = if conn.is_autocommit() {
-        Some(conn.unchecked_transaction()?)
-    } else {
-        None
-    };
+    let _read = super::read_snapshot(conn)?;
     let pattern = q.map(super::users::like_pattern);
     if let (None, Some(q)) = (permission, q) {
         // Every active user matching `q`, from the lists held in memory.
-        if let Some(matches) = super::user_search::active_by_login_or_name(conn, q)? {
-            let start = usize::try_from(offset.max(0))
-                .unwrap_or(usize::MAX)
-                .min(matches.len());
-            let len = usize::try_from(limit.max(0)).unwrap_or(0);
-            let page: Vec<i64> = matches[start..].iter().take(len).copied().collect();
+        let lists = super::user_search::held_lists(conn)?;
+        if let Some(matches) = super::user_search::active_by_login_or_name(&lists, q) {
+            let page = super::page_of(&matches, offset, limit);
             let rows = if page.is_empty() {
                 Vec::new()
             } else {

@@ -243,7 +243,7 @@ impl List {
         let last = self.runs.last_mut().expect("a run was just added");
         Arc::get_mut(last)
             .expect("a run being built is not shared")
-            .copy(from, i..i + 1);
+            .copy_one(from, i);
     }
 
     /// Adds a user at the end (rows come in login order).

@@ -15,7 +15,8 @@
 //! - **Text with a NUL**, which `LIKE` reads as the end of the text: one pass over the list with
 //!   `LIKE`, keeping only the logins the page needs.
 
-use super::user_image::{self, Held};
+use super::page_of;
+use super::user_image::{self, Held, Image};
 use super::users::{self, User};
 use rusqlite::{params, Connection};
 use std::collections::{BinaryHeap, VecDeque};
@@ -35,11 +36,7 @@ pub fn search(
     limit: i64,
 ) -> rusqlite::Result<(Vec<User>, i64)> {
     // One snapshot, so that the page, the total and the generation agree.
-    let _read = if conn.is_autocommit() {
-        Some(conn.unchecked_transaction()?)
-    } else {
-        None
-    };
+    let _read = super::read_snapshot(conn)?;
     let ((ids, total), _) = find(
         conn,
         q,
@@ -97,24 +94,25 @@ fn find(
     }
 }
 
-/// The active users whose login or name contains `q` as `LIKE '%q%'` finds them (the email not
-/// looked at), in login order, from the lists held in memory; `None` for a text with a NUL
-/// (which `LIKE` reads differently: scan with `LIKE`). The group pickers and permission holders
-/// search by it. Call it first in a read transaction, so that what follows agrees with it (see
+/// The user lists held in memory as `conn` sees them, for [`active_by_login_or_name`]. Take
+/// them first in a read transaction, so that what follows agrees with them (see
 /// [`Held::current`]).
-pub(crate) fn active_by_login_or_name(
-    conn: &Connection,
-    q: &str,
-) -> rusqlite::Result<Option<Vec<i64>>> {
+pub(crate) fn held_lists(conn: &Connection) -> rusqlite::Result<std::sync::Arc<Image>> {
+    Ok(user_image::HELD.current(conn)?.0)
+}
+
+/// The active users whose login or name contains `q` as `LIKE '%q%'` finds them (the email not
+/// looked at), in login order; `None` for a text with a NUL (which `LIKE` reads differently:
+/// scan with `LIKE`). The group pickers and permission holders search by it.
+pub(crate) fn active_by_login_or_name(lists: &Image, q: &str) -> Option<Vec<i64>> {
     if q.contains('\0') {
-        return Ok(None);
+        return None;
     }
-    let (image, _) = user_image::HELD.current(conn)?;
-    Ok(Some(
-        image
+    Some(
+        lists
             .list(true)
             .login_or_name(q.to_ascii_lowercase().as_bytes()),
-    ))
+    )
 }
 
 /// `LIKE` on login, name and email with the pattern parameter `$p`, columns prefixed `$t`.
@@ -225,7 +223,7 @@ fn in_memory(
         phrase: &needle,
     };
     let in_list = image.list(active);
-    let (from, len) = (as_usize(offset), as_usize(limit));
+    let (from, len) = (super::as_index(offset), super::as_index(limit));
     match at.kept.get(&key, offset, limit) {
         Some(Known::Page(page, total)) => Ok(((page, total), Way::Kept)),
         Some(Known::Total(total)) if limit == 0 || offset >= total => {
@@ -241,16 +239,6 @@ fn in_memory(
             Ok(((found.page, found.counted), Way::ReadAll))
         }
     }
-}
-
-fn as_usize(n: i64) -> usize {
-    usize::try_from(n.max(0)).unwrap_or(usize::MAX)
-}
-
-/// The ids from `offset`, at most `limit`.
-fn page_of(ids: &[i64], offset: i64, limit: i64) -> Vec<i64> {
-    let start = as_usize(offset).min(ids.len());
-    ids[start..].iter().take(as_usize(limit)).copied().collect()
 }
 
 fn scanned(
