@@ -135,33 +135,46 @@ pub struct SyncPlan {
 /// whose name equals one of the GitLab paths (case-sensitive). Never creates groups; never
 /// removes the default group.
 ///
-/// `local_groups` needs to hold only the groups that could be wanted: those named like a GitLab
-/// path, and the default group (the sign-in reads just these); any other group in it is ignored.
-/// `add` follows the order of `local_groups` (each group once), `remove` that of `current`.
-/// Linear in the sizes of the three lists.
+/// The groups that could be wanted are the `current` memberships and `local_groups`, which
+/// needs to hold only the other groups named like a GitLab path, and the default group (the
+/// sign-in looks up just the paths that name no current membership); any other group in it is
+/// ignored, and a group in both lists counts once. `add` follows the order of `local_groups`
+/// (each group once), `remove` that of `current`. Linear in the sizes of the three lists; the
+/// sets use `foldhash`, seeded at random, as paths come from GitLab.
 pub fn group_sync_plan(
     current: &[LocalGroup],
     local_groups: &[LocalGroup],
     gitlab_paths: &[String],
 ) -> SyncPlan {
-    let paths: HashSet<&str> = gitlab_paths.iter().map(String::as_str).collect();
-    let mut wanted_ids = HashSet::with_capacity(local_groups.len());
-    let wanted: Vec<&LocalGroup> = local_groups
-        .iter()
-        .filter(|g| (g.is_default || paths.contains(g.name.as_str())) && wanted_ids.insert(g.id))
-        .collect();
-    let current_ids: HashSet<i64> = current.iter().map(|c| c.id).collect();
-    let add = wanted
-        .iter()
-        .filter(|w| !current_ids.contains(&w.id))
-        .map(|w| w.id)
-        .collect();
+    let paths: FastSet<&str> = fast_set(gitlab_paths.iter().map(String::as_str));
+    let mut wanted_ids =
+        FastSet::with_capacity_and_hasher(current.len() + local_groups.len(), Default::default());
+    let current_ids: FastSet<i64> = fast_set(current.iter().map(|c| c.id));
+    let mut add = Vec::new();
+    for g in current.iter().chain(local_groups) {
+        if (g.is_default || paths.contains(g.name.as_str()))
+            && wanted_ids.insert(g.id)
+            && !current_ids.contains(&g.id)
+        {
+            add.push(g.id);
+        }
+    }
     let remove = current
         .iter()
         .filter(|c| !c.is_default && !wanted_ids.contains(&c.id))
         .map(|c| c.id)
         .collect();
     SyncPlan { add, remove }
+}
+
+/// A hash set with `foldhash`'s hasher (fast on short keys; randomly seeded).
+pub type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
+/// Collects `items` into a [`FastSet`] sized for them.
+pub fn fast_set<T: Eq + std::hash::Hash>(items: impl ExactSizeIterator<Item = T>) -> FastSet<T> {
+    let mut set = FastSet::with_capacity_and_hasher(items.len(), Default::default());
+    set.extend(items);
+    set
 }
 
 /// Why a GitLab sign-in was refused. The text shown is SPEC §5's table, exactly.
