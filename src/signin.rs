@@ -8,7 +8,6 @@ use crate::gitlab_config::GitlabConfig;
 use crate::model::{self, PROVIDER_GITLAB};
 use crate::provisioning::{self, Account, Found, LocalGroup, Refusal};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashSet;
 
 /// What GitLab said about the person signing in.
 #[derive(Debug, Clone)]
@@ -114,9 +113,12 @@ pub fn complete(
     }
     let (user_id, created) = match own_id {
         Some(id) => {
+            // Only a change is written: an UPDATE that sets an indexed column rewrites its index
+            // entries (email, GitLab id and username) even when the value is the same.
             tx.prepare_cached(
                 "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
-                 updated_at = ?6 WHERE id = ?1",
+                 updated_at = ?6 WHERE id = ?1 AND (name IS NOT ?2 OR email IS NOT ?3 \
+                 OR external_identity IS NOT ?4 OR external_id IS NOT ?5)",
             )?
             .execute(params![id, name, email, who.username, gitlab_id, now])?;
             (id, false)
@@ -150,15 +152,14 @@ pub fn complete(
         let current = member_groups(&tx, user_id)?;
         // A path naming a group the user is already in needs no lookup (names are unique):
         // once synchronized, a sign-in looks up only the default group and new paths.
-        let known: HashSet<&str> = current.iter().map(|g| g.name.as_str()).collect();
+        let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
         let unknown: Vec<&str> = gitlab_groups
             .iter()
             .map(String::as_str)
             .filter(|path| !known.contains(path))
             .collect();
-        let mut candidates = sync_candidates(&tx, &unknown)?;
-        candidates.extend_from_slice(&current);
-        let plan = provisioning::group_sync_plan(&current, &candidates, gitlab_groups);
+        let found = sync_candidates(&tx, &unknown)?;
+        let plan = provisioning::group_sync_plan(&current, &found, gitlab_groups);
         for group_id in plan.add {
             groups::add_member(&tx, group_id, user_id)?;
         }
@@ -272,6 +273,52 @@ mod tests {
         assert_eq!(again.user.name, "Ann B");
         assert_eq!(again.user.external_identity.as_deref(), Some("annb"));
         assert_eq!(count(&conn, "SELECT count(*) FROM sessions"), 2);
+    }
+
+    #[test]
+    fn profile_refresh_writes_only_a_change() {
+        let mut conn = db::test_db();
+        let id = complete(&mut conn, &config(true, false), &ann(), &[], 10)
+            .unwrap()
+            .user
+            .id;
+        let row = |conn: &Connection| -> (i64, i64, i64) {
+            conn.query_row(
+                "SELECT updated_at, last_connection_at, \
+                 (SELECT count(*) FROM user_changes WHERE user_id = ?1) FROM users WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        let (_, _, logged) = row(&conn);
+        complete(&mut conn, &config(true, false), &ann(), &[], 20).unwrap();
+        assert_eq!(
+            row(&conn),
+            (10, 20, logged),
+            "unchanged: only the last connection is written"
+        );
+        type Change = (&'static str, fn(&mut GitlabIdentity));
+        let changes: [Change; 5] = [
+            ("name", |w| w.name = "Ann B".into()),
+            ("email case", |w| w.email = Some("Ann@x.org".into())),
+            ("no email", |w| w.email = None),
+            ("username case", |w| w.username = "Ann".into()),
+            ("username", |w| w.username = "ann2".into()),
+        ];
+        let mut who = ann();
+        for (n, (what, change)) in changes.into_iter().enumerate() {
+            change(&mut who);
+            let now = 30 + n as i64;
+            let s = complete(&mut conn, &config(true, false), &who, &[], now).unwrap();
+            assert_eq!((s.user.id, row(&conn).0), (id, now), "{what}: written");
+            assert_eq!(s.user.name, who.name, "{what}");
+            assert_eq!(s.user.email, who.email, "{what}");
+            assert_eq!(
+                s.user.external_identity.as_deref(),
+                Some(who.username.as_str())
+            );
+        }
     }
 
     #[test]
