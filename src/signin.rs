@@ -24,6 +24,9 @@ pub struct SignedIn {
     pub session_value: String,
     pub csrf_token: String,
     pub created: bool,
+    /// Whether step 11 compared and wrote the memberships; `false` when synchronization is off
+    /// or nothing it depends on changed since the user's last synchronization.
+    pub groups_synchronized: bool,
 }
 
 #[derive(Debug)]
@@ -147,8 +150,16 @@ pub fn complete(
             (id, true)
         }
     };
-    // Step 11: group synchronization.
-    if config.synchronize_groups {
+    // Step 11: group synchronization, skipped when the GitLab paths are those of the user's
+    // last synchronization and nothing it depends on has changed since (migration 7).
+    let digest = config
+        .synchronize_groups
+        .then(|| paths_digest(gitlab_groups));
+    let groups_synchronized = match &digest {
+        Some(digest) => !in_sync(&tx, user_id, digest)?,
+        None => false,
+    };
+    if let (true, Some(digest)) = (groups_synchronized, &digest) {
         let current = member_groups(&tx, user_id)?;
         // A path naming a group the user is already in needs no lookup (names are unique):
         // once synchronized, a sign-in looks up only the default group and new paths.
@@ -166,6 +177,11 @@ pub fn complete(
         for group_id in plan.remove {
             groups::remove_member(&tx, group_id, user_id)?;
         }
+        // After the changes above, whose triggers deleted the previous row.
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO gitlab_group_sync (user_id, paths_digest) VALUES (?1, ?2)",
+        )?
+        .execute(params![user_id, digest.as_slice()])?;
     }
     // Step 12: last connection and a fresh session.
     sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
@@ -179,7 +195,34 @@ pub fn complete(
         session_value,
         csrf_token: session.csrf_token,
         created,
+        groups_synchronized,
     })
+}
+
+/// Digest of a set of GitLab paths: SHA-256 of the sorted, distinct paths, each preceded by its
+/// length, truncated to 128 bits (compared with the stored one only: a forged match would need
+/// a second preimage).
+fn paths_digest(paths: &[String]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&str> = paths.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut hash = Sha256::new();
+    for path in sorted {
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+    }
+    let full: [u8; 32] = hash.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// Whether the user's memberships are what synchronizing the paths with `digest` made, with
+/// nothing changed since: the row the triggers of migration 7 delete on any such change.
+fn in_sync(conn: &Connection, user_id: i64, digest: &[u8; 16]) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM gitlab_group_sync WHERE user_id = ?1 AND paths_digest = ?2")?
+        .exists(params![user_id, digest.as_slice()])
 }
 
 /// The local groups synchronization may want (SPEC §5 step 11): the default group, and those
@@ -549,6 +592,114 @@ mod tests {
         assert_eq!(names(&conn), vec!["b", "c", "users"], "users restored");
         complete(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
         assert_eq!(names(&conn), vec!["users"]);
+    }
+
+    #[test]
+    fn synchronization_is_skipped_until_something_it_depends_on_changes() {
+        let mut conn = db::test_db();
+        local_groups(&conn, &["a", "b", "c"]);
+        let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let mut now = 10;
+        let mut sign_in = |conn: &mut Connection, list: &[&str]| -> (bool, Vec<String>) {
+            now += 1;
+            let s = complete(conn, &config(true, true), &ann(), &paths(list), now).unwrap();
+            let names = users::group_names(conn, s.user.id).unwrap();
+            (s.groups_synchronized, names)
+        };
+        let with = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            sign_in(&mut conn, &["a", "x"]),
+            (true, with(&["a", "users"]))
+        );
+        assert_eq!(
+            sign_in(&mut conn, &["a", "x"]),
+            (false, with(&["a", "users"]))
+        );
+        assert_eq!(
+            sign_in(&mut conn, &["x", "a", "a"]),
+            (false, with(&["a", "users"])),
+            "the same set of paths"
+        );
+        assert_eq!(
+            sign_in(&mut conn, &["a", "b", "x"]),
+            (true, with(&["a", "b", "users"]))
+        );
+        let user = users::find_by_login(&conn, "ann").unwrap().unwrap().id;
+        let id =
+            |conn: &Connection, name: &str| groups::find_by_name(conn, name).unwrap().unwrap().id;
+        // Each change below must make the next sign-in synchronize, and its result be right.
+        type Change = (&'static str, Box<dyn Fn(&Connection)>, Vec<String>);
+        let changes: Vec<Change> = vec![
+            (
+                "a group named like a path created",
+                Box::new(|c| {
+                    groups::create(c, "x", "", 1).unwrap();
+                }),
+                with(&["a", "b", "users", "x"]),
+            ),
+            (
+                "a group renamed away from a path",
+                Box::new(move |c| {
+                    groups::update(c, id(c, "x"), "y", "").unwrap();
+                }),
+                with(&["a", "b", "users"]),
+            ),
+            (
+                "a group renamed to a path",
+                Box::new(move |c| {
+                    groups::update(c, id(c, "y"), "x", "").unwrap();
+                }),
+                with(&["a", "b", "users", "x"]),
+            ),
+            (
+                "a group deleted",
+                Box::new(move |c| {
+                    groups::delete(c, id(c, "x")).unwrap();
+                }),
+                with(&["a", "b", "users"]),
+            ),
+            (
+                "a membership removed by hand",
+                Box::new(move |c| {
+                    groups::remove_member(c, id(c, "b"), user).unwrap();
+                }),
+                with(&["a", "b", "users"]),
+            ),
+            (
+                "a membership added by hand",
+                Box::new(move |c| {
+                    groups::add_member(c, id(c, "c"), user).unwrap();
+                }),
+                with(&["a", "b", "users"]),
+            ),
+            (
+                "the default group removed by hand",
+                Box::new(move |c| {
+                    groups::remove_member(c, id(c, "users"), user).unwrap();
+                }),
+                with(&["a", "b", "users"]),
+            ),
+        ];
+        for (what, change, expected) in changes {
+            change(&conn);
+            assert_eq!(
+                sign_in(&mut conn, &["a", "b", "x"]),
+                (true, expected.clone()),
+                "{what}"
+            );
+            assert_eq!(
+                sign_in(&mut conn, &["a", "b", "x"]),
+                (false, expected),
+                "{what}, then"
+            );
+        }
+        groups::update(&conn, id(&conn, "c"), "c", "a new description").unwrap();
+        assert!(
+            !sign_in(&mut conn, &["a", "b", "x"]).0,
+            "a description is not a name"
+        );
+        let s = complete(&mut conn, &config(true, false), &ann(), &[], 99).unwrap();
+        assert!(!s.groups_synchronized, "synchronization off");
     }
 
     #[test]

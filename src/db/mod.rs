@@ -263,6 +263,39 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
     END;
     "#,
+    // 7: a GitLab sign-in whose groups have not changed skips the group synchronization (issue
+    // 5). A row of `gitlab_group_sync` says: this user's memberships are exactly what the
+    // synchronization made of the GitLab paths with this digest, and nothing they depend on
+    // has changed since. The triggers delete the row when that stops being true: any change
+    // to the user's memberships, and for every user, any group created, deleted, renamed or
+    // made the default. (A sign-in's own synchronization deletes the row too, then writes it
+    // afresh.)
+    r#"
+    CREATE TABLE gitlab_group_sync (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        paths_digest BLOB NOT NULL
+    );
+    CREATE TRIGGER gitlab_group_sync_member_insert AFTER INSERT ON group_members BEGIN
+        DELETE FROM gitlab_group_sync WHERE user_id = new.user_id;
+    END;
+    CREATE TRIGGER gitlab_group_sync_member_delete AFTER DELETE ON group_members BEGIN
+        DELETE FROM gitlab_group_sync WHERE user_id = old.user_id;
+    END;
+    CREATE TRIGGER gitlab_group_sync_member_update AFTER UPDATE ON group_members BEGIN
+        DELETE FROM gitlab_group_sync WHERE user_id IN (old.user_id, new.user_id);
+    END;
+    CREATE TRIGGER gitlab_group_sync_group_insert AFTER INSERT ON groups BEGIN
+        DELETE FROM gitlab_group_sync;
+    END;
+    CREATE TRIGGER gitlab_group_sync_group_delete AFTER DELETE ON groups BEGIN
+        DELETE FROM gitlab_group_sync;
+    END;
+    CREATE TRIGGER gitlab_group_sync_group_update AFTER UPDATE OF name, is_default ON groups
+        WHEN old.name IS NOT new.name OR old.is_default IS NOT new.is_default
+    BEGIN
+        DELETE FROM gitlab_group_sync;
+    END;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -85,3 +85,122 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// One step of [`skipped_synchronization_never_leaves_memberships_stale`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// A GitLab sign-in with these paths, synchronization on or off.
+    SignIn(Vec<&'static str>, bool),
+    CreateGroup(&'static str),
+    RenameGroup(&'static str, &'static str),
+    DeleteGroup(&'static str),
+    AddMember(&'static str),
+    RemoveMember(&'static str),
+}
+
+const NAMES: &[&str] = &["a", "b", "c", "d", "a/b", "users"];
+const PATH_LISTS: &[&[&str]] = &[
+    &["a", "b", "d"],
+    &["b", "a", "c"],
+    &["a/b", "users", "d"],
+    &[],
+];
+
+fn step() -> impl Strategy<Value = Step> {
+    let name = || prop::sample::select(NAMES);
+    prop_oneof![
+        // Few path lists, so that a sign-in often repeats the last one (the case it may skip).
+        4 => (prop::sample::select(PATH_LISTS), prop::bool::weighted(0.85))
+            .prop_map(|(p, sync)| Step::SignIn(p.to_vec(), sync)),
+        1 => name().prop_map(Step::CreateGroup),
+        1 => (name(), name()).prop_map(|(a, b)| Step::RenameGroup(a, b)),
+        1 => name().prop_map(Step::DeleteGroup),
+        1 => name().prop_map(Step::AddMember),
+        1 => name().prop_map(Step::RemoveMember),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever happens between sign-ins (groups created, renamed, deleted, memberships edited
+    /// by hand, synchronization switched off), a sign-in with synchronization on leaves the
+    /// memberships exactly `users` plus the groups named like its paths, whether it skipped the
+    /// synchronization or not; and it skips only when the memberships were already right.
+    #[test]
+    fn skipped_synchronization_never_leaves_memberships_stale(
+        steps in prop::collection::vec(step(), 1..24),
+    ) {
+        let mut conn = db::test_db();
+        for name in ["a", "b", "c"] {
+            groups::create(&conn, name, "", 1).unwrap();
+        }
+        let who = GitlabIdentity { id: 7, username: "gl".into(), name: "G".into(), email: None };
+        let group = |conn: &Connection, name: &str| groups::find_by_name(conn, name).unwrap();
+        let mut user: Option<i64> = None;
+        for (n, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::SignIn(paths, sync) => {
+                    let config = GitlabConfig {
+                        enabled: true,
+                        url: "https://gl".into(),
+                        application_id: Some("a".into()),
+                        secret: Some("s".into()),
+                        synchronize_groups: sync,
+                        allowed_groups: vec![],
+                        allow_users_to_sign_up: true,
+                    };
+                    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+                    let before = user.map(|id| users::group_names(&conn, id).unwrap());
+                    let s = complete(&mut conn, &config, &who, &paths, n as i64 + 2).unwrap();
+                    user = Some(s.user.id);
+                    let mut got = users::group_names(&conn, s.user.id).unwrap();
+                    got.sort();
+                    if sync {
+                        let mut expected: Vec<String> = groups::all_names(&conn)
+                            .unwrap()
+                            .into_iter()
+                            .filter(|g| g == "users" || paths.contains(g))
+                            .collect();
+                        expected.sort();
+                        prop_assert_eq!(&got, &expected, "step {}: {:?}", n, paths);
+                        if !s.groups_synchronized {
+                            let mut before = before.unwrap_or_default();
+                            before.sort();
+                            prop_assert_eq!(&got, &before, "skipped, so unchanged");
+                        }
+                    } else {
+                        prop_assert!(!s.groups_synchronized);
+                    }
+                }
+                Step::CreateGroup(name) => {
+                    if group(&conn, name).is_none() {
+                        groups::create(&conn, name, "", 1).unwrap();
+                    }
+                }
+                Step::RenameGroup(from, to) => {
+                    if let (Some(g), None) = (group(&conn, from), group(&conn, to)) {
+                        if !g.is_default {
+                            groups::update(&conn, g.id, to, "").unwrap();
+                        }
+                    }
+                }
+                Step::DeleteGroup(name) => {
+                    if let Some(g) = group(&conn, name).filter(|g| !g.is_default) {
+                        groups::delete(&conn, g.id).unwrap();
+                    }
+                }
+                Step::AddMember(name) => {
+                    if let (Some(g), Some(id)) = (group(&conn, name), user) {
+                        groups::add_member(&conn, g.id, id).unwrap();
+                    }
+                }
+                Step::RemoveMember(name) => {
+                    if let (Some(g), Some(id)) = (group(&conn, name), user) {
+                        groups::remove_member(&conn, g.id, id).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
