@@ -900,6 +900,73 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_to_skipped_synchronization_starts_empty_and_triggers_forget_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..6]).unwrap();
+        bootstrap(&mut conn, Some("admin-password-123"), 1).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), schema_version());
+        let rows = |conn: &Connection| -> Vec<i64> {
+            let mut stmt = conn
+                .prepare("SELECT user_id FROM gitlab_group_sync ORDER BY user_id")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert!(
+            rows(&conn).is_empty(),
+            "every user synchronizes once after the upgrade"
+        );
+        let user = |login: &str| -> i64 {
+            conn.execute(
+                "INSERT INTO users (login, name, created_at, updated_at) VALUES (?1, ?1, 1, 1)",
+                [login],
+            )
+            .unwrap();
+            conn.last_insert_rowid()
+        };
+        let (ann, bob) = (user("ann"), user("bob"));
+        let remember = |conn: &Connection| {
+            for id in [ann, bob] {
+                conn.execute(
+                    "INSERT OR REPLACE INTO gitlab_group_sync VALUES (?1, x'00')",
+                    [id],
+                )
+                .unwrap();
+            }
+        };
+        let g = groups::create(&conn, "g", "", 1).unwrap();
+        remember(&conn);
+        groups::add_member(&conn, g, ann).unwrap();
+        assert_eq!(
+            rows(&conn),
+            [bob],
+            "a membership added forgets that user only"
+        );
+        remember(&conn);
+        groups::remove_member(&conn, g, ann).unwrap();
+        assert_eq!(rows(&conn), [bob], "a membership removed");
+        remember(&conn);
+        groups::update(&conn, g, "g", "described").unwrap();
+        assert_eq!(rows(&conn), [ann, bob], "a new description changes nothing");
+        groups::update(&conn, g, "h", "").unwrap();
+        assert!(rows(&conn).is_empty(), "a group renamed forgets everyone");
+        remember(&conn);
+        groups::create(&conn, "i", "", 1).unwrap();
+        assert!(rows(&conn).is_empty(), "a group created");
+        remember(&conn);
+        groups::delete(&conn, g).unwrap();
+        assert!(rows(&conn).is_empty(), "a group deleted");
+        remember(&conn);
+        conn.execute("DELETE FROM users WHERE id = ?1", [ann])
+            .unwrap();
+        assert_eq!(rows(&conn), [bob], "a user deleted takes its row along");
+    }
+
+    #[test]
     fn upgrade_to_the_change_log_starts_it_at_the_current_generation() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_with(&mut conn, &MIGRATIONS[..5]).unwrap();
