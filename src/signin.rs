@@ -150,39 +150,9 @@ pub fn complete(
             (id, true)
         }
     };
-    // Step 11: group synchronization, skipped when the GitLab paths are those of the user's
-    // last synchronization and nothing it depends on has changed since (migration 7).
-    let digest = config
-        .synchronize_groups
-        .then(|| paths_digest(gitlab_groups));
-    let groups_synchronized = match &digest {
-        Some(digest) => !in_sync(&tx, user_id, digest)?,
-        None => false,
-    };
-    if let (true, Some(digest)) = (groups_synchronized, &digest) {
-        let current = member_groups(&tx, user_id)?;
-        // A path naming a group the user is already in needs no lookup (names are unique):
-        // once synchronized, a sign-in looks up only the default group and new paths.
-        let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
-        let unknown: Vec<&str> = gitlab_groups
-            .iter()
-            .map(String::as_str)
-            .filter(|path| !known.contains(path))
-            .collect();
-        let found = sync_candidates(&tx, &unknown)?;
-        let plan = provisioning::group_sync_plan(&current, &found, gitlab_groups);
-        for group_id in plan.add {
-            groups::add_member(&tx, group_id, user_id)?;
-        }
-        for group_id in plan.remove {
-            groups::remove_member(&tx, group_id, user_id)?;
-        }
-        // After the changes above, whose triggers deleted the previous row.
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO gitlab_group_sync (user_id, paths_digest) VALUES (?1, ?2)",
-        )?
-        .execute(params![user_id, digest.as_slice()])?;
-    }
+    // Step 11: group synchronization.
+    let groups_synchronized =
+        config.synchronize_groups && synchronize_groups(&tx, user_id, gitlab_groups)?;
     // Step 12: last connection and a fresh session.
     sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
     users::touch_last_connection(&tx, user_id, now)?;
@@ -197,6 +167,43 @@ pub fn complete(
         created,
         groups_synchronized,
     })
+}
+
+/// SPEC §5 step 11 for `user_id`, skipped when `gitlab_paths` are those of the user's last
+/// synchronization and nothing it depends on has changed since (migration 7). Returns whether
+/// it compared and wrote the memberships.
+fn synchronize_groups(
+    tx: &Connection,
+    user_id: i64,
+    gitlab_paths: &[String],
+) -> Result<bool, AppError> {
+    let digest = paths_digest(gitlab_paths);
+    if in_sync(tx, user_id, &digest)? {
+        return Ok(false);
+    }
+    let current = member_groups(tx, user_id)?;
+    // A path naming a group the user is already in needs no lookup (names are unique):
+    // once synchronized, a sign-in looks up only the default group and new paths.
+    let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
+    let unknown: Vec<&str> = gitlab_paths
+        .iter()
+        .map(String::as_str)
+        .filter(|path| !known.contains(path))
+        .collect();
+    let found = sync_candidates(tx, &unknown)?;
+    let plan = provisioning::group_sync_plan(&current, &found, gitlab_paths);
+    for group_id in plan.add {
+        groups::add_member(tx, group_id, user_id)?;
+    }
+    for group_id in plan.remove {
+        groups::remove_member(tx, group_id, user_id)?;
+    }
+    // After the changes above, whose triggers deleted the previous row.
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO gitlab_group_sync (user_id, paths_digest) VALUES (?1, ?2)",
+    )?
+    .execute(params![user_id, digest.as_slice()])?;
+    Ok(true)
 }
 
 /// Digest of a set of GitLab paths: SHA-256 of the sorted, distinct paths, each preceded by its
@@ -259,21 +266,27 @@ fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalG
     rows
 }
 
+/// A GitLab configuration for the tests: enabled, no allowed groups.
+#[cfg(test)]
+fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
+    GitlabConfig {
+        enabled: true,
+        url: "https://gl".into(),
+        application_id: Some("a".into()),
+        secret: Some("s".into()),
+        synchronize_groups: sync,
+        allowed_groups: vec![],
+        allow_users_to_sign_up: sign_up,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounts;
 
     fn config(sign_up: bool, sync: bool) -> GitlabConfig {
-        GitlabConfig {
-            enabled: true,
-            url: "https://gl".into(),
-            application_id: Some("a".into()),
-            secret: Some("s".into()),
-            synchronize_groups: sync,
-            allowed_groups: vec![],
-            allow_users_to_sign_up: sign_up,
-        }
+        test_config(sign_up, sync)
     }
 
     fn ann() -> GitlabIdentity {

@@ -43,11 +43,7 @@ pub fn search(
         active,
         offset,
         limit,
-        &Where {
-            keep_max: KEEP_MAX,
-            kept: &KEPT,
-            held: &user_image::HELD,
-        },
+        &Where::new(&KEPT, &user_image::HELD),
     )?;
     Ok((rows(conn, &ids)?, total))
 }
@@ -74,6 +70,17 @@ struct Where<'a> {
     keep_max: usize,
     kept: &'a Kept,
     held: &'a Held,
+}
+
+impl<'a> Where<'a> {
+    /// These kept searches and held lists, keeping up to [`KEEP_MAX`] matches.
+    fn new(kept: &'a Kept, held: &'a Held) -> Self {
+        Where {
+            keep_max: KEEP_MAX,
+            kept,
+            held,
+        }
+    }
 }
 
 /// The ids of the page and the total, and how they were found.
@@ -774,11 +781,7 @@ mod tests {
         let conn = test_db();
         people(&conn);
         let (kept, held) = (Kept::new(), Held::new());
-        let at = Where {
-            keep_max: KEEP_MAX,
-            kept: &kept,
-            held: &held,
-        };
+        let at = Where::new(&kept, &held);
         // Read once and kept; then every page, past the end and an empty page from what was
         // kept. Any case of the text is the same search.
         expect_ways(
@@ -860,11 +863,7 @@ mod tests {
         let conn = test_db();
         people(&conn);
         let (kept, held) = (Kept::new(), Held::new());
-        let at = Where {
-            keep_max: KEEP_MAX,
-            kept: &kept,
-            held: &held,
-        };
+        let at = Where::new(&kept, &held);
         expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
         // A new match sorting first: the next page reflects it, its total followed and its
         // list read to the page.
@@ -993,11 +992,7 @@ mod tests {
         let conn = test_db();
         people(&conn);
         let (kept, held) = (Kept::new(), Held::new());
-        let at = Where {
-            keep_max: KEEP_MAX,
-            kept: &kept,
-            held: &held,
-        };
+        let at = Where::new(&kept, &held);
         // (One set of kept searches, as labgate has: each search brings all of it along.)
         let few_at = Where { keep_max: 10, ..at };
         expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);

@@ -55,15 +55,7 @@ proptest! {
         }
         let before_ann = memberships(&conn, "ann");
         let before_admin = memberships(&conn, "admin");
-        let config = GitlabConfig {
-            enabled: true,
-            url: "https://gl".into(),
-            application_id: Some("a".into()),
-            secret: Some("s".into()),
-            synchronize_groups: true,
-            allowed_groups: vec![],
-            allow_users_to_sign_up: true,
-        };
+        let config = test_config(true, true);
         let who = GitlabIdentity { id: 42, username: username.into(), name: "G".into(), email: None };
         let paths: Vec<String> = gitlab_groups.iter().map(|s| s.to_string()).collect();
         let signed = complete(&mut conn, &config, &who, &paths, 2).unwrap();
@@ -141,15 +133,7 @@ proptest! {
         for (n, step) in steps.into_iter().enumerate() {
             match step {
                 Step::SignIn(paths, sync) => {
-                    let config = GitlabConfig {
-                        enabled: true,
-                        url: "https://gl".into(),
-                        application_id: Some("a".into()),
-                        secret: Some("s".into()),
-                        synchronize_groups: sync,
-                        allowed_groups: vec![],
-                        allow_users_to_sign_up: true,
-                    };
+                    let config = test_config(true, sync);
                     let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
                     let before = user.map(|id| users::group_names(&conn, id).unwrap());
                     let s = complete(&mut conn, &config, &who, &paths, n as i64 + 2).unwrap();
