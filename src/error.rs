@@ -17,7 +17,11 @@ pub enum AppError {
     Csrf,
     NotFound(String),
     PayloadTooLarge,
-    TooManyRequests(String),
+    /// Refused for now; `retry_after` seconds is sent as `Retry-After`.
+    TooManyRequests {
+        message: String,
+        retry_after: u64,
+    },
     Unavailable(String),
     Db(rusqlite::Error),
     Internal(String),
@@ -36,6 +40,23 @@ impl AppError {
         AppError::NotFound(message.into())
     }
 
+    /// 429 with `Retry-After: retry_after` (at least one second).
+    pub fn too_many(message: impl Into<String>, retry_after: i64) -> AppError {
+        AppError::TooManyRequests {
+            message: message.into(),
+            retry_after: retry_after.max(1) as u64,
+        }
+    }
+
+    /// The `Retry-After` of a refusal that passes with time.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            AppError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
     /// The HTTP status of this error. Exhaustive on purpose: a new kind must choose.
     pub fn status(&self) -> u16 {
         match self {
@@ -44,7 +65,7 @@ impl AppError {
             AppError::Forbidden | AppError::Csrf => 403,
             AppError::NotFound(_) => 404,
             AppError::PayloadTooLarge => 413,
-            AppError::TooManyRequests(_) => 429,
+            AppError::TooManyRequests { .. } => 429,
             AppError::Unavailable(_) => 503,
             AppError::Db(_) | AppError::Internal(_) => 500,
         }
@@ -61,7 +82,7 @@ impl AppError {
             AppError::Rule(m)
             | AppError::Unauthorized(m)
             | AppError::NotFound(m)
-            | AppError::TooManyRequests(m)
+            | AppError::TooManyRequests { message: m, .. }
             | AppError::Unavailable(m) => m.clone(),
             AppError::Forbidden => "Insufficient privileges".into(),
             AppError::Csrf => "Invalid or missing CSRF token".into(),

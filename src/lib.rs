@@ -23,7 +23,6 @@ pub mod web;
 
 use config::Config;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 /// Creates the data directory (mode 0700) if missing and checks it can be written.
@@ -110,18 +109,13 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
     server::spawn(listen, |bound| {
-        Arc::new(web::App {
-            pool: db::Pool::new(config.db_path(), 8),
-            config: config.clone(),
-            throttle: throttle::Throttle::new(),
-            sign_in_starts: throttle::SignInStarts::new(),
+        Arc::new(web::App::new(
+            config.clone(),
             bound,
-            draining: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            server_id: server_id.clone(),
-            gitlab: gitlab.clone(),
-            callers: web::caller_cache::CallerCache::default(),
-        })
+            server_id.clone(),
+            gitlab.clone(),
+            web::POOL_SIZE,
+        ))
     })
     .map_err(|e| {
         let reason = match e.kind() {

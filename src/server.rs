@@ -109,7 +109,7 @@ impl Drop for InFlight<'_> {
 
 /// The peer address: oxhttp gives handlers none, but names each connection's thread after it
 /// (a thread's name never changes, so it is read once per thread).
-pub(crate) fn peer_address() -> Option<SocketAddr> {
+fn peer_address() -> Option<SocketAddr> {
     thread_local! {
         static PEER: Option<SocketAddr> = {
             let current = std::thread::current();
@@ -153,8 +153,10 @@ impl std::fmt::Display for Millis {
     }
 }
 
-/// The client address for throttling: only believed from `X-Forwarded-For` when the request
-/// comes from a configured trusted proxy (the right-most address not itself a proxy).
+/// The client address for throttling. From a configured trusted proxy: the right-most
+/// `X-Forwarded-For` address not itself a proxy. Otherwise the peer, except a loopback peer,
+/// which is taken for a reverse proxy on the same machine speaking for every client and
+/// counted as no address (name it in `--trusted-proxies` to count its clients apart).
 pub fn client_address(
     peer: Option<IpAddr>,
     forwarded_for: Option<&str>,
@@ -162,7 +164,11 @@ pub fn client_address(
 ) -> Option<IpAddr> {
     let peer = peer?;
     if !trusted.contains(&peer) {
-        return None;
+        let mapped = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        return (!mapped.is_loopback()).then_some(peer);
     }
     forwarded_for?
         .split(',')
@@ -408,8 +414,11 @@ mod tests {
         let proxy: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "10.1.1.1".parse().unwrap();
         let xff = Some("203.0.113.9, 198.51.100.2");
+        // An untrusted peer is the client, whatever it claims; a loopback one counts as none.
         assert_eq!(client_address(Some(proxy), xff, &[]), None);
-        assert_eq!(client_address(Some(other), xff, &[proxy]), None);
+        assert_eq!(client_address(Some(other), xff, &[proxy]), Some(other));
+        let mapped_loopback: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client_address(Some(mapped_loopback), xff, &[]), None);
         assert_eq!(
             client_address(Some(proxy), xff, &[proxy]),
             Some("198.51.100.2".parse().unwrap())
@@ -437,18 +446,13 @@ mod tests {
             ..Default::default()
         };
         let config = crate::config::Config::from_flags(&flags, &|_| None).unwrap();
-        Arc::new(App {
-            pool: crate::db::Pool::new(config.db_path(), 2),
+        Arc::new(App::new(
             config,
-            throttle: crate::throttle::Throttle::new(),
-            sign_in_starts: crate::throttle::SignInStarts::new(),
             bound,
-            draining: std::sync::atomic::AtomicBool::new(false),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            server_id: "test".into(),
-            gitlab: crate::gitlab::Client::new(None).unwrap(),
-            callers: crate::web::caller_cache::CallerCache::default(),
-        })
+            "test".into(),
+            crate::gitlab::Client::new(None).unwrap(),
+            2,
+        ))
     }
 
     fn panics_on_boom(_app: &App, req: &Req) -> Resp {

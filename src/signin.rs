@@ -73,12 +73,26 @@ const ACCOUNT_BY_USERNAME: &str = "SELECT id, active, external_id FROM users \
      WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
      AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1";
 
-/// Runs steps 7–12. Nothing is written unless the sign-in succeeds.
+/// Runs steps 7–12 for a browser that had no session. Nothing is written unless the sign-in
+/// succeeds.
 pub fn complete(
     conn: &mut Connection,
     config: &GitlabConfig,
     who: &GitlabIdentity,
     gitlab_groups: &[String],
+    now: i64,
+) -> Result<SignedIn, SignInError> {
+    complete_replacing(conn, config, who, gitlab_groups, None, now)
+}
+
+/// [`complete`], ending the browser's previous session (`previous_session`, its id hash) in
+/// the same transaction.
+pub fn complete_replacing(
+    conn: &mut Connection,
+    config: &GitlabConfig,
+    who: &GitlabIdentity,
+    gitlab_groups: &[String],
+    previous_session: Option<&str>,
     now: i64,
 ) -> Result<SignedIn, SignInError> {
     let gitlab_id = who.id.to_string();
@@ -156,6 +170,9 @@ pub fn complete(
     // Step 12: last connection and a fresh session.
     sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
     users::touch_last_connection(&tx, user_id, now)?;
+    if let Some(previous) = previous_session {
+        sessions::delete(&tx, previous)?;
+    }
     let (session_value, session) = sessions::create(&tx, user_id, now)?;
     let user = users::find_by_id(&tx, user_id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;

@@ -1,6 +1,6 @@
 //! `api/system/*`, `api/server/version` and `api/authentication/*`.
 
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::web::auth;
 use crate::web::request::Resp;
 use crate::web::{Ctx, VERSION};
@@ -26,15 +26,37 @@ pub fn health(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     Ok(Resp::json(&json!({ "health": "GREEN", "causes": [] })))
 }
 
+/// `POST api/authentication/login`: `login` and `password` from the form body only (never the
+/// query string, which ends up in logs and browser history); a request from another site is
+/// refused (login CSRF); the session the caller had is ended with the new one's start.
 pub fn login(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let login = ctx.req.required("login")?.to_string();
-    let password = ctx.req.param("password").unwrap_or("").to_string();
-    let user = auth::check_password(ctx.app, &ctx.conn, &login, &password, ctx.req, ctx.now)?;
+    if auth::cross_site(ctx.req, &ctx.base_url()) {
+        log::warn!("sign-in provider=local outcome=refused reason=cross-site request");
+        return Err(AppError::Forbidden);
+    }
+    let Some(login) = ctx.req.form.get("login").map(str::trim).filter(|l| !l.is_empty()) else {
+        return Err(AppError::invalid(
+            "login",
+            "The 'login' parameter is missing (send it in the form body)",
+        ));
+    };
+    let login = login.to_string();
+    let password = ctx.req.form.get("password").unwrap_or("").to_string();
+    let client = ctx.req.client_ip;
+    let user = auth::check_password(ctx.app, &mut ctx.conn, &login, &password, client, ctx.now)?;
     log::info!(
         "sign-in provider=local login={:?} outcome=accepted",
         user.login
     );
-    let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, ctx.now)?;
+    let previous = ctx.caller.as_ref().and_then(|c| c.session());
+    let previous = previous.map(|s| s.id_hash.clone());
+    let cookies = auth::start_session(
+        ctx.app,
+        &mut ctx.conn,
+        &user,
+        previous.as_deref(),
+        ctx.now,
+    )?;
     ctx.cookies.extend(cookies);
     Ok(Resp::no_content())
 }

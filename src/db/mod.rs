@@ -669,16 +669,55 @@ pub struct PooledConn<'a> {
     conn: Option<Connection>,
 }
 
+impl PooledConn<'_> {
+    /// Gives the connection back to the pool while the request waits on something slow
+    /// (password hashing, a throttle, a call to GitLab), so that a flood of such requests
+    /// cannot starve everyone else of connections. [`PooledConn::reacquire`] takes one again;
+    /// using the connection in between is a bug (it panics, and the request answers 500).
+    /// Outside a transaction only: an open transaction would be rolled back.
+    pub fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(conn);
+        }
+    }
+
+    /// Takes a connection again after [`PooledConn::release`], waiting up to `wait`; a no-op
+    /// when one is held.
+    pub fn reacquire(&mut self, wait: Duration) -> Result<(), crate::error::AppError> {
+        if self.conn.is_none() {
+            let mut fresh = self.pool.get(wait)?;
+            self.conn = fresh.conn.take();
+        }
+        Ok(())
+    }
+
+    /// Runs `slow` with the connection given back to the pool, then takes one again.
+    pub fn released<T>(
+        &mut self,
+        wait: Duration,
+        slow: impl FnOnce() -> T,
+    ) -> Result<T, crate::error::AppError> {
+        self.release();
+        let out = slow();
+        self.reacquire(wait)?;
+        Ok(out)
+    }
+}
+
 impl Deref for PooledConn<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("connection present until drop")
+        self.conn
+            .as_ref()
+            .expect("connection used while released to the pool")
     }
 }
 
 impl DerefMut for PooledConn<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn.as_mut().expect("connection present until drop")
+        self.conn
+            .as_mut()
+            .expect("connection used while released to the pool")
     }
 }
 

@@ -34,6 +34,11 @@ pub const MAX_SMALL_BODY: u64 = 1024 * 1024;
 pub const MAX_PAGE_BODY: u64 = 4 * 1024 * 1024;
 /// Most group pages followed (100 groups each).
 pub const MAX_PAGES: usize = 100;
+/// Most GitLab group paths one sign-in accepts (GitLab's own limits make real users far
+/// fewer); bounds the memory a hostile GitLab can make one sign-in hold.
+pub const MAX_GROUP_PATHS: usize = 10_000;
+/// Most bytes of group path text one sign-in accepts, over all pages.
+pub const MAX_GROUP_PATH_BYTES: usize = 2 * 1024 * 1024;
 /// Longest single wait for a `Retry-After`.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(3);
 /// Retries of a GET after a 429 (a 5xx gets one).

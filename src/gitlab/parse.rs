@@ -2,7 +2,10 @@
 //! `Retry-After`, the retry decision and the wording of errors. No I/O; safe on any input
 //! (they are fuzzing targets).
 
-use super::{GitlabError, GitlabUser, MAX_RETRIES, MAX_RETRY_WAIT, SERVER_ERROR_PAUSE};
+use super::{
+    GitlabError, GitlabUser, MAX_GROUP_PATHS, MAX_GROUP_PATH_BYTES, MAX_RETRIES, MAX_RETRY_WAIT,
+    SERVER_ERROR_PAUSE,
+};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::time::Duration;
@@ -62,11 +65,48 @@ pub fn parse_groups_page(body: &[u8]) -> Result<Vec<String>, GitlabError> {
 /// `&str`, so serde_json neither validates each member name again nor allocates for one;
 /// `full_path` is borrowed from the body (owned only when it holds escapes) and every other
 /// member is skipped (serde's derive reads unknown fields as `IgnoredAny`).
+///
+/// What one sign-in may hold is bounded whatever GitLab sends: at most [`MAX_GROUP_PATHS`]
+/// paths and [`MAX_GROUP_PATH_BYTES`] of path text in `paths` over all pages (past either the
+/// answer is refused as malformed), and the page is read element by element into `paths`
+/// without an intermediate list.
 pub fn read_groups_page(body: &[u8], paths: &mut Vec<String>) -> Result<(), GitlabError> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
     #[derive(Deserialize)]
     struct Group<'a> {
         #[serde(borrow)]
         full_path: Cow<'a, str>,
+    }
+    /// Appends each group's path to `paths` within the bounds.
+    struct Bounded<'p>(&'p mut Vec<String>, usize);
+    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Bounded<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of groups")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let Bounded(paths, mut bytes) = self;
+            while let Some(group) = seq.next_element::<Group<'de>>()? {
+                if group.full_path.is_empty() {
+                    continue;
+                }
+                bytes += group.full_path.len();
+                if paths.len() >= MAX_GROUP_PATHS || bytes > MAX_GROUP_PATH_BYTES {
+                    return Err(A::Error::custom(format!(
+                        "more than {MAX_GROUP_PATHS} groups or {MAX_GROUP_PATH_BYTES} bytes of \
+                         group paths for one user"
+                    )));
+                }
+                paths.push(group.full_path.into_owned());
+            }
+            Ok(())
+        }
     }
     let malformed = |detail: String| GitlabError::Malformed {
         step: "groups",
@@ -74,14 +114,16 @@ pub fn read_groups_page(body: &[u8], paths: &mut Vec<String>) -> Result<(), Gitl
     };
     let text = std::str::from_utf8(body)
         .map_err(|e| malformed(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-    let groups: Vec<Group<'_>> =
-        serde_json::from_str(text).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
-    paths.extend(
-        groups
-            .into_iter()
-            .filter(|g| !g.full_path.is_empty())
-            .map(|g| g.full_path.into_owned()),
-    );
+    let before = paths.len();
+    let bytes: usize = paths.iter().map(String::len).sum();
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let read = Bounded(paths, bytes)
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end());
+    if let Err(e) = read {
+        paths.truncate(before);
+        return Err(malformed(clean(&e.to_string(), MAX_DETAIL)));
+    }
     Ok(())
 }
 
@@ -531,6 +573,25 @@ mod tests {
         assert_eq!(paths, vec!["before", "a"]);
         assert!(read_groups_page(br#"[{"full_path":"b"},{"id":1}]"#, &mut paths).is_err());
         assert_eq!(paths, vec!["before", "a"]);
+    }
+
+    #[test]
+    fn group_paths_of_one_sign_in_are_bounded_in_number_and_bytes() {
+        let page = |n: usize, len: usize| {
+            let one = format!("{{\"full_path\":\"{}\",\"id\":1}}", "g".repeat(len));
+            format!("[{}]", vec![one; n].join(","))
+        };
+        let mut paths = Vec::new();
+        read_groups_page(page(MAX_GROUP_PATHS - 1, 1).as_bytes(), &mut paths).unwrap();
+        read_groups_page(page(1, 1).as_bytes(), &mut paths).unwrap();
+        assert_eq!(paths.len(), MAX_GROUP_PATHS);
+        let over = read_groups_page(page(1, 1).as_bytes(), &mut paths);
+        assert!(matches!(over, Err(GitlabError::Malformed { .. })), "{over:?}");
+        assert_eq!(paths.len(), MAX_GROUP_PATHS, "left as it was");
+        let mut paths = Vec::new();
+        let long = page(MAX_GROUP_PATH_BYTES / 4096 + 1, 4096);
+        assert!(read_groups_page(long.as_bytes(), &mut paths).is_err());
+        assert!(paths.is_empty());
     }
 
     #[test]

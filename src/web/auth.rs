@@ -7,13 +7,14 @@ use super::request::Req;
 use super::App;
 use crate::authz;
 use crate::crypto;
-use crate::db::{self, sessions, tokens, users};
+use crate::db::{self, sessions, tokens, users, PooledConn};
 use crate::error::{AppError, AppResult};
 use crate::model::Permission;
 use crate::throttle::Verdict;
 use base64::Engine;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "labgate_session";
@@ -102,8 +103,14 @@ fn unauthorized() -> AppError {
 
 /// Resolves the caller from the Authorization header, else the session cookie. Session and
 /// token callers come from `app.callers` when nothing was committed since they were read (see
-/// [`super::caller_cache`]).
-pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<Credentials> {
+/// [`super::caller_cache`]). A password in Basic credentials is checked with the connection
+/// given back to the pool ([`check_password`]).
+pub fn resolve(
+    app: &App,
+    conn: &mut PooledConn<'_>,
+    req: &Req,
+    now: i64,
+) -> AppResult<Credentials> {
     if let Some(header) = req.header("authorization") {
         let header = header.trim();
         let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
@@ -118,14 +125,14 @@ pub fn resolve(app: &App, conn: &Connection, req: &Req, now: i64) -> AppResult<C
             if password.is_empty() {
                 return token_caller(app, conn, &user, now);
             }
-            return match check_password(app, conn, &user, &password, req, now) {
+            return match check_password(app, conn, &user, &password, req.client_ip, now) {
                 Ok(u) => Ok(match load_identity(conn, u.id)? {
                     Some(identity) => {
                         Credentials::Valid(Box::new(Caller::new(&identity, Via::Password)))
                     }
                     None => Credentials::Invalid(unauthorized()),
                 }),
-                Err(e @ AppError::TooManyRequests(_)) => Ok(Credentials::Invalid(e)),
+                Err(e @ AppError::TooManyRequests { .. }) => Ok(Credentials::Invalid(e)),
                 Err(AppError::Unauthorized(_)) => Ok(Credentials::Invalid(unauthorized())),
                 Err(e) => Err(e),
             };
@@ -264,47 +271,63 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Checks a local login and password, throttled per login, per client address and globally.
-/// Errors: 401 for wrong credentials (same answer for unknown logins), 429 while locked.
+/// How long a password check waits for a hashing slot before answering 429.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks a local login and password, throttled per login and client network ([`Throttle`]).
+/// A lock answers 429 at once. The connection is given back to the pool while the password is
+/// verified (under [`HashingSlots`]: 429 when none comes free in time), so that wrong
+/// passwords cannot starve other requests of connections. Errors: 401 for wrong credentials
+/// (same answer and cost for unknown logins), 429 while locked or busy.
+///
+/// [`Throttle`]: crate::throttle::Throttle
+/// [`HashingSlots`]: crate::throttle::HashingSlots
 pub fn check_password(
     app: &App,
-    conn: &Connection,
+    conn: &mut PooledConn<'_>,
     login: &str,
     password: &str,
-    req: &Req,
+    client: Option<IpAddr>,
     now: i64,
 ) -> AppResult<users::User> {
-    match app.throttle.check(login, req.client_ip, now) {
-        Verdict::Allow => {}
-        Verdict::Slow(wait) => std::thread::sleep(wait),
-        Verdict::Locked(secs) => {
-            log::warn!(
-                "sign-in provider=local login={login:?} outcome=refused reason=throttled for {secs}s"
-            );
-            return Err(AppError::TooManyRequests(format!(
-                "Too many failed sign-in attempts. Try again in {secs} seconds."
-            )));
-        }
+    if let Verdict::Locked(secs) = app.throttle.check(login, client, now) {
+        log::warn!(
+            "sign-in provider=local login={login:?} outcome=refused reason=throttled for {secs}s"
+        );
+        return Err(AppError::too_many(
+            format!("Too many failed sign-in attempts. Try again in {secs} seconds."),
+            secs,
+        ));
     }
     let user = users::find_by_login(conn, login)?;
     let hash = match &user {
         Some(u) if u.active => users::password_hash(conn, u.id)?,
         _ => None,
     };
-    let ok = match &hash {
-        Some(h) => crypto::verify_password(password, h),
-        None => {
-            crypto::dummy_verify(password);
-            false
-        }
+    let verified = conn.released(super::POOL_WAIT, || {
+        let _slot = app.hashing.acquire(HASHING_WAIT)?;
+        Some(match &hash {
+            Some(h) => crypto::verify_password(password, h),
+            None => {
+                crypto::dummy_verify(password);
+                false
+            }
+        })
+    })?;
+    let Some(ok) = verified else {
+        log::warn!("sign-in provider=local login={login:?} outcome=refused reason=busy");
+        return Err(AppError::too_many(
+            "The server is busy checking passwords. Try again in a moment.",
+            1,
+        ));
     };
     match user {
         Some(u) if ok => {
-            app.throttle.record_success(login);
+            app.throttle.record_success(login, client, now);
             Ok(u)
         }
         _ => {
-            app.throttle.record_failure(login, req.client_ip, now);
+            app.throttle.record_failure(login, client, now);
             log::info!(
                 "sign-in provider=local login={login:?} outcome=refused reason=bad credentials"
             );
@@ -313,11 +336,13 @@ pub fn check_password(
     }
 }
 
-/// Creates a session for a user who just proved who they are; returns the cookies to set.
+/// Creates a session for a user who just proved who they are, ending the session the browser
+/// had (`previous`, its id hash) in the same transaction; returns the cookies to set.
 pub fn start_session(
     app: &App,
     conn: &mut Connection,
     user: &users::User,
+    previous: Option<&str>,
     now: i64,
 ) -> AppResult<Vec<String>> {
     let timeout = crate::settings::session_timeout_secs(conn)?;
@@ -329,6 +354,9 @@ pub fn start_session(
     }
     // Sessions that ran out are removed as new ones start, so the table does not grow.
     sessions::purge_expired(&tx, now, timeout)?;
+    if let Some(previous) = previous {
+        sessions::delete(&tx, previous)?;
+    }
     let (value, session) = sessions::create(&tx, user.id, now)?;
     users::touch_last_connection(&tx, user.id, now)?;
     tx.commit()?;
@@ -371,6 +399,29 @@ pub fn clear_cookies() -> Vec<String> {
     ]
 }
 
+/// The origin (`scheme://host[:port]`) of a URL, lower-cased.
+pub fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_ascii_lowercase()
+}
+
+/// Whether a browser sent this request from another site: an `Origin` that is not labgate's
+/// own (`base_url`'s), or `Sec-Fetch-Site: cross-site`. Clients that are not browsers send
+/// neither and pass. Sign-in forms check it so that no other site can sign a browser in to an
+/// account of the attacker's choosing (login CSRF).
+pub fn cross_site(req: &Req, base_url: &str) -> bool {
+    let foreign_origin = req
+        .header("origin")
+        .is_some_and(|o| o.trim().to_ascii_lowercase() != origin_of(base_url));
+    let fetch_site = req
+        .header("sec-fetch-site")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"));
+    foreign_origin || fetch_site
+}
+
 /// Whether a cookie-authenticated write carries the session's CSRF token.
 pub fn csrf_ok(req: &Req, session: &sessions::Session) -> bool {
     let presented = req.header(XSRF_HEADER).or_else(|| req.form.get(CSRF_FIELD));
@@ -396,18 +447,13 @@ mod tests {
         let mut conn = db::open(&config.db_path()).unwrap();
         db::migrate(&mut conn).unwrap();
         db::bootstrap(&mut conn, Some("admin-password-123"), 0).unwrap();
-        App {
-            pool: db::Pool::new(config.db_path(), 2),
+        App::new(
             config,
-            throttle: crate::throttle::Throttle::new(),
-            sign_in_starts: crate::throttle::SignInStarts::new(),
-            bound: "127.0.0.1:9".parse().unwrap(),
-            draining: std::sync::atomic::AtomicBool::new(false),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            server_id: "test".into(),
-            gitlab: crate::gitlab::Client::new(None).unwrap(),
-            callers: super::super::caller_cache::CallerCache::default(),
-        }
+            "127.0.0.1:9".parse().unwrap(),
+            "test".into(),
+            crate::gitlab::Client::new(None).unwrap(),
+            2,
+        )
     }
 
     fn request(headers: Vec<(String, String)>) -> Req {
@@ -440,16 +486,18 @@ mod tests {
     #[test]
     fn a_cached_session_is_touched_once_a_minute_and_expires_when_idle() {
         let app = app("session");
-        let conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
+        let mut conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
         let idle = crate::settings::session_timeout_secs(&conn).unwrap();
         let (value, _) = sessions::create(&conn, 1, 1_000).unwrap();
         let req = with_cookie(&value);
-        let valid = |now| matches!(resolve(&app, &conn, &req, now), Ok(Credentials::Valid(_)));
-        assert!(valid(1_001));
+        let valid = |conn: &mut PooledConn<'_>, now| {
+            matches!(resolve(&app, conn, &req, now), Ok(Credentials::Valid(_)))
+        };
+        assert!(valid(&mut conn, 1_001));
         assert_eq!(app.callers.len(), 1, "cached");
-        assert!(valid(1_030));
+        assert!(valid(&mut conn, 1_030));
         assert_eq!(last_seen(&conn, &value), Some(1_000), "not yet a minute");
-        assert!(valid(1_060));
+        assert!(valid(&mut conn, 1_060));
         assert_eq!(
             last_seen(&conn, &value),
             Some(1_060),
@@ -457,9 +505,9 @@ mod tests {
         );
         assert_eq!(app.callers.len(), 1, "still cached after the touch");
         // Kept alive by the touch: idle since 1_060, not since 1_000.
-        assert!(valid(1_000 + idle));
+        assert!(valid(&mut conn, 1_000 + idle));
         assert!(matches!(
-            resolve(&app, &conn, &req, 1_000 + idle + 60 + idle),
+            resolve(&app, &mut conn, &req, 1_000 + idle + 60 + idle),
             Ok(Credentials::StaleSession)
         ));
         assert_eq!(
@@ -472,20 +520,22 @@ mod tests {
     #[test]
     fn a_cached_token_expires_on_its_date_and_records_its_use_once_a_minute() {
         let app = app("token");
-        let conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
+        let mut conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
         let token = tokens::create(&conn, 1, "ci", Some(2_000), 1_000).unwrap();
         let req = request(vec![("Authorization".into(), format!("Bearer {token}"))]);
-        let valid = |now| matches!(resolve(&app, &conn, &req, now), Ok(Credentials::Valid(_)));
-        let last_used = || tokens::list(&conn, 1).unwrap()[0].last_connection_at;
-        assert!(valid(1_001));
-        assert_eq!(last_used(), Some(1_001));
-        assert!(valid(1_050));
-        assert_eq!(last_used(), Some(1_001), "at most once a minute");
-        assert!(valid(1_062));
-        assert_eq!(last_used(), Some(1_062), "recorded from the cache");
-        assert!(valid(1_999));
+        let valid = |conn: &mut PooledConn<'_>, now| {
+            matches!(resolve(&app, conn, &req, now), Ok(Credentials::Valid(_)))
+        };
+        let last_used = |conn: &Connection| tokens::list(conn, 1).unwrap()[0].last_connection_at;
+        assert!(valid(&mut conn, 1_001));
+        assert_eq!(last_used(&conn), Some(1_001));
+        assert!(valid(&mut conn, 1_050));
+        assert_eq!(last_used(&conn), Some(1_001), "at most once a minute");
+        assert!(valid(&mut conn, 1_062));
+        assert_eq!(last_used(&conn), Some(1_062), "recorded from the cache");
+        assert!(valid(&mut conn, 1_999));
         assert!(matches!(
-            resolve(&app, &conn, &req, 2_000),
+            resolve(&app, &mut conn, &req, 2_000),
             Ok(Credentials::Invalid(AppError::Unauthorized(_)))
         ));
     }
@@ -496,11 +546,11 @@ mod tests {
         let mut conn = app.pool.get(std::time::Duration::from_secs(1)).unwrap();
         let (value, _) = sessions::create(&conn, 1, 1_000).unwrap();
         let req = with_cookie(&value);
-        let caller = |conn: &Connection| match resolve(&app, conn, &req, 1_001) {
+        let caller = |conn: &mut PooledConn<'_>| match resolve(&app, conn, &req, 1_001) {
             Ok(Credentials::Valid(c)) => c,
             _ => panic!("not signed in"),
         };
-        assert!(caller(&conn).is_admin());
+        assert!(caller(&mut conn).is_admin());
         let tx = db::write_tx(&mut conn).unwrap();
         db::permissions::grant_user(&tx, 1, Permission::Admin).unwrap();
         let group = db::groups::find_by_name(&tx, db::ADMIN_GROUP)
@@ -509,10 +559,10 @@ mod tests {
         db::permissions::revoke_group(&tx, group.id, Permission::Admin).unwrap();
         db::permissions::revoke_user(&tx, 1, Permission::Admin).unwrap();
         tx.commit().unwrap();
-        assert!(!caller(&conn).is_admin());
+        assert!(!caller(&mut conn).is_admin());
         sessions::delete(&conn, &crypto::sha256_hex(&value)).unwrap();
         assert!(matches!(
-            resolve(&app, &conn, &req, 1_002),
+            resolve(&app, &mut conn, &req, 1_002),
             Ok(Credentials::StaleSession)
         ));
     }

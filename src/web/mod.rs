@@ -26,8 +26,12 @@ pub struct App {
     pub config: Config,
     pub pool: Pool,
     pub throttle: Throttle,
+    /// Password verifications running at once.
+    pub hashing: crate::throttle::HashingSlots,
     /// GitLab sign-ins started per client network.
     pub sign_in_starts: crate::throttle::SignInStarts,
+    /// GitLab sign-in callbacks per client network (each may cost calls to GitLab).
+    pub sign_in_callbacks: crate::throttle::SignInStarts,
     /// The address actually bound (port 0 resolved).
     pub bound: SocketAddr,
     /// Set on SIGTERM: new requests answer 503.
@@ -41,7 +45,36 @@ pub struct App {
     pub callers: caller_cache::CallerCache,
 }
 
+/// Connections the pool opens at most.
+pub const POOL_SIZE: usize = 8;
+/// Longest wait for a pooled connection before answering 503.
+pub const POOL_WAIT: Duration = Duration::from_secs(10);
+
 impl App {
+    /// The state of a server bound to `bound`, with a pool of `pool_size` connections.
+    pub fn new(
+        config: Config,
+        bound: SocketAddr,
+        server_id: String,
+        gitlab: crate::gitlab::Client,
+        pool_size: usize,
+    ) -> App {
+        App {
+            pool: Pool::new(config.db_path(), pool_size),
+            config,
+            throttle: Throttle::new(),
+            hashing: crate::throttle::HashingSlots::per_core(),
+            sign_in_starts: crate::throttle::SignInStarts::new(),
+            sign_in_callbacks: crate::throttle::SignInStarts::new(),
+            bound,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            server_id,
+            gitlab,
+            callers: caller_cache::CallerCache::default(),
+        }
+    }
+
     pub fn now(&self) -> i64 {
         chrono::Utc::now().timestamp()
     }
@@ -155,9 +188,16 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
         }
         return fail(AppError::not_found("Unknown URL"));
     };
-    let conn = match app.pool.get(Duration::from_secs(10)) {
+    let conn = match app.pool.get(POOL_WAIT) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => {
+            let retry_after = e.retry_after();
+            let resp = fail(e);
+            return match retry_after {
+                Some(secs) => resp.with_header("Retry-After", secs.to_string()),
+                None => resp,
+            };
+        }
     };
     let now = app.now();
     let mut ctx = Ctx {
@@ -169,10 +209,25 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
         cookies: Vec::new(),
     };
     let result = authorize_and_run(&mut ctx, route);
+    // A handler may have given its connection back to the pool and failed to take one again:
+    // rendering the error page needs one.
+    if let Err(e) = ctx.conn.reacquire(POOL_WAIT) {
+        return fail(e);
+    }
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(err) if !is_api => pages::error_page(&mut ctx, err),
-        Err(err) => Resp::api_error(&err),
+        Err(err) => {
+            let retry_after = err.retry_after();
+            let resp = if is_api {
+                Resp::api_error(&err)
+            } else {
+                pages::error_page(&mut ctx, err)
+            };
+            match retry_after {
+                Some(secs) => resp.with_header("Retry-After", secs.to_string()),
+                None => resp,
+            }
+        }
     };
     for cookie in ctx.cookies.drain(..) {
         resp.headers.push(("Set-Cookie".into(), cookie));
@@ -185,7 +240,7 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
         route.path,
         "/api/authentication/login" | "/api/authentication/validate" | "/sessions/new"
     );
-    match auth::resolve(ctx.app, &ctx.conn, ctx.req, ctx.now)? {
+    match auth::resolve(ctx.app, &mut ctx.conn, ctx.req, ctx.now)? {
         Credentials::Valid(caller) => ctx.caller = Some(*caller),
         Credentials::None => {}
         Credentials::Invalid(err) => {

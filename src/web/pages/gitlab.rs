@@ -51,20 +51,18 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             "GitLab sign-in is not enabled or not configured",
         );
     };
-    // Each start stores a pending sign-in: bound how many one network may start. The client is
-    // the address a trusted proxy reports, else the peer; a loopback peer is a local reverse
-    // proxy (or a test) speaking for everyone, and is not counted. The table itself is capped.
-    let address = ctx.req.client_ip.or_else(|| {
-        crate::server::peer_address()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_loopback())
-    });
+    // Each start stores a pending sign-in: bound how many one network may start (the client
+    // address as `server::client_address` decides it). The table itself is capped.
+    let address = ctx.req.client_ip;
     if let Some(Err(wait)) = address.map(|ip| ctx.app.sign_in_starts.record(ip, ctx.now)) {
         log::warn!("sign-in gitlab: too many sign-ins started from {address:?}; refused");
-        return Err(AppError::TooManyRequests(format!(
-            "Too many sign-ins were started from your network address. Try again in {} minutes.",
-            (wait + 59) / 60
-        )));
+        return Err(AppError::too_many(
+            format!(
+                "Too many sign-ins were started from your network address. Try again in {} minutes.",
+                (wait + 59) / 60
+            ),
+            wait,
+        ));
     }
     let base_url = ctx.base_url();
     let state = crypto::random_hex(32);
@@ -97,6 +95,15 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let secure = auth::secure_for(&base_url);
     let clear = cookie(secure, BROWSER_COOKIE, "", 0);
     ctx.cookies.push(clear);
+    // Each callback may cost calls to GitLab: bounded per network like the starts.
+    let address = ctx.req.client_ip;
+    if let Some(Err(wait)) = address.map(|ip| ctx.app.sign_in_callbacks.record(ip, ctx.now)) {
+        log::warn!("sign-in gitlab: too many callbacks from {address:?}; refused");
+        return Err(AppError::too_many(
+            "Too many sign-ins were completed from your network address. Try again later.",
+            wait,
+        ));
+    }
     // Step 2: the state must be known, fresh, unused and bound to this browser. Consumed first.
     let state = ctx.req.query.get("state").unwrap_or("");
     let pending = if state.is_empty() {
@@ -140,72 +147,37 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             "GitLab sign-in is not enabled or not configured",
         );
     };
-    // Steps 3 to 5: GitLab.
-    let client = &ctx.app.gitlab;
+    // Steps 3 to 5 call GitLab, which may take seconds: no connection is held meanwhile, so
+    // that a slow GitLab cannot starve other requests of connections.
+    let app = ctx.app;
     let redirect = redirect_uri(&base_url);
-    let token = match client.exchange_code(&settings, &redirect, code, &pending.verifier, deadline)
-    {
-        Ok(t) => t,
-        Err(e) => return refuse(ctx, Refusal::Generic, None, &format!("token exchange: {e}")),
-    };
-    let user = match client.current_user(&settings, &token, deadline) {
-        Ok(u) => u,
-        Err(e) => {
-            return refuse(
-                ctx,
-                Refusal::Generic,
-                None,
-                &format!("reading the user: {e}"),
-            )
+    let asked = ctx.conn.released(crate::web::POOL_WAIT, || {
+        ask_gitlab(app, &settings, &config, &redirect, code, &pending.verifier, deadline)
+    })?;
+    let (user, groups) = match asked {
+        Ok(answer) => answer,
+        Err((refusal, username, detail)) => {
+            return refuse(ctx, refusal, username.as_deref(), &detail)
         }
     };
-    if user.state != "active" {
-        let detail = format!("GitLab state is {:?}", user.state);
-        return refuse(
-            ctx,
-            Refusal::GitlabAccountInactive,
-            Some(&user.username),
-            &detail,
-        );
-    }
-    // Project, group and service-account bots are not people (GITLAB.md §5): refused with the
-    // allowed-groups reason, whatever their groups.
-    if user.bot {
-        return refuse(
-            ctx,
-            Refusal::NotInAllowedGroups,
-            Some(&user.username),
-            "GitLab bot account",
-        );
-    }
-    let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
-        match client.user_groups(&settings, &token, deadline) {
-            Ok(g) => g,
-            Err(e) => {
-                let detail = format!("reading the groups: {e}");
-                return refuse(ctx, Refusal::Generic, Some(&user.username), &detail);
-            }
-        }
-    } else {
-        Vec::new()
-    };
-    // Step 6: allowed groups, before anything is written.
-    if !provisioning::in_allowed_groups(&groups, &config.allowed_groups) {
-        return refuse(
-            ctx,
-            Refusal::NotInAllowedGroups,
-            Some(&user.username),
-            "no allowed group",
-        );
-    }
-    // Steps 7 to 12, one transaction.
+    // Steps 7 to 12, one transaction; the browser's previous session ends in it.
     let who = GitlabIdentity {
         id: user.id,
         username: user.username.clone(),
         name: user.name.clone(),
         email: user.email.clone(),
     };
-    match signin::complete(&mut ctx.conn, &config, &who, &groups, ctx.now) {
+    let previous = ctx.caller.as_ref().and_then(|c| c.session());
+    let previous = previous.map(|s| s.id_hash.clone());
+    let done = signin::complete_replacing(
+        &mut ctx.conn,
+        &config,
+        &who,
+        &groups,
+        previous.as_deref(),
+        ctx.now,
+    );
+    match done {
         Ok(done) => {
             log::info!(
                 "sign-in provider=gitlab username={:?} outcome=accepted login={:?}{}",
@@ -213,9 +185,6 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
                 done.user.login,
                 if done.created { " created=true" } else { "" }
             );
-            if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
-                crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
-            }
             let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
             ctx.cookies.extend(cookies);
             Ok(Resp::found(&safe_return_to(Some(&pending.return_to))))
@@ -232,7 +201,57 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     }
 }
 
-/// Logs the decision, stores the reason server-side and sends the browser to the refusal page.
+/// A refused sign-in before anything is written: the reason, GitLab's username when known,
+/// and the detail for the log.
+type Refused = (Refusal, Option<String>, String);
+
+/// Steps 3 to 6: the code exchanged for a token, the user and (when needed) their groups read,
+/// the account state and the allowed groups checked. No database access here.
+fn ask_gitlab(
+    app: &crate::web::App,
+    settings: &GitlabSettings,
+    config: &GitlabConfig,
+    redirect: &str,
+    code: &str,
+    verifier: &str,
+    deadline: Instant,
+) -> Result<(gitlab::GitlabUser, Vec<String>), Refused> {
+    let client = &app.gitlab;
+    let token = client
+        .exchange_code(settings, redirect, code, verifier, deadline)
+        .map_err(|e| (Refusal::Generic, None, format!("token exchange: {e}")))?;
+    let user = client
+        .current_user(settings, &token, deadline)
+        .map_err(|e| (Refusal::Generic, None, format!("reading the user: {e}")))?;
+    let username = Some(user.username.clone());
+    if user.state != "active" {
+        let detail = format!("GitLab state is {:?}", user.state);
+        return Err((Refusal::GitlabAccountInactive, username, detail));
+    }
+    // Project, group and service-account bots are not people: refused with the allowed-groups
+    // reason, whatever their groups.
+    if user.bot {
+        let detail = "GitLab bot account".to_string();
+        return Err((Refusal::NotInAllowedGroups, username, detail));
+    }
+    let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
+        client
+            .user_groups(settings, &token, deadline)
+            .map_err(|e| (Refusal::Generic, username.clone(), format!("reading the groups: {e}")))?
+    } else {
+        Vec::new()
+    };
+    // Step 6: allowed groups, before anything is written.
+    if !provisioning::in_allowed_groups(&groups, &config.allowed_groups) {
+        let detail = "no allowed group".to_string();
+        return Err((Refusal::NotInAllowedGroups, username, detail));
+    }
+    Ok((user, groups))
+}
+
+/// Logs the decision and sends the browser to the refusal page. A reason to show is stored
+/// server-side under a random key named by a cookie; a generic refusal (no reason) stores
+/// nothing, so that anonymous requests cannot fill the database.
 fn refuse(
     ctx: &mut Ctx<'_>,
     refusal: Refusal,
@@ -244,11 +263,13 @@ fn refuse(
         username.unwrap_or("-"),
         refusal.tag()
     );
-    let key = crypto::random_hex(32);
-    oauth::insert_refusal(&ctx.conn, &key, refusal.reason().as_deref(), ctx.now)?;
-    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
-    let set = cookie(secure, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
-    ctx.cookies.push(set);
+    if let Some(reason) = refusal.reason() {
+        let key = crypto::random_hex(32);
+        oauth::insert_refusal(&ctx.conn, &key, Some(&reason), ctx.now)?;
+        let secure = auth::secure_attribute(ctx.app, &ctx.conn);
+        let set = cookie(secure, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
+        ctx.cookies.push(set);
+    }
     Ok(Resp::found("/sessions/unauthorized"))
 }
 

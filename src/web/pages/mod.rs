@@ -48,7 +48,9 @@ impl FormErrors {
     pub fn from_error(err: AppError) -> AppResult<FormErrors> {
         match err {
             AppError::Invalid(errors) => Ok(FormErrors(errors)),
-            AppError::Rule(m) | AppError::NotFound(m) | AppError::TooManyRequests(m) => {
+            AppError::Rule(m)
+            | AppError::NotFound(m)
+            | AppError::TooManyRequests { message: m, .. } => {
                 Ok(FormErrors(vec![FieldError::new("form", m)]))
             }
             other => Err(other),
@@ -145,7 +147,8 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let return_to = safe_return_to(ctx.req.form.get("return_to"));
     let form_token = ctx.req.form.get(auth::CSRF_FIELD).unwrap_or("");
     let cookie_token = ctx.req.cookie(LOGIN_CSRF_COOKIE).unwrap_or("");
-    if form_token.is_empty() || !crate::crypto::ct_eq(form_token, cookie_token) {
+    let cross_site = auth::cross_site(ctx.req, &ctx.base_url());
+    if cross_site || form_token.is_empty() || !crate::crypto::ct_eq(form_token, cookie_token) {
         let message = "This sign-in form has expired. Please sign in again.";
         return render_login(ctx, 403, &login, return_to, Some(message.into()));
     }
@@ -158,17 +161,23 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             Some("Enter your login and password.".into()),
         );
     }
-    match auth::check_password(ctx.app, &ctx.conn, &login, &password, ctx.req, ctx.now) {
+    let client = ctx.req.client_ip;
+    match auth::check_password(ctx.app, &mut ctx.conn, &login, &password, client, ctx.now) {
         Ok(user) => {
             log::info!(
                 "sign-in provider=local login={:?} outcome=accepted",
                 user.login
             );
             // A fresh session id at every sign-in; any previous one is ended.
-            if let Some(old) = ctx.caller.as_ref().and_then(|c| c.session()) {
-                crate::db::sessions::delete(&ctx.conn, &old.id_hash)?;
-            }
-            let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, ctx.now)?;
+            let previous = ctx.caller.as_ref().and_then(|c| c.session());
+            let previous = previous.map(|s| s.id_hash.clone());
+            let cookies = auth::start_session(
+                ctx.app,
+                &mut ctx.conn,
+                &user,
+                previous.as_deref(),
+                ctx.now,
+            )?;
             ctx.cookies.extend(cookies);
             let target = if user.must_change_password {
                 "/account/password".to_string()
@@ -184,7 +193,11 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             return_to,
             Some("Incorrect login or password.".into()),
         ),
-        Err(AppError::TooManyRequests(m)) => render_login(ctx, 429, &login, return_to, Some(m)),
+        Err(AppError::TooManyRequests {
+            message,
+            retry_after,
+        }) => Ok(render_login(ctx, 429, &login, return_to, Some(message))?
+            .with_header("Retry-After", retry_after.to_string())),
         Err(e) => Err(e),
     }
 }
