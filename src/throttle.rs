@@ -384,7 +384,10 @@ mod tests {
         for _ in 0..LOGIN_FREE_FAILURES {
             t.record_failure("admin", Some(attacker), 0);
         }
-        assert!(matches!(t.check("admin", Some(attacker), 0), Verdict::Locked(_)));
+        assert!(matches!(
+            t.check("admin", Some(attacker), 0),
+            Verdict::Locked(_)
+        ));
         assert_eq!(t.check("admin", Some(person), 0), Verdict::Allow);
     }
 
@@ -430,7 +433,10 @@ mod tests {
             t.record_failure("ann", Some(a), 0);
         }
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        assert!(matches!(t.check("ann", Some(same_64), 0), Verdict::Locked(_)));
+        assert!(matches!(
+            t.check("ann", Some(same_64), 0),
+            Verdict::Locked(_)
+        ));
     }
 
     #[test]
@@ -443,7 +449,10 @@ mod tests {
             t.record_failure("ann", Some(a), 10);
         }
         let stranger: IpAddr = "192.0.2.200".parse().unwrap();
-        assert!(matches!(t.check("ann", Some(stranger), 10), Verdict::Locked(_)));
+        assert!(matches!(
+            t.check("ann", Some(stranger), 10),
+            Verdict::Locked(_)
+        ));
         assert_eq!(t.check("ann", Some(home), 10), Verdict::Allow);
         assert_eq!(t.check("bob", Some(stranger), 10), Verdict::Allow);
     }

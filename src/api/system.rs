@@ -34,7 +34,13 @@ pub fn login(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         log::warn!("sign-in provider=local outcome=refused reason=cross-site request");
         return Err(AppError::Forbidden);
     }
-    let Some(login) = ctx.req.form.get("login").map(str::trim).filter(|l| !l.is_empty()) else {
+    let Some(login) = ctx
+        .req
+        .form
+        .get("login")
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    else {
         return Err(AppError::invalid(
             "login",
             "The 'login' parameter is missing (send it in the form body)",
@@ -50,13 +56,7 @@ pub fn login(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     );
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.clone());
-    let cookies = auth::start_session(
-        ctx.app,
-        &mut ctx.conn,
-        &user,
-        previous.as_deref(),
-        ctx.now,
-    )?;
+    let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, previous.as_deref(), ctx.now)?;
     ctx.cookies.extend(cookies);
     Ok(Resp::no_content())
 }

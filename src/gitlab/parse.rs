@@ -586,7 +586,10 @@ mod tests {
         read_groups_page(page(1, 1).as_bytes(), &mut paths).unwrap();
         assert_eq!(paths.len(), MAX_GROUP_PATHS);
         let over = read_groups_page(page(1, 1).as_bytes(), &mut paths);
-        assert!(matches!(over, Err(GitlabError::Malformed { .. })), "{over:?}");
+        assert!(
+            matches!(over, Err(GitlabError::Malformed { .. })),
+            "{over:?}"
+        );
         assert_eq!(paths.len(), MAX_GROUP_PATHS, "left as it was");
         let mut paths = Vec::new();
         let long = page(MAX_GROUP_PATH_BYTES / 4096 + 1, 4096);

@@ -535,3 +535,100 @@ fn external_user_cannot_sign_in_with_a_password() {
             .expect_error(401);
     }
 }
+
+/// `POST api/authentication/login` with the admin's credentials and `headers`.
+fn api_login_with(lg: &Labgate, headers: &[(&str, &str)]) -> Resp {
+    let body = form_encode(&[("login", "admin"), ("password", ADMIN_PASSWORD)]);
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    lg.client()
+        .request("POST", "/api/authentication/login", &all, body.as_bytes())
+}
+
+#[test]
+fn api_login_from_another_site_is_refused_without_a_session() {
+    let lg = Labgate::start();
+    for headers in [
+        vec![("Origin", "https://evil.example")],
+        vec![("Origin", "null")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = api_login_with(&lg, &headers);
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.describe());
+        assert!(
+            r.set_cookie("labgate_session").is_none(),
+            "{headers:?}: {}",
+            r.describe()
+        );
+    }
+    // labgate's own pages, and clients that are not browsers, still sign in.
+    let own = format!("http://{}", lg.addr);
+    api_login_with(&lg, &[("Origin", &own)]).expect(204);
+    api_login_with(&lg, &[("Sec-Fetch-Site", "same-origin")]).expect(204);
+    api_login_with(&lg, &[]).expect(204);
+}
+
+#[test]
+fn api_login_reads_credentials_from_the_body_only() {
+    let lg = Labgate::start();
+    let query = form_encode(&[("login", "admin"), ("password", ADMIN_PASSWORD)]);
+    let r = lg.client().request(
+        "POST",
+        &format!("/api/authentication/login?{query}"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"",
+    );
+    assert_eq!(r.status, 400, "{}", r.describe());
+    assert!(
+        r.set_cookie("labgate_session").is_none(),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn api_login_ends_the_session_the_browser_had() {
+    let lg = Labgate::start();
+    let old = lg.admin_client();
+    let mut browser = old.clone();
+    browser
+        .post_form(
+            "/api/authentication/login",
+            &[("login", "admin"), ("password", ADMIN_PASSWORD)],
+        )
+        .expect(204);
+    // The old cookie no longer signs anyone in; the new one does.
+    let mut stale = old.clone();
+    let r = stale.get("/api/users/current");
+    assert_eq!(r.status, 401, "old session still valid: {}", r.describe());
+    browser.get("/api/users/current").expect(200);
+}
+
+#[test]
+fn a_locked_login_is_answered_429_with_retry_after_at_once() {
+    let lg = Labgate::start();
+    let mut c = lg.client();
+    for _ in 0..5 {
+        c.post_form(
+            "/api/authentication/login",
+            &[("login", "admin"), ("password", "wrong-password-123")],
+        );
+    }
+    let started = std::time::Instant::now();
+    let r = c.post_form(
+        "/api/authentication/login",
+        &[("login", "admin"), ("password", "wrong-password-123")],
+    );
+    assert_eq!(r.status, 429, "{}", r.describe());
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {}", r.describe()));
+    assert!((1..=900).contains(&wait), "Retry-After {wait}");
+    // Refused from the throttle's memory: no password verification, no sleep.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+}

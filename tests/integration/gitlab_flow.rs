@@ -1868,3 +1868,69 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
         assert_eq!(start_from(&plain, "198.51.100.7"), 302);
     }
 }
+
+/// Rows of the refusal reasons waiting to be shown.
+fn refusal_rows(lg: &Labgate) -> i64 {
+    rusqlite::Connection::open(lg.data_dir().join("labgate.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM sign_in_refusals", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn anonymous_callbacks_without_a_state_store_nothing() {
+    let (lg, _gl) = lab(&[]);
+    let before = refusal_rows(&lg);
+    for query in [
+        "",
+        "?state=",
+        "?state=unknown&code=x",
+        "?error=access_denied",
+    ] {
+        let mut c = lg.client();
+        let r = c.get(&format!("/oauth2/callback/gitlab{query}"));
+        assert_eq!(
+            r.header("location"),
+            Some("/sessions/unauthorized"),
+            "{query}: {}",
+            r.describe()
+        );
+        assert!(
+            r.set_cookie("labgate_refusal").is_none(),
+            "{}",
+            r.describe()
+        );
+        assert_generic(&html_unescape(
+            &c.get("/sessions/unauthorized").expect_html(200),
+        ));
+    }
+    assert_eq!(
+        refusal_rows(&lg),
+        before,
+        "a generic refusal stores nothing"
+    );
+}
+
+#[test]
+fn one_network_cannot_call_the_callback_without_bound() {
+    let (lg, _gl) = lab_with(Launch::new().arg("--trusted-proxies").arg("127.0.0.1"), &[]);
+    let callback = |from: &str| {
+        lg.client()
+            .request(
+                "GET",
+                "/oauth2/callback/gitlab?state=forged&code=x",
+                &[("X-Forwarded-For", from)],
+                b"",
+            )
+            .status
+    };
+    for i in 0..STARTS_PER_NETWORK {
+        assert_eq!(callback("198.51.100.7"), 302, "callback {i}");
+    }
+    assert_eq!(callback("198.51.100.7"), 429);
+    assert_eq!(
+        callback("198.51.100.8"),
+        302,
+        "another network is not affected"
+    );
+}

@@ -2410,3 +2410,179 @@ fn hundreds_of_slow_body_clients_do_not_delay_a_normal_request() {
 fn six_hundred_slow_body_clients_do_not_delay_a_normal_request() {
     slow_body_clients_leave_room(sized(600, 1500), Duration::from_secs(5));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Floods of slow work: wrong passwords and a slow GitLab must not delay anyone else
+
+/// Samples a signed-in `api/users/current` every 100 ms until `stop`; the slowest answer and
+/// every status that was not 200.
+fn sample_signed_in(client: &Client, stop: &AtomicBool) -> (Duration, Vec<u16>, usize) {
+    let mut slowest = Duration::ZERO;
+    let mut bad = Vec::new();
+    let mut count = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let mut c = client.clone();
+        let started = Instant::now();
+        let status = send_get(&mut c, "/api/users/current").map_or(0, |r| r.status);
+        slowest = slowest.max(started.elapsed());
+        count += 1;
+        if status != 200 {
+            bad.push(status);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    (slowest, bad, count)
+}
+
+#[test]
+fn a_hundred_clients_sending_wrong_passwords_do_not_delay_a_signed_in_request() {
+    let lg = Labgate::start();
+    let signed_in = lg.admin_client();
+    let stop = AtomicBool::new(false);
+    let attempts = AtomicUsize::new(0);
+    let refused_busy = AtomicUsize::new(0);
+    let flood_for = sized(Duration::from_secs(6), Duration::from_secs(30));
+    let (slowest, bad, samples) = thread::scope(|s| {
+        for worker in 0..100 {
+            let (lg, stop, attempts, refused_busy) = (&lg, &stop, &attempts, &refused_busy);
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    // A new login each time: no lock ends the flood early, every attempt costs
+                    // a password verification.
+                    let login = format!("guess-{worker}-{n}");
+                    n += 1;
+                    let mut c = lg.client().basic(&login, "wrong-password-123");
+                    if let Ok(r) = send_get(&mut c, "/api/users/current") {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        if r.status == 429 {
+                            refused_busy.fetch_add(1, Ordering::Relaxed);
+                            assert!(r.header("retry-after").is_some(), "{}", r.describe());
+                        } else {
+                            assert_eq!(r.status, 401, "{}", r.describe());
+                        }
+                    }
+                }
+            });
+        }
+        let sampler = s.spawn(|| sample_signed_in(&signed_in, &stop));
+        thread::sleep(flood_for);
+        stop.store(true, Ordering::SeqCst);
+        sampler.join().expect("sampler")
+    });
+    eprintln!(
+        "wrong-password flood: {} attempts ({} refused as busy) in {flood_for:?}; \
+         {samples} signed-in requests, slowest {slowest:?}",
+        attempts.load(Ordering::Relaxed),
+        refused_busy.load(Ordering::Relaxed)
+    );
+    assert!(bad.is_empty(), "signed-in requests answered {bad:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a signed-in request took {slowest:?}"
+    );
+}
+
+#[test]
+fn nine_sign_ins_against_a_gitlab_answering_in_six_seconds_do_not_delay_a_signed_in_request() {
+    use crate::support_gitlab::{Endpoint, Fault};
+    let (lg, gl) = gitlab_lab(&[]);
+    let signed_in = lg.admin_client();
+    let users: Vec<String> = (0..9).map(|i| format!("slow{i}")).collect();
+    let mut pending = Vec::new();
+    for (i, username) in users.iter().enumerate() {
+        add_gitlab_user(&gl, 500 + i as u64, username, &[]);
+        let mut gitlab = gitlab_browser(&gl, username);
+        pending.push(start_sign_in(lg.addr, &mut gitlab).expect("start"));
+    }
+    gl.set_fault(Endpoint::Token, Fault::Delay(Duration::from_secs(6)));
+    let stop = AtomicBool::new(false);
+    let (slowest, bad, samples, signed) = thread::scope(|s| {
+        let finishing: Vec<_> = pending
+            .into_iter()
+            .map(|p| s.spawn(move || p.finish()))
+            .collect();
+        let sampler = s.spawn(|| sample_signed_in(&signed_in, &stop));
+        let signed = finishing
+            .into_iter()
+            .map(|h| h.join().expect("sign-in thread"))
+            .filter(|(browser, resp)| resp.as_ref().is_ok_and(|r| signed_in_ok(browser, r)))
+            .count();
+        stop.store(true, Ordering::SeqCst);
+        let (slowest, bad, samples) = sampler.join().expect("sampler");
+        (slowest, bad, samples, signed)
+    });
+    eprintln!(
+        "slow GitLab: {signed} of 9 sign-ins done; {samples} signed-in requests meanwhile, \
+         slowest {slowest:?}"
+    );
+    assert_eq!(signed, 9, "every slow sign-in still completes");
+    assert!(samples >= 30, "sampled for the whole sign-ins: {samples}");
+    assert!(bad.is_empty(), "signed-in requests answered {bad:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a signed-in request took {slowest:?}"
+    );
+}
+
+fn signed_in_ok(browser: &Client, resp: &Resp) -> bool {
+    signed_in(browser, resp)
+}
+
+/// Peak resident memory of a process (`VmHWM`), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[test]
+fn eight_sign_ins_against_a_hostile_gitlab_stay_within_tens_of_megabytes() {
+    use crate::support_gitlab::{Endpoint, Fault};
+    let (lg, gl) = gitlab_lab(&[ALLOW_ACME]);
+    let users: Vec<String> = (0..8).map(|i| format!("hostile{i}")).collect();
+    let mut pending = Vec::new();
+    for (i, username) in users.iter().enumerate() {
+        add_gitlab_user(&gl, 600 + i as u64, username, &["acme"]);
+        let mut gitlab = gitlab_browser(&gl, username);
+        pending.push(start_sign_in(lg.addr, &mut gitlab).expect("start"));
+    }
+    let before = peak_rss(lg.pid());
+    // Pages just under labgate's 4 MiB cap, each full of the smallest groups, without end.
+    gl.set_fault(
+        Endpoint::Groups,
+        Fault::EndlessGroups {
+            page_bytes: 4 * 1024 * 1024 - 1024,
+        },
+    );
+    let refused = thread::scope(|s| {
+        let finishing: Vec<_> = pending
+            .into_iter()
+            .map(|p| s.spawn(move || p.finish()))
+            .collect();
+        finishing
+            .into_iter()
+            .map(|h| h.join().expect("sign-in thread"))
+            .filter(|(_, resp)| {
+                resp.as_ref()
+                    .is_ok_and(|r| r.header("location") == Some("/sessions/unauthorized"))
+            })
+            .count()
+    });
+    let after = peak_rss(lg.pid());
+    eprintln!(
+        "hostile GitLab: {refused} of 8 refused; peak memory {} MiB before, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert_eq!(refused, 8, "every hostile answer is refused");
+    assert!(
+        after < before + 80 * 1024 * 1024,
+        "eight hostile sign-ins took {} MiB",
+        (after - before) >> 20
+    );
+}

@@ -59,3 +59,31 @@ fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     flood(&lg, "203.0.113.5");
     assert_eq!(failed_login(&lg, "fresh-login", "203.0.113.5"), 401);
 }
+
+#[test]
+fn a_lock_caused_from_one_address_does_not_stop_the_person_from_another() {
+    let lg = Launch::new()
+        .arg("--trusted-proxies")
+        .arg("127.0.0.1")
+        .start();
+    for i in 0..5 {
+        assert_eq!(
+            failed_login(&lg, "admin", "203.0.113.5"),
+            401,
+            "attempt {i}"
+        );
+    }
+    assert_eq!(failed_login(&lg, "admin", "203.0.113.5"), 429);
+    // The admin, from their own address, still signs in.
+    let body = form_encode(&[("login", "admin"), ("password", ADMIN_PASSWORD)]);
+    let r = lg.client().request(
+        "POST",
+        "/api/authentication/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Forwarded-For", "198.51.100.7"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.describe());
+}

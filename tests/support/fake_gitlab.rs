@@ -156,6 +156,10 @@ pub enum Fault {
     Oversized { bytes: usize, chunked: bool },
     /// Close the connection without any answer.
     CloseConnection,
+    /// A hostile GitLab on [`Endpoint::Groups`]: every page is about `page_bytes` of the
+    /// smallest groups possible (`{"full_path":"g123"}`, all different) and names a next page,
+    /// without end.
+    EndlessGroups { page_bytes: usize },
 }
 
 impl Fault {
@@ -1204,6 +1208,23 @@ fn fault_response(shared: &Shared, fault: &Fault, endpoint: Option<Endpoint>) ->
             }
         }
         Fault::MalformedJson => Resp::new(200, "application/json", "{\"id\": 1,"),
+        Fault::EndlessGroups { page_bytes } => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let page = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut out = Vec::with_capacity(page_bytes + 64);
+            out.push(b'[');
+            let mut i = 0u64;
+            while out.len() < *page_bytes {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(format!("{{\"full_path\":\"p{page}g{i}\"}}").as_bytes());
+                i += 1;
+            }
+            out.push(b']');
+            Resp::new(200, "application/json", out)
+                .with_header("X-Next-Page", (page + 1_000_000).to_string())
+        }
         Fault::Oversized { bytes, chunked } => {
             let mut r = Resp::new(
                 200,

@@ -152,7 +152,15 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let app = ctx.app;
     let redirect = redirect_uri(&base_url);
     let asked = ctx.conn.released(crate::web::POOL_WAIT, || {
-        ask_gitlab(app, &settings, &config, &redirect, code, &pending.verifier, deadline)
+        ask_gitlab(
+            app,
+            &settings,
+            &config,
+            &redirect,
+            code,
+            &pending.verifier,
+            deadline,
+        )
     })?;
     let (user, groups) = match asked {
         Ok(answer) => answer,
@@ -237,7 +245,13 @@ fn ask_gitlab(
     let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
         client
             .user_groups(settings, &token, deadline)
-            .map_err(|e| (Refusal::Generic, username.clone(), format!("reading the groups: {e}")))?
+            .map_err(|e| {
+                (
+                    Refusal::Generic,
+                    username.clone(),
+                    format!("reading the groups: {e}"),
+                )
+            })?
     } else {
         Vec::new()
     };

@@ -171,13 +171,8 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             // A fresh session id at every sign-in; any previous one is ended.
             let previous = ctx.caller.as_ref().and_then(|c| c.session());
             let previous = previous.map(|s| s.id_hash.clone());
-            let cookies = auth::start_session(
-                ctx.app,
-                &mut ctx.conn,
-                &user,
-                previous.as_deref(),
-                ctx.now,
-            )?;
+            let cookies =
+                auth::start_session(ctx.app, &mut ctx.conn, &user, previous.as_deref(), ctx.now)?;
             ctx.cookies.extend(cookies);
             let target = if user.must_change_password {
                 "/account/password".to_string()
