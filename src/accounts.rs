@@ -284,7 +284,13 @@ pub fn change_password(
     Ok(())
 }
 
-/// Links a user to a GitLab username (pre-provisioning, SPEC §5 step 7).
+/// Links a user to a GitLab username: the account is pre-provisioned, and the first GitLab
+/// sign-in with that username links it for good (by GitLab's numeric user id).
+///
+/// The account's sessions and API tokens end in the same transaction: the person behind the
+/// new identity may not be the one who held the account, and must not inherit the previous
+/// holder's access, nor leave it to them. (Callers cached in memory are dropped by the commit,
+/// as after any commit.)
 pub fn update_identity_provider(
     conn: &mut Connection,
     login: &str,
@@ -311,8 +317,8 @@ pub fn update_identity_provider(
     let user = active_user_by_login(&tx, login)?;
     ensure_gitlab_identity_free(&tx, identity, Some(user.id))?;
     users::set_external_identity(&tx, user.id, provider, identity, now)?;
-    // A user who can no longer sign in with a password keeps no password sessions.
     sessions::delete_for_user(&tx, user.id)?;
+    tokens::delete_for_user(&tx, user.id)?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
@@ -706,6 +712,24 @@ mod tests {
             create_user(&mut conn, &dup, 1),
             Err(AppError::Rule(_))
         ));
+    }
+
+    #[test]
+    fn linking_to_another_identity_ends_sessions_and_deletes_tokens() {
+        let mut conn = test_db();
+        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        sessions::create(&conn, ann.id, 1).unwrap();
+        tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
+        update_identity_provider(&mut conn, "ann", "gitlab", "someone-else", 2).unwrap();
+        assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 0);
+        let sessions: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE user_id = ?1",
+                [ann.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sessions, 0);
     }
 
     #[test]

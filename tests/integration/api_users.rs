@@ -599,3 +599,35 @@ fn update_identity_provider_of_unknown_user_is_404() {
         )
         .expect_error(404);
 }
+
+#[test]
+fn update_identity_provider_ends_sessions_and_revokes_tokens() {
+    let lg = Labgate::start();
+    lg.create_user("handed", USER_PASSWORD);
+    let mut session = lg.login("handed", USER_PASSWORD);
+    let mut token = lg.token_client("handed");
+    // Both work, and are now held in the server's memory of recent callers.
+    for c in [&mut session, &mut token] {
+        assert_eq!(
+            c.get("/api/users/current").expect_json(200)["login"],
+            "handed"
+        );
+    }
+    lg.admin()
+        .post_form(
+            "/api/users/update_identity_provider",
+            &[
+                ("login", "handed"),
+                ("newExternalProvider", "gitlab"),
+                ("newExternalIdentity", "new-holder"),
+            ],
+        )
+        .expect(204);
+    for (kind, c) in [("session", &mut session), ("token", &mut token)] {
+        let r = c.get("/api/users/current");
+        assert_eq!(r.status, 401, "{kind} after re-linking: {}", r.describe());
+    }
+    let u = find_user(&lg, "handed");
+    assert_eq!(u["tokensCount"], 0, "{u}");
+}
+
