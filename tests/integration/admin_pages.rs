@@ -105,6 +105,63 @@ fn admin_pre_provisions_a_gitlab_user_not_linked_yet() {
 }
 
 #[test]
+fn gitlab_user_form_refuses_a_gitlab_username_already_linked() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let gitlab_user = |login: &'static str, username: &'static str| {
+        [
+            ("provider", "gitlab"),
+            ("login", login),
+            ("name", "Some One"),
+            ("email", ""),
+            ("gitlab_username", username),
+        ]
+    };
+    let r = submit(
+        &mut c,
+        "/admin/users/create",
+        &gitlab_user("holder", "bob.gl"),
+    );
+    follow(&mut c, &r, "/admin/users");
+    let field_error =
+        "<p class=\"field-error\">GitLab user 'BOB.gl' is already linked to user 'holder'";
+    // A new user.
+    let r = submit(
+        &mut c,
+        "/admin/users/create",
+        &gitlab_user("second", "BOB.gl"),
+    );
+    let page = refused(&r);
+    assert!(page.contains(field_error), "{page}");
+    assert!(
+        page.contains("value=\"second\""),
+        "the login is kept:\n{page}"
+    );
+    // A deactivated login that the form would bring back.
+    lg.create_user("old", USER_PASSWORD);
+    lg.admin()
+        .post_form("/api/users/deactivate", &[("login", "old")])
+        .expect_json(200);
+    let r = submit(&mut c, "/admin/users/create", &gitlab_user("old", "BOB.gl"));
+    let page = refused(&r);
+    assert!(page.contains(field_error), "{page}");
+    let v = lg
+        .admin()
+        .get_query(
+            "/api/users/search",
+            &[("q", "old"), ("deactivated", "true")],
+        )
+        .expect_json(200);
+    assert_eq!(v["users"][0]["login"], "old", "still deactivated: {v}");
+    assert_eq!(v["users"][0]["local"], true, "still local: {v}");
+    let v = lg
+        .admin()
+        .get_query("/api/users/search", &[("q", "second")])
+        .expect_json(200);
+    assert_eq!(v["paging"]["total"], 0, "nothing was created: {v}");
+}
+
+#[test]
 fn bad_user_form_is_shown_again_with_field_errors() {
     let lg = Labgate::start();
     let mut c = browser(&lg);
