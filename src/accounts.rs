@@ -540,6 +540,8 @@ pub struct GeneratedToken {
     pub expires_at: Option<i64>,
 }
 
+/// Generates a named API token for an active user. Its expiry is the date asked for (none when
+/// `expiration` is empty), capped by `sonar.auth.token.max.allowed.lifetime`.
 pub fn generate_token(
     conn: &mut Connection,
     login: &str,
@@ -554,9 +556,10 @@ pub fn generate_token(
             "Token name must be between 1 and 100 characters long",
         ));
     }
-    let expires_at = parse_expiration(expiration, now)?;
+    let asked = parse_expiration(expiration, now)?;
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
+    let expires_at = crate::settings::token_max_lifetime(&tx)?.cap(asked, now);
     if tokens::exists(&tx, user.id, name)? {
         return Err(AppError::rule(format!(
             "A user token for login '{login}' and name '{name}' already exists"
@@ -840,6 +843,33 @@ mod tests {
         assert!(parse_expiration("tomorrow", now).is_err());
         assert_eq!(parse_expiration("", now).unwrap(), None);
         assert!(parse_expiration("2030-01-01", now).unwrap().is_some());
+    }
+
+    #[test]
+    fn new_tokens_are_capped_by_the_lifetime_setting() {
+        let mut conn = test_db();
+        let now = 1_700_000_000; // 2023-11-14
+        let day = |date: &str| parse_expiration(date, now).unwrap();
+        let plain = generate_token(&mut conn, "admin", "plain", "", now).unwrap();
+        assert_eq!(plain.expires_at, None);
+        let key = "sonar.auth.token.max.allowed.lifetime";
+        crate::settings::set(&mut conn, key, "30 days").unwrap();
+        let none = generate_token(&mut conn, "admin", "none", "", now).unwrap();
+        assert_eq!(none.expires_at, day("2023-12-14"));
+        let far = generate_token(&mut conn, "admin", "far", "2099-01-01", now).unwrap();
+        assert_eq!(far.expires_at, day("2023-12-14"));
+        let near = generate_token(&mut conn, "admin", "near", "2023-12-01", now).unwrap();
+        assert_eq!(near.expires_at, day("2023-12-01"));
+        // What is stored is what was answered.
+        let stored: Vec<Option<i64>> = tokens::list(&conn, 1)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.expires_at)
+            .collect();
+        assert_eq!(
+            stored,
+            vec![far.expires_at, near.expires_at, none.expires_at, None]
+        );
     }
 
     #[test]

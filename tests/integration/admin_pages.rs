@@ -564,6 +564,51 @@ fn settings_are_saved_validated_and_reset() {
 }
 
 #[test]
+fn token_lifetime_is_chosen_from_its_values_on_the_settings_page() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let key = "sonar.auth.token.max.allowed.lifetime";
+    let page = html_unescape(
+        &c.get("/admin/settings?category=authentication")
+            .expect_html(200),
+    );
+    assert!(
+        page.contains(key) && page.contains("No expiration (default)"),
+        "{page}"
+    );
+    for value in ["30 days", "90 days", "1 year", "No expiration"] {
+        assert!(
+            page.contains(&format!("<option value=\"{value}\"")),
+            "{value} not offered:\n{page}"
+        );
+    }
+    let r = submit(
+        &mut c,
+        "/admin/settings",
+        &[("key", key), ("value", "2 years")],
+    );
+    let page = refused(&r);
+    assert!(page.contains("value must be one of '30 days'"), "{page}");
+
+    let r = submit(
+        &mut c,
+        "/admin/settings",
+        &[("key", key), ("value", "1 year")],
+    );
+    let page = follow(&mut c, &r, "/admin/settings?category=authentication");
+    assert!(page.contains("was saved."), "{page}");
+    assert!(
+        page.contains("<option value=\"1 year\" selected"),
+        "the saved value is the one selected:\n{page}"
+    );
+    let v = lg
+        .admin()
+        .get_query("/api/settings/values", &[("keys", key)])
+        .expect_json(200);
+    assert_eq!(v["settings"][0]["value"], "1 year", "{v}");
+}
+
+#[test]
 fn base_url_given_at_start_is_read_only_on_the_settings_page() {
     let lg = Labgate::start_with(&["--base-url", "https://labgate.example.com"], &[]);
     let mut c = browser(&lg);
