@@ -162,6 +162,27 @@ fn gitlab_user_form_refuses_a_gitlab_username_already_linked() {
 }
 
 #[test]
+fn gitlab_user_form_says_that_gitlab_usernames_change_hands() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let page = html_unescape(&c.get("/admin/users").expect_html(200));
+    let form = page
+        .split("id=\"create-gitlab\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no GitLab user form:\n{page}"));
+    // As a browser shows it: line breaks and indentation are single spaces.
+    let form = form.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "A GitLab username can change hands",
+        "by GitLab's numeric user id",
+        "shortly before their first sign-in",
+        "allowed groups",
+    ] {
+        assert!(form.contains(words), "{words:?} missing from:\n{form}");
+    }
+}
+
+#[test]
 fn bad_user_form_is_shown_again_with_field_errors() {
     let lg = Labgate::start();
     let mut c = browser(&lg);
