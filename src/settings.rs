@@ -473,6 +473,17 @@ mod tests {
     }
 
     #[test]
+    fn token_lifetime_is_read_as_stored_and_an_unknown_stored_value_is_the_shortest() {
+        let mut conn = db::test_db();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Unlimited);
+        set(&mut conn, TOKEN_MAX_LIFETIME, "1 year").unwrap();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Year);
+        // Only a hand edit of the database stores such a value; the cap stays.
+        db::settings::set(&conn, TOKEN_MAX_LIFETIME, "forever").unwrap();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Days30);
+    }
+
+    #[test]
     fn session_timeout_bounds_and_default() {
         let mut conn = db::test_db();
         assert_eq!(session_timeout_secs(&conn).unwrap(), 3 * 24 * 3600);
