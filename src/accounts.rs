@@ -4,7 +4,7 @@
 use crate::db::{self, groups, permissions, sessions, tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::model::{self, GroupName, Login, Permission, PROVIDER_GITLAB};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 /// Refuses the change being made in `tx` if it leaves no active administrator.
 fn ensure_an_admin_remains(tx: &Connection, message: &str) -> AppResult<()> {
@@ -102,17 +102,19 @@ pub fn create_user(
         .is_none()
         .then(|| crate::crypto::hash_password(input.password));
     let tx = db::write_tx(conn)?;
-    check_email_free(
-        &tx,
-        email.as_deref(),
-        users::find_by_login(&tx, login.as_str())?.map(|u| u.id),
-    )?;
-    let id = match users::find_by_login(&tx, login.as_str())? {
-        Some(existing) if existing.active => {
-            return Err(AppError::rule(format!(
-                "An active user with login '{login}' already exists"
-            )));
-        }
+    let existing = users::find_by_login(&tx, login.as_str())?;
+    let existing_id = existing.as_ref().map(|u| u.id);
+    check_email_free(&tx, email.as_deref(), existing_id)?;
+    if existing.as_ref().is_some_and(|u| u.active) {
+        return Err(AppError::rule(format!(
+            "An active user with login '{login}' already exists"
+        )));
+    }
+    if let Some(g) = &gitlab {
+        // A reactivated user may take back the identity it held itself.
+        ensure_gitlab_identity_free(&tx, "gitlab_username", g.as_str(), None, existing_id)?;
+    }
+    let id = match existing {
         Some(existing) => {
             users::update_profile(&tx, existing.id, &name, email.as_deref(), now)?;
             match (&gitlab, &password_hash) {
@@ -136,27 +138,22 @@ pub fn create_user(
             users::reactivate(&tx, existing.id, now)?;
             existing.id
         }
-        None => {
-            if let Some(g) = &gitlab {
-                ensure_gitlab_identity_free(&tx, g.as_str(), None)?;
-            }
-            users::create(
-                &tx,
-                &users::NewUser {
-                    login: login.as_str(),
-                    name: &name,
-                    email: email.as_deref(),
-                    password_hash: password_hash.as_deref(),
-                    must_change_password: false,
-                    external: gitlab.as_ref().map(|g| users::External {
-                        provider: PROVIDER_GITLAB,
-                        identity: g.as_str(),
-                        id: None,
-                    }),
-                },
-                now,
-            )?
-        }
+        None => users::create(
+            &tx,
+            &users::NewUser {
+                login: login.as_str(),
+                name: &name,
+                email: email.as_deref(),
+                password_hash: password_hash.as_deref(),
+                must_change_password: false,
+                external: gitlab.as_ref().map(|g| users::External {
+                    provider: PROVIDER_GITLAB,
+                    identity: g.as_str(),
+                    id: None,
+                }),
+            },
+            now,
+        )?,
     };
     let user =
         users::find_by_id(&tx, id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
@@ -164,22 +161,30 @@ pub fn create_user(
     Ok(user)
 }
 
+/// Refuses linking an account to a GitLab identity that another account already holds: the
+/// same username (ignoring case, as GitLab does) or the same GitLab numeric user id. One GitLab
+/// account, one labgate account: otherwise a sign-in could land in an account pre-provisioned
+/// for someone else. Every path that sets an identity goes through here (creating a user, new
+/// or reactivated; `update_identity_provider`), before it writes anything; `field` names the
+/// input that carried the username, so that a page shows the error next to it; `gitlab_id`
+/// is the numeric id when the caller knows it (pre-provisioning knows only the username).
 fn ensure_gitlab_identity_free(
     tx: &Connection,
+    field: &'static str,
     username: &str,
+    gitlab_id: Option<&str>,
     except: Option<i64>,
 ) -> AppResult<()> {
-    let taken: Option<String> = tx
-        .prepare_cached(
-            "SELECT login FROM users WHERE external_provider = 'gitlab' \
-             AND external_identity = ?1 COLLATE NOCASE AND id IS NOT ?2 LIMIT 1",
-        )?
-        .query_row(rusqlite::params![username, except], |r| r.get(0))
-        .optional()?;
-    if let Some(login) = taken {
-        return Err(AppError::rule(format!(
-            "GitLab user '{username}' is already linked to user '{login}'"
-        )));
+    if let Some(login) =
+        users::external_identity_holder(tx, PROVIDER_GITLAB, username, gitlab_id, except)?
+    {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "GitLab user '{username}' is already linked to user '{login}': \
+                 a GitLab account can be linked to one user only"
+            ),
+        ));
     }
     Ok(())
 }
@@ -284,7 +289,13 @@ pub fn change_password(
     Ok(())
 }
 
-/// Links a user to a GitLab username (pre-provisioning, SPEC §5 step 7).
+/// Links a user to a GitLab username: the account is pre-provisioned, and the first GitLab
+/// sign-in with that username links it for good (by GitLab's numeric user id).
+///
+/// The account's sessions and API tokens end in the same transaction: the person behind the
+/// new identity may not be the one who held the account, and must not inherit the previous
+/// holder's access, nor leave it to them. (Callers cached in memory are dropped by the commit,
+/// as after any commit.)
 pub fn update_identity_provider(
     conn: &mut Connection,
     login: &str,
@@ -309,10 +320,10 @@ pub fn update_identity_provider(
     }
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
-    ensure_gitlab_identity_free(&tx, identity, Some(user.id))?;
+    ensure_gitlab_identity_free(&tx, "newExternalIdentity", identity, None, Some(user.id))?;
     users::set_external_identity(&tx, user.id, provider, identity, now)?;
-    // A user who can no longer sign in with a password keeps no password sessions.
     sessions::delete_for_user(&tx, user.id)?;
+    tokens::delete_for_user(&tx, user.id)?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     tx.commit()?;
@@ -529,6 +540,8 @@ pub struct GeneratedToken {
     pub expires_at: Option<i64>,
 }
 
+/// Generates a named API token for an active user. Its expiry is the date asked for (none when
+/// `expiration` is empty), capped by `sonar.auth.token.max.allowed.lifetime`.
 pub fn generate_token(
     conn: &mut Connection,
     login: &str,
@@ -543,9 +556,10 @@ pub fn generate_token(
             "Token name must be between 1 and 100 characters long",
         ));
     }
-    let expires_at = parse_expiration(expiration, now)?;
+    let asked = parse_expiration(expiration, now)?;
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
+    let expires_at = crate::settings::token_max_lifetime(&tx)?.cap(asked, now);
     if tokens::exists(&tx, user.id, name)? {
         return Err(AppError::rule(format!(
             "A user token for login '{login}' and name '{name}' already exists"
@@ -702,10 +716,98 @@ mod tests {
             gitlab_username: Some("ANN"),
             ..input
         };
-        assert!(matches!(
-            create_user(&mut conn, &dup, 1),
-            Err(AppError::Rule(_))
-        ));
+        assert_identity_taken(create_user(&mut conn, &dup, 1), "gitlab_username", "gl-ann");
+    }
+
+    /// Asserts the refusal of an identity already linked to `holder`, as an error of `field`.
+    #[track_caller]
+    fn assert_identity_taken<T: std::fmt::Debug>(result: AppResult<T>, field: &str, holder: &str) {
+        match result {
+            Err(AppError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].field, field);
+                assert!(
+                    errors[0]
+                        .message
+                        .contains(&format!("is already linked to user '{holder}'")),
+                    "{}",
+                    errors[0].message
+                );
+            }
+            other => panic!("expected a refusal of the identity, got {other:?}"),
+        }
+    }
+
+    fn gitlab<'a>(login: &'a str, username: &'a str) -> NewUserInput<'a> {
+        NewUserInput {
+            login,
+            name: "GitLab User",
+            email: "",
+            password: "",
+            gitlab_username: Some(username),
+        }
+    }
+
+    #[test]
+    fn reactivating_with_a_gitlab_identity_linked_to_another_user_is_refused() {
+        let mut conn = test_db();
+        let old = create_user(&mut conn, &local("old"), 1).unwrap();
+        deactivate_user(&mut conn, 1, "old", 2).unwrap();
+        create_user(&mut conn, &gitlab("holder", "taken"), 3).unwrap();
+        let again = create_user(&mut conn, &gitlab("old", "TAKEN"), 4);
+        assert_identity_taken(again, "gitlab_username", "holder");
+        // Nothing changed: still deactivated, still local.
+        let old_now = users::find_by_id(&conn, old.id).unwrap().unwrap();
+        assert_eq!(
+            old_now,
+            users::User {
+                active: false,
+                ..old
+            }
+        );
+        // The identity it held itself stays its own to take back.
+        create_user(&mut conn, &gitlab("back", "back"), 5).unwrap();
+        deactivate_user(&mut conn, 1, "back", 6).unwrap();
+        let back = create_user(&mut conn, &gitlab("back", "Back"), 7).unwrap();
+        assert!(back.active);
+        assert_eq!(back.external_identity.as_deref(), Some("Back"));
+    }
+
+    #[test]
+    fn linking_to_a_gitlab_identity_linked_to_another_user_is_refused() {
+        let mut conn = test_db();
+        create_user(&mut conn, &gitlab("holder", "taken"), 1).unwrap();
+        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        let (_, session) = sessions::create(&conn, ann.id, 1).unwrap();
+        tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
+        let err = update_identity_provider(&mut conn, "ann", "gitlab", "Taken", 2);
+        assert_identity_taken(err, "newExternalIdentity", "holder");
+        // Nothing changed: the account, its session and its token are as they were.
+        assert_eq!(users::find_by_id(&conn, ann.id).unwrap().unwrap(), ann);
+        assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 1);
+        assert!(sessions::find_by_hash(&conn, &session.id_hash, 3, 3600)
+            .unwrap()
+            .is_some());
+        // Its own identity again is no conflict.
+        update_identity_provider(&mut conn, "holder", "gitlab", "TAKEN", 3).unwrap();
+    }
+
+    #[test]
+    fn linking_to_another_identity_ends_sessions_and_deletes_tokens() {
+        let mut conn = test_db();
+        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        sessions::create(&conn, ann.id, 1).unwrap();
+        tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
+        update_identity_provider(&mut conn, "ann", "gitlab", "someone-else", 2).unwrap();
+        assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 0);
+        let sessions: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE user_id = ?1",
+                [ann.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sessions, 0);
     }
 
     #[test]
@@ -741,6 +843,33 @@ mod tests {
         assert!(parse_expiration("tomorrow", now).is_err());
         assert_eq!(parse_expiration("", now).unwrap(), None);
         assert!(parse_expiration("2030-01-01", now).unwrap().is_some());
+    }
+
+    #[test]
+    fn new_tokens_are_capped_by_the_lifetime_setting() {
+        let mut conn = test_db();
+        let now = 1_700_000_000; // 2023-11-14
+        let day = |date: &str| parse_expiration(date, now).unwrap();
+        let plain = generate_token(&mut conn, "admin", "plain", "", now).unwrap();
+        assert_eq!(plain.expires_at, None);
+        let key = "sonar.auth.token.max.allowed.lifetime";
+        crate::settings::set(&mut conn, key, "30 days").unwrap();
+        let none = generate_token(&mut conn, "admin", "none", "", now).unwrap();
+        assert_eq!(none.expires_at, day("2023-12-14"));
+        let far = generate_token(&mut conn, "admin", "far", "2099-01-01", now).unwrap();
+        assert_eq!(far.expires_at, day("2023-12-14"));
+        let near = generate_token(&mut conn, "admin", "near", "2023-12-01", now).unwrap();
+        assert_eq!(near.expires_at, day("2023-12-01"));
+        // What is stored is what was answered.
+        let stored: Vec<Option<i64>> = tokens::list(&conn, 1)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.expires_at)
+            .collect();
+        assert_eq!(
+            stored,
+            vec![far.expires_at, near.expires_at, none.expires_at, None]
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Domain types of labgate: identifiers that carry their validation rules, and permissions.
+//! Domain types of labgate: identifiers that carry their validation rules, permissions, and
+//! the lifetime cap of new API tokens.
 
 use std::fmt;
 
@@ -241,6 +242,69 @@ pub const TOKEN_PREFIX: &str = "lgu_";
 /// External identity providers a user can be linked to.
 pub const PROVIDER_GITLAB: &str = "gitlab";
 
+/// The longest life of a new API token: the values of `sonar.auth.token.max.allowed.lifetime`.
+/// A leaked token that expires does less harm than one that works forever, so administrators
+/// may require every new token to expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLifetime {
+    Days30,
+    Days90,
+    Year,
+    /// No cap: a token expires only on the date asked for, if any.
+    Unlimited,
+}
+
+impl TokenLifetime {
+    /// Every lifetime, in the order of [`TokenLifetime::LABELS`].
+    pub const ALL: [TokenLifetime; 4] = [
+        TokenLifetime::Days30,
+        TokenLifetime::Days90,
+        TokenLifetime::Year,
+        TokenLifetime::Unlimited,
+    ];
+
+    /// The setting's values, exactly as SonarQube writes them.
+    pub const LABELS: &'static [&'static str] = &["30 days", "90 days", "1 year", "No expiration"];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenLifetime::Days30 => "30 days",
+            TokenLifetime::Days90 => "90 days",
+            TokenLifetime::Year => "1 year",
+            TokenLifetime::Unlimited => "No expiration",
+        }
+    }
+
+    /// The lifetime a setting value names (exactly, case included).
+    pub fn parse(raw: &str) -> Option<TokenLifetime> {
+        TokenLifetime::ALL.into_iter().find(|l| l.label() == raw)
+    }
+
+    /// The latest expiry of a token created at `now`: the start (UTC) of the date that lies
+    /// this lifetime after the UTC date of `now` (a year after 29 February is 28 February), the
+    /// instant at which a token asked for with that date expires. `None` without a cap.
+    pub fn latest_expiry(self, now: i64) -> Option<i64> {
+        let today = chrono::DateTime::from_timestamp(now, 0)?.date_naive();
+        let last_day = match self {
+            TokenLifetime::Days30 => today.checked_add_days(chrono::Days::new(30)),
+            TokenLifetime::Days90 => today.checked_add_days(chrono::Days::new(90)),
+            TokenLifetime::Year => today.checked_add_months(chrono::Months::new(12)),
+            TokenLifetime::Unlimited => None,
+        }?;
+        Some(last_day.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+    }
+
+    /// The expiry a new token gets at `now` when `asked` was asked for (`None`: no date): the
+    /// cap when no date or a later one was asked for, else the date asked for.
+    pub fn cap(self, asked: Option<i64>, now: i64) -> Option<i64> {
+        match (self.latest_expiry(now), asked) {
+            (None, asked) => asked,
+            (Some(latest), Some(asked)) => Some(asked.min(latest)),
+            (Some(latest), None) => Some(latest),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +365,80 @@ mod tests {
         assert_eq!(validate_name(" Ann ").unwrap(), "Ann");
         assert!(validate_password("short").is_err());
         assert!(validate_password("twelve-chars").is_ok());
+    }
+
+    /// The start (UTC) of a date, as token expiries are stored.
+    fn day(date: &str) -> i64 {
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp()
+    }
+
+    /// 2023-11-14 22:13:20 UTC.
+    const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn token_lifetime_labels_round_trip() {
+        for (lifetime, label) in TokenLifetime::ALL.iter().zip(TokenLifetime::LABELS) {
+            assert_eq!(lifetime.label(), *label);
+            assert_eq!(TokenLifetime::parse(label), Some(*lifetime));
+        }
+        assert_eq!(TokenLifetime::ALL.len(), TokenLifetime::LABELS.len());
+        for bad in ["30 Days", " 30 days", "no expiration", "1 years", ""] {
+            assert_eq!(TokenLifetime::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_asked_for_without_a_date_expires_at_the_cap() {
+        assert_eq!(
+            TokenLifetime::Days30.cap(None, NOW),
+            Some(day("2023-12-14"))
+        );
+        assert_eq!(
+            TokenLifetime::Days90.cap(None, NOW),
+            Some(day("2024-02-12"))
+        );
+        assert_eq!(TokenLifetime::Year.cap(None, NOW), Some(day("2024-11-14")));
+    }
+
+    #[test]
+    fn a_date_beyond_the_cap_becomes_the_cap_and_one_within_is_kept() {
+        let cap = day("2024-02-12");
+        assert_eq!(
+            TokenLifetime::Days90.cap(Some(day("2099-12-31")), NOW),
+            Some(cap)
+        );
+        assert_eq!(
+            TokenLifetime::Days90.cap(Some(cap + 86_400), NOW),
+            Some(cap)
+        );
+        assert_eq!(TokenLifetime::Days90.cap(Some(cap), NOW), Some(cap));
+        let near = day("2023-11-20");
+        assert_eq!(TokenLifetime::Days90.cap(Some(near), NOW), Some(near));
+        assert_eq!(TokenLifetime::Days30.cap(Some(near), NOW), Some(near));
+    }
+
+    #[test]
+    fn no_expiration_keeps_what_was_asked() {
+        assert_eq!(TokenLifetime::Unlimited.cap(None, NOW), None);
+        let far = day("2099-12-31");
+        assert_eq!(TokenLifetime::Unlimited.cap(Some(far), NOW), Some(far));
+    }
+
+    #[test]
+    fn a_year_is_the_same_date_a_year_later_counted_from_the_utc_date() {
+        // Just before midnight UTC counts from that date, not the next one.
+        let late = day("2023-03-01") - 1;
+        assert_eq!(TokenLifetime::Year.cap(None, late), Some(day("2024-02-28")));
+        // A year after 29 February is the last day of February.
+        assert_eq!(
+            TokenLifetime::Year.cap(None, day("2024-02-29") + 3600),
+            Some(day("2025-02-28"))
+        );
     }
 
     #[test]

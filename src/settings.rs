@@ -3,6 +3,7 @@
 
 use crate::db;
 use crate::error::{AppError, AppResult};
+use crate::model::TokenLifetime;
 use rusqlite::Connection;
 
 pub const SERVER_BASE_URL: &str = "sonar.core.serverBaseURL";
@@ -14,6 +15,7 @@ pub const GITLAB_SECRET: &str = "sonar.auth.gitlab.secret.secured";
 pub const GITLAB_SIGN_UP: &str = "sonar.auth.gitlab.allowUsersToSignUp";
 pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
 pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
+pub const TOKEN_MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
 
 /// Every GitLab key: together they are the one GitLab configuration.
 pub const GITLAB_KEYS: &[&str] = &[
@@ -48,6 +50,8 @@ pub enum Kind {
     Text { max: usize },
     /// A list of GitLab root group slugs (multi-valued).
     GroupSlugs,
+    /// One of these exact texts.
+    Choice { values: &'static [&'static str] },
 }
 
 #[derive(Debug)]
@@ -90,6 +94,17 @@ pub const DEFINITIONS: &[Definition] = &[
             max: SESSION_TIMEOUT_MAX,
         },
         default: Some("4320"),
+    },
+    Definition {
+        key: TOKEN_MAX_LIFETIME,
+        name: "Maximum allowed lifetime of API tokens",
+        description: "New API tokens expire after at most this long: a token asked for without an \
+                      expiration date, or with a later one, expires this long after the day it is \
+                      generated. Tokens that exist already keep their expiration date.",
+        kind: Kind::Choice {
+            values: TokenLifetime::LABELS,
+        },
+        default: Some("No expiration"),
     },
     Definition {
         key: GITLAB_ENABLED,
@@ -225,6 +240,17 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
             }
             Ok(raw.to_string())
         }
+        Kind::Choice { values } => {
+            if !values.contains(&raw) {
+                let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+                return Err(invalid(format!(
+                    "Setting '{}': value must be one of {}",
+                    def.key,
+                    quoted.join(", ")
+                )));
+            }
+            Ok(raw.to_string())
+        }
         Kind::GroupSlugs => unreachable!("multi-valued settings are handled above"),
     }
 }
@@ -346,6 +372,16 @@ pub fn session_timeout_secs(conn: &Connection) -> AppResult<i64> {
     Ok(minutes * 60)
 }
 
+/// The longest life of a new API token. A stored value that is none of the setting's values
+/// (only a hand edit of the database can store one) counts as the shortest lifetime, so that
+/// the cap never silently disappears.
+pub fn token_max_lifetime(conn: &Connection) -> AppResult<TokenLifetime> {
+    Ok(value(conn, TOKEN_MAX_LIFETIME)?
+        .as_deref()
+        .and_then(TokenLifetime::parse)
+        .unwrap_or(TokenLifetime::Days30))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +446,41 @@ mod tests {
             assert_eq!(snap.is_set(def.key), is_set(&conn, def.key).unwrap());
         }
         assert!(snap.value("sonar.unknown").is_err());
+    }
+
+    #[test]
+    fn token_lifetime_setting_takes_exactly_its_four_values() {
+        let mut conn = db::test_db();
+        let key = "sonar.auth.token.max.allowed.lifetime";
+        assert_eq!(value(&conn, key).unwrap().as_deref(), Some("No expiration"));
+        for ok in ["30 days", "90 days", "1 year", "No expiration"] {
+            set(&mut conn, key, ok).unwrap();
+            assert_eq!(value(&conn, key).unwrap().as_deref(), Some(ok));
+        }
+        set(&mut conn, key, "90 days").unwrap();
+        for bad in ["45 days", "90 Days", "no expiration", "1 years", "90", ""] {
+            let err = set(&mut conn, key, bad).unwrap_err();
+            assert_eq!(
+                err.public_message(),
+                "Setting 'sonar.auth.token.max.allowed.lifetime': value must be one of \
+                 '30 days', '90 days', '1 year', 'No expiration'",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(value(&conn, key).unwrap().as_deref(), Some("90 days"));
+        reset(&mut conn, key).unwrap();
+        assert_eq!(value(&conn, key).unwrap().as_deref(), Some("No expiration"));
+    }
+
+    #[test]
+    fn token_lifetime_is_read_as_stored_and_an_unknown_stored_value_is_the_shortest() {
+        let mut conn = db::test_db();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Unlimited);
+        set(&mut conn, TOKEN_MAX_LIFETIME, "1 year").unwrap();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Year);
+        // Only a hand edit of the database stores such a value; the cap stays.
+        db::settings::set(&conn, TOKEN_MAX_LIFETIME, "forever").unwrap();
+        assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Days30);
     }
 
     #[test]

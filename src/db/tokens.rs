@@ -131,6 +131,13 @@ pub fn revoke(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<b
         == 1)
 }
 
+/// Deletes every token of a user.
+pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
+        .execute([user_id])?;
+    Ok(())
+}
+
 pub fn list(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Token>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, created_at, last_connection_at, expires_at FROM user_tokens \

@@ -160,6 +160,27 @@ pub fn email_owner(
     .optional()
 }
 
+const EXTERNAL_IDENTITY_HOLDER: &str = "SELECT login FROM users WHERE external_provider = ?1 \
+     AND (external_identity = ?2 COLLATE NOCASE OR external_id = ?3) \
+     AND id IS NOT ?4 LIMIT 1";
+
+/// The login of a user other than `except_id` linked to this external identity: the same
+/// username ignoring case (GitLab usernames are unique regardless of case), or the same
+/// numeric id when one is given.
+pub fn external_identity_holder(
+    conn: &Connection,
+    provider: &str,
+    username: &str,
+    external_id: Option<&str>,
+    except_id: Option<i64>,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(EXTERNAL_IDENTITY_HOLDER)?
+        .query_row(params![provider, username, external_id, except_id], |r| {
+            r.get(0)
+        })
+        .optional()
+}
+
 pub fn update_profile(
     conn: &Connection,
     id: i64,
@@ -376,6 +397,44 @@ mod tests {
         assert_eq!(groups[&ann], vec!["devs", DEFAULT_GROUP]);
         assert_eq!(tokens[&ann], 2);
         assert!(group_names_of(&conn, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn external_identity_holder_matches_the_username_ignoring_case_or_the_id() {
+        let conn = test_db();
+        let gl = create(
+            &conn,
+            &NewUser {
+                external: Some(External {
+                    provider: "gitlab",
+                    identity: "Ann.GL",
+                    id: Some("42"),
+                }),
+                password_hash: None,
+                ..new_local("ann", None)
+            },
+            5,
+        )
+        .unwrap();
+        create(&conn, &new_local("bob", None), 5).unwrap();
+        let holder = |username, id, except| {
+            external_identity_holder(&conn, "gitlab", username, id, except).unwrap()
+        };
+        assert_eq!(holder("ann.gl", None, None).as_deref(), Some("ann"));
+        assert_eq!(holder("renamed", Some("42"), None).as_deref(), Some("ann"));
+        assert_eq!(holder("ann.gl", Some("42"), Some(gl)), None, "itself");
+        assert_eq!(holder("renamed", Some("43"), None), None);
+        let plan = crate::db::query_plan(&conn, EXTERNAL_IDENTITY_HOLDER);
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN users")),
+            "read through the indexes: {plan:?}"
+        );
+        // A local login is no GitLab identity.
+        assert_eq!(holder("bob", None, None), None);
+        assert_eq!(
+            external_identity_holder(&conn, "other", "ann.gl", None, None).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -105,6 +105,84 @@ fn admin_pre_provisions_a_gitlab_user_not_linked_yet() {
 }
 
 #[test]
+fn gitlab_user_form_refuses_a_gitlab_username_already_linked() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let gitlab_user = |login: &'static str, username: &'static str| {
+        [
+            ("provider", "gitlab"),
+            ("login", login),
+            ("name", "Some One"),
+            ("email", ""),
+            ("gitlab_username", username),
+        ]
+    };
+    let r = submit(
+        &mut c,
+        "/admin/users/create",
+        &gitlab_user("holder", "bob.gl"),
+    );
+    follow(&mut c, &r, "/admin/users");
+    let field_error =
+        "<p class=\"field-error\">GitLab user 'BOB.gl' is already linked to user 'holder'";
+    // A new user.
+    let r = submit(
+        &mut c,
+        "/admin/users/create",
+        &gitlab_user("second", "BOB.gl"),
+    );
+    let page = refused(&r);
+    assert!(page.contains(field_error), "{page}");
+    assert!(
+        page.contains("value=\"second\""),
+        "the login is kept:\n{page}"
+    );
+    // A deactivated login that the form would bring back.
+    lg.create_user("old", USER_PASSWORD);
+    lg.admin()
+        .post_form("/api/users/deactivate", &[("login", "old")])
+        .expect_json(200);
+    let r = submit(&mut c, "/admin/users/create", &gitlab_user("old", "BOB.gl"));
+    let page = refused(&r);
+    assert!(page.contains(field_error), "{page}");
+    let v = lg
+        .admin()
+        .get_query(
+            "/api/users/search",
+            &[("q", "old"), ("deactivated", "true")],
+        )
+        .expect_json(200);
+    assert_eq!(v["users"][0]["login"], "old", "still deactivated: {v}");
+    assert_eq!(v["users"][0]["local"], true, "still local: {v}");
+    let v = lg
+        .admin()
+        .get_query("/api/users/search", &[("q", "second")])
+        .expect_json(200);
+    assert_eq!(v["paging"]["total"], 0, "nothing was created: {v}");
+}
+
+#[test]
+fn gitlab_user_form_says_that_gitlab_usernames_change_hands() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let page = html_unescape(&c.get("/admin/users").expect_html(200));
+    let form = page
+        .split("id=\"create-gitlab\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no GitLab user form:\n{page}"));
+    // As a browser shows it: line breaks and indentation are single spaces.
+    let form = form.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "A GitLab username can change hands",
+        "by GitLab's numeric user id",
+        "shortly before their first sign-in",
+        "allowed groups",
+    ] {
+        assert!(form.contains(words), "{words:?} missing from:\n{form}");
+    }
+}
+
+#[test]
 fn bad_user_form_is_shown_again_with_field_errors() {
     let lg = Labgate::start();
     let mut c = browser(&lg);
@@ -504,6 +582,51 @@ fn settings_are_saved_validated_and_reset() {
     let page = follow(&mut c, &r, "/admin/settings?category=authentication");
     assert!(page.contains("was reset to its default."), "{page}");
     assert!(page.contains("4320 (default)"), "{page}");
+}
+
+#[test]
+fn token_lifetime_is_chosen_from_its_values_on_the_settings_page() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let key = "sonar.auth.token.max.allowed.lifetime";
+    let page = html_unescape(
+        &c.get("/admin/settings?category=authentication")
+            .expect_html(200),
+    );
+    assert!(
+        page.contains(key) && page.contains("No expiration (default)"),
+        "{page}"
+    );
+    for value in ["30 days", "90 days", "1 year", "No expiration"] {
+        assert!(
+            page.contains(&format!("<option value=\"{value}\"")),
+            "{value} not offered:\n{page}"
+        );
+    }
+    let r = submit(
+        &mut c,
+        "/admin/settings",
+        &[("key", key), ("value", "2 years")],
+    );
+    let page = refused(&r);
+    assert!(page.contains("value must be one of '30 days'"), "{page}");
+
+    let r = submit(
+        &mut c,
+        "/admin/settings",
+        &[("key", key), ("value", "1 year")],
+    );
+    let page = follow(&mut c, &r, "/admin/settings?category=authentication");
+    assert!(page.contains("was saved."), "{page}");
+    assert!(
+        page.contains("<option value=\"1 year\" selected"),
+        "the saved value is the one selected:\n{page}"
+    );
+    let v = lg
+        .admin()
+        .get_query("/api/settings/values", &[("keys", key)])
+        .expect_json(200);
+    assert_eq!(v["settings"][0]["value"], "1 year", "{v}");
 }
 
 #[test]

@@ -371,3 +371,49 @@ fn invalid_configuration_json_is_400() {
         r.expect_error(400);
     }
 }
+
+#[test]
+fn token_lifetime_setting_takes_exactly_its_four_values() {
+    let lg = Labgate::start();
+    let key = "sonar.auth.token.max.allowed.lifetime";
+    let v = values(&lg);
+    let s = setting(&v, key).unwrap_or_else(|| panic!("{key} missing: {v}"));
+    assert_eq!(s["value"], "No expiration", "{v}");
+    for value in ["30 days", "90 days", "1 year", "No expiration"] {
+        set(&lg, key, value);
+        let v = values(&lg);
+        assert_eq!(
+            setting(&v, key).map(|s| &s["value"]),
+            Some(&json!(value)),
+            "{v}"
+        );
+    }
+    set(&lg, key, "1 year");
+    for bad in ["45 days", "90 Days", "forever", ""] {
+        let msg = lg
+            .admin()
+            .post_form("/api/settings/set", &[("key", key), ("value", bad)])
+            .expect_error(400);
+        assert_eq!(
+            msg,
+            "Setting 'sonar.auth.token.max.allowed.lifetime': value must be one of \
+             '30 days', '90 days', '1 year', 'No expiration'",
+            "{bad:?}"
+        );
+    }
+    let v = values(&lg);
+    assert_eq!(
+        setting(&v, key).map(|s| &s["value"]),
+        Some(&json!("1 year")),
+        "{v}"
+    );
+    lg.admin()
+        .post_form("/api/settings/reset", &[("keys", key)])
+        .expect(204);
+    let v = values(&lg);
+    assert_eq!(
+        setting(&v, key).map(|s| &s["value"]),
+        Some(&json!("No expiration")),
+        "{v}"
+    );
+}

@@ -224,3 +224,76 @@ fn generate_for_unknown_user_is_404() {
         )
         .expect_error(404);
 }
+
+const MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
+
+/// Sets the longest life of new tokens, as admin.
+fn set_max_lifetime(lg: &Labgate, value: &str) {
+    lg.admin()
+        .post_form(
+            "/api/settings/set",
+            &[("key", MAX_LIFETIME), ("value", value)],
+        )
+        .expect(204);
+}
+
+/// Generates a token of the admin with this expiration date (none when empty).
+fn generate(lg: &Labgate, name: &str, expiration: &str) -> serde_json::Value {
+    let mut params = vec![("name", name)];
+    if !expiration.is_empty() {
+        params.push(("expirationDate", expiration));
+    }
+    lg.admin()
+        .post_form("/api/user_tokens/generate", &params)
+        .expect_json(200)
+}
+
+#[test]
+fn a_token_without_a_date_expires_at_the_lifetime_cap() {
+    let lg = Labgate::start();
+    set_max_lifetime(&lg, "90 days");
+    let before = date_in_days(90);
+    let v = generate(&lg, "capped", "");
+    assert_date(&v["expirationDate"], &before, || date_in_days(90));
+    let list = lg.admin().get("/api/user_tokens/search").expect_json(200);
+    assert_eq!(
+        list["userTokens"][0]["expirationDate"], v["expirationDate"],
+        "{list}"
+    );
+}
+
+#[test]
+fn a_token_date_beyond_the_lifetime_cap_becomes_the_cap() {
+    let lg = Labgate::start();
+    set_max_lifetime(&lg, "30 days");
+    let before = date_in_days(30);
+    let v = generate(&lg, "far", "2099-12-31");
+    assert_date(&v["expirationDate"], &before, || date_in_days(30));
+    let before = date_in_days(30);
+    let v = generate(&lg, "just-beyond", &date_in_days(31));
+    assert_date(&v["expirationDate"], &before, || date_in_days(30));
+}
+
+#[test]
+fn a_token_date_within_the_lifetime_cap_is_kept() {
+    let lg = Labgate::start();
+    set_max_lifetime(&lg, "1 year");
+    let near = date_in_days(10);
+    let v = generate(&lg, "near", &near);
+    assert_eq!(v["expirationDate"], near.as_str(), "{v}");
+}
+
+#[test]
+fn no_expiration_leaves_the_date_to_the_caller() {
+    let lg = Labgate::start();
+    // The default, then the same value set explicitly.
+    for setting in [None, Some("No expiration")] {
+        if let Some(value) = setting {
+            set_max_lifetime(&lg, value);
+        }
+        let v = generate(&lg, &format!("open-{}", setting.is_some()), "");
+        assert!(v.get("expirationDate").is_none(), "{setting:?}: {v}");
+        let v = generate(&lg, &format!("far-{}", setting.is_some()), "2099-12-31");
+        assert_eq!(v["expirationDate"], "2099-12-31", "{setting:?}: {v}");
+    }
+}

@@ -599,3 +599,114 @@ fn update_identity_provider_of_unknown_user_is_404() {
         )
         .expect_error(404);
 }
+
+#[test]
+fn update_identity_provider_ends_sessions_and_revokes_tokens() {
+    let lg = Labgate::start();
+    lg.create_user("handed", USER_PASSWORD);
+    let mut session = lg.login("handed", USER_PASSWORD);
+    let mut token = lg.token_client("handed");
+    // Both work, and are now held in the server's memory of recent callers.
+    for c in [&mut session, &mut token] {
+        assert_eq!(
+            c.get("/api/users/current").expect_json(200)["login"],
+            "handed"
+        );
+    }
+    lg.admin()
+        .post_form(
+            "/api/users/update_identity_provider",
+            &[
+                ("login", "handed"),
+                ("newExternalProvider", "gitlab"),
+                ("newExternalIdentity", "new-holder"),
+            ],
+        )
+        .expect(204);
+    for (kind, c) in [("session", &mut session), ("token", &mut token)] {
+        let r = c.get("/api/users/current");
+        assert_eq!(r.status, 401, "{kind} after re-linking: {}", r.describe());
+    }
+    let u = find_user(&lg, "handed");
+    assert_eq!(u["tokensCount"], 0, "{u}");
+}
+
+/// Links `login` to GitLab username `username` through the API.
+fn link(lg: &Labgate, login: &str, username: &str) -> Resp {
+    lg.admin().post_form(
+        "/api/users/update_identity_provider",
+        &[
+            ("login", login),
+            ("newExternalProvider", "gitlab"),
+            ("newExternalIdentity", username),
+        ],
+    )
+}
+
+#[test]
+fn create_external_user_with_a_gitlab_identity_already_linked_is_400() {
+    let lg = Labgate::start();
+    lg.create_user("holder", USER_PASSWORD);
+    link(&lg, "holder", "Shared").expect(204);
+    let msg = lg
+        .admin()
+        .post_form(
+            "/api/users/create",
+            &[("login", "shared"), ("name", "Second"), ("local", "false")],
+        )
+        .expect_error(400);
+    assert!(
+        msg.contains("GitLab user 'shared' is already linked to user 'holder'"),
+        "{msg}"
+    );
+    let v = search(&lg, &[("q", "shared")]);
+    assert_eq!(v["paging"]["total"], 0, "nothing was created: {v}");
+}
+
+#[test]
+fn recreating_a_deactivated_login_with_a_gitlab_identity_already_linked_is_400() {
+    let lg = Labgate::start();
+    lg.create_user("old", USER_PASSWORD);
+    lg.admin()
+        .post_form("/api/users/deactivate", &[("login", "old")])
+        .expect_json(200);
+    lg.create_user("holder", USER_PASSWORD);
+    link(&lg, "holder", "OLD").expect(204);
+    // `local=false` pre-provisions the GitLab username equal to the login.
+    let msg = lg
+        .admin()
+        .post_form(
+            "/api/users/create",
+            &[("login", "old"), ("name", "Old again"), ("local", "false")],
+        )
+        .expect_error(400);
+    assert!(
+        msg.contains("GitLab user 'old' is already linked to user 'holder'"),
+        "{msg}"
+    );
+    let v = search(&lg, &[("q", "old"), ("deactivated", "true")]);
+    let old = v["users"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["login"] == "old"))
+        .cloned()
+        .unwrap_or_else(|| panic!("old is no longer deactivated: {v}"));
+    assert_eq!(old["local"], true, "{old}");
+    assert_eq!(old["name"], "Name of old", "{old}");
+}
+
+#[test]
+fn update_identity_provider_to_an_identity_already_linked_is_400() {
+    let lg = Labgate::start();
+    lg.create_user("holder", USER_PASSWORD);
+    lg.create_user("second", USER_PASSWORD);
+    link(&lg, "holder", "gl-name").expect(204);
+    let msg = link(&lg, "second", "GL-Name").expect_error(400);
+    assert!(
+        msg.contains("GitLab user 'GL-Name' is already linked to user 'holder'"),
+        "{msg}"
+    );
+    let u = find_user(&lg, "second");
+    assert_eq!(u["local"], true, "unchanged: {u}");
+    // The holder may be linked to its own identity again.
+    link(&lg, "holder", "GL-NAME").expect(204);
+}

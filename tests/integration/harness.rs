@@ -1174,6 +1174,22 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
 }
 
+/// The UTC date `days` days from today, `YYYY-MM-DD`, as token expiry dates are written.
+pub fn date_in_days(days: u64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Days::new(days)).to_string()
+}
+
+/// Asserts that `got` is the date `expected` computes, read just before or just after the
+/// request that produced it (a run may cross midnight UTC).
+#[track_caller]
+pub fn assert_date(got: &Value, before: &str, expected: impl Fn() -> String) {
+    let after = expected();
+    assert!(
+        got.as_str().is_some_and(|d| d == before || d == after),
+        "expected {before} (or {after}), got {got}"
+    );
+}
+
 /// The `logins` of a `users` array.
 pub fn logins(users: &Value) -> Vec<String> {
     users

@@ -237,3 +237,44 @@ fn account_form_post_without_csrf_token_is_refused() {
     let v = c.get("/api/user_tokens/search").expect_json(200);
     assert!(names(&v["userTokens"]).is_empty(), "{v}");
 }
+
+#[test]
+fn token_form_states_the_lifetime_cap_and_applies_it() {
+    let lg = Labgate::start();
+    lg.create_user("capped", USER_PASSWORD);
+    let mut c = lg.login("capped", USER_PASSWORD).with_xsrf(false);
+    let page = html_unescape(&c.get("/account").expect_html(200));
+    assert!(
+        !page.contains("Tokens expire after at most"),
+        "no cap by default:\n{page}"
+    );
+    lg.admin()
+        .post_form(
+            "/api/settings/set",
+            &[
+                ("key", "sonar.auth.token.max.allowed.lifetime"),
+                ("value", "90 days"),
+            ],
+        )
+        .expect(204);
+    let page = html_unescape(&c.get("/account").expect_html(200));
+    assert!(
+        page.contains("Tokens expire after at most 90 days on this server"),
+        "{page}"
+    );
+    let token = account_csrf(&mut c);
+    let before = date_in_days(90);
+    let r = c.post_form(
+        "/account/tokens/generate",
+        &[
+            ("csrf_token", &token),
+            ("name", "from-the-page"),
+            ("expirationDate", "2099-12-31"),
+        ],
+    );
+    html_unescape(&r.expect_html(200));
+    let v = c.get("/api/user_tokens/search").expect_json(200);
+    assert_date(&v["userTokens"][0]["expirationDate"], &before, || {
+        date_in_days(90)
+    });
+}

@@ -29,7 +29,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         id: "authentication",
         label: "Authentication",
-        keys: &[settings::SESSION_TIMEOUT],
+        keys: &[settings::SESSION_TIMEOUT, settings::TOKEN_MAX_LIFETIME],
     },
 ];
 
@@ -64,12 +64,34 @@ fn fixed_by_config(ctx: &Ctx<'_>, key: &str) -> Option<String> {
     })
 }
 
-/// The HTML input of a setting: `type`, `min`, `max`.
+/// The HTML input of a setting: `type`, `min`, `max` (a choice is a `select` instead).
 fn input_of(kind: Kind) -> (&'static str, String, String) {
     match kind {
         Kind::Url => ("url", String::new(), String::new()),
         Kind::Integer { min, max } => ("number", min.to_string(), max.to_string()),
-        Kind::Bool | Kind::Text { .. } | Kind::GroupSlugs => ("text", String::new(), String::new()),
+        Kind::Bool | Kind::Text { .. } | Kind::GroupSlugs | Kind::Choice { .. } => {
+            ("text", String::new(), String::new())
+        }
+    }
+}
+
+/// An option of a setting chosen from a list.
+struct Choice {
+    value: &'static str,
+    selected: bool,
+}
+
+/// The options of a setting chosen from a list, `value` selected; empty for other settings.
+fn choices_of(kind: Kind, value: &str) -> Vec<Choice> {
+    match kind {
+        Kind::Choice { values } => values
+            .iter()
+            .map(|v| Choice {
+                value: v,
+                selected: *v == value,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -94,6 +116,8 @@ struct SettingView {
     input_type: &'static str,
     min: String,
     max: String,
+    /// The options, for a setting chosen from a list (shown as a `select`).
+    choices: Vec<Choice>,
     errors: FormErrors,
 }
 
@@ -125,6 +149,7 @@ fn setting_view(
         ),
     };
     let (input_type, min, max) = input_of(def.kind);
+    let choices = choices_of(def.kind, &value);
     Ok(SettingView {
         key: def.key,
         name: def.name,
@@ -136,6 +161,7 @@ fn setting_view(
         input_type,
         min,
         max,
+        choices,
         errors,
     })
 }
@@ -281,6 +307,19 @@ mod tests {
             Some("authentication")
         );
         assert!(category(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn a_choice_offers_its_values_with_the_current_one_selected() {
+        let kind = Kind::Choice {
+            values: &["a", "b"],
+        };
+        let shown: Vec<(&str, bool)> = choices_of(kind, "b")
+            .iter()
+            .map(|c| (c.value, c.selected))
+            .collect();
+        assert_eq!(shown, vec![("a", false), ("b", true)]);
+        assert!(choices_of(Kind::Url, "b").is_empty());
     }
 
     #[test]

@@ -250,6 +250,19 @@ struct AccountPage {
     token_expiration: String,
     token_errors: FormErrors,
     today: String,
+    /// The cap on the life of new tokens, in words, when there is one.
+    token_lifetime: Option<String>,
+}
+
+/// What the token form says about the cap on the life of new tokens at `now`, if there is one.
+fn token_lifetime_note(lifetime: crate::model::TokenLifetime, now: i64) -> Option<String> {
+    let latest = lifetime.latest_expiry(now)?;
+    Some(format!(
+        "Tokens expire after at most {} on this server: a token asked for without an \
+         expiration date, or with a later one, expires on {}.",
+        lifetime.label(),
+        crate::api::format_date(latest)
+    ))
 }
 
 fn account_page(
@@ -281,6 +294,10 @@ fn account_page(
         token_expiration: token_form.1,
         token_errors: token_form.2,
         today: crate::api::format_date(ctx.now),
+        token_lifetime: token_lifetime_note(
+            crate::settings::token_max_lifetime(&ctx.conn)?,
+            ctx.now,
+        ),
     };
     render(status, &page)
 }
@@ -384,6 +401,20 @@ pub fn password_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_form_states_the_cap_with_its_date() {
+        use crate::model::TokenLifetime;
+        let now = 1_700_000_000; // 2023-11-14
+        assert_eq!(
+            token_lifetime_note(TokenLifetime::Days90, now).as_deref(),
+            Some(
+                "Tokens expire after at most 90 days on this server: a token asked for without \
+                 an expiration date, or with a later one, expires on 2024-02-12."
+            )
+        );
+        assert_eq!(token_lifetime_note(TokenLifetime::Unlimited, now), None);
+    }
 
     #[test]
     fn return_to_only_accepts_local_paths() {
