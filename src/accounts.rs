@@ -65,6 +65,20 @@ pub fn create_user(
     input: &NewUserInput<'_>,
     now: i64,
 ) -> AppResult<users::User> {
+    let local = input.gitlab_username.is_none();
+    let hash = (local && model::validate_password(input.password).is_ok())
+        .then(|| crate::crypto::hash_password(input.password));
+    create_user_hashed(conn, input, hash, now)
+}
+
+/// [`create_user`] with the password already hashed (`password_hash`, for a local user whose
+/// password is valid), so that a handler can hash it without holding a connection.
+pub fn create_user_hashed(
+    conn: &mut Connection,
+    input: &NewUserInput<'_>,
+    password_hash: Option<String>,
+    now: i64,
+) -> AppResult<users::User> {
     let mut errors = Vec::new();
     let login = Login::parse(input.login.trim())
         .map_err(|e| errors.push(e))
@@ -98,9 +112,16 @@ pub fn create_user(
         return Err(AppError::Invalid(errors));
     }
     let (login, name) = (login.expect("validated"), name.expect("validated"));
-    let password_hash = gitlab
-        .is_none()
-        .then(|| crate::crypto::hash_password(input.password));
+    if gitlab.is_none() && password_hash.is_none() {
+        return Err(AppError::Internal(
+            "a local user's password must be hashed first".into(),
+        ));
+    }
+    let password_hash = if gitlab.is_none() {
+        password_hash
+    } else {
+        None
+    };
     let tx = db::write_tx(conn)?;
     let existing = users::find_by_login(&tx, login.as_str())?;
     let existing_id = existing.as_ref().map(|u| u.id);
@@ -263,27 +284,64 @@ pub fn change_password(
     now: i64,
 ) -> AppResult<()> {
     model::validate_password(new_password)?;
+    let (user, hash) = password_of(conn, login)?;
+    if let Some(previous) = previous {
+        if !crate::crypto::verify_password(previous, &hash) {
+            return Err(incorrect_previous_password());
+        }
+        check_new_differs(previous, new_password)?;
+    }
+    let new_hash = crate::crypto::hash_password(new_password);
+    replace_password(conn, user.id, &hash, &new_hash, keep_session, now)
+}
+
+/// The refusal of a wrong current password.
+pub fn incorrect_previous_password() -> AppError {
+    AppError::invalid("previousPassword", "Incorrect password")
+}
+
+/// A new password must differ from the one it replaces.
+pub fn check_new_differs(previous: &str, new_password: &str) -> AppResult<()> {
+    if previous == new_password {
+        return Err(AppError::invalid(
+            "password",
+            "Password must be different from old password",
+        ));
+    }
+    Ok(())
+}
+
+/// An active local user and the stored hash of their password, for a check made without
+/// holding the connection.
+pub fn password_of(conn: &Connection, login: &str) -> AppResult<(users::User, String)> {
     let user = active_user_by_login(conn, login)?;
     let hash = users::password_hash(conn, user.id)?.ok_or_else(|| {
         AppError::rule("Password cannot be changed when external authentication is used")
     })?;
-    if let Some(previous) = previous {
-        if !crate::crypto::verify_password(previous, &hash) {
-            return Err(AppError::invalid("previousPassword", "Incorrect password"));
-        }
-        if previous == new_password {
-            return Err(AppError::invalid(
-                "password",
-                "Password must be different from old password",
-            ));
-        }
-    }
-    let new_hash = crate::crypto::hash_password(new_password);
+    Ok((user, hash))
+}
+
+/// Stores `new_hash` as the user's password and ends their other sessions (all of them when
+/// `keep_session` is `None`). `checked_hash` is the hash the caller verified against (from
+/// [`password_of`]): when the password changed since, nothing is written.
+pub fn replace_password(
+    conn: &mut Connection,
+    user_id: i64,
+    checked_hash: &str,
+    new_hash: &str,
+    keep_session: Option<&str>,
+    now: i64,
+) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
-    users::set_password(&tx, user.id, &new_hash, false, now)?;
+    if users::password_hash(&tx, user_id)?.as_deref() != Some(checked_hash) {
+        return Err(AppError::rule(
+            "The password was changed meanwhile; reload and try again",
+        ));
+    }
+    users::set_password(&tx, user_id, new_hash, false, now)?;
     match keep_session {
-        Some(keep) => sessions::delete_others(&tx, user.id, keep)?,
-        None => sessions::delete_for_user(&tx, user.id)?,
+        Some(keep) => sessions::delete_others(&tx, user_id, keep)?,
+        None => sessions::delete_for_user(&tx, user_id)?,
     }
     tx.commit()?;
     Ok(())

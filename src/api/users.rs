@@ -91,7 +91,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             "Password is mandatory and must not be empty",
         ));
     }
-    let user = accounts::create_user(&mut ctx.conn, &input, ctx.now)?;
+    let hash = crate::web::auth::new_password_hash(ctx.app, &mut ctx.conn, &input)?;
+    let user = accounts::create_user_hashed(&mut ctx.conn, &input, hash, ctx.now)?;
     Ok(Resp::json(&json!({ "user": user_json(&user) })))
 }
 
@@ -175,12 +176,14 @@ pub fn change_password(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         None
     };
     let keep = caller.session().map(|s| s.id_hash.clone());
-    accounts::change_password(
+    crate::web::auth::change_password(
+        ctx.app,
         &mut ctx.conn,
         &login,
         &password,
         previous.as_deref(),
         if own { keep.as_deref() } else { None },
+        ctx.req.client_ip,
         ctx.now,
     )?;
     Ok(Resp::no_content())

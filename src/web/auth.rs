@@ -336,6 +336,75 @@ pub fn check_password(
     }
 }
 
+/// Runs `work` (password hashing) with the connection given back to the pool and under a
+/// hashing slot; 429 when no slot comes free in time.
+pub fn hashing<T>(app: &App, conn: &mut PooledConn<'_>, work: impl FnOnce() -> T) -> AppResult<T> {
+    let done = conn.released(super::POOL_WAIT, || {
+        let _slot = app.hashing.acquire(HASHING_WAIT)?;
+        Some(work())
+    })?;
+    done.ok_or_else(|| {
+        AppError::too_many(
+            "The server is busy checking passwords. Try again in a moment.",
+            1,
+        )
+    })
+}
+
+/// The hash of a new local user's password, computed with [`hashing`]; `None` for a GitLab
+/// user or an invalid password (which the creation then reports).
+pub fn new_password_hash(
+    app: &App,
+    conn: &mut PooledConn<'_>,
+    input: &crate::accounts::NewUserInput<'_>,
+) -> AppResult<Option<String>> {
+    if input.gitlab_username.is_some() || crate::model::validate_password(input.password).is_err() {
+        return Ok(None);
+    }
+    let password = input.password;
+    hashing(app, conn, || crypto::hash_password(password)).map(Some)
+}
+
+/// Changes a local user's password: `previous` is the current password, required when users
+/// change their own; a wrong one counts as a failed sign-in of that login from that client
+/// (so that a stolen session cannot be used to guess the password), and a locked login is
+/// refused with 429. Hashing runs without holding the connection ([`hashing`]). Ends the
+/// user's other sessions (all of them when `keep_session` is `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn change_password(
+    app: &App,
+    conn: &mut PooledConn<'_>,
+    login: &str,
+    new_password: &str,
+    previous: Option<&str>,
+    keep_session: Option<&str>,
+    client: Option<IpAddr>,
+    now: i64,
+) -> AppResult<()> {
+    crate::model::validate_password(new_password)?;
+    let (user, stored) = crate::accounts::password_of(conn, login)?;
+    if previous.is_some() {
+        if let Verdict::Locked(secs) = app.throttle.check(login, client, now) {
+            return Err(AppError::too_many(
+                format!("Too many failed attempts. Try again in {secs} seconds."),
+                secs,
+            ));
+        }
+    }
+    let (previous_ok, new_hash) = hashing(app, conn, || {
+        let ok = previous.is_none_or(|p| crypto::verify_password(p, &stored));
+        (ok, ok.then(|| crypto::hash_password(new_password)))
+    })?;
+    let (Some(new_hash), true) = (new_hash, previous_ok) else {
+        app.throttle.record_failure(login, client, now);
+        return Err(crate::accounts::incorrect_previous_password());
+    };
+    if let Some(previous) = previous {
+        crate::accounts::check_new_differs(previous, new_password)?;
+    }
+    crate::accounts::replace_password(conn, user.id, &stored, &new_hash, keep_session, now)
+}
+
 /// Creates a session for a user who just proved who they are, ending the session the browser
 /// had (`previous`, its id hash) in the same transaction; returns the cookies to set.
 pub fn start_session(

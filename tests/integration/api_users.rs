@@ -710,3 +710,34 @@ fn update_identity_provider_to_an_identity_already_linked_is_400() {
     // The holder may be linked to its own identity again.
     link(&lg, "holder", "GL-NAME").expect(204);
 }
+
+#[test]
+fn a_stolen_session_cannot_guess_the_password_through_change_password() {
+    let lg = Labgate::start();
+    lg.create_user("victim", USER_PASSWORD);
+    let mut session = lg.login("victim", USER_PASSWORD);
+    let attempt = |c: &mut Client, previous: &str| {
+        c.post_form(
+            "/api/users/change_password",
+            &[
+                ("login", "victim"),
+                ("previousPassword", previous),
+                ("password", "a-new-password-456"),
+            ],
+        )
+    };
+    for i in 0..5 {
+        let r = attempt(&mut session, &format!("guess-number-{i}"));
+        assert_eq!(r.status, 400, "guess {i}: {}", r.describe());
+    }
+    // Locked: even the right password is refused for now, at once, with Retry-After.
+    let r = attempt(&mut session, USER_PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.describe());
+    assert!(r.header("retry-after").is_some(), "{}", r.describe());
+    // The guesses count as failed sign-ins of that login from that client.
+    let r = lg.client().post_form(
+        "/api/authentication/login",
+        &[("login", "victim"), ("password", USER_PASSWORD)],
+    );
+    assert_eq!(r.status, 429, "{}", r.describe());
+}

@@ -167,7 +167,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         password: &password,
         gitlab_username: is_gitlab.then_some(form.gitlab_username.as_str()),
     };
-    match accounts::create_user(&mut ctx.conn, &input, ctx.now) {
+    let hash = crate::web::auth::new_password_hash(ctx.app, &mut ctx.conn, &input)?;
+    match accounts::create_user_hashed(&mut ctx.conn, &input, hash, ctx.now) {
         Ok(user) => {
             let what = if existed {
                 "was reactivated with these details"

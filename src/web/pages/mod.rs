@@ -372,12 +372,14 @@ pub fn password_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         ))
     } else {
         let keep = caller.session().map(|s| s.id_hash.clone());
-        accounts::change_password(
+        auth::change_password(
+            ctx.app,
             &mut ctx.conn,
             &caller.user.login,
             &new,
             Some(&current),
             keep.as_deref(),
+            ctx.req.client_ip,
             ctx.now,
         )
     };
