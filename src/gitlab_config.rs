@@ -51,6 +51,13 @@ impl GitlabConfig {
         })
     }
 
+    /// Whether sign-in synchronizes groups: the setting is on and at least one allowed group
+    /// bounds which GitLab paths it takes. A configuration stored before that rule may have it
+    /// on without an allowed group: synchronization then does nothing and counts as off.
+    pub fn synchronizes(&self) -> bool {
+        crate::provisioning::synchronizes(self.synchronize_groups, &self.allowed_groups)
+    }
+
     pub fn scope(&self) -> &'static str {
         crate::provisioning::scope(self.synchronize_groups, &self.allowed_groups)
     }
