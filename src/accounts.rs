@@ -722,6 +722,7 @@ mod tests {
         create_user(&mut conn, &gl, 1).unwrap();
         create_user(&mut conn, &local("loc"), 1).unwrap();
         add_member(&mut conn, "devs", "gl").unwrap();
+        crate::settings::set(&mut conn, crate::settings::GITLAB_ALLOWED_GROUPS, "acme").unwrap();
         crate::settings::set(&mut conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
         let err = remove_member(&mut conn, "devs", "gl").unwrap_err();
         assert_eq!(err.public_message(), MEMBERSHIPS_SYNCHRONIZED);

@@ -55,6 +55,16 @@ pub fn synchronizes(synchronize_groups: bool, allowed_groups: &[String]) -> bool
     synchronize_groups && !allowed_groups.is_empty()
 }
 
+/// Whether a change of "Synchronize user groups" and the allowed groups, from `before` to
+/// `after` (each: the flag, the allowed groups), must be refused: it leaves synchronization on
+/// with no allowed group, where it could take no GitLab group at all. A configuration already
+/// in that state (stored before this rule) is not refused for changes that leave both as they
+/// are, so that its other settings stay editable.
+pub fn sync_change_refused(before: (bool, &[String]), after: (bool, &[String])) -> bool {
+    let lacks_allowed_group = |(sync, allowed): (bool, &[String])| sync && allowed.is_empty();
+    lacks_allowed_group(after) && !lacks_allowed_group(before)
+}
+
 /// Allowed entries as compared: trimmed of spaces and `/`, in lower case. An entry left empty
 /// admits nobody, so it is dropped.
 fn allowed_prefixes(allowed_groups: &[String]) -> Vec<String> {
@@ -350,6 +360,33 @@ mod tests {
         assert!(!synchronizes(true, &[]), "nothing to bound what it takes");
         assert!(!synchronizes(false, &paths(&["acme"])));
         assert!(!synchronizes(false, &[]));
+    }
+
+    #[test]
+    fn synchronization_can_be_on_only_with_an_allowed_group() {
+        let acme = paths(&["acme"]);
+        let none: &[String] = &[];
+        type State<'a> = (bool, &'a [String]);
+        // (before, after, refused)
+        let cases: &[(State, State, bool)] = &[
+            ((false, none), (true, none), true),
+            ((false, &acme), (true, none), true),
+            ((true, &acme), (true, none), true),
+            ((false, none), (true, &acme), false),
+            ((true, &acme), (false, none), false),
+            ((false, none), (false, none), false),
+            ((true, &acme), (true, &acme), false),
+            ((true, none), (true, none), false),
+            ((true, none), (false, none), false),
+            ((true, none), (true, &acme), false),
+        ];
+        for (before, after, refused) in cases {
+            assert_eq!(
+                sync_change_refused(*before, *after),
+                *refused,
+                "{before:?} -> {after:?}"
+            );
+        }
     }
 
     #[test]

@@ -795,6 +795,41 @@ fn group_sync_ignores_a_gitlab_group_named_administrators_outside_the_allowed_gr
     assert_eq!(groups_of(&lg, "bob"), strings(&["users"]));
 }
 
+/// Asserts that the signed-in `client` holds no group but `users`, no permission, and is refused
+/// an admin page.
+#[track_caller]
+fn assert_not_admin(client: &mut Client) {
+    let me = client.get("/api/users/current").expect_json(200);
+    assert_eq!(me["groups"], json!(["users"]), "{me}");
+    assert_eq!(me["permissions"]["global"], json!([]), "{me}");
+    assert_eq!(
+        client.get("/admin/users").status,
+        403,
+        "an admin page: {me}"
+    );
+}
+
+/// Without allowed groups the attack cannot be set up: synchronization cannot be turned on.
+#[test]
+fn group_sync_cannot_be_turned_on_without_allowed_groups_so_administrators_is_not_joined() {
+    let (lg, gl) = lab(&[]);
+    let msg = lg
+        .admin()
+        .post_form(
+            "/api/settings/set",
+            &[("key", SYNC_ON.0), ("value", "true")],
+        )
+        .expect_error(400);
+    assert_eq!(
+        msg,
+        "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized"
+    );
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("bob", "administrators", access::OWNER);
+    let mut bob = sign_in(&lg, &gl, "bob", "/").accepted("/");
+    assert_not_admin(&mut bob);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Allowed groups
 

@@ -510,13 +510,24 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         )]);
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    if needs_open_confirmation(sign_up, &groups, confirmed) {
-        let url = gitlab_config::load(&ctx.conn)?.url;
+    let stored = gitlab_config::load(&ctx.conn)?;
+    // The save checks this rule again in its transaction; checked here first so that the open
+    // sign-up warning below never asks to confirm a change that would then be refused.
+    let stored_sync = (stored.synchronize_groups, &stored.allowed_groups[..]);
+    if provisioning::sync_change_refused(stored_sync, (synchronize_groups, &groups)) {
         form.rows = rows_of(groups, Vec::new());
-        form.open_warning = Some(open_warning(&url));
+        form.errors = FormErrors(vec![crate::model::FieldError::new(
+            "groupsSync",
+            settings::SYNC_NEEDS_ALLOWED_GROUP,
+        )]);
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    let before = gitlab_config::load(&ctx.conn)?.scope();
+    if needs_open_confirmation(sign_up, &groups, confirmed) {
+        form.rows = rows_of(groups, Vec::new());
+        form.open_warning = Some(open_warning(&stored.url));
+        return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
+    }
+    let before = stored.scope();
     let change = GitlabForm {
         allow_users_to_sign_up: Some(sign_up),
         allowed_groups: Some(groups.clone()),
