@@ -695,6 +695,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_sync_without_allowed_group_synchronizes_nothing_and_stays_editable() {
+        let mut conn = db::test_db();
+        create_with(&mut conn, &form()).unwrap();
+        // Stored before synchronization needed an allowed group.
+        db::settings::set(&conn, s::GITLAB_GROUPS_SYNC, "true").unwrap();
+        let c = load(&conn).unwrap();
+        assert!(c.synchronize_groups && !c.synchronizes());
+        let edit = GitlabForm {
+            application_id: Some("app2".into()),
+            synchronize_groups: Some(true),
+            ..GitlabForm::default()
+        };
+        assert_eq!(
+            save(&mut conn, &edit).unwrap().application_id.as_deref(),
+            Some("app2")
+        );
+        patch(
+            &mut conn,
+            br#"{"enabled":false,"allowUsersToSignUp":false}"#,
+        )
+        .unwrap();
+        assert_eq!(group_sync_now(&conn), (true, vec![]));
+    }
+
+    #[test]
     fn a_form_never_prints_its_secret() {
         let text = format!("{:?}", form());
         assert!(

@@ -333,6 +333,13 @@ pub fn check_group_sync(tx: &Connection, before: &GroupSync) -> AppResult<()> {
     Ok(())
 }
 
+/// Whether GitLab sign-in synchronizes groups: on, with an allowed group (see
+/// [`crate::provisioning::synchronizes`]).
+pub fn synchronizes_groups(conn: &Connection) -> AppResult<bool> {
+    let (sync, allowed) = group_sync(conn)?;
+    Ok(crate::provisioning::synchronizes(sync, &allowed))
+}
+
 /// Whether changing `key` may break the rule of [`check_group_sync`].
 fn touches_group_sync(key: &str) -> bool {
     key == GITLAB_GROUPS_SYNC || key == GITLAB_ALLOWED_GROUPS
@@ -477,6 +484,25 @@ mod tests {
         reset_all(&mut conn, &[GITLAB_ALLOWED_GROUPS, GITLAB_GROUPS_SYNC]).unwrap();
         assert_eq!(group_sync_now(&conn), (None, vec![]));
         set(&mut conn, GITLAB_GROUPS_SYNC, "false").unwrap();
+    }
+
+    #[test]
+    fn a_stored_sync_without_allowed_group_keeps_other_settings_editable() {
+        let mut conn = db::test_db();
+        // Stored before synchronization needed an allowed group.
+        db::settings::set(&conn, GITLAB_GROUPS_SYNC, "true").unwrap();
+        assert!(!synchronizes_groups(&conn).unwrap());
+        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
+        set(&mut conn, GITLAB_URL, "https://gl.example").unwrap();
+        reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap();
+        set(&mut conn, GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        assert!(synchronizes_groups(&conn).unwrap());
+        let err = reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap_err();
+        assert_eq!(
+            err.public_message(),
+            SYNC_NEEDS_ALLOWED_GROUP,
+            "once out of that state, it cannot go back"
+        );
     }
 
     #[test]

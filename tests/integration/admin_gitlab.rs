@@ -764,3 +764,33 @@ fn group_sync_needs_an_allowed_group_on_the_edit_form() {
         "nothing saved:\n{page}"
     );
 }
+
+#[test]
+fn a_stored_group_sync_without_allowed_group_is_explained_on_the_gitlab_tab() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let page = configure(&mut c, "https://gitlab.example.org");
+    let warning =
+        "Synchronize user groups is on but no allowed group is set: nothing is synchronized.";
+    assert!(!page.contains(warning), "{page}");
+    // Stored before synchronization needed an allowed group.
+    lg.store_settings(&[("sonar.auth.gitlab.groupsSync", "true")]);
+    let page = settings_page(&mut c);
+    assert!(page.contains(warning), "{page}");
+    assert!(page.contains("Add an allowed group"), "{page}");
+    // An unrelated edit still works, and the warning stays until the state is fixed.
+    let r = submit(
+        &mut c,
+        "/admin/settings/gitlab/edit",
+        &[
+            ("applicationId", "app-456"),
+            ("url", "https://gitlab.example.org"),
+            ("secret", ""),
+            ("groupsSync", "true"),
+        ],
+    );
+    let page = follow(&mut c, &r);
+    assert!(page.contains("app-456") && page.contains(warning), "{page}");
+    set_allowed_groups(&lg, &["acme"]);
+    assert!(!settings_page(&mut c).contains(warning));
+}

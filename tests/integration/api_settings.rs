@@ -476,3 +476,19 @@ fn the_last_allowed_group_cannot_be_removed_while_group_sync_is_on() {
         .expect(204);
     assert_eq!(group_sync(&lg), (json!("false"), Value::Null));
 }
+
+#[test]
+fn a_stored_group_sync_without_allowed_group_still_takes_unrelated_edits() {
+    let lg = Labgate::start();
+    create_config(&lg);
+    let mut admin = lg.admin();
+    patch(&mut admin, &json!({"allowedGroups": null})).expect_json(200);
+    // Stored before synchronization needed an allowed group.
+    lg.store_settings(&[("sonar.auth.gitlab.groupsSync", "true")]);
+    let legacy = (json!("true"), Value::Null);
+    assert_eq!(group_sync(&lg), legacy);
+    set(&lg, "sonar.auth.gitlab.allowUsersToSignUp", "false");
+    let v = patch(&mut admin, &json!({"enabled": false})).expect_json(200);
+    assert_eq!(v["enabled"], false, "{v}");
+    assert_eq!(group_sync(&lg), legacy);
+}

@@ -830,6 +830,48 @@ fn group_sync_cannot_be_turned_on_without_allowed_groups_so_administrators_is_no
     assert_not_admin(&mut bob);
 }
 
+/// A configuration stored before synchronization needed an allowed group has it on with none.
+/// Sign-in keeps working and synchronizes nothing: memberships stay as they are (hand-made ones
+/// included, and they stay editable), and a GitLab group named `administrators` is not joined.
+#[test]
+fn stored_group_sync_without_allowed_group_signs_in_and_synchronizes_nothing() {
+    let (lg, gl) = lab(&[]);
+    lg.create_group("acme/platform");
+    lg.create_group("manual");
+    gitlab_user(&gl, 1001, "ann");
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let mut admin = lg.admin();
+    admin
+        .post_form(
+            "/api/user_groups/add_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    lg.store_settings(&[(SYNC_ON.0, "true")]);
+    for who in ["ann", "bob"] {
+        gl.add_member(who, "administrators", access::OWNER);
+        gl.add_member(who, "acme/platform", access::DEVELOPER);
+    }
+    let mut ann = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["manual", "users"]));
+    let mut bob = sign_in(&lg, &gl, "bob", "/").accepted("/");
+    assert_not_admin(&mut bob);
+    assert_eq!(
+        ann.get("/admin/users").status,
+        403,
+        "ann reached an admin page"
+    );
+    admin
+        .post_form(
+            "/api/user_groups/remove_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Allowed groups
 
