@@ -475,7 +475,8 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
 }
 
 /// Why a user's memberships cannot be edited by hand, if they cannot: GitLab users while
-/// group synchronization is on.
+/// group synchronization is on with an allowed group. On without one it synchronizes nothing,
+/// so it locks nothing either.
 pub fn memberships_locked(
     conn: &Connection,
     user: &users::User,
@@ -483,15 +484,15 @@ pub fn memberships_locked(
     if user.external_provider.as_deref() != Some(PROVIDER_GITLAB) {
         return Ok(None);
     }
-    let groups_sync = crate::settings::flag(conn, crate::settings::GITLAB_GROUPS_SYNC)?;
+    let groups_sync = crate::settings::synchronizes_groups(conn)?;
     Ok(membership_lock(
         user.external_provider.as_deref(),
         groups_sync,
     ))
 }
 
-/// The rule of [`memberships_locked`] for a user of this external provider, the group
-/// synchronization setting being read once for a whole list.
+/// The rule of [`memberships_locked`] for a user of this external provider, whether groups are
+/// synchronized ([`crate::settings::synchronizes_groups`]) being read once for a whole list.
 pub fn membership_lock(external_provider: Option<&str>, groups_sync: bool) -> Option<&'static str> {
     (groups_sync && external_provider == Some(PROVIDER_GITLAB)).then_some(MEMBERSHIPS_SYNCHRONIZED)
 }
@@ -882,6 +883,7 @@ mod tests {
         create_user(&mut conn, &gl, 1).unwrap();
         create_user(&mut conn, &local("loc"), 1).unwrap();
         add_member(&mut conn, "devs", "gl").unwrap();
+        crate::settings::set(&mut conn, crate::settings::GITLAB_ALLOWED_GROUPS, "acme").unwrap();
         crate::settings::set(&mut conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
         let err = remove_member(&mut conn, "devs", "gl").unwrap_err();
         assert_eq!(err.public_message(), MEMBERSHIPS_SYNCHRONIZED);
@@ -892,6 +894,24 @@ mod tests {
         // Local users stay editable.
         add_member(&mut conn, "devs", "loc").unwrap();
         remove_member(&mut conn, "devs", "loc").unwrap();
+    }
+
+    #[test]
+    fn memberships_stay_editable_while_synchronization_is_on_without_an_allowed_group() {
+        let mut conn = test_db();
+        create_group(&mut conn, "devs", "", 1).unwrap();
+        let gl = NewUserInput {
+            login: "gl",
+            name: "G",
+            email: "",
+            password: "",
+            gitlab_username: Some("gl"),
+        };
+        create_user(&mut conn, &gl, 1).unwrap();
+        // Stored before synchronization needed an allowed group: it synchronizes nothing.
+        db::settings::set(&conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
+        add_member(&mut conn, "devs", "gl").unwrap();
+        remove_member(&mut conn, "devs", "gl").unwrap();
     }
 
     #[test]

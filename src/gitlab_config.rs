@@ -51,6 +51,13 @@ impl GitlabConfig {
         })
     }
 
+    /// Whether sign-in synchronizes groups: the setting is on and at least one allowed group
+    /// bounds which GitLab paths it takes. A configuration stored before that rule may have it
+    /// on without an allowed group: synchronization then does nothing and counts as off.
+    pub fn synchronizes(&self) -> bool {
+        crate::provisioning::synchronizes(self.synchronize_groups, &self.allowed_groups)
+    }
+
     pub fn scope(&self) -> &'static str {
         crate::provisioning::scope(self.synchronize_groups, &self.allowed_groups)
     }
@@ -129,7 +136,7 @@ fn field_values(name: &str, value: &Value) -> AppResult<(&'static str, Option<Ve
 }
 
 /// Applies fields to the stored settings in `tx`, validating everything first. Changing the URL
-/// requires the secret in the same request.
+/// requires the secret in the same request; group synchronization needs an allowed group.
 fn apply(tx: &Connection, fields: &Map<String, Value>) -> AppResult<()> {
     let mut writes: Vec<(&'static str, Option<String>)> = Vec::new();
     for (name, value) in fields {
@@ -169,13 +176,14 @@ fn apply(tx: &Connection, fields: &Map<String, Value>) -> AppResult<()> {
             return Err(AppError::rule(s::URL_NEEDS_SECRET));
         }
     }
+    let before = s::group_sync(tx)?;
     for (key, stored) in writes {
         match stored {
             Some(v) => db::settings::set(tx, key, &v)?,
             None => db::settings::delete(tx, key)?,
         }
     }
-    Ok(())
+    s::check_group_sync(tx, &before)
 }
 
 /// `POST`: creates the configuration; refused when one exists.
@@ -340,8 +348,9 @@ fn form_writes(form: &GitlabForm) -> AppResult<Vec<(&'static str, Option<String>
     }
 }
 
-/// Applies a validated form in `tx`: the URL changes only with the secret, and enabling needs
-/// the application ID and the secret.
+/// Applies a validated form in `tx`: the URL changes only with the secret, enabling needs the
+/// application ID and the secret, and group synchronization needs an allowed group (refused on
+/// the `groupsSync` field).
 fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
     let writes = form_writes(form)?;
     if form.new_secret().is_none() {
@@ -352,12 +361,17 @@ fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
             })?;
         }
     }
+    let before = s::group_sync(tx)?;
     for (key, stored) in writes {
         match stored {
             Some(v) => db::settings::set(tx, key, &v)?,
             None => db::settings::delete(tx, key)?,
         }
     }
+    s::check_group_sync(tx, &before).map_err(|e| match e {
+        AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("groupsSync", m)]),
+        other => other,
+    })?;
     let config = load(tx)?;
     if form.enabled == Some(true) && !config.usable() {
         return Err(AppError::rule(ENABLE_NEEDS_CREDENTIALS));
@@ -596,10 +610,113 @@ mod tests {
         assert!(!c.allow_users_to_sign_up && c.synchronize_groups);
         let none = GitlabForm {
             allowed_groups: Some(Vec::new()),
+            synchronize_groups: Some(false),
             ..GitlabForm::default()
         };
         save(&mut conn, &none).unwrap();
         assert!(!s::is_set(&conn, s::GITLAB_ALLOWED_GROUPS).unwrap());
+    }
+
+    /// The sync flag and the allowed groups as stored.
+    fn group_sync_now(conn: &Connection) -> (bool, Vec<String>) {
+        let c = load(conn).unwrap();
+        (c.synchronize_groups, c.allowed_groups)
+    }
+
+    #[test]
+    fn v2_refuses_group_sync_without_an_allowed_group() {
+        let mut conn = db::test_db();
+        let lone = br#"{"applicationId":"app","url":"https://gl.example","secret":"s","synchronizeGroups":true}"#;
+        let err = create(&mut conn, lone).unwrap_err();
+        assert_eq!(err.public_message(), s::SYNC_NEEDS_ALLOWED_GROUP);
+        assert_eq!(err.status(), 400);
+        assert!(!exists(&conn).unwrap(), "nothing created");
+        create(&mut conn, BODY.as_bytes()).unwrap();
+        patch(&mut conn, br#"{"synchronizeGroups":true}"#).unwrap();
+        for body in [
+            &br#"{"allowedGroups":[]}"#[..],
+            br#"{"allowedGroups":null}"#,
+            br#"{"allowedGroups":null,"enabled":false,"synchronizeGroups":true}"#,
+        ] {
+            let err = patch(&mut conn, body).unwrap_err();
+            assert_eq!(
+                err.public_message(),
+                s::SYNC_NEEDS_ALLOWED_GROUP,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(group_sync_now(&conn), (true, vec!["acme".to_string()]));
+        assert!(load(&conn).unwrap().enabled, "nothing changed on refusal");
+        let c = patch(
+            &mut conn,
+            br#"{"allowedGroups":null,"synchronizeGroups":false}"#,
+        )
+        .unwrap();
+        assert!(!c.synchronize_groups && c.allowed_groups.is_empty());
+        let err = patch(&mut conn, br#"{"synchronizeGroups":true}"#).unwrap_err();
+        assert_eq!(err.public_message(), s::SYNC_NEEDS_ALLOWED_GROUP);
+    }
+
+    #[test]
+    fn the_form_refuses_group_sync_without_an_allowed_group_on_its_field() {
+        let mut conn = db::test_db();
+        create_with(&mut conn, &form()).unwrap();
+        let on = GitlabForm {
+            synchronize_groups: Some(true),
+            allowed_groups: Some(Vec::new()),
+            allow_users_to_sign_up: Some(false),
+            ..GitlabForm::default()
+        };
+        let AppError::Invalid(errors) = save(&mut conn, &on).unwrap_err() else {
+            panic!("expected a field error");
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "groupsSync");
+        assert_eq!(errors[0].message, s::SYNC_NEEDS_ALLOWED_GROUP);
+        let c = load(&conn).unwrap();
+        assert!(
+            !c.synchronize_groups && c.allow_users_to_sign_up,
+            "nothing saved"
+        );
+        let with_group = GitlabForm {
+            allowed_groups: Some(vec!["acme".into()]),
+            ..on.clone()
+        };
+        assert!(save(&mut conn, &with_group).unwrap().synchronizes());
+        let AppError::Invalid(errors) = save(&mut conn, &on).unwrap_err() else {
+            panic!("expected a field error");
+        };
+        assert_eq!(
+            errors[0].field, "groupsSync",
+            "removing the last allowed group"
+        );
+        assert_eq!(group_sync_now(&conn), (true, vec!["acme".to_string()]));
+    }
+
+    #[test]
+    fn a_stored_sync_without_allowed_group_synchronizes_nothing_and_stays_editable() {
+        let mut conn = db::test_db();
+        create_with(&mut conn, &form()).unwrap();
+        // Stored before synchronization needed an allowed group.
+        db::settings::set(&conn, s::GITLAB_GROUPS_SYNC, "true").unwrap();
+        let c = load(&conn).unwrap();
+        assert!(c.synchronize_groups && !c.synchronizes());
+        let edit = GitlabForm {
+            application_id: Some("app2".into()),
+            synchronize_groups: Some(true),
+            ..GitlabForm::default()
+        };
+        assert_eq!(
+            save(&mut conn, &edit).unwrap().application_id.as_deref(),
+            Some("app2")
+        );
+        patch(
+            &mut conn,
+            br#"{"enabled":false,"allowUsersToSignUp":false}"#,
+        )
+        .unwrap();
+        assert_eq!(group_sync_now(&conn), (true, vec![]));
     }
 
     #[test]

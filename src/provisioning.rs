@@ -1,6 +1,7 @@
-//! The GitLab sign-in rules of SPEC §5 as pure functions: which scope to ask for, allowed-group
-//! matching, finding or linking the account, sign-up, login generation, the group
-//! synchronization plan, and the refusal reasons. No I/O here; the callback feeds them facts.
+//! The GitLab sign-in rules as pure functions: which scope to ask for, allowed-group matching,
+//! finding or linking the account, sign-up, login generation, which GitLab paths group
+//! synchronization may take and its plan, and the refusal reasons. No I/O here; the callback
+//! feeds them facts.
 
 use crate::model::{FieldError, Login};
 use std::collections::HashSet;
@@ -19,22 +20,70 @@ pub fn groups_needed(synchronize_groups: bool, allowed_groups: &[String]) -> boo
     synchronize_groups || !allowed_groups.is_empty()
 }
 
-/// SPEC §5 step 6: passes when allowed groups are empty, or some GitLab group path equals an
-/// allowed entry or lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case.
+/// Passes when allowed groups are empty, or some GitLab group path equals an allowed entry or
+/// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
+/// unique regardless of case.
 pub fn in_allowed_groups(user_groups: &[String], allowed_groups: &[String]) -> bool {
     if allowed_groups.is_empty() {
         return true;
     }
-    user_groups.iter().any(|path| {
-        let path = path.to_lowercase();
-        allowed_groups.iter().any(|allowed| {
-            let allowed = allowed.trim().trim_matches('/').to_lowercase();
-            !allowed.is_empty()
-                && (path == allowed
-                    || (path.len() > allowed.len()
-                        && path.starts_with(&allowed)
-                        && path.as_bytes()[allowed.len()] == b'/'))
-        })
+    let allowed = allowed_prefixes(allowed_groups);
+    user_groups.iter().any(|path| under_allowed(path, &allowed))
+}
+
+/// The GitLab paths group synchronization takes: those that equal an allowed group or lie below
+/// one, matched as [`in_allowed_groups`] does, in their order. Every other path is dropped,
+/// whatever local group bears its name: anyone may create a top-level GitLab group, and one
+/// named `administrators` must not make its members labgate administrators. Without allowed
+/// groups no path is taken, which is why synchronization needs at least one.
+pub fn synchronized_paths<'a>(
+    gitlab_paths: &'a [String],
+    allowed_groups: &[String],
+) -> Vec<&'a str> {
+    let allowed = allowed_prefixes(allowed_groups);
+    gitlab_paths
+        .iter()
+        .filter(|path| under_allowed(path, &allowed))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Whether sign-in synchronizes groups: the setting is on and some allowed group bounds what it
+/// may take. On without an allowed group (a configuration stored before this rule) it would
+/// take nothing, so it is treated as off: memberships are left as they are and stay editable.
+pub fn synchronizes(synchronize_groups: bool, allowed_groups: &[String]) -> bool {
+    synchronize_groups && !allowed_groups.is_empty()
+}
+
+/// Whether a change of "Synchronize user groups" and the allowed groups, from `before` to
+/// `after` (each: the flag, the allowed groups), must be refused: it leaves synchronization on
+/// with no allowed group, where it could take no GitLab group at all. A configuration already
+/// in that state (stored before this rule) is not refused for changes that leave both as they
+/// are, so that its other settings stay editable.
+pub fn sync_change_refused(before: (bool, &[String]), after: (bool, &[String])) -> bool {
+    let lacks_allowed_group = |(sync, allowed): (bool, &[String])| sync && allowed.is_empty();
+    lacks_allowed_group(after) && !lacks_allowed_group(before)
+}
+
+/// Allowed entries as compared: trimmed of spaces and `/`, in lower case. An entry left empty
+/// admits nobody, so it is dropped.
+fn allowed_prefixes(allowed_groups: &[String]) -> Vec<String> {
+    allowed_groups
+        .iter()
+        .map(|allowed| allowed.trim().trim_matches('/').to_lowercase())
+        .filter(|allowed| !allowed.is_empty())
+        .collect()
+}
+
+/// `path` equals one of `allowed` (from [`allowed_prefixes`]) or starts with it and a `/`,
+/// ignoring case.
+fn under_allowed(path: &str, allowed: &[String]) -> bool {
+    let path = path.to_lowercase();
+    allowed.iter().any(|a| {
+        path == *a
+            || (path.len() > a.len()
+                && path.starts_with(a.as_str())
+                && path.as_bytes()[a.len()] == b'/')
     })
 }
 
@@ -131,9 +180,10 @@ pub struct SyncPlan {
     pub remove: Vec<i64>,
 }
 
-/// SPEC §5 step 11: memberships become exactly the default group plus every existing local group
-/// whose name equals one of the GitLab paths (case-sensitive). Never creates groups; never
-/// removes the default group.
+/// Memberships become exactly the default group plus every existing local group whose name
+/// equals one of the GitLab paths (case-sensitive, as GitLab shows them). Never creates groups;
+/// never removes the default group. The paths given are those [`synchronized_paths`] kept: the
+/// plan trusts every one of them.
 ///
 /// The groups that could be wanted are the `current` memberships and `local_groups`, which
 /// needs to hold only the other groups named like a GitLab path, and the default group (the
@@ -141,12 +191,12 @@ pub struct SyncPlan {
 /// ignored, and a group in both lists counts once. `add` follows the order of `local_groups`
 /// (each group once), `remove` that of `current`. Linear in the sizes of the three lists; the
 /// sets use `foldhash`, seeded at random, as paths come from GitLab.
-pub fn group_sync_plan(
+pub fn group_sync_plan<P: AsRef<str>>(
     current: &[LocalGroup],
     local_groups: &[LocalGroup],
-    gitlab_paths: &[String],
+    gitlab_paths: &[P],
 ) -> SyncPlan {
-    let paths: FastSet<&str> = fast_set(gitlab_paths.iter().map(String::as_str));
+    let paths: FastSet<&str> = fast_set(gitlab_paths.iter().map(AsRef::as_ref));
     let mut wanted_ids =
         FastSet::with_capacity_and_hasher(current.len() + local_groups.len(), Default::default());
     let current_ids: FastSet<i64> = fast_set(current.iter().map(|c| c.id));
@@ -260,6 +310,81 @@ mod tests {
                 in_allowed_groups(&paths(user), &paths(allowed)),
                 *expected,
                 "user {user:?} allowed {allowed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synchronized_paths_are_those_under_an_allowed_group() {
+        // (the user's GitLab paths, allowed groups, the paths synchronization takes)
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (
+                &["administrators", "acme/platform"],
+                &["acme"],
+                &["acme/platform"],
+            ),
+            (&["administrators", "acme/platform"], &[], &[]),
+            (
+                &["acme", "acme/x/y", "ACME/Ops"],
+                &["acme"],
+                &["acme", "acme/x/y", "ACME/Ops"],
+            ),
+            (
+                &["acme-other", "acmex/y", "x/acme", "acme-other/acme"],
+                &["acme"],
+                &[],
+            ),
+            (&["Acme/Platform"], &["ACME"], &["Acme/Platform"]),
+            (
+                &["beta/tools", "administrators", "acme", "gamma"],
+                &["acme", "beta"],
+                &["beta/tools", "acme"],
+            ),
+            (&["acme", "acme"], &["acme"], &["acme", "acme"]),
+            (&["acme"], &[" /acme/ "], &["acme"]),
+            (&["acme", ""], &[""], &[]),
+            (&["users", "administrators/acme"], &["acme"], &[]),
+        ];
+        for (user, allowed, expected) in cases {
+            assert_eq!(
+                synchronized_paths(&paths(user), &paths(allowed)),
+                *expected,
+                "user {user:?} allowed {allowed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synchronization_needs_an_allowed_group() {
+        assert!(synchronizes(true, &paths(&["acme"])));
+        assert!(!synchronizes(true, &[]), "nothing to bound what it takes");
+        assert!(!synchronizes(false, &paths(&["acme"])));
+        assert!(!synchronizes(false, &[]));
+    }
+
+    #[test]
+    fn synchronization_can_be_on_only_with_an_allowed_group() {
+        let acme = paths(&["acme"]);
+        let none: &[String] = &[];
+        type State<'a> = (bool, &'a [String]);
+        // (before, after, refused)
+        let cases: &[(State, State, bool)] = &[
+            ((false, none), (true, none), true),
+            ((false, &acme), (true, none), true),
+            ((true, &acme), (true, none), true),
+            ((false, none), (true, &acme), false),
+            ((true, &acme), (false, none), false),
+            ((false, none), (false, none), false),
+            ((true, &acme), (true, &acme), false),
+            ((true, none), (true, none), false),
+            ((true, none), (false, none), false),
+            ((true, none), (true, &acme), false),
+        ];
+        for (before, after, refused) in cases {
+            assert_eq!(
+                sync_change_refused(*before, *after),
+                *refused,
+                "{before:?} -> {after:?}"
             );
         }
     }
@@ -420,9 +545,31 @@ mod tests {
     }
 
     #[test]
+    fn a_gitlab_group_named_administrators_outside_the_allowed_groups_is_never_joined() {
+        let all = vec![
+            g(1, "users", true),
+            g(2, "administrators", false),
+            g(3, "acme/platform", false),
+        ];
+        let gitlab = paths(&["administrators", "acme/platform"]);
+        let taken = synchronized_paths(&gitlab, &paths(&["acme"]));
+        let plan = group_sync_plan(&[g(1, "users", true)], &all, &taken);
+        assert_eq!(plan.add, vec![3]);
+        let held = [g(1, "users", true), g(2, "administrators", false)];
+        assert_eq!(
+            group_sync_plan(&held, &all, &taken),
+            SyncPlan {
+                add: vec![3],
+                remove: vec![2]
+            },
+            "a membership of administrators is removed, not kept"
+        );
+    }
+
+    #[test]
     fn sync_plan_restores_missing_default_group_and_never_removes_it() {
         let all = vec![g(1, "users", true), g(2, "a", false)];
-        let plan = group_sync_plan(&[], &all, &[]);
+        let plan = group_sync_plan::<&str>(&[], &all, &[]);
         assert_eq!(
             plan,
             SyncPlan {
@@ -430,7 +577,7 @@ mod tests {
                 remove: vec![]
             }
         );
-        let plan = group_sync_plan(&[g(1, "users", true)], &all, &[]);
+        let plan = group_sync_plan::<&str>(&[g(1, "users", true)], &all, &[]);
         assert_eq!(plan, SyncPlan::default());
     }
 

@@ -32,6 +32,9 @@ pub const GITLAB_KEYS: &[&str] = &[
 pub const URL_NEEDS_SECRET: &str =
     "For security reasons, the URL can't be updated without providing the secret.";
 
+/// Refusal when a change would leave group synchronization on without an allowed group.
+pub const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
+
 /// Default idle timeout of a session: 3 days.
 pub const SESSION_TIMEOUT_DEFAULT_MIN: i64 = 3 * 24 * 60;
 /// Bounds of the idle timeout, in minutes: 6 minutes to 3 months.
@@ -153,7 +156,8 @@ pub const DEFINITIONS: &[Definition] = &[
         key: GITLAB_GROUPS_SYNC,
         name: "Synchronize user groups",
         description: "At each sign-in, a GitLab user's memberships become the local groups named \
-                      like their GitLab groups.",
+                      like their GitLab groups under an allowed group; other GitLab groups are \
+                      ignored. Needs at least one allowed group.",
         kind: Kind::Bool,
         default: Some("false"),
     },
@@ -329,6 +333,44 @@ pub fn check_url_change(conn: &Connection, key: &str, stored: &str) -> AppResult
     Ok(())
 }
 
+/// "Synchronize user groups" and the allowed groups as stored: the two settings the rule of
+/// [`check_group_sync`] is about.
+pub type GroupSync = (bool, Vec<String>);
+
+/// Reads [`GroupSync`] before a change, to give it to [`check_group_sync`] after.
+pub fn group_sync(conn: &Connection) -> AppResult<GroupSync> {
+    Ok((
+        flag(conn, GITLAB_GROUPS_SYNC)?,
+        values(conn, GITLAB_ALLOWED_GROUPS)?,
+    ))
+}
+
+/// Refuses the change made in `tx` (not committed yet) when it turns group synchronization on,
+/// or keeps it on, without an allowed group, `before` being [`group_sync`] read before it in
+/// the same transaction. Only GitLab groups under an allowed group are synchronized, so without
+/// one it would take nothing while showing as on. A configuration already in that state (stored
+/// by an older labgate) may still change its other settings.
+pub fn check_group_sync(tx: &Connection, before: &GroupSync) -> AppResult<()> {
+    let after = group_sync(tx)?;
+    let (before, after) = ((before.0, &before.1[..]), (after.0, &after.1[..]));
+    if crate::provisioning::sync_change_refused(before, after) {
+        return Err(AppError::rule(SYNC_NEEDS_ALLOWED_GROUP));
+    }
+    Ok(())
+}
+
+/// Whether GitLab sign-in synchronizes groups: on, with an allowed group (see
+/// [`crate::provisioning::synchronizes`]).
+pub fn synchronizes_groups(conn: &Connection) -> AppResult<bool> {
+    let (sync, allowed) = group_sync(conn)?;
+    Ok(crate::provisioning::synchronizes(sync, &allowed))
+}
+
+/// Whether changing `key` may break the rule of [`check_group_sync`].
+fn touches_group_sync(key: &str) -> bool {
+    key == GITLAB_GROUPS_SYNC || key == GITLAB_ALLOWED_GROUPS
+}
+
 pub fn set(conn: &mut Connection, key: &str, raw: &str) -> AppResult<()> {
     set_values(conn, key, &[raw])
 }
@@ -338,7 +380,13 @@ pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<
     let stored = normalize_values(def, raws)?;
     let tx = db::write_tx(conn)?;
     check_url_change(&tx, key, &stored)?;
+    let before = touches_group_sync(key)
+        .then(|| group_sync(&tx))
+        .transpose()?;
     db::settings::set(&tx, key, &stored)?;
+    if let Some(before) = before {
+        check_group_sync(&tx, &before)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -356,8 +404,16 @@ pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
     if keys.contains(&GITLAB_URL) && !keys.contains(&GITLAB_SECRET) {
         check_url_change(&tx, GITLAB_URL, "https://gitlab.com")?;
     }
+    let before = keys
+        .iter()
+        .any(|key| touches_group_sync(key))
+        .then(|| group_sync(&tx))
+        .transpose()?;
     for key in keys {
         db::settings::delete(&tx, key)?;
+    }
+    if let Some(before) = before {
+        check_group_sync(&tx, &before)?;
     }
     tx.commit()?;
     Ok(())
@@ -429,6 +485,59 @@ mod tests {
         assert_eq!(
             value(&conn, GITLAB_URL).unwrap().as_deref(),
             Some("https://a.example")
+        );
+    }
+
+    fn group_sync_now(conn: &Connection) -> (Option<String>, Vec<String>) {
+        (
+            db::settings::get(conn, GITLAB_GROUPS_SYNC).unwrap(),
+            values(conn, GITLAB_ALLOWED_GROUPS).unwrap(),
+        )
+    }
+
+    #[test]
+    fn group_sync_needs_an_allowed_group_through_set_and_reset() {
+        let mut conn = db::test_db();
+        let refused = |r: AppResult<()>| {
+            let err = r.expect_err("refused");
+            assert_eq!(err.public_message(), SYNC_NEEDS_ALLOWED_GROUP);
+            assert_eq!(err.status(), 400);
+        };
+        refused(set(&mut conn, GITLAB_GROUPS_SYNC, "true"));
+        assert_eq!(group_sync_now(&conn), (None, vec![]), "nothing stored");
+        set(&mut conn, GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        set(&mut conn, GITLAB_GROUPS_SYNC, "true").unwrap();
+        let on = (Some("true".to_string()), vec!["acme".to_string()]);
+        refused(set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &[" ", ""]));
+        refused(reset(&mut conn, GITLAB_ALLOWED_GROUPS));
+        refused(reset_all(
+            &mut conn,
+            &[SESSION_TIMEOUT, GITLAB_ALLOWED_GROUPS],
+        ));
+        assert_eq!(group_sync_now(&conn), on, "nothing changed on refusal");
+        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["beta"]).unwrap();
+        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
+        reset_all(&mut conn, &[GITLAB_ALLOWED_GROUPS, GITLAB_GROUPS_SYNC]).unwrap();
+        assert_eq!(group_sync_now(&conn), (None, vec![]));
+        set(&mut conn, GITLAB_GROUPS_SYNC, "false").unwrap();
+    }
+
+    #[test]
+    fn a_stored_sync_without_allowed_group_keeps_other_settings_editable() {
+        let mut conn = db::test_db();
+        // Stored before synchronization needed an allowed group.
+        db::settings::set(&conn, GITLAB_GROUPS_SYNC, "true").unwrap();
+        assert!(!synchronizes_groups(&conn).unwrap());
+        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
+        set(&mut conn, GITLAB_URL, "https://gl.example").unwrap();
+        reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap();
+        set(&mut conn, GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        assert!(synchronizes_groups(&conn).unwrap());
+        let err = reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap_err();
+        assert_eq!(
+            err.public_message(),
+            SYNC_NEEDS_ALLOWED_GROUP,
+            "once out of that state, it cannot go back"
         );
     }
 

@@ -1,4 +1,4 @@
-//! Steps 7–12 of a GitLab sign-in (SPEC §5), in one transaction: find or link the account,
+//! The end of a GitLab sign-in, in one transaction: find or link the account,
 //! sign-up and deactivation rules, email conflicts, group synchronization, last connection and
 //! a fresh session. The decisions are `provisioning`'s; this module only reads and writes.
 
@@ -164,9 +164,11 @@ pub fn complete_replacing(
             (id, true)
         }
     };
-    // Step 11: group synchronization.
-    let groups_synchronized =
-        config.synchronize_groups && synchronize_groups(&tx, user_id, gitlab_groups)?;
+    // Step 11: group synchronization, over the paths under an allowed group only.
+    let groups_synchronized = config.synchronizes() && {
+        let paths = provisioning::synchronized_paths(gitlab_groups, &config.allowed_groups);
+        synchronize_groups(&tx, user_id, &paths)?
+    };
     // Step 12: last connection and a fresh session.
     sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
     users::touch_last_connection(&tx, user_id, now)?;
@@ -186,13 +188,16 @@ pub fn complete_replacing(
     })
 }
 
-/// SPEC §5 step 11 for `user_id`, skipped when `gitlab_paths` are those of the user's last
-/// synchronization and nothing it depends on has changed since (migration 7). Returns whether
-/// it compared and wrote the memberships.
+/// Group synchronization for `user_id`: its memberships become `users` plus the local groups
+/// named like `gitlab_paths`, which must be the paths [`provisioning::synchronized_paths`]
+/// kept. Skipped when those paths are the ones of the user's last synchronization and nothing
+/// it depends on has changed since (migration 7); the digest is taken over the kept paths, so
+/// a change of the allowed groups that changes them makes the next sign-in synchronize again.
+/// Returns whether it compared and wrote the memberships.
 fn synchronize_groups(
     tx: &Connection,
     user_id: i64,
-    gitlab_paths: &[String],
+    gitlab_paths: &[&str],
 ) -> Result<bool, AppError> {
     let digest = paths_digest(gitlab_paths);
     if in_sync(tx, user_id, &digest)? {
@@ -204,7 +209,7 @@ fn synchronize_groups(
     let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
     let unknown: Vec<&str> = gitlab_paths
         .iter()
-        .map(String::as_str)
+        .copied()
         .filter(|path| !known.contains(path))
         .collect();
     let found = sync_candidates(tx, &unknown)?;
@@ -226,9 +231,9 @@ fn synchronize_groups(
 /// Digest of a set of GitLab paths: SHA-256 of the sorted, distinct paths, each preceded by its
 /// length, truncated to 128 bits (compared with the stored one only: a forged match would need
 /// a second preimage).
-fn paths_digest(paths: &[String]) -> [u8; 16] {
+fn paths_digest(paths: &[&str]) -> [u8; 16] {
     use sha2::{Digest, Sha256};
-    let mut sorted: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let mut sorted: Vec<&str> = paths.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     let mut hash = Sha256::new();
@@ -249,7 +254,7 @@ fn in_sync(conn: &Connection, user_id: i64, digest: &[u8; 16]) -> rusqlite::Resu
         .exists(params![user_id, digest.as_slice()])
 }
 
-/// The local groups synchronization may want (SPEC §5 step 11): the default group, and those
+/// The local groups synchronization may want: the default group, and those
 /// whose name equals one of `gitlab_paths` (case-sensitive: `name` has the binary collation; a
 /// path given twice gives its group twice). Each path is looked up in the `UNIQUE` index on
 /// `name`, the default group in its partial index, so the cost follows the user's groups, not
@@ -283,7 +288,12 @@ fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalG
     rows
 }
 
-/// A GitLab configuration for the tests: enabled, no allowed groups.
+/// The allowed groups of [`test_config`]: the roots of every path the tests synchronize,
+/// unless a test sets its own.
+#[cfg(test)]
+const TEST_ALLOWED: &[&str] = &["a", "b", "c", "d", "x", "acme"];
+
+/// A GitLab configuration for the tests: enabled, allowed groups [`TEST_ALLOWED`].
 #[cfg(test)]
 fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
     GitlabConfig {
@@ -292,7 +302,7 @@ fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
         application_id: Some("a".into()),
         secret: Some("s".into()),
         synchronize_groups: sync,
-        allowed_groups: vec![],
+        allowed_groups: TEST_ALLOWED.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,
     }
 }
@@ -730,6 +740,84 @@ mod tests {
         );
         let s = complete(&mut conn, &config(true, false), &ann(), &[], 99).unwrap();
         assert!(!s.groups_synchronized, "synchronization off");
+    }
+
+    fn with_allowed(allowed: &[&str]) -> GitlabConfig {
+        GitlabConfig {
+            allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
+            ..config(true, true)
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn synchronization_never_joins_a_gitlab_group_outside_the_allowed_groups() {
+        let mut conn = db::test_db();
+        local_groups(&conn, &["acme/platform"]);
+        let gitlab = strings(&["administrators", "acme/platform"]);
+        let acme = with_allowed(&["acme"]);
+        let s = complete(&mut conn, &acme, &ann(), &gitlab, 2).unwrap();
+        let names = |conn: &Connection| users::group_names(conn, s.user.id).unwrap();
+        assert_eq!(names(&conn), vec!["acme/platform", "users"]);
+        // A membership of administrators held from before is removed, not kept.
+        let admins = groups::find_by_name(&conn, "administrators")
+            .unwrap()
+            .unwrap();
+        groups::add_member(&conn, admins.id, s.user.id).unwrap();
+        let again = complete(&mut conn, &acme, &ann(), &gitlab, 3).unwrap();
+        assert!(again.groups_synchronized);
+        assert_eq!(names(&conn), vec!["acme/platform", "users"]);
+    }
+
+    #[test]
+    fn shrinking_the_allowed_groups_makes_the_next_sign_in_synchronize_again() {
+        let mut conn = db::test_db();
+        local_groups(&conn, &["acme/platform", "beta/tools"]);
+        let gitlab = strings(&["acme/platform", "beta/tools"]);
+        let mut now = 10;
+        let mut sign_in = |conn: &mut Connection, allowed: &[&str]| -> (bool, Vec<String>) {
+            now += 1;
+            let s = complete(conn, &with_allowed(allowed), &ann(), &gitlab, now).unwrap();
+            let names = users::group_names(conn, s.user.id).unwrap();
+            (s.groups_synchronized, names)
+        };
+        let both = strings(&["acme/platform", "beta/tools", "users"]);
+        assert_eq!(sign_in(&mut conn, &["acme", "beta"]), (true, both.clone()));
+        assert_eq!(sign_in(&mut conn, &["acme", "beta"]), (false, both.clone()));
+        let acme_only = strings(&["acme/platform", "users"]);
+        assert_eq!(
+            sign_in(&mut conn, &["acme"]),
+            (true, acme_only.clone()),
+            "beta no longer allowed: its membership is removed, not skipped"
+        );
+        assert_eq!(sign_in(&mut conn, &["acme"]), (false, acme_only.clone()));
+        assert_eq!(
+            sign_in(&mut conn, &["ACME"]),
+            (false, acme_only),
+            "the same paths taken: nothing to do"
+        );
+        assert_eq!(sign_in(&mut conn, &["beta", "acme"]), (true, both));
+    }
+
+    #[test]
+    fn synchronization_on_without_an_allowed_group_leaves_memberships_alone() {
+        let mut conn = db::test_db();
+        accounts::create_group(&mut conn, "manual", "", 1).unwrap();
+        accounts::create_group(&mut conn, "acme/platform", "", 1).unwrap();
+        let s = complete(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
+        accounts::add_member(&mut conn, "manual", &s.user.login).unwrap();
+        let legacy = with_allowed(&[]);
+        assert!(legacy.synchronize_groups && !legacy.synchronizes());
+        let gitlab = strings(&["administrators", "acme/platform"]);
+        let again = complete(&mut conn, &legacy, &ann(), &gitlab, 3).unwrap();
+        assert!(!again.groups_synchronized);
+        assert_eq!(
+            users::group_names(&conn, s.user.id).unwrap(),
+            vec!["manual", "users"]
+        );
     }
 
     #[test]

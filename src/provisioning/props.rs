@@ -1,12 +1,12 @@
-//! Properties of the sign-in rules (SPEC §5 steps 6, 8 and 11) against naive readings of the
-//! SPEC. The fuzz targets `allowed_groups`, `sync_plan` and `model_names` check the same with
-//! coverage guidance.
+//! Properties of the sign-in rules (allowed groups, logins of new accounts, group
+//! synchronization) against naive readings of the rules. The fuzz targets `allowed_groups`,
+//! `sync_plan` and `model_names` check the same with coverage guidance.
 
 use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
-/// SPEC §5 step 6 read literally: `p == a` or `p` starts with `a + "/"`, ignoring case; entries
+/// The allowed-groups rule read literally: `p == a` or `p` starts with `a + "/"`, ignoring case; entries
 /// as the settings store them (trimmed of spaces and `/`); an empty entry admits nobody.
 fn naive_allowed(user: &[String], allowed: &[String]) -> bool {
     allowed.is_empty()
@@ -18,6 +18,18 @@ fn naive_allowed(user: &[String], allowed: &[String]) -> bool {
                     p == a || p.starts_with(&format!("{a}/"))
                 })
         })
+}
+
+/// The paths synchronization may take, read literally: in order, each path that some allowed
+/// entry admits on its own; none at all without allowed groups.
+fn naive_synchronized(user: &[String], allowed: &[String]) -> Vec<String> {
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    user.iter()
+        .filter(|p| naive_allowed(std::slice::from_ref(*p), allowed))
+        .cloned()
+        .collect()
 }
 
 /// A group path made of look-alike segments, so near misses are frequent.
@@ -71,6 +83,18 @@ proptest! {
     }
 
     #[test]
+    fn synchronized_paths_agree_with_the_rule(
+        user in prop::collection::vec(path(), 0..5),
+        allowed in prop::collection::vec(path(), 0..3),
+    ) {
+        let taken: Vec<String> = synchronized_paths(&user, &allowed)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        prop_assert_eq!(taken, naive_synchronized(&user, &allowed));
+    }
+
+    #[test]
     fn acme_never_admits_acme_other(
         rest in r"(/[A-Za-z0-9_.-]{1,6}){0,3}",
         suffix in r"[A-Za-z0-9_.-]{1,6}",
@@ -121,7 +145,7 @@ proptest! {
         prop_assert_eq!(login_candidates(&username, id).next().unwrap(), username);
     }
 
-    /// SPEC §5 step 11: after the plan, memberships are exactly `users` plus the existing local
+    /// After the plan, memberships are exactly `users` plus the existing local
     /// groups named like a GitLab path (case-sensitive); `users` is never removed, no group is
     /// created. Local users never reach the plan: it only takes the signing-in account's groups.
     #[test]
@@ -167,6 +191,69 @@ proptest! {
         let expected: BTreeSet<i64> = all
             .iter()
             .filter(|g| g.is_default || paths.contains(&g.name))
+            .map(|g| g.id)
+            .collect();
+        prop_assert_eq!(after, expected);
+    }
+
+    /// Whatever local groups exist (the built-in `administrators` among them) and whatever the
+    /// user already holds, a GitLab path outside every allowed group never adds a membership,
+    /// and a held group named like no path under an allowed group is removed.
+    #[test]
+    fn a_path_outside_every_allowed_group_never_adds_a_membership(
+        names in prop::collection::btree_set(
+            prop_oneof![
+                Just("administrators".to_string()), Just("acme".to_string()),
+                Just("acme/platform".to_string()), Just("acme-other".to_string()),
+                Just("beta/x".to_string()), Just("ACME/Platform".to_string()), r"[a-z/]{1,5}",
+            ],
+            0..8,
+        ),
+        held_mask in prop::collection::vec(any::<bool>(), 9),
+        paths in prop::collection::vec(
+            prop_oneof![
+                Just("administrators".to_string()), Just("acme".to_string()),
+                Just("acme/platform".to_string()), Just("ACME/Platform".to_string()),
+                Just("acme-other".to_string()), Just("beta/x".to_string()),
+                Just("administrators/acme".to_string()), r"[a-z/]{1,5}",
+            ],
+            0..6,
+        ),
+        allowed in prop::collection::vec(
+            prop::sample::select(vec!["acme", "ACME", "beta", "acme-other", "a"]),
+            0..3,
+        ),
+    ) {
+        let allowed: Vec<String> = allowed.into_iter().map(str::to_string).collect();
+        let mut all = vec![LocalGroup { id: 1, name: "users".into(), is_default: true }];
+        for name in names.into_iter().filter(|n| n != "users") {
+            all.push(LocalGroup { id: all.len() as i64 + 1, name, is_default: false });
+        }
+        let current: Vec<LocalGroup> = all
+            .iter()
+            .zip(&held_mask)
+            .filter(|(_, held)| **held)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let plan = group_sync_plan(&current, &all, &synchronized_paths(&paths, &allowed));
+
+        let under_allowed =
+            |name: &str| !allowed.is_empty() && naive_allowed(&[name.to_string()], &allowed);
+        for id in &plan.add {
+            let group = all.iter().find(|g| g.id == *id).expect("an existing group");
+            prop_assert!(
+                group.is_default || under_allowed(&group.name),
+                "{} joined with allowed groups {:?}", group.name, allowed
+            );
+        }
+        let mut after: BTreeSet<i64> = current.iter().map(|g| g.id).collect();
+        after.extend(&plan.add);
+        for id in &plan.remove {
+            after.remove(id);
+        }
+        let expected: BTreeSet<i64> = all
+            .iter()
+            .filter(|g| g.is_default || (under_allowed(&g.name) && paths.contains(&g.name)))
             .map(|g| g.id)
             .collect();
         prop_assert_eq!(after, expected);

@@ -1,7 +1,8 @@
-//! Property of step 11 against the database: a GitLab sign-in with synchronization on sets the
-//! GitLab account's memberships to `users` plus the matching local groups and never touches a
-//! local user, even one whose login equals the GitLab username or whose groups carry GitLab
-//! paths. Few cases: each builds a database.
+//! Properties of group synchronization against the database: a GitLab sign-in with
+//! synchronization on sets the GitLab account's memberships to `users` plus the local groups
+//! named like its GitLab paths under an allowed group, never touches a local user (even one
+//! whose login equals the GitLab username or whose groups carry GitLab paths), and never skips
+//! a synchronization that would change something. Few cases: each builds a database.
 
 use super::*;
 use proptest::prelude::*;
@@ -26,10 +27,13 @@ proptest! {
     fn synchronization_never_touches_local_users(
         local_groups in prop::collection::vec(prop::sample::select(GROUPS), 0..5),
         gitlab_groups in prop::collection::vec(
-            prop::sample::select(vec!["acme", "acme/platform", "ACME/PLATFORM", "users", "manual", "other"]),
+            prop::sample::select(vec![
+                "acme", "acme/platform", "ACME/PLATFORM", "users", "manual", "other", "administrators",
+            ]),
             0..6,
         ),
         username in prop::sample::select(vec!["ann", "admin", "ANN"]),
+        allowed in prop::sample::select(vec![vec!["acme"], vec!["manual", "ACME"], vec!["other"]]),
     ) {
         let mut conn = db::test_db();
         {
@@ -55,7 +59,8 @@ proptest! {
         }
         let before_ann = memberships(&conn, "ann");
         let before_admin = memberships(&conn, "admin");
-        let config = test_config(true, true);
+        let allowed: Vec<String> = allowed.into_iter().map(str::to_string).collect();
+        let config = GitlabConfig { allowed_groups: allowed.clone(), ..test_config(true, true) };
         let who = GitlabIdentity { id: 42, username: username.into(), name: "G".into(), email: None };
         let paths: Vec<String> = gitlab_groups.iter().map(|s| s.to_string()).collect();
         let signed = complete(&mut conn, &config, &who, &paths, 2).unwrap();
@@ -67,7 +72,12 @@ proptest! {
         let mut expected: Vec<String> = GROUPS
             .iter()
             .chain(["users"].iter())
-            .filter(|g| **g == "users" || paths.iter().any(|p| p == *g))
+            .filter(|g| {
+                **g == "users"
+                    || paths.iter().any(|p| {
+                        p == *g && provisioning::in_allowed_groups(std::slice::from_ref(p), &allowed)
+                    })
+            })
             .map(|g| g.to_string())
             .collect();
         expected.sort();
@@ -83,6 +93,8 @@ proptest! {
 enum Step {
     /// A GitLab sign-in with these paths, synchronization on or off.
     SignIn(Vec<&'static str>, bool),
+    /// The allowed groups of the next sign-ins become these (none: synchronization does nothing).
+    SetAllowed(&'static [&'static str]),
     CreateGroup(&'static str),
     RenameGroup(&'static str, &'static str),
     DeleteGroup(&'static str),
@@ -98,12 +110,15 @@ const PATH_LISTS: &[&[&str]] = &[
     &[],
 ];
 
+const ALLOWED_LISTS: &[&[&str]] = &[&["a", "b", "c", "d"], &["a"], &["B", "d"], &["users"], &[]];
+
 fn step() -> impl Strategy<Value = Step> {
     let name = || prop::sample::select(NAMES);
     prop_oneof![
         // Few path lists, so that a sign-in often repeats the last one (the case it may skip).
         4 => (prop::sample::select(PATH_LISTS), prop::bool::weighted(0.85))
             .prop_map(|(p, sync)| Step::SignIn(p.to_vec(), sync)),
+        1 => prop::sample::select(ALLOWED_LISTS).prop_map(Step::SetAllowed),
         1 => name().prop_map(Step::CreateGroup),
         1 => (name(), name()).prop_map(|(a, b)| Step::RenameGroup(a, b)),
         1 => name().prop_map(Step::DeleteGroup),
@@ -116,9 +131,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Whatever happens between sign-ins (groups created, renamed, deleted, memberships edited
-    /// by hand, synchronization switched off), a sign-in with synchronization on leaves the
-    /// memberships exactly `users` plus the groups named like its paths, whether it skipped the
-    /// synchronization or not; and it skips only when the memberships were already right.
+    /// by hand, synchronization switched off, allowed groups changed), a sign-in with
+    /// synchronization on leaves the memberships exactly `users` plus the groups named like its
+    /// paths under an allowed group, whether it skipped the synchronization or not; and it skips
+    /// only when the memberships were already right. With no allowed group it changes nothing.
     #[test]
     fn skipped_synchronization_never_leaves_memberships_stale(
         steps in prop::collection::vec(step(), 1..24),
@@ -130,32 +146,44 @@ proptest! {
         let who = GitlabIdentity { id: 7, username: "gl".into(), name: "G".into(), email: None };
         let group = |conn: &Connection, name: &str| groups::find_by_name(conn, name).unwrap();
         let mut user: Option<i64> = None;
+        let mut allowed: Vec<String> = ALLOWED_LISTS[0].iter().map(|a| a.to_string()).collect();
         for (n, step) in steps.into_iter().enumerate() {
             match step {
                 Step::SignIn(paths, sync) => {
-                    let config = test_config(true, sync);
+                    let config = GitlabConfig {
+                        allowed_groups: allowed.clone(),
+                        ..test_config(true, sync)
+                    };
                     let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-                    let before = user.map(|id| users::group_names(&conn, id).unwrap());
+                    let before = user.map(|id| {
+                        let mut names = users::group_names(&conn, id).unwrap();
+                        names.sort();
+                        names
+                    });
                     let s = complete(&mut conn, &config, &who, &paths, n as i64 + 2).unwrap();
                     user = Some(s.user.id);
                     let mut got = users::group_names(&conn, s.user.id).unwrap();
                     got.sort();
-                    if sync {
+                    if sync && !allowed.is_empty() {
+                        let taken = provisioning::synchronized_paths(&paths, &allowed);
                         let mut expected: Vec<String> = groups::all_names(&conn)
                             .unwrap()
                             .into_iter()
-                            .filter(|g| g == "users" || paths.contains(g))
+                            .filter(|g| g == "users" || taken.contains(&g.as_str()))
                             .collect();
                         expected.sort();
-                        prop_assert_eq!(&got, &expected, "step {}: {:?}", n, paths);
+                        prop_assert_eq!(&got, &expected, "step {}: {:?} {:?}", n, paths, allowed);
                         if !s.groups_synchronized {
-                            let mut before = before.unwrap_or_default();
-                            before.sort();
-                            prop_assert_eq!(&got, &before, "skipped, so unchanged");
+                            prop_assert_eq!(Some(&got), before.as_ref(), "skipped, so unchanged");
                         }
                     } else {
                         prop_assert!(!s.groups_synchronized);
+                        let unchanged = before.unwrap_or_else(|| vec!["users".to_string()]);
+                        prop_assert_eq!(&got, &unchanged, "not synchronized, so unchanged");
                     }
+                }
+                Step::SetAllowed(list) => {
+                    allowed = list.iter().map(|a| a.to_string()).collect();
                 }
                 Step::CreateGroup(name) => {
                     if group(&conn, name).is_none() {

@@ -10,6 +10,7 @@ const PAGE: &str = "/admin/settings?category=authentication";
 const SECRET: &str = "gl-secret-Value-7f3a";
 const URL_NEEDS_SECRET: &str =
     "For security reasons, the URL can't be updated without providing the secret.";
+const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
 
 /// A signed-in admin that sends the CSRF token only as a form field, like a browser.
 fn browser(lg: &Labgate) -> Client {
@@ -78,6 +79,15 @@ fn configure(c: &mut Client, url: &str) -> String {
         ],
     );
     follow(c, &r)
+}
+
+/// Sets the allowed groups through `api/settings/set`.
+fn set_allowed_groups(lg: &Labgate, groups: &[&str]) {
+    let mut params = vec![("key", "sonar.auth.gitlab.allowedGroups")];
+    params.extend(groups.iter().map(|g| ("values", *g)));
+    lg.admin()
+        .post_form("/api/settings/set", &params)
+        .expect(204);
 }
 
 fn allowed_group_boxes(page: &str) -> usize {
@@ -392,11 +402,7 @@ fn open_sign_up_warns_and_is_saved_only_when_confirmed() {
     let lg = Labgate::start();
     let mut c = browser(&lg);
     configure(&mut c, "https://gitlab.example.org");
-    let form = [
-        ("allowUsersToSignUp", "true"),
-        ("groupsSync", "true"),
-        ("allowedGroups", ""),
-    ];
+    let form = [("allowUsersToSignUp", "true"), ("allowedGroups", "")];
     let mut save = form.to_vec();
     save.push(("action", "save"));
     let page = refused(&submit(
@@ -426,7 +432,7 @@ fn open_sign_up_warns_and_is_saved_only_when_confirmed() {
     );
     assert_eq!(
         setting(&lg, "sonar.auth.gitlab.groupsSync"),
-        Some(Value::from("true"))
+        Some(Value::from("false"))
     );
     assert_eq!(
         setting(&lg, "sonar.auth.gitlab.allowUsersToSignUp"),
@@ -457,6 +463,7 @@ fn synchronize_user_groups_is_saved_from_the_edit_form() {
     let lg = Labgate::start();
     let mut c = browser(&lg);
     configure(&mut c, "https://gitlab.example.org");
+    set_allowed_groups(&lg, &["acme"]);
     let r = submit(
         &mut c,
         "/admin/settings/gitlab/edit",
@@ -653,4 +660,137 @@ fn gitlab_forms_without_the_csrf_token_are_refused() {
     assert_eq!(setting(&lg, "sonar.auth.gitlab.allowedGroups"), None);
     let page = settings_page(&mut c);
     assert!(page.contains("<code>app-123</code>"), "unchanged:\n{page}");
+}
+
+#[test]
+fn group_sync_needs_an_allowed_group_on_the_provisioning_form() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    configure(&mut c, "https://gitlab.example.org");
+    let lone = [
+        ("allowUsersToSignUp", "true"),
+        ("groupsSync", "true"),
+        ("allowedGroups", ""),
+        ("action", "save"),
+    ];
+    let page = refused(&submit(
+        &mut c,
+        "/admin/settings/gitlab/provisioning",
+        &lone,
+    ));
+    assert!(page.contains(SYNC_NEEDS_ALLOWED_GROUP), "{page}");
+    assert!(
+        !page.contains("Save anyway"),
+        "no confirmation asked for a change that is refused:\n{page}"
+    );
+    let mut anyway = lone.to_vec();
+    anyway.push(("confirm_open", "1"));
+    let page = refused(&submit(
+        &mut c,
+        "/admin/settings/gitlab/provisioning",
+        &anyway,
+    ));
+    assert!(page.contains(SYNC_NEEDS_ALLOWED_GROUP), "{page}");
+    assert_eq!(
+        setting(&lg, "sonar.auth.gitlab.groupsSync"),
+        None,
+        "nothing saved"
+    );
+    assert_eq!(setting(&lg, "sonar.auth.gitlab.allowUsersToSignUp"), None);
+
+    let with_group = [
+        ("allowUsersToSignUp", "true"),
+        ("groupsSync", "true"),
+        ("allowedGroups", "acme"),
+        ("allowedGroups", ""),
+        ("action", "save"),
+    ];
+    let r = submit(&mut c, "/admin/settings/gitlab/provisioning", &with_group);
+    follow(&mut c, &r);
+    assert_eq!(
+        setting(&lg, "sonar.auth.gitlab.groupsSync"),
+        Some(Value::from("true"))
+    );
+    // Removing the last allowed group while synchronization stays on.
+    let remove_last = [
+        ("allowUsersToSignUp", "false"),
+        ("groupsSync", "true"),
+        ("allowedGroups", ""),
+        ("action", "save"),
+    ];
+    let page = refused(&submit(
+        &mut c,
+        "/admin/settings/gitlab/provisioning",
+        &remove_last,
+    ));
+    assert!(page.contains(SYNC_NEEDS_ALLOWED_GROUP), "{page}");
+    assert_eq!(
+        setting(&lg, "sonar.auth.gitlab.allowedGroups"),
+        Some(serde_json::json!(["acme"])),
+        "nothing saved"
+    );
+    assert_eq!(
+        setting(&lg, "sonar.auth.gitlab.allowUsersToSignUp"),
+        Some(Value::from("true"))
+    );
+}
+
+#[test]
+fn group_sync_needs_an_allowed_group_on_the_edit_form() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    configure(&mut c, "https://gitlab.example.org");
+    let r = submit(
+        &mut c,
+        "/admin/settings/gitlab/edit",
+        &[
+            ("applicationId", "app-456"),
+            ("url", "https://gitlab.example.org"),
+            ("secret", ""),
+            ("groupsSync", "true"),
+        ],
+    );
+    let page = refused(&r);
+    assert!(page.contains(SYNC_NEEDS_ALLOWED_GROUP), "{page}");
+    assert!(page.contains("class=\"field-error\""), "{page}");
+    assert_eq!(
+        setting(&lg, "sonar.auth.gitlab.groupsSync"),
+        None,
+        "nothing saved"
+    );
+    let page = settings_page(&mut c);
+    assert!(
+        page.contains("app-123") && !page.contains("app-456"),
+        "nothing saved:\n{page}"
+    );
+}
+
+#[test]
+fn a_stored_group_sync_without_allowed_group_is_explained_on_the_gitlab_tab() {
+    let lg = Labgate::start();
+    let mut c = browser(&lg);
+    let page = configure(&mut c, "https://gitlab.example.org");
+    let warning =
+        "Synchronize user groups is on but no allowed group is set: nothing is synchronized.";
+    assert!(!page.contains(warning), "{page}");
+    // Stored before synchronization needed an allowed group.
+    lg.store_settings(&[("sonar.auth.gitlab.groupsSync", "true")]);
+    let page = settings_page(&mut c);
+    assert!(page.contains(warning), "{page}");
+    assert!(page.contains("Add an allowed group"), "{page}");
+    // An unrelated edit still works, and the warning stays until the state is fixed.
+    let r = submit(
+        &mut c,
+        "/admin/settings/gitlab/edit",
+        &[
+            ("applicationId", "app-456"),
+            ("url", "https://gitlab.example.org"),
+            ("secret", ""),
+            ("groupsSync", "true"),
+        ],
+    );
+    let page = follow(&mut c, &r);
+    assert!(page.contains("app-456") && page.contains(warning), "{page}");
+    set_allowed_groups(&lg, &["acme"]);
+    assert!(!settings_page(&mut c).contains(warning));
 }

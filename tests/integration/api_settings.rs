@@ -417,3 +417,124 @@ fn token_lifetime_setting_takes_exactly_its_four_values() {
         "{v}"
     );
 }
+
+const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
+
+/// The two settings the group synchronization rule is about, as `api/settings/values` shows
+/// them.
+fn group_sync(lg: &Labgate) -> (Value, Value) {
+    let v = values(lg);
+    let sync = setting(&v, "sonar.auth.gitlab.groupsSync").expect("listed")["value"].clone();
+    let allowed = setting(&v, "sonar.auth.gitlab.allowedGroups")
+        .map(|s| s["values"].clone())
+        .unwrap_or(Value::Null);
+    (sync, allowed)
+}
+
+/// Asserts a 400 with exactly the group synchronization refusal.
+#[track_caller]
+fn refused_sync(r: Resp) {
+    let v = r.expect_json(400);
+    assert_eq!(
+        v,
+        json!({"errors": [{"msg": SYNC_NEEDS_ALLOWED_GROUP}]}),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn group_sync_cannot_be_turned_on_without_an_allowed_group_through_the_apis() {
+    let lg = Labgate::start();
+    let mut admin = lg.admin();
+    let off = group_sync(&lg);
+    refused_sync(admin.post_form(
+        "/api/settings/set",
+        &[("key", "sonar.auth.gitlab.groupsSync"), ("value", "true")],
+    ));
+    assert_eq!(group_sync(&lg), off, "nothing changed");
+    refused_sync(admin.post_json(
+        CONFIGS,
+        &json!({"applicationId": "app", "url": "https://gitlab.com", "secret": "s",
+                "synchronizeGroups": true, "allowedGroups": []}),
+    ));
+    let list = admin.get(CONFIGS).expect_json(200);
+    assert_eq!(
+        list["gitlabConfigurations"],
+        json!([]),
+        "nothing created: {list}"
+    );
+    create_config(&lg);
+    refused_sync(patch(
+        &mut admin,
+        &json!({"synchronizeGroups": true, "allowedGroups": null}),
+    ));
+    assert_eq!(
+        group_sync(&lg),
+        (json!("false"), json!(["acme"])),
+        "nothing changed"
+    );
+    let v = patch(&mut admin, &json!({"synchronizeGroups": true})).expect_json(200);
+    assert_eq!(v["synchronizeGroups"], true, "{v}");
+}
+
+#[test]
+fn the_last_allowed_group_cannot_be_removed_while_group_sync_is_on() {
+    let lg = Labgate::start();
+    create_config(&lg);
+    let mut admin = lg.admin();
+    patch(&mut admin, &json!({"synchronizeGroups": true})).expect_json(200);
+    let on = (json!("true"), json!(["acme"]));
+    assert_eq!(group_sync(&lg), on);
+    refused_sync(patch(&mut admin, &json!({"allowedGroups": []})));
+    refused_sync(patch(
+        &mut admin,
+        &json!({"allowedGroups": null, "enabled": false}),
+    ));
+    refused_sync(admin.post_form(
+        "/api/settings/set",
+        &[("key", "sonar.auth.gitlab.allowedGroups"), ("values", "")],
+    ));
+    refused_sync(admin.post_form(
+        "/api/settings/reset",
+        &[("keys", "sonar.auth.gitlab.allowedGroups")],
+    ));
+    refused_sync(admin.post_form(
+        "/api/settings/reset",
+        &[(
+            "keys",
+            "sonar.auth.gitlab.allowUsersToSignUp,sonar.auth.gitlab.allowedGroups",
+        )],
+    ));
+    assert_eq!(group_sync(&lg), on, "nothing changed");
+    let one = admin.get(CONFIG).expect_json(200);
+    assert_eq!(one["enabled"], true, "nothing changed: {one}");
+    // Replacing the groups, or turning synchronization off with them, is fine.
+    set(&lg, "sonar.auth.gitlab.allowedGroups", "beta");
+    admin
+        .post_form(
+            "/api/settings/reset",
+            &[(
+                "keys",
+                "sonar.auth.gitlab.groupsSync,sonar.auth.gitlab.allowedGroups",
+            )],
+        )
+        .expect(204);
+    assert_eq!(group_sync(&lg), (json!("false"), Value::Null));
+}
+
+#[test]
+fn a_stored_group_sync_without_allowed_group_still_takes_unrelated_edits() {
+    let lg = Labgate::start();
+    create_config(&lg);
+    let mut admin = lg.admin();
+    patch(&mut admin, &json!({"allowedGroups": null})).expect_json(200);
+    // Stored before synchronization needed an allowed group.
+    lg.store_settings(&[("sonar.auth.gitlab.groupsSync", "true")]);
+    let legacy = (json!("true"), Value::Null);
+    assert_eq!(group_sync(&lg), legacy);
+    set(&lg, "sonar.auth.gitlab.allowUsersToSignUp", "false");
+    let v = patch(&mut admin, &json!({"enabled": false})).expect_json(200);
+    assert_eq!(v["enabled"], false, "{v}");
+    assert_eq!(group_sync(&lg), legacy);
+}

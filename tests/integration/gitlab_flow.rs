@@ -39,6 +39,7 @@ const REASONS: &[&str] = &[
 const SYNC_ON: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["true"]);
 const SYNC_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["false"]);
 const SIGN_UP_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.allowUsersToSignUp", &["false"]);
+const ALLOW_ACME: (&str, &[&str]) = ("sonar.auth.gitlab.allowedGroups", &["acme"]);
 
 // ---------------------------------------------------------------------------------------------
 // Set-up
@@ -524,28 +525,16 @@ fn scope_is_read_api_when_allowed_groups_need_the_groups() {
     assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
 }
 
-#[test]
-fn scope_is_read_api_when_group_sync_needs_the_groups() {
-    let (lg, gl) = lab(&[SYNC_ON]);
-    gitlab_user(&gl, 1001, "ann");
-    sign_in(&lg, &gl, "ann", "/").accepted("/");
-    let authorize = gl.requests_to("/oauth/authorize");
-    assert_eq!(authorize.len(), 1, "{authorize:?}");
-    assert_eq!(
-        authorize[0].query_param("scope").as_deref(),
-        Some("read_api"),
-        "{:?}",
-        authorize[0]
-    );
-    assert_eq!(gl.requests_to("/api/v4/groups").len(), 1);
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2, 3. Groups over several pages
 
 #[test]
 fn memberships_mirror_250_gitlab_groups_read_over_three_pages() {
-    let (lg, gl) = lab(&[SYNC_ON]);
+    let allowed = (
+        "sonar.auth.gitlab.allowedGroups",
+        &["team-042", "team-142", "team-242"][..],
+    );
+    let (lg, gl) = lab(&[allowed, SYNC_ON]);
     gitlab_user(&gl, 1001, "ann");
     for i in 0..250 {
         gl.add_member("ann", &format!("team-{i:03}"), access::REPORTER);
@@ -578,7 +567,10 @@ fn memberships_mirror_250_gitlab_groups_read_over_three_pages() {
 /// Ann is in 150 GitLab groups (2 pages); the local groups `g-010` (page 1) and `g-120` (page 2)
 /// must both be found.
 fn two_pages_of_groups(headers: PaginationHeaders, omit_totals: bool) {
-    let (lg, gl) = lab(&[SYNC_ON]);
+    let (lg, gl) = lab(&[
+        ("sonar.auth.gitlab.allowedGroups", &["g-010", "g-120"]),
+        SYNC_ON,
+    ]);
     gitlab_user(&gl, 1001, "ann");
     for i in 0..150 {
         gl.add_member("ann", &format!("g-{i:03}"), access::DEVELOPER);
@@ -641,9 +633,13 @@ fn allowed_group_found_only_on_the_last_page_of_groups_admits() {
 /// Local groups `acme`, `Acme/Platform`, `beta`, `beta/tools`, `manual`, `unrelated`; on GitLab
 /// Ann is a direct member of `acme/platform`, `beta` (which has the subgroup `beta/tools`) and
 /// `gamma`. Ann signed in once with synchronization off and was then added to `manual` by hand;
-/// the local user Carol is in `beta` and `manual`. Synchronization is then switched on.
+/// the local user Carol is in `beta` and `manual`. The allowed groups are `acme` and `beta`;
+/// synchronization is then switched on.
 fn sync_lab() -> (Labgate, FakeGitlab) {
-    let (lg, gl) = lab(&[SYNC_OFF]);
+    let (lg, gl) = lab(&[
+        SYNC_OFF,
+        ("sonar.auth.gitlab.allowedGroups", &["acme", "beta"]),
+    ]);
     for g in [
         "acme",
         "Acme/Platform",
@@ -716,7 +712,7 @@ fn group_sync_leaves_local_users_memberships_alone() {
 
 #[test]
 fn memberships_of_gitlab_users_cannot_be_edited_by_api_while_sync_is_on() {
-    let (lg, gl) = lab(&[SYNC_ON]);
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
     lg.create_group("acme/platform");
     lg.create_group("manual");
     gitlab_user(&gl, 1001, "ann");
@@ -766,6 +762,107 @@ fn memberships_of_gitlab_users_are_editable_while_sync_is_off() {
     // Signing in again keeps the hand-made membership and adds none.
     sign_in(&lg, &gl, "ann", "/").accepted("/");
     assert_eq!(groups_of(&lg, "ann"), strings(&["manual", "users"]));
+    admin
+        .post_form(
+            "/api/user_groups/remove_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    assert_eq!(groups_of(&lg, "ann"), strings(&["users"]));
+}
+
+/// The attack: anyone able to create a top-level GitLab group can name it `administrators`.
+/// Synchronization must ignore it, as it lies under no allowed group, although a local group of
+/// that name exists (the built-in one, holding "Administer System").
+#[test]
+fn group_sync_ignores_a_gitlab_group_named_administrators_outside_the_allowed_groups() {
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("bob", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "bob", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "bob"), strings(&["users"]));
+    gl.add_member("bob", "administrators", access::OWNER);
+    let mut bob = sign_in(&lg, &gl, "bob", "/").accepted("/");
+    let me = bob.get("/api/users/current").expect_json(200);
+    assert_eq!(me["groups"], json!(["users"]), "bob joined a group: {me}");
+    assert_eq!(
+        me["permissions"]["global"],
+        json!([]),
+        "bob holds a permission: {me}"
+    );
+    let status = bob.get("/admin/users").status;
+    assert_eq!(status, 403, "bob reached an admin page");
+    assert_eq!(groups_of(&lg, "bob"), strings(&["users"]));
+}
+
+/// Asserts that the signed-in `client` holds no group but `users`, no permission, and is refused
+/// an admin page.
+#[track_caller]
+fn assert_not_admin(client: &mut Client) {
+    let me = client.get("/api/users/current").expect_json(200);
+    assert_eq!(me["groups"], json!(["users"]), "{me}");
+    assert_eq!(me["permissions"]["global"], json!([]), "{me}");
+    assert_eq!(
+        client.get("/admin/users").status,
+        403,
+        "an admin page: {me}"
+    );
+}
+
+/// Without allowed groups the attack cannot be set up: synchronization cannot be turned on.
+#[test]
+fn group_sync_cannot_be_turned_on_without_allowed_groups_so_administrators_is_not_joined() {
+    let (lg, gl) = lab(&[]);
+    let msg = lg
+        .admin()
+        .post_form(
+            "/api/settings/set",
+            &[("key", SYNC_ON.0), ("value", "true")],
+        )
+        .expect_error(400);
+    assert_eq!(
+        msg,
+        "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized"
+    );
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("bob", "administrators", access::OWNER);
+    let mut bob = sign_in(&lg, &gl, "bob", "/").accepted("/");
+    assert_not_admin(&mut bob);
+}
+
+/// A configuration stored before synchronization needed an allowed group has it on with none.
+/// Sign-in keeps working and synchronizes nothing: memberships stay as they are (hand-made ones
+/// included, and they stay editable), and a GitLab group named `administrators` is not joined.
+#[test]
+fn stored_group_sync_without_allowed_group_signs_in_and_synchronizes_nothing() {
+    let (lg, gl) = lab(&[]);
+    lg.create_group("acme/platform");
+    lg.create_group("manual");
+    gitlab_user(&gl, 1001, "ann");
+    gitlab_user(&gl, 1002, "bob");
+    gl.add_member("ann", "acme/platform", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let mut admin = lg.admin();
+    admin
+        .post_form(
+            "/api/user_groups/add_user",
+            &[("name", "manual"), ("login", "ann")],
+        )
+        .expect(204);
+    lg.store_settings(&[(SYNC_ON.0, "true")]);
+    for who in ["ann", "bob"] {
+        gl.add_member(who, "administrators", access::OWNER);
+        gl.add_member(who, "acme/platform", access::DEVELOPER);
+    }
+    let mut ann = sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(groups_of(&lg, "ann"), strings(&["manual", "users"]));
+    let mut bob = sign_in(&lg, &gl, "bob", "/").accepted("/");
+    assert_not_admin(&mut bob);
+    assert_eq!(
+        ann.get("/admin/users").status,
+        403,
+        "ann reached an admin page"
+    );
     admin
         .post_form(
             "/api/user_groups/remove_user",
@@ -827,7 +924,7 @@ fn user_without_groups_is_refused_by_allowed_groups_even_with_sync_off() {
 
 #[test]
 fn existing_user_outside_allowed_groups_is_refused_without_any_write() {
-    let (lg, gl) = lab(&[SYNC_ON]);
+    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["beta"]), SYNC_ON]);
     lg.create_group("beta");
     gitlab_user(&gl, 1001, "ann");
     gl.add_member("ann", "beta", access::DEVELOPER);
@@ -936,10 +1033,11 @@ fn pre_provisioned_identity_is_linked_ignoring_case() {
 // ---------------------------------------------------------------------------------------------
 // 7. Faults at every step
 
-/// Synchronization on, local groups `acme/platform` and `acme/ops`. Ann signed in once (member
-/// of `acme/platform` then); since, on GitLab, she moved to `acme/ops` and was renamed, so a
-/// sign-in that went through would change her name and memberships. Bob, in `acme/ops`, never
-/// signed in. With `bulk`, both are also in `bulk` and its 249 subgroups (3 pages of groups).
+/// Synchronization on (allowed group `acme`), local groups `acme/platform` and `acme/ops`. Ann
+/// signed in once (member of `acme/platform` then); since, on GitLab, she moved to `acme/ops`
+/// and was renamed, so a sign-in that went through would change her name and memberships. Bob,
+/// in `acme/ops`, never signed in. With `bulk`, both are also in `bulk` and its 249 subgroups
+/// (3 pages of groups).
 struct FaultLab {
     lg: Labgate,
     gl: FakeGitlab,
@@ -947,7 +1045,7 @@ struct FaultLab {
 }
 
 fn fault_lab(bulk: bool) -> FaultLab {
-    let (lg, gl) = lab(&[SYNC_ON]);
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
     lg.create_group("acme/platform");
     lg.create_group("acme/ops");
     gitlab_user(&gl, 1001, "ann");

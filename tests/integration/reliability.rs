@@ -821,7 +821,7 @@ fn sigkill_during_sign_ins_and_admin_writes_keeps_every_acknowledged_write() {
     let kill_after = sized(Duration::from_millis(2500), Duration::from_secs(4));
     let (sign_in_threads, admin_threads) = (4usize, 2usize);
     let synced = ["acme", "acme/lab"];
-    let (mut first, gl) = gitlab_lab(&[SYNC_ON, ALLOW_ACME]);
+    let (mut first, gl) = gitlab_lab(&[ALLOW_ACME, SYNC_ON]);
     // The GitLab users are developers of `acme`, hence members of `acme/lab` too; both are
     // mirrored by local groups, so each sign-in writes a user and three memberships at once.
     for g in synced {

@@ -79,6 +79,9 @@ pub struct Provisioning {
     pub unsaved: bool,
     /// The stored configuration lets anyone with a GitLab account sign in right now.
     pub open_now: Option<String>,
+    /// The stored configuration has synchronization on and no allowed group, so it
+    /// synchronizes nothing: why, and how to fix it.
+    pub sync_idle: Option<&'static str>,
 }
 
 /// The whole GitLab section, rendered by `templates/admin/gitlab_section.html`.
@@ -99,6 +102,13 @@ pub enum Sent {
     Card(FormErrors),
     Provisioning(Provisioning),
 }
+
+/// Shown while synchronization is on without an allowed group (a configuration stored before
+/// synchronization needed one): it then does nothing, and the admin should know why.
+pub const SYNC_IDLE: &str = "Synchronize user groups is on but no allowed group is set: nothing \
+    is synchronized. Add an allowed group to synchronize the GitLab groups under it (only those \
+    are synchronized), or turn Synchronize user groups off. Until then, the memberships of GitLab \
+    users are left as they are and can be edited by hand.";
 
 fn open_warning(url: &str) -> String {
     format!(
@@ -182,6 +192,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     let open_now =
         (config.enabled && config.allow_users_to_sign_up && config.allowed_groups.is_empty())
             .then(|| open_warning(&config.url));
+    let sync_idle = (config.synchronize_groups && !config.synchronizes()).then_some(SYNC_IDLE);
     let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
         sign_up: config.allow_users_to_sign_up,
         synchronize_groups: config.synchronize_groups,
@@ -190,8 +201,10 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
         open_warning: None,
         unsaved: false,
         open_now: None,
+        sync_idle: None,
     });
     provisioning.open_now = open_now;
+    provisioning.sync_idle = sync_idle;
     Ok(Section {
         register,
         create: None,
@@ -496,6 +509,7 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         open_warning: None,
         unsaved: true,
         open_now: None,
+        sync_idle: None,
     };
     let Submit::Save { confirmed } = submit else {
         form.rows = rows_of(groups, Vec::new());
@@ -510,13 +524,24 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         )]);
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    if needs_open_confirmation(sign_up, &groups, confirmed) {
-        let url = gitlab_config::load(&ctx.conn)?.url;
+    let stored = gitlab_config::load(&ctx.conn)?;
+    // The save checks this rule again in its transaction; checked here first so that the open
+    // sign-up warning below never asks to confirm a change that would then be refused.
+    let stored_sync = (stored.synchronize_groups, &stored.allowed_groups[..]);
+    if provisioning::sync_change_refused(stored_sync, (synchronize_groups, &groups)) {
         form.rows = rows_of(groups, Vec::new());
-        form.open_warning = Some(open_warning(&url));
+        form.errors = FormErrors(vec![crate::model::FieldError::new(
+            "groupsSync",
+            settings::SYNC_NEEDS_ALLOWED_GROUP,
+        )]);
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    let before = gitlab_config::load(&ctx.conn)?.scope();
+    if needs_open_confirmation(sign_up, &groups, confirmed) {
+        form.rows = rows_of(groups, Vec::new());
+        form.open_warning = Some(open_warning(&stored.url));
+        return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
+    }
+    let before = stored.scope();
     let change = GitlabForm {
         allow_users_to_sign_up: Some(sign_up),
         allowed_groups: Some(groups.clone()),

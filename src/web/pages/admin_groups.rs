@@ -154,7 +154,7 @@ fn edit_page(
     let (rows, pager) = Pager::fetch(page, |offset, limit| {
         groups::members(&ctx.conn, group.id, None, Selected::Selected, offset, limit)
     })?;
-    let groups_sync = crate::settings::flag(&ctx.conn, crate::settings::GITLAB_GROUPS_SYNC)?;
+    let groups_sync = crate::settings::synchronizes_groups(&ctx.conn)?;
     let members: Vec<MemberRow> = rows
         .into_iter()
         .map(|row| MemberRow {
