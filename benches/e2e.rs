@@ -1,4 +1,4 @@
-//! End-to-end benchmark of labgate (issue 5): the release binary, a fake GitLab and a bare
+//! End-to-end benchmark of labgate: the release binary, a fake GitLab and a bare
 //! oxhttp "hello" server, each in its own process on 127.0.0.1, driven by keep-alive HTTP/1.1
 //! clients in this process. Every figure is printed next to a baseline measured in the same
 //! run, so that it reads as a ratio on a noisy machine.
@@ -1783,7 +1783,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         "load_average".into(),
         json!({"start": load_before, "end": load_after}),
     );
-    println!("\nTargets of issue 5 (reported, never asserted)");
+    println!("\nTargets (reported, never asserted)");
     for (name, value, met) in &targets {
         println!(
             "   {:<8} {:<58} {}",

@@ -1,4 +1,4 @@
-//! The one GitLab configuration (SPEC §4), stored as the `sonar.auth.gitlab.*` settings so that
+//! The one GitLab configuration, stored as the `sonar.auth.gitlab.*` settings so that
 //! the settings API, the v2 configuration resource and the admin page are three doors to the
 //! same state, effective on the next request.
 

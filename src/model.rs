@@ -450,7 +450,7 @@ mod tests {
     }
 }
 
-/// Properties: the identifiers accept exactly what SPEC §3 allows (fuzz target `model_names`).
+/// Properties: the identifiers accept exactly what their rules allow (fuzz target `model_names`).
 #[cfg(test)]
 mod props {
     use super::*;

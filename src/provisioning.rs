@@ -115,7 +115,8 @@ pub struct Account {
     pub gitlab_id: Option<String>,
 }
 
-/// SPEC §5 step 7: which account this GitLab identity signs in to.
+/// Which account this GitLab identity signs in to: by GitLab id, else a pre-provisioned
+/// account by username.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// Found by GitLab numeric id.
@@ -227,7 +228,8 @@ pub fn fast_set<T: Eq + std::hash::Hash>(items: impl ExactSizeIterator<Item = T>
     set
 }
 
-/// Why a GitLab sign-in was refused. The text shown is SPEC §5's table, exactly.
+/// Why a GitLab sign-in was refused. The texts shown are SonarQube's, word for word, so that
+/// people and scripts who know them recognise them (README, "What a refusal means").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     NotInAllowedGroups,
@@ -267,7 +269,7 @@ impl Refusal {
     }
 }
 
-/// SPEC §5 step 8 and 9: may this sign-in go on, given the account found?
+/// Sign-up and deactivation: may this sign-in go on, given the account found?
 pub fn admission(
     found: &Found,
     account_active: bool,

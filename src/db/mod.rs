@@ -104,7 +104,7 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
-    // 3: user search at scale (issue 5; see `user_search`). A trigram index of login, name
+    // 3: user search at scale (see `user_search`). A trigram index of login, name
     // and email for each list (active, deactivated users), holding the values lowercased by
     // SQLite's `lower()`, which like `LIKE` folds ASCII letters only: a phrase query for the
     // lowercased text then matches exactly the rows `LIKE '%text%'` matches. Contentless
@@ -218,7 +218,7 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
     END;
     "#,
-    // 6: text searches read the user lists held in memory (issue 5; see `user_image`), kept up
+    // 6: text searches read the user lists held in memory (see `user_image`), kept up
     // to date by a log of the changes to who matches a search: each change the triggers of
     // migration 3 count (a user added, removed, or its login, name, email or activity changed)
     // is written to `user_changes` with the generation it made, so that the lists catch up by

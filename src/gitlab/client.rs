@@ -175,7 +175,7 @@ impl Client {
         }
     }
 
-    /// Exchanges the authorization code for an access token (SPEC §5 step 3): `client_id` and
+    /// Exchanges the authorization code for an access token: `client_id` and
     /// `client_secret` in the form body (`client_secret_post`, which GitLab accepts like Basic
     /// and which survives secrets with characters Basic would need escaped), `code`,
     /// `redirect_uri` and the PKCE `code_verifier`. Never retried: a code is single-use.
@@ -304,7 +304,7 @@ impl Client {
             })
     }
 
-    /// `GET <url>/api/v4/user` (SPEC §5 step 4).
+    /// `GET <url>/api/v4/user`: who signed in.
     pub fn current_user(
         &self,
         s: &GitlabSettings,
@@ -318,7 +318,7 @@ impl Client {
     }
 
     /// Every group the user belongs to, directly or through a parent group, as `full_path`
-    /// values, sorted and without duplicates (SPEC §5 step 5): `GET <url>/api/v4/groups?
+    /// values, sorted and without duplicates: `GET <url>/api/v4/groups?
     /// min_access_level=10&per_page=100`, then the next page from `X-Next-Page` (a URL labgate
     /// builds) or else `Link rel="next"` (followed only on the configured GitLab), until there
     /// is none; `X-Total` is never trusted. At most [`MAX_PAGES`] pages; a page read twice is

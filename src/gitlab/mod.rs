@@ -1,4 +1,4 @@
-//! The GitLab client (SPEC §4, §5, §9): the authorization URL, the code exchange (the `oauth2`
+//! The GitLab client: the authorization URL, the code exchange (the `oauth2`
 //! crate over labgate's own ureq 3 agent), `GET /api/v4/user` and the paginated
 //! `GET /api/v4/groups`.
 //!
@@ -111,7 +111,7 @@ fn enc(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// `<url>/oauth/authorize?...` with every parameter SPEC §5 step 1 names, each percent-encoded
+/// `<url>/oauth/authorize?...` with every parameter of the authorization-code flow with PKCE, each percent-encoded
 /// (a space in `scope` becomes `%20`).
 pub fn authorize_url(
     settings: &GitlabSettings,

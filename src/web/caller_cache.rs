@@ -1,5 +1,5 @@
 //! Callers recently resolved from a session cookie or an API token, kept in memory so that a
-//! signed-in request does not read the same rows again (issue 5).
+//! signed-in request does not read the same rows again.
 //!
 //! An entry is keyed by the SHA-256 of the credential (the hash the database stores; never the
 //! secret itself) and is used only while both hold:

@@ -316,7 +316,7 @@ mod tests {
     }
 }
 
-/// Properties (SPEC §8 parameters, the session cookie): decoding is exact on what browsers and
+/// Properties (form and query parameters, the session cookie): decoding is exact on what browsers and
 /// clients send and never panics on anything else. The fuzz target `form_query` and `cookies`
 /// check the same with coverage guidance.
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Every admin API endpoint of SPEC §8, in one table: refused to non-admins (403
+//! Every admin API endpoint, in one table: refused to non-admins (403
 //! "Insufficient privileges") and to anonymous callers (401), with no effect.
 
 use crate::harness::*;

@@ -1,4 +1,4 @@
-//! The command line of SPEC §1: --version, --help, first start, the generated admin
+//! The command line: --version, --help, first start, the generated admin
 //! password, backup, break-glass password reset, and startup errors.
 
 use crate::harness::*;

@@ -1,4 +1,4 @@
-//! Sign-in with GitLab (SPEC §4, §5) driven over HTTP without a browser, against the faithful
+//! Sign-in with GitLab driven over HTTP without a browser, against the faithful
 //! fake GitLab (`tests/support/fake_gitlab.rs`): labgate's start redirects to the fake's
 //! `/oauth/authorize`, the fake (with someone signed in) redirects back at once with a code and
 //! the state, and the test calls labgate's callback with the same cookie jar.
@@ -26,7 +26,7 @@ const EMAIL_TAKEN: &str = "This account is already associated with another authe
     Sign in using the current authentication method, or contact your administrator to transfer your \
     account to a different authentication method.";
 const DEACTIVATED: &str = "Your account is deactivated. Please contact your administrator.";
-/// Every reason of the SPEC §5 table (the id-mismatch one by its fixed start).
+/// Every refusal reason shown to people (the id-mismatch one by its fixed start).
 const REASONS: &[&str] = &[
     NOT_ALLOWED,
     NO_SIGN_UP,
@@ -252,7 +252,7 @@ fn expect_refused(client: &mut Client, resp: &Resp) -> String {
     page
 }
 
-/// Asserts that the page shows none of the SPEC's reasons (the generic refusal).
+/// Asserts that the page shows none of the refusal reasons (the generic refusal).
 #[track_caller]
 fn assert_generic(page: &str) {
     for reason in REASONS {

@@ -87,7 +87,7 @@ fn login_form_with_empty_fields_rerenders_with_422() {
 
 #[test]
 fn login_page_form_carries_a_csrf_token() {
-    // SPEC §7: "Every form carries the CSRF token" — the sign-in form included (login CSRF).
+    // Every form carries a CSRF token, the sign-in form included (login CSRF).
     let lg = Labgate::start();
     let page = lg.client().get("/sessions/new").expect_html(200);
     assert!(

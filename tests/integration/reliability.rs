@@ -1,4 +1,4 @@
-//! Reliability (issue 4): labgate keeps its data and keeps serving under a SIGKILL in the middle
+//! Reliability: labgate keeps its data and keeps serving under a SIGKILL in the middle
 //! of concurrent writes, under races on one account, one group and one deactivation, under
 //! thousands of hostile requests, and under hundreds of slow clients.
 //!

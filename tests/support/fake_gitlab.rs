@@ -1,7 +1,7 @@
 //! A fake GitLab for labgate's tests and benchmarks.
 //!
-//! It serves, on `127.0.0.1:<free port>`, the parts of GitLab that labgate talks to, following
-//! `/work/shared/GITLAB.md`:
+//! It serves, on `127.0.0.1:<free port>`, the parts of GitLab that labgate talks to, as GitLab's
+//! OAuth and REST API documentation describes them:
 //!
 //! - `GET /oauth/authorize`: the authorization-code flow (+PKCE `S256`/`plain`), with a plain
 //!   HTML sign-in page (`POST /users/sign_in`) when nobody is signed in to the fake;

@@ -1,4 +1,4 @@
-//! The GitLab section of `/admin/settings?category=authentication` (SPEC §4, §7): configuring
+//! The GitLab section of `/admin/settings?category=authentication`: configuring
 //! GitLab, its card (edit, enable/disable, delete), what to register in GitLab, and the
 //! Just-in-Time provisioning form. Every change goes through `gitlab_config`, the same
 //! `sonar.auth.gitlab.*` settings as the API, effective on the next request.

@@ -1,4 +1,4 @@
-//! Sign-in with GitLab (SPEC §5): start (`/sessions/init/gitlab`), callback
+//! Sign-in with GitLab: start (`/sessions/init/gitlab`), callback
 //! (`/oauth2/callback/gitlab`) and the refusal page (`/sessions/unauthorized`). The rules are
 //! `provisioning`'s, the database steps `signin`'s, the HTTP calls `gitlab`'s.
 
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 pub const BROWSER_COOKIE: &str = "labgate_oauth";
 /// Cookie naming the stored reason of a refused sign-in.
 pub const REFUSAL_COOKIE: &str = "labgate_refusal";
-/// The callback answers within this, whatever GitLab does (SPEC: 15 s).
+/// The callback answers within this, whatever GitLab does: under the 15 s a person waits
+/// before giving up, and under typical proxy timeouts.
 const CALLBACK_BUDGET: Duration = Duration::from_secs(14);
 
 pub use crate::gitlab_config::redirect_uri;

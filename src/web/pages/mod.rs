@@ -440,7 +440,7 @@ mod tests {
     }
 }
 
-/// Properties of `return_to` (SPEC §5 step 12); the fuzz target `return_to` checks the same.
+/// Properties of `return_to` (only local paths are followed after a sign-in); the fuzz target `return_to` checks the same.
 #[cfg(test)]
 mod props {
     use super::safe_return_to;
