@@ -12,6 +12,9 @@
 //! It reports and never asserts timings. Results: a table on stdout and
 //! `target/bench-e2e.json`. PERFORMANCE.md explains the method and keeps the latest figures.
 
+// Test code: a failed `unwrap()` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/support/fake_gitlab.rs"]
 mod fake_gitlab;
 #[path = "e2e/http.rs"]
@@ -615,6 +618,7 @@ fn thread_cpu() -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    #[allow(unsafe_code)]
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
         return Duration::ZERO;

@@ -10,6 +10,7 @@
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before other threads start.
+    #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
@@ -47,6 +48,7 @@ fn raise_open_file_limit() -> Option<u64> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    #[allow(unsafe_code)]
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return None;

@@ -1,5 +1,8 @@
 //! Self-tests of the fake GitLab (`tests/support/fake_gitlab.rs`), driven by a tiny HTTP client.
 
+// Test code: a failed `unwrap()` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/fake_gitlab.rs"]
 mod fake_gitlab;
 

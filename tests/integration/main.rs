@@ -1,6 +1,9 @@
 //! End-to-end tests of labgate: each test starts the real binary on port 0 with its own data
 //! directory and drives it over HTTP (one integration-test binary, one module per concern).
 
+// Test code: a failed `unwrap()` is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 #[path = "../support/fake_gitlab.rs"]
 mod support_gitlab;
