@@ -77,6 +77,15 @@ struct LoginWide {
 }
 
 impl LoginWide {
+    /// Nothing left worth keeping: no recent failure, no network still remembered.
+    fn forgotten(&self, now: i64) -> bool {
+        self.failures.stale(now)
+            && self
+                .known
+                .iter()
+                .all(|(_, at)| now - at >= KNOWN_NETWORK_SECS)
+    }
+
     fn knows(&self, network: Option<IpAddr>, now: i64) -> bool {
         self.known
             .iter()
@@ -166,10 +175,7 @@ impl Throttle {
                     .record(now, ADDRESS_FREE_FAILURES);
             }
         }
-        let forgotten = |w: &LoginWide| {
-            w.failures.stale(now) && w.known.iter().all(|(_, at)| now - at >= KNOWN_NETWORK_SECS)
-        };
-        if room(&mut state.logins, &login, forgotten) {
+        if room(&mut state.logins, &login, |w| w.forgotten(now)) {
             state
                 .logins
                 .entry(login)
@@ -186,10 +192,7 @@ impl Throttle {
         let login = login.to_lowercase();
         let network = address.map(network_of);
         state.pairs.remove(&(login.clone(), network));
-        let forgotten = |w: &LoginWide| {
-            w.failures.stale(now) && w.known.iter().all(|(_, at)| now - at >= KNOWN_NETWORK_SECS)
-        };
-        if room(&mut state.logins, &login, forgotten) {
+        if room(&mut state.logins, &login, |w| w.forgotten(now)) {
             let wide = state.logins.entry(login).or_default();
             wide.known.retain(|(n, _)| *n != network);
             if wide.known.len() >= KNOWN_NETWORKS {

@@ -304,22 +304,20 @@ pub fn check_password(
         Some(u) if u.active => users::password_hash(conn, u.id)?,
         _ => None,
     };
-    let verified = conn.released(super::POOL_WAIT, || {
-        let _slot = app.hashing.acquire(HASHING_WAIT)?;
-        Some(match &hash {
-            Some(h) => crypto::verify_password(password, h),
-            None => {
-                crypto::dummy_verify(password);
-                false
-            }
-        })
-    })?;
-    let Some(ok) = verified else {
-        log::warn!("sign-in provider=local login={login:?} outcome=refused reason=busy");
-        return Err(AppError::too_many(
-            "The server is busy checking passwords. Try again in a moment.",
-            1,
-        ));
+    let verified = hashing(app, conn, || match &hash {
+        Some(h) => crypto::verify_password(password, h),
+        None => {
+            crypto::dummy_verify(password);
+            false
+        }
+    });
+    let ok = match verified {
+        Ok(ok) => ok,
+        Err(busy @ AppError::TooManyRequests { .. }) => {
+            log::warn!("sign-in provider=local login={login:?} outcome=refused reason=busy");
+            return Err(busy);
+        }
+        Err(e) => return Err(e),
     };
     match user {
         Some(u) if ok => {

@@ -164,7 +164,10 @@ const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &[
 /// Routes a request to its handler, enforcing authentication, access and CSRF in one place.
 pub fn dispatch(app: &App, req: &Req) -> Resp {
     let is_api = req.is_api();
-    let fail = |err: AppError| error_response(req, is_api, err);
+    let fail = |err: AppError| {
+        let retry_after = err.retry_after();
+        with_retry_after(error_response(req, is_api, err), retry_after)
+    };
     let routes = routes::routes();
     let Some(route) = routes
         .iter()
@@ -190,14 +193,7 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
     };
     let conn = match app.pool.get(POOL_WAIT) {
         Ok(c) => c,
-        Err(e) => {
-            let retry_after = e.retry_after();
-            let resp = fail(e);
-            return match retry_after {
-                Some(secs) => resp.with_header("Retry-After", secs.to_string()),
-                None => resp,
-            };
-        }
+        Err(e) => return fail(e),
     };
     let now = app.now();
     let mut ctx = Ctx {
@@ -223,10 +219,7 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
             } else {
                 pages::error_page(&mut ctx, err)
             };
-            match retry_after {
-                Some(secs) => resp.with_header("Retry-After", secs.to_string()),
-                None => resp,
-            }
+            with_retry_after(resp, retry_after)
         }
     };
     for cookie in ctx.cookies.drain(..) {
@@ -285,6 +278,14 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
         }
     }
     (route.handler)(ctx)
+}
+
+/// `Retry-After: secs` on a refusal that passes with time.
+fn with_retry_after(resp: Resp, retry_after: Option<u64>) -> Resp {
+    match retry_after {
+        Some(secs) => resp.with_header("Retry-After", secs.to_string()),
+        None => resp,
+    }
 }
 
 /// An error answered outside any handler (routing, limits, pool).
