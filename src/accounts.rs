@@ -873,14 +873,7 @@ mod tests {
     fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
         let mut conn = test_db();
         create_group(&mut conn, "devs", "", 1).unwrap();
-        let gl = NewUserInput {
-            login: "gl",
-            name: "G",
-            email: "",
-            password: "",
-            gitlab_username: Some("gl"),
-        };
-        create_user(&mut conn, &gl, 1).unwrap();
+        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
         create_user(&mut conn, &local("loc"), 1).unwrap();
         add_member(&mut conn, "devs", "gl").unwrap();
         crate::settings::set(&mut conn, crate::settings::GITLAB_ALLOWED_GROUPS, "acme").unwrap();
@@ -900,14 +893,7 @@ mod tests {
     fn memberships_stay_editable_while_synchronization_is_on_without_an_allowed_group() {
         let mut conn = test_db();
         create_group(&mut conn, "devs", "", 1).unwrap();
-        let gl = NewUserInput {
-            login: "gl",
-            name: "G",
-            email: "",
-            password: "",
-            gitlab_username: Some("gl"),
-        };
-        create_user(&mut conn, &gl, 1).unwrap();
+        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
         // Stored before synchronization needed an allowed group: it synchronizes nothing.
         db::settings::set(&conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
         add_member(&mut conn, "devs", "gl").unwrap();

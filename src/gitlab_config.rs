@@ -176,6 +176,12 @@ fn apply(tx: &Connection, fields: &Map<String, Value>) -> AppResult<()> {
             return Err(AppError::rule(s::URL_NEEDS_SECRET));
         }
     }
+    write(tx, writes)
+}
+
+/// Stores (`Some`) or resets (`None`) each setting in `tx`, then refuses the whole change when
+/// it leaves group synchronization on without an allowed group ([`s::check_group_sync`]).
+fn write(tx: &Connection, writes: Vec<(&'static str, Option<String>)>) -> AppResult<()> {
     let before = s::group_sync(tx)?;
     for (key, stored) in writes {
         match stored {
@@ -361,14 +367,7 @@ fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
             })?;
         }
     }
-    let before = s::group_sync(tx)?;
-    for (key, stored) in writes {
-        match stored {
-            Some(v) => db::settings::set(tx, key, &v)?,
-            None => db::settings::delete(tx, key)?,
-        }
-    }
-    s::check_group_sync(tx, &before).map_err(|e| match e {
+    write(tx, writes).map_err(|e| match e {
         AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("groupsSync", m)]),
         other => other,
     })?;

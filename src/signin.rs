@@ -73,21 +73,9 @@ const ACCOUNT_BY_USERNAME: &str = "SELECT id, active, external_id FROM users \
      WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
      AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1";
 
-/// Runs steps 7–12 for a browser that had no session. Nothing is written unless the sign-in
-/// succeeds.
+/// Runs steps 7–12, ending the browser's previous session (`previous_session`, its id hash) in
+/// the same transaction. Nothing is written unless the sign-in succeeds.
 pub fn complete(
-    conn: &mut Connection,
-    config: &GitlabConfig,
-    who: &GitlabIdentity,
-    gitlab_groups: &[String],
-    now: i64,
-) -> Result<SignedIn, SignInError> {
-    complete_replacing(conn, config, who, gitlab_groups, None, now)
-}
-
-/// [`complete`], ending the browser's previous session (`previous_session`, its id hash) in
-/// the same transaction.
-pub fn complete_replacing(
     conn: &mut Connection,
     config: &GitlabConfig,
     who: &GitlabIdentity,
@@ -288,6 +276,18 @@ fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalG
     rows
 }
 
+/// [`complete`] for a browser that had no session.
+#[cfg(test)]
+fn complete_fresh(
+    conn: &mut Connection,
+    config: &GitlabConfig,
+    who: &GitlabIdentity,
+    gitlab_groups: &[String],
+    now: i64,
+) -> Result<SignedIn, SignInError> {
+    complete(conn, config, who, gitlab_groups, None, now)
+}
+
 /// The allowed groups of [`test_config`]: the roots of every path the tests synchronize,
 /// unless a test sets its own.
 #[cfg(test)]
@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn new_user_is_created_with_session_then_found_by_id() {
         let mut conn = db::test_db();
-        let first = complete(&mut conn, &config(true, false), &ann(), &[], 10).unwrap();
+        let first = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 10).unwrap();
         assert!(first.created);
         assert_eq!(first.user.login, "ann");
         assert_eq!(first.user.external_id.as_deref(), Some("42"));
@@ -350,7 +350,7 @@ mod tests {
         let mut renamed = ann();
         renamed.name = "Ann B".into();
         renamed.username = "annb".into();
-        let again = complete(&mut conn, &config(false, false), &renamed, &[], 20).unwrap();
+        let again = complete_fresh(&mut conn, &config(false, false), &renamed, &[], 20).unwrap();
         assert!(!again.created);
         assert_eq!(again.user.id, first.user.id);
         assert_eq!(again.user.name, "Ann B");
@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn profile_refresh_writes_only_a_change() {
         let mut conn = db::test_db();
-        let id = complete(&mut conn, &config(true, false), &ann(), &[], 10)
+        let id = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 10)
             .unwrap()
             .user
             .id;
@@ -375,7 +375,7 @@ mod tests {
             .unwrap()
         };
         let (_, _, logged) = row(&conn);
-        complete(&mut conn, &config(true, false), &ann(), &[], 20).unwrap();
+        complete_fresh(&mut conn, &config(true, false), &ann(), &[], 20).unwrap();
         assert_eq!(
             row(&conn),
             (10, 20, logged),
@@ -393,7 +393,7 @@ mod tests {
         for (n, (what, change)) in changes.into_iter().enumerate() {
             change(&mut who);
             let now = 30 + n as i64;
-            let s = complete(&mut conn, &config(true, false), &who, &[], now).unwrap();
+            let s = complete_fresh(&mut conn, &config(true, false), &who, &[], now).unwrap();
             assert_eq!((s.user.id, row(&conn).0), (id, now), "{what}: written");
             assert_eq!(s.user.name, who.name, "{what}");
             assert_eq!(s.user.email, who.email, "{what}");
@@ -408,7 +408,13 @@ mod tests {
     fn sign_up_off_refuses_new_but_admits_pre_provisioned() {
         let mut conn = db::test_db();
         assert_eq!(
-            refused(complete(&mut conn, &config(false, false), &ann(), &[], 1)),
+            refused(complete_fresh(
+                &mut conn,
+                &config(false, false),
+                &ann(),
+                &[],
+                1
+            )),
             Refusal::SignUpDisabled
         );
         assert_eq!(
@@ -428,7 +434,7 @@ mod tests {
             1,
         )
         .unwrap();
-        let s = complete(&mut conn, &config(false, false), &ann(), &[], 2).unwrap();
+        let s = complete_fresh(&mut conn, &config(false, false), &ann(), &[], 2).unwrap();
         assert_eq!(s.user.login, "ann-local");
         assert_eq!(s.user.external_id.as_deref(), Some("42"));
     }
@@ -436,12 +442,18 @@ mod tests {
     #[test]
     fn same_username_with_another_id_is_refused() {
         let mut conn = db::test_db();
-        complete(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
+        complete_fresh(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
         let mut impostor = ann();
         impostor.id = 99;
         impostor.email = None;
         assert_eq!(
-            refused(complete(&mut conn, &config(true, false), &impostor, &[], 2)),
+            refused(complete_fresh(
+                &mut conn,
+                &config(true, false),
+                &impostor,
+                &[],
+                2
+            )),
             Refusal::IdMismatch("ann".into())
         );
     }
@@ -449,10 +461,16 @@ mod tests {
     #[test]
     fn deactivated_account_and_email_conflicts_are_refused() {
         let mut conn = db::test_db();
-        let s = complete(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
+        let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
         accounts::deactivate_user(&mut conn, 1, &s.user.login, 2).unwrap();
         assert_eq!(
-            refused(complete(&mut conn, &config(true, false), &ann(), &[], 3)),
+            refused(complete_fresh(
+                &mut conn,
+                &config(true, false),
+                &ann(),
+                &[],
+                3
+            )),
             Refusal::Deactivated
         );
         let mut bob = ann();
@@ -472,7 +490,13 @@ mod tests {
         .unwrap();
         bob.email = Some("bob@x.org".into());
         assert_eq!(
-            refused(complete(&mut conn, &config(true, false), &bob, &[], 5)),
+            refused(complete_fresh(
+                &mut conn,
+                &config(true, false),
+                &bob,
+                &[],
+                5
+            )),
             Refusal::EmailTaken
         );
     }
@@ -494,7 +518,7 @@ mod tests {
         .unwrap();
         let mut who = ann();
         who.email = None;
-        let s = complete(&mut conn, &config(true, false), &who, &[], 2).unwrap();
+        let s = complete_fresh(&mut conn, &config(true, false), &who, &[], 2).unwrap();
         assert_eq!(s.user.login, "ann-gitlab");
     }
 
@@ -600,7 +624,7 @@ mod tests {
             accounts::create_group(&mut conn, name, "", 1).unwrap();
         }
         let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let s = complete(
+        let s = complete_fresh(
             &mut conn,
             &config(true, true),
             &ann(),
@@ -610,7 +634,7 @@ mod tests {
         .unwrap();
         let names = |conn: &Connection| users::group_names(conn, s.user.id).unwrap();
         assert_eq!(names(&conn), vec!["a", "b", "users"]);
-        complete(
+        complete_fresh(
             &mut conn,
             &config(true, true),
             &ann(),
@@ -621,7 +645,7 @@ mod tests {
         assert_eq!(names(&conn), vec!["b", "c", "users"]);
         let users_group = groups::find_by_name(&conn, "users").unwrap().unwrap();
         groups::remove_member(&conn, users_group.id, s.user.id).unwrap();
-        complete(
+        complete_fresh(
             &mut conn,
             &config(true, true),
             &ann(),
@@ -630,7 +654,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(names(&conn), vec!["b", "c", "users"], "users restored");
-        complete(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
+        complete_fresh(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
         assert_eq!(names(&conn), vec!["users"]);
     }
 
@@ -642,7 +666,7 @@ mod tests {
         let mut now = 10;
         let mut sign_in = |conn: &mut Connection, list: &[&str]| -> (bool, Vec<String>) {
             now += 1;
-            let s = complete(conn, &config(true, true), &ann(), &paths(list), now).unwrap();
+            let s = complete_fresh(conn, &config(true, true), &ann(), &paths(list), now).unwrap();
             let names = users::group_names(conn, s.user.id).unwrap();
             (s.groups_synchronized, names)
         };
@@ -738,7 +762,7 @@ mod tests {
             !sign_in(&mut conn, &["a", "b", "x"]).0,
             "a description is not a name"
         );
-        let s = complete(&mut conn, &config(true, false), &ann(), &[], 99).unwrap();
+        let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 99).unwrap();
         assert!(!s.groups_synchronized, "synchronization off");
     }
 
@@ -759,7 +783,7 @@ mod tests {
         local_groups(&conn, &["acme/platform"]);
         let gitlab = strings(&["administrators", "acme/platform"]);
         let acme = with_allowed(&["acme"]);
-        let s = complete(&mut conn, &acme, &ann(), &gitlab, 2).unwrap();
+        let s = complete_fresh(&mut conn, &acme, &ann(), &gitlab, 2).unwrap();
         let names = |conn: &Connection| users::group_names(conn, s.user.id).unwrap();
         assert_eq!(names(&conn), vec!["acme/platform", "users"]);
         // A membership of administrators held from before is removed, not kept.
@@ -767,7 +791,7 @@ mod tests {
             .unwrap()
             .unwrap();
         groups::add_member(&conn, admins.id, s.user.id).unwrap();
-        let again = complete(&mut conn, &acme, &ann(), &gitlab, 3).unwrap();
+        let again = complete_fresh(&mut conn, &acme, &ann(), &gitlab, 3).unwrap();
         assert!(again.groups_synchronized);
         assert_eq!(names(&conn), vec!["acme/platform", "users"]);
     }
@@ -780,7 +804,7 @@ mod tests {
         let mut now = 10;
         let mut sign_in = |conn: &mut Connection, allowed: &[&str]| -> (bool, Vec<String>) {
             now += 1;
-            let s = complete(conn, &with_allowed(allowed), &ann(), &gitlab, now).unwrap();
+            let s = complete_fresh(conn, &with_allowed(allowed), &ann(), &gitlab, now).unwrap();
             let names = users::group_names(conn, s.user.id).unwrap();
             (s.groups_synchronized, names)
         };
@@ -807,12 +831,12 @@ mod tests {
         let mut conn = db::test_db();
         accounts::create_group(&mut conn, "manual", "", 1).unwrap();
         accounts::create_group(&mut conn, "acme/platform", "", 1).unwrap();
-        let s = complete(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
+        let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
         accounts::add_member(&mut conn, "manual", &s.user.login).unwrap();
         let legacy = with_allowed(&[]);
         assert!(legacy.synchronize_groups && !legacy.synchronizes());
         let gitlab = strings(&["administrators", "acme/platform"]);
-        let again = complete(&mut conn, &legacy, &ann(), &gitlab, 3).unwrap();
+        let again = complete_fresh(&mut conn, &legacy, &ann(), &gitlab, 3).unwrap();
         assert!(!again.groups_synchronized);
         assert_eq!(
             users::group_names(&conn, s.user.id).unwrap(),
@@ -825,20 +849,20 @@ mod tests {
         let mut conn = db::test_db();
         accounts::create_group(&mut conn, "acme/platform", "", 1).unwrap();
         accounts::create_group(&mut conn, "manual", "", 1).unwrap();
-        let s = complete(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
+        let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
         accounts::add_member(&mut conn, "manual", &s.user.login).unwrap();
         let groups = vec![
             "acme".to_string(),
             "acme/platform".to_string(),
             "ACME/PLATFORM".to_string(),
         ];
-        complete(&mut conn, &config(true, true), &ann(), &groups, 3).unwrap();
+        complete_fresh(&mut conn, &config(true, true), &ann(), &groups, 3).unwrap();
         assert_eq!(
             users::group_names(&conn, s.user.id).unwrap(),
             vec!["acme/platform", "users"]
         );
         // Without synchronization, memberships are left alone.
-        complete(&mut conn, &config(true, false), &ann(), &[], 4).unwrap();
+        complete_fresh(&mut conn, &config(true, false), &ann(), &[], 4).unwrap();
         assert_eq!(
             users::group_names(&conn, s.user.id).unwrap(),
             vec!["acme/platform", "users"]

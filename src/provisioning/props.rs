@@ -73,6 +73,34 @@ fn recase(s: &str, mask: &[bool]) -> String {
         .collect()
 }
 
+/// The default group `users` plus a group for each other name, and those of them the user is
+/// a member of (by `held_mask`, in order).
+fn local_groups(
+    names: impl IntoIterator<Item = String>,
+    held_mask: &[bool],
+) -> (Vec<LocalGroup>, Vec<LocalGroup>) {
+    let mut all = vec![LocalGroup {
+        id: 1,
+        name: "users".into(),
+        is_default: true,
+    }];
+    for name in names.into_iter().filter(|n| n != "users") {
+        let id = all.len() as i64 + 1;
+        all.push(LocalGroup {
+            id,
+            name,
+            is_default: false,
+        });
+    }
+    let current = all
+        .iter()
+        .zip(held_mask)
+        .filter(|(_, held)| **held)
+        .map(|(g, _)| g.clone())
+        .collect();
+    (all, current)
+}
+
 proptest! {
     #[test]
     fn allowed_groups_agree_with_the_spec(
@@ -167,16 +195,7 @@ proptest! {
             0..6,
         ),
     ) {
-        let mut all = vec![LocalGroup { id: 1, name: "users".into(), is_default: true }];
-        for name in names.into_iter().filter(|n| n != "users") {
-            all.push(LocalGroup { id: all.len() as i64 + 1, name, is_default: false });
-        }
-        let current: Vec<LocalGroup> = all
-            .iter()
-            .zip(&held_mask)
-            .filter(|(_, held)| **held)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let (all, current) = local_groups(names, &held_mask);
         let plan = group_sync_plan(&current, &all, &paths);
 
         let held: BTreeSet<i64> = current.iter().map(|g| g.id).collect();
@@ -225,16 +244,7 @@ proptest! {
         ),
     ) {
         let allowed: Vec<String> = allowed.into_iter().map(str::to_string).collect();
-        let mut all = vec![LocalGroup { id: 1, name: "users".into(), is_default: true }];
-        for name in names.into_iter().filter(|n| n != "users") {
-            all.push(LocalGroup { id: all.len() as i64 + 1, name, is_default: false });
-        }
-        let current: Vec<LocalGroup> = all
-            .iter()
-            .zip(&held_mask)
-            .filter(|(_, held)| **held)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let (all, current) = local_groups(names, &held_mask);
         let plan = group_sync_plan(&current, &all, &synchronized_paths(&paths, &allowed));
 
         let under_allowed =

@@ -63,7 +63,7 @@ proptest! {
         let config = GitlabConfig { allowed_groups: allowed.clone(), ..test_config(true, true) };
         let who = GitlabIdentity { id: 42, username: username.into(), name: "G".into(), email: None };
         let paths: Vec<String> = gitlab_groups.iter().map(|s| s.to_string()).collect();
-        let signed = complete(&mut conn, &config, &who, &paths, 2).unwrap();
+        let signed = complete_fresh(&mut conn, &config, &who, &paths, 2).unwrap();
 
         prop_assert_ne!(signed.user.login.as_str(), "ann");
         prop_assert_ne!(signed.user.login.as_str(), "admin");
@@ -160,7 +160,7 @@ proptest! {
                         names.sort();
                         names
                     });
-                    let s = complete(&mut conn, &config, &who, &paths, n as i64 + 2).unwrap();
+                    let s = complete_fresh(&mut conn, &config, &who, &paths, n as i64 + 2).unwrap();
                     user = Some(s.user.id);
                     let mut got = users::group_names(&conn, s.user.id).unwrap();
                     got.sort();

@@ -178,7 +178,7 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     };
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.clone());
-    let done = signin::complete_replacing(
+    let done = signin::complete(
         &mut ctx.conn,
         &config,
         &who,
