@@ -147,11 +147,7 @@ pub fn create_user_hashed(
                     now,
                 )?,
                 (None, Some(hash)) => {
-                    tx.prepare_cached(
-                        "UPDATE users SET external_provider = NULL, external_identity = NULL, \
-                         external_id = NULL WHERE id = ?1",
-                    )?
-                    .execute([existing.id])?;
+                    users::clear_external_identity(&tx, existing.id)?;
                     users::set_password(&tx, existing.id, hash, false, now)?
                 }
                 (None, None) => {}
@@ -859,13 +855,7 @@ mod tests {
         tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
         update_identity_provider(&mut conn, "ann", "gitlab", "someone-else", 2).unwrap();
         assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 0);
-        let sessions: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sessions WHERE user_id = ?1",
-                [ann.id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sessions = sessions::count(&conn, Some(ann.id)).unwrap();
         assert_eq!(sessions, 0);
     }
 
@@ -961,9 +951,7 @@ mod tests {
             2,
         )
         .unwrap();
-        let left: i64 = conn
-            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-            .unwrap();
+        let left = sessions::count(&conn, None).unwrap();
         assert_eq!(left, 1);
     }
 }

@@ -2,6 +2,7 @@
 //! the connection checkout, and one module of plain query functions per table family.
 
 pub mod groups;
+pub mod maintenance;
 pub mod oauth;
 pub mod permissions;
 pub mod sessions;

@@ -225,6 +225,16 @@ pub fn set_external_identity(
     Ok(())
 }
 
+/// Unlinks a user from its external identity (a GitLab account made local again).
+pub fn clear_external_identity(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET external_provider = NULL, external_identity = NULL, \
+         external_id = NULL WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
 /// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
 /// Call inside a transaction.
 pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {

@@ -542,12 +542,7 @@ mod tests {
     }
 
     fn last_seen(conn: &Connection, value: &str) -> Option<i64> {
-        conn.query_row(
-            "SELECT last_seen_at FROM sessions WHERE id_hash = ?1",
-            [crypto::sha256_hex(value)],
-            |r| r.get(0),
-        )
-        .ok()
+        sessions::last_seen_at(conn, &crypto::sha256_hex(value)).unwrap()
     }
 
     #[test]
