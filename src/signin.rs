@@ -2,7 +2,7 @@
 //! sign-up and deactivation rules, email conflicts, group synchronization, last connection and
 //! a fresh session. The decisions are `provisioning`'s; this module only reads and writes.
 
-use crate::db::{self, groups, sessions, users};
+use crate::db::{self, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
 use crate::model::{self, PROVIDER_GITLAB};
@@ -158,19 +158,12 @@ pub fn complete(
         synchronize_groups(&tx, user_id, &paths)?
     };
     // Step 12: last connection and a fresh session.
-    sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
-    users::touch_last_connection(&tx, user_id, now)?;
-    if let Some(previous) = previous_session {
-        sessions::delete(&tx, previous)?;
-    }
-    let (session_value, session) = sessions::create(&tx, user_id, now)?;
-    let user = users::find_by_id(&tx, user_id)?
-        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let started = crate::accounts::start_session(&tx, user_id, previous_session, now)?;
     tx.commit()?;
     Ok(SignedIn {
-        user,
-        session_value,
-        csrf_token: session.csrf_token,
+        user: started.user,
+        session_value: started.value,
+        csrf_token: started.session.csrf_token,
         created,
         groups_synchronized,
     })
