@@ -1,6 +1,7 @@
 //! The SQLite store: opening with the right pragmas, the migration list, first-start bootstrap,
 //! the connection checkout, and one module of plain query functions per table family.
 
+pub mod gitlab_group_sync;
 pub mod groups;
 pub mod maintenance;
 pub mod oauth;
