@@ -896,6 +896,370 @@ mod tests {
         assert_eq!(plan, SyncPlan::default());
     }
 
+    /// Ann as GitLab describes her: active, a person, in `acme/dev`.
+    fn ann() -> Claims {
+        Claims {
+            id: 42,
+            username: "ann".into(),
+            name: "Ann".into(),
+            email: Some("ann@x.org".into()),
+            inactive: None,
+            bot: false,
+            groups: paths(&["acme/dev"]),
+        }
+    }
+
+    fn profile(name: &str, email: Option<&str>, username: &str) -> Profile {
+        Profile {
+            name: name.into(),
+            email: email.map(str::to_string),
+            username: username.into(),
+            gitlab_id: "42".into(),
+        }
+    }
+
+    fn admit(account: AccountWrite, groups: Option<GroupSync>) -> Decision {
+        Decision::Admit(Admission { account, groups })
+    }
+
+    fn refuse(refusal: Refusal, detail: &str) -> Decision {
+        Decision::Refuse(Refused::new(refusal, detail))
+    }
+
+    #[test]
+    fn decision_table() {
+        let acme = paths(&["acme"]);
+        let sign_up = Policy {
+            allow_sign_up: true,
+            synchronize_groups: false,
+            allowed_groups: &acme,
+        };
+        let no_sign_up = Policy {
+            allow_sign_up: false,
+            ..sign_up
+        };
+        let sync = Policy {
+            synchronize_groups: true,
+            ..sign_up
+        };
+        let anyone = Policy {
+            allowed_groups: &[],
+            ..sign_up
+        };
+        let sync_anyone = Policy {
+            synchronize_groups: true,
+            ..anyone
+        };
+        let new = Stored {
+            free_login: Some("ann".into()),
+            ..Stored::default()
+        };
+        let returning = Stored {
+            by_id: Some(account(1, Some("42"))),
+            ..Stored::default()
+        };
+        let with = |change: fn(&mut Claims)| {
+            let mut claims = ann();
+            change(&mut claims);
+            claims
+        };
+        let stored = |base: &Stored, change: fn(&mut Stored)| {
+            let mut stored = base.clone();
+            change(&mut stored);
+            stored
+        };
+        let ann_profile = profile("Ann", Some("ann@x.org"), "ann");
+        let create = |profile: Profile| AccountWrite::Create {
+            login: "ann".into(),
+            profile,
+        };
+        let memberships =
+            |current: Vec<LocalGroup>, candidates: Vec<LocalGroup>| StoredGroups::Memberships {
+                current,
+                candidates,
+            };
+        let users = g(1, "users", true);
+        let dev = g(2, "acme/dev", false);
+        let digest = |kept: &[&str]| paths_digest(kept);
+        // (what, the claims, the policy, what the store holds, the decision)
+        let rows: Vec<(&str, Claims, Policy, Stored, Decision)> = vec![
+            (
+                "a new person with sign-up on is created",
+                ann(),
+                sign_up,
+                new.clone(),
+                admit(create(ann_profile.clone()), None),
+            ),
+            (
+                "a new person with sign-up off is refused",
+                ann(),
+                no_sign_up,
+                new.clone(),
+                refuse(Refusal::SignUpDisabled, "sign-in rule"),
+            ),
+            (
+                "a returning person whose profile is unchanged: nothing written",
+                ann(),
+                no_sign_up,
+                returning.clone(),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "a returning person renamed on GitLab: profile refreshed",
+                with(|c| c.name = "Ann B".into()),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann B", Some("ann@x.org"), "ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a returning person whose username changed case: refreshed",
+                with(|c| c.username = "Ann".into()),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann", Some("ann@x.org"), "Ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a returning person without an email any more: refreshed",
+                with(|c| c.email = None),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann", None, "ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a pre-provisioned account is linked, even with sign-up off",
+                ann(),
+                no_sign_up,
+                stored(&Stored::default(), |s| {
+                    s.by_username = Some(account(2, None))
+                }),
+                admit(
+                    AccountWrite::Link {
+                        id: 2,
+                        profile: ann_profile.clone(),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "the username of an account linked to another GitLab id is refused",
+                ann(),
+                sign_up,
+                stored(&new, |s| s.by_username = Some(account(3, Some("7")))),
+                refuse(Refusal::IdMismatch("ann".into()), "sign-in rule"),
+            ),
+            (
+                "the account of this GitLab id wins over a username match",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.by_username = Some(account(3, Some("7")))),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "a deactivated account is refused",
+                ann(),
+                sign_up,
+                stored(&returning, |s| {
+                    s.by_id.iter_mut().for_each(|a| a.active = false)
+                }),
+                refuse(Refusal::Deactivated, "sign-in rule"),
+            ),
+            (
+                "a deactivated pre-provisioned account is refused",
+                ann(),
+                sign_up,
+                stored(&Stored::default(), |s| {
+                    s.by_username = Some(Account {
+                        active: false,
+                        ..account(2, None)
+                    })
+                }),
+                refuse(Refusal::Deactivated, "sign-in rule"),
+            ),
+            (
+                "a blocked GitLab account is refused, whatever else holds",
+                with(|c| {
+                    c.inactive = Some("blocked".into());
+                    c.groups.clear();
+                }),
+                sign_up,
+                returning.clone(),
+                refuse(
+                    Refusal::GitlabAccountInactive,
+                    "GitLab state is \"blocked\"",
+                ),
+            ),
+            (
+                "a bot is refused with the allowed-groups reason, even in an allowed group",
+                with(|c| c.bot = true),
+                anyone,
+                new.clone(),
+                refuse(Refusal::NotInAllowedGroups, "GitLab bot account"),
+            ),
+            (
+                "a person outside every allowed group is refused",
+                with(|c| c.groups = paths(&["acme-other", "x/acme"])),
+                sign_up,
+                returning.clone(),
+                refuse(Refusal::NotInAllowedGroups, "no allowed group"),
+            ),
+            (
+                "without allowed groups, a person in no group passes",
+                with(|c| c.groups.clear()),
+                anyone,
+                new.clone(),
+                admit(create(ann_profile.clone()), None),
+            ),
+            (
+                "an email another account holds is refused",
+                ann(),
+                sign_up,
+                stored(&new, |s| s.email_holders = vec![5]),
+                refuse(Refusal::EmailTaken, "sign-in rule"),
+            ),
+            (
+                "an email only the account itself holds passes",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.email_holders = vec![1]),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "an email the account and another hold is refused",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.email_holders = vec![1, 5]),
+                refuse(Refusal::EmailTaken, "sign-in rule"),
+            ),
+            (
+                "an invalid email from GitLab is not taken, and not checked",
+                with(|c| c.email = Some("not an email".into())),
+                sign_up,
+                stored(&new, |s| s.email_holders = vec![5]),
+                admit(create(profile("Ann", None, "ann")), None),
+            ),
+            (
+                "an empty name from GitLab becomes the username",
+                with(|c| c.name = "  ".into()),
+                sign_up,
+                new.clone(),
+                admit(create(profile("ann", Some("ann@x.org"), "ann")), None),
+            ),
+            (
+                "no free login for a new account",
+                ann(),
+                sign_up,
+                Stored::default(),
+                refuse(Refusal::Generic, "no free login"),
+            ),
+            (
+                "a new person with synchronization joins the groups of kept paths, \
+                 already in the default group",
+                with(|c| c.groups = paths(&["acme/dev", "acme/ops", "administrators"])),
+                sync,
+                Stored {
+                    groups: memberships(Vec::new(), vec![users.clone(), dev.clone()]),
+                    ..new.clone()
+                },
+                admit(
+                    create(ann_profile.clone()),
+                    Some(GroupSync {
+                        add: vec![2],
+                        remove: vec![],
+                        digest: digest(&["acme/dev", "acme/ops"]),
+                    }),
+                ),
+            ),
+            (
+                "a returning person with synchronization: memberships added and removed",
+                ann(),
+                sync,
+                Stored {
+                    groups: memberships(
+                        vec![users.clone(), g(3, "acme/old", false)],
+                        vec![users.clone(), dev.clone()],
+                    ),
+                    ..returning.clone()
+                },
+                admit(
+                    AccountWrite::Unchanged { id: 1 },
+                    Some(GroupSync {
+                        add: vec![2],
+                        remove: vec![3],
+                        digest: digest(&["acme/dev"]),
+                    }),
+                ),
+            ),
+            (
+                "a returning person whose memberships are in sync: left alone",
+                ann(),
+                sync,
+                stored(&returning, |s| s.groups = StoredGroups::InSync),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "synchronization on without an allowed group synchronizes nothing",
+                ann(),
+                sync_anyone,
+                Stored {
+                    groups: memberships(vec![users.clone()], vec![users.clone(), dev.clone()]),
+                    ..returning.clone()
+                },
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+        ];
+        for (what, claims, policy, stored, expected) in rows {
+            assert_eq!(decide(&claims, &policy, &stored), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn groups_are_read_when_the_rules_need_them_and_the_account_is_not_refused_anyway() {
+        let acme = paths(&["acme"]);
+        let policy = |synchronize_groups, allowed_groups| Policy {
+            allow_sign_up: true,
+            synchronize_groups,
+            allowed_groups,
+        };
+        let blocked = Claims {
+            inactive: Some("blocked".into()),
+            ..ann()
+        };
+        let bot = Claims { bot: true, ..ann() };
+        // (policy, claims, read)
+        let cases = [
+            (policy(false, &[]), ann(), false),
+            (policy(true, &[]), ann(), true),
+            (policy(false, &acme), ann(), true),
+            (policy(true, &acme), blocked, false),
+            (policy(false, &acme), bot, false),
+        ];
+        for (policy, claims, read) in cases {
+            assert_eq!(
+                reads_groups(&policy, &claims),
+                read,
+                "{policy:?} {claims:?}"
+            );
+        }
+    }
+
     #[test]
     fn refusal_texts_match_the_spec() {
         assert_eq!(

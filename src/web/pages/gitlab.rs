@@ -166,24 +166,20 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
     let (config, settings) = enabled_config(&ctx.conn)?;
     // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
     // starve other requests of connections.
-    let (app, redirect, policy) = (ctx.app, redirect_uri(base_url), config.policy());
+    let (app, policy, redirect) = (ctx.app, config.policy(), redirect_uri(base_url));
+    let grant = Grant {
+        code: &code,
+        verifier: &pending.verifier,
+        redirect: &redirect,
+    };
     let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
-        let verifier = &pending.verifier;
-        ask_gitlab(
-            app, &settings, &policy, &redirect, &code, verifier, deadline,
-        )
+        ask_gitlab(app, &settings, &policy, &grant, deadline)
     })??;
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
-    let previous = previous.map(|s| s.id_hash.clone());
-    let done = signin::complete(
-        &mut ctx.conn,
-        &config,
-        &claims,
-        previous.as_deref(),
-        ctx.now,
-    )
-    .map_err(|e| match e {
+    let previous = previous.map(|s| s.id_hash.as_str());
+    let done = signin::complete(&mut ctx.conn, &config, &claims, previous, ctx.now);
+    let done = done.map_err(|e| match e {
         SignInError::Refused(r) => Stop::refused(r.refusal, username, r.detail),
         SignInError::Failed(e) => {
             Stop::refused(Refusal::Generic, username, format!("database: {e}"))
@@ -230,22 +226,29 @@ fn take_state(ctx: &Ctx<'_>) -> Result<(oauth::PendingSignIn, String), Stop> {
     }
 }
 
+/// What exchanging GitLab's code for a token takes: the code, the PKCE verifier of the pending
+/// sign-in, and the redirect URI the code was sent to.
+struct Grant<'a> {
+    code: &'a str,
+    verifier: &'a str,
+    redirect: &'a str,
+}
+
 /// Asks GitLab who signed in: the code exchanged for a token, the user read, and their groups
 /// when the rules need them ([`provisioning::reads_groups`]). No database access here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
     policy: &Policy<'_>,
-    redirect: &str,
-    code: &str,
-    verifier: &str,
+    grant: &Grant<'_>,
     deadline: Instant,
 ) -> Result<Claims, Stop> {
     let client = &app.gitlab;
     let generic =
         |username: Option<&str>, detail| Stop::refused(Refusal::Generic, username, detail);
+    let (code, verifier) = (grant.code, grant.verifier);
     let token = client
-        .exchange_code(settings, redirect, code, verifier, deadline)
+        .exchange_code(settings, grant.redirect, code, verifier, deadline)
         .map_err(|e| generic(None, format!("token exchange: {e}")))?;
     let user = client
         .current_user(settings, &token, deadline)
