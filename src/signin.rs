@@ -130,7 +130,10 @@ fn stored_groups(
         Some(id) if gitlab_group_sync::in_sync(tx, id, &provisioning::paths_digest(&paths))? => {
             return Ok(StoredGroups::InSync);
         }
-        Some(id) => local_groups(groups::of_member(tx, id)?),
+        Some(id) => groups::of_member(tx, id)?
+            .into_iter()
+            .map(local_group)
+            .collect(),
         None => Vec::new(),
     };
     let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
@@ -139,22 +142,20 @@ fn stored_groups(
         .copied()
         .filter(|path| !known.contains(path))
         .collect();
-    let candidates = local_groups(groups::sync_candidates(tx, &unknown)?);
+    let candidates = groups::sync_candidates(tx, &unknown)?;
+    let candidates = candidates.into_iter().map(local_group).collect();
     Ok(StoredGroups::Memberships {
         current,
         candidates,
     })
 }
 
-fn local_groups(groups: Vec<groups::Group>) -> Vec<LocalGroup> {
-    groups
-        .into_iter()
-        .map(|g| LocalGroup {
-            id: g.id,
-            name: g.name,
-            is_default: g.is_default,
-        })
-        .collect()
+fn local_group(group: groups::Group) -> LocalGroup {
+    LocalGroup {
+        id: group.id,
+        name: group.name,
+        is_default: group.is_default,
+    }
 }
 
 /// Makes the writes of an admitted sign-in in `tx`, then starts the session
