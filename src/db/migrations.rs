@@ -87,7 +87,7 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
-    // 3: user search at scale (see `user_search`). A trigram index of login, name
+    // 3: user search at scale (see `user_index`). A trigram index of login, name
     // and email for each list (active, deactivated users), holding the values lowercased by
     // SQLite's `lower()`, which like `LIKE` folds ASCII letters only: a phrase query for the
     // lowercased text then matches exactly the rows `LIKE '%text%'` matches. Contentless
@@ -201,7 +201,7 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE groups SET member_count = member_count + 1 WHERE id = new.group_id;
     END;
     "#,
-    // 6: text searches read the user lists held in memory (see `user_image`), kept up
+    // 6: text searches read the user lists held in memory (see `user_index`), kept up
     // to date by a log of the changes to who matches a search: each change the triggers of
     // migration 3 count (a user added, removed, or its login, name, email or activity changed)
     // is written to `user_changes` with the generation it made, so that the lists catch up by
@@ -346,7 +346,7 @@ fn migrate_with(conn: &mut Connection, migrations: &[&str]) -> Result<(), Migrat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{bootstrap, groups, test_db, user_search, users};
+    use crate::db::{bootstrap, groups, test_db, user_index, users};
 
     fn version(conn: &Connection) -> i64 {
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -493,7 +493,7 @@ mod tests {
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn), schema_version());
         let search = |conn: &Connection, q: Option<&str>, active: bool| {
-            logins(user_search::search(conn, q, active, 0, 10).unwrap())
+            logins(user_index::search(conn, q, active, 0, 10).unwrap())
         };
         let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
@@ -628,10 +628,10 @@ mod tests {
                 (Some(ann.id), deleted)
             ]
         );
-        let found = logins(user_search::search(&conn, Some("ann"), true, 0, 10).unwrap());
+        let found = logins(user_index::search(&conn, Some("ann"), true, 0, 10).unwrap());
         assert_eq!(found, (Vec::<String>::new(), 0));
         assert_eq!(
-            logins(user_search::search(&conn, None, true, 0, 10).unwrap()),
+            logins(user_index::search(&conn, None, true, 0, 10).unwrap()),
             (vec!["admin".to_string()], 1)
         );
     }
@@ -639,7 +639,7 @@ mod tests {
     #[test]
     fn fresh_database_indexes_users_for_search() {
         let conn = test_db();
-        let found = logins(user_search::search(&conn, Some("ADMIN"), true, 0, 10).unwrap());
+        let found = logins(user_index::search(&conn, Some("ADMIN"), true, 0, 10).unwrap());
         assert_eq!(found, (vec!["admin".to_string()], 1));
         let default_group: i64 = conn
             .query_row(

@@ -12,8 +12,7 @@ pub mod pool;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;
-pub mod user_image;
-pub mod user_search;
+pub mod user_index;
 pub mod users;
 
 pub use bootstrap::{bootstrap, Bootstrap, ADMIN_GROUP, ADMIN_LOGIN, DEFAULT_GROUP};

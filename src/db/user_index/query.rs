@@ -6,7 +6,7 @@
 //! deactivated users; ordered by login; the total is exact. The plans, per list:
 //!
 //! - **No text**: the list in login order; its size is kept in `user_stats` by triggers.
-//! - **Text**: the list held in memory ([`super::user_image`]), read once from end to end: the
+//! - **Text**: the list held in memory ([`super::image`]), read once from end to end: the
 //!   matches come out in login order, counted. The total, and the matches when there are at
 //!   most [`KEEP_MAX`], are kept while `user_stats.generation` does not change: a repeat or a
 //!   next page is then answered from them, or by reading the list only up to its page. When
@@ -15,9 +15,9 @@
 //! - **Text with a NUL**, which `LIKE` reads as the end of the text: one pass over the list with
 //!   `LIKE`, keeping only the logins the page needs.
 
-use super::page_of;
-use super::user_image::{self, Held, Image};
-use super::users::{self, User};
+use super::image::{self as user_image, Held, Image};
+use crate::db::page_of;
+use crate::db::users::{self, User};
 use rusqlite::{params, Connection};
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{LazyLock, Mutex};
@@ -36,7 +36,7 @@ pub fn search(
     limit: i64,
 ) -> rusqlite::Result<(Vec<User>, i64)> {
     // One snapshot, so that the page, the total and the generation agree.
-    let _read = super::read_snapshot(conn)?;
+    let _read = crate::db::read_snapshot(conn)?;
     let ((ids, total), _) = find(
         conn,
         q,
@@ -230,7 +230,7 @@ fn in_memory(
         phrase: &needle,
     };
     let in_list = image.list(active);
-    let (from, len) = (super::as_index(offset), super::as_index(limit));
+    let (from, len) = (crate::db::as_index(offset), crate::db::as_index(limit));
     match at.kept.get(&key, offset, limit) {
         Some(Known::Page(page, total)) => Ok(((page, total), Way::Kept)),
         Some(Known::Total(total)) if limit == 0 || offset >= total => {
@@ -432,7 +432,7 @@ fn rows(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<User>> {
         return Ok(Vec::new());
     }
     conn.prepare_cached(&ROWS)?
-        .query_map([super::id_list(ids)], users::from_row)?
+        .query_map([crate::db::id_list(ids)], users::from_row)?
         .collect()
 }
 

@@ -650,7 +650,7 @@ fn catch_up(conn: &Connection, held: &Image) -> rusqlite::Result<Option<Image>> 
             "SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?1)) \
              ORDER BY login"
         ))?
-        .query_map([super::id_list(&changed)], row)?
+        .query_map([crate::db::id_list(&changed)], row)?
         .collect::<rusqlite::Result<Vec<Row>>>()?;
     Ok(Some(held.caught_up(&changed, &rows, generation, seq)))
 }
