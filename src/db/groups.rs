@@ -161,9 +161,11 @@ pub fn members(
     // One snapshot, so that the matches held in memory and the rows read agree.
     let _read = super::read_snapshot(conn)?;
     // With a text, the matching users from the lists held in memory (taken first in the
-    // snapshot: see `user_index::held_lists`), not a `LIKE` over every user, unless the list
+    // snapshot: see `user_index::current_image`), not a `LIKE` over every user, unless the list
     // is a small group's.
-    let lists = q.map(|_| super::user_index::held_lists(conn)).transpose()?;
+    let lists = q
+        .map(|_| super::user_index::current_image(conn))
+        .transpose()?;
     let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
     if let (Some(lists), Some(q), false) = (lists, q, small) {
         if let Some(matches) = super::user_index::active_by_login_or_name(&lists, q) {
