@@ -1,6 +1,6 @@
-//! The search cache: what the last searches found, so that a next page or a repeat of a text
-//! search is answered without reading the image again (see the state described in the module
-//! above).
+//! The search cache: what the latest text searches found, so that a next page or a repeat is
+//! answered without reading the image again. One of the index's two pieces of process-wide
+//! state: see [`super`].
 
 use super::image::ImageDiff;
 use crate::db::page_of;

@@ -8,10 +8,11 @@
 //! - **No text**: the list in login order; its size is kept in `user_stats` by triggers.
 //! - **Text**: the list held in memory ([`super::image`]), read once from end to end: the
 //!   matches come out in login order, counted. The total, and the matches when there are at
-//!   most [`KEEP_MAX`], are kept while `user_stats.generation` does not change: a repeat or a
-//!   next page is then answered from them, or by reading the list only up to its page. When
-//!   users change, what was kept follows: each total moves by the changed users that match
-//!   before or after the change, and the matches stay kept when none of them does.
+//!   most [`KEEP_MAX`], are kept ([`super::cache`]) while `user_stats.generation` does not
+//!   change: a repeat or a next page is then answered from them, or by reading the list only
+//!   up to its page. When users change, what was kept follows: each total moves by the changed
+//!   users that match before or after the change, and the matches stay kept when none of them
+//!   does.
 //! - **Text with a NUL**, which `LIKE` reads as the end of the text: one pass over the list with
 //!   `LIKE`, keeping only the logins the page needs.
 
