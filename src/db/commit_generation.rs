@@ -1,4 +1,7 @@
-//! The commit generation: a process-wide number that moves with every commit.
+//! The commit generation: a number, kept in this process, that moves after every commit that
+//! changed the database, so that what was computed from the database (the cache of signed-in
+//! callers) can tell it is still current without reading the database again. Counted by a WAL
+//! hook that every connection from [`super::open`] carries.
 
 use rusqlite::Connection;
 use std::cell::Cell;
@@ -7,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Commits of this process that changed the database: see [`generation`].
 pub(super) static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Cleared if a connection could not be put in WAL mode: commits are then not counted.
-pub(super) static COMMITS_COUNTED: AtomicBool = AtomicBool::new(true);
+static COMMITS_COUNTED: AtomicBool = AtomicBool::new(true);
 
 thread_local! {
     /// Set while [`uncounted_write`] runs.
@@ -15,7 +18,7 @@ thread_local! {
 }
 
 /// A number that changes after every commit, by any connection of this process opened with
-/// [`open`], that changed the database. Something computed from the database after reading
+/// [`super::open`], that changed the database. Something computed from the database after reading
 /// generation `g` is still up to date as long as the generation is `g` (writes of other
 /// processes aside: they are not counted).
 ///
@@ -31,6 +34,12 @@ pub fn generation() -> u64 {
 /// system without shared memory), in which case nothing may be cached by generation.
 pub fn commits_counted() -> bool {
     COMMITS_COUNTED.load(Ordering::SeqCst)
+}
+
+/// Records that a connection is not in WAL mode, where the WAL hook does not run: from then on
+/// [`commits_counted`] is false.
+pub(super) fn not_all_counted() {
+    COMMITS_COUNTED.store(false, Ordering::SeqCst);
 }
 
 /// Runs `write`, an autocommit write that changes nothing a cache keyed by [`generation`] holds,

@@ -246,13 +246,12 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM user_changes WHERE seq <= (SELECT max(seq) FROM user_changes) - 10000;
     END;
     "#,
-    // 7: a GitLab sign-in whose groups have not changed skips the group synchronization (issue
-    // 5). A row of `gitlab_group_sync` says: this user's memberships are exactly what the
-    // synchronization made of the GitLab paths with this digest, and nothing they depend on
-    // has changed since. The triggers delete the row when that stops being true: any change
-    // to the user's memberships, and for every user, any group created, deleted, renamed or
-    // made the default. (A sign-in's own synchronization deletes the row too, then writes it
-    // afresh.)
+    // 7: a GitLab sign-in whose groups have not changed skips the group synchronization. A row
+    // of `gitlab_group_sync` says: this user's memberships are exactly what the synchronization
+    // made of the GitLab paths with this digest, and nothing they depend on has changed since.
+    // The triggers delete the row when that stops being true: any change to the user's
+    // memberships, and for every user, any group created, deleted, renamed or made the
+    // default. (A sign-in's own synchronization deletes the row too, then writes it afresh.)
     r#"
     CREATE TABLE gitlab_group_sync (
         user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,

@@ -1,5 +1,22 @@
-//! The SQLite store: opening with the right pragmas, the migration list, first-start bootstrap,
-//! the connection checkout, and one module of plain query functions per table family.
+//! The SQLite store, and the only place for SQL. This file opens connections (with the pragmas
+//! every one carries), starts transactions and copies the database; the rest is split by
+//! concern:
+//!
+//! - [`migrations`]: the schema, as the ordered list of migrations, and applying those a
+//!   database lacks.
+//! - [`bootstrap`](mod@bootstrap): the first start (the built-in groups, the administrator, the server id).
+//! - [`pool`]: the connections the requests check out and give back.
+//! - [`commit_generation`]: a number that moves with every commit of this process, by which
+//!   what was computed from the database knows it is still current.
+//! - [`paging`]: small helpers for pages of ids.
+//! - [`user_index`]: the user search index, which keeps the user lists in memory between
+//!   searches.
+//! - One module of plain query functions per table family: [`users`], [`groups`],
+//!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`].
+//!
+//! The items most callers need are re-exported here ([`migrate`], [`bootstrap()`], [`Pool`],
+//! [`generation`], …), so that callers name `db::` and the table module, not where each piece
+//! is kept.
 
 pub mod bootstrap;
 pub mod commit_generation;
@@ -23,10 +40,10 @@ pub use paging::id_list;
 pub(crate) use paging::{as_index, page_of};
 pub use pool::{Pool, PooledConn};
 
-use commit_generation::{count_commits, COMMITS_COUNTED, GENERATION};
+use commit_generation::{count_commits, GENERATION};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Opens a connection with labgate's pragmas (WAL, foreign keys, busy timeout), its commits
@@ -65,7 +82,7 @@ fn configure(conn: &mut Connection, generation: &'static AtomicU64) -> rusqlite:
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("database: journal mode is {mode}, not WAL; callers are not cached");
-        COMMITS_COUNTED.store(false, Ordering::SeqCst);
+        commit_generation::not_all_counted();
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     count_commits(conn, generation)?;

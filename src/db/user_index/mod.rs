@@ -4,21 +4,21 @@
 //! and `user_changes` tables, so it lives in the store; unlike the table modules beside it, it
 //! keeps state between calls.
 //!
-//! - [`image`]: the user lists held in memory, and how they are read and caught up.
-//! - [`cache`]: what earlier text searches found.
-//! - [`query`]: which plan answers which search, and the entry points below.
+//! - `image`: the user lists held in memory, and how they are read and caught up.
+//! - `cache`: what earlier text searches found.
+//! - `query`: which plan answers which search, and the entry points below.
 //!
 //! # Process-wide state
 //!
 //! Two statics, shared by every request of the process. Both start empty; each is filled by the
 //! first text search that needs it and lives until the process ends.
 //!
-//! - [`image::IMAGE_SLOT`] holds one [`image::Image`]: for each user, active and deactivated
+//! - `image::IMAGE_SLOT` holds one `image::Image`: for each user, active and deactivated
 //!   in two lists, the login, name and email lowercased the way `LIKE` compares them, in login
 //!   order (about 7 MiB at 100,000 users). It is the image of the database last searched.
-//! - [`cache::SEARCH_CACHE`] holds what the latest text searches found (at most 64 of them and
+//! - `cache::SEARCH_CACHE` holds what the latest text searches found (at most 64 of them and
 //!   50,000 ids in all): each one's total, and its matches in login order when there are at
-//!   most [`query::KEEP_MAX`].
+//!   most `query::KEEP_MAX`.
 //!
 //! **Why.** A substring match cannot use an index: asked of SQLite, every search reads every
 //! user row (hundreds of milliseconds at 100,000 users). Searching the image in memory takes
@@ -30,12 +30,12 @@
 //! changed. The triggers also write each such change, with the generation it made, to the
 //! `user_changes` log (its last 10,000 rows kept). Every search starts by reading the
 //! generation inside its read transaction, before anything else, so that what it reads next
-//! agrees with it (see [`image::ImageSlot::current`]):
+//! agrees with it (see `image::ImageSlot::current`):
 //!
 //! - the image held at that generation is used as it is; held at an earlier one that the log
 //!   still reaches, it is caught up: the changed users are read again and every run of users
 //!   they do not touch is shared with the old image; otherwise (the first search, another
-//!   database, a log that no longer reaches back, more than [`image::CATCH_UP_MAX`] changed
+//!   database, a log that no longer reaches back, more than `image::CATCH_UP_MAX` changed
 //!   users) it is read again from the whole table;
 //! - the cached searches of the image's previous generation are moved by what changed between
 //!   the two images (their totals adjusted, their matches dropped when a changed user is one of
