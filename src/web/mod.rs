@@ -3,9 +3,7 @@
 
 pub mod auth;
 pub mod caller_cache;
-pub mod pages;
 pub mod request;
-pub mod routes;
 pub mod views;
 
 use crate::config::Config;
@@ -168,7 +166,7 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
         let retry_after = err.retry_after();
         with_retry_after(error_response(req, is_api, err), retry_after)
     };
-    let routes = routes::routes();
+    let routes = crate::routes::routes();
     let Some(route) = routes
         .iter()
         .find(|r| r.path == req.path && r.method == req.method)
@@ -217,7 +215,7 @@ pub fn dispatch(app: &App, req: &Req) -> Resp {
             let resp = if is_api {
                 Resp::api_error(&err)
             } else {
-                pages::error_page(&mut ctx, err)
+                crate::pages::error_page(&mut ctx, err)
             };
             with_retry_after(resp, retry_after)
         }

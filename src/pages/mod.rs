@@ -9,14 +9,14 @@ pub mod admin_settings;
 pub mod admin_users;
 pub mod gitlab;
 
-use super::auth;
-use super::request::{encode_component, Resp};
-use super::views::{self, render, Layout};
-use super::Ctx;
 use crate::accounts;
 use crate::db::{tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::model::FieldError;
+use crate::web::auth;
+use crate::web::request::{encode_component, Resp};
+use crate::web::views::{self, render, Layout};
+use crate::web::Ctx;
 use askama::Template;
 
 /// Field errors of a form, looked up by field name in templates.

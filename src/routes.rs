@@ -2,8 +2,9 @@
 //! routes first, then signed-in, then admin. Writes (non-GET) need the CSRF token when the
 //! caller is authenticated by the session cookie; `dispatch` enforces both in one place.
 
-use super::{pages, Access, Route};
 use crate::api;
+use crate::pages;
+use crate::web::{Access, Route};
 use Access::{Admin, Public, User};
 
 pub fn routes() -> &'static [Route] {
