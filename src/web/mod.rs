@@ -1,5 +1,6 @@
-//! HTTP plumbing shared by pages and API: the application state, the per-request context, the
-//! route table and dispatch (who is asking → may they → CSRF → handler → error mapping).
+//! HTTP plumbing shared by pages and API: the application state, the per-request context, what
+//! a route is, and dispatch (who is asking → may they → CSRF → handler → error mapping). The
+//! route table itself (`crate::routes`) stands above the handlers and comes in as data.
 
 pub mod auth;
 pub mod caller_cache;
@@ -159,14 +160,14 @@ const ALLOWED_BEFORE_PASSWORD_CHANGE: &[&str] = &[
     "/api/users/current",
 ];
 
-/// Routes a request to its handler, enforcing authentication, access and CSRF in one place.
-pub fn dispatch(app: &App, req: &Req) -> Resp {
+/// Routes a request to its handler among `routes`, enforcing authentication, access and CSRF
+/// in one place.
+pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
     let is_api = req.is_api();
     let fail = |err: AppError| {
         let retry_after = err.retry_after();
         with_retry_after(error_response(req, is_api, err), retry_after)
     };
-    let routes = crate::routes::routes();
     let Some(route) = routes
         .iter()
         .find(|r| r.path == req.path && r.method == req.method)
