@@ -216,7 +216,7 @@ pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
             let resp = if is_api {
                 Resp::api_error(&err)
             } else {
-                crate::pages::error_page(&mut ctx, err)
+                views::error_page(&mut ctx, err)
             };
             with_retry_after(resp, retry_after)
         }
