@@ -7,10 +7,13 @@
 //!
 //! How it checks: it reads `src/**/*.rs` as text, drops comments, literals and the items under
 //! `#[cfg(test)]` (tests may reach anywhere), and collects the paths that name a module of this
-//! crate: those starting with `crate::`, `super::` or `self::`, those starting with the name
-//! of a child module, and `labgate::` in `main.rs`. Each path counts as a use of the file of
-//! the deepest module it names (`crate::db::users::User` uses `src/db/users.rs`), in a `use`
-//! or in code alike. Declaring a child module (`mod x;`) is not a use.
+//! crate: those starting with `crate::`, `super::` or `self::`, with the name of a child
+//! module or of a module imported by `use`, and with `labgate::` in `main.rs`. Each path, in a
+//! `use` or in code alike, counts as a use of the file of the deepest module it names
+//! (`crate::db::users::User` uses `src/db/users.rs`); through a re-export (`pub use
+//! pool::Pool` in `db`), of the file that defines the item. Declaring a child module (`mod
+//! x;`) and re-exporting from it are a module's public face, not uses; importing a module's
+//! name is no use until the name is used.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,12 +40,12 @@ const LAYERS: &[(&str, &str)] = &[
         "the operations: what labgate does to its data, the same for pages and API, without HTTP",
     ),
     (
-        "http",
-        "the HTTP plumbing both pages and API stand on: the state, the request, who is asking, dispatch",
+        "web",
+        "the HTTP plumbing that pages and API share: the state, the request, who is asking, dispatch",
     ),
     (
-        "web | api",
-        "the handlers: HTML pages and JSON endpoints, each calling the operations, neither the other",
+        "pages | api",
+        "the handlers, HTML pages and JSON endpoints: each calls the operations, neither the other",
     ),
     (
         "routes",
@@ -79,9 +82,9 @@ fn check(src: &Path, layers: &[(&str, &str)]) -> Vec<String> {
         for (layer, (names, _)) in layers.iter().enumerate() {
             for (group, part) in names.split('|').enumerate() {
                 for candidate in part.split_whitespace() {
-                    let fits = name == candidate
-                        || name.starts_with(candidate) && name[candidate.len()..].starts_with("::");
-                    if fits && best.is_none_or(|(len, _, _)| candidate.len() > len) {
+                    if within(name, candidate)
+                        && best.is_none_or(|(len, _, _)| candidate.len() > len)
+                    {
                         best = Some((candidate.len(), layer, group));
                     }
                 }
@@ -91,32 +94,32 @@ fn check(src: &Path, layers: &[(&str, &str)]) -> Vec<String> {
     };
     for (names, _) in layers {
         for candidate in names.split(['|', ' ']).filter(|n| !n.is_empty()) {
-            let names_a_module = modules.iter().any(|m| {
-                let n = m.name.as_str();
-                n == candidate || n.starts_with(candidate) && n[candidate.len()..].starts_with("::")
-            });
-            if !names_a_module {
-                problems.push(format!("LAYERS names `{candidate}`, which is no module of src/"));
+            if !modules.iter().any(|m| within(&m.name, candidate)) {
+                problems.push(format!(
+                    "LAYERS names `{candidate}`, which is no module of src/"
+                ));
             }
         }
     }
     for m in modules.iter().filter(|m| !m.test_only) {
         if layer_of(&m.name).is_none() {
-            problems.push(format!("{} (`{}`) is in no layer: add it to LAYERS", m.file, m.name));
+            problems.push(format!(
+                "{} (`{}`) is in no layer: add it to LAYERS",
+                m.file, m.name
+            ));
         }
     }
     let edges = uses(&modules);
-    if std::env::var_os("LAYERS_DEBUG").is_some() {
-        for ((f, t), p) in &edges {
-            eprintln!("EDGE {} -> {} ({p})", modules[*f].file, modules[*t].file);
-        }
-    }
     for ((from, to), path) in &edges {
-        let (Some(low), Some(high)) = (layer_of(&modules[*from].name), layer_of(&modules[*to].name))
+        let (Some(low), Some(high)) =
+            (layer_of(&modules[*from].name), layer_of(&modules[*to].name))
         else {
             continue;
         };
-        let edge = format!("{} uses {} (`{path}`)", modules[*from].file, modules[*to].file);
+        let edge = format!(
+            "{} uses {} (`{path}`)",
+            modules[*from].file, modules[*to].file
+        );
         if low.0 < high.0 {
             problems.push(format!("upward: {edge}"));
         } else if low.0 == high.0 && low.1 != high.1 {
@@ -128,6 +131,12 @@ fn check(src: &Path, layers: &[(&str, &str)]) -> Vec<String> {
         problems.push(format!("circle: {}", names.join(" -> ")));
     }
     problems
+}
+
+/// Whether the module `name` is the module `candidate` or one under it.
+fn within(name: &str, candidate: &str) -> bool {
+    name.strip_prefix(candidate)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
 /// One `.rs` file of `src/` and the module it holds.
@@ -163,15 +172,19 @@ fn read_modules(src: &Path) -> Vec<Module> {
         if !is_root && stem != "mod" {
             path.push(stem.clone());
         }
-        let text = std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let (tokens, test_children, whole_file_test) = strip_tests(tokenize(&blank_out(&text)));
         for child in test_children {
             let mut p = path.clone();
             p.push(child);
             test_modules.push(p);
         }
-        let name = if is_root { stem.clone() } else { path.join("::") };
+        let name = if is_root {
+            stem.clone()
+        } else {
+            path.join("::")
+        };
         modules.push(Module {
             file: format!("src/{}", relative.display()),
             name,
@@ -182,7 +195,7 @@ fn read_modules(src: &Path) -> Vec<Module> {
         });
     }
     for m in &mut modules {
-        if test_modules.iter().any(|t| m.path.starts_with(t)) && !m.path.is_empty() {
+        if test_modules.iter().any(|t| m.path.starts_with(t)) {
             m.test_only = true;
         }
     }
@@ -227,8 +240,8 @@ fn uses(modules: &[Module]) -> BTreeMap<(usize, usize), String> {
                 };
                 let Some(to) = to else { continue };
                 // A module's `pub use` of its own descendants is its public face, not a use.
-                let descendant = modules[to].path.len() > m.path.len()
-                    && modules[to].path.starts_with(&m.path);
+                let descendant =
+                    modules[to].path.len() > m.path.len() && modules[to].path.starts_with(&m.path);
                 if to == from || modules[to].test_only || (is_pub_use && descendant) {
                     continue;
                 }
@@ -443,7 +456,9 @@ impl<'a> Scopes<'a> {
             }
             module.push(segment.clone());
         }
-        self.by_path.contains_key(module.as_slice()).then_some(module)
+        self.by_path
+            .contains_key(module.as_slice())
+            .then_some(module)
     }
 
     /// The file of the deepest module that `segments` name, following re-exports to the file
@@ -561,7 +576,14 @@ fn blank_out(text: &str) -> String {
             let hashes = c[i + 1..].iter().take_while(|&&ch| ch == '#').count();
             i += 2 + hashes;
             while i < c.len() {
-                if c[i] == '"' && c[i + 1..].iter().take(hashes).filter(|&&ch| ch == '#').count() == hashes {
+                if c[i] == '"'
+                    && c[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|&&ch| ch == '#')
+                        .count()
+                        == hashes
+                {
                     i += 1 + hashes;
                     break;
                 }
@@ -588,7 +610,11 @@ fn blank_out(text: &str) -> String {
         }
         // Keep the lines where they were, for anyone reading the tokens.
         let end = i.min(c.len());
-        out.extend(c[start..end].iter().map(|&ch| if ch == '\n' { '\n' } else { ' ' }));
+        out.extend(
+            c[start..end]
+                .iter()
+                .map(|&ch| if ch == '\n' { '\n' } else { ' ' }),
+        );
     }
     out
 }
@@ -664,7 +690,10 @@ fn strip_tests(t: Vec<String>) -> (Vec<String>, Vec<String>, bool) {
             }
             i += 1;
         }
-        let item: Vec<&str> = t[item_start..i.min(t.len())].iter().map(String::as_str).collect();
+        let item: Vec<&str> = t[item_start..i.min(t.len())]
+            .iter()
+            .map(String::as_str)
+            .collect();
         let item = match item.first() {
             Some(&"pub") => &item[1..],
             _ => &item[..],
@@ -709,7 +738,10 @@ fn the_check_finds_circles_upward_uses_and_uses_across_groups() {
         std::fs::create_dir_all(file.parent().expect("a folder")).expect("create the folder");
         std::fs::write(file, text).expect("write a file");
     };
-    write("lib.rs", "pub mod low; pub mod high; pub mod left; pub mod right;\n");
+    write(
+        "lib.rs",
+        "pub mod low; pub mod high; pub mod left; pub mod right;\n",
+    );
     write(
         "low/mod.rs",
         "pub mod deep;\npub mod other;\npub use deep::g as gee;\n\
