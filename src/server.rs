@@ -28,7 +28,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
 /// Binds and starts serving `make_app(addr)`, answering each request from `routes` through
-/// [`web::dispatch`]. With port 0, a free port is reserved first (oxhttp binds by address and
+/// [`web::dispatch()`]. With port 0, a free port is reserved first (oxhttp binds by address and
 /// does not report the port it got), retrying if taken meanwhile.
 pub fn spawn(
     listen: SocketAddr,
