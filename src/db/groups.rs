@@ -161,14 +161,14 @@ pub fn members(
     // One snapshot, so that the matches held in memory and the rows read agree.
     let _read = super::read_snapshot(conn)?;
     // With a text, the matching users from the lists held in memory (taken first in the
-    // snapshot: see `user_search::held_lists`), not a `LIKE` over every user, unless the list
+    // snapshot: see `user_index::current_image`), not a `LIKE` over every user, unless the list
     // is a small group's.
     let lists = q
-        .map(|_| super::user_search::held_lists(conn))
+        .map(|_| super::user_index::current_image(conn))
         .transpose()?;
     let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
     if let (Some(lists), Some(q), false) = (lists, q, small) {
-        if let Some(matches) = super::user_search::active_by_login_or_name(&lists, q) {
+        if let Some(matches) = super::user_index::active_by_login_or_name(&lists, q) {
             return listed(conn, group_id, matches, selected, offset, limit);
         }
     }
@@ -275,7 +275,7 @@ fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
 /// primary key) less its deactivated members (the deactivated users' partial index), and the
 /// number of active users that `user_stats` keeps.
 fn counted_total(conn: &Connection, group_id: i64, selected: Selected) -> rusqlite::Result<i64> {
-    let active_users = || super::user_search::active_users(conn);
+    let active_users = || super::user_index::active_users(conn);
     let active_members = || -> rusqlite::Result<i64> {
         let deactivated: i64 = conn
             .prepare_cached(DEACTIVATED_MEMBERS)?

@@ -1,5 +1,5 @@
 //! The `users` table: creating, finding, editing and deactivating accounts (finding them by
-//! text for the lists: `user_search`).
+//! text for the lists: `user_index`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ macro_rules! user_columns {
     };
 }
 
-/// The same columns as a `const`, for queries assembled elsewhere (`user_search`).
+/// The same columns as a `const`, for queries assembled elsewhere (`user_index`).
 pub(super) const COLUMNS: &str = user_columns!();
 
 pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
