@@ -9,7 +9,7 @@
 //!    [`process`], [`authz`];
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
-//! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
+//! 4. the operations, the same for pages and API: [`audit`], [`settings`], [`gitlab_config`],
 //!    [`provisioning`], [`accounts`], [`signin`];
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
@@ -20,6 +20,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod crypto;

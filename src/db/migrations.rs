@@ -278,6 +278,45 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM gitlab_group_sync;
     END;
     "#,
+    // 8: the audit log: one row per decision or change, never updated but for the count of a
+    // folded failure (`detail`), removed oldest first by retention and the cap. `at` (UTC
+    // milliseconds) never decreases with `id` (each insert takes at least the time of the row
+    // before), so a time range is a range of ids and the oldest rows are the first ids. Indexes
+    // for the filters that start a listing (each also ordered by id: newest first without a
+    // sort); `audit_counts`, kept by triggers, holds the number of events per UTC day, action
+    // and outcome, so that a page's total without a text filter reads no event.
+    r#"
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_action ON audit_events(action);
+    CREATE INDEX audit_events_outcome ON audit_events(outcome);
+    CREATE INDEX audit_events_actor ON audit_events(actor COLLATE NOCASE);
+    CREATE INDEX audit_events_target ON audit_events(target COLLATE NOCASE);
+    CREATE TABLE audit_counts (
+        day INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (day, action, outcome)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER audit_events_counted_insert AFTER INSERT ON audit_events BEGIN
+        INSERT INTO audit_counts (day, action, outcome, n)
+            VALUES (new.at / 86400000, new.action, new.outcome, 1)
+            ON CONFLICT (day, action, outcome) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER audit_events_counted_delete AFTER DELETE ON audit_events BEGIN
+        UPDATE audit_counts SET n = n - 1
+            WHERE day = old.at / 86400000 AND action = old.action AND outcome = old.outcome;
+    END;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,577 @@
+//! The `audit_events` table (with `audit_counts`, kept by its triggers): writing an event in
+//! the caller's transaction, the pages and totals of a filtered listing, a person's last
+//! events, folding repeated failures into one row, and removing the oldest rows.
+//!
+//! `at` never decreases with `id` ([`insert`] stamps a row no earlier than the one before it),
+//! and rows only ever go oldest first ([`delete_through`]): a time range is an id range, found
+//! by bisection ([`first_id_at`]) without an index on `at`.
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+/// Milliseconds in a UTC day: `audit_counts` counts events per `at / DAY_MS`.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// An event to write.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// UTC milliseconds; stored as at least the `at` of the newest row.
+    pub at: i64,
+    pub actor: Option<&'a str>,
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    pub outcome: &'a str,
+    pub reason: Option<&'a str>,
+    /// A JSON object.
+    pub detail: &'a str,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub actor: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    /// A JSON object.
+    pub detail: String,
+}
+
+const COLUMNS: &str = "id, at, actor, action, target, outcome, reason, detail";
+
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        outcome: r.get(5)?,
+        reason: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
+/// Writes an event; returns its id. Its time is `event.at`, or the newest row's when that is
+/// later (a clock set back), so that times never decrease with ids.
+pub fn insert(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
+         VALUES (max(?1, coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), ?1)), \
+                 ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event.at,
+        event.actor,
+        event.action,
+        event.target,
+        event.outcome,
+        event.reason,
+        event.detail
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The newest event of `action` with `outcome` about `target` (ignoring ASCII case), as
+/// `(id, at)`: the row a repeated failure is folded into.
+pub fn newest_about(
+    conn: &Connection,
+    action: &str,
+    outcome: &str,
+    target: &str,
+) -> rusqlite::Result<Option<(i64, i64)>> {
+    // `+action`, `+outcome`: walk the target's index, not every event of that action.
+    conn.prepare_cached(
+        "SELECT id, at FROM audit_events \
+         WHERE target = ?3 COLLATE NOCASE AND +action = ?1 AND +outcome = ?2 \
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(params![action, outcome, target], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
+/// Adds `more` to the `count` of a folded event's detail (1 when it has none yet).
+pub fn add_to_count(conn: &Connection, id: i64, more: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE audit_events SET detail = \
+             json_set(detail, '$.count', coalesce(json_extract(detail, '$.count'), 1) + ?2) \
+         WHERE id = ?1",
+    )?
+    .execute(params![id, more])?;
+    Ok(())
+}
+
+/// The smallest and largest ids stored, `None` when there is no event.
+pub fn id_bounds(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    let (min, max): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT (SELECT min(id) FROM audit_events), (SELECT max(id) FROM audit_events)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(min.zip(max))
+}
+
+/// The first row at or after id `from`, as `(id, at)`.
+fn row_from(conn: &Connection, from: i64) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.prepare_cached("SELECT id, at FROM audit_events WHERE id >= ?1 ORDER BY id LIMIT 1")?
+        .query_row([from], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// The smallest id whose event happened at or after `at` (milliseconds), or one past the
+/// largest id when none did: bisection over the ids, since times never decrease with them
+/// (about twenty lookups by id for a million events).
+pub fn first_id_at(conn: &Connection, at: i64) -> rusqlite::Result<i64> {
+    let Some((min, max)) = id_bounds(conn)? else {
+        return Ok(1);
+    };
+    // Invariant: every row below `lo` is before `at`; the row at or after `hi` is not.
+    let (mut lo, mut hi) = (min, max + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match row_from(conn, mid)? {
+            Some((id, row_at)) if row_at < at => lo = id + 1,
+            Some(_) | None => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+/// Deletes up to `batch` of the oldest events whose id is at most `last`; returns how many.
+/// Emptied day counts go too.
+pub fn delete_through(conn: &Connection, last: i64, batch: i64) -> rusqlite::Result<usize> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![last, batch])?;
+    if deleted > 0 {
+        conn.prepare_cached("DELETE FROM audit_counts WHERE n <= 0")?
+            .execute([])?;
+    }
+    Ok(deleted)
+}
+
+/// What a listing keeps. Every part is optional; together they must all hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The beginning of the actor's or the target's name, ignoring ASCII case.
+    pub text: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    /// First UTC day (days since 1970-01-01), included.
+    pub from_day: Option<i64>,
+    /// Last UTC day, included.
+    pub to_day: Option<i64>,
+}
+
+/// A filter made into SQL: the `WHERE` text and its parameters.
+struct Where {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Where {
+    fn push(&mut self, condition: &str, value: Value) {
+        self.params.push(value);
+        let n = self.params.len();
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&condition.replace('?', &format!("?{n}")));
+    }
+}
+
+/// The `WHERE` of a filter. One condition leads (the text, else the action, else the outcome,
+/// else the ids alone) through its index, which yields ids in order; the others are written
+/// `+column` so that the planner never trades that order for a sort.
+fn where_of(conn: &Connection, filter: &Filter, before: Option<i64>) -> rusqlite::Result<Where> {
+    let mut w = Where {
+        sql: "1".into(),
+        params: Vec::new(),
+    };
+    let (mut action, mut outcome) = ("+action = ?", "+outcome = ?");
+    if let Some(text) = &filter.text {
+        let high = format!("{text}\u{10FFFF}");
+        w.params.push(Value::Text(text.clone()));
+        w.params.push(Value::Text(high));
+        // The ids of either index's range, looked up in id order: a plan the planner cannot
+        // trade for a scan of every event.
+        w.sql = "id IN (\
+                 SELECT id FROM audit_events WHERE target >= ?1 COLLATE NOCASE \
+                     AND target < ?2 COLLATE NOCASE \
+                 UNION SELECT id FROM audit_events WHERE actor >= ?1 COLLATE NOCASE \
+                     AND actor < ?2 COLLATE NOCASE)"
+            .into();
+    } else if filter.action.is_some() {
+        action = "action = ?";
+    } else if filter.outcome.is_some() {
+        outcome = "outcome = ?";
+    }
+    if let Some(a) = &filter.action {
+        w.push(action, Value::Text(a.clone()));
+    }
+    if let Some(o) = &filter.outcome {
+        w.push(outcome, Value::Text(o.clone()));
+    }
+    if let Some(day) = filter.from_day {
+        w.push("id >= ?", Value::Integer(first_id_at(conn, day * DAY_MS)?));
+    }
+    if let Some(day) = filter.to_day {
+        let end = first_id_at(conn, (day + 1).saturating_mul(DAY_MS))?;
+        w.push("id < ?", Value::Integer(end));
+    }
+    if let Some(before) = before {
+        w.push("id < ?", Value::Integer(before));
+    }
+    Ok(w)
+}
+
+/// One page of the events `filter` keeps, newest first.
+pub fn page(
+    conn: &Connection,
+    filter: &Filter,
+    offset: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<Event>> {
+    let mut w = where_of(conn, filter, None)?;
+    let n = w.params.len();
+    w.params.push(Value::Integer(limit));
+    w.params.push(Value::Integer(offset));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+        w.sql,
+        n + 1,
+        n + 2
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(w.params), event_of)?
+        .collect();
+    rows
+}
+
+/// Up to `limit` events `filter` keeps with an id below `before` (all when `None`), newest
+/// first: the export reads the log in such slices, each from where the last one ended.
+pub fn slice_before(
+    conn: &Connection,
+    filter: &Filter,
+    before: Option<i64>,
+    limit: i64,
+) -> rusqlite::Result<Vec<Event>> {
+    let mut w = where_of(conn, filter, before)?;
+    w.params.push(Value::Integer(limit));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{}",
+        w.sql,
+        w.params.len()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(w.params), event_of)?
+        .collect();
+    rows
+}
+
+/// How many events `filter` keeps. Without a text, from the day counts (no event read).
+pub fn total(conn: &Connection, filter: &Filter) -> rusqlite::Result<i64> {
+    if filter.text.is_some() {
+        let w = where_of(conn, filter, None)?;
+        let sql = format!("SELECT count(*) FROM audit_events WHERE {}", w.sql);
+        return conn
+            .prepare_cached(&sql)?
+            .query_row(params_from_iter(w.params), |r| r.get(0));
+    }
+    let mut w = Where {
+        sql: "1".into(),
+        params: Vec::new(),
+    };
+    if let Some(a) = &filter.action {
+        w.push("action = ?", Value::Text(a.clone()));
+    }
+    if let Some(o) = &filter.outcome {
+        w.push("outcome = ?", Value::Text(o.clone()));
+    }
+    if let Some(day) = filter.from_day {
+        w.push("day >= ?", Value::Integer(day));
+    }
+    if let Some(day) = filter.to_day {
+        w.push("day <= ?", Value::Integer(day));
+    }
+    let sql = format!(
+        "SELECT coalesce(sum(n), 0) FROM audit_counts WHERE {}",
+        w.sql
+    );
+    conn.prepare_cached(&sql)?
+        .query_row(params_from_iter(w.params), |r| r.get(0))
+}
+
+/// The newest `limit` events whose actor or target is `name` (exactly), newest first: what a
+/// user did and what was done to them or in their name.
+pub fn about(conn: &Connection, name: &str, limit: i64) -> rusqlite::Result<Vec<Event>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE id IN ( \
+             SELECT id FROM audit_events WHERE target = ?1 COLLATE NOCASE AND target = ?1 \
+             ORDER BY id DESC LIMIT ?2) \
+         OR id IN ( \
+             SELECT id FROM audit_events WHERE actor = ?1 COLLATE NOCASE AND actor = ?1 \
+             ORDER BY id DESC LIMIT ?2) \
+         ORDER BY id DESC LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![name, limit], event_of)?.collect();
+    rows
+}
+
+/// Every distinct action stored, for the filter's choices.
+pub fn actions(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT action FROM audit_counts ORDER BY action")?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect();
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{query_plan, test_db};
+
+    fn add(conn: &Connection, at: i64, actor: &str, action: &str, target: &str, outcome: &str) {
+        insert(
+            conn,
+            &NewEvent {
+                at,
+                actor: Some(actor),
+                action,
+                target: Some(target),
+                outcome,
+                reason: None,
+                detail: "{}",
+            },
+        )
+        .unwrap();
+    }
+
+    fn ids(events: &[Event]) -> Vec<i64> {
+        events.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn times_never_decrease_with_ids() {
+        let conn = test_db();
+        add(&conn, 5_000, "a", "x", "t", "ok");
+        add(&conn, 4_000, "a", "x", "t", "ok"); // the clock went back
+        add(&conn, 6_000, "a", "x", "t", "ok");
+        let all = page(&conn, &Filter::default(), 0, 10).unwrap();
+        let times: Vec<i64> = all.iter().rev().map(|e| e.at).collect();
+        assert_eq!(times, vec![5_000, 5_000, 6_000]);
+    }
+
+    #[test]
+    fn first_id_at_bisects_times() {
+        let conn = test_db();
+        assert_eq!(first_id_at(&conn, 10).unwrap(), 1);
+        for at in [10, 20, 20, 30, 40] {
+            add(&conn, at, "a", "x", "t", "ok");
+        }
+        assert_eq!(first_id_at(&conn, 0).unwrap(), 1);
+        assert_eq!(first_id_at(&conn, 10).unwrap(), 1);
+        assert_eq!(first_id_at(&conn, 11).unwrap(), 2);
+        assert_eq!(first_id_at(&conn, 20).unwrap(), 2);
+        assert_eq!(first_id_at(&conn, 21).unwrap(), 4);
+        assert_eq!(first_id_at(&conn, 40).unwrap(), 5);
+        assert_eq!(first_id_at(&conn, 41).unwrap(), 6);
+        // Oldest rows gone: still right.
+        delete_through(&conn, 2, 100).unwrap();
+        assert_eq!(first_id_at(&conn, 0).unwrap(), 3);
+        assert_eq!(first_id_at(&conn, 35).unwrap(), 5);
+    }
+
+    /// Every combination of filters, against the same filter applied to every event.
+    #[test]
+    fn filters_pages_and_totals_agree_with_a_scan_of_every_event() {
+        let conn = test_db();
+        let actors = ["admin", "Ann", "bob", "annette"];
+        let actions = ["user.create", "signin.local", "group.delete"];
+        let outcomes = ["ok", "failed", "refused"];
+        for i in 0..300i64 {
+            let at = i * DAY_MS / 7; // about 43 days
+            let actor = actors[(i % 4) as usize];
+            let target = actors[((i / 3) % 4) as usize];
+            add(
+                &conn,
+                at,
+                actor,
+                actions[(i % 3) as usize],
+                target,
+                outcomes[((i / 5) % 3) as usize],
+            );
+        }
+        let all = page(&conn, &Filter::default(), 0, 1000).unwrap();
+        assert_eq!(all.len(), 300);
+        let texts = [None, Some("ann"), Some("ANNE"), Some("b"), Some("zed")];
+        let days = [
+            (None, None),
+            (Some(3), None),
+            (None, Some(10)),
+            (Some(5), Some(5)),
+        ];
+        for text in texts {
+            for action in [None, Some("signin.local")] {
+                for outcome in [None, Some("failed")] {
+                    for (from_day, to_day) in days {
+                        let filter = Filter {
+                            text: text.map(str::to_string),
+                            action: action.map(str::to_string),
+                            outcome: outcome.map(str::to_string),
+                            from_day,
+                            to_day,
+                        };
+                        let starts = |name: &Option<String>, t: &str| {
+                            name.as_deref().is_some_and(|n| {
+                                n.to_ascii_lowercase().starts_with(&t.to_ascii_lowercase())
+                            })
+                        };
+                        let expected: Vec<i64> = all
+                            .iter()
+                            .filter(|e| {
+                                text.is_none_or(|t| starts(&e.actor, t) || starts(&e.target, t))
+                                    && action.is_none_or(|a| e.action == a)
+                                    && outcome.is_none_or(|o| e.outcome == o)
+                                    && from_day.is_none_or(|d| e.at / DAY_MS >= d)
+                                    && to_day.is_none_or(|d| e.at / DAY_MS <= d)
+                            })
+                            .map(|e| e.id)
+                            .collect();
+                        let what = format!("{filter:?}");
+                        assert_eq!(
+                            total(&conn, &filter).unwrap(),
+                            expected.len() as i64,
+                            "{what}"
+                        );
+                        let first = page(&conn, &filter, 0, 7).unwrap();
+                        let second = page(&conn, &filter, 7, 7).unwrap();
+                        let want: Vec<i64> = expected.iter().copied().take(14).collect();
+                        let got: Vec<i64> = ids(&first).into_iter().chain(ids(&second)).collect();
+                        assert_eq!(got, want, "{what}");
+                        let slice = slice_before(&conn, &filter, Some(200), 5).unwrap();
+                        let want: Vec<i64> = expected
+                            .iter()
+                            .copied()
+                            .filter(|&id| id < 200)
+                            .take(5)
+                            .collect();
+                        assert_eq!(ids(&slice), want, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deleting_the_oldest_moves_the_totals() {
+        let conn = test_db();
+        for i in 0..10 {
+            add(&conn, i * DAY_MS, "a", "x", "t", "ok");
+        }
+        assert_eq!(delete_through(&conn, 4, 3).unwrap(), 3);
+        assert_eq!(delete_through(&conn, 4, 3).unwrap(), 1);
+        assert_eq!(delete_through(&conn, 4, 3).unwrap(), 0);
+        assert_eq!(total(&conn, &Filter::default()).unwrap(), 6);
+        assert_eq!(id_bounds(&conn).unwrap(), Some((5, 10)));
+        let days: i64 = conn
+            .query_row("SELECT count(*) FROM audit_counts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(days, 6, "emptied days are removed");
+    }
+
+    #[test]
+    fn about_a_name_is_exact_and_newest_first() {
+        let conn = test_db();
+        add(&conn, 1, "admin", "user.create", "ann", "ok");
+        add(&conn, 2, "ann", "signin.local", "ann", "ok");
+        add(&conn, 3, "admin", "user.create", "Ann", "ok");
+        add(&conn, 4, "admin", "user.create", "annette", "ok");
+        add(&conn, 5, "ann", "token.generate", "ann", "ok");
+        let found = about(&conn, "ann", 20).unwrap();
+        assert_eq!(ids(&found), vec![5, 2, 1]);
+        assert_eq!(ids(&about(&conn, "ann", 2).unwrap()), vec![5, 2]);
+    }
+
+    #[test]
+    fn a_fold_finds_the_newest_failure_of_that_target_and_counts() {
+        let conn = test_db();
+        add(&conn, 1, "-", "signin.local", "ann", "failed");
+        add(&conn, 2, "-", "signin.local", "bob", "failed");
+        add(&conn, 3, "ann", "signin.local", "ann", "ok");
+        let (id, at) = newest_about(&conn, "signin.local", "failed", "ANN")
+            .unwrap()
+            .unwrap();
+        assert_eq!((id, at), (1, 1));
+        add_to_count(&conn, id, 1).unwrap();
+        add_to_count(&conn, id, 3).unwrap();
+        let detail: String = conn
+            .query_row("SELECT detail FROM audit_events WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(detail, r#"{"count":5}"#);
+        assert_eq!(
+            newest_about(&conn, "signin.local", "failed", "zed").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn listings_read_through_indexes_in_id_order() {
+        let conn = test_db();
+        let plan = |filter: Filter| {
+            let w = where_of(&conn, &filter, None).unwrap();
+            query_plan(
+                &conn,
+                &format!(
+                    "SELECT id FROM audit_events WHERE {} ORDER BY id DESC",
+                    w.sql
+                ),
+            )
+            .join("; ")
+        };
+        let by_action = plan(Filter {
+            action: Some("x".into()),
+            outcome: Some("ok".into()),
+            ..Filter::default()
+        });
+        assert!(by_action.contains("audit_events_action"), "{by_action}");
+        assert!(!by_action.contains("TEMP B-TREE"), "{by_action}");
+        let by_outcome = plan(Filter {
+            outcome: Some("ok".into()),
+            ..Filter::default()
+        });
+        assert!(by_outcome.contains("audit_events_outcome"), "{by_outcome}");
+        assert!(!by_outcome.contains("TEMP B-TREE"), "{by_outcome}");
+        let by_text = plan(Filter {
+            text: Some("ann".into()),
+            action: Some("x".into()),
+            ..Filter::default()
+        });
+        assert!(by_text.contains("audit_events_target"), "{by_text}");
+        assert!(by_text.contains("audit_events_actor"), "{by_text}");
+        // The matches are looked up by id, in order (each side is sorted by id to be merged).
+        assert!(
+            by_text.starts_with("SEARCH audit_events USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{by_text}"
+        );
+        let fold = query_plan(
+            &conn,
+            "SELECT id, at FROM audit_events \
+             WHERE target = ?3 COLLATE NOCASE AND +action = ?1 AND +outcome = ?2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .join("; ");
+        assert!(fold.contains("audit_events_target"), "{fold}");
+    }
+}
