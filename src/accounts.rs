@@ -1,6 +1,7 @@
 //! Account, group, permission and token operations shared by the pages and the Web API:
 //! validate, then one write transaction that checks the product rules before committing.
 
+use crate::audit::{self, Action, By, Event};
 use crate::db::{self, groups, permissions, sessions, tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::model::{self, GroupName, Login, Permission, PROVIDER_GITLAB};
@@ -62,19 +63,21 @@ pub struct NewUserInput<'a> {
 /// reactivated with the new details, as SonarQube does.
 pub fn create_user(
     conn: &mut Connection,
+    by: &By,
     input: &NewUserInput<'_>,
     now: i64,
 ) -> AppResult<users::User> {
     let local = input.gitlab_username.is_none();
     let hash = (local && model::validate_password(input.password).is_ok())
         .then(|| crate::crypto::hash_password(input.password));
-    create_user_hashed(conn, input, hash, now)
+    create_user_hashed(conn, by, input, hash, now)
 }
 
 /// [`create_user`] with the password already hashed (`password_hash`, for a local user whose
 /// password is valid), so that a handler can hash it without holding a connection.
 pub fn create_user_hashed(
     conn: &mut Connection,
+    by: &By,
     input: &NewUserInput<'_>,
     password_hash: Option<String>,
     now: i64,
@@ -135,6 +138,7 @@ pub fn create_user_hashed(
         // A reactivated user may take back the identity it held itself.
         ensure_gitlab_identity_free(&tx, "gitlab_username", g.as_str(), None, existing_id)?;
     }
+    let reactivated = existing.clone();
     let id = match existing {
         Some(existing) => {
             users::update_profile(&tx, existing.id, &name, email.as_deref(), now)?;
@@ -174,8 +178,31 @@ pub fn create_user_hashed(
     };
     let user =
         users::find_by_id(&tx, id)?.ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let event = match &reactivated {
+        Some(old) => profile_changes(Event::ok(Action::UserReactivate, &user.login), old, &user),
+        None => Event::ok(Action::UserCreate, &user.login)
+            .with("name", user.name.as_str())
+            .with("email", user.email.as_deref()),
+    };
+    let event = event
+        .with("local", user.local)
+        .with("gitlabUsername", user.external_identity.as_deref());
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(user)
+}
+
+/// `event` with the changes between two states of a user's profile and identity.
+fn profile_changes(event: Event, old: &users::User, new: &users::User) -> Event {
+    event
+        .change("name", old.name.as_str(), new.name.as_str())
+        .change("email", old.email.as_deref(), new.email.as_deref())
+        .change(
+            "gitlabUsername",
+            old.external_identity.as_deref(),
+            new.external_identity.as_deref(),
+        )
+        .change("local", old.local, new.local)
 }
 
 /// Refuses linking an account to a GitLab identity that another account already holds: the
@@ -208,6 +235,7 @@ fn ensure_gitlab_identity_free(
 
 pub fn update_user(
     conn: &mut Connection,
+    by: &By,
     login: &str,
     name: Option<&str>,
     email: Option<&str>,
@@ -232,6 +260,10 @@ pub fn update_user(
     users::update_profile(&tx, user.id, &name, email.as_deref(), now)?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let event = profile_changes(Event::ok(Action::UserUpdate, login), &user, &updated);
+    if event.detail.contains_key("changes") {
+        audit::record(&tx, by, event)?;
+    }
     tx.commit()?;
     Ok(updated)
 }
@@ -239,6 +271,7 @@ pub fn update_user(
 /// Deactivates a user: sessions, tokens, memberships and direct permissions go with it.
 pub fn deactivate_user(
     conn: &mut Connection,
+    by: &By,
     actor_id: i64,
     login: &str,
     now: i64,
@@ -248,15 +281,44 @@ pub fn deactivate_user(
     if user.id == actor_id {
         return Err(AppError::rule("Self-deactivation is not possible"));
     }
-    users::deactivate(&tx, user.id, now)?;
+    let removed = users::deactivate(&tx, user.id, now)?;
     ensure_an_admin_remains(&tx, "User is last administrator, and cannot be deactivated")?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let event = Event::ok(Action::UserDeactivate, login)
+        .with("sessionsEnded", removed.sessions)
+        .with("tokensRevoked", removed.tokens)
+        .with("membershipsRemoved", removed.memberships)
+        .with("permissionsRevoked", removed.permissions);
+    audit::record(&tx, by, event)?;
+    sessions_ended(&tx, by, login, removed.sessions, "deactivation")?;
     tx.commit()?;
     Ok(updated)
 }
 
-pub fn reactivate_user(conn: &mut Connection, login: &str, now: i64) -> AppResult<users::User> {
+/// Records that `count` sessions of `login` were ended by `cause`, when there were any.
+fn sessions_ended(
+    tx: &Connection,
+    by: &By,
+    login: &str,
+    count: usize,
+    cause: &str,
+) -> AppResult<()> {
+    if count > 0 {
+        let event = Event::ok(Action::SessionEnded, login)
+            .with("sessions", count)
+            .with("by", cause);
+        audit::record(tx, by, event)?;
+    }
+    Ok(())
+}
+
+pub fn reactivate_user(
+    conn: &mut Connection,
+    by: &By,
+    login: &str,
+    now: i64,
+) -> AppResult<users::User> {
     let tx = db::write_tx(conn)?;
     let user = user_by_login(&tx, login)?;
     if user.active {
@@ -265,6 +327,7 @@ pub fn reactivate_user(conn: &mut Connection, login: &str, now: i64) -> AppResul
     users::reactivate(&tx, user.id, now)?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    audit::record(&tx, by, Event::ok(Action::UserReactivate, login))?;
     tx.commit()?;
     Ok(updated)
 }
@@ -273,6 +336,7 @@ pub fn reactivate_user(conn: &mut Connection, login: &str, now: i64) -> AppResul
 /// Ends the user's other sessions (all of them when `keep_session` is `None`).
 pub fn change_password(
     conn: &mut Connection,
+    by: &By,
     login: &str,
     new_password: &str,
     previous: Option<&str>,
@@ -288,7 +352,7 @@ pub fn change_password(
         check_new_differs(previous, new_password)?;
     }
     let new_hash = crate::crypto::hash_password(new_password);
-    replace_password(conn, user.id, &hash, &new_hash, keep_session, now)
+    replace_password(conn, by, user.id, &hash, &new_hash, keep_session, now)
 }
 
 /// The refusal of a wrong current password.
@@ -322,6 +386,7 @@ pub fn password_of(conn: &Connection, login: &str) -> AppResult<(users::User, St
 /// [`password_of`]): when the password changed since, nothing is written.
 pub fn replace_password(
     conn: &mut Connection,
+    by: &By,
     user_id: i64,
     checked_hash: &str,
     new_hash: &str,
@@ -334,11 +399,15 @@ pub fn replace_password(
             "The password was changed meanwhile; reload and try again",
         ));
     }
+    let user = users::find_by_id(&tx, user_id)?
+        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     users::set_password(&tx, user_id, new_hash, false, now)?;
-    match keep_session {
+    let ended = match keep_session {
         Some(keep) => sessions::delete_others(&tx, user_id, keep)?,
         None => sessions::delete_for_user(&tx, user_id)?,
-    }
+    };
+    let event = Event::ok(Action::PasswordChange, &user.login).with("sessionsEnded", ended);
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(())
 }
@@ -383,6 +452,15 @@ pub fn start_session(
     })
 }
 
+/// Ends the session `id_hash` of `login` (a sign-out).
+pub fn sign_out(conn: &mut Connection, by: &By, login: &str, id_hash: &str) -> AppResult<()> {
+    let tx = db::write_tx(conn)?;
+    sessions::delete(&tx, id_hash)?;
+    audit::record(&tx, by, Event::ok(Action::Signout, login))?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Links a user to a GitLab username: the account is pre-provisioned, and the first GitLab
 /// sign-in with that username links it for good (by GitLab's numeric user id).
 ///
@@ -392,6 +470,7 @@ pub fn start_session(
 /// as after any commit.)
 pub fn update_identity_provider(
     conn: &mut Connection,
+    by: &By,
     login: &str,
     provider: &str,
     identity: &str,
@@ -416,16 +495,23 @@ pub fn update_identity_provider(
     let user = active_user_by_login(&tx, login)?;
     ensure_gitlab_identity_free(&tx, "newExternalIdentity", identity, None, Some(user.id))?;
     users::set_external_identity(&tx, user.id, provider, identity, now)?;
-    sessions::delete_for_user(&tx, user.id)?;
-    tokens::delete_for_user(&tx, user.id)?;
+    let ended = sessions::delete_for_user(&tx, user.id)?;
+    let revoked = tokens::delete_for_user(&tx, user.id)?;
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let event = profile_changes(Event::ok(Action::UserLink, login), &user, &updated)
+        .with("gitlabUsername", identity)
+        .with("sessionsEnded", ended)
+        .with("tokensRevoked", revoked);
+    audit::record(&tx, by, event)?;
+    sessions_ended(&tx, by, login, ended, "identity link")?;
     tx.commit()?;
     Ok(updated)
 }
 
 pub fn create_group(
     conn: &mut Connection,
+    by: &By,
     name: &str,
     description: &str,
     now: i64,
@@ -445,6 +531,8 @@ pub fn create_group(
     }
     groups::create(&tx, name.as_str(), &description, now)?;
     let group = group_by_name(&tx, name.as_str())?;
+    let event = Event::ok(Action::GroupCreate, &group.name).with("description", description);
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(group)
 }
@@ -461,6 +549,7 @@ fn refuse_default(group: &groups::Group) -> AppResult<()> {
 
 pub fn update_group(
     conn: &mut Connection,
+    by: &By,
     current: &str,
     new_name: Option<&str>,
     description: Option<&str>,
@@ -493,11 +582,21 @@ pub fn update_group(
     }
     groups::update(&tx, group.id, &name, &description)?;
     let updated = group_by_name(&tx, &name)?;
+    let event = Event::ok(Action::GroupUpdate, &updated.name)
+        .change("name", group.name.as_str(), updated.name.as_str())
+        .change(
+            "description",
+            group.description.as_str(),
+            updated.description.as_str(),
+        );
+    if event.detail.contains_key("changes") {
+        audit::record(&tx, by, event)?;
+    }
     tx.commit()?;
     Ok(updated)
 }
 
-pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
+pub fn delete_group(conn: &mut Connection, by: &By, name: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, name)?;
     refuse_default(&group)?;
@@ -506,6 +605,10 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
         &tx,
         "The last group with permission 'admin' cannot be deleted: no active user would be left with it",
     )?;
+    let event = Event::ok(Action::GroupDelete, &group.name)
+        .with("description", group.description.as_str())
+        .with("members", group.members_count);
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(())
 }
@@ -535,7 +638,7 @@ pub fn membership_lock(external_provider: Option<&str>, groups_sync: bool) -> Op
 
 pub const MEMBERSHIPS_SYNCHRONIZED: &str = "Group memberships of GitLab users are managed by GitLab group synchronization and cannot be changed by hand";
 
-pub fn add_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
+pub fn add_member(conn: &mut Connection, by: &By, group: &str, login: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, group)?;
     refuse_default(&group)?;
@@ -543,12 +646,17 @@ pub fn add_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<
     if let Some(reason) = memberships_locked(&tx, &user)? {
         return Err(AppError::rule(reason));
     }
-    groups::add_member(&tx, group.id, user.id)?;
+    if groups::add_member(&tx, group.id, user.id)? {
+        let event = Event::ok(Action::MembershipAdd, login)
+            .with("group", group.name.as_str())
+            .with("by", "hand");
+        audit::record(&tx, by, event)?;
+    }
     tx.commit()?;
     Ok(())
 }
 
-pub fn remove_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
+pub fn remove_member(conn: &mut Connection, by: &By, group: &str, login: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, group)?;
     refuse_default(&group)?;
@@ -556,47 +664,113 @@ pub fn remove_member(conn: &mut Connection, group: &str, login: &str) -> AppResu
     if let Some(reason) = memberships_locked(&tx, &user)? {
         return Err(AppError::rule(reason));
     }
-    groups::remove_member(&tx, group.id, user.id)?;
+    let removed = groups::remove_member(&tx, group.id, user.id)?;
     ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    if removed {
+        let event = Event::ok(Action::MembershipRemove, login)
+            .with("group", group.name.as_str())
+            .with("by", "hand");
+        audit::record(&tx, by, event)?;
+    }
     tx.commit()?;
     Ok(())
 }
 
-pub fn grant_user(conn: &mut Connection, login: &str, permission: &str) -> AppResult<()> {
+pub fn grant_user(conn: &mut Connection, by: &By, login: &str, permission: &str) -> AppResult<()> {
     let permission = Permission::parse(permission)?;
     let tx = db::write_tx(conn)?;
     let user = active_user_by_login(&tx, login)?;
-    permissions::grant_user(&tx, user.id, permission)?;
+    let changed = permissions::grant_user(&tx, user.id, permission)?;
+    permission_event(
+        &tx,
+        by,
+        changed,
+        Action::PermissionGrant,
+        "user",
+        user.login.as_str(),
+        permission,
+    )?;
     tx.commit()?;
     Ok(())
 }
 
-pub fn revoke_user(conn: &mut Connection, login: &str, permission: &str) -> AppResult<()> {
+pub fn revoke_user(conn: &mut Connection, by: &By, login: &str, permission: &str) -> AppResult<()> {
     let permission = Permission::parse(permission)?;
     let tx = db::write_tx(conn)?;
     let user = user_by_login(&tx, login)?;
-    permissions::revoke_user(&tx, user.id, permission)?;
+    let changed = permissions::revoke_user(&tx, user.id, permission)?;
     ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    permission_event(
+        &tx,
+        by,
+        changed,
+        Action::PermissionRevoke,
+        "user",
+        user.login.as_str(),
+        permission,
+    )?;
     tx.commit()?;
     Ok(())
 }
 
-pub fn grant_group(conn: &mut Connection, group: &str, permission: &str) -> AppResult<()> {
+pub fn grant_group(conn: &mut Connection, by: &By, group: &str, permission: &str) -> AppResult<()> {
     let permission = Permission::parse(permission)?;
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, group)?;
-    permissions::grant_group(&tx, group.id, permission)?;
+    let changed = permissions::grant_group(&tx, group.id, permission)?;
+    permission_event(
+        &tx,
+        by,
+        changed,
+        Action::PermissionGrant,
+        "group",
+        group.name.as_str(),
+        permission,
+    )?;
     tx.commit()?;
     Ok(())
 }
 
-pub fn revoke_group(conn: &mut Connection, group: &str, permission: &str) -> AppResult<()> {
+pub fn revoke_group(
+    conn: &mut Connection,
+    by: &By,
+    group: &str,
+    permission: &str,
+) -> AppResult<()> {
     let permission = Permission::parse(permission)?;
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, group)?;
-    permissions::revoke_group(&tx, group.id, permission)?;
+    let changed = permissions::revoke_group(&tx, group.id, permission)?;
     ensure_an_admin_remains(&tx, LAST_ADMIN_PERMISSION)?;
+    permission_event(
+        &tx,
+        by,
+        changed,
+        Action::PermissionRevoke,
+        "group",
+        group.name.as_str(),
+        permission,
+    )?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Records a grant or a revocation that `changed` something.
+fn permission_event(
+    tx: &Connection,
+    by: &By,
+    changed: bool,
+    action: Action,
+    holder: &str,
+    name: &str,
+    permission: Permission,
+) -> AppResult<()> {
+    if changed {
+        let event = Event::ok(action, name)
+            .with("permission", permission.key())
+            .with("holder", holder);
+        audit::record(tx, by, event)?;
+    }
     Ok(())
 }
 
@@ -639,6 +813,7 @@ pub struct GeneratedToken {
 /// `expiration` is empty), capped by `sonar.auth.token.max.allowed.lifetime`.
 pub fn generate_token(
     conn: &mut Connection,
+    by: &By,
     login: &str,
     name: &str,
     expiration: &str,
@@ -661,6 +836,10 @@ pub fn generate_token(
         )));
     }
     let value = tokens::create(&tx, user.id, name, expires_at, now)?;
+    let event = Event::ok(Action::TokenGenerate, &user.login)
+        .with("tokenName", name)
+        .with("expiresAt", expires_at);
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(GeneratedToken {
         login: user.login,
@@ -671,7 +850,7 @@ pub fn generate_token(
     })
 }
 
-pub fn revoke_token(conn: &mut Connection, login: &str, name: &str) -> AppResult<()> {
+pub fn revoke_token(conn: &mut Connection, by: &By, login: &str, name: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let user = user_by_login(&tx, login)?;
     if !tokens::revoke(&tx, user.id, name)? {
@@ -679,6 +858,8 @@ pub fn revoke_token(conn: &mut Connection, login: &str, name: &str) -> AppResult
             "User token with name '{name}' doesn't exist for user '{login}'"
         )));
     }
+    let event = Event::ok(Action::TokenRevoke, &user.login).with("tokenName", name);
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(())
 }
@@ -701,21 +882,21 @@ mod tests {
     #[test]
     fn last_admin_cannot_be_deactivated_or_lose_admin() {
         let mut conn = test_db();
-        let other = create_user(&mut conn, &local("other"), 1).unwrap();
-        let err = deactivate_user(&mut conn, other.id, "admin", 2).unwrap_err();
+        let other = create_user(&mut conn, &By::admin(), &local("other"), 1).unwrap();
+        let err = deactivate_user(&mut conn, &By::admin(), other.id, "admin", 2).unwrap_err();
         assert!(matches!(err, AppError::Rule(_)), "{err}");
-        let err = revoke_group(&mut conn, "administrators", "admin").unwrap_err();
+        let err = revoke_group(&mut conn, &By::admin(), "administrators", "admin").unwrap_err();
         assert!(matches!(err, AppError::Rule(_)));
-        let err = remove_member(&mut conn, "administrators", "admin").unwrap_err();
+        let err = remove_member(&mut conn, &By::admin(), "administrators", "admin").unwrap_err();
         assert!(matches!(err, AppError::Rule(_)));
-        let err = delete_group(&mut conn, "administrators").unwrap_err();
+        let err = delete_group(&mut conn, &By::admin(), "administrators").unwrap_err();
         assert!(matches!(err, AppError::Rule(_)));
         // Nothing was changed by the refused calls.
         assert_eq!(permissions::count_active_admins(&conn).unwrap(), 1);
         // With a second admin, the first can go.
-        grant_user(&mut conn, "other", "admin").unwrap();
+        grant_user(&mut conn, &By::admin(), "other", "admin").unwrap();
         let admin = users::find_by_login(&conn, "admin").unwrap().unwrap();
-        deactivate_user(&mut conn, other.id, "admin", 3).unwrap();
+        deactivate_user(&mut conn, &By::admin(), other.id, "admin", 3).unwrap();
         assert!(!users::find_by_id(&conn, admin.id).unwrap().unwrap().active);
     }
 
@@ -723,23 +904,23 @@ mod tests {
     fn default_group_is_protected() {
         let mut conn = test_db();
         assert!(matches!(
-            delete_group(&mut conn, "users"),
+            delete_group(&mut conn, &By::admin(), "users"),
             Err(AppError::Rule(_))
         ));
         assert!(matches!(
-            update_group(&mut conn, "users", Some("people"), None),
+            update_group(&mut conn, &By::admin(), "users", Some("people"), None),
             Err(AppError::Rule(_))
         ));
         assert!(matches!(
-            add_member(&mut conn, "users", "admin"),
+            add_member(&mut conn, &By::admin(), "users", "admin"),
             Err(AppError::Rule(_))
         ));
         assert!(matches!(
-            remove_member(&mut conn, "users", "admin"),
+            remove_member(&mut conn, &By::admin(), "users", "admin"),
             Err(AppError::Rule(_))
         ));
         // Its description may change.
-        update_group(&mut conn, "users", None, Some("Everyone")).unwrap();
+        update_group(&mut conn, &By::admin(), "users", None, Some("Everyone")).unwrap();
     }
 
     #[test]
@@ -747,6 +928,7 @@ mod tests {
         let mut conn = test_db();
         let err = create_user(
             &mut conn,
+            &By::admin(),
             &NewUserInput {
                 login: "-x",
                 name: " ",
@@ -768,15 +950,15 @@ mod tests {
         let mut conn = test_db();
         let mut input = local("ann");
         input.email = "ann@x.org";
-        create_user(&mut conn, &input, 1).unwrap();
+        create_user(&mut conn, &By::admin(), &input, 1).unwrap();
         assert!(matches!(
-            create_user(&mut conn, &input, 1),
+            create_user(&mut conn, &By::admin(), &input, 1),
             Err(AppError::Rule(_))
         ));
         let mut other = local("bob");
         other.email = "ANN@x.org";
         assert!(matches!(
-            create_user(&mut conn, &other, 1),
+            create_user(&mut conn, &By::admin(), &other, 1),
             Err(AppError::Invalid(_))
         ));
     }
@@ -784,9 +966,9 @@ mod tests {
     #[test]
     fn creating_a_deactivated_login_reactivates_it() {
         let mut conn = test_db();
-        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
-        deactivate_user(&mut conn, 1, "ann", 2).unwrap();
-        let again = create_user(&mut conn, &local("ann"), 3).unwrap();
+        let ann = create_user(&mut conn, &By::admin(), &local("ann"), 1).unwrap();
+        deactivate_user(&mut conn, &By::admin(), 1, "ann", 2).unwrap();
+        let again = create_user(&mut conn, &By::admin(), &local("ann"), 3).unwrap();
         assert_eq!(again.id, ann.id);
         assert!(again.active);
     }
@@ -801,7 +983,7 @@ mod tests {
             password: "",
             gitlab_username: Some("ann"),
         };
-        let user = create_user(&mut conn, &input, 1).unwrap();
+        let user = create_user(&mut conn, &By::admin(), &input, 1).unwrap();
         assert!(!user.local);
         assert_eq!(user.external_provider.as_deref(), Some("gitlab"));
         assert_eq!(user.external_identity.as_deref(), Some("ann"));
@@ -811,7 +993,11 @@ mod tests {
             gitlab_username: Some("ANN"),
             ..input
         };
-        assert_identity_taken(create_user(&mut conn, &dup, 1), "gitlab_username", "gl-ann");
+        assert_identity_taken(
+            create_user(&mut conn, &By::admin(), &dup, 1),
+            "gitlab_username",
+            "gl-ann",
+        );
     }
 
     /// Asserts the refusal of an identity already linked to `holder`, as an error of `field`.
@@ -846,10 +1032,10 @@ mod tests {
     #[test]
     fn reactivating_with_a_gitlab_identity_linked_to_another_user_is_refused() {
         let mut conn = test_db();
-        let old = create_user(&mut conn, &local("old"), 1).unwrap();
-        deactivate_user(&mut conn, 1, "old", 2).unwrap();
-        create_user(&mut conn, &gitlab("holder", "taken"), 3).unwrap();
-        let again = create_user(&mut conn, &gitlab("old", "TAKEN"), 4);
+        let old = create_user(&mut conn, &By::admin(), &local("old"), 1).unwrap();
+        deactivate_user(&mut conn, &By::admin(), 1, "old", 2).unwrap();
+        create_user(&mut conn, &By::admin(), &gitlab("holder", "taken"), 3).unwrap();
+        let again = create_user(&mut conn, &By::admin(), &gitlab("old", "TAKEN"), 4);
         assert_identity_taken(again, "gitlab_username", "holder");
         // Nothing changed: still deactivated, still local.
         let old_now = users::find_by_id(&conn, old.id).unwrap().unwrap();
@@ -861,9 +1047,9 @@ mod tests {
             }
         );
         // The identity it held itself stays its own to take back.
-        create_user(&mut conn, &gitlab("back", "back"), 5).unwrap();
-        deactivate_user(&mut conn, 1, "back", 6).unwrap();
-        let back = create_user(&mut conn, &gitlab("back", "Back"), 7).unwrap();
+        create_user(&mut conn, &By::admin(), &gitlab("back", "back"), 5).unwrap();
+        deactivate_user(&mut conn, &By::admin(), 1, "back", 6).unwrap();
+        let back = create_user(&mut conn, &By::admin(), &gitlab("back", "Back"), 7).unwrap();
         assert!(back.active);
         assert_eq!(back.external_identity.as_deref(), Some("Back"));
     }
@@ -871,11 +1057,11 @@ mod tests {
     #[test]
     fn linking_to_a_gitlab_identity_linked_to_another_user_is_refused() {
         let mut conn = test_db();
-        create_user(&mut conn, &gitlab("holder", "taken"), 1).unwrap();
-        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        create_user(&mut conn, &By::admin(), &gitlab("holder", "taken"), 1).unwrap();
+        let ann = create_user(&mut conn, &By::admin(), &local("ann"), 1).unwrap();
         let (_, session) = sessions::create(&conn, ann.id, 1).unwrap();
         tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
-        let err = update_identity_provider(&mut conn, "ann", "gitlab", "Taken", 2);
+        let err = update_identity_provider(&mut conn, &By::admin(), "ann", "gitlab", "Taken", 2);
         assert_identity_taken(err, "newExternalIdentity", "holder");
         // Nothing changed: the account, its session and its token are as they were.
         assert_eq!(users::find_by_id(&conn, ann.id).unwrap().unwrap(), ann);
@@ -884,16 +1070,17 @@ mod tests {
             .unwrap()
             .is_some());
         // Its own identity again is no conflict.
-        update_identity_provider(&mut conn, "holder", "gitlab", "TAKEN", 3).unwrap();
+        update_identity_provider(&mut conn, &By::admin(), "holder", "gitlab", "TAKEN", 3).unwrap();
     }
 
     #[test]
     fn linking_to_another_identity_ends_sessions_and_deletes_tokens() {
         let mut conn = test_db();
-        let ann = create_user(&mut conn, &local("ann"), 1).unwrap();
+        let ann = create_user(&mut conn, &By::admin(), &local("ann"), 1).unwrap();
         sessions::create(&conn, ann.id, 1).unwrap();
         tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
-        update_identity_provider(&mut conn, "ann", "gitlab", "someone-else", 2).unwrap();
+        update_identity_provider(&mut conn, &By::admin(), "ann", "gitlab", "someone-else", 2)
+            .unwrap();
         assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 0);
         let sessions = sessions::count(&conn, Some(ann.id)).unwrap();
         assert_eq!(sessions, 0);
@@ -902,32 +1089,44 @@ mod tests {
     #[test]
     fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
         let mut conn = test_db();
-        create_group(&mut conn, "devs", "", 1).unwrap();
-        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
-        create_user(&mut conn, &local("loc"), 1).unwrap();
-        add_member(&mut conn, "devs", "gl").unwrap();
-        crate::settings::set(&mut conn, crate::settings::GITLAB_ALLOWED_GROUPS, "acme").unwrap();
-        crate::settings::set(&mut conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
-        let err = remove_member(&mut conn, "devs", "gl").unwrap_err();
+        create_group(&mut conn, &By::admin(), "devs", "", 1).unwrap();
+        create_user(&mut conn, &By::admin(), &gitlab("gl", "gl"), 1).unwrap();
+        create_user(&mut conn, &By::admin(), &local("loc"), 1).unwrap();
+        add_member(&mut conn, &By::admin(), "devs", "gl").unwrap();
+        crate::settings::set(
+            &mut conn,
+            &crate::audit::By::admin(),
+            crate::settings::GITLAB_ALLOWED_GROUPS,
+            "acme",
+        )
+        .unwrap();
+        crate::settings::set(
+            &mut conn,
+            &crate::audit::By::admin(),
+            crate::settings::GITLAB_GROUPS_SYNC,
+            "true",
+        )
+        .unwrap();
+        let err = remove_member(&mut conn, &By::admin(), "devs", "gl").unwrap_err();
         assert_eq!(err.public_message(), MEMBERSHIPS_SYNCHRONIZED);
         assert!(matches!(
-            add_member(&mut conn, "devs", "gl"),
+            add_member(&mut conn, &By::admin(), "devs", "gl"),
             Err(AppError::Rule(_))
         ));
         // Local users stay editable.
-        add_member(&mut conn, "devs", "loc").unwrap();
-        remove_member(&mut conn, "devs", "loc").unwrap();
+        add_member(&mut conn, &By::admin(), "devs", "loc").unwrap();
+        remove_member(&mut conn, &By::admin(), "devs", "loc").unwrap();
     }
 
     #[test]
     fn memberships_stay_editable_while_synchronization_is_on_without_an_allowed_group() {
         let mut conn = test_db();
-        create_group(&mut conn, "devs", "", 1).unwrap();
-        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
+        create_group(&mut conn, &By::admin(), "devs", "", 1).unwrap();
+        create_user(&mut conn, &By::admin(), &gitlab("gl", "gl"), 1).unwrap();
         // Stored before synchronization needed an allowed group: it synchronizes nothing.
         db::settings::set(&conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
-        add_member(&mut conn, "devs", "gl").unwrap();
-        remove_member(&mut conn, "devs", "gl").unwrap();
+        add_member(&mut conn, &By::admin(), "devs", "gl").unwrap();
+        remove_member(&mut conn, &By::admin(), "devs", "gl").unwrap();
     }
 
     #[test]
@@ -944,15 +1143,17 @@ mod tests {
         let mut conn = test_db();
         let now = 1_700_000_000; // 2023-11-14
         let day = |date: &str| parse_expiration(date, now).unwrap();
-        let plain = generate_token(&mut conn, "admin", "plain", "", now).unwrap();
+        let plain = generate_token(&mut conn, &By::admin(), "admin", "plain", "", now).unwrap();
         assert_eq!(plain.expires_at, None);
         let key = "sonar.auth.token.max.allowed.lifetime";
-        crate::settings::set(&mut conn, key, "30 days").unwrap();
-        let none = generate_token(&mut conn, "admin", "none", "", now).unwrap();
+        crate::settings::set(&mut conn, &crate::audit::By::admin(), key, "30 days").unwrap();
+        let none = generate_token(&mut conn, &By::admin(), "admin", "none", "", now).unwrap();
         assert_eq!(none.expires_at, day("2023-12-14"));
-        let far = generate_token(&mut conn, "admin", "far", "2099-01-01", now).unwrap();
+        let far =
+            generate_token(&mut conn, &By::admin(), "admin", "far", "2099-01-01", now).unwrap();
         assert_eq!(far.expires_at, day("2023-12-14"));
-        let near = generate_token(&mut conn, "admin", "near", "2023-12-01", now).unwrap();
+        let near =
+            generate_token(&mut conn, &By::admin(), "admin", "near", "2023-12-01", now).unwrap();
         assert_eq!(near.expires_at, day("2023-12-01"));
         // What is stored is what was answered.
         let stored: Vec<Option<i64>> = tokens::list(&conn, 1)
@@ -974,6 +1175,7 @@ mod tests {
         sessions::create(&conn, admin.id, 1).unwrap();
         let err = change_password(
             &mut conn,
+            &By::admin(),
             "admin",
             "new-password-123",
             Some("wrong"),
@@ -984,6 +1186,7 @@ mod tests {
         assert!(matches!(err, AppError::Invalid(_)));
         change_password(
             &mut conn,
+            &By::admin(),
             "admin",
             "new-password-123",
             Some("admin-password-123"),

@@ -2,6 +2,7 @@
 //! the settings API, the v2 configuration resource and the admin page are three doors to the
 //! same state, effective on the next request.
 
+use crate::audit::{self, Action, By, Event};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::model::FieldError;
@@ -201,8 +202,45 @@ fn write(tx: &Connection, writes: Vec<(&'static str, Option<String>)>) -> AppRes
     s::check_group_sync(tx, &before)
 }
 
+/// Records a change of the configuration from `before` to `after` (`operation`: `create`,
+/// `update` or `delete`): each field that changed with its old and new value, as the v2
+/// resource shows them, so never the secret; `secret_sent` says a new secret was stored.
+fn record_change(
+    tx: &Connection,
+    by: &By,
+    operation: &str,
+    before: &GitlabConfig,
+    after: &GitlabConfig,
+    secret_sent: bool,
+) -> AppResult<()> {
+    let mut event = Event::ok(Action::GitlabConfigure, CONFIG_ID).with("operation", operation);
+    let (old, new) = (before.to_json(), after.to_json());
+    if let (Value::Object(old), Value::Object(new)) = (&old, &new) {
+        for (field, value) in new {
+            event = event.change(
+                field,
+                old.get(field).cloned().unwrap_or(Value::Null),
+                value.clone(),
+            );
+        }
+    }
+    if secret_sent {
+        event = event.with("secretChanged", true);
+    }
+    audit::record(tx, by, event)?;
+    Ok(())
+}
+
+/// Whether a v2 body sends a new secret.
+fn sends_secret(fields: &Map<String, Value>) -> bool {
+    fields
+        .get("secret")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.trim().is_empty())
+}
+
 /// `POST`: creates the configuration; refused when one exists.
-pub fn create(conn: &mut Connection, body: &[u8]) -> AppResult<GitlabConfig> {
+pub fn create(conn: &mut Connection, by: &By, body: &[u8]) -> AppResult<GitlabConfig> {
     let fields = parse_body(body)?;
     for required in ["applicationId", "url", "secret"] {
         let given = fields.get(required).and_then(Value::as_str);
@@ -216,34 +254,41 @@ pub fn create(conn: &mut Connection, body: &[u8]) -> AppResult<GitlabConfig> {
             "A GitLab configuration already exists; change it with PATCH or delete it first",
         ));
     }
+    let before = load(&tx)?;
     apply(&tx, &fields)?;
     let config = load(&tx)?;
+    record_change(&tx, by, "create", &before, &config, sends_secret(&fields))?;
     tx.commit()?;
     Ok(config)
 }
 
 /// `PATCH` (merge-patch): changes the fields given; `null` resets one.
-pub fn patch(conn: &mut Connection, body: &[u8]) -> AppResult<GitlabConfig> {
+pub fn patch(conn: &mut Connection, by: &By, body: &[u8]) -> AppResult<GitlabConfig> {
     let fields = parse_body(body)?;
     let tx = db::write_tx(conn)?;
     if !exists(&tx)? {
         return Err(AppError::not_found("No GitLab configuration"));
     }
+    let before = load(&tx)?;
     apply(&tx, &fields)?;
     let config = load(&tx)?;
+    record_change(&tx, by, "update", &before, &config, sends_secret(&fields))?;
     tx.commit()?;
     Ok(config)
 }
 
 /// `DELETE`: forgets every GitLab setting.
-pub fn delete(conn: &mut Connection) -> AppResult<()> {
+pub fn delete(conn: &mut Connection, by: &By) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     if !exists(&tx)? {
         return Err(AppError::not_found("No GitLab configuration"));
     }
+    let before = load(&tx)?;
     for key in GITLAB_KEYS {
         db::settings::delete(&tx, key)?;
     }
+    let after = load(&tx)?;
+    record_change(&tx, by, "delete", &before, &after, false)?;
     tx.commit()?;
     Ok(())
 }
@@ -388,7 +433,7 @@ fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
 }
 
 /// Creates the configuration from the page's form: application ID, URL and secret required.
-pub fn create_with(conn: &mut Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
+pub fn create_with(conn: &mut Connection, by: &By, form: &GitlabForm) -> AppResult<GitlabConfig> {
     let required = [
         (
             "applicationId",
@@ -420,20 +465,26 @@ pub fn create_with(conn: &mut Connection, form: &GitlabForm) -> AppResult<Gitlab
             "A GitLab configuration already exists; edit it or delete it first",
         ));
     }
+    let before = load(&tx)?;
     let config = apply_form(&tx, form)?;
+    let secret_sent = form.new_secret().is_some();
+    record_change(&tx, by, "create", &before, &config, secret_sent)?;
     tx.commit()?;
     Ok(config)
 }
 
 /// Changes the existing configuration as the page's form says, in one transaction.
-pub fn save(conn: &mut Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
+pub fn save(conn: &mut Connection, by: &By, form: &GitlabForm) -> AppResult<GitlabConfig> {
     let tx = db::write_tx(conn)?;
     if !exists(&tx)? {
         return Err(AppError::not_found(
             "No GitLab configuration: configure GitLab first",
         ));
     }
+    let before = load(&tx)?;
     let config = apply_form(&tx, form)?;
+    let secret_sent = form.new_secret().is_some();
+    record_change(&tx, by, "update", &before, &config, secret_sent)?;
     tx.commit()?;
     Ok(config)
 }
@@ -448,13 +499,13 @@ mod tests {
     fn create_load_and_json_never_show_the_secret() {
         let mut conn = db::test_db();
         assert!(!exists(&conn).unwrap());
-        let c = create(&mut conn, BODY.as_bytes()).unwrap();
+        let c = create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
         assert!(c.usable());
         assert_eq!(c.url, "https://gl.example");
         assert_eq!(c.scope(), "read_api");
         assert!(!c.to_json().to_string().contains("s3cret"));
         assert!(matches!(
-            create(&mut conn, BODY.as_bytes()),
+            create(&mut conn, &By::admin(), BODY.as_bytes()),
             Err(AppError::Rule(_))
         ));
     }
@@ -462,16 +513,27 @@ mod tests {
     #[test]
     fn patch_url_needs_secret_and_null_resets() {
         let mut conn = db::test_db();
-        create(&mut conn, BODY.as_bytes()).unwrap();
-        let err = patch(&mut conn, br#"{"url":"https://evil.example"}"#).unwrap_err();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
+        let err = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"url":"https://evil.example"}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.public_message(), s::URL_NEEDS_SECRET);
         let c = patch(
             &mut conn,
+            &By::admin(),
             br#"{"url":"https://gl2.example","secret":"new"}"#,
         )
         .unwrap();
         assert_eq!(c.url, "https://gl2.example");
-        let c = patch(&mut conn, br#"{"allowedGroups":null,"enabled":false}"#).unwrap();
+        let c = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"allowedGroups":null,"enabled":false}"#,
+        )
+        .unwrap();
         assert!(c.allowed_groups.is_empty() && !c.enabled);
         assert_eq!(c.scope(), "read_user");
     }
@@ -479,7 +541,7 @@ mod tests {
     #[test]
     fn bad_bodies_change_nothing() {
         let mut conn = db::test_db();
-        create(&mut conn, BODY.as_bytes()).unwrap();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
         for body in [
             &b"{"[..],
             b"[]",
@@ -490,15 +552,18 @@ mod tests {
             br#"{"allowedGroups":["a/b"]}"#,
         ] {
             assert!(
-                patch(&mut conn, body).is_err(),
+                patch(&mut conn, &By::admin(), body).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
         }
         assert_eq!(load(&conn).unwrap().allowed_groups, vec!["acme"]);
-        delete(&mut conn).unwrap();
+        delete(&mut conn, &By::admin()).unwrap();
         assert!(!exists(&conn).unwrap());
-        assert!(matches!(delete(&mut conn), Err(AppError::NotFound(_))));
+        assert!(matches!(
+            delete(&mut conn, &By::admin()),
+            Err(AppError::NotFound(_))
+        ));
     }
 
     fn form() -> GitlabForm {
@@ -519,18 +584,19 @@ mod tests {
             secret: Some(String::new()),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = create_with(&mut conn, &bad).unwrap_err() else {
+        let AppError::Invalid(errors) = create_with(&mut conn, &By::admin(), &bad).unwrap_err()
+        else {
             panic!("expected field errors");
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
         assert_eq!(fields, vec!["applicationId", "secret", "url"]);
         assert!(errors[2].message.starts_with("GitLab URL: "), "{errors:?}");
         assert!(!exists(&conn).unwrap());
-        let c = create_with(&mut conn, &form()).unwrap();
+        let c = create_with(&mut conn, &By::admin(), &form()).unwrap();
         assert_eq!(c.url, "https://gl.example");
         assert!(!c.enabled && c.secret.is_some());
         assert!(matches!(
-            create_with(&mut conn, &form()),
+            create_with(&mut conn, &By::admin(), &form()),
             Err(AppError::Rule(_))
         ));
     }
@@ -539,17 +605,17 @@ mod tests {
     fn save_refuses_a_new_url_without_the_secret_on_the_secret_field() {
         let mut conn = db::test_db();
         assert!(matches!(
-            save(&mut conn, &form()),
+            save(&mut conn, &By::admin(), &form()),
             Err(AppError::NotFound(_))
         ));
-        create_with(&mut conn, &form()).unwrap();
+        create_with(&mut conn, &By::admin(), &form()).unwrap();
         let moved = GitlabForm {
             application_id: Some("app2".into()),
             url: Some("https://evil.example".into()),
             secret: Some(String::new()),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = save(&mut conn, &moved).unwrap_err() else {
+        let AppError::Invalid(errors) = save(&mut conn, &By::admin(), &moved).unwrap_err() else {
             panic!("expected a field error");
         };
         assert_eq!(errors[0].field, "secret");
@@ -565,14 +631,17 @@ mod tests {
             ..moved.clone()
         };
         assert_eq!(
-            save(&mut conn, &same).unwrap().application_id.as_deref(),
+            save(&mut conn, &By::admin(), &same)
+                .unwrap()
+                .application_id
+                .as_deref(),
             Some("app2")
         );
         let with_secret = GitlabForm {
             secret: Some("new".into()),
             ..moved
         };
-        let c = save(&mut conn, &with_secret).unwrap();
+        let c = save(&mut conn, &By::admin(), &with_secret).unwrap();
         assert_eq!(
             (c.url.as_str(), c.secret.as_deref()),
             ("https://evil.example", Some("new"))
@@ -587,22 +656,22 @@ mod tests {
             enabled: Some(true),
             ..GitlabForm::default()
         };
-        let err = save(&mut conn, &on).unwrap_err();
+        let err = save(&mut conn, &By::admin(), &on).unwrap_err();
         assert_eq!(err.public_message(), ENABLE_NEEDS_CREDENTIALS);
         assert!(!load(&conn).unwrap().enabled);
         db::settings::set(&conn, s::GITLAB_SECRET, "s3cret").unwrap();
-        assert!(save(&mut conn, &on).unwrap().usable());
+        assert!(save(&mut conn, &By::admin(), &on).unwrap().usable());
     }
 
     #[test]
     fn provisioning_fields_are_validated_and_an_empty_group_list_resets() {
         let mut conn = db::test_db();
-        create_with(&mut conn, &form()).unwrap();
+        create_with(&mut conn, &By::admin(), &form()).unwrap();
         let bad = GitlabForm {
             allowed_groups: Some(vec!["acme/sub".into()]),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = save(&mut conn, &bad).unwrap_err() else {
+        let AppError::Invalid(errors) = save(&mut conn, &By::admin(), &bad).unwrap_err() else {
             panic!("expected a field error");
         };
         assert_eq!(errors[0].field, "allowedGroups");
@@ -613,7 +682,7 @@ mod tests {
             synchronize_groups: Some(true),
             ..GitlabForm::default()
         };
-        let c = save(&mut conn, &ok).unwrap();
+        let c = save(&mut conn, &By::admin(), &ok).unwrap();
         assert_eq!(c.allowed_groups, vec!["acme", "Beta"]);
         assert!(!c.allow_users_to_sign_up && c.synchronize_groups);
         let none = GitlabForm {
@@ -621,7 +690,7 @@ mod tests {
             synchronize_groups: Some(false),
             ..GitlabForm::default()
         };
-        save(&mut conn, &none).unwrap();
+        save(&mut conn, &By::admin(), &none).unwrap();
         assert!(!s::is_set(&conn, s::GITLAB_ALLOWED_GROUPS).unwrap());
     }
 
@@ -635,18 +704,18 @@ mod tests {
     fn v2_refuses_group_sync_without_an_allowed_group() {
         let mut conn = db::test_db();
         let lone = br#"{"applicationId":"app","url":"https://gl.example","secret":"s","synchronizeGroups":true}"#;
-        let err = create(&mut conn, lone).unwrap_err();
+        let err = create(&mut conn, &By::admin(), lone).unwrap_err();
         assert_eq!(err.public_message(), s::SYNC_NEEDS_ALLOWED_GROUP);
         assert_eq!(err.status(), 400);
         assert!(!exists(&conn).unwrap(), "nothing created");
-        create(&mut conn, BODY.as_bytes()).unwrap();
-        patch(&mut conn, br#"{"synchronizeGroups":true}"#).unwrap();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
+        patch(&mut conn, &By::admin(), br#"{"synchronizeGroups":true}"#).unwrap();
         for body in [
             &br#"{"allowedGroups":[]}"#[..],
             br#"{"allowedGroups":null}"#,
             br#"{"allowedGroups":null,"enabled":false,"synchronizeGroups":true}"#,
         ] {
-            let err = patch(&mut conn, body).unwrap_err();
+            let err = patch(&mut conn, &By::admin(), body).unwrap_err();
             assert_eq!(
                 err.public_message(),
                 s::SYNC_NEEDS_ALLOWED_GROUP,
@@ -658,25 +727,26 @@ mod tests {
         assert!(load(&conn).unwrap().enabled, "nothing changed on refusal");
         let c = patch(
             &mut conn,
+            &By::admin(),
             br#"{"allowedGroups":null,"synchronizeGroups":false}"#,
         )
         .unwrap();
         assert!(!c.synchronize_groups && c.allowed_groups.is_empty());
-        let err = patch(&mut conn, br#"{"synchronizeGroups":true}"#).unwrap_err();
+        let err = patch(&mut conn, &By::admin(), br#"{"synchronizeGroups":true}"#).unwrap_err();
         assert_eq!(err.public_message(), s::SYNC_NEEDS_ALLOWED_GROUP);
     }
 
     #[test]
     fn the_form_refuses_group_sync_without_an_allowed_group_on_its_field() {
         let mut conn = db::test_db();
-        create_with(&mut conn, &form()).unwrap();
+        create_with(&mut conn, &By::admin(), &form()).unwrap();
         let on = GitlabForm {
             synchronize_groups: Some(true),
             allowed_groups: Some(Vec::new()),
             allow_users_to_sign_up: Some(false),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = save(&mut conn, &on).unwrap_err() else {
+        let AppError::Invalid(errors) = save(&mut conn, &By::admin(), &on).unwrap_err() else {
             panic!("expected a field error");
         };
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -691,8 +761,10 @@ mod tests {
             allowed_groups: Some(vec!["acme".into()]),
             ..on.clone()
         };
-        assert!(save(&mut conn, &with_group).unwrap().synchronizes());
-        let AppError::Invalid(errors) = save(&mut conn, &on).unwrap_err() else {
+        assert!(save(&mut conn, &By::admin(), &with_group)
+            .unwrap()
+            .synchronizes());
+        let AppError::Invalid(errors) = save(&mut conn, &By::admin(), &on).unwrap_err() else {
             panic!("expected a field error");
         };
         assert_eq!(
@@ -705,7 +777,7 @@ mod tests {
     #[test]
     fn a_stored_sync_without_allowed_group_synchronizes_nothing_and_stays_editable() {
         let mut conn = db::test_db();
-        create_with(&mut conn, &form()).unwrap();
+        create_with(&mut conn, &By::admin(), &form()).unwrap();
         // Stored before synchronization needed an allowed group.
         db::settings::set(&conn, s::GITLAB_GROUPS_SYNC, "true").unwrap();
         let c = load(&conn).unwrap();
@@ -716,11 +788,15 @@ mod tests {
             ..GitlabForm::default()
         };
         assert_eq!(
-            save(&mut conn, &edit).unwrap().application_id.as_deref(),
+            save(&mut conn, &By::admin(), &edit)
+                .unwrap()
+                .application_id
+                .as_deref(),
             Some("app2")
         );
         patch(
             &mut conn,
+            &By::admin(),
             br#"{"enabled":false,"allowUsersToSignUp":false}"#,
         )
         .unwrap();

@@ -1,6 +1,7 @@
 //! Instance settings changed at run time (SonarQube keys): their definitions, validation,
 //! defaults, and reading the effective value. Pages and `api/settings/*` both go through here.
 
+use crate::audit::{self, Action, By, Event};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::model::TokenLifetime;
@@ -16,6 +17,11 @@ pub const GITLAB_SIGN_UP: &str = "sonar.auth.gitlab.allowUsersToSignUp";
 pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
 pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
 pub const TOKEN_MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
+pub const AUDIT_RETENTION_DAYS: &str = audit::RETENTION_DAYS;
+/// `GET /metrics` answers only when this is `true`.
+pub const METRICS_ENABLED: &str = "labgate.metrics.enabled";
+/// When set, `GET /metrics` needs `Authorization: Bearer <it>`. Write-only like a secret.
+pub const METRICS_TOKEN: &str = "labgate.metrics.token";
 
 /// Every GitLab key: together they are the one GitLab configuration.
 pub const GITLAB_KEYS: &[&str] = &[
@@ -68,9 +74,10 @@ pub struct Definition {
 }
 
 impl Definition {
-    /// Secured settings are write-only: never returned, only listed as set.
+    /// Secured settings are write-only: never returned, only listed as set, never in the
+    /// audit log.
     pub fn secured(&self) -> bool {
-        self.key.ends_with(".secured")
+        self.key.ends_with(".secured") || self.key == METRICS_TOKEN
     }
 
     pub fn multi(&self) -> bool {
@@ -108,6 +115,34 @@ pub const DEFINITIONS: &[Definition] = &[
             values: TokenLifetime::LABELS,
         },
         default: Some("No expiration"),
+    },
+    Definition {
+        key: AUDIT_RETENTION_DAYS,
+        name: "Audit log retention (days)",
+        description: "Audit events older than this are removed (1 to 3650 days; checked every \
+                      hour). At most 1,000,000 events are kept whatever their age, the oldest \
+                      going first.",
+        kind: Kind::Integer {
+            min: audit::RETENTION_DAYS_MIN,
+            max: audit::RETENTION_DAYS_MAX,
+        },
+        default: Some("90"),
+    },
+    Definition {
+        key: METRICS_ENABLED,
+        name: "Prometheus metrics",
+        description: "Answer GET /metrics in the Prometheus text format (counts and durations, \
+                      no personal data).",
+        kind: Kind::Bool,
+        default: Some("false"),
+    },
+    Definition {
+        key: METRICS_TOKEN,
+        name: "Metrics bearer token",
+        description: "When set, /metrics answers only requests carrying \
+                      'Authorization: Bearer <this token>'. Never shown again.",
+        kind: Kind::Text { max: 255 },
+        default: None,
     },
     Definition {
         key: GITLAB_ENABLED,
@@ -371,11 +406,11 @@ fn touches_group_sync(key: &str) -> bool {
     key == GITLAB_GROUPS_SYNC || key == GITLAB_ALLOWED_GROUPS
 }
 
-pub fn set(conn: &mut Connection, key: &str, raw: &str) -> AppResult<()> {
-    set_values(conn, key, &[raw])
+pub fn set(conn: &mut Connection, by: &By, key: &str, raw: &str) -> AppResult<()> {
+    set_values(conn, by, key, &[raw])
 }
 
-pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<()> {
+pub fn set_values(conn: &mut Connection, by: &By, key: &str, raws: &[&str]) -> AppResult<()> {
     let def = known(key)?;
     let stored = normalize_values(def, raws)?;
     let tx = db::write_tx(conn)?;
@@ -383,20 +418,38 @@ pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<
     let before = touches_group_sync(key)
         .then(|| group_sync(&tx))
         .transpose()?;
+    let previous = db::settings::get(&tx, key)?;
     db::settings::set(&tx, key, &stored)?;
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
     }
+    let mut event = Event::ok(Action::SettingSet, key);
+    if !def.secured() {
+        event = event
+            .with("value", shown_value(def, Some(&stored)))
+            .with("previous", shown_value(def, previous.as_deref()));
+    }
+    audit::record(&tx, by, event)?;
     tx.commit()?;
     Ok(())
 }
 
-pub fn reset(conn: &mut Connection, key: &str) -> AppResult<()> {
-    reset_all(conn, &[key])
+/// A stored value as the audit log shows it: a multi-valued setting as its list; `None`
+/// (unset) as null.
+fn shown_value(def: &Definition, stored: Option<&str>) -> serde_json::Value {
+    match stored {
+        None => serde_json::Value::Null,
+        Some(v) if def.multi() => serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
+        Some(v) => v.into(),
+    }
+}
+
+pub fn reset(conn: &mut Connection, by: &By, key: &str) -> AppResult<()> {
+    reset_all(conn, by, &[key])
 }
 
 /// Resets several keys in one transaction.
-pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
+pub fn reset_all(conn: &mut Connection, by: &By, keys: &[&str]) -> AppResult<()> {
     for key in keys {
         known(key)?;
     }
@@ -410,7 +463,14 @@ pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
         .then(|| group_sync(&tx))
         .transpose()?;
     for key in keys {
+        let def = known(key)?;
+        let previous = db::settings::get(&tx, key)?;
         db::settings::delete(&tx, key)?;
+        let mut event = Event::ok(Action::SettingReset, key);
+        if !def.secured() {
+            event = event.with("previous", shown_value(def, previous.as_deref()));
+        }
+        audit::record(&tx, by, event)?;
     }
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
@@ -457,15 +517,27 @@ mod tests {
     #[test]
     fn bools_multi_values_and_secured_keys() {
         let mut conn = db::test_db();
-        assert!(set(&mut conn, GITLAB_ENABLED, "maybe").is_err());
-        set(&mut conn, GITLAB_ENABLED, "true").unwrap();
+        assert!(set(&mut conn, &By::admin(), GITLAB_ENABLED, "maybe").is_err());
+        set(&mut conn, &By::admin(), GITLAB_ENABLED, "true").unwrap();
         assert!(flag(&conn, GITLAB_ENABLED).unwrap());
-        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme", "beta,Acme"]).unwrap();
+        set_values(
+            &mut conn,
+            &By::admin(),
+            GITLAB_ALLOWED_GROUPS,
+            &["acme", "beta,Acme"],
+        )
+        .unwrap();
         assert_eq!(
             values(&conn, GITLAB_ALLOWED_GROUPS).unwrap(),
             vec!["acme", "beta"]
         );
-        assert!(set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme/sub"]).is_err());
+        assert!(set_values(
+            &mut conn,
+            &By::admin(),
+            GITLAB_ALLOWED_GROUPS,
+            &["acme/sub"]
+        )
+        .is_err());
         assert!(known(GITLAB_SECRET).unwrap().secured());
         assert!(!known(GITLAB_URL).unwrap().secured());
     }
@@ -473,14 +545,14 @@ mod tests {
     #[test]
     fn gitlab_url_change_needs_the_secret_once_one_is_stored() {
         let mut conn = db::test_db();
-        set(&mut conn, GITLAB_URL, "https://a.example/").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_URL, "https://a.example/").unwrap();
         assert_eq!(
             value(&conn, GITLAB_URL).unwrap().as_deref(),
             Some("https://a.example")
         );
-        set(&mut conn, GITLAB_SECRET, "s3cret").unwrap();
-        set(&mut conn, GITLAB_URL, "https://a.example").unwrap();
-        let err = set(&mut conn, GITLAB_URL, "https://evil.example").unwrap_err();
+        set(&mut conn, &By::admin(), GITLAB_SECRET, "s3cret").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_URL, "https://a.example").unwrap();
+        let err = set(&mut conn, &By::admin(), GITLAB_URL, "https://evil.example").unwrap_err();
         assert_eq!(err.public_message(), URL_NEEDS_SECRET);
         assert_eq!(
             value(&conn, GITLAB_URL).unwrap().as_deref(),
@@ -503,23 +575,34 @@ mod tests {
             assert_eq!(err.public_message(), SYNC_NEEDS_ALLOWED_GROUP);
             assert_eq!(err.status(), 400);
         };
-        refused(set(&mut conn, GITLAB_GROUPS_SYNC, "true"));
+        refused(set(&mut conn, &By::admin(), GITLAB_GROUPS_SYNC, "true"));
         assert_eq!(group_sync_now(&conn), (None, vec![]), "nothing stored");
-        set(&mut conn, GITLAB_ALLOWED_GROUPS, "acme").unwrap();
-        set(&mut conn, GITLAB_GROUPS_SYNC, "true").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_GROUPS_SYNC, "true").unwrap();
         let on = (Some("true".to_string()), vec!["acme".to_string()]);
-        refused(set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &[" ", ""]));
-        refused(reset(&mut conn, GITLAB_ALLOWED_GROUPS));
+        refused(set_values(
+            &mut conn,
+            &By::admin(),
+            GITLAB_ALLOWED_GROUPS,
+            &[" ", ""],
+        ));
+        refused(reset(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS));
         refused(reset_all(
             &mut conn,
+            &By::admin(),
             &[SESSION_TIMEOUT, GITLAB_ALLOWED_GROUPS],
         ));
         assert_eq!(group_sync_now(&conn), on, "nothing changed on refusal");
-        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["beta"]).unwrap();
-        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
-        reset_all(&mut conn, &[GITLAB_ALLOWED_GROUPS, GITLAB_GROUPS_SYNC]).unwrap();
+        set_values(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS, &["beta"]).unwrap();
+        set(&mut conn, &By::admin(), SESSION_TIMEOUT, "60").unwrap();
+        reset_all(
+            &mut conn,
+            &By::admin(),
+            &[GITLAB_ALLOWED_GROUPS, GITLAB_GROUPS_SYNC],
+        )
+        .unwrap();
         assert_eq!(group_sync_now(&conn), (None, vec![]));
-        set(&mut conn, GITLAB_GROUPS_SYNC, "false").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_GROUPS_SYNC, "false").unwrap();
     }
 
     #[test]
@@ -528,12 +611,12 @@ mod tests {
         // Stored before synchronization needed an allowed group.
         db::settings::set(&conn, GITLAB_GROUPS_SYNC, "true").unwrap();
         assert!(!synchronizes_groups(&conn).unwrap());
-        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
-        set(&mut conn, GITLAB_URL, "https://gl.example").unwrap();
-        reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap();
-        set(&mut conn, GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        set(&mut conn, &By::admin(), SESSION_TIMEOUT, "60").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_URL, "https://gl.example").unwrap();
+        reset(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS).unwrap();
+        set(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS, "acme").unwrap();
         assert!(synchronizes_groups(&conn).unwrap());
-        let err = reset(&mut conn, GITLAB_ALLOWED_GROUPS).unwrap_err();
+        let err = reset(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS).unwrap_err();
         assert_eq!(
             err.public_message(),
             SYNC_NEEDS_ALLOWED_GROUP,
@@ -544,9 +627,15 @@ mod tests {
     #[test]
     fn snapshot_answers_like_single_reads() {
         let mut conn = db::test_db();
-        set(&mut conn, GITLAB_ENABLED, "true").unwrap();
-        set_values(&mut conn, GITLAB_ALLOWED_GROUPS, &["acme", "beta"]).unwrap();
-        set(&mut conn, GITLAB_SECRET, "s3cret").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_ENABLED, "true").unwrap();
+        set_values(
+            &mut conn,
+            &By::admin(),
+            GITLAB_ALLOWED_GROUPS,
+            &["acme", "beta"],
+        )
+        .unwrap();
+        set(&mut conn, &By::admin(), GITLAB_SECRET, "s3cret").unwrap();
         let snap = Snapshot::load(&conn).unwrap();
         for def in DEFINITIONS {
             assert_eq!(snap.value(def.key).unwrap(), value(&conn, def.key).unwrap());
@@ -563,12 +652,12 @@ mod tests {
         let key = "sonar.auth.token.max.allowed.lifetime";
         assert_eq!(value(&conn, key).unwrap().as_deref(), Some("No expiration"));
         for ok in ["30 days", "90 days", "1 year", "No expiration"] {
-            set(&mut conn, key, ok).unwrap();
+            set(&mut conn, &By::admin(), key, ok).unwrap();
             assert_eq!(value(&conn, key).unwrap().as_deref(), Some(ok));
         }
-        set(&mut conn, key, "90 days").unwrap();
+        set(&mut conn, &By::admin(), key, "90 days").unwrap();
         for bad in ["45 days", "90 Days", "no expiration", "1 years", "90", ""] {
-            let err = set(&mut conn, key, bad).unwrap_err();
+            let err = set(&mut conn, &By::admin(), key, bad).unwrap_err();
             assert_eq!(
                 err.public_message(),
                 "Setting 'sonar.auth.token.max.allowed.lifetime': value must be one of \
@@ -577,7 +666,7 @@ mod tests {
             );
         }
         assert_eq!(value(&conn, key).unwrap().as_deref(), Some("90 days"));
-        reset(&mut conn, key).unwrap();
+        reset(&mut conn, &By::admin(), key).unwrap();
         assert_eq!(value(&conn, key).unwrap().as_deref(), Some("No expiration"));
     }
 
@@ -585,7 +674,7 @@ mod tests {
     fn token_lifetime_is_read_as_stored_and_an_unknown_stored_value_is_the_shortest() {
         let mut conn = db::test_db();
         assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Unlimited);
-        set(&mut conn, TOKEN_MAX_LIFETIME, "1 year").unwrap();
+        set(&mut conn, &By::admin(), TOKEN_MAX_LIFETIME, "1 year").unwrap();
         assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Year);
         // Only a hand edit of the database stores such a value; the cap stays.
         db::settings::set(&conn, TOKEN_MAX_LIFETIME, "forever").unwrap();
@@ -596,12 +685,12 @@ mod tests {
     fn session_timeout_bounds_and_default() {
         let mut conn = db::test_db();
         assert_eq!(session_timeout_secs(&conn).unwrap(), 3 * 24 * 3600);
-        assert!(set(&mut conn, SESSION_TIMEOUT, "5").is_err());
-        assert!(set(&mut conn, SESSION_TIMEOUT, "abc").is_err());
-        set(&mut conn, SESSION_TIMEOUT, "60").unwrap();
+        assert!(set(&mut conn, &By::admin(), SESSION_TIMEOUT, "5").is_err());
+        assert!(set(&mut conn, &By::admin(), SESSION_TIMEOUT, "abc").is_err());
+        set(&mut conn, &By::admin(), SESSION_TIMEOUT, "60").unwrap();
         assert_eq!(session_timeout_secs(&conn).unwrap(), 3600);
-        reset(&mut conn, SESSION_TIMEOUT).unwrap();
+        reset(&mut conn, &By::admin(), SESSION_TIMEOUT).unwrap();
         assert!(!is_set(&conn, SESSION_TIMEOUT).unwrap());
-        assert!(set(&mut conn, "sonar.unknown", "1").is_err());
+        assert!(set(&mut conn, &By::admin(), "sonar.unknown", "1").is_err());
     }
 }

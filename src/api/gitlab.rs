@@ -35,19 +35,22 @@ pub fn get(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let config = gitlab_config::create(&mut ctx.conn, &ctx.req.body)?;
+    let by = ctx.by();
+    let config = gitlab_config::create(&mut ctx.conn, &by, &ctx.req.body)?;
     log::info!("GitLab configuration created");
     Ok(Resp::json(&config.to_json()))
 }
 
 pub fn patch(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let config = gitlab_config::patch(&mut ctx.conn, &ctx.req.body)?;
+    let by = ctx.by();
+    let config = gitlab_config::patch(&mut ctx.conn, &by, &ctx.req.body)?;
     log::info!("GitLab configuration changed");
     Ok(Resp::json(&config.to_json()))
 }
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    gitlab_config::delete(&mut ctx.conn)?;
+    let by = ctx.by();
+    gitlab_config::delete(&mut ctx.conn, &by)?;
     log::info!("GitLab configuration deleted");
     Ok(Resp::no_content())
 }

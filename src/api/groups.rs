@@ -22,20 +22,29 @@ fn group_json(g: &Group) -> Value {
 pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let name = ctx.req.required("name")?;
     let description = ctx.req.param("description").unwrap_or("");
-    let group = accounts::create_group(&mut ctx.conn, name, description, ctx.now)?;
+    let by = ctx.by();
+    let group = accounts::create_group(&mut ctx.conn, &by, name, description, ctx.now)?;
     Ok(Resp::json(&json!({ "group": group_json(&group) })))
 }
 
 pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let current = ctx.req.required("currentName")?;
     let name = ctx.req.param("name").filter(|n| !n.trim().is_empty());
-    let group = accounts::update_group(&mut ctx.conn, current, name, ctx.req.param("description"))?;
+    let by = ctx.by();
+    let group = accounts::update_group(
+        &mut ctx.conn,
+        &by,
+        current,
+        name,
+        ctx.req.param("description"),
+    )?;
     Ok(Resp::json(&json!({ "group": group_json(&group) })))
 }
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let name = ctx.req.required("name")?;
-    accounts::delete_group(&mut ctx.conn, name)?;
+    let by = ctx.by();
+    accounts::delete_group(&mut ctx.conn, &by, name)?;
     Ok(Resp::no_content())
 }
 
@@ -52,14 +61,16 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn add_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let name = ctx.req.required("name")?;
     let login = ctx.req.required("login")?;
-    accounts::add_member(&mut ctx.conn, name, login)?;
+    let by = ctx.by();
+    accounts::add_member(&mut ctx.conn, &by, name, login)?;
     Ok(Resp::no_content())
 }
 
 pub fn remove_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let name = ctx.req.required("name")?;
     let login = ctx.req.required("login")?;
-    accounts::remove_member(&mut ctx.conn, name, login)?;
+    let by = ctx.by();
+    accounts::remove_member(&mut ctx.conn, &by, name, login)?;
     Ok(Resp::no_content())
 }
 

@@ -28,28 +28,32 @@ fn permission_filter(ctx: &Ctx<'_>) -> AppResult<Option<Permission>> {
 pub fn add_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let group = ctx.req.required("groupName")?;
     let permission = ctx.req.required("permission")?;
-    accounts::grant_group(&mut ctx.conn, group, permission)?;
+    let by = ctx.by();
+    accounts::grant_group(&mut ctx.conn, &by, group, permission)?;
     Ok(Resp::no_content())
 }
 
 pub fn remove_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let group = ctx.req.required("groupName")?;
     let permission = ctx.req.required("permission")?;
-    accounts::revoke_group(&mut ctx.conn, group, permission)?;
+    let by = ctx.by();
+    accounts::revoke_group(&mut ctx.conn, &by, group, permission)?;
     Ok(Resp::no_content())
 }
 
 pub fn add_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?;
     let permission = ctx.req.required("permission")?;
-    accounts::grant_user(&mut ctx.conn, login, permission)?;
+    let by = ctx.by();
+    accounts::grant_user(&mut ctx.conn, &by, login, permission)?;
     Ok(Resp::no_content())
 }
 
 pub fn remove_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?;
     let permission = ctx.req.required("permission")?;
-    accounts::revoke_user(&mut ctx.conn, login, permission)?;
+    let by = ctx.by();
+    accounts::revoke_user(&mut ctx.conn, &by, login, permission)?;
     Ok(Resp::no_content())
 }
 

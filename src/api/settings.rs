@@ -99,7 +99,8 @@ pub fn set(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             format!("Setting '{key}' takes a single value"),
         ));
     }
-    registry::set_values(&mut ctx.conn, &key, &given)?;
+    let by = ctx.by();
+    registry::set_values(&mut ctx.conn, &by, &key, &given)?;
     Ok(Resp::no_content())
 }
 
@@ -113,6 +114,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         check_writable(ctx, key)?;
     }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    registry::reset_all(&mut ctx.conn, &keys)?;
+    let by = ctx.by();
+    registry::reset_all(&mut ctx.conn, &by, &keys)?;
     Ok(Resp::no_content())
 }

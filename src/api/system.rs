@@ -45,24 +45,22 @@ pub fn login(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     };
     let login = login.to_string();
     let password = ctx.req.form.get("password").unwrap_or("").to_string();
-    let client = ctx.req.client_ip;
-    let user = auth::check_password(ctx.app, &mut ctx.conn, &login, &password, client, ctx.now)?;
+    let by = ctx.by();
+    let user = auth::check_password(ctx.app, &mut ctx.conn, &login, &password, &by, ctx.now)?;
     log::info!(
         "sign-in provider=local login={:?} outcome=accepted",
         user.login
     );
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.clone());
-    let cookies = auth::start_session(ctx.app, &mut ctx.conn, &user, previous.as_deref(), ctx.now)?;
+    let previous = previous.as_deref();
+    let cookies = auth::start_session(ctx.app, &mut ctx.conn, &by, &user, previous, ctx.now)?;
     ctx.cookies.extend(cookies);
     Ok(Resp::no_content())
 }
 
 pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
-        crate::db::sessions::delete(&ctx.conn, &session.id_hash)?;
-    }
-    ctx.cookies.extend(auth::clear_cookies());
+    ctx.sign_out()?;
     Ok(Resp::no_content())
 }
 

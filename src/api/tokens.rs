@@ -29,7 +29,8 @@ pub fn generate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = target_login(ctx)?;
     let name = ctx.req.required("name")?;
     let expiration = ctx.req.param("expirationDate").unwrap_or("");
-    let t = accounts::generate_token(&mut ctx.conn, &login, name, expiration, ctx.now)?;
+    let by = ctx.by();
+    let t = accounts::generate_token(&mut ctx.conn, &by, &login, name, expiration, ctx.now)?;
     let mut v = json!({
         "login": t.login,
         "name": t.name,
@@ -46,7 +47,8 @@ pub fn generate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn revoke(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = target_login(ctx)?;
     let name = ctx.req.required("name")?;
-    accounts::revoke_token(&mut ctx.conn, &login, name)?;
+    let by = ctx.by();
+    accounts::revoke_token(&mut ctx.conn, &by, &login, name)?;
     Ok(Resp::no_content())
 }
 

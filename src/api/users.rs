@@ -92,7 +92,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         ));
     }
     let hash = crate::web::auth::new_password_hash(ctx.app, &mut ctx.conn, &input)?;
-    let user = accounts::create_user_hashed(&mut ctx.conn, &input, hash, ctx.now)?;
+    let by = ctx.by();
+    let user = accounts::create_user_hashed(&mut ctx.conn, &by, &input, hash, ctx.now)?;
     Ok(Resp::json(&json!({ "user": user_json(&user) })))
 }
 
@@ -145,8 +146,10 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?;
+    let by = ctx.by();
     let user = accounts::update_user(
         &mut ctx.conn,
+        &by,
         login,
         ctx.req.param("name"),
         ctx.req.param("email"),
@@ -158,7 +161,8 @@ pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn deactivate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?;
     let actor = ctx.caller()?.user.id;
-    let user = accounts::deactivate_user(&mut ctx.conn, actor, login, ctx.now)?;
+    let by = ctx.by();
+    let user = accounts::deactivate_user(&mut ctx.conn, &by, actor, login, ctx.now)?;
     Ok(Resp::json(&json!({ "user": user_json(&user) })))
 }
 
@@ -176,14 +180,15 @@ pub fn change_password(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         None
     };
     let keep = caller.session().map(|s| s.id_hash.clone());
+    let by = ctx.by();
     crate::web::auth::change_password(
         ctx.app,
         &mut ctx.conn,
+        &by,
         &login,
         &password,
         previous.as_deref(),
         if own { keep.as_deref() } else { None },
-        ctx.req.client_ip,
         ctx.now,
     )?;
     Ok(Resp::no_content())
@@ -193,7 +198,8 @@ pub fn update_identity_provider(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.required("login")?;
     let provider = ctx.req.required("newExternalProvider")?;
     let identity = ctx.req.required("newExternalIdentity")?;
-    accounts::update_identity_provider(&mut ctx.conn, login, provider, identity, ctx.now)?;
+    let by = ctx.by();
+    accounts::update_identity_provider(&mut ctx.conn, &by, login, provider, identity, ctx.now)?;
     Ok(Resp::no_content())
 }
 

@@ -77,6 +77,12 @@ impl By {
         }
     }
 
+    /// `admin` at time 1,000 ms: the actor of unit tests.
+    #[cfg(test)]
+    pub fn admin() -> By {
+        By::login("admin", 1_000)
+    }
+
     /// The same, with this actor.
     pub fn as_actor(&self, login: &str) -> By {
         By {

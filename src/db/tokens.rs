@@ -131,11 +131,10 @@ pub fn revoke(conn: &Connection, user_id: i64, name: &str) -> rusqlite::Result<b
         == 1)
 }
 
-/// Deletes every token of a user.
-pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+/// Deletes every token of a user; returns how many there were.
+pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
-        .execute([user_id])?;
-    Ok(())
+        .execute([user_id])
 }
 
 pub fn list(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Token>> {

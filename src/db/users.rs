@@ -315,18 +315,36 @@ pub fn clear_external_identity(conn: &Connection, id: i64) -> rusqlite::Result<(
 
 /// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
 /// Call inside a transaction.
-pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<Removed> {
+    let sessions = conn
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
+    let tokens = conn
+        .prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached("DELETE FROM group_members WHERE user_id = ?1")?
+    let memberships = conn
+        .prepare_cached("DELETE FROM group_members WHERE user_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached("DELETE FROM user_permissions WHERE user_id = ?1")?
+    let permissions = conn
+        .prepare_cached("DELETE FROM user_permissions WHERE user_id = ?1")?
         .execute([id])?;
     conn.prepare_cached("UPDATE users SET active = 0, updated_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
-    Ok(())
+    Ok(Removed {
+        sessions,
+        tokens,
+        memberships,
+        permissions,
+    })
+}
+
+/// What a deactivation took from the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub sessions: usize,
+    pub tokens: usize,
+    pub memberships: usize,
+    pub permissions: usize,
 }
 
 /// Reactivates a deactivated user, back in the default group only.

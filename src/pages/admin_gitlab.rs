@@ -32,7 +32,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         secret: Some(field(ctx, "secret")),
         ..GitlabForm::default()
     };
-    match gitlab_config::create_with(&mut ctx.conn, &form) {
+    let by = ctx.by();
+    match gitlab_config::create_with(&mut ctx.conn, &by, &form) {
         Ok(_) => {
             log::info!(
                 "admin: gitlab configuration created by={:?}",
@@ -123,7 +124,8 @@ pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         synchronize_groups: Some(field(ctx, "groupsSync") == "true"),
         ..GitlabForm::default()
     };
-    match gitlab_config::save(&mut ctx.conn, &form) {
+    let by = ctx.by();
+    match gitlab_config::save(&mut ctx.conn, &by, &form) {
         Ok(_) => {
             log::info!(
                 "admin: gitlab configuration changed by={:?}",
@@ -154,7 +156,8 @@ pub fn set_enabled(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         enabled: Some(enabled),
         ..GitlabForm::default()
     };
-    match gitlab_config::save(&mut ctx.conn, &form) {
+    let by = ctx.by();
+    match gitlab_config::save(&mut ctx.conn, &by, &form) {
         Ok(config) => {
             log::info!(
                 "admin: gitlab sign-in {} by={:?}",
@@ -211,7 +214,8 @@ pub fn delete_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 /// `POST /admin/settings/gitlab/delete`: forgets every GitLab setting.
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    match gitlab_config::delete(&mut ctx.conn) {
+    let by = ctx.by();
+    match gitlab_config::delete(&mut ctx.conn, &by) {
         Ok(()) => {
             log::info!(
                 "admin: gitlab configuration deleted by={:?}",
@@ -346,7 +350,8 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         synchronize_groups: Some(synchronize_groups),
         ..GitlabForm::default()
     };
-    match gitlab_config::save(&mut ctx.conn, &change) {
+    let by = ctx.by();
+    match gitlab_config::save(&mut ctx.conn, &by, &change) {
         Ok(config) => {
             log::info!(
                 "admin: gitlab provisioning changed sign_up={sign_up} allowed_groups={:?} groups_sync={synchronize_groups} by={:?}",

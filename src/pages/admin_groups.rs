@@ -94,7 +94,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let state = list_state(ctx);
     let name = field(ctx, "name");
     let description = field(ctx, "description");
-    match accounts::create_group(&mut ctx.conn, &name, &description, ctx.now) {
+    let by = ctx.by();
+    match accounts::create_group(&mut ctx.conn, &by, &name, &description, ctx.now) {
         Ok(group) => done(
             ctx,
             &format!("Group '{}' was created.", group.name),
@@ -198,8 +199,10 @@ pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let current = field(ctx, "currentName");
     let new_name = ctx.req.form.get("name").map(str::to_string);
     let description = field(ctx, "description");
+    let by = ctx.by();
     match accounts::update_group(
         &mut ctx.conn,
+        &by,
         &current,
         new_name.as_deref(),
         Some(&description),
@@ -239,7 +242,8 @@ pub fn add_member(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let result = if login.is_empty() {
         Err(AppError::invalid("login", "Enter the login of a user"))
     } else {
-        accounts::add_member(&mut ctx.conn, &group, &login)
+        let by = ctx.by();
+        accounts::add_member(&mut ctx.conn, &by, &group, &login)
     };
     match result {
         Ok(()) => done(
@@ -254,7 +258,8 @@ pub fn add_member(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn remove_member(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let group = field(ctx, "name");
     let login = field(ctx, "login");
-    match accounts::remove_member(&mut ctx.conn, &group, &login) {
+    let by = ctx.by();
+    match accounts::remove_member(&mut ctx.conn, &by, &group, &login) {
         Ok(()) => done(
             ctx,
             &format!("User '{login}' was removed from group '{group}'."),
@@ -301,7 +306,8 @@ pub fn delete_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     DELETION.act(ctx, |ctx, name| {
-        accounts::delete_group(&mut ctx.conn, name)?;
+        let by = ctx.by();
+        accounts::delete_group(&mut ctx.conn, &by, name)?;
         log::info!(
             "admin: group deleted name={name:?} by={:?}",
             ctx.caller()?.user.login

@@ -4,6 +4,7 @@
 use super::admin::{done, field};
 use super::FormErrors;
 use crate::accounts;
+use crate::audit::By;
 use crate::db::{groups, permissions};
 use crate::error::{AppError, AppResult};
 use crate::model::Permission;
@@ -109,7 +110,8 @@ fn label(key: &str) -> &str {
 pub fn grant_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let group = field(ctx, "groupName");
     let permission = field(ctx, "permission");
-    match accounts::grant_group(&mut ctx.conn, &group, &permission) {
+    let by = ctx.by();
+    match accounts::grant_group(&mut ctx.conn, &by, &group, &permission) {
         Ok(()) => {
             log::info!(
                 "admin: permission granted permission={permission:?} group={group:?} by={:?}",
@@ -139,7 +141,8 @@ pub fn grant_user(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let result = if login.is_empty() {
         Err(AppError::invalid("login", "Enter the login of a user"))
     } else {
-        accounts::grant_user(&mut ctx.conn, &login, &permission)
+        let by = ctx.by();
+        accounts::grant_user(&mut ctx.conn, &by, &login, &permission)
     };
     match result {
         Ok(()) => {
@@ -178,11 +181,12 @@ fn revoke(
     ctx: &mut Ctx<'_>,
     field_name: &str,
     kind: &str,
-    apply: fn(&mut rusqlite::Connection, &str, &str) -> AppResult<()>,
+    apply: fn(&mut rusqlite::Connection, &By, &str, &str) -> AppResult<()>,
 ) -> AppResult<Resp> {
     let holder = field(ctx, field_name);
     let permission = field(ctx, "permission");
-    match apply(&mut ctx.conn, &holder, &permission) {
+    let by = ctx.by();
+    match apply(&mut ctx.conn, &by, &holder, &permission) {
         Ok(()) => {
             log::info!(
                 "admin: permission revoked permission={permission:?} {kind}={holder:?} by={:?}",

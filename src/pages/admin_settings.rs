@@ -34,6 +34,15 @@ const CATEGORIES: &[Category] = &[
         label: "Authentication",
         keys: &[settings::SESSION_TIMEOUT, settings::TOKEN_MAX_LIFETIME],
     },
+    Category {
+        id: "monitoring",
+        label: "Audit and monitoring",
+        keys: &[
+            settings::AUDIT_RETENTION_DAYS,
+            settings::METRICS_ENABLED,
+            settings::METRICS_TOKEN,
+        ],
+    },
 ];
 
 /// The category asked for; none means the first one.
@@ -151,7 +160,15 @@ fn setting_view(
             FormErrors::default(),
         ),
     };
-    let (input_type, min, max) = input_of(def.kind);
+    let (mut input_type, min, max) = input_of(def.kind);
+    // A secured setting is write-only: the page says whether it is set, never what it is.
+    let (value, current) = if def.secured() {
+        input_type = "password";
+        let current = if stored.is_some() { "set" } else { "not set" };
+        (String::new(), current.to_string())
+    } else {
+        (value, current)
+    };
     let choices = choices_of(def.kind, &value);
     Ok(SettingView {
         key: def.key,
@@ -243,10 +260,11 @@ pub fn save(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let def = settings::known(&key)?;
     let value = field(ctx, "value");
     let reset = field(ctx, "action") == "reset" || value.trim().is_empty();
+    let by = ctx.by();
     let result = match fixed_by_config(ctx, def.key) {
         Some(reason) => Err(AppError::rule(reason)),
-        None if reset => settings::reset(&mut ctx.conn, def.key),
-        None => settings::set(&mut ctx.conn, def.key, &value),
+        None if reset => settings::reset(&mut ctx.conn, &by, def.key),
+        None => settings::set(&mut ctx.conn, &by, def.key, &value),
     };
     match result {
         Ok(()) => {

@@ -168,7 +168,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         gitlab_username: is_gitlab.then_some(form.gitlab_username.as_str()),
     };
     let hash = crate::web::auth::new_password_hash(ctx.app, &mut ctx.conn, &input)?;
-    match accounts::create_user_hashed(&mut ctx.conn, &input, hash, ctx.now) {
+    let by = ctx.by();
+    match accounts::create_user_hashed(&mut ctx.conn, &by, &input, hash, ctx.now) {
         Ok(user) => {
             let what = if existed {
                 "was reactivated with these details"
@@ -273,7 +274,15 @@ pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = field(ctx, "login");
     let name = field(ctx, "name");
     let email = field(ctx, "email");
-    match accounts::update_user(&mut ctx.conn, &login, Some(&name), Some(&email), ctx.now) {
+    let by = ctx.by();
+    match accounts::update_user(
+        &mut ctx.conn,
+        &by,
+        &login,
+        Some(&name),
+        Some(&email),
+        ctx.now,
+    ) {
         Ok(user) => done(
             ctx,
             &format!("User '{}' was updated.", user.login),
@@ -302,7 +311,8 @@ fn membership_failed(ctx: &Ctx<'_>, login: &str, e: crate::error::AppError) -> A
 pub fn add_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = field(ctx, "login");
     let group = field(ctx, "group");
-    match accounts::add_member(&mut ctx.conn, &group, &login) {
+    let by = ctx.by();
+    match accounts::add_member(&mut ctx.conn, &by, &group, &login) {
         Ok(()) => done(
             ctx,
             &format!("User '{login}' was added to group '{group}'."),
@@ -315,7 +325,8 @@ pub fn add_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn remove_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = field(ctx, "login");
     let group = field(ctx, "group");
-    match accounts::remove_member(&mut ctx.conn, &group, &login) {
+    let by = ctx.by();
+    match accounts::remove_member(&mut ctx.conn, &by, &group, &login) {
         Ok(()) => done(
             ctx,
             &format!("User '{login}' was removed from group '{group}'."),
@@ -368,7 +379,8 @@ pub fn deactivate_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn deactivate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     DEACTIVATION.act(ctx, |ctx, login| {
         let actor = ctx.caller()?.user.clone();
-        let user = accounts::deactivate_user(&mut ctx.conn, actor.id, login, ctx.now)?;
+        let by = ctx.by();
+        let user = accounts::deactivate_user(&mut ctx.conn, &by, actor.id, login, ctx.now)?;
         log::info!(
             "admin: user deactivated login={:?} by={:?}",
             user.login,
@@ -383,7 +395,8 @@ pub fn reactivate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let state = list_state(ctx);
     let login = field(ctx, "login");
     let from_edit = field(ctx, "from") == "edit";
-    match accounts::reactivate_user(&mut ctx.conn, &login, ctx.now) {
+    let by = ctx.by();
+    match accounts::reactivate_user(&mut ctx.conn, &by, &login, ctx.now) {
         Ok(user) => {
             let back = if from_edit {
                 edit_url(&user.login)

@@ -147,8 +147,8 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             Some("Enter your login and password.".into()),
         );
     }
-    let client = ctx.req.client_ip;
-    match auth::check_password(ctx.app, &mut ctx.conn, &login, &password, client, ctx.now) {
+    let by = ctx.by();
+    match auth::check_password(ctx.app, &mut ctx.conn, &login, &password, &by, ctx.now) {
         Ok(user) => {
             log::info!(
                 "sign-in provider=local login={:?} outcome=accepted",
@@ -157,8 +157,14 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             // A fresh session id at every sign-in; any previous one is ended.
             let previous = ctx.caller.as_ref().and_then(|c| c.session());
             let previous = previous.map(|s| s.id_hash.clone());
-            let cookies =
-                auth::start_session(ctx.app, &mut ctx.conn, &user, previous.as_deref(), ctx.now)?;
+            let cookies = auth::start_session(
+                ctx.app,
+                &mut ctx.conn,
+                &by,
+                &user,
+                previous.as_deref(),
+                ctx.now,
+            )?;
             ctx.cookies.extend(cookies);
             let target = if user.must_change_password {
                 "/account/password".to_string()
@@ -184,10 +190,7 @@ pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
-        crate::db::sessions::delete(&ctx.conn, &session.id_hash)?;
-    }
-    ctx.cookies.extend(auth::clear_cookies());
+    ctx.sign_out()?;
     Ok(Resp::redirect("/sessions/new"))
 }
 
@@ -296,7 +299,8 @@ pub fn token_generate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.caller()?.user.login.clone();
     let name = ctx.req.form.get("name").unwrap_or("").to_string();
     let expiration = ctx.req.form.get("expirationDate").unwrap_or("").to_string();
-    match accounts::generate_token(&mut ctx.conn, &login, &name, &expiration, ctx.now) {
+    let by = ctx.by();
+    match accounts::generate_token(&mut ctx.conn, &by, &login, &name, &expiration, ctx.now) {
         Ok(t) => {
             log::info!("token generated login={login:?} name={:?}", t.name);
             account_page(ctx, 200, Some((t.name, t.value)), Default::default())
@@ -311,7 +315,8 @@ pub fn token_generate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn token_revoke(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.caller()?.user.login.clone();
     let name = ctx.req.form.get("name").unwrap_or("").to_string();
-    accounts::revoke_token(&mut ctx.conn, &login, &name)?;
+    let by = ctx.by();
+    accounts::revoke_token(&mut ctx.conn, &by, &login, &name)?;
     ctx.flash(&format!("Token '{name}' was revoked."))?;
     Ok(Resp::redirect("/account"))
 }
@@ -358,14 +363,15 @@ pub fn password_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         ))
     } else {
         let keep = caller.session().map(|s| s.id_hash.clone());
+        let by = ctx.by();
         auth::change_password(
             ctx.app,
             &mut ctx.conn,
+            &by,
             &caller.user.login,
             &new,
             Some(&current),
             keep.as_deref(),
-            ctx.req.client_ip,
             ctx.now,
         )
     };

@@ -6,6 +6,7 @@ use super::caller_cache::{Credential, Identity, Key};
 use super::request::Req;
 use super::App;
 use crate::accounts;
+use crate::audit::{self, Action, By, Event};
 use crate::authz;
 use crate::crypto;
 use crate::db::{self, sessions, tokens, users, PooledConn};
@@ -15,7 +16,6 @@ use crate::throttle::Verdict;
 use base64::Engine;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 pub const SESSION_COOKIE: &str = "labgate_session";
@@ -126,7 +126,8 @@ pub fn resolve(
             if password.is_empty() {
                 return token_caller(app, conn, &user, now);
             }
-            return match check_password(app, conn, &user, &password, req.client_ip, now) {
+            let by = by_of(req, None, chrono::Utc::now().timestamp_millis());
+            return match check_password(app, conn, &user, &password, &by, now) {
                 Ok(u) => Ok(match load_identity(conn, u.id)? {
                     Some(identity) => {
                         Credentials::Valid(Box::new(Caller::new(&identity, Via::Password)))
@@ -272,13 +273,15 @@ pub fn check_password(
     conn: &mut PooledConn<'_>,
     login: &str,
     password: &str,
-    client: Option<IpAddr>,
+    by: &By,
     now: i64,
 ) -> AppResult<users::User> {
+    let client = by.client;
     if let Verdict::Locked(secs) = app.throttle.check(login, client, now) {
         log::warn!(
             "sign-in provider=local login={login:?} outcome=refused reason=throttled for {secs}s"
         );
+        audit::failed_local_sign_in(conn, &app.failure_events, by, login, "throttled")?;
         return Err(AppError::too_many(
             format!("Too many failed sign-in attempts. Try again in {secs} seconds."),
             secs,
@@ -314,8 +317,26 @@ pub fn check_password(
             log::info!(
                 "sign-in provider=local login={login:?} outcome=refused reason=bad credentials"
             );
+            let reason = match (&user, &hash) {
+                (None, _) => "unknown-login",
+                (Some(u), _) if !u.active => "deactivated",
+                (Some(_), None) => "no-password",
+                (Some(_), Some(_)) => "wrong-password",
+            };
+            audit::failed_local_sign_in(conn, &app.failure_events, by, login, reason)?;
             Err(AppError::Unauthorized("Authentication failed".into()))
         }
+    }
+}
+
+/// Who acts in a request, for the audit log: the caller's login (none before sign-in), the
+/// client address, the request id and the time (UTC milliseconds).
+pub fn by_of(req: &Req, caller: Option<&Caller>, now_ms: i64) -> By {
+    By {
+        actor: caller.map(|c| c.user.login.clone()),
+        client: req.client_ip,
+        request_id: Some(req.request_id.clone()),
+        at_ms: now_ms,
     }
 }
 
@@ -357,17 +378,19 @@ pub fn new_password_hash(
 pub fn change_password(
     app: &App,
     conn: &mut PooledConn<'_>,
+    by: &By,
     login: &str,
     new_password: &str,
     previous: Option<&str>,
     keep_session: Option<&str>,
-    client: Option<IpAddr>,
     now: i64,
 ) -> AppResult<()> {
+    let client = by.client;
     crate::model::validate_password(new_password)?;
     let (user, stored) = crate::accounts::password_of(conn, login)?;
     if previous.is_some() {
         if let Verdict::Locked(secs) = app.throttle.check(login, client, now) {
+            audit::failed_local_sign_in(conn, &app.failure_events, by, login, "throttled")?;
             return Err(AppError::too_many(
                 format!("Too many failed attempts. Try again in {secs} seconds."),
                 secs,
@@ -380,12 +403,14 @@ pub fn change_password(
     })?;
     let (Some(new_hash), true) = (new_hash, previous_ok) else {
         app.throttle.record_failure(login, client, now);
+        let reason = "wrong-current-password";
+        audit::failed_local_sign_in(conn, &app.failure_events, by, login, reason)?;
         return Err(crate::accounts::incorrect_previous_password());
     };
     if let Some(previous) = previous {
         crate::accounts::check_new_differs(previous, new_password)?;
     }
-    crate::accounts::replace_password(conn, user.id, &stored, &new_hash, keep_session, now)
+    crate::accounts::replace_password(conn, by, user.id, &stored, &new_hash, keep_session, now)
 }
 
 /// Starts a session for a user whose password was just checked ([`accounts::start_session`],
@@ -393,12 +418,15 @@ pub fn change_password(
 pub fn start_session(
     app: &App,
     conn: &mut Connection,
+    by: &By,
     user: &users::User,
     previous: Option<&str>,
     now: i64,
 ) -> AppResult<Vec<String>> {
     let tx = db::write_tx(conn)?;
     let started = accounts::start_session(&tx, user.id, previous, now)?;
+    let event = Event::ok(Action::SigninLocal, &started.user.login);
+    audit::record(&tx, &by.as_actor(&started.user.login), event)?;
     tx.commit()?;
     Ok(session_cookies(
         app,

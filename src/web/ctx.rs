@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::request::Req;
 use super::App;
+use crate::audit::By;
 use crate::db::PooledConn;
 use crate::error::{AppError, AppResult};
 
@@ -12,7 +13,10 @@ pub struct Ctx<'a> {
     pub app: &'a App,
     pub req: &'a Req,
     pub conn: PooledConn<'a>,
+    /// The time of the request, UTC seconds.
     pub now: i64,
+    /// The same time in UTC milliseconds (the audit log's resolution).
+    pub now_ms: i64,
     pub caller: Option<Caller>,
     /// `Set-Cookie` values to add to the response.
     pub cookies: Vec<String>,
@@ -24,6 +28,25 @@ impl Ctx<'_> {
         self.caller
             .as_ref()
             .ok_or_else(|| AppError::Unauthorized("Authentication is required".into()))
+    }
+
+    /// Who acts in this request, for the audit log: the caller's login (none before sign-in),
+    /// the client address, the request id and the time.
+    pub fn by(&self) -> By {
+        super::auth::by_of(self.req, self.caller.as_ref(), self.now_ms)
+    }
+
+    /// Ends the caller's session, if the caller has one (a sign-out), and clears the cookies.
+    pub fn sign_out(&mut self) -> AppResult<()> {
+        if let Some(caller) = &self.caller {
+            if let Some(session) = caller.session() {
+                let by = self.by();
+                let (login, id_hash) = (caller.user.login.clone(), session.id_hash.clone());
+                crate::accounts::sign_out(&mut self.conn, &by, &login, &id_hash)?;
+            }
+        }
+        self.cookies.extend(super::auth::clear_cookies());
+        Ok(())
     }
 
     pub fn base_url(&self) -> String {

@@ -81,12 +81,13 @@ pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let now = app.now();
+    let now_ms = app.now_ms();
     let mut ctx = Ctx {
         app,
         req,
         conn,
-        now,
+        now: now_ms.div_euclid(1000),
+        now_ms,
         caller: None,
         cookies: Vec::new(),
     };

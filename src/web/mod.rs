@@ -47,6 +47,10 @@ pub struct App {
     pub gitlab: crate::gitlab::Client,
     /// Session and token callers recently resolved.
     pub callers: caller_cache::CallerCache,
+    /// Logins whose failed sign-ins got an audit event of their own this minute.
+    pub failure_events: crate::audit::FailureEvents,
+    /// When old audit events were last removed.
+    pub retention: crate::audit::Retention,
 }
 
 /// Connections the pool opens at most.
@@ -76,11 +80,18 @@ impl App {
             server_id,
             gitlab,
             callers: caller_cache::CallerCache::default(),
+            failure_events: crate::audit::FailureEvents::default(),
+            retention: crate::audit::Retention::default(),
         }
     }
 
     pub fn now(&self) -> i64 {
         chrono::Utc::now().timestamp()
+    }
+
+    /// The time in UTC milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
     }
 
     /// The public base URL: `--base-url`, else the `sonar.core.serverBaseURL` setting, else the

@@ -934,7 +934,9 @@ mod tests {
                     create(&conn, &format!("u{:05}x{made}", next(10_000)), "New Person");
                 }
                 1 if exists => users::update_profile(&conn, id, "Renamed", None, 2).unwrap(),
-                2 if exists => users::deactivate(&conn, id, 2).unwrap(),
+                2 if exists => {
+                    users::deactivate(&conn, id, 2).unwrap();
+                }
                 3 if exists => users::reactivate(&conn, id, 2).unwrap(),
                 4 if exists => {
                     conn.execute("DELETE FROM users WHERE id = ?1", [id])

@@ -430,7 +430,9 @@ mod tests {
         }
         for &id in &ids {
             match g.below(10) {
-                0 | 1 => users::deactivate(conn, id, 2).unwrap(),
+                0 | 1 => {
+                    users::deactivate(conn, id, 2).unwrap();
+                }
                 2 => {
                     users::deactivate(conn, id, 2).unwrap();
                     users::reactivate(conn, id, 3).unwrap();
@@ -832,7 +834,9 @@ mod tests {
                     let email = format!("{}@{}.org", word(&mut g), word(&mut g));
                     users::update_profile(&conn, id, &word(&mut g), Some(&email), 5).unwrap();
                 }
-                2 if exists => users::deactivate(&conn, id, 5).unwrap(),
+                2 if exists => {
+                    users::deactivate(&conn, id, 5).unwrap();
+                }
                 3 if exists => users::reactivate(&conn, id, 5).unwrap(),
                 4 if exists => {
                     conn.execute("DELETE FROM users WHERE id = ?1", [id])
