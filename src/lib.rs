@@ -6,7 +6,7 @@
 //! can be read and tested without the ones above (`cargo test --test layers` checks it):
 //!
 //! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`config`], [`logging`],
-//!    [`process`], [`authz`];
+//!    [`metrics`], [`process`], [`authz`];
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`audit`], [`settings`], [`gitlab_config`],
@@ -29,6 +29,7 @@ pub mod error;
 pub mod gitlab;
 pub mod gitlab_config;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod pages;
 pub mod process;
@@ -127,7 +128,8 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
-    server::spawn(listen, routes::routes(), |bound| {
+    let db_path = config.db_path();
+    let started = server::spawn(listen, routes::routes(), |bound| {
         Arc::new(web::App::new(
             config.clone(),
             bound,
@@ -144,5 +146,43 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             _ => e.to_string(),
         };
         format!("--listen {listen_text}: {reason}")
-    })
+    })?;
+    spawn_maintenance(db_path, Arc::clone(&started.1));
+    Ok(started)
+}
+
+/// How often the maintenance looks at the audit log.
+const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts the thread that removes old audit events ([`audit::Retention::tick`]): at start,
+/// then every minute, with a connection of its own (never one of the pool's). Its failures are
+/// logged and it tries again a minute later; it ends with the process.
+fn spawn_maintenance(db_path: std::path::PathBuf, app: Arc<web::App>) {
+    let work = move || loop {
+        match db::open(&db_path) {
+            Ok(mut conn) => loop {
+                let now_ms = app.now_ms();
+                match app.retention.tick(&mut conn, now_ms) {
+                    Ok(pruned) if pruned != audit::Pruned::default() => log::info!(
+                        "audit: removed {} events older than the retention and {} past the cap",
+                        pruned.expired,
+                        pruned.over_cap
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("audit: removing old events failed: {e}"),
+                }
+                std::thread::sleep(MAINTENANCE_EVERY);
+            },
+            Err(e) => {
+                log::warn!("audit: maintenance cannot open the database: {e}");
+                std::thread::sleep(MAINTENANCE_EVERY);
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(work)
+    {
+        log::warn!("audit: the maintenance thread did not start ({e}); old events stay");
+    }
 }

@@ -9,7 +9,7 @@
 use crate::api;
 use crate::pages;
 use crate::web::{Access, Route};
-use Access::{Admin, Public, User};
+use Access::{Admin, OwnToken, Public, User};
 
 /// Every route, in the order of [`ROUTES`].
 pub fn routes() -> &'static [Route] {
@@ -41,6 +41,7 @@ pub static ROUTES: &[Route] = &[
     route!("POST",   "/api/authentication/login",           Public, api::system::login),
     route!("GET",    "/api/authentication/validate",        Public, api::system::validate),
     route!("GET",    "/api/users/current",                  Public, api::users::current),
+    route!("GET",    "/metrics",                            OwnToken, api::metrics::scrape),
     // Signed-in users.
     route!("POST",   "/sessions/logout",                    User,   pages::logout),
     route!("POST",   "/api/authentication/logout",          User,   api::system::logout),
@@ -83,6 +84,8 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::get),
     route!("PATCH",  "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::patch),
     route!("DELETE", "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::delete),
+    route!("GET",    "/api/v2/labgate/audit-events",        Admin,  api::audit::list),
+    route!("GET",    "/api/v2/labgate/audit-events/export", Admin,  api::audit::export),
     // Admin pages.
     route!("GET",    "/admin/users",                        Admin,  pages::admin_users::list),
     route!("POST",   "/admin/users/create",                 Admin,  pages::admin_users::create),
@@ -115,6 +118,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete_confirm),
     route!("POST",   "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete),
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
+    route!("GET",    "/admin/audit",                        Admin,  pages::admin_audit::list),
 ];
 
 #[cfg(test)]

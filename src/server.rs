@@ -240,13 +240,16 @@ pub fn handle(
     let resp = if head {
         Resp {
             body: Vec::new(),
+            stream: None,
             ..resp
         }
     } else {
         resp
     };
     let status = resp.status;
-    log::info!("{method} {path} {status} {}", Millis(started.elapsed()));
+    let took = started.elapsed();
+    log::info!("{method} {path} {status} {}", Millis(took));
+    crate::metrics::request(crate::metrics::route_group(&path), status, took);
     to_response(resp, &request_id)
 }
 
@@ -404,8 +407,12 @@ fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
     if !has_cache_control {
         builder = builder.header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    let body = match resp.stream {
+        Some(stream) => Body::from_read(stream.0),
+        None => Body::from(resp.body),
+    };
     builder
-        .body(Body::from(resp.body))
+        .body(body)
         .unwrap_or_else(|_| Response::new(Body::from("internal error")))
 }
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// `a | b` are kept apart: neither may use the other.
 const LAYERS: &[(&str, &str)] = &[
     (
-        "error model crypto config logging process authz",
+        "error model crypto config logging metrics process authz",
         "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP",
     ),
     (

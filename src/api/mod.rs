@@ -1,8 +1,10 @@
 //! The Web API (SonarQube-compatible subset): JSON views of the model, paging, and one
 //! handler per endpoint calling the same rules and store functions as the pages.
 
+pub mod audit;
 pub mod gitlab;
 pub mod groups;
+pub mod metrics;
 pub mod permissions;
 pub mod settings;
 pub mod system;

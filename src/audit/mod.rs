@@ -22,7 +22,7 @@ use std::sync::Mutex;
 mod read;
 mod retention;
 
-pub use read::{line, list, of_user, parse_filter, Shown};
+pub use read::{at_text, line, list, of_user, parse_filter, Export, Shown};
 pub use retention::{prune, retention_days, Pruned, Retention};
 
 /// The setting holding how many days events are kept.

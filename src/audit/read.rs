@@ -23,6 +23,21 @@ pub struct Shown {
 }
 
 impl Shown {
+    /// The event as the API and the export write it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "at": at_text(self.at_ms),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
+            "line": self.line,
+        })
+    }
+
     fn of(event: store::Event) -> Shown {
         let detail = serde_json::from_str(&event.detail).unwrap_or(Value::Null);
         let line = line(&event, &detail);
@@ -37,6 +52,74 @@ impl Shown {
             detail,
             line,
         }
+    }
+}
+
+/// A time in UTC milliseconds as the API writes it: `2024-01-15T10:20:30.123Z`.
+pub fn at_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The events a filter keeps, newest first, as NDJSON (one JSON object a line), read from the
+/// database slice by slice while they are sent: the export never holds more than a slice, and
+/// holds no transaction open between slices (events added meanwhile are newer than the first
+/// and are not included).
+pub struct Export {
+    conn: Connection,
+    filter: store::Filter,
+    /// The id the next slice starts below; `None` before the first.
+    before: Option<i64>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+/// Events per slice of an export.
+const EXPORT_SLICE: i64 = 500;
+
+impl Export {
+    /// An export reading through `conn` (its own connection: it outlives the request).
+    pub fn new(conn: Connection, filter: store::Filter) -> Export {
+        Export {
+            conn,
+            filter,
+            before: None,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    fn refill(&mut self) -> rusqlite::Result<()> {
+        let slice = store::slice_before(&self.conn, &self.filter, self.before, EXPORT_SLICE)?;
+        self.done = (slice.len() as i64) < EXPORT_SLICE;
+        self.before = slice.last().map(|e| e.id).or(self.before);
+        self.buf.clear();
+        self.pos = 0;
+        for event in slice {
+            let json = Shown::of(event).to_json();
+            // Writing a `Value` to memory cannot fail.
+            let _ = serde_json::to_writer(&mut self.buf, &json);
+            self.buf.push(b'\n');
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for Export {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.refill().map_err(std::io::Error::other)?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Statements that read or write no table: the health probe and the WAL checkpoint at
-//! shutdown.
+//! Statements that read or write no table of their own: the health probe, the WAL checkpoint
+//! at shutdown, and the figures `/metrics` reads when scraped.
 
 use rusqlite::Connection;
 
@@ -15,4 +15,60 @@ pub fn ping(conn: &Connection) -> rusqlite::Result<()> {
 /// server leaves everything in the database file itself.
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+}
+
+/// What `/metrics` reads from the database when scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Sessions neither idle past `idle_timeout_secs` nor older than the hard limit.
+    pub sessions_active: i64,
+    pub users_active: i64,
+    pub users_deactivated: i64,
+    /// Pages of the database file times their size.
+    pub database_bytes: i64,
+    /// Events in the audit log (ids are never reused and only the oldest are removed, so the
+    /// newest id less the oldest one, plus one).
+    pub audit_events: i64,
+}
+
+/// [`Figures`] at `now` (UNIX seconds), in one read.
+pub fn figures(conn: &Connection, now: i64, idle_timeout_secs: i64) -> rusqlite::Result<Figures> {
+    conn.prepare_cached(
+        "SELECT \
+           (SELECT count(*) FROM sessions WHERE last_seen_at > ?1 - ?2 AND created_at > ?1 - ?3), \
+           (SELECT active_users FROM user_stats), \
+           (SELECT deactivated_users FROM user_stats), \
+           (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()), \
+           (SELECT coalesce(max(id) - min(id) + 1, 0) FROM audit_events)",
+    )?
+    .query_row(
+        rusqlite::params![now, idle_timeout_secs, super::sessions::MAX_AGE_SECS],
+        |r| {
+            Ok(Figures {
+                sessions_active: r.get(0)?,
+                users_active: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                users_deactivated: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                database_bytes: r.get(3)?,
+                audit_events: r.get(4)?,
+            })
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_count_live_sessions_users_and_events() {
+        let conn = crate::db::test_db();
+        let now = 10_000_000;
+        crate::db::sessions::create(&conn, 1, now - 10).unwrap();
+        crate::db::sessions::create(&conn, 1, now - 5_000).unwrap();
+        let f = figures(&conn, now, 3_600).unwrap();
+        assert_eq!(f.sessions_active, 1);
+        assert_eq!((f.users_active, f.users_deactivated), (1, 0));
+        assert!(f.database_bytes > 0);
+        assert_eq!(f.audit_events, 0);
+    }
 }

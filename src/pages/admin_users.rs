@@ -234,10 +234,19 @@ struct EditPage {
     locked: Option<&'static str>,
     membership_errors: FormErrors,
     status_errors: FormErrors,
+    /// The user's last events, newest first.
+    events: Vec<super::admin_audit::EventRow>,
+    /// The audit log searched for the login, and for the GitLab username.
+    events_url: String,
+    gitlab_events_url: String,
 }
 
 fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppResult<Resp> {
     let user = accounts::user_by_login(&ctx.conn, login)?;
+    let events = super::admin_audit::rows_of(crate::audit::of_user(&ctx.conn, &user.login)?);
+    let events_url = url_with("/admin/audit", &[("q", &user.login)]);
+    let gitlab_username = user.external_identity.clone().unwrap_or_default();
+    let gitlab_events_url = url_with("/admin/audit", &[("q", &gitlab_username)]);
     let locked = admin::memberships_locked(ctx, &user)?;
     let groups = users::group_names(&ctx.conn, user.id)?;
     let row = user_row(ctx, user, groups, &ListState::plain(LIST))?;
@@ -260,6 +269,9 @@ fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppRe
         locked,
         membership_errors: forms.membership_errors,
         status_errors: forms.status_errors,
+        events,
+        events_url,
+        gitlab_events_url,
     };
     render(status, &page)
 }

@@ -3,6 +3,7 @@
 //! is in `web::views`.
 
 mod admin;
+pub mod admin_audit;
 pub mod admin_gitlab;
 pub mod admin_groups;
 pub mod admin_permissions;

@@ -281,6 +281,7 @@ pub fn check_password(
         log::warn!(
             "sign-in provider=local login={login:?} outcome=refused reason=throttled for {secs}s"
         );
+        crate::metrics::sign_in("local", "refused", "throttled");
         audit::failed_local_sign_in(conn, &app.failure_events, by, login, "throttled")?;
         return Err(AppError::too_many(
             format!("Too many failed sign-in attempts. Try again in {secs} seconds."),
@@ -310,6 +311,7 @@ pub fn check_password(
     match user {
         Some(u) if ok => {
             app.throttle.record_success(login, client, now);
+            crate::metrics::sign_in("local", "ok", "-");
             Ok(u)
         }
         _ => {
@@ -323,6 +325,7 @@ pub fn check_password(
                 (Some(_), None) => "no-password",
                 (Some(_), Some(_)) => "wrong-password",
             };
+            crate::metrics::sign_in("local", "failed", reason);
             audit::failed_local_sign_in(conn, &app.failure_events, by, login, reason)?;
             Err(AppError::Unauthorized("Authentication failed".into()))
         }

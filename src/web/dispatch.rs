@@ -17,6 +17,9 @@ pub enum Access {
     User,
     /// Users holding `admin` ("Administer System").
     Admin,
+    /// Anyone; no caller is resolved from the request's credentials, as the handler checks a
+    /// token of its own (`/metrics` and its bearer token, which is no API token).
+    OwnToken,
 }
 
 /// What answers a route.
@@ -116,6 +119,9 @@ pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
 }
 
 fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
+    if route.access == Access::OwnToken {
+        return (route.handler)(ctx);
+    }
     let login_route = matches!(
         route.path,
         "/api/authentication/login" | "/api/authentication/validate" | "/sessions/new"
@@ -151,7 +157,7 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
         }
     }
     match (route.access, &ctx.caller) {
-        (Access::Public, _) => {}
+        (Access::Public | Access::OwnToken, _) => {}
         (_, None) => return Err(AppError::Unauthorized("Authentication is required".into())),
         (Access::Admin, Some(c)) if !c.is_admin() => return Err(AppError::Forbidden),
         _ => {}

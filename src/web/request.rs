@@ -188,6 +188,18 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A body read while it is sent (chunked), instead of `body`.
+    pub stream: Option<Stream>,
+}
+
+/// A response body produced while it is sent, so that a long answer (the audit export) is never
+/// held in memory whole.
+pub struct Stream(pub Box<dyn std::io::Read + Send>);
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
 }
 
 pub const JSON: &str = "application/json";
@@ -207,6 +219,7 @@ impl Resp {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
+            stream: None,
         }
     }
 
@@ -229,6 +242,7 @@ impl Resp {
             status: 204,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: None,
         }
     }
 
@@ -246,6 +260,7 @@ impl Resp {
             status: 303,
             headers: vec![("Location".into(), location.into())],
             body: Vec::new(),
+            stream: None,
         }
     }
 
@@ -255,6 +270,15 @@ impl Resp {
             status: 302,
             headers: vec![("Location".into(), location.into())],
             body: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// 200 with a body of `content_type` read from `stream` while it is sent.
+    pub fn streamed(content_type: &str, stream: impl std::io::Read + Send + 'static) -> Resp {
+        Resp {
+            stream: Some(Stream(Box::new(stream))),
+            ..Resp::new(200, content_type, Vec::new())
         }
     }
 
