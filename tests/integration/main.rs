@@ -20,6 +20,7 @@ mod api_system;
 mod api_tokens;
 mod api_users;
 mod audit;
+mod audit_crash;
 mod auth;
 mod browser;
 mod changes_seen_at_once;
