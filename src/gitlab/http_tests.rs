@@ -894,3 +894,143 @@ fn a_missing_ca_file_is_named() {
     .unwrap_err();
     assert!(err.starts_with("--ca-file /nonexistent/ca.pem: "), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// GET /oauth/userinfo
+
+const USERINFO: &str = r#"{"sub":"7","preferred_username":"ann","name":"Ann","email":"a@x.org",
+    "email_verified":true,"groups":["acme/web","acme"]}"#;
+
+#[test]
+fn userinfo_is_read_with_the_bearer_token_in_one_call() {
+    let (url, seen) = canned(vec![ok(USERINFO, "")]);
+    let info = client()
+        .userinfo(&settings(&format!("{url}/gitlab")), "tok123", soon())
+        .unwrap();
+    assert_eq!(info.id, 7);
+    assert_eq!(info.groups, ["acme", "acme/web"]);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].line, "GET /gitlab/oauth/userinfo HTTP/1.1");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok123"));
+}
+
+#[test]
+fn userinfo_403_names_the_scopes_to_tick_and_401_does_not() {
+    let (url, _) = canned(vec![
+        json(
+            "403 Forbidden",
+            "",
+            "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
+        ),
+        json(
+            "401 Unauthorized",
+            "",
+            "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
+        ),
+    ]);
+    let forbidden = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert_eq!(
+        forbidden.configuration_fix(),
+        Some(FIX_SCOPES),
+        "{forbidden}"
+    );
+    let unauthorized = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert!(
+        matches!(unauthorized, GitlabError::Status { status: 401, .. }),
+        "{unauthorized}"
+    );
+    assert_eq!(unauthorized.configuration_fix(), None);
+}
+
+#[test]
+fn an_oversized_userinfo_is_refused() {
+    let big = format!(
+        r#"{{"sub":"7","preferred_username":"a","bio":"{}"}}"#,
+        "x".repeat(MAX_USERINFO_BODY as usize)
+    );
+    let (url, _) = canned(vec![ok(&big, "")]);
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert!(
+        matches!(err, GitlabError::TooLarge { step: "userinfo" }),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection check's calls
+
+#[test]
+fn probes_say_what_to_fix_when_gitlab_cannot_be_reached() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = client()
+        .probe_get(&format!("http://127.0.0.1:{port}/x"), soon())
+        .unwrap_err();
+    assert!(refused.contains("refused"), "{refused}");
+    assert!(refused.contains("check the port"), "{refused}");
+
+    let dns = client()
+        .probe_get("http://no-such-host.invalid/x", soon())
+        .unwrap_err();
+    assert!(
+        dns.starts_with("DNS name no-such-host.invalid not found"),
+        "{dns}"
+    );
+
+    let (url, _) = canned(vec![ok("{}", "")]);
+    let tls = client()
+        .probe_get(&url.replace("http://", "https://"), soon())
+        .unwrap_err();
+    assert!(tls.contains("TLS"), "{tls}");
+
+    let (url, _) = canned(vec![Reply {
+        delay: Duration::from_secs(3),
+        ..ok("{}", "")
+    }]);
+    let slow = client()
+        .probe_get(&url, Instant::now() + Duration::from_millis(600))
+        .unwrap_err();
+    assert!(slow.starts_with("timed out"), "{slow}");
+}
+
+#[test]
+fn the_token_probe_sends_a_random_code_and_the_credentials_in_the_body() {
+    let (url, seen) = canned(vec![json(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant"}"#,
+        "",
+    )]);
+    let s = settings(&url);
+    let probe = client()
+        .probe_token(&s, "http://lg.example/oauth2/callback/gitlab", soon())
+        .unwrap();
+    assert_eq!(probe.status, 400);
+    let seen = seen.lock().unwrap();
+    let body = form(&seen[0].body);
+    let get = |k: &str| body.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("grant_type"), Some("authorization_code"));
+    assert_eq!(get("client_id"), Some("app-id"));
+    assert_eq!(get("client_secret"), Some("the-client-secret"));
+    assert_eq!(
+        get("redirect_uri"),
+        Some("http://lg.example/oauth2/callback/gitlab")
+    );
+    assert_eq!(get("code").map(str::len), Some(40));
+    assert!(!seen[0].line.contains("secret"), "never in the URL");
+}
+
+#[test]
+fn a_token_answer_echoing_the_secret_is_not_kept() {
+    let (url, _) = canned(vec![json(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"the-client-secret"}"#,
+        "",
+    )]);
+    let probe = client()
+        .probe_token(&settings(&url), "http://x/cb", soon())
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&probe.body).contains("the-client-secret"));
+}

@@ -9,6 +9,7 @@
 //! always verified; no client secret, access token, code or verifier reaches a log line or an
 //! error message.
 
+pub mod check;
 mod client;
 #[cfg(test)]
 mod http_tests;
@@ -17,10 +18,10 @@ pub mod parse;
 mod parse_props;
 pub mod proxy;
 
-pub use client::{roots_with, Client};
+pub use client::{roots_with, Client, Probe};
 pub use parse::{
-    next_page, parse_groups_page, parse_link_header, parse_user, retry_after_secs, same_gitlab,
-    NextPage,
+    next_page, parse_groups_page, parse_link_header, parse_user, parse_userinfo, retry_after_secs,
+    same_gitlab, NextPage,
 };
 
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
@@ -30,6 +31,9 @@ use std::time::Duration;
 
 /// Largest token or user answer read, bytes.
 pub const MAX_SMALL_BODY: u64 = 1024 * 1024;
+/// Largest userinfo answer read, bytes: room for [`MAX_GROUP_PATH_BYTES`] of group paths
+/// with their JSON quoting and escapes.
+pub const MAX_USERINFO_BODY: u64 = 4 * 1024 * 1024;
 /// Largest groups page read, bytes.
 pub const MAX_PAGE_BODY: u64 = 4 * 1024 * 1024;
 /// Most group pages followed (100 groups each).
@@ -148,6 +152,22 @@ pub struct GitlabUser {
     pub bot: bool,
 }
 
+/// The person as GitLab's OIDC userinfo describes them (see [`parse::parse_userinfo`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Userinfo {
+    /// GitLab's numeric id (> 0), from `sub`: the stable key of the account.
+    pub id: i64,
+    /// `preferred_username` (else `nickname`); non-empty.
+    pub username: String,
+    /// As GitLab has it; may be empty (the sign-in falls back to the username).
+    pub name: String,
+    /// The email, only when GitLab says it is verified.
+    pub email: Option<String>,
+    /// Full paths of the groups the person belongs to, directly or through a parent group;
+    /// sorted, without duplicates, at most [`MAX_GROUP_PATHS`].
+    pub groups: Vec<String>,
+}
+
 /// What went wrong talking to GitLab. `Display` is a log line without secrets; every text that
 /// comes from GitLab is stripped of control characters and shortened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +231,41 @@ impl fmt::Display for GitlabError {
 }
 
 impl std::error::Error for GitlabError {}
+
+/// The fix when GitLab's application lacks the scopes labgate asks for: GitLab then answers the
+/// authorization with `error=invalid_scope`, or userinfo with 403.
+pub const FIX_SCOPES: &str = "the GitLab application lacks the openid or email scope: in GitLab, \
+     edit the application (Admin area, or the group's or user's Settings, Applications), tick \
+     openid and email, and save";
+/// The fix when GitLab's token endpoint refuses the client credentials.
+pub const FIX_CREDENTIALS: &str = "GitLab rejects the application ID or secret: copy both again \
+     from the GitLab application into labgate's GitLab settings";
+
+impl GitlabError {
+    /// What the admin must change when this error comes from how labgate is registered in
+    /// GitLab rather than from GitLab being down or the person: the scopes (userinfo's 403),
+    /// the application ID or secret (the token endpoint's `invalid_client`). `None` otherwise.
+    pub fn configuration_fix(&self) -> Option<&'static str> {
+        match self {
+            GitlabError::Status {
+                step: "userinfo",
+                status: 403,
+                ..
+            } => Some(FIX_SCOPES),
+            GitlabError::Denied(error)
+                if error == "invalid_client" || error.starts_with("invalid_client:") =>
+            {
+                Some(FIX_CREDENTIALS)
+            }
+            GitlabError::Denied(error)
+                if error == "invalid_scope" || error.starts_with("invalid_scope:") =>
+            {
+                Some(FIX_SCOPES)
+            }
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

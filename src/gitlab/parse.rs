@@ -3,8 +3,8 @@
 //! (they are fuzzing targets).
 
 use super::{
-    GitlabError, GitlabUser, MAX_GROUP_PATHS, MAX_GROUP_PATH_BYTES, MAX_RETRIES, MAX_RETRY_WAIT,
-    SERVER_ERROR_PAUSE,
+    GitlabError, GitlabUser, Userinfo, MAX_GROUP_PATHS, MAX_GROUP_PATH_BYTES, MAX_RETRIES,
+    MAX_RETRY_WAIT, SERVER_ERROR_PAUSE,
 };
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -49,6 +49,133 @@ pub fn parse_user(body: &[u8]) -> Result<GitlabUser, GitlabError> {
         state: raw.state,
         bot: raw.bot.unwrap_or(false),
     })
+}
+
+/// Parses GitLab's OIDC userinfo answer.
+///
+/// - `sub` is GitLab's numeric user id sent as a string: only 1 to 18 ASCII digits naming an id
+///   above 0 are accepted (a number, a sign, spaces or an opaque subject are refused: the id is
+///   the stable key of the account, and a guess at what another form means could join two
+///   people);
+/// - the username is `preferred_username`, else `nickname`; one of them must be non-empty;
+/// - `name` may be missing;
+/// - the email is kept only when `email_verified` is `true` (an address GitLab has not
+///   confirmed could be anyone's);
+/// - `groups` (absent or `null`: none) is a list of full paths, at most [`MAX_GROUP_PATHS`] and
+///   [`MAX_GROUP_PATH_BYTES`] of text, read element by element within those bounds; empty
+///   paths are dropped, the rest sorted without duplicates.
+///
+/// Every other claim is skipped.
+pub fn parse_userinfo(body: &[u8]) -> Result<Userinfo, GitlabError> {
+    #[derive(Deserialize)]
+    struct Claims<'a> {
+        #[serde(default, borrow)]
+        sub: Option<SubClaim<'a>>,
+        #[serde(default)]
+        preferred_username: Option<String>,
+        #[serde(default)]
+        nickname: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        email: Option<String>,
+        #[serde(default)]
+        email_verified: Option<bool>,
+        #[serde(default)]
+        groups: Option<GroupPaths>,
+    }
+    /// `sub` as sent: a string is what GitLab sends; anything else is kept only to be named.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SubClaim<'a> {
+        Text(#[serde(borrow)] Cow<'a, str>),
+        Other(serde_json::Value),
+    }
+    let malformed = |detail: String| GitlabError::Malformed {
+        step: "userinfo",
+        detail,
+    };
+    let text = std::str::from_utf8(body)
+        .map_err(|e| malformed(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let claims: Claims =
+        serde_json::from_str(text).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
+    let id = match &claims.sub {
+        None => return Err(malformed("no sub claim".into())),
+        Some(SubClaim::Other(v)) => {
+            return Err(malformed(format!(
+                "sub {} is not a string of digits",
+                clean(&v.to_string(), 40)
+            )))
+        }
+        Some(SubClaim::Text(sub)) => user_id_of(sub).ok_or_else(|| {
+            malformed(format!(
+                "sub {:?} is not a GitLab user id (a string of digits)",
+                clean(sub, 40)
+            ))
+        })?,
+    };
+    let username = [claims.preferred_username, claims.nickname]
+        .into_iter()
+        .flatten()
+        .find(|u| !u.trim().is_empty())
+        .ok_or_else(|| malformed("neither preferred_username nor nickname".into()))?;
+    let email = match claims.email_verified {
+        Some(true) => claims.email.filter(|e| !e.trim().is_empty()),
+        _ => None,
+    };
+    let mut groups = claims.groups.map(|g| g.0).unwrap_or_default();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(Userinfo {
+        id,
+        username,
+        name: claims.name.unwrap_or_default(),
+        email,
+        groups,
+    })
+}
+
+/// GitLab's user id from userinfo's `sub`: 1 to 18 ASCII digits, above 0.
+fn user_id_of(sub: &str) -> Option<i64> {
+    if sub.is_empty() || sub.len() > 18 || !sub.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    sub.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// The `groups` claim, read within [`MAX_GROUP_PATHS`] and [`MAX_GROUP_PATH_BYTES`].
+struct GroupPaths(Vec<String>);
+
+impl<'de> Deserialize<'de> for GroupPaths {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error as _, SeqAccess, Visitor};
+        struct Paths;
+        impl<'de> Visitor<'de> for Paths {
+            type Value = GroupPaths;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of group paths")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GroupPaths, A::Error> {
+                let mut paths = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(path) = seq.next_element::<Cow<'de, str>>()? {
+                    if path.is_empty() {
+                        continue;
+                    }
+                    bytes += path.len();
+                    if paths.len() >= MAX_GROUP_PATHS || bytes > MAX_GROUP_PATH_BYTES {
+                        return Err(A::Error::custom(format!(
+                            "more than {MAX_GROUP_PATHS} groups or {MAX_GROUP_PATH_BYTES} bytes \
+                             of group paths for one user"
+                        )));
+                    }
+                    paths.push(path.into_owned());
+                }
+                Ok(GroupPaths(paths))
+            }
+        }
+        d.deserialize_seq(Paths)
+    }
 }
 
 /// Parses one page of `GET /api/v4/groups` into its `full_path` values (empty ones dropped).
@@ -897,6 +1024,91 @@ mod tests {
         assert!(!d.contains("secret"));
         let d = detail(status_error("user", 302, Some("/users/sign_in"), b""));
         assert!(d.starts_with("redirect not followed"), "{d}");
+    }
+
+    fn userinfo(json: &str) -> Result<Userinfo, GitlabError> {
+        parse_userinfo(json.as_bytes())
+    }
+
+    #[test]
+    fn userinfo_as_gitlab_sends_it_is_read() {
+        let info = userinfo(
+            r#"{"sub":"42","sub_legacy":"9f0e","name":"Ann A","nickname":"ann",
+                "preferred_username":"ann","email":"ann@x.org","email_verified":true,
+                "profile":"https://g/ann","picture":"https://g/a.png",
+                "groups":["acme/web","acme","acme/web"],
+                "https://gitlab.org/claims/groups/owner":["acme"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            info,
+            Userinfo {
+                id: 42,
+                username: "ann".into(),
+                name: "Ann A".into(),
+                email: Some("ann@x.org".into()),
+                groups: vec!["acme".into(), "acme/web".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn userinfo_keeps_only_a_verified_email_and_falls_back_to_the_nickname() {
+        for verified in [
+            r#","email_verified":false"#,
+            "",
+            r#","email_verified":null"#,
+        ] {
+            let info = userinfo(&format!(
+                r#"{{"sub":"7","nickname":"bo","email":"bo@x.org"{verified}}}"#
+            ))
+            .unwrap();
+            assert_eq!(info.email, None, "{verified}");
+            assert_eq!(info.username, "bo");
+            assert_eq!(info.name, "");
+            assert!(info.groups.is_empty(), "absent groups: none");
+        }
+        let info = userinfo(r#"{"sub":"7","preferred_username":"","nickname":"bo","groups":null}"#)
+            .unwrap();
+        assert_eq!(info.username, "bo");
+    }
+
+    #[test]
+    fn userinfo_without_an_id_or_a_username_or_with_bad_groups_is_malformed() {
+        for body in [
+            r#"{"preferred_username":"ann"}"#,
+            r#"{"sub":42,"preferred_username":"ann"}"#,
+            r#"{"sub":"-4","preferred_username":"ann"}"#,
+            r#"{"sub":"0","preferred_username":"ann"}"#,
+            r#"{"sub":" 4","preferred_username":"ann"}"#,
+            r#"{"sub":"4"}"#,
+            r#"{"sub":"4","preferred_username":"  "}"#,
+            r#"{"sub":"4","preferred_username":"ann","groups":"acme"}"#,
+            r#"{"sub":"4","preferred_username":"ann","groups":[1]}"#,
+            r#"{"sub":"4","preferred_username":"ann","email_verified":"yes"}"#,
+            r#"[]"#,
+            "not json",
+        ] {
+            assert_eq!(malformed_step(userinfo(body)), "userinfo", "{body}");
+        }
+    }
+
+    #[test]
+    fn userinfo_groups_are_bounded_in_count_and_bytes() {
+        let many: Vec<String> = (0..=MAX_GROUP_PATHS).map(|i| format!("g{i}")).collect();
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a", "groups": many});
+        let err = userinfo(&body.to_string()).unwrap_err();
+        assert!(err.to_string().contains("more than 10000 groups"), "{err}");
+        let long = "x".repeat(MAX_GROUP_PATH_BYTES / 4 + 1);
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a",
+            "groups": [&long, format!("{long}1"), format!("{long}2"), format!("{long}3")]});
+        assert_eq!(malformed_step(userinfo(&body.to_string())), "userinfo");
+        let most: Vec<String> = (1..=MAX_GROUP_PATHS).map(|i| format!("g{i}")).collect();
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a", "groups": most});
+        assert_eq!(
+            userinfo(&body.to_string()).unwrap().groups.len(),
+            MAX_GROUP_PATHS
+        );
     }
 
     #[test]
