@@ -147,11 +147,7 @@ pub fn create_user_hashed(
                     now,
                 )?,
                 (None, Some(hash)) => {
-                    tx.prepare_cached(
-                        "UPDATE users SET external_provider = NULL, external_identity = NULL, \
-                         external_id = NULL WHERE id = ?1",
-                    )?
-                    .execute([existing.id])?;
+                    users::clear_external_identity(&tx, existing.id)?;
                     users::set_password(&tx, existing.id, hash, false, now)?
                 }
                 (None, None) => {}
@@ -345,6 +341,46 @@ pub fn replace_password(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// A session just started: its cookie value (never stored), the session, and the account as it
+/// stands after the sign-in.
+#[derive(Debug)]
+pub struct StartedSession {
+    pub user: users::User,
+    pub value: String,
+    pub session: sessions::Session,
+}
+
+/// Starts a session for a user who just proved who they are: the one way every sign-in ends,
+/// with a password or with GitLab. It runs inside the sign-in's write transaction `tx`, so that
+/// the session commits with whatever the sign-in wrote, or not at all:
+/// - the account must be active as of `tx`: a deactivation that committed after the credentials
+///   were checked leaves no session behind (401);
+/// - sessions that ran out are removed as new ones start, so the table does not grow;
+/// - the browser's previous session (`previous`, its id hash) ends in the same transaction: a
+///   fresh session id at every sign-in, and a failed sign-in leaves the old session as it was;
+/// - the last connection is recorded.
+pub fn start_session(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: i64,
+    previous: Option<&str>,
+    now: i64,
+) -> AppResult<StartedSession> {
+    users::touch_last_connection(tx, user_id, now)?;
+    let Some(user) = users::find_by_id(tx, user_id)?.filter(|u| u.active) else {
+        return Err(AppError::Unauthorized("Authentication failed".into()));
+    };
+    sessions::purge_expired(tx, now, crate::settings::session_timeout_secs(tx)?)?;
+    if let Some(previous) = previous {
+        sessions::delete(tx, previous)?;
+    }
+    let (value, session) = sessions::create(tx, user_id, now)?;
+    Ok(StartedSession {
+        user,
+        value,
+        session,
+    })
 }
 
 /// Links a user to a GitLab username: the account is pre-provisioned, and the first GitLab
@@ -859,13 +895,7 @@ mod tests {
         tokens::create(&conn, ann.id, "ci", None, 1).unwrap();
         update_identity_provider(&mut conn, "ann", "gitlab", "someone-else", 2).unwrap();
         assert_eq!(users::tokens_count(&conn, ann.id).unwrap(), 0);
-        let sessions: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sessions WHERE user_id = ?1",
-                [ann.id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sessions = sessions::count(&conn, Some(ann.id)).unwrap();
         assert_eq!(sessions, 0);
     }
 
@@ -961,9 +991,7 @@ mod tests {
             2,
         )
         .unwrap();
-        let left: i64 = conn
-            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-            .unwrap();
+        let left = sessions::count(&conn, None).unwrap();
         assert_eq!(left, 1);
     }
 }

@@ -58,6 +58,15 @@ impl GitlabConfig {
         crate::provisioning::synchronizes(self.synchronize_groups, &self.allowed_groups)
     }
 
+    /// The configuration as the sign-in rules see it.
+    pub fn policy(&self) -> crate::provisioning::Policy<'_> {
+        crate::provisioning::Policy {
+            allow_sign_up: self.allow_users_to_sign_up,
+            synchronize_groups: self.synchronize_groups,
+            allowed_groups: &self.allowed_groups,
+        }
+    }
+
     pub fn scope(&self) -> &'static str {
         crate::provisioning::scope(self.synchronize_groups, &self.allowed_groups)
     }

@@ -209,7 +209,7 @@ fn serve(config: Config) -> Result<(), String> {
             log::warn!("in-flight requests still running after the drain timeout; exiting anyway");
         }
         if let Ok(conn) = app.pool.get(std::time::Duration::from_secs(1)) {
-            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            let _ = labgate::db::maintenance::checkpoint(&conn);
         }
     }
     log::info!("stopped");

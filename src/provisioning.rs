@@ -1,9 +1,12 @@
 //! The GitLab sign-in rules as pure functions: which scope to ask for, allowed-group matching,
 //! finding or linking the account, sign-up, login generation, which GitLab paths group
-//! synchronization may take and its plan, and the refusal reasons. No I/O here; the callback
-//! feeds them facts.
+//! synchronization may take and its plan, and the refusal reasons. [`decide`] puts them
+//! together: from what GitLab said ([`Claims`]), the configuration ([`Policy`]) and what the
+//! store holds ([`Stored`]) it returns the [`Decision`]: admit with the exact writes to make,
+//! or refuse with the reason. No I/O here; the sign-in reads the facts and applies the
+//! decision.
 
-use crate::model::{FieldError, Login};
+use crate::model::{self, FieldError, Login};
 use std::collections::HashSet;
 
 /// Scope asked of GitLab: `read_api` only when the user's groups are needed.
@@ -113,6 +116,20 @@ pub struct Account {
     pub active: bool,
     /// The GitLab numeric id stored on the account, if any.
     pub gitlab_id: Option<String>,
+    /// The GitLab username stored on the account.
+    pub gitlab_username: Option<String>,
+    pub name: String,
+    pub email: Option<String>,
+}
+
+impl Account {
+    /// Whether the account already holds `profile`, to the byte.
+    fn profile_is(&self, profile: &Profile) -> bool {
+        self.name == profile.name
+            && self.email == profile.email
+            && self.gitlab_username.as_deref() == Some(profile.username.as_str())
+            && self.gitlab_id.as_deref() == Some(profile.gitlab_id.as_str())
+    }
 }
 
 /// Which account this GitLab identity signs in to: by GitLab id, else a pre-provisioned
@@ -282,6 +299,302 @@ pub fn admission(
     }
 }
 
+/// What the identity provider said about the person signing in. GitLab's REST answers fill it
+/// today (the user, then their groups when the rules need them); each field has an OpenID
+/// Connect userinfo counterpart, so that another source can fill it the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The provider's stable numeric id of the account (> 0).
+    pub id: i64,
+    /// Non-empty; unique on the provider regardless of case.
+    pub username: String,
+    /// As the provider has it; may be empty (the username stands in for it).
+    pub name: String,
+    /// The primary email, unchecked; `None` when the provider gave none.
+    pub email: Option<String>,
+    /// `None` while the account may be used; otherwise its state as the provider names it
+    /// (`blocked`, `deactivated`, ...), for the log.
+    pub inactive: Option<String>,
+    /// A project, group or service-account bot rather than a person.
+    pub bot: bool,
+    /// The full paths of the groups the account belongs to; empty when they were not read
+    /// ([`reads_groups`]).
+    pub groups: Vec<String>,
+}
+
+/// The GitLab configuration as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy<'a> {
+    /// A GitLab account with no local account may create one.
+    pub allow_sign_up: bool,
+    /// The "Synchronize user groups" setting (see [`synchronizes`]).
+    pub synchronize_groups: bool,
+    pub allowed_groups: &'a [String],
+}
+
+impl Policy<'_> {
+    /// See [`synchronizes`].
+    pub fn synchronizes(&self) -> bool {
+        synchronizes(self.synchronize_groups, self.allowed_groups)
+    }
+}
+
+/// Whether to read the account's groups from the provider: the rules need them
+/// ([`groups_needed`]) and the account is not refused for what it is whatever its groups
+/// (inactive, a bot), which spares a call that could only fail the sign-in otherwise.
+pub fn reads_groups(policy: &Policy<'_>, claims: &Claims) -> bool {
+    groups_needed(policy.synchronize_groups, policy.allowed_groups)
+        && refused_account(claims).is_none()
+}
+
+/// A refused GitLab account whatever its groups: one that is not active, and bots, which are
+/// not people (refused with the allowed-groups reason, as a person outside them would be).
+fn refused_account(claims: &Claims) -> Option<Refused> {
+    if let Some(state) = &claims.inactive {
+        let detail = format!("GitLab state is {state:?}");
+        return Some(Refused::new(Refusal::GitlabAccountInactive, detail));
+    }
+    if claims.bot {
+        let detail = "GitLab bot account";
+        return Some(Refused::new(Refusal::NotInAllowedGroups, detail));
+    }
+    None
+}
+
+/// The email an account takes from the claims: the provider's, when it is a valid email
+/// ([`model::validate_email`]); none otherwise.
+pub fn claimed_email(claims: &Claims) -> Option<String> {
+    let email = claims.email.as_deref()?;
+    model::validate_email(email).ok().flatten()
+}
+
+/// What the store holds that [`decide`] consults, read in the sign-in's write transaction so
+/// that no other write comes between the reading and the writes the decision makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The GitLab account linked to this GitLab id.
+    pub by_id: Option<Account>,
+    /// A GitLab account whose username is this one, ignoring case, and whose GitLab id is not
+    /// this one, preferring one not linked to any id yet (a pre-provisioned account). Need not
+    /// be read when `by_id` was found: that account is the one signed in to.
+    pub by_username: Option<Account>,
+    /// Accounts whose email is [`claimed_email`], ignoring case: at most two, which tells
+    /// whether an account other than the one signed in to holds it.
+    pub email_holders: Vec<i64>,
+    /// The first of [`login_candidates`] that no account holds, for a new account; read when
+    /// no account was found, `None` when none of the first thousand is free.
+    pub free_login: Option<String>,
+    pub groups: StoredGroups,
+}
+
+/// The memberships, as group synchronization needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoredGroups {
+    /// Not read: synchronization is off ([`Policy::synchronizes`]).
+    #[default]
+    NotRead,
+    /// The account's memberships are what synchronizing the same paths made (the digest of
+    /// [`paths_digest`] stored then matches), and nothing they depend on changed since.
+    InSync,
+    /// The account's `current` memberships (none for a new account) and the local groups
+    /// synchronization may add: the default group and those named like a kept GitLab path
+    /// that no current membership names (see [`group_sync_plan`]).
+    Memberships {
+        current: Vec<LocalGroup>,
+        candidates: Vec<LocalGroup>,
+    },
+}
+
+/// The outcome of a GitLab sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let in: make these writes, then start a session.
+    Admit(Admission),
+    Refuse(Refused),
+}
+
+/// A refused sign-in: the reason, and a detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub detail: String,
+}
+
+impl Refused {
+    pub fn new(refusal: Refusal, detail: impl Into<String>) -> Refused {
+        Refused {
+            refusal,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The writes of an admitted sign-in, before its session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub account: AccountWrite,
+    /// The memberships to change and the digest to record; `None` leaves them as they are
+    /// (synchronization off, or nothing changed since the last one).
+    pub groups: Option<GroupSync>,
+}
+
+/// What becomes of the account signed in to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountWrite {
+    /// A new GitLab account with this login (a member of the default group from its creation).
+    Create { login: String, profile: Profile },
+    /// A pre-provisioned account (the GitLab username, no id yet) linked to the GitLab id for
+    /// good, its profile taken from GitLab.
+    Link { id: i64, profile: Profile },
+    /// The account of this GitLab id, its profile changed on GitLab.
+    Refresh { id: i64, profile: Profile },
+    /// The account of this GitLab id, its profile as GitLab has it: nothing is written, as an
+    /// UPDATE that sets an indexed column rewrites its index entries even to the same value.
+    Unchanged { id: i64 },
+}
+
+/// An account's profile as GitLab has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// GitLab's name when it is a valid name ([`model::validate_name`]), else the username.
+    pub name: String,
+    /// [`claimed_email`].
+    pub email: Option<String>,
+    pub username: String,
+    /// GitLab's numeric id, as stored.
+    pub gitlab_id: String,
+}
+
+/// A group synchronization to apply: memberships to add and remove (group ids), and the digest
+/// of the paths it took, recorded so that the next sign-in with the same paths may skip it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSync {
+    pub add: Vec<i64>,
+    pub remove: Vec<i64>,
+    pub digest: [u8; 16],
+}
+
+/// The GitLab sign-in decision, the rules in the order they apply:
+/// 1. an inactive GitLab account, or a bot, is refused;
+/// 2. outside every allowed group (when some are set), refused;
+/// 3. the account: the one of this GitLab id, else a pre-provisioned one by username; a
+///    username held by an account of another GitLab id is refused ([`find_account`]);
+/// 4. no account and sign-up off, or a deactivated account: refused ([`admission`]);
+/// 5. an email (when valid) that another account holds: refused;
+/// 6. admitted: the account is created, linked, refreshed or left as it is, and with group
+///    synchronization on, its memberships follow the kept GitLab paths ([`group_sync_plan`]).
+pub fn decide(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Decision {
+    match admit(claims, policy, stored) {
+        Ok(admission) => Decision::Admit(admission),
+        Err(refused) => Decision::Refuse(refused),
+    }
+}
+
+fn admit(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Result<Admission, Refused> {
+    if let Some(refused) = refused_account(claims) {
+        return Err(refused);
+    }
+    if !in_allowed_groups(&claims.groups, policy.allowed_groups) {
+        return Err(Refused::new(
+            Refusal::NotInAllowedGroups,
+            "no allowed group",
+        ));
+    }
+    let rule = |refusal| Refused::new(refusal, "sign-in rule");
+    let (by_id, by_username) = (stored.by_id.as_ref(), stored.by_username.as_ref());
+    let found = find_account(by_id, by_username, &claims.username).map_err(rule)?;
+    let active = by_id.or(by_username).is_none_or(|a| a.active);
+    admission(&found, active, policy.allow_sign_up).map_err(rule)?;
+    let profile = Profile {
+        name: model::validate_name(&claims.name).unwrap_or_else(|_| claims.username.clone()),
+        email: claimed_email(claims),
+        username: claims.username.clone(),
+        gitlab_id: claims.id.to_string(),
+    };
+    let own = match found {
+        Found::Existing(id) | Found::Link(id) => Some(id),
+        Found::New => None,
+    };
+    let held_by_another = stored.email_holders.iter().any(|&h| Some(h) != own);
+    if profile.email.is_some() && held_by_another {
+        return Err(rule(Refusal::EmailTaken));
+    }
+    let account = match (found, by_id) {
+        (Found::New, _) => match &stored.free_login {
+            Some(login) => AccountWrite::Create {
+                login: login.clone(),
+                profile,
+            },
+            None => return Err(Refused::new(Refusal::Generic, "no free login")),
+        },
+        (Found::Link(id), _) => AccountWrite::Link { id, profile },
+        (Found::Existing(id), Some(stored)) if stored.profile_is(&profile) => {
+            AccountWrite::Unchanged { id }
+        }
+        (Found::Existing(id), _) => AccountWrite::Refresh { id, profile },
+    };
+    let created = matches!(account, AccountWrite::Create { .. });
+    let groups = group_sync(claims, policy, &stored.groups, created);
+    Ok(Admission { account, groups })
+}
+
+/// The synchronization of an admitted sign-in (see [`StoredGroups`]); `created`: the account
+/// is new, and so a member of the default group only.
+fn group_sync(
+    claims: &Claims,
+    policy: &Policy<'_>,
+    stored: &StoredGroups,
+    created: bool,
+) -> Option<GroupSync> {
+    let StoredGroups::Memberships {
+        current,
+        candidates,
+    } = stored
+    else {
+        return None;
+    };
+    if !policy.synchronizes() {
+        return None;
+    }
+    let paths = synchronized_paths(&claims.groups, policy.allowed_groups);
+    let default: Vec<LocalGroup>;
+    let current = if created {
+        default = candidates
+            .iter()
+            .filter(|g| g.is_default)
+            .cloned()
+            .collect();
+        &default
+    } else {
+        current
+    };
+    let plan = group_sync_plan(current, candidates, &paths);
+    Some(GroupSync {
+        add: plan.add,
+        remove: plan.remove,
+        digest: paths_digest(&paths),
+    })
+}
+
+/// Digest of a set of GitLab paths: SHA-256 of the sorted, distinct paths, each preceded by its
+/// length, truncated to 128 bits (compared with the stored one only: a forged match would need
+/// a second preimage).
+pub fn paths_digest(paths: &[&str]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&str> = paths.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut hash = Sha256::new();
+    for path in sorted {
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+    }
+    let full: [u8; 32] = hash.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,23 +723,23 @@ mod tests {
         assert!(parse_allowed_group("a b").is_err());
     }
 
+    /// An active GitLab account named `ann`, `Ann`, `ann@x.org`, linked to `gitlab_id`.
+    fn account(id: i64, gitlab_id: Option<&str>) -> Account {
+        Account {
+            id,
+            active: true,
+            gitlab_id: gitlab_id.map(str::to_string),
+            gitlab_username: Some("ann".into()),
+            name: "Ann".into(),
+            email: Some("ann@x.org".into()),
+        }
+    }
+
     #[test]
     fn linking_table() {
-        let linked = Account {
-            id: 1,
-            active: true,
-            gitlab_id: Some("42".into()),
-        };
-        let pre = Account {
-            id: 2,
-            active: true,
-            gitlab_id: None,
-        };
-        let other = Account {
-            id: 3,
-            active: true,
-            gitlab_id: Some("7".into()),
-        };
+        let linked = account(1, Some("42"));
+        let pre = account(2, None);
+        let other = account(3, Some("7"));
         assert_eq!(
             find_account(Some(&linked), None, "ann"),
             Ok(Found::Existing(1))
@@ -581,6 +894,370 @@ mod tests {
         );
         let plan = group_sync_plan::<&str>(&[g(1, "users", true)], &all, &[]);
         assert_eq!(plan, SyncPlan::default());
+    }
+
+    /// Ann as GitLab describes her: active, a person, in `acme/dev`.
+    fn ann() -> Claims {
+        Claims {
+            id: 42,
+            username: "ann".into(),
+            name: "Ann".into(),
+            email: Some("ann@x.org".into()),
+            inactive: None,
+            bot: false,
+            groups: paths(&["acme/dev"]),
+        }
+    }
+
+    fn profile(name: &str, email: Option<&str>, username: &str) -> Profile {
+        Profile {
+            name: name.into(),
+            email: email.map(str::to_string),
+            username: username.into(),
+            gitlab_id: "42".into(),
+        }
+    }
+
+    fn admit(account: AccountWrite, groups: Option<GroupSync>) -> Decision {
+        Decision::Admit(Admission { account, groups })
+    }
+
+    fn refuse(refusal: Refusal, detail: &str) -> Decision {
+        Decision::Refuse(Refused::new(refusal, detail))
+    }
+
+    #[test]
+    fn decision_table() {
+        let acme = paths(&["acme"]);
+        let sign_up = Policy {
+            allow_sign_up: true,
+            synchronize_groups: false,
+            allowed_groups: &acme,
+        };
+        let no_sign_up = Policy {
+            allow_sign_up: false,
+            ..sign_up
+        };
+        let sync = Policy {
+            synchronize_groups: true,
+            ..sign_up
+        };
+        let anyone = Policy {
+            allowed_groups: &[],
+            ..sign_up
+        };
+        let sync_anyone = Policy {
+            synchronize_groups: true,
+            ..anyone
+        };
+        let new = Stored {
+            free_login: Some("ann".into()),
+            ..Stored::default()
+        };
+        let returning = Stored {
+            by_id: Some(account(1, Some("42"))),
+            ..Stored::default()
+        };
+        let with = |change: fn(&mut Claims)| {
+            let mut claims = ann();
+            change(&mut claims);
+            claims
+        };
+        let stored = |base: &Stored, change: fn(&mut Stored)| {
+            let mut stored = base.clone();
+            change(&mut stored);
+            stored
+        };
+        let ann_profile = profile("Ann", Some("ann@x.org"), "ann");
+        let create = |profile: Profile| AccountWrite::Create {
+            login: "ann".into(),
+            profile,
+        };
+        let memberships =
+            |current: Vec<LocalGroup>, candidates: Vec<LocalGroup>| StoredGroups::Memberships {
+                current,
+                candidates,
+            };
+        let users = g(1, "users", true);
+        let dev = g(2, "acme/dev", false);
+        let digest = |kept: &[&str]| paths_digest(kept);
+        // (what, the claims, the policy, what the store holds, the decision)
+        let rows: Vec<(&str, Claims, Policy, Stored, Decision)> = vec![
+            (
+                "a new person with sign-up on is created",
+                ann(),
+                sign_up,
+                new.clone(),
+                admit(create(ann_profile.clone()), None),
+            ),
+            (
+                "a new person with sign-up off is refused",
+                ann(),
+                no_sign_up,
+                new.clone(),
+                refuse(Refusal::SignUpDisabled, "sign-in rule"),
+            ),
+            (
+                "a returning person whose profile is unchanged: nothing written",
+                ann(),
+                no_sign_up,
+                returning.clone(),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "a returning person renamed on GitLab: profile refreshed",
+                with(|c| c.name = "Ann B".into()),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann B", Some("ann@x.org"), "ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a returning person whose username changed case: refreshed",
+                with(|c| c.username = "Ann".into()),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann", Some("ann@x.org"), "Ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a returning person without an email any more: refreshed",
+                with(|c| c.email = None),
+                sign_up,
+                returning.clone(),
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann", None, "ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "a pre-provisioned account is linked, even with sign-up off",
+                ann(),
+                no_sign_up,
+                stored(&Stored::default(), |s| {
+                    s.by_username = Some(account(2, None))
+                }),
+                admit(
+                    AccountWrite::Link {
+                        id: 2,
+                        profile: ann_profile.clone(),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "the username of an account linked to another GitLab id is refused",
+                ann(),
+                sign_up,
+                stored(&new, |s| s.by_username = Some(account(3, Some("7")))),
+                refuse(Refusal::IdMismatch("ann".into()), "sign-in rule"),
+            ),
+            (
+                "the account of this GitLab id wins over a username match",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.by_username = Some(account(3, Some("7")))),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "a deactivated account is refused",
+                ann(),
+                sign_up,
+                stored(&returning, |s| {
+                    s.by_id.iter_mut().for_each(|a| a.active = false)
+                }),
+                refuse(Refusal::Deactivated, "sign-in rule"),
+            ),
+            (
+                "a deactivated pre-provisioned account is refused",
+                ann(),
+                sign_up,
+                stored(&Stored::default(), |s| {
+                    s.by_username = Some(Account {
+                        active: false,
+                        ..account(2, None)
+                    })
+                }),
+                refuse(Refusal::Deactivated, "sign-in rule"),
+            ),
+            (
+                "a blocked GitLab account is refused, whatever else holds",
+                with(|c| {
+                    c.inactive = Some("blocked".into());
+                    c.groups.clear();
+                }),
+                sign_up,
+                returning.clone(),
+                refuse(
+                    Refusal::GitlabAccountInactive,
+                    "GitLab state is \"blocked\"",
+                ),
+            ),
+            (
+                "a bot is refused with the allowed-groups reason, even in an allowed group",
+                with(|c| c.bot = true),
+                anyone,
+                new.clone(),
+                refuse(Refusal::NotInAllowedGroups, "GitLab bot account"),
+            ),
+            (
+                "a person outside every allowed group is refused",
+                with(|c| c.groups = paths(&["acme-other", "x/acme"])),
+                sign_up,
+                returning.clone(),
+                refuse(Refusal::NotInAllowedGroups, "no allowed group"),
+            ),
+            (
+                "without allowed groups, a person in no group passes",
+                with(|c| c.groups.clear()),
+                anyone,
+                new.clone(),
+                admit(create(ann_profile.clone()), None),
+            ),
+            (
+                "an email another account holds is refused",
+                ann(),
+                sign_up,
+                stored(&new, |s| s.email_holders = vec![5]),
+                refuse(Refusal::EmailTaken, "sign-in rule"),
+            ),
+            (
+                "an email only the account itself holds passes",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.email_holders = vec![1]),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "an email the account and another hold is refused",
+                ann(),
+                sign_up,
+                stored(&returning, |s| s.email_holders = vec![1, 5]),
+                refuse(Refusal::EmailTaken, "sign-in rule"),
+            ),
+            (
+                "an invalid email from GitLab is not taken, and not checked",
+                with(|c| c.email = Some("not an email".into())),
+                sign_up,
+                stored(&new, |s| s.email_holders = vec![5]),
+                admit(create(profile("Ann", None, "ann")), None),
+            ),
+            (
+                "an empty name from GitLab becomes the username",
+                with(|c| c.name = "  ".into()),
+                sign_up,
+                new.clone(),
+                admit(create(profile("ann", Some("ann@x.org"), "ann")), None),
+            ),
+            (
+                "no free login for a new account",
+                ann(),
+                sign_up,
+                Stored::default(),
+                refuse(Refusal::Generic, "no free login"),
+            ),
+            (
+                "a new person with synchronization joins the groups of kept paths, \
+                 already in the default group",
+                with(|c| c.groups = paths(&["acme/dev", "acme/ops", "administrators"])),
+                sync,
+                Stored {
+                    groups: memberships(Vec::new(), vec![users.clone(), dev.clone()]),
+                    ..new.clone()
+                },
+                admit(
+                    create(ann_profile.clone()),
+                    Some(GroupSync {
+                        add: vec![2],
+                        remove: vec![],
+                        digest: digest(&["acme/dev", "acme/ops"]),
+                    }),
+                ),
+            ),
+            (
+                "a returning person with synchronization: memberships added and removed",
+                ann(),
+                sync,
+                Stored {
+                    groups: memberships(
+                        vec![users.clone(), g(3, "acme/old", false)],
+                        vec![users.clone(), dev.clone()],
+                    ),
+                    ..returning.clone()
+                },
+                admit(
+                    AccountWrite::Unchanged { id: 1 },
+                    Some(GroupSync {
+                        add: vec![2],
+                        remove: vec![3],
+                        digest: digest(&["acme/dev"]),
+                    }),
+                ),
+            ),
+            (
+                "a returning person whose memberships are in sync: left alone",
+                ann(),
+                sync,
+                stored(&returning, |s| s.groups = StoredGroups::InSync),
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+            (
+                "synchronization on without an allowed group synchronizes nothing",
+                ann(),
+                sync_anyone,
+                Stored {
+                    groups: memberships(vec![users.clone()], vec![users.clone(), dev.clone()]),
+                    ..returning.clone()
+                },
+                admit(AccountWrite::Unchanged { id: 1 }, None),
+            ),
+        ];
+        for (what, claims, policy, stored, expected) in rows {
+            assert_eq!(decide(&claims, &policy, &stored), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn groups_are_read_when_the_rules_need_them_and_the_account_is_not_refused_anyway() {
+        let acme = paths(&["acme"]);
+        let policy = |synchronize_groups, allowed_groups| Policy {
+            allow_sign_up: true,
+            synchronize_groups,
+            allowed_groups,
+        };
+        let blocked = Claims {
+            inactive: Some("blocked".into()),
+            ..ann()
+        };
+        let bot = Claims { bot: true, ..ann() };
+        // (policy, claims, read)
+        let cases = [
+            (policy(false, &[]), ann(), false),
+            (policy(true, &[]), ann(), true),
+            (policy(false, &acme), ann(), true),
+            (policy(true, &acme), blocked, false),
+            (policy(false, &acme), bot, false),
+        ];
+        for (policy, claims, read) in cases {
+            assert_eq!(
+                reads_groups(&policy, &claims),
+                read,
+                "{policy:?} {claims:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,22 +1,17 @@
-//! The end of a GitLab sign-in, in one transaction: find or link the account,
-//! sign-up and deactivation rules, email conflicts, group synchronization, last connection and
-//! a fresh session. The decisions are `provisioning`'s; this module only reads and writes.
+//! The end of a GitLab sign-in, in one write transaction: read what the rules consult, let
+//! [`provisioning::decide`] decide, apply an admitted decision and start the session. The rules
+//! are `provisioning`'s; this module only reads and writes.
 
-use crate::db::{self, groups, sessions, users};
+use crate::accounts;
+use crate::db::{self, gitlab_group_sync, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
-use crate::model::{self, PROVIDER_GITLAB};
-use crate::provisioning::{self, Account, Found, LocalGroup, Refusal};
-use rusqlite::{params, Connection, OptionalExtension};
-
-/// What GitLab said about the person signing in.
-#[derive(Debug, Clone)]
-pub struct GitlabIdentity {
-    pub id: i64,
-    pub username: String,
-    pub name: String,
-    pub email: Option<String>,
-}
+use crate::model::PROVIDER_GITLAB;
+use crate::provisioning::{
+    self, Account, AccountWrite, Admission, Claims, Decision, LocalGroup, Policy, Refused, Stored,
+    StoredGroups,
+};
+use rusqlite::{Connection, Transaction};
 
 #[derive(Debug)]
 pub struct SignedIn {
@@ -24,14 +19,14 @@ pub struct SignedIn {
     pub session_value: String,
     pub csrf_token: String,
     pub created: bool,
-    /// Whether step 11 compared and wrote the memberships; `false` when synchronization is off
+    /// Whether the memberships were compared and written; `false` when synchronization is off
     /// or nothing it depends on changed since the user's last synchronization.
     pub groups_synchronized: bool,
 }
 
 #[derive(Debug)]
 pub enum SignInError {
-    Refused(Refusal),
+    Refused(Refused),
     Failed(AppError),
 }
 
@@ -47,245 +42,207 @@ impl From<AppError> for SignInError {
     }
 }
 
-fn account(
-    conn: &Connection,
-    sql: &str,
-    p: impl rusqlite::Params,
-) -> rusqlite::Result<Option<Account>> {
-    conn.prepare_cached(sql)?
-        .query_row(p, |r| {
-            Ok(Account {
-                id: r.get(0)?,
-                active: r.get(1)?,
-                gitlab_id: r.get(2)?,
-            })
-        })
-        .optional()
-}
-
-/// Step 7, by GitLab id (index `users_external_id`).
-const ACCOUNT_BY_ID: &str = "SELECT id, active, external_id FROM users \
-     WHERE external_provider = ?1 AND external_id = ?2";
-
-/// Step 7, a pre-provisioned account by GitLab username, ignoring case (index
-/// `users_external_identity`).
-const ACCOUNT_BY_USERNAME: &str = "SELECT id, active, external_id FROM users \
-     WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
-     AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1";
-
-/// Runs steps 7–12, ending the browser's previous session (`previous_session`, its id hash) in
-/// the same transaction. Nothing is written unless the sign-in succeeds.
+/// Signs in the person GitLab described, in one write transaction: what the rules consult is
+/// read in it ([`read_stored`]), so that no concurrent sign-in or administrator's change comes
+/// between the decision and its writes (sixteen simultaneous first sign-ins of one GitLab user
+/// create one account); an admitted decision is applied ([`apply`]) and the session started,
+/// ending the browser's previous session (`previous_session`, its id hash). Nothing is written
+/// unless the sign-in succeeds.
 pub fn complete(
     conn: &mut Connection,
     config: &GitlabConfig,
-    who: &GitlabIdentity,
-    gitlab_groups: &[String],
+    claims: &Claims,
     previous_session: Option<&str>,
     now: i64,
 ) -> Result<SignedIn, SignInError> {
-    let gitlab_id = who.id.to_string();
+    let policy = config.policy();
     let tx = db::write_tx(conn)?;
-    // Step 7: find by GitLab id, else a pre-provisioned account by username.
-    let by_id = account(&tx, ACCOUNT_BY_ID, params![PROVIDER_GITLAB, gitlab_id])?;
-    let by_username = account(
-        &tx,
-        ACCOUNT_BY_USERNAME,
-        params![PROVIDER_GITLAB, who.username, gitlab_id],
-    )?;
-    let found = provisioning::find_account(by_id.as_ref(), by_username.as_ref(), &who.username)
-        .map_err(SignInError::Refused)?;
-    let active = by_id
-        .as_ref()
-        .or(by_username.as_ref())
-        .is_none_or(|a| a.active);
-    // Steps 8 and 9: sign-up and deactivated accounts.
-    provisioning::admission(&found, active, config.allow_users_to_sign_up)
-        .map_err(SignInError::Refused)?;
-    let name = model::validate_name(&who.name).unwrap_or_else(|_| who.username.clone());
-    let email = who
-        .email
-        .as_deref()
-        .and_then(|e| model::validate_email(e).ok().flatten());
-    let own_id = match found {
-        Found::Existing(id) | Found::Link(id) => Some(id),
-        Found::New => None,
+    let stored = read_stored(&tx, claims, &policy)?;
+    let admission = match provisioning::decide(claims, &policy, &stored) {
+        Decision::Admit(admission) => admission,
+        Decision::Refuse(refused) => return Err(SignInError::Refused(refused)),
     };
-    // Step 10: the email must not belong to another account.
-    if let Some(email) = &email {
-        if users::email_owner(&tx, email, own_id)?.is_some() {
-            return Err(SignInError::Refused(Refusal::EmailTaken));
-        }
-    }
-    let (user_id, created) = match own_id {
-        Some(id) => {
-            // Only a change is written: an UPDATE that sets an indexed column rewrites its index
-            // entries (email, GitLab id and username) even when the value is the same.
-            tx.prepare_cached(
-                "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
-                 updated_at = ?6 WHERE id = ?1 AND (name IS NOT ?2 OR email IS NOT ?3 \
-                 OR external_identity IS NOT ?4 OR external_id IS NOT ?5)",
-            )?
-            .execute(params![id, name, email, who.username, gitlab_id, now])?;
-            (id, false)
-        }
-        None => {
-            let login = provisioning::login_candidates(&who.username, who.id)
-                .take(1000)
-                .find(|candidate| matches!(users::find_by_login(&tx, candidate), Ok(None)))
-                .ok_or_else(|| AppError::Internal("no free login".into()))?;
-            let id = users::create(
-                &tx,
-                &users::NewUser {
-                    login: &login,
-                    name: &name,
-                    email: email.as_deref(),
-                    password_hash: None,
-                    must_change_password: false,
-                    external: Some(users::External {
-                        provider: PROVIDER_GITLAB,
-                        identity: &who.username,
-                        id: Some(&gitlab_id),
-                    }),
-                },
-                now,
-            )?;
-            (id, true)
-        }
-    };
-    // Step 11: group synchronization, over the paths under an allowed group only.
-    let groups_synchronized = config.synchronizes() && {
-        let paths = provisioning::synchronized_paths(gitlab_groups, &config.allowed_groups);
-        synchronize_groups(&tx, user_id, &paths)?
-    };
-    // Step 12: last connection and a fresh session.
-    sessions::purge_expired(&tx, now, crate::settings::session_timeout_secs(&tx)?)?;
-    users::touch_last_connection(&tx, user_id, now)?;
-    if let Some(previous) = previous_session {
-        sessions::delete(&tx, previous)?;
-    }
-    let (session_value, session) = sessions::create(&tx, user_id, now)?;
-    let user = users::find_by_id(&tx, user_id)?
-        .ok_or_else(|| AppError::Internal("user vanished".into()))?;
+    let signed_in = apply(&tx, &admission, previous_session, now)?;
     tx.commit()?;
-    Ok(SignedIn {
-        user,
-        session_value,
-        csrf_token: session.csrf_token,
-        created,
-        groups_synchronized,
+    Ok(signed_in)
+}
+
+/// Reads what [`provisioning::decide`] consults about these claims (see [`Stored`]): only what
+/// the case at hand needs, so that a returning user costs a few index lookups.
+fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<Stored, AppError> {
+    let gitlab_id = claims.id.to_string();
+    let by_id = users::find_by_external_id(tx, PROVIDER_GITLAB, &gitlab_id)?;
+    let by_username = match by_id {
+        Some(_) => None,
+        None => {
+            users::find_by_external_identity(tx, PROVIDER_GITLAB, &claims.username, &gitlab_id)?
+        }
+    };
+    let email_holders = match provisioning::claimed_email(claims) {
+        Some(email) => users::email_holders(tx, &email, 2)?,
+        None => Vec::new(),
+    };
+    let account = by_id.as_ref().or(by_username.as_ref()).map(|u| u.id);
+    let free_login = match account {
+        Some(_) => None,
+        None => provisioning::login_candidates(&claims.username, claims.id)
+            .take(1000)
+            .find(|candidate| matches!(users::find_by_login(tx, candidate), Ok(None))),
+    };
+    let groups = if policy.synchronizes() {
+        stored_groups(tx, account, claims, policy)?
+    } else {
+        StoredGroups::NotRead
+    };
+    Ok(Stored {
+        by_id: by_id.map(account_of),
+        by_username: by_username.map(account_of),
+        email_holders,
+        free_login,
+        groups,
     })
 }
 
-/// Group synchronization for `user_id`: its memberships become `users` plus the local groups
-/// named like `gitlab_paths`, which must be the paths [`provisioning::synchronized_paths`]
-/// kept. Skipped when those paths are the ones of the user's last synchronization and nothing
-/// it depends on has changed since (migration 7); the digest is taken over the kept paths, so
-/// a change of the allowed groups that changes them makes the next sign-in synchronize again.
-/// Returns whether it compared and wrote the memberships.
-fn synchronize_groups(
-    tx: &Connection,
-    user_id: i64,
-    gitlab_paths: &[&str],
-) -> Result<bool, AppError> {
-    let digest = paths_digest(gitlab_paths);
-    if in_sync(tx, user_id, &digest)? {
-        return Ok(false);
+fn account_of(user: users::User) -> Account {
+    Account {
+        id: user.id,
+        active: user.active,
+        gitlab_id: user.external_id,
+        gitlab_username: user.external_identity,
+        name: user.name,
+        email: user.email,
     }
-    let current = member_groups(tx, user_id)?;
-    // A path naming a group the user is already in needs no lookup (names are unique):
-    // once synchronized, a sign-in looks up only the default group and new paths.
+}
+
+/// The memberships of `account` (none yet: a new account) as synchronization needs them,
+/// unless the paths it would take are those of the account's last synchronization and
+/// nothing changed since. A path naming a group the account is already in needs no lookup
+/// (names are unique): once synchronized, a sign-in looks up only the default group and new
+/// paths.
+fn stored_groups(
+    tx: &Connection,
+    account: Option<i64>,
+    claims: &Claims,
+    policy: &Policy<'_>,
+) -> Result<StoredGroups, AppError> {
+    let paths = provisioning::synchronized_paths(&claims.groups, policy.allowed_groups);
+    let current = match account {
+        Some(id) if gitlab_group_sync::in_sync(tx, id, &provisioning::paths_digest(&paths))? => {
+            return Ok(StoredGroups::InSync);
+        }
+        Some(id) => groups::of_member(tx, id)?
+            .into_iter()
+            .map(local_group)
+            .collect(),
+        None => Vec::new(),
+    };
     let known = provisioning::fast_set(current.iter().map(|g| g.name.as_str()));
-    let unknown: Vec<&str> = gitlab_paths
+    let unknown: Vec<&str> = paths
         .iter()
         .copied()
         .filter(|path| !known.contains(path))
         .collect();
-    let found = sync_candidates(tx, &unknown)?;
-    let plan = provisioning::group_sync_plan(&current, &found, gitlab_paths);
-    for group_id in plan.add {
-        groups::add_member(tx, group_id, user_id)?;
-    }
-    for group_id in plan.remove {
-        groups::remove_member(tx, group_id, user_id)?;
-    }
-    // After the changes above, whose triggers deleted the previous row.
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO gitlab_group_sync (user_id, paths_digest) VALUES (?1, ?2)",
-    )?
-    .execute(params![user_id, digest.as_slice()])?;
-    Ok(true)
-}
-
-/// Digest of a set of GitLab paths: SHA-256 of the sorted, distinct paths, each preceded by its
-/// length, truncated to 128 bits (compared with the stored one only: a forged match would need
-/// a second preimage).
-fn paths_digest(paths: &[&str]) -> [u8; 16] {
-    use sha2::{Digest, Sha256};
-    let mut sorted: Vec<&str> = paths.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut hash = Sha256::new();
-    for path in sorted {
-        hash.update((path.len() as u64).to_le_bytes());
-        hash.update(path.as_bytes());
-    }
-    let full: [u8; 32] = hash.finalize().into();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
-}
-
-/// Whether the user's memberships are what synchronizing the paths with `digest` made, with
-/// nothing changed since: the row the triggers of migration 7 delete on any such change.
-fn in_sync(conn: &Connection, user_id: i64, digest: &[u8; 16]) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM gitlab_group_sync WHERE user_id = ?1 AND paths_digest = ?2")?
-        .exists(params![user_id, digest.as_slice()])
-}
-
-/// The local groups synchronization may want: the default group, and those
-/// whose name equals one of `gitlab_paths` (case-sensitive: `name` has the binary collation; a
-/// path given twice gives its group twice). Each path is looked up in the `UNIQUE` index on
-/// `name`, the default group in its partial index, so the cost follows the user's groups, not
-/// the number of local groups.
-fn sync_candidates(conn: &Connection, gitlab_paths: &[&str]) -> rusqlite::Result<Vec<LocalGroup>> {
-    let names = serde_json::to_string(gitlab_paths)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    let mut stmt = conn.prepare_cached(SYNC_CANDIDATES)?;
-    let rows = stmt.query_map([names], local_group)?.collect();
-    rows
-}
-
-const SYNC_CANDIDATES: &str = "SELECT g.id, g.name, g.is_default \
-     FROM json_each(?1) AS j JOIN groups AS g ON g.name = j.value WHERE g.is_default = 0 \
-     UNION ALL SELECT id, name, is_default FROM groups WHERE is_default = 1";
-
-fn local_group(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocalGroup> {
-    Ok(LocalGroup {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        is_default: r.get(2)?,
+    let candidates = groups::sync_candidates(tx, &unknown)?;
+    let candidates = candidates.into_iter().map(local_group).collect();
+    Ok(StoredGroups::Memberships {
+        current,
+        candidates,
     })
 }
 
-fn member_groups(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<LocalGroup>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT g.id, g.name, g.is_default FROM groups g \
-         JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1",
-    )?;
-    let rows = stmt.query_map([user_id], local_group)?.collect();
-    rows
+fn local_group(group: groups::Group) -> LocalGroup {
+    LocalGroup {
+        id: group.id,
+        name: group.name,
+        is_default: group.is_default,
+    }
 }
 
-/// [`complete`] for a browser that had no session.
+/// Makes the writes of an admitted sign-in in `tx`, then starts the session
+/// ([`accounts::start_session`]).
+fn apply(
+    tx: &Transaction<'_>,
+    admission: &Admission,
+    previous_session: Option<&str>,
+    now: i64,
+) -> Result<SignedIn, AppError> {
+    let user_id = match &admission.account {
+        AccountWrite::Create { login, profile } => users::create(
+            tx,
+            &users::NewUser {
+                login,
+                name: &profile.name,
+                email: profile.email.as_deref(),
+                password_hash: None,
+                must_change_password: false,
+                external: Some(users::External {
+                    provider: PROVIDER_GITLAB,
+                    identity: &profile.username,
+                    id: Some(&profile.gitlab_id),
+                }),
+            },
+            now,
+        )?,
+        AccountWrite::Link { id, profile } | AccountWrite::Refresh { id, profile } => {
+            let written = users::ExternalProfile {
+                name: &profile.name,
+                email: profile.email.as_deref(),
+                identity: &profile.username,
+                external_id: &profile.gitlab_id,
+            };
+            users::set_external_profile(tx, *id, &written, now)?;
+            *id
+        }
+        AccountWrite::Unchanged { id } => *id,
+    };
+    if let Some(sync) = &admission.groups {
+        for &group_id in &sync.add {
+            groups::add_member(tx, group_id, user_id)?;
+        }
+        for &group_id in &sync.remove {
+            groups::remove_member(tx, group_id, user_id)?;
+        }
+        gitlab_group_sync::record(tx, user_id, &sync.digest)?;
+    }
+    let started = accounts::start_session(tx, user_id, previous_session, now)?;
+    Ok(SignedIn {
+        user: started.user,
+        session_value: started.value,
+        csrf_token: started.session.csrf_token,
+        created: matches!(admission.account, AccountWrite::Create { .. }),
+        groups_synchronized: admission.groups.is_some(),
+    })
+}
+
+/// [`complete`] for a browser that had no session, of a person whose groups are
+/// `gitlab_groups`.
 #[cfg(test)]
 fn complete_fresh(
     conn: &mut Connection,
     config: &GitlabConfig,
-    who: &GitlabIdentity,
+    who: &Claims,
     gitlab_groups: &[String],
     now: i64,
 ) -> Result<SignedIn, SignInError> {
-    complete(conn, config, who, gitlab_groups, None, now)
+    let claims = Claims {
+        groups: gitlab_groups.to_vec(),
+        ..who.clone()
+    };
+    complete(conn, config, &claims, None, now)
+}
+
+/// The claims of an active GitLab person (no groups: [`complete_fresh`] adds them).
+#[cfg(test)]
+fn person(id: i64, username: &str, name: &str, email: Option<&str>) -> Claims {
+    Claims {
+        id,
+        username: username.into(),
+        name: name.into(),
+        email: email.map(str::to_string),
+        inactive: None,
+        bot: false,
+        groups: Vec::new(),
+    }
 }
 
 /// The allowed groups of [`test_config`]: the roots of every path the tests synchronize,
@@ -293,16 +250,18 @@ fn complete_fresh(
 #[cfg(test)]
 const TEST_ALLOWED: &[&str] = &["a", "b", "c", "d", "x", "acme"];
 
-/// A GitLab configuration for the tests: enabled, allowed groups [`TEST_ALLOWED`].
+/// A GitLab configuration for the tests: enabled; with synchronization, which needs them,
+/// allowed groups [`TEST_ALLOWED`]; without, none, so that every person passes that rule.
 #[cfg(test)]
 fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
+    let allowed = if sync { TEST_ALLOWED } else { &[] };
     GitlabConfig {
         enabled: true,
         url: "https://gl".into(),
         application_id: Some("a".into()),
         secret: Some("s".into()),
         synchronize_groups: sync,
-        allowed_groups: TEST_ALLOWED.iter().map(|a| a.to_string()).collect(),
+        allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,
     }
 }
@@ -311,29 +270,21 @@ fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
 mod tests {
     use super::*;
     use crate::accounts;
+    use crate::provisioning::Refusal;
 
     fn config(sign_up: bool, sync: bool) -> GitlabConfig {
         test_config(sign_up, sync)
     }
 
-    fn ann() -> GitlabIdentity {
-        GitlabIdentity {
-            id: 42,
-            username: "ann".into(),
-            name: "Ann".into(),
-            email: Some("ann@x.org".into()),
-        }
+    fn ann() -> Claims {
+        person(42, "ann", "Ann", Some("ann@x.org"))
     }
 
     fn refused(r: Result<SignedIn, SignInError>) -> Refusal {
         match r {
-            Err(SignInError::Refused(r)) => r,
+            Err(SignInError::Refused(r)) => r.refusal,
             other => panic!("expected a refusal, got {other:?}"),
         }
-    }
-
-    fn count(conn: &Connection, sql: &str) -> i64 {
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
@@ -355,7 +306,7 @@ mod tests {
         assert_eq!(again.user.id, first.user.id);
         assert_eq!(again.user.name, "Ann B");
         assert_eq!(again.user.external_identity.as_deref(), Some("annb"));
-        assert_eq!(count(&conn, "SELECT count(*) FROM sessions"), 2);
+        assert_eq!(db::sessions::count(&conn, None).unwrap(), 2);
     }
 
     #[test]
@@ -365,15 +316,7 @@ mod tests {
             .unwrap()
             .user
             .id;
-        let row = |conn: &Connection| -> (i64, i64, i64) {
-            conn.query_row(
-                "SELECT updated_at, last_connection_at, \
-                 (SELECT count(*) FROM user_changes WHERE user_id = ?1) FROM users WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap()
-        };
+        let row = |conn: &Connection| -> (i64, i64, i64) { users::write_marks(conn, id).unwrap() };
         let (_, _, logged) = row(&conn);
         complete_fresh(&mut conn, &config(true, false), &ann(), &[], 20).unwrap();
         assert_eq!(
@@ -381,7 +324,7 @@ mod tests {
             (10, 20, logged),
             "unchanged: only the last connection is written"
         );
-        type Change = (&'static str, fn(&mut GitlabIdentity));
+        type Change = (&'static str, fn(&mut Claims));
         let changes: [Change; 5] = [
             ("name", |w| w.name = "Ann B".into()),
             ("email case", |w| w.email = Some("Ann@x.org".into())),
@@ -417,11 +360,7 @@ mod tests {
             )),
             Refusal::SignUpDisabled
         );
-        assert_eq!(
-            count(&conn, "SELECT count(*) FROM users"),
-            1,
-            "nothing written"
-        );
+        assert_eq!(users::count(&conn).unwrap(), 1, "nothing written");
         accounts::create_user(
             &mut conn,
             &accounts::NewUserInput {
@@ -522,98 +461,9 @@ mod tests {
         assert_eq!(s.user.login, "ann-gitlab");
     }
 
-    fn candidate_names(conn: &Connection, paths: &[&str]) -> Vec<String> {
-        let mut names: Vec<String> = sync_candidates(conn, paths)
-            .unwrap()
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        names.sort();
-        names
-    }
-
     fn local_groups(conn: &Connection, names: &[&str]) {
         for name in names {
             groups::create(conn, name, "", 1).unwrap();
-        }
-    }
-
-    #[test]
-    fn sync_candidates_are_exact_names_and_the_default_group() {
-        let conn = db::test_db();
-        local_groups(
-            &conn,
-            &[
-                "acme",
-                "acme/x",
-                "acme-other",
-                "acme/x/y",
-                "acme ",
-                "Acme",
-                "x/acme",
-            ],
-        );
-        assert_eq!(
-            candidate_names(&conn, &["acme", "acme/x"]),
-            vec!["acme", "acme/x", "users"],
-            "no prefix, suffix, padded or other-case match"
-        );
-        assert_eq!(candidate_names(&conn, &["ACME/X", "acm"]), vec!["users"]);
-        assert_eq!(candidate_names(&conn, &["Acme"]), vec!["Acme", "users"]);
-    }
-
-    #[test]
-    fn sync_candidates_without_gitlab_groups_is_the_default_group() {
-        let conn = db::test_db();
-        local_groups(&conn, &["acme", ""]);
-        let groups = sync_candidates(&conn, &[]).unwrap();
-        assert_eq!(groups.len(), 1);
-        assert_eq!(
-            (groups[0].name.as_str(), groups[0].is_default),
-            ("users", true)
-        );
-        assert_eq!(candidate_names(&conn, &[""]), vec!["", "users"]);
-    }
-
-    #[test]
-    fn sync_candidates_match_names_json_would_escape() {
-        let conn = db::test_db();
-        let odd = [
-            "a\"b",
-            "back\\slash",
-            "caf\u{e9}",
-            "tab\tname",
-            "emoji \u{1F600}",
-            "[1]",
-        ];
-        local_groups(&conn, &odd);
-        let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
-        expected.push("users".into());
-        expected.sort();
-        assert_eq!(candidate_names(&conn, &odd), expected);
-    }
-
-    use crate::db::query_plan;
-
-    #[test]
-    fn sync_candidates_are_read_through_indexes() {
-        let conn = db::test_db();
-        let plan = query_plan(&conn, SYNC_CANDIDATES);
-        assert!(
-            !plan.iter().any(|step| step.starts_with("SCAN groups")),
-            "{plan:?}"
-        );
-    }
-
-    #[test]
-    fn accounts_are_found_through_indexes() {
-        let conn = db::test_db();
-        for sql in [ACCOUNT_BY_ID, ACCOUNT_BY_USERNAME] {
-            let plan = query_plan(&conn, sql);
-            assert!(
-                !plan.iter().any(|step| step.starts_with("SCAN users")),
-                "{sql}: {plan:?}"
-            );
         }
     }
 
@@ -654,7 +504,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(names(&conn), vec!["b", "c", "users"], "users restored");
-        complete_fresh(&mut conn, &config(true, true), &ann(), &[], 5).unwrap();
+        complete_fresh(&mut conn, &config(true, true), &ann(), &paths(&["x"]), 5).unwrap();
         assert_eq!(names(&conn), vec!["users"]);
     }
 

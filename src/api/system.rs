@@ -19,10 +19,7 @@ pub fn version(_ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 pub fn health(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let _: i64 = ctx
-        .conn
-        .prepare_cached("SELECT 1")?
-        .query_row([], |r| r.get(0))?;
+    crate::db::maintenance::ping(&ctx.conn)?;
     Ok(Resp::json(&json!({ "health": "GREEN", "causes": [] })))
 }
 

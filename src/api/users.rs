@@ -2,7 +2,7 @@
 
 use super::{bool_param, format_datetime, query_text, user_json, Paging};
 use crate::accounts::{self, NewUserInput};
-use crate::db::{user_search, users};
+use crate::db::{user_index, users};
 use crate::error::{AppError, AppResult};
 use crate::web::request::{json_bytes, Resp, JSON};
 use crate::web::Ctx;
@@ -121,7 +121,7 @@ pub fn search(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 50)?;
     let q = query_text(ctx.req, 2)?;
     let deactivated = bool_param(ctx.req, "deactivated", false)?;
-    let (found, total) = user_search::search(
+    let (found, total) = user_index::search(
         &ctx.conn,
         q.as_deref(),
         !deactivated,

@@ -110,6 +110,38 @@ pub fn add_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::R
         == 1)
 }
 
+/// The groups a user is a member of, in no particular order.
+pub fn of_member(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Group>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        group_columns!(),
+        " FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1"
+    ))?
+    .query_map([user_id], from_row)?
+    .collect()
+}
+
+/// The groups GitLab group synchronization may want: the default group, and those whose name
+/// equals one of `names` (case-sensitive: `name` has the binary collation; a name given twice
+/// gives its group twice). Each name is looked up in the `UNIQUE` index on `name`, the default
+/// group in its partial index, so the cost follows the names given, not the number of groups.
+pub fn sync_candidates(conn: &Connection, names: &[&str]) -> rusqlite::Result<Vec<Group>> {
+    let names = serde_json::to_string(names)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(SYNC_CANDIDATES)?
+        .query_map([names], from_row)?
+        .collect()
+}
+
+const SYNC_CANDIDATES: &str = concat!(
+    "SELECT ",
+    group_columns!(),
+    " FROM json_each(?1) AS j JOIN groups AS g ON g.name = j.value WHERE g.is_default = 0 \
+     UNION ALL SELECT ",
+    group_columns!(),
+    " FROM groups AS g WHERE g.is_default = 1"
+);
+
 /// Removes a membership; returns false when there was none.
 pub fn remove_member(conn: &Connection, group_id: i64, user_id: i64) -> rusqlite::Result<bool> {
     Ok(conn
@@ -161,14 +193,14 @@ pub fn members(
     // One snapshot, so that the matches held in memory and the rows read agree.
     let _read = super::read_snapshot(conn)?;
     // With a text, the matching users from the lists held in memory (taken first in the
-    // snapshot: see `user_search::held_lists`), not a `LIKE` over every user, unless the list
+    // snapshot: see `user_index::current_image`), not a `LIKE` over every user, unless the list
     // is a small group's.
     let lists = q
-        .map(|_| super::user_search::held_lists(conn))
+        .map(|_| super::user_index::current_image(conn))
         .transpose()?;
     let small = selected == Selected::Selected && member_count(conn, group_id)? <= SMALL_GROUP;
     if let (Some(lists), Some(q), false) = (lists, q, small) {
-        if let Some(matches) = super::user_search::active_by_login_or_name(&lists, q) {
+        if let Some(matches) = super::user_index::active_by_login_or_name(&lists, q) {
             return listed(conn, group_id, matches, selected, offset, limit);
         }
     }
@@ -275,7 +307,7 @@ fn scanned_from(small: bool, selected: Selected, matches: &str) -> String {
 /// primary key) less its deactivated members (the deactivated users' partial index), and the
 /// number of active users that `user_stats` keeps.
 fn counted_total(conn: &Connection, group_id: i64, selected: Selected) -> rusqlite::Result<i64> {
-    let active_users = || super::user_search::active_users(conn);
+    let active_users = || super::user_index::active_users(conn);
     let active_members = || -> rusqlite::Result<i64> {
         let deactivated: i64 = conn
             .prepare_cached(DEACTIVATED_MEMBERS)?
@@ -485,5 +517,86 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn local_groups(conn: &Connection, names: &[&str]) {
+        for name in names {
+            create(conn, name, "", 1).unwrap();
+        }
+    }
+
+    fn candidate_names(conn: &Connection, paths: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = sync_candidates(conn, paths)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn sync_candidates_are_exact_names_and_the_default_group() {
+        let conn = test_db();
+        local_groups(
+            &conn,
+            &[
+                "acme",
+                "acme/x",
+                "acme-other",
+                "acme/x/y",
+                "acme ",
+                "Acme",
+                "x/acme",
+            ],
+        );
+        assert_eq!(
+            candidate_names(&conn, &["acme", "acme/x"]),
+            vec!["acme", "acme/x", "users"],
+            "no prefix, suffix, padded or other-case match"
+        );
+        assert_eq!(candidate_names(&conn, &["ACME/X", "acm"]), vec!["users"]);
+        assert_eq!(candidate_names(&conn, &["Acme"]), vec!["Acme", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_without_gitlab_groups_is_the_default_group() {
+        let conn = test_db();
+        local_groups(&conn, &["acme", ""]);
+        let groups = sync_candidates(&conn, &[]).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].name.as_str(), groups[0].is_default),
+            ("users", true)
+        );
+        assert_eq!(candidate_names(&conn, &[""]), vec!["", "users"]);
+    }
+
+    #[test]
+    fn sync_candidates_match_names_json_would_escape() {
+        let conn = test_db();
+        let odd = [
+            "a\"b",
+            "back\\slash",
+            "caf\u{e9}",
+            "tab\tname",
+            "emoji \u{1F600}",
+            "[1]",
+        ];
+        local_groups(&conn, &odd);
+        let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        expected.push("users".into());
+        expected.sort();
+        assert_eq!(candidate_names(&conn, &odd), expected);
+    }
+
+    #[test]
+    fn sync_candidates_are_read_through_indexes() {
+        let conn = test_db();
+        let plan = crate::db::query_plan(&conn, SYNC_CANDIDATES);
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN groups")),
+            "{plan:?}"
+        );
     }
 }

@@ -162,8 +162,8 @@ pub fn user_holders(
     let pattern = q.map(super::users::like_pattern);
     if let (None, Some(q)) = (permission, q) {
         // Every active user matching `q`, from the lists held in memory.
-        let lists = super::user_search::held_lists(conn)?;
-        if let Some(matches) = super::user_search::active_by_login_or_name(&lists, q) {
+        let lists = super::user_index::current_image(conn)?;
+        if let Some(matches) = super::user_index::active_by_login_or_name(&lists, q) {
             let page = super::page_of(&matches, offset, limit);
             let rows = if page.is_empty() {
                 Vec::new()

@@ -153,6 +153,21 @@ pub fn purge_expired(
 const PURGE_EXPIRED: &str =
     "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3";
 
+/// How many sessions there are: of one user, or of all users with `None`.
+#[cfg(test)]
+pub fn count(conn: &Connection, user_id: Option<i64>) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM sessions WHERE ?1 IS NULL OR user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+}
+
+/// The stored `last_seen_at` of a session, `None` when there is no such session.
+#[cfg(test)]
+pub fn last_seen_at(conn: &Connection, id_hash: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT last_seen_at FROM sessions WHERE id_hash = ?1")?
+        .query_row([id_hash], |r| r.get(0))
+        .optional()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The `users` table: creating, finding, editing and deactivating accounts (finding them by
-//! text for the lists: `user_search`).
+//! text for the lists: `user_index`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ macro_rules! user_columns {
     };
 }
 
-/// The same columns as a `const`, for queries assembled elsewhere (`user_search`).
+/// The same columns as a `const`, for queries assembled elsewhere (`user_index`).
 pub(super) const COLUMNS: &str = user_columns!();
 
 pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
@@ -181,6 +181,84 @@ pub fn external_identity_holder(
         .optional()
 }
 
+/// The SQL of [`find_by_external_id`] (index `users_external_id`).
+const BY_EXTERNAL_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE external_provider = ?1 AND external_id = ?2"
+);
+
+/// The account linked to this external identity by the provider's numeric id.
+pub fn find_by_external_id(
+    conn: &Connection,
+    provider: &str,
+    external_id: &str,
+) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(BY_EXTERNAL_ID)?
+        .query_row(params![provider, external_id], from_row)
+        .optional()
+}
+
+/// The SQL of [`find_by_external_identity`] (index `users_external_identity`).
+const BY_EXTERNAL_IDENTITY: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE external_provider = ?1 AND external_identity = ?2 COLLATE NOCASE \
+     AND external_id IS NOT ?3 ORDER BY external_id IS NOT NULL, id LIMIT 1"
+);
+
+/// An account of this provider whose external identity (username) is `identity`, ignoring
+/// case, and whose numeric id is not `other_than_id`: one with no id yet (pre-provisioned)
+/// first, else the oldest.
+pub fn find_by_external_identity(
+    conn: &Connection,
+    provider: &str,
+    identity: &str,
+    other_than_id: &str,
+) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(BY_EXTERNAL_IDENTITY)?
+        .query_row(params![provider, identity, other_than_id], from_row)
+        .optional()
+}
+
+/// The ids of up to `limit` users whose email is `email`, ignoring case.
+pub fn email_holders(conn: &Connection, email: &str, limit: i64) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached("SELECT id FROM users WHERE email = ?1 COLLATE NOCASE LIMIT ?2")?
+        .query_map(params![email, limit], |r| r.get(0))?
+        .collect()
+}
+
+/// Writes the profile an external provider gives an account, linking it to the provider's
+/// numeric id.
+pub fn set_external_profile(
+    conn: &Connection,
+    id: i64,
+    profile: &ExternalProfile<'_>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET name = ?2, email = ?3, external_identity = ?4, external_id = ?5, \
+         updated_at = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        profile.name,
+        profile.email,
+        profile.identity,
+        profile.external_id,
+        now
+    ])?;
+    Ok(())
+}
+
+/// See [`set_external_profile`].
+pub struct ExternalProfile<'a> {
+    pub name: &'a str,
+    pub email: Option<&'a str>,
+    pub identity: &'a str,
+    pub external_id: &'a str,
+}
+
 pub fn update_profile(
     conn: &Connection,
     id: i64,
@@ -225,6 +303,16 @@ pub fn set_external_identity(
     Ok(())
 }
 
+/// Unlinks a user from its external identity (a GitLab account made local again).
+pub fn clear_external_identity(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET external_provider = NULL, external_identity = NULL, \
+         external_id = NULL WHERE id = ?1",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
 /// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
 /// Call inside a transaction.
 pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
@@ -252,6 +340,24 @@ pub fn touch_last_connection(conn: &Connection, id: i64, now: i64) -> rusqlite::
     conn.prepare_cached("UPDATE users SET last_connection_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
     Ok(())
+}
+
+/// How many users there are.
+#[cfg(test)]
+pub fn count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM users")?
+        .query_row([], |r| r.get(0))
+}
+
+/// A user's `updated_at` and `last_connection_at`, and how many changes `user_changes` holds
+/// for it: what tells whether a write touched the row.
+#[cfg(test)]
+pub fn write_marks(conn: &Connection, id: i64) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.prepare_cached(
+        "SELECT updated_at, last_connection_at, \
+         (SELECT count(*) FROM user_changes WHERE user_id = ?1) FROM users WHERE id = ?1",
+    )?
+    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern containing `text`.
@@ -435,6 +541,18 @@ mod tests {
             external_identity_holder(&conn, "other", "ann.gl", None, None).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn accounts_are_found_through_indexes() {
+        let conn = test_db();
+        for sql in [BY_EXTERNAL_ID, BY_EXTERNAL_IDENTITY] {
+            let plan = crate::db::query_plan(&conn, sql);
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN users")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]

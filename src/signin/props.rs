@@ -20,6 +20,12 @@ fn memberships(conn: &Connection, login: &str) -> Vec<String> {
     users::group_names(conn, user.id).unwrap()
 }
 
+/// A GitLab path that admits its member under `allowed` (as every signed-in person is admitted)
+/// and names no local group the properties create: a subgroup of the first allowed group.
+fn admitting_path(allowed: &[String]) -> Option<String> {
+    allowed.first().map(|root| format!("{root}/signed-in"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
@@ -61,8 +67,9 @@ proptest! {
         let before_admin = memberships(&conn, "admin");
         let allowed: Vec<String> = allowed.into_iter().map(str::to_string).collect();
         let config = GitlabConfig { allowed_groups: allowed.clone(), ..test_config(true, true) };
-        let who = GitlabIdentity { id: 42, username: username.into(), name: "G".into(), email: None };
-        let paths: Vec<String> = gitlab_groups.iter().map(|s| s.to_string()).collect();
+        let who = person(42, username, "G", None);
+        let mut paths: Vec<String> = gitlab_groups.iter().map(|s| s.to_string()).collect();
+        paths.extend(admitting_path(&allowed));
         let signed = complete_fresh(&mut conn, &config, &who, &paths, 2).unwrap();
 
         prop_assert_ne!(signed.user.login.as_str(), "ann");
@@ -143,7 +150,7 @@ proptest! {
         for name in ["a", "b", "c"] {
             groups::create(&conn, name, "", 1).unwrap();
         }
-        let who = GitlabIdentity { id: 7, username: "gl".into(), name: "G".into(), email: None };
+        let who = person(7, "gl", "G", None);
         let group = |conn: &Connection, name: &str| groups::find_by_name(conn, name).unwrap();
         let mut user: Option<i64> = None;
         let mut allowed: Vec<String> = ALLOWED_LISTS[0].iter().map(|a| a.to_string()).collect();
@@ -154,7 +161,8 @@ proptest! {
                         allowed_groups: allowed.clone(),
                         ..test_config(true, sync)
                     };
-                    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+                    let mut paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+                    paths.extend(admitting_path(&allowed));
                     let before = user.map(|id| {
                         let mut names = users::group_names(&conn, id).unwrap();
                         names.sort();

@@ -5,6 +5,7 @@
 use super::caller_cache::{Credential, Entry, Identity, Key};
 use super::request::Req;
 use super::App;
+use crate::accounts;
 use crate::authz;
 use crate::crypto;
 use crate::db::{self, sessions, tokens, users, PooledConn};
@@ -403,8 +404,8 @@ pub fn change_password(
     crate::accounts::replace_password(conn, user.id, &stored, &new_hash, keep_session, now)
 }
 
-/// Creates a session for a user who just proved who they are, ending the session the browser
-/// had (`previous`, its id hash) in the same transaction; returns the cookies to set.
+/// Starts a session for a user whose password was just checked ([`accounts::start_session`],
+/// in a transaction of its own); returns the cookies to set.
 pub fn start_session(
     app: &App,
     conn: &mut Connection,
@@ -412,22 +413,15 @@ pub fn start_session(
     previous: Option<&str>,
     now: i64,
 ) -> AppResult<Vec<String>> {
-    let timeout = crate::settings::session_timeout_secs(conn)?;
     let tx = db::write_tx(conn)?;
-    // Checked again inside the transaction: a deactivation that committed since the password
-    // was verified must not leave a session behind.
-    if !users::find_by_id(&tx, user.id)?.is_some_and(|u| u.active) {
-        return Err(AppError::Unauthorized("Authentication failed".into()));
-    }
-    // Sessions that ran out are removed as new ones start, so the table does not grow.
-    sessions::purge_expired(&tx, now, timeout)?;
-    if let Some(previous) = previous {
-        sessions::delete(&tx, previous)?;
-    }
-    let (value, session) = sessions::create(&tx, user.id, now)?;
-    users::touch_last_connection(&tx, user.id, now)?;
+    let started = accounts::start_session(&tx, user.id, previous, now)?;
     tx.commit()?;
-    Ok(session_cookies(app, conn, &value, &session.csrf_token))
+    Ok(session_cookies(
+        app,
+        conn,
+        &started.value,
+        &started.session.csrf_token,
+    ))
 }
 
 /// `; Secure` when browsers reach labgate over https, for every cookie labgate sets.
@@ -542,12 +536,7 @@ mod tests {
     }
 
     fn last_seen(conn: &Connection, value: &str) -> Option<i64> {
-        conn.query_row(
-            "SELECT last_seen_at FROM sessions WHERE id_hash = ?1",
-            [crypto::sha256_hex(value)],
-            |r| r.get(0),
-        )
-        .ok()
+        sessions::last_seen_at(conn, &crypto::sha256_hex(value)).unwrap()
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::admin::{self, done, field, param, ConfirmPage, ListState};
 use super::FormErrors;
 use crate::accounts::{self, NewUserInput};
-use crate::db::{self, groups, user_search, users};
+use crate::db::{self, groups, user_index, users};
 use crate::error::AppResult;
 use crate::model::PROVIDER_GITLAB;
 use crate::web::request::Resp;
@@ -113,7 +113,7 @@ fn list_page(
     let q = (!state.q.is_empty()).then_some(state.q.as_str());
     let deactivated = state.is_on(DEACTIVATED);
     let (found, pager) = Pager::fetch(state.page, |offset, limit| {
-        user_search::search(&ctx.conn, q, !deactivated, offset, limit)
+        user_index::search(&ctx.conn, q, !deactivated, offset, limit)
     })?;
     let state = state.at(pager.page);
     let ids: Vec<i64> = found.iter().map(|u| u.id).collect();

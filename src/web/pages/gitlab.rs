@@ -8,13 +8,14 @@ use crate::db::oauth;
 use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
-use crate::provisioning::{self, Refusal};
-use crate::signin::{self, GitlabIdentity, SignInError};
+use crate::provisioning::{self, Claims, Policy, Refusal};
+use crate::signin::{self, SignInError};
 use crate::web::auth;
 use crate::web::request::Resp;
 use crate::web::views::{render, Layout};
 use crate::web::Ctx;
 use askama::Template;
+use rusqlite::Connection;
 use std::time::{Duration, Instant};
 
 /// Cookie binding a started sign-in to the browser that started it.
@@ -41,16 +42,64 @@ fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
-pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let return_to = safe_return_to(ctx.req.query.get("return_to"));
-    let config = gitlab_config::load(&ctx.conn)?;
-    let Some(settings) = settings_of(&config).filter(|_| config.enabled) else {
-        return refuse(
-            ctx,
+/// Why a sign-in stops short of a session: refused (the reason, GitLab's username when known,
+/// the detail for the log), or failed.
+enum Stop {
+    Refused {
+        refusal: Refusal,
+        username: Option<String>,
+        detail: String,
+    },
+    Failed(AppError),
+}
+
+impl From<AppError> for Stop {
+    fn from(e: AppError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl Stop {
+    fn refused(refusal: Refusal, username: Option<&str>, detail: impl Into<String>) -> Stop {
+        Stop::Refused {
+            refusal,
+            username: username.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    /// The refusal page ([`refuse`]), or the error.
+    fn answer(self, ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+        match self {
+            Stop::Refused {
+                refusal,
+                username,
+                detail,
+            } => refuse(ctx, refusal, username.as_deref(), &detail),
+            Stop::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// The configuration and the settings to call GitLab with; a refusal when GitLab sign-in is
+/// not enabled or not configured.
+fn enabled_config(conn: &Connection) -> Result<(GitlabConfig, GitlabSettings), Stop> {
+    let config = gitlab_config::load(conn)?;
+    match settings_of(&config).filter(|_| config.enabled) {
+        Some(settings) => Ok((config, settings)),
+        None => Err(Stop::refused(
             Refusal::Generic,
             None,
             "GitLab sign-in is not enabled or not configured",
-        );
+        )),
+    }
+}
+
+pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    let (config, settings) = match enabled_config(&ctx.conn) {
+        Ok(enabled) => enabled,
+        Err(stop) => return stop.answer(ctx),
     };
     // Each start stores a pending sign-in: bound how many one network may start (the client
     // address as `server::client_address` decides it). The table itself is capped.
@@ -93,8 +142,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let deadline = Instant::now() + CALLBACK_BUDGET;
     let base_url = ctx.base_url();
-    let secure = auth::secure_for(&base_url);
-    let clear = cookie(secure, BROWSER_COOKIE, "", 0);
+    let clear = cookie(auth::secure_for(&base_url), BROWSER_COOKIE, "", 0);
     ctx.cookies.push(clear);
     // Each callback may cost calls to GitLab: bounded per network like the starts.
     let address = ctx.req.client_ip;
@@ -105,163 +153,113 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             wait,
         ));
     }
-    // Step 2: the state must be known, fresh, unused and bound to this browser. Consumed first.
-    let state = ctx.req.query.get("state").unwrap_or("");
-    let pending = if state.is_empty() {
-        None
-    } else {
-        oauth::take_state(&ctx.conn, state)?
-    };
-    let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
-    let Some(pending) = pending else {
-        return refuse(
-            ctx,
-            Refusal::Generic,
-            None,
-            "state missing, unknown or already used",
-        );
-    };
-    if browser.is_empty() || !crypto::ct_eq(&crypto::sha256_hex(browser), &pending.browser_hash) {
-        return refuse(
-            ctx,
-            Refusal::Generic,
-            None,
-            "state started by another browser",
-        );
-    }
-    if ctx.now - pending.created_at >= oauth::STATE_TTL_SECS {
-        return refuse(ctx, Refusal::Generic, None, "state expired");
-    }
-    if let Some(error) = ctx.req.query.get("error") {
-        let detail = format!("GitLab answered error={error:?}");
-        return refuse(ctx, Refusal::Generic, None, &detail);
-    }
-    let Some(code) = ctx.req.query.get("code").filter(|c| !c.is_empty()) else {
-        return refuse(ctx, Refusal::Generic, None, "callback without a code");
-    };
-    let config = gitlab_config::load(&ctx.conn)?;
-    let Some(settings) = settings_of(&config).filter(|_| config.enabled) else {
-        return refuse(
-            ctx,
-            Refusal::Generic,
-            None,
-            "GitLab sign-in is not enabled or not configured",
-        );
-    };
-    // Steps 3 to 5 call GitLab, which may take seconds: no connection is held meanwhile, so
-    // that a slow GitLab cannot starve other requests of connections.
-    let app = ctx.app;
-    let redirect = redirect_uri(&base_url);
-    let asked = ctx.conn.released(crate::web::POOL_WAIT, || {
-        ask_gitlab(
-            app,
-            &settings,
-            &config,
-            &redirect,
-            code,
-            &pending.verifier,
-            deadline,
-        )
-    })?;
-    let (user, groups) = match asked {
-        Ok(answer) => answer,
-        Err((refusal, username, detail)) => {
-            return refuse(ctx, refusal, username.as_deref(), &detail)
-        }
-    };
-    // Steps 7 to 12, one transaction; the browser's previous session ends in it.
-    let who = GitlabIdentity {
-        id: user.id,
-        username: user.username.clone(),
-        name: user.name.clone(),
-        email: user.email.clone(),
-    };
-    let previous = ctx.caller.as_ref().and_then(|c| c.session());
-    let previous = previous.map(|s| s.id_hash.clone());
-    let done = signin::complete(
-        &mut ctx.conn,
-        &config,
-        &who,
-        &groups,
-        previous.as_deref(),
-        ctx.now,
-    );
-    match done {
-        Ok(done) => {
-            log::info!(
-                "sign-in provider=gitlab username={:?} outcome=accepted login={:?}{}",
-                user.username,
-                done.user.login,
-                if done.created { " created=true" } else { "" }
-            );
-            let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
-            ctx.cookies.extend(cookies);
-            Ok(Resp::found(&safe_return_to(Some(&pending.return_to))))
-        }
-        Err(SignInError::Refused(refusal)) => {
-            refuse(ctx, refusal, Some(&user.username), "sign-in rule")
-        }
-        Err(SignInError::Failed(e)) => refuse(
-            ctx,
-            Refusal::Generic,
-            Some(&user.username),
-            &format!("database: {e}"),
-        ),
+    match sign_in(ctx, &base_url, deadline) {
+        Ok(return_to) => Ok(Resp::found(&return_to)),
+        Err(stop) => stop.answer(ctx),
     }
 }
 
-/// A refused sign-in before anything is written: the reason, GitLab's username when known,
-/// and the detail for the log.
-type Refused = (Refusal, Option<String>, String);
+/// The callback's steps: take the state, ask GitLab, then decide and apply in one transaction
+/// ([`signin::complete`]). Returns where to send the signed-in browser.
+fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<String, Stop> {
+    let (pending, code) = take_state(ctx)?;
+    let (config, settings) = enabled_config(&ctx.conn)?;
+    // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
+    // starve other requests of connections.
+    let (app, policy, redirect) = (ctx.app, config.policy(), redirect_uri(base_url));
+    let grant = Grant {
+        code: &code,
+        verifier: &pending.verifier,
+        redirect: &redirect,
+    };
+    let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
+        ask_gitlab(app, &settings, &policy, &grant, deadline)
+    })??;
+    let username = Some(claims.username.as_str());
+    let previous = ctx.caller.as_ref().and_then(|c| c.session());
+    let previous = previous.map(|s| s.id_hash.as_str());
+    let done = signin::complete(&mut ctx.conn, &config, &claims, previous, ctx.now);
+    let done = done.map_err(|e| match e {
+        SignInError::Refused(r) => Stop::refused(r.refusal, username, r.detail),
+        SignInError::Failed(e) => {
+            Stop::refused(Refusal::Generic, username, format!("database: {e}"))
+        }
+    })?;
+    log::info!(
+        "sign-in provider=gitlab username={:?} outcome=accepted login={:?}{}",
+        claims.username,
+        done.user.login,
+        if done.created { " created=true" } else { "" }
+    );
+    let secure = auth::secure_for(base_url);
+    let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
+    ctx.cookies.extend(cookies);
+    Ok(safe_return_to(Some(&pending.return_to)))
+}
 
-/// Steps 3 to 6: the code exchanged for a token, the user and (when needed) their groups read,
-/// the account state and the allowed groups checked. No database access here.
+/// The pending sign-in of the callback's state, consumed first whatever follows: it must be
+/// known, unused, started by this browser and fresh; and GitLab's code, unless GitLab answered
+/// an error.
+fn take_state(ctx: &Ctx<'_>) -> Result<(oauth::PendingSignIn, String), Stop> {
+    let refused = |detail: &str| Stop::refused(Refusal::Generic, None, detail);
+    let state = ctx.req.query.get("state").unwrap_or("");
+    let pending = match state {
+        "" => None,
+        state => oauth::take_state(&ctx.conn, state).map_err(AppError::from)?,
+    };
+    let Some(pending) = pending else {
+        return Err(refused("state missing, unknown or already used"));
+    };
+    let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
+    if browser.is_empty() || !crypto::ct_eq(&crypto::sha256_hex(browser), &pending.browser_hash) {
+        return Err(refused("state started by another browser"));
+    }
+    if ctx.now - pending.created_at >= oauth::STATE_TTL_SECS {
+        return Err(refused("state expired"));
+    }
+    if let Some(error) = ctx.req.query.get("error") {
+        return Err(refused(&format!("GitLab answered error={error:?}")));
+    }
+    match ctx.req.query.get("code").filter(|c| !c.is_empty()) {
+        Some(code) => Ok((pending, code.to_string())),
+        None => Err(refused("callback without a code")),
+    }
+}
+
+/// What exchanging GitLab's code for a token takes: the code, the PKCE verifier of the pending
+/// sign-in, and the redirect URI the code was sent to.
+struct Grant<'a> {
+    code: &'a str,
+    verifier: &'a str,
+    redirect: &'a str,
+}
+
+/// Asks GitLab who signed in: the code exchanged for a token, the user read, and their groups
+/// when the rules need them ([`provisioning::reads_groups`]). No database access here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
-    config: &GitlabConfig,
-    redirect: &str,
-    code: &str,
-    verifier: &str,
+    policy: &Policy<'_>,
+    grant: &Grant<'_>,
     deadline: Instant,
-) -> Result<(gitlab::GitlabUser, Vec<String>), Refused> {
+) -> Result<Claims, Stop> {
     let client = &app.gitlab;
+    let generic =
+        |username: Option<&str>, detail| Stop::refused(Refusal::Generic, username, detail);
+    let (code, verifier) = (grant.code, grant.verifier);
     let token = client
-        .exchange_code(settings, redirect, code, verifier, deadline)
-        .map_err(|e| (Refusal::Generic, None, format!("token exchange: {e}")))?;
+        .exchange_code(settings, grant.redirect, code, verifier, deadline)
+        .map_err(|e| generic(None, format!("token exchange: {e}")))?;
     let user = client
         .current_user(settings, &token, deadline)
-        .map_err(|e| (Refusal::Generic, None, format!("reading the user: {e}")))?;
-    let username = Some(user.username.clone());
-    if user.state != "active" {
-        let detail = format!("GitLab state is {:?}", user.state);
-        return Err((Refusal::GitlabAccountInactive, username, detail));
-    }
-    // Project, group and service-account bots are not people: refused with the allowed-groups
-    // reason, whatever their groups.
-    if user.bot {
-        let detail = "GitLab bot account".to_string();
-        return Err((Refusal::NotInAllowedGroups, username, detail));
-    }
-    let groups = if provisioning::groups_needed(config.synchronize_groups, &config.allowed_groups) {
-        client
+        .map_err(|e| generic(None, format!("reading the user: {e}")))?;
+    let mut claims = user.into_claims();
+    if provisioning::reads_groups(policy, &claims) {
+        claims.groups = client
             .user_groups(settings, &token, deadline)
-            .map_err(|e| {
-                (
-                    Refusal::Generic,
-                    username.clone(),
-                    format!("reading the groups: {e}"),
-                )
-            })?
-    } else {
-        Vec::new()
-    };
-    // Step 6: allowed groups, before anything is written.
-    if !provisioning::in_allowed_groups(&groups, &config.allowed_groups) {
-        let detail = "no allowed group".to_string();
-        return Err((Refusal::NotInAllowedGroups, username, detail));
+            .map_err(|e| generic(Some(&claims.username), format!("reading the groups: {e}")))?;
     }
-    Ok((user, groups))
+    Ok(claims)
 }
 
 /// Logs the decision and sends the browser to the refusal page. A reason to show is stored

@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 /// the run it falls in (about 250 KiB of text), not the list; that size is above the 128 KiB
 /// mmap threshold labgate sets (`process::tune_allocator`), so a replaced run is given back to
 /// the system rather than left in malloc's arena.
-const RUN: usize = 4096;
+const RUN_USERS: usize = 4096;
 
 /// Past this many changed users since an image, it is read again from the table.
 pub const CATCH_UP_MAX: usize = 4096;
 
 /// The byte after each field.
-const END: u8 = 0xFF;
+const FIELD_END: u8 = 0xFF;
 
 /// The text `LIKE` compares: up to the first NUL (SQLite reads its arguments as C strings).
 fn like_text(field: &[u8]) -> &[u8] {
@@ -50,14 +50,14 @@ pub struct Image {
     seq: i64,
     active: List,
     deactivated: List,
-    since: Option<Since>,
+    diff: Option<ImageDiff>,
 }
 
 /// The changes between the image an image was caught up from and itself: what a search of the
 /// earlier one needs to answer for the later one.
-pub struct Since {
+pub struct ImageDiff {
     /// The earlier image's generation.
-    pub generation: i64,
+    pub from_generation: i64,
     changes: Vec<Change>,
 }
 
@@ -67,7 +67,7 @@ struct Change {
     after: Option<(bool, Vec<u8>)>,
 }
 
-impl Since {
+impl ImageDiff {
     /// For the users containing `needle` in one list: how many more (or fewer) there are now,
     /// and whether a changed user is one of them, before or after (the order of the others is
     /// the same).
@@ -87,9 +87,9 @@ impl Since {
     }
 }
 
-/// How the image of a search was had (for the tests).
+/// Where the image a search reads came from (for the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum How {
+pub enum ImageSource {
     /// The one held was current.
     Held,
     /// The one held, brought up to date from the change log.
@@ -107,18 +107,18 @@ pub struct List {
 #[derive(Default)]
 struct Run {
     /// Each user's login, name and email as `LIKE` compares them, lowercased, each followed by
-    /// [`END`] (an empty field for no email).
+    /// [`FIELD_END`] (an empty field for no email).
     text: Vec<u8>,
     /// Where each user's fields end in `text`.
     ends: Vec<u32>,
     ids: Vec<i64>,
     /// The logins as written of the users (by index) whose login is not its first field (it
     /// has ASCII capitals or a NUL): the order of the list is by the login as written.
-    odd: Vec<(u32, Box<[u8]>)>,
+    written_logins: Vec<(u32, Box<[u8]>)>,
 }
 
 /// A user as the lists hold it.
-struct Row {
+struct UserRow {
     id: i64,
     login: String,
     name: String,
@@ -152,15 +152,18 @@ impl Run {
 
     /// The login of user `i`, as written.
     fn login(&self, i: usize) -> &[u8] {
-        if let Ok(k) = self.odd.binary_search_by_key(&(i as u32), |o| o.0) {
-            return &self.odd[k].1;
+        if let Ok(k) = self
+            .written_logins
+            .binary_search_by_key(&(i as u32), |o| o.0)
+        {
+            return &self.written_logins[k].1;
         }
         let fields = &self.text[self.start(i)..self.ends[i] as usize];
-        let end = memchr::memchr(END, fields).unwrap_or(fields.len());
+        let end = memchr::memchr(FIELD_END, fields).unwrap_or(fields.len());
         &fields[..end]
     }
 
-    fn push(&mut self, row: &Row) {
+    fn push(&mut self, row: &UserRow) {
         let email = row.email.as_deref().map(str::as_bytes);
         self.push_user(row.id, row.login.as_bytes(), row.name.as_bytes(), email);
     }
@@ -169,7 +172,7 @@ impl Run {
         let start = self.text.len();
         self.push_lower(login);
         if self.text[start..self.text.len() - 1] != *login {
-            self.odd.push((self.len() as u32, login.into()));
+            self.written_logins.push((self.len() as u32, login.into()));
         }
         self.push_lower(name);
         self.push_lower(email.unwrap_or(b""));
@@ -179,20 +182,24 @@ impl Run {
     fn push_lower(&mut self, field: &[u8]) {
         self.text
             .extend(like_text(field).iter().map(u8::to_ascii_lowercase));
-        self.text.push(END);
+        self.text.push(FIELD_END);
     }
 
     fn close(&mut self, id: i64) {
-        // A run holds about RUN users of at most a few KiB each, far below 4 GiB.
+        // A run holds about RUN_USERS users of at most a few KiB each, far below 4 GiB.
         self.ends.push(self.text.len() as u32);
         self.ids.push(id);
     }
 
     /// Appends user `i` of `from`: [`Run::copy`] of one.
     fn copy_one(&mut self, from: &Run, i: usize) {
-        if !from.odd.is_empty() {
-            if let Ok(k) = from.odd.binary_search_by_key(&(i as u32), |o| o.0) {
-                self.odd.push((self.len() as u32, from.odd[k].1.clone()));
+        if !from.written_logins.is_empty() {
+            if let Ok(k) = from
+                .written_logins
+                .binary_search_by_key(&(i as u32), |o| o.0)
+            {
+                self.written_logins
+                    .push((self.len() as u32, from.written_logins[k].1.clone()));
             }
         }
         self.text
@@ -207,9 +214,12 @@ impl Run {
         }
         let (first, at) = (self.len() as u32, self.text.len() as u32);
         let start = from.start(users.start) as u32;
-        let odd = from.odd.iter().filter(|o| users.contains(&(o.0 as usize)));
-        self.odd
-            .extend(odd.map(|(i, login)| (i - users.start as u32 + first, login.clone())));
+        let moved = from
+            .written_logins
+            .iter()
+            .filter(|o| users.contains(&(o.0 as usize)));
+        self.written_logins
+            .extend(moved.map(|(i, login)| (i - users.start as u32 + first, login.clone())));
         self.text
             .extend_from_slice(&from.text[start as usize..from.ends[users.end - 1] as usize]);
         self.ends
@@ -221,7 +231,7 @@ impl Run {
         self.text.shrink_to_fit();
         self.ends.shrink_to_fit();
         self.ids.shrink_to_fit();
-        self.odd.shrink_to_fit();
+        self.written_logins.shrink_to_fit();
         self
     }
 }
@@ -235,7 +245,7 @@ impl List {
     /// Adds user `i` of `from` at the end (users come in login order).
     #[cfg(test)]
     fn push_from(&mut self, from: &Run, i: usize) {
-        let full = self.runs.last().is_none_or(|r| r.len() >= RUN);
+        let full = self.runs.last().is_none_or(|r| r.len() >= RUN_USERS);
         if full {
             self.seal_last();
             self.runs.push(Arc::new(Run::default()));
@@ -248,7 +258,7 @@ impl List {
 
     /// Adds a user at the end (rows come in login order).
     #[cfg(test)]
-    fn push(&mut self, row: &Row) {
+    fn push(&mut self, row: &UserRow) {
         let mut one = Run::default();
         one.push(row);
         self.push_from(&one, 0);
@@ -265,8 +275,8 @@ impl List {
 
     /// The list with the users `gone` (sorted ids) taken out and `rows` (sorted by login) put
     /// in, copying each run they touch once and sharing the others; a run grown past twice
-    /// [`RUN`] is cut into runs of about [`RUN`]. Also gives the fields of the users taken out.
-    fn changed(&self, gone: &[i64], rows: &[&Row]) -> (List, Vec<(i64, Vec<u8>)>) {
+    /// [`RUN_USERS`] is cut into runs of about [`RUN_USERS`]. Also gives the fields of the users taken out.
+    fn changed(&self, gone: &[i64], rows: &[&UserRow]) -> (List, Vec<(i64, Vec<u8>)>) {
         let holds = |id: &i64| {
             if gone.len() <= 8 {
                 gone.contains(id)
@@ -349,11 +359,11 @@ impl List {
             if merged.len() == 0 {
                 continue;
             }
-            if merged.len() <= 2 * RUN {
+            if merged.len() <= 2 * RUN_USERS {
                 runs.push(Arc::new(merged.shrunk()));
                 continue;
             }
-            let pieces = merged.len().div_ceil(RUN);
+            let pieces = merged.len().div_ceil(RUN_USERS);
             for p in 0..pieces {
                 let mut piece = Run::default();
                 piece.copy(
@@ -386,7 +396,7 @@ impl List {
                 }
                 // Fields before the one `p` is in: 0 the login, 1 the name, 2 the email (and
                 // every later match in this user is in the email too).
-                let before = memchr::memchr_iter(END, &run.text[run.start(e)..p]).count();
+                let before = memchr::memchr_iter(FIELD_END, &run.text[run.start(e)..p]).count();
                 if before < 2 {
                     out.push(run.ids[e]);
                 }
@@ -476,7 +486,7 @@ impl Image {
 
     /// The image with `changed` users (sorted, deduplicated) as they are in `rows` now (those
     /// not in `rows` were removed), at `generation` and `seq`.
-    fn caught_up(&self, changed: &[i64], rows: &[Row], generation: i64, seq: i64) -> Image {
+    fn caught_up(&self, changed: &[i64], rows: &[UserRow], generation: i64, seq: i64) -> Image {
         let by_list = |active: bool| {
             rows.iter()
                 .filter(|r| r.active == active)
@@ -511,30 +521,30 @@ impl Image {
             seq,
             active,
             deactivated,
-            since: Some(Since {
-                generation: self.generation,
+            diff: Some(ImageDiff {
+                from_generation: self.generation,
                 changes,
             }),
         }
     }
 
     /// What changed since the image this one was caught up from.
-    pub fn since(&self) -> Option<&Since> {
-        self.since.as_ref()
+    pub fn diff(&self) -> Option<&ImageDiff> {
+        self.diff.as_ref()
     }
 }
 
 const COLUMNS: &str = "id, login, name, email, active";
 
-impl Row {
+impl UserRow {
     /// An upper bound of the bytes its fields take in a run.
     fn text_len(&self) -> usize {
         self.login.len() + self.name.len() + self.email.as_ref().map_or(0, String::len) + 3
     }
 }
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
-    Ok(Row {
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
         id: r.get(0)?,
         login: r.get(1)?,
         name: r.get(2)?,
@@ -544,7 +554,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
 }
 
 /// The generation of `user_stats` and the last change in the log.
-fn position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+fn log_position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.prepare_cached(
         "SELECT (SELECT generation FROM user_stats), (SELECT coalesce(max(seq), 0) FROM user_changes)",
     )?
@@ -554,7 +564,7 @@ fn position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 /// Reads both lists from the whole table: in table order into one buffer, then copied into
 /// the lists in login order (an index walk in login order would read the rows at random).
 fn read(conn: &Connection) -> rusqlite::Result<Image> {
-    let (generation, seq) = position(conn)?;
+    let (generation, seq) = log_position(conn)?;
     let mut all = Run::default();
     let mut active = Vec::new();
     // Each login as written, in one buffer, with its 16 first bytes (big-endian, zero-padded)
@@ -591,7 +601,7 @@ fn read(conn: &Connection) -> rusqlite::Result<Image> {
         seq,
         active: List::default(),
         deactivated: List::default(),
-        since: None,
+        diff: None,
     };
     // The runs being filled: active, deactivated.
     let mut filling = [Run::default(), Run::default()];
@@ -603,7 +613,7 @@ fn read(conn: &Connection) -> rusqlite::Result<Image> {
             (&mut image.deactivated, &mut filling[1])
         };
         run.copy_one(&all, i);
-        if run.len() == RUN {
+        if run.len() == RUN_USERS {
             list.runs.push(Arc::new(std::mem::take(run).shrunk()));
         }
     }
@@ -633,7 +643,7 @@ fn catch_up(conn: &Connection, held: &Image) -> rusqlite::Result<Option<Image>> 
     if same_history != Some(held.generation) {
         return Ok(None);
     }
-    let (generation, seq) = position(conn)?;
+    let (generation, seq) = log_position(conn)?;
     let mut changed = conn
         .prepare_cached(
             "SELECT DISTINCT user_id FROM user_changes WHERE seq > ?1 AND user_id IS NOT NULL \
@@ -650,27 +660,28 @@ fn catch_up(conn: &Connection, held: &Image) -> rusqlite::Result<Option<Image>> 
             "SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?1)) \
              ORDER BY login"
         ))?
-        .query_map([super::id_list(&changed)], row)?
-        .collect::<rusqlite::Result<Vec<Row>>>()?;
+        .query_map([crate::db::id_list(&changed)], user_row)?
+        .collect::<rusqlite::Result<Vec<UserRow>>>()?;
     Ok(Some(held.caught_up(&changed, &rows, generation, seq)))
 }
 
-/// Where an image is held between searches: one per process ([`HELD`]; tests hold their own).
-/// It holds the image of the database last searched.
-pub struct Held(Mutex<Option<Arc<Image>>>);
+/// Where an image is held between searches: the image of the database last searched, or
+/// nothing yet. One per process ([`IMAGE_SLOT`]); the tests hold their own.
+pub struct ImageSlot(Mutex<Option<Arc<Image>>>);
 
-/// The image this process holds.
-pub static HELD: Held = Held::new();
+/// The image this process holds, shared by every request, from the first text search until the
+/// process ends (replaced whenever a search finds the database at another generation).
+pub static IMAGE_SLOT: ImageSlot = ImageSlot::new();
 
-impl Default for Held {
-    fn default() -> Held {
-        Held::new()
+impl Default for ImageSlot {
+    fn default() -> ImageSlot {
+        ImageSlot::new()
     }
 }
 
-impl Held {
-    pub const fn new() -> Held {
-        Held(Mutex::new(None))
+impl ImageSlot {
+    pub const fn new() -> ImageSlot {
+        ImageSlot(Mutex::new(None))
     }
 
     fn get(&self) -> Option<Arc<Image>> {
@@ -681,29 +692,29 @@ impl Held {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(image));
     }
 
-    /// The image of the database as `conn` sees it, and how it was had. Call it inside a read
+    /// The image of the database as `conn` sees it, and where it came from. Call it inside a read
     /// transaction, so that what the search reads next agrees with it, and before anything else
     /// is read in it: the image held is taken before the transaction's snapshot begins, so it is
     /// never newer than that snapshot (a newer one could not be caught up from, and would be
     /// read again from the table).
-    pub fn current(&self, conn: &Connection) -> rusqlite::Result<(Arc<Image>, How)> {
+    pub fn current(&self, conn: &Connection) -> rusqlite::Result<(Arc<Image>, ImageSource)> {
         let held = self.get();
         let generation: i64 = conn
             .prepare_cached("SELECT generation FROM user_stats")?
             .query_row([], |r| r.get(0))?;
         if let Some(image) = &held {
             if image.generation == generation {
-                return Ok((Arc::clone(image), How::Held));
+                return Ok((Arc::clone(image), ImageSource::Held));
             }
             if let Some(image) = catch_up(conn, image)? {
                 let image = Arc::new(image);
                 self.hold(&image);
-                return Ok((image, How::CaughtUp));
+                return Ok((image, ImageSource::CaughtUp));
             }
         }
         let image = Arc::new(read(conn)?);
         self.hold(&image);
-        Ok((image, How::Read))
+        Ok((image, ImageSource::Read))
     }
 }
 
@@ -711,8 +722,8 @@ impl Held {
 mod tests {
     use super::*;
 
-    fn user(id: i64, login: &str, name: &str, email: Option<&str>) -> Row {
-        Row {
+    fn user(id: i64, login: &str, name: &str, email: Option<&str>) -> UserRow {
+        UserRow {
             id,
             login: login.into(),
             name: name.into(),
@@ -767,14 +778,14 @@ mod tests {
 
     #[test]
     fn pages_counts_and_kept_matches() {
-        let n = 3 * RUN as i64 - 10;
+        let n = 3 * RUN_USERS as i64 - 10;
         let mut list = List::default();
         for i in 0..n {
             list.push(&user(i, &format!("u{i:06}"), "Person", None));
         }
         assert_eq!(list.runs.len(), 3);
         // A page across two runs.
-        let at = RUN - 4;
+        let at = RUN_USERS - 4;
         let m = list.search(b"person", at, 10, usize::MAX, false);
         assert_eq!(m.counted, n);
         assert_eq!(m.page, (at as i64..at as i64 + 10).collect::<Vec<_>>());
@@ -790,7 +801,7 @@ mod tests {
 
     #[test]
     fn changes_keep_login_order_and_share_untouched_runs() {
-        let n = 5 * RUN;
+        let n = 5 * RUN_USERS;
         let login = |i: usize| format!("u{:06}", i * 2);
         let mut list = List::default();
         for i in 0..n {
@@ -811,14 +822,14 @@ mod tests {
         assert_eq!(copied, 1);
         assert_eq!(without.len(), n - 1);
         // Inserting many into one run cuts it, order kept; one into a run copies that run.
-        let mut rows: Vec<Row> = (0..3 * RUN)
+        let mut rows: Vec<UserRow> = (0..3 * RUN_USERS)
             .map(|i| user(1_000_000 + i as i64, &format!("u000011x{i:06}"), "P", None))
             .collect();
         rows.push(user(2_000_000, "A-first", "P", None));
         rows.push(user(2_000_001, "zz-last", "P", None));
         rows.push(user(
             2_000_002,
-            &format!("{}x", login(2 * RUN + 1)),
+            &format!("{}x", login(2 * RUN_USERS + 1)),
             "P",
             None,
         ));
@@ -828,15 +839,15 @@ mod tests {
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(all, sorted);
-        assert_eq!(all.len(), n - 1 + 3 * RUN + 3);
-        assert!(grown.runs.iter().all(|r| r.len() <= 2 * RUN));
+        assert_eq!(all.len(), n - 1 + 3 * RUN_USERS + 3);
+        assert!(grown.runs.iter().all(|r| r.len() <= 2 * RUN_USERS));
         assert_eq!(ids(&grown).len(), all.len());
         let copied = grown
             .runs
             .iter()
             .filter(|r| !without.runs.iter().any(|w| Arc::ptr_eq(r, w)))
             .count();
-        // The first run (RUN - 1 users, A-first and 3 × RUN: cut in 4), the third, the last.
+        // The first run (RUN_USERS - 1 users, A-first and 3 × RUN_USERS: cut in 4), the third, the last.
         assert_eq!(copied, 4 + 1 + 1);
         // An empty list takes insertions.
         let empty = List::default().changed(&[1], &[]).0;
@@ -888,7 +899,7 @@ mod tests {
         .unwrap()
     }
 
-    fn current(held: &Held, conn: &Connection) -> (Arc<Image>, How) {
+    fn current(held: &ImageSlot, conn: &Connection) -> (Arc<Image>, ImageSource) {
         let _read = conn.unchecked_transaction().unwrap();
         held.current(conn).unwrap()
     }
@@ -898,14 +909,14 @@ mod tests {
         let conn = test_db();
         {
             let tx = conn.unchecked_transaction().unwrap();
-            for i in 0..(2 * RUN + 500) {
+            for i in 0..(2 * RUN_USERS + 500) {
                 create(&tx, &format!("u{:05}", i * 4), "Person");
             }
             tx.commit().unwrap();
         }
-        let held = Held::new();
-        assert_eq!(current(&held, &conn).1, How::Read);
-        assert_eq!(current(&held, &conn).1, How::Held);
+        let held = ImageSlot::new();
+        assert_eq!(current(&held, &conn).1, ImageSource::Read);
+        assert_eq!(current(&held, &conn).1, ImageSource::Held);
         let mut seed = 0x1234_5678_9abc_def0u64;
         let mut next = |n: u64| {
             seed ^= seed << 13;
@@ -915,7 +926,7 @@ mod tests {
         };
         let mut made = 0;
         for step in 0..300 {
-            let id = 2 + next(2 * RUN as u64 + 500) as i64;
+            let id = 2 + next(2 * RUN_USERS as u64 + 500) as i64;
             let exists = users::find_by_id(&conn, id).unwrap().is_some();
             match next(8) {
                 0 => {
@@ -943,7 +954,7 @@ mod tests {
             }
             if step % 3 == 0 {
                 let (image, how) = current(&held, &conn);
-                assert_ne!(how, How::Read, "step {step}");
+                assert_ne!(how, ImageSource::Read, "step {step}");
                 let fresh = {
                     let _read = conn.unchecked_transaction().unwrap();
                     read(&conn).unwrap()
@@ -958,26 +969,30 @@ mod tests {
     #[test]
     fn another_history_a_short_log_or_many_changes_read_again() {
         let a = test_db();
-        let held = Held::new();
-        assert_eq!(current(&held, &a).1, How::Read);
+        let held = ImageSlot::new();
+        assert_eq!(current(&held, &a).1, ImageSource::Read);
         create(&a, "one", "One");
-        assert_eq!(current(&held, &a).1, How::CaughtUp);
+        assert_eq!(current(&held, &a).1, ImageSource::CaughtUp);
         // Another database: its own history.
         let b = test_db();
         create(&b, "two", "Two");
-        assert_eq!(current(&held, &b).1, How::Read);
-        assert_eq!(current(&held, &a).1, How::Read);
+        assert_eq!(current(&held, &b).1, ImageSource::Read);
+        assert_eq!(current(&held, &a).1, ImageSource::Read);
         // The log no longer reaches back to the image.
         create(&a, "three", "Three");
         a.execute("DELETE FROM user_changes", []).unwrap();
         let (image, how) = current(&held, &a);
-        assert_eq!(how, How::Read);
+        assert_eq!(how, ImageSource::Read);
         assert_eq!(image.seq, 0);
         create(&a, "four", "Four");
-        assert_eq!(current(&held, &a).1, How::Read, "nothing to catch up from");
-        assert_eq!(current(&held, &a).1, How::Held);
+        assert_eq!(
+            current(&held, &a).1,
+            ImageSource::Read,
+            "nothing to catch up from"
+        );
+        assert_eq!(current(&held, &a).1, ImageSource::Held);
         create(&a, "five", "Five");
-        assert_eq!(current(&held, &a).1, How::CaughtUp);
+        assert_eq!(current(&held, &a).1, ImageSource::CaughtUp);
         // More changed users than are caught up: the log keeps the last 10,000 changes.
         {
             let tx = a.unchecked_transaction().unwrap();
@@ -986,7 +1001,7 @@ mod tests {
             }
             tx.commit().unwrap();
         }
-        assert_eq!(current(&held, &a).1, How::Read);
+        assert_eq!(current(&held, &a).1, ImageSource::Read);
         let (rows, first): (i64, i64) = a
             .query_row("SELECT count(*), min(seq) FROM user_changes", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -994,7 +1009,7 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 10_000);
         assert!(first > 50, "the oldest went first");
-        let found = |held: &Held| {
+        let found = |held: &ImageSlot| {
             current(held, &a)
                 .0
                 .list(true)

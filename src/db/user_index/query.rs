@@ -6,21 +6,22 @@
 //! deactivated users; ordered by login; the total is exact. The plans, per list:
 //!
 //! - **No text**: the list in login order; its size is kept in `user_stats` by triggers.
-//! - **Text**: the list held in memory ([`super::user_image`]), read once from end to end: the
+//! - **Text**: the list held in memory ([`super::image`]), read once from end to end: the
 //!   matches come out in login order, counted. The total, and the matches when there are at
-//!   most [`KEEP_MAX`], are kept while `user_stats.generation` does not change: a repeat or a
-//!   next page is then answered from them, or by reading the list only up to its page. When
-//!   users change, what was kept follows: each total moves by the changed users that match
-//!   before or after the change, and the matches stay kept when none of them does.
+//!   most [`KEEP_MAX`], are kept ([`super::cache`]) while `user_stats.generation` does not
+//!   change: a repeat or a next page is then answered from them, or by reading the list only
+//!   up to its page. When users change, what was kept follows: each total moves by the changed
+//!   users that match before or after the change, and the matches stay kept when none of them
+//!   does.
 //! - **Text with a NUL**, which `LIKE` reads as the end of the text: one pass over the list with
 //!   `LIKE`, keeping only the logins the page needs.
 
-use super::page_of;
-use super::user_image::{self, Held, Image};
-use super::users::{self, User};
+use super::cache::{CachedAnswer, Key, SearchCache, SEARCH_CACHE};
+use super::image::{Image, ImageSlot, IMAGE_SLOT};
+use crate::db::users::{self, User};
 use rusqlite::{params, Connection};
-use std::collections::{BinaryHeap, VecDeque};
-use std::sync::{LazyLock, Mutex};
+use std::collections::BinaryHeap;
+use std::sync::LazyLock;
 
 /// A text search keeps its matches in login order, for its next pages and repeats, when there
 /// are at most this many; more are only counted.
@@ -36,21 +37,21 @@ pub fn search(
     limit: i64,
 ) -> rusqlite::Result<(Vec<User>, i64)> {
     // One snapshot, so that the page, the total and the generation agree.
-    let _read = super::read_snapshot(conn)?;
+    let _read = crate::db::read_snapshot(conn)?;
     let ((ids, total), _) = find(
         conn,
         q,
         active,
         offset,
         limit,
-        &Where::new(&KEPT, &user_image::HELD),
+        &SearchState::new(&SEARCH_CACHE, &IMAGE_SLOT),
     )?;
     Ok((rows(conn, &ids)?, total))
 }
 
-/// How a page was found (for the tests).
+/// Which plan found a page (for the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Way {
+enum Plan {
     /// The list in login order, no text.
     WholeList,
     /// One pass over the list with `LIKE`.
@@ -58,65 +59,66 @@ enum Way {
     /// No row needed: an empty page, or an offset past the matches.
     Counted,
     /// From the matches kept by an earlier search at the same generation.
-    Kept,
+    Cached,
     /// The list in memory read up to the page (its total known from an earlier search).
     ReadToPage,
     /// The list in memory read to its end.
     ReadAll,
 }
 
-/// What a search keeps and reads its lists from (the tests bring their own).
-struct Where<'a> {
+/// Where a search finds what earlier searches found and the user lists, and how many matches
+/// it keeps: the process's [`SEARCH_CACHE`] and [`IMAGE_SLOT`] (the tests bring their own).
+struct SearchState<'a> {
     keep_max: usize,
-    kept: &'a Kept,
-    held: &'a Held,
+    cache: &'a SearchCache,
+    image_slot: &'a ImageSlot,
 }
 
-impl<'a> Where<'a> {
-    /// These kept searches and held lists, keeping up to [`KEEP_MAX`] matches.
-    fn new(kept: &'a Kept, held: &'a Held) -> Self {
-        Where {
+impl<'a> SearchState<'a> {
+    /// This cache and image slot, keeping up to [`KEEP_MAX`] matches.
+    fn new(cache: &'a SearchCache, image_slot: &'a ImageSlot) -> Self {
+        SearchState {
             keep_max: KEEP_MAX,
-            kept,
-            held,
+            cache,
+            image_slot,
         }
     }
 }
 
-/// The ids of the page and the total, and how they were found.
+/// The ids of the page and the total, and the plan that found them.
 fn find(
     conn: &Connection,
     q: Option<&str>,
     active: bool,
     offset: i64,
     limit: i64,
-    at: &Where,
-) -> rusqlite::Result<(Found, Way)> {
+    state: &SearchState,
+) -> rusqlite::Result<(PageAndTotal, Plan)> {
     let list = if active { &ACTIVE } else { &DEACTIVATED };
     let (offset, limit) = (offset.max(0), limit.max(0));
     match q {
-        None => Ok((whole_list(conn, list, offset, limit)?, Way::WholeList)),
-        Some(q) if q.contains('\0') => Ok((scanned(conn, list, q, offset, limit)?, Way::Scanned)),
-        Some(q) => in_memory(conn, list, active, q, offset, limit, at),
+        None => Ok((whole_list(conn, list, offset, limit)?, Plan::WholeList)),
+        Some(q) if q.contains('\0') => Ok((scanned(conn, list, q, offset, limit)?, Plan::Scanned)),
+        Some(q) => in_memory(conn, active, q, offset, limit, state),
     }
 }
 
-/// The user lists held in memory as `conn` sees them, for [`active_by_login_or_name`]. Take
-/// them first in a read transaction, so that what follows agrees with them (see
-/// [`Held::current`]).
-pub(crate) fn held_lists(conn: &Connection) -> rusqlite::Result<std::sync::Arc<Image>> {
-    Ok(user_image::HELD.current(conn)?.0)
+/// The image of the user lists as `conn` sees them, for [`active_by_login_or_name`]. Take
+/// it first in a read transaction, so that what follows agrees with it (see
+/// [`ImageSlot::current`]).
+pub(crate) fn current_image(conn: &Connection) -> rusqlite::Result<std::sync::Arc<Image>> {
+    Ok(IMAGE_SLOT.current(conn)?.0)
 }
 
 /// The active users whose login or name contains `q` as `LIKE '%q%'` finds them (the email not
 /// looked at), in login order; `None` for a text with a NUL (which `LIKE` reads differently:
 /// scan with `LIKE`). The group pickers and permission holders search by it.
-pub(crate) fn active_by_login_or_name(lists: &Image, q: &str) -> Option<Vec<i64>> {
+pub(crate) fn active_by_login_or_name(image: &Image, q: &str) -> Option<Vec<i64>> {
     if q.contains('\0') {
         return None;
     }
     Some(
-        lists
+        image
             .list(true)
             .login_or_name(q.to_ascii_lowercase().as_bytes()),
     )
@@ -146,8 +148,6 @@ macro_rules! like_any {
 /// The statements of one list. `active` is written out (not bound) so that the deactivated
 /// list's partial index serves it.
 struct ListSql {
-    /// Which list (a key of what searches keep).
-    name: &'static str,
     /// Its size and the generation: `(size, generation)`.
     size: &'static str,
     /// `id` of a page of the whole list, in login order: `?1` limit, `?2` offset.
@@ -159,7 +159,6 @@ struct ListSql {
 macro_rules! list_sql {
     ($active:literal, $size:literal, $scan_from:literal) => {
         ListSql {
-            name: $size,
             size: concat!("SELECT ", $size, ", generation FROM user_stats"),
             page: concat!(
                 "SELECT id FROM users WHERE active = ",
@@ -184,7 +183,7 @@ const ACTIVE: ListSql = list_sql!("1", "active_users", "users NOT INDEXED");
 const DEACTIVATED: ListSql = list_sql!("0", "deactivated_users", "users");
 
 /// `(ids of the page, total)`.
-type Found = (Vec<i64>, i64);
+type PageAndTotal = (Vec<i64>, i64);
 
 /// How many users are active (kept in `user_stats` by triggers).
 pub(crate) fn active_users(conn: &Connection) -> rusqlite::Result<i64> {
@@ -201,7 +200,7 @@ fn whole_list(
     list: &ListSql,
     offset: i64,
     limit: i64,
-) -> rusqlite::Result<Found> {
+) -> rusqlite::Result<PageAndTotal> {
     let (total, _) = list_size(conn, list)?;
     let ids = conn
         .prepare_cached(list.page)?
@@ -212,38 +211,37 @@ fn whole_list(
 
 fn in_memory(
     conn: &Connection,
-    list: &ListSql,
     active: bool,
     q: &str,
     offset: i64,
     limit: i64,
-    at: &Where,
-) -> rusqlite::Result<(Found, Way)> {
-    let (image, _) = at.held.current(conn)?;
-    if let Some(since) = image.since() {
-        at.kept.advance(since, image.generation());
+    state: &SearchState,
+) -> rusqlite::Result<(PageAndTotal, Plan)> {
+    let (image, _) = state.image_slot.current(conn)?;
+    if let Some(diff) = image.diff() {
+        state.cache.advance(diff, image.generation());
     }
     let needle = q.to_ascii_lowercase();
     let key = Key {
         generation: image.generation(),
-        list: list.name,
+        active,
         phrase: &needle,
     };
     let in_list = image.list(active);
-    let (from, len) = (super::as_index(offset), super::as_index(limit));
-    match at.kept.get(&key, offset, limit) {
-        Some(Known::Page(page, total)) => Ok(((page, total), Way::Kept)),
-        Some(Known::Total(total)) if limit == 0 || offset >= total => {
-            Ok(((Vec::new(), total), Way::Counted))
+    let (from, len) = (crate::db::as_index(offset), crate::db::as_index(limit));
+    match state.cache.get(&key, offset, limit) {
+        Some(CachedAnswer::Page(page, total)) => Ok(((page, total), Plan::Cached)),
+        Some(CachedAnswer::Total(total)) if limit == 0 || offset >= total => {
+            Ok(((Vec::new(), total), Plan::Counted))
         }
-        Some(Known::Total(total)) => {
+        Some(CachedAnswer::Total(total)) => {
             let found = in_list.search(needle.as_bytes(), from, len, 0, true);
-            Ok(((found.page, total), Way::ReadToPage))
+            Ok(((found.page, total), Plan::ReadToPage))
         }
         None => {
-            let found = in_list.search(needle.as_bytes(), from, len, at.keep_max, false);
-            at.kept.put(&key, found.counted, found.all);
-            Ok(((found.page, found.counted), Way::ReadAll))
+            let found = in_list.search(needle.as_bytes(), from, len, state.keep_max, false);
+            state.cache.put(&key, found.counted, found.all);
+            Ok(((found.page, found.counted), Plan::ReadAll))
         }
     }
 }
@@ -254,7 +252,7 @@ fn scanned(
     q: &str,
     offset: i64,
     limit: i64,
-) -> rusqlite::Result<Found> {
+) -> rusqlite::Result<PageAndTotal> {
     let mut first = FirstLogins::new(offset, limit);
     let mut stmt = conn.prepare_cached(list.scan)?;
     let mut rows = stmt.query([users::like_pattern(q)])?;
@@ -296,7 +294,7 @@ impl FirstLogins {
         }
     }
 
-    fn page(self, offset: i64) -> Found {
+    fn page(self, offset: i64) -> PageAndTotal {
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         let ids = self
             .kept
@@ -306,116 +304,6 @@ impl FirstLogins {
             .map(|(_, id)| id)
             .collect();
         (ids, self.seen)
-    }
-}
-
-/// What an earlier search found at a generation: the number of matches of a text (lowercased)
-/// in a list, and the matches in login order when there were at most the `keep_max` of the
-/// search. Valid at the generation it was taken at (generations are random, so two databases in
-/// one process never share one), and brought to the next one the held image was caught up to
-/// by [`Kept::advance`].
-struct Kept {
-    entries: Mutex<VecDeque<Entry>>,
-}
-
-struct Entry {
-    generation: i64,
-    list: &'static str,
-    phrase: String,
-    total: i64,
-    sorted: Option<Vec<i64>>,
-}
-
-/// What a search looks for in [`Kept`].
-struct Key<'a> {
-    generation: i64,
-    list: &'static str,
-    phrase: &'a str,
-}
-
-enum Known {
-    /// The page (from the sorted matches) and the total.
-    Page(Vec<i64>, i64),
-    /// The total only.
-    Total(i64),
-}
-
-/// How many searches are kept (a few bytes each, plus their sorted matches)...
-const ENTRIES_KEPT: usize = 64;
-/// ... and how many sorted matches in all (8 bytes each; one search may keep more).
-const IDS_KEPT: usize = 50_000;
-
-static KEPT: Kept = Kept::new();
-
-impl Kept {
-    const fn new() -> Kept {
-        Kept {
-            entries: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, key: &Key, offset: i64, limit: i64) -> Option<Known> {
-        let entries = self.lock();
-        let entry = entries.iter().find(|e| key.is(e))?;
-        Some(match &entry.sorted {
-            Some(sorted) => Known::Page(page_of(sorted, offset, limit), entry.total),
-            None => Known::Total(entry.total),
-        })
-    }
-
-    /// Brings what was kept at the generation `since` came from to `generation`: each total
-    /// moved by the changed users that match (before or after), the sorted matches kept when
-    /// none of them does (the order of the others did not change). Kept at other generations:
-    /// forgotten.
-    fn advance(&self, since: &user_image::Since, generation: i64) {
-        let mut entries = self.lock();
-        if !entries.iter().any(|e| e.generation == since.generation) {
-            return;
-        }
-        entries.retain(|e| e.generation == since.generation || e.generation == generation);
-        for e in entries.iter_mut() {
-            if e.generation != since.generation {
-                continue;
-            }
-            let (delta, touched) = since.delta(e.list == ACTIVE.name, e.phrase.as_bytes());
-            e.total += delta;
-            if touched {
-                e.sorted = None;
-            }
-            e.generation = generation;
-        }
-    }
-
-    /// Keeps the total (and the sorted matches) of a search, in place of what was kept for it;
-    /// forgets other generations and, past the limits, the oldest searches.
-    fn put(&self, key: &Key, total: i64, sorted: Option<Vec<i64>>) {
-        let mut entries = self.lock();
-        entries.retain(|e| e.generation == key.generation && !key.is(e));
-        let ids = |e: &Entry| e.sorted.as_ref().map_or(0, Vec::len);
-        let adding = sorted.as_ref().map_or(0, Vec::len);
-        let mut held: usize = entries.iter().map(ids).sum();
-        while entries.len() >= ENTRIES_KEPT || (held + adding > IDS_KEPT && !entries.is_empty()) {
-            if let Some(old) = entries.pop_front() {
-                held -= ids(&old);
-            }
-        }
-        entries.push_back(Entry {
-            generation: key.generation,
-            list: key.list,
-            phrase: key.phrase.to_string(),
-            total,
-            sorted,
-        });
-    }
-}
-
-impl Key<'_> {
-    fn is(&self, e: &Entry) -> bool {
-        e.generation == self.generation && e.list == self.list && e.phrase == self.phrase
     }
 }
 
@@ -432,7 +320,7 @@ fn rows(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<User>> {
         return Ok(Vec::new());
     }
     conn.prepare_cached(&ROWS)?
-        .query_map([super::id_list(ids)], users::from_row)?
+        .query_map([crate::db::id_list(ids)], users::from_row)?
         .collect()
 }
 
@@ -581,21 +469,21 @@ mod tests {
     /// does, always.
     const KEEPS: &[usize] = &[0, 5, KEEP_MAX, usize::MAX];
 
-    /// [`find`] with its own kept searches and held image: the ids of the page's rows, the
-    /// total, and how the page was found.
+    /// [`find`] with its own search cache and image slot: the ids of the page's rows, the
+    /// total, and the plan that found the page.
     fn search_in(
         conn: &Connection,
         q: Option<&str>,
         active: bool,
         offset: i64,
         limit: i64,
-        at: &Where,
-    ) -> (Vec<i64>, i64, Way) {
+        state: &SearchState,
+    ) -> (Vec<i64>, i64, Plan) {
         let _read = conn.unchecked_transaction().unwrap();
-        let ((ids, total), way) = find(conn, q, active, offset, limit, at).unwrap();
+        let ((ids, total), plan) = find(conn, q, active, offset, limit, state).unwrap();
         let rows: Vec<i64> = rows(conn, &ids).unwrap().iter().map(|u| u.id).collect();
         assert_eq!(rows, ids, "the rows come in the order of the page");
-        (ids, total, way)
+        (ids, total, plan)
     }
 
     fn page_of_reference(expected: &[i64], offset: i64, limit: i64) -> Vec<i64> {
@@ -608,34 +496,34 @@ mod tests {
     }
 
     /// Every page (and one past the end) of `q` by every way of keeping, and by [`search`],
-    /// against `LIKE`; the ways the pages were found are added to `ways`.
+    /// against `LIKE`; the plans that found the pages are added to `plans`.
     fn check(
         conn: &Connection,
         q: Option<&str>,
         active: bool,
         page_size: i64,
-        ways: &mut HashSet<Way>,
+        plans: &mut HashSet<Plan>,
     ) {
         let expected = reference(conn, q, active);
         let total = expected.len() as i64;
         let pages = 0..=(total / page_size + 1);
-        let held = Held::new();
+        let held = ImageSlot::new();
         for &keep_max in KEEPS {
-            let kept = Kept::new();
-            let at = Where {
+            let kept = SearchCache::new();
+            let state = SearchState {
                 keep_max,
-                kept: &kept,
-                held: &held,
+                cache: &kept,
+                image_slot: &held,
             };
             for page in pages.clone() {
                 let offset = page * page_size;
-                let (ids, n, way) = search_in(conn, q, active, offset, page_size, &at);
-                ways.insert(way);
+                let (ids, n, plan) = search_in(conn, q, active, offset, page_size, &state);
+                plans.insert(plan);
                 let want = page_of_reference(&expected, offset, page_size);
                 assert_eq!(
                     (&ids, n),
                     (&want, total),
-                    "q={q:?} active={active} offset={offset} keep {keep_max} {way:?}"
+                    "q={q:?} active={active} offset={offset} keep {keep_max} {plan:?}"
                 );
             }
         }
@@ -702,26 +590,26 @@ mod tests {
             let u = &all[g.below(all.len())];
             queries.push(piece_of(&mut g, u));
         }
-        let mut ways = HashSet::new();
+        let mut plans = HashSet::new();
         for q in &queries {
             for active in [true, false] {
-                check(&conn, Some(q), active, 7, &mut ways);
+                check(&conn, Some(q), active, 7, &mut plans);
             }
         }
         for active in [true, false] {
-            check(&conn, None, active, 25, &mut ways);
+            check(&conn, None, active, 25, &mut plans);
         }
         let many = all.len() as i64;
-        check(&conn, Some("org"), true, many, &mut ways);
-        for way in [
-            Way::WholeList,
-            Way::Scanned,
-            Way::Counted,
-            Way::Kept,
-            Way::ReadToPage,
-            Way::ReadAll,
+        check(&conn, Some("org"), true, many, &mut plans);
+        for plan in [
+            Plan::WholeList,
+            Plan::Scanned,
+            Plan::Counted,
+            Plan::Cached,
+            Plan::ReadToPage,
+            Plan::ReadAll,
         ] {
-            assert!(ways.contains(&way), "{way:?} never ran: {ways:?}");
+            assert!(plans.contains(&plan), "{plan:?} never ran: {plans:?}");
         }
     }
 
@@ -755,22 +643,22 @@ mod tests {
         }
     }
 
-    /// Runs the searches `(offset, limit, the way expected)` of `q` in order, each against
+    /// Runs the searches `(offset, limit, the plan expected)` of `q` in order, each against
     /// `LIKE`.
-    fn expect_ways(
+    fn expect_plans(
         conn: &Connection,
         q: &str,
         active: bool,
-        at: &Where,
-        steps: &[(i64, i64, Way)],
+        state: &SearchState,
+        steps: &[(i64, i64, Plan)],
     ) {
         let expected = reference(conn, Some(q), active);
-        for &(offset, limit, way) in steps {
-            let (ids, total, used) = search_in(conn, Some(q), active, offset, limit, at);
+        for &(offset, limit, plan) in steps {
+            let (ids, total, used) = search_in(conn, Some(q), active, offset, limit, state);
             let want = page_of_reference(&expected, offset, limit);
             assert_eq!(
                 (&ids, total, used),
-                (&want, expected.len() as i64, way),
+                (&want, expected.len() as i64, plan),
                 "q={q:?} active={active} offset={offset} limit={limit}"
             );
         }
@@ -780,124 +668,130 @@ mod tests {
     fn each_way_is_taken_when_expected_and_answers_alike() {
         let conn = test_db();
         people(&conn);
-        let (kept, held) = (Kept::new(), Held::new());
-        let at = Where::new(&kept, &held);
+        let (kept, held) = (SearchCache::new(), ImageSlot::new());
+        let state = SearchState::new(&kept, &held);
         // Read once and kept; then every page, past the end and an empty page from what was
         // kept. Any case of the text is the same search.
-        expect_ways(
+        expect_plans(
             &conn,
             "rare",
             true,
-            &at,
+            &state,
             &[
-                (0, 4, Way::ReadAll),
-                (4, 4, Way::Kept),
-                (8, 4, Way::Kept),
-                (100, 4, Way::Kept),
-                (0, 0, Way::Kept),
+                (0, 4, Plan::ReadAll),
+                (4, 4, Plan::Cached),
+                (8, 4, Plan::Cached),
+                (100, 4, Plan::Cached),
+                (0, 0, Plan::Cached),
             ],
         );
-        expect_ways(&conn, "RaRe", true, &at, &[(12, 4, Way::Kept)]);
+        expect_plans(&conn, "RaRe", true, &state, &[(12, 4, Plan::Cached)]);
         // The deactivated list keeps its own.
-        expect_ways(
+        expect_plans(
             &conn,
             "rare",
             false,
-            &at,
-            &[(0, 1, Way::ReadAll), (1, 1, Way::Kept), (5, 1, Way::Kept)],
+            &state,
+            &[
+                (0, 1, Plan::ReadAll),
+                (1, 1, Plan::Cached),
+                (5, 1, Plan::Cached),
+            ],
         );
         // More matches than are kept: the total is kept, each page read up to its end; past
         // the end or an empty page: the count alone.
-        let few = Where { keep_max: 10, ..at };
-        expect_ways(
+        let few = SearchState {
+            keep_max: 10,
+            ..state
+        };
+        expect_plans(
             &conn,
             "person",
             true,
             &few,
             &[
-                (0, 5, Way::ReadAll),
-                (5, 5, Way::ReadToPage),
-                (85, 5, Way::ReadToPage),
-                (1000, 5, Way::Counted),
-                (0, 0, Way::Counted),
+                (0, 5, Plan::ReadAll),
+                (5, 5, Plan::ReadToPage),
+                (85, 5, Plan::ReadToPage),
+                (1000, 5, Plan::Counted),
+                (0, 0, Plan::Counted),
             ],
         );
-        expect_ways(
+        expect_plans(
             &conn,
             "person",
             false,
             &few,
-            &[(0, 5, Way::ReadAll), (5, 50, Way::ReadToPage)],
+            &[(0, 5, Plan::ReadAll), (5, 50, Plan::ReadToPage)],
         );
         // Without text: the list in login order; a NUL: `LIKE`, which reads the text and the
         // pattern up to their first NUL.
         let expected = reference(&conn, None, true);
-        let (ids, total, way) = search_in(&conn, None, true, 3, 4, &at);
+        let (ids, total, plan) = search_in(&conn, None, true, 3, 4, &state);
         assert_eq!(
-            (ids, total, way),
+            (ids, total, plan),
             (
                 page_of_reference(&expected, 3, 4),
                 expected.len() as i64,
-                Way::WholeList
+                Plan::WholeList
             )
         );
         // ("org\0x" is the pattern '%org': emails that end so.)
         let expected = reference(&conn, Some("org\0x"), true);
         assert!(!expected.is_empty(), "LIKE reads the pattern up to the NUL");
-        let (ids, total, way) = search_in(&conn, Some("org\0x"), true, 0, 4, &at);
+        let (ids, total, plan) = search_in(&conn, Some("org\0x"), true, 0, 4, &state);
         assert_eq!(
-            (ids, total, way),
+            (ids, total, plan),
             (
                 page_of_reference(&expected, 0, 4),
                 expected.len() as i64,
-                Way::Scanned
+                Plan::Scanned
             )
         );
         // A backslash is only a backslash.
-        let (_, total, way) = search_in(&conn, Some("u00\\0"), true, 0, 4, &at);
-        assert_eq!((total, way), (0, Way::ReadAll));
+        let (_, total, plan) = search_in(&conn, Some("u00\\0"), true, 0, 4, &state);
+        assert_eq!((total, plan), (0, Plan::ReadAll));
     }
 
     #[test]
     fn a_write_between_two_pages_reads_again() {
         let conn = test_db();
         people(&conn);
-        let (kept, held) = (Kept::new(), Held::new());
-        let at = Where::new(&kept, &held);
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
+        let (kept, held) = (SearchCache::new(), ImageSlot::new());
+        let state = SearchState::new(&kept, &held);
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadAll)]);
         // A new match sorting first: the next page reflects it, its total followed and its
         // list read to the page.
         let u001 = users::find_by_login(&conn, "u001").unwrap().unwrap();
         users::update_profile(&conn, u001.id, "Rare Too", u001.email.as_deref(), 3).unwrap();
-        expect_ways(
+        expect_plans(
             &conn,
             "rare",
             true,
-            &at,
-            &[(4, 4, Way::ReadToPage), (8, 4, Way::ReadToPage)],
+            &state,
+            &[(4, 4, Plan::ReadToPage), (8, 4, Plan::ReadToPage)],
         );
         assert_eq!(reference(&conn, Some("rare"), true).len(), 19);
         // Deactivating a match moves it to the other list.
         users::deactivate(&conn, u001.id, 4).unwrap();
-        expect_ways(
+        expect_plans(
             &conn,
             "rare",
             true,
-            &at,
-            &[(4, 4, Way::ReadToPage), (0, 4, Way::ReadToPage)],
+            &state,
+            &[(4, 4, Plan::ReadToPage), (0, 4, Plan::ReadToPage)],
         );
-        expect_ways(&conn, "rare", false, &at, &[(0, 9, Way::ReadAll)]);
+        expect_plans(&conn, "rare", false, &state, &[(0, 9, Plan::ReadAll)]);
         // Another generation the held image cannot be caught up from: all read again.
         let other = test_db();
         search(&other, Some("x"), true, 0, 1).unwrap();
         held.current(&other).unwrap();
         users::update_profile(&conn, u001.id, "Rare Again", None, 5).unwrap();
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadAll)]);
         assert_eq!(reference(&conn, Some("rare"), false).len(), 7);
         // Only the current generation is kept.
-        let entries = kept.lock();
         let generation = list_size(&conn, &ACTIVE).unwrap().1;
-        assert!(entries.iter().all(|e| e.generation == generation));
+        assert!(kept.generations().iter().all(|&g| g == generation));
     }
 
     #[test]
@@ -910,9 +804,9 @@ mod tests {
             let u = &all[g.below(all.len())];
             texts.push(piece_of(&mut g, u));
         }
-        let held = Held::new();
-        let kepts: Vec<Kept> = KEEPS.iter().map(|_| Kept::new()).collect();
-        let mut ways = HashSet::new();
+        let held = ImageSlot::new();
+        let kepts: Vec<SearchCache> = KEEPS.iter().map(|_| SearchCache::new()).collect();
+        let mut plans = HashSet::new();
         for step in 0..80 {
             let id = all[g.below(all.len())].id;
             let exists = users::find_by_id(&conn, id).unwrap().is_some();
@@ -958,22 +852,22 @@ mod tests {
                 for active in [true, false] {
                     let expected = reference(&conn, Some(q), active);
                     for (kept, &keep_max) in kepts.iter().zip(KEEPS) {
-                        let at = Where {
+                        let state = SearchState {
                             keep_max,
-                            kept,
-                            held: &held,
+                            cache: kept,
+                            image_slot: &held,
                         };
                         for offset in [0, 4] {
-                            let (ids, total, way) =
-                                search_in(&conn, Some(q), active, offset, 4, &at);
-                            ways.insert(way);
+                            let (ids, total, plan) =
+                                search_in(&conn, Some(q), active, offset, 4, &state);
+                            plans.insert(plan);
                             assert_eq!(
                                 (ids, total),
                                 (
                                     page_of_reference(&expected, offset, 4),
                                     expected.len() as i64
                                 ),
-                                "step {step} q={q:?} active={active} keep {keep_max} {way:?}"
+                                "step {step} q={q:?} active={active} keep {keep_max} {plan:?}"
                             );
                         }
                     }
@@ -982,8 +876,8 @@ mod tests {
         }
         // A first search after a change is answered from what was kept before it: its pages,
         // or its total with the list read up to the page.
-        for way in [Way::Kept, Way::ReadToPage, Way::ReadAll, Way::Counted] {
-            assert!(ways.contains(&way), "{way:?} never ran: {ways:?}");
+        for plan in [Plan::Cached, Plan::ReadToPage, Plan::ReadAll, Plan::Counted] {
+            assert!(plans.contains(&plan), "{plan:?} never ran: {plans:?}");
         }
     }
 
@@ -991,81 +885,51 @@ mod tests {
     fn what_was_kept_follows_a_change() {
         let conn = test_db();
         people(&conn);
-        let (kept, held) = (Kept::new(), Held::new());
-        let at = Where::new(&kept, &held);
+        let (kept, held) = (SearchCache::new(), ImageSlot::new());
+        let state = SearchState::new(&kept, &held);
         // (One set of kept searches, as labgate has: each search brings all of it along.)
-        let few_at = Where { keep_max: 10, ..at };
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadAll)]);
-        expect_ways(&conn, "person", true, &few_at, &[(0, 4, Way::ReadAll)]);
+        let few_state = SearchState {
+            keep_max: 10,
+            ..state
+        };
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadAll)]);
+        expect_plans(&conn, "person", true, &few_state, &[(0, 4, Plan::ReadAll)]);
         // A change no match sees: the matches kept stay kept.
         let u000 = users::find_by_login(&conn, "u000").unwrap().unwrap();
         users::update_profile(&conn, u000.id, "Common Person Too", None, 3).unwrap();
-        expect_ways(&conn, "rare", true, &at, &[(4, 4, Way::Kept)]);
-        expect_ways(&conn, "person", true, &few_at, &[(4, 4, Way::ReadToPage)]);
+        expect_plans(&conn, "rare", true, &state, &[(4, 4, Plan::Cached)]);
+        expect_plans(
+            &conn,
+            "person",
+            true,
+            &few_state,
+            &[(4, 4, Plan::ReadToPage)],
+        );
         // A new match: the total follows, the page is read.
         users::update_profile(&conn, u000.id, "Rare Now", None, 4).unwrap();
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadToPage)]);
         // A match leaving the list.
         let u003 = users::find_by_login(&conn, "u008").unwrap().unwrap();
         users::deactivate(&conn, u003.id, 5).unwrap();
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
-        expect_ways(&conn, "person", true, &few_at, &[(80, 20, Way::ReadToPage)]);
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadToPage)]);
+        expect_plans(
+            &conn,
+            "person",
+            true,
+            &few_state,
+            &[(80, 20, Plan::ReadToPage)],
+        );
         // Two changes between searches: caught up together.
         users::reactivate(&conn, u003.id, 6).unwrap();
         users::update_profile(&conn, u000.id, "Common Person", None, 6).unwrap();
-        expect_ways(&conn, "rare", true, &at, &[(0, 4, Way::ReadToPage)]);
-        expect_ways(&conn, "person", true, &few_at, &[(1000, 4, Way::Counted)]);
-    }
-
-    #[test]
-    fn kept_searches_stay_within_their_limits() {
-        let kept = Kept::new();
-        let key = |phrase: &'static str| Key {
-            generation: 7,
-            list: "active_users",
-            phrase,
-        };
-        let phrases: Vec<String> = (0..ENTRIES_KEPT + 10)
-            .map(|i| format!("\"p{i}\""))
-            .collect();
-        for p in &phrases {
-            let p: &'static str = Box::leak(p.clone().into_boxed_str());
-            kept.put(&key(p), 1, None);
-        }
-        assert_eq!(kept.lock().len(), ENTRIES_KEPT);
-        assert!(
-            kept.get(&key("\"p0\""), 0, 1).is_none(),
-            "the oldest went first"
+        expect_plans(&conn, "rare", true, &state, &[(0, 4, Plan::ReadToPage)]);
+        expect_plans(
+            &conn,
+            "person",
+            true,
+            &few_state,
+            &[(1000, 4, Plan::Counted)],
         );
-        let half = (0..IDS_KEPT as i64 / 2 + 1).collect::<Vec<_>>();
-        kept.put(&key("\"a\""), half.len() as i64, Some(half.clone()));
-        kept.put(&key("\"b\""), half.len() as i64, Some(half.clone()));
-        assert!(
-            kept.get(&key("\"a\""), 0, 1).is_none(),
-            "ids past the limit"
-        );
-        match kept.get(&key("\"b\""), 2, 3) {
-            Some(Known::Page(page, total)) => {
-                assert_eq!((page, total), (vec![2, 3, 4], half.len() as i64))
-            }
-            _ => panic!("b is kept"),
-        }
-        // Searching again replaces what was kept; another generation forgets the rest.
-        kept.put(&key("\"b\""), 3, None);
-        assert!(matches!(
-            kept.get(&key("\"b\""), 0, 1),
-            Some(Known::Total(3))
-        ));
-        kept.put(
-            &Key {
-                generation: 8,
-                list: "active_users",
-                phrase: "\"c\"",
-            },
-            1,
-            None,
-        );
-        assert_eq!(kept.lock().len(), 1);
     }
 
     #[test]
