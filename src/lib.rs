@@ -1,6 +1,22 @@
 //! labgate: GitLab sign-in and user administration in one binary and one SQLite file.
 //!
 //! `main` parses the command line and calls [`start`]; integration tests run the binary.
+//!
+//! The modules stand in layers, each using only its own layer and those below it, so that each
+//! can be read and tested without the ones above (`cargo test --test layers` checks it):
+//!
+//! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`config`], [`logging`],
+//!    [`process`], [`authz`];
+//! 2. the store: [`db`];
+//! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
+//! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
+//!    [`provisioning`], [`accounts`], [`signin`];
+//! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
+//!    views, dispatch);
+//! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
+//! 7. the route table, [`routes`], which names every handler;
+//! 8. [`server`], which serves a route table it is handed;
+//! 9. this crate root, which hands the route table and the state to the server.
 
 pub mod accounts;
 pub mod api;
@@ -13,8 +29,10 @@ pub mod gitlab;
 pub mod gitlab_config;
 pub mod logging;
 pub mod model;
+pub mod pages;
 pub mod process;
 pub mod provisioning;
+pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod signin;
@@ -108,7 +126,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
-    server::spawn(listen, |bound| {
+    server::spawn(listen, routes::routes(), |bound| {
         Arc::new(web::App::new(
             config.clone(),
             bound,

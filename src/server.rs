@@ -3,7 +3,7 @@
 //! headers, one log line per request, and graceful draining on SIGTERM.
 
 use crate::web::request::{Params, Req, Resp, MAX_BODY};
-use crate::web::{self, App};
+use crate::web::{self, App, Route};
 use oxhttp::model::{Body, HeaderName, HeaderValue, Request, Response, StatusCode};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -27,20 +27,24 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
-/// Binds and starts serving `app_for(addr)`. With port 0, a free port is reserved first
-/// (oxhttp binds by address and does not report the port it got), retrying if taken meanwhile.
+/// Binds and starts serving `make_app(addr)`, answering each request from `routes` through
+/// [`web::dispatch()`]. With port 0, a free port is reserved first (oxhttp binds by address and
+/// does not report the port it got), retrying if taken meanwhile.
 pub fn spawn(
     listen: SocketAddr,
+    routes: &'static [Route],
     make_app: impl Fn(SocketAddr) -> Arc<App>,
 ) -> std::io::Result<(SocketAddr, Arc<App>)> {
-    spawn_with(listen, make_app, web::dispatch)
+    spawn_with(listen, make_app, move |app: &App, req: &Req| {
+        web::dispatch(app, routes, req)
+    })
 }
 
 /// [`spawn`] with another dispatcher (tests use one that panics).
 pub fn spawn_with(
     listen: SocketAddr,
     make_app: impl Fn(SocketAddr) -> Arc<App>,
-    dispatch: fn(&App, &Req) -> Resp,
+    dispatch: impl Fn(&App, &Req) -> Resp + Copy + Send + Sync + 'static,
 ) -> std::io::Result<(SocketAddr, Arc<App>)> {
     let attempts = if listen.port() == 0 { 5 } else { 1 };
     let mut last_err = None;
@@ -190,7 +194,7 @@ fn abandon_body(request: &mut Request<Body>) {
 pub fn handle(
     app: &App,
     request: &mut Request<Body>,
-    dispatch: fn(&App, &Req) -> Resp,
+    dispatch: impl Fn(&App, &Req) -> Resp,
 ) -> Response<Body> {
     app.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlight(app);

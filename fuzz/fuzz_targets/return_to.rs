@@ -4,7 +4,7 @@
 //! WHATWG URL parser) resolves it to this very origin from any page of the site.
 #![no_main]
 
-use labgate::web::pages::safe_return_to;
+use labgate::pages::safe_return_to;
 use libfuzzer_sys::fuzz_target;
 use url::Url;
 

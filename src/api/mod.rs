@@ -21,13 +21,6 @@ pub fn format_datetime(ts: i64) -> String {
         .unwrap_or_default()
 }
 
-/// A date as `YYYY-MM-DD`.
-pub fn format_date(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
-}
-
 /// Page request: `p` (1-based) and `ps` (1–500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paging {

@@ -1,10 +1,11 @@
 //! `api/user_tokens/*`: users manage their own tokens; admins those of anyone.
 
-use super::{format_date, format_datetime};
+use super::format_datetime;
 use crate::accounts;
 use crate::db::tokens;
 use crate::error::{AppError, AppResult};
 use crate::web::request::Resp;
+use crate::web::views::format_date;
 use crate::web::Ctx;
 use serde_json::{json, Value};
 

@@ -239,7 +239,7 @@ mod tests {
         ] {
             user.email = email.map(str::to_string);
             user.name = name.to_string();
-            user.external_provider = external.map(|_| "gitlab".to_string());
+            user.external_provider = external.map(|_| crate::model::PROVIDER_GITLAB.to_string());
             user.external_identity = external.map(str::to_string);
             let caller = Caller {
                 user: Arc::new(user.clone()),

@@ -168,21 +168,6 @@ pub struct Userinfo {
     pub groups: Vec<String>,
 }
 
-impl GitlabUser {
-    /// The sign-in's claims from this answer, with the groups read apart (none yet).
-    pub fn into_claims(self) -> crate::provisioning::Claims {
-        crate::provisioning::Claims {
-            id: self.id,
-            username: self.username,
-            name: self.name,
-            email: self.email,
-            inactive: (self.state != "active").then_some(self.state),
-            bot: self.bot,
-            groups: Vec::new(),
-        }
-    }
-}
-
 /// What went wrong talking to GitLab. `Display` is a log line without secrets; every text that
 /// comes from GitLab is stripped of control characters and shortened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! resolved to a caller with effective permissions; password sign-in with throttling;
 //! session and CSRF cookies.
 
-use super::caller_cache::{Credential, Entry, Identity, Key};
+use super::caller_cache::{Credential, Identity, Key};
 use super::request::Req;
 use super::App;
 use crate::accounts;
@@ -194,19 +194,11 @@ fn session_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppRes
     };
     let session = Arc::new(session);
     let caller = Caller::new(&identity, Via::Session(Arc::clone(&session)));
-    app.callers.insert(
-        key,
-        Entry {
-            generation,
-            loaded_at: std::time::Instant::now(),
-            identity,
-            credential: Credential::Session {
-                session,
-                idle_timeout_secs: timeout,
-            },
-        },
-        generation,
-    );
+    let credential = Credential::Session {
+        session,
+        idle_timeout_secs: timeout,
+    };
+    app.callers.remember(key, identity, credential, generation);
     Ok(Credentials::Valid(Box::new(caller)))
 }
 
@@ -248,16 +240,8 @@ fn token_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppResul
         token.last_connection_at = Some(now);
     }
     let caller = Caller::new(&identity, Via::Token);
-    app.callers.insert(
-        key,
-        Entry {
-            generation,
-            loaded_at: std::time::Instant::now(),
-            identity,
-            credential: Credential::Token(token),
-        },
-        generation,
-    );
+    app.callers
+        .remember(key, identity, Credential::Token(token), generation);
     Ok(Credentials::Valid(Box::new(caller)))
 }
 

@@ -151,6 +151,18 @@ impl CallerCache {
         entries.map.insert(key, Arc::new(entry));
     }
 
+    /// Keeps who `key` belongs to and its credential, just read from the database, as of
+    /// `generation` (read before them).
+    pub fn remember(&self, key: Key, identity: Identity, credential: Credential, generation: u64) {
+        let entry = Entry {
+            generation,
+            loaded_at: Instant::now(),
+            identity,
+            credential,
+        };
+        self.insert(key, entry, generation);
+    }
+
     pub fn remove(&self, key: &Key) {
         self.lock().map.remove(key);
     }

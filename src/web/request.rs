@@ -258,6 +258,11 @@ impl Resp {
         }
     }
 
+    pub fn with_status(mut self, status: u16) -> Resp {
+        self.status = status;
+        self
+    }
+
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Resp {
         self.headers.push((name.into(), value.into()));
         self

@@ -1,8 +1,8 @@
 //! What every page shares: the layout data (navigation, CSRF token, flash message), rendering,
-//! and the error page.
+//! the error page (which dispatch shows for a failed page route), dates, and list paging.
 
 use super::auth::CSRF_FIELD;
-use super::request::{Req, Resp};
+use super::request::{encode_component, Req, Resp};
 use super::Ctx;
 use crate::error::{AppError, AppResult};
 use askama::Template;
@@ -114,6 +114,21 @@ pub fn error_with_layout(l: Layout, req: &Req, err: &AppError) -> Resp {
     render(status, &page).unwrap_or_else(|_| Resp::text(status, heading(status)))
 }
 
+/// The page for an error on a page route: sign-in for anonymous callers, else the error page.
+pub fn error_page(ctx: &mut Ctx<'_>, err: AppError) -> Resp {
+    if let AppError::Unauthorized(_) = err {
+        if ctx.caller.is_none() {
+            let back = ctx.req.path_and_query();
+            return Resp::redirect(&format!(
+                "/sessions/new?return_to={}",
+                encode_component(&back)
+            ));
+        }
+    }
+    let layout = Layout::new(ctx, "Error", "").unwrap_or_else(|_| Layout::anonymous("Error"));
+    error_with_layout(layout, ctx.req, &err)
+}
+
 /// The error page when no request context exists.
 pub fn plain_error_page(req: &Req, err: &AppError) -> Resp {
     error_with_layout(Layout::anonymous("Error"), req, err)
@@ -124,6 +139,13 @@ pub fn datetime(ts: Option<i64>) -> String {
     ts.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| "never".into())
+}
+
+/// A date as `YYYY-MM-DD` (pages, and the API's token expiration dates).
+pub fn format_date(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }
 
 /// Rows per page on the admin lists.
@@ -204,7 +226,7 @@ pub fn url_with(path: &str, params: &[(&str, &str)]) -> String {
     let query: Vec<String> = params
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", super::request::encode_component(v)))
+        .map(|(k, v)| format!("{k}={}", encode_component(v)))
         .collect();
     if query.is_empty() {
         path.to_string()

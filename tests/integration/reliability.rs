@@ -2032,7 +2032,7 @@ fn hostile_case(seed: u64, index: usize, admin: &str) -> Case {
             ];
             let target = rng.pick(targets);
             // Authority-form targets kill oxhttp's connection thread without an answer
-            // (RELIABILITY.md bug 1, `authority_form_request_target_is_answered_400`).
+            // (RELIABILITY.md bug 1, `authority_form_request_targets_close_the_connection_and_leak_nothing`).
             must_answer = target.contains('/') || target.starts_with(['*', '?', '#']);
             let method = rng.pick(&["GET", "CONNECT", "OPTIONS", "POST"]);
             raw_request(method.as_bytes(), target.as_bytes(), &[], b"")

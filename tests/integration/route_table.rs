@@ -1,10 +1,10 @@
-//! Checks generated from labgate's own route table (`labgate::web::routes::routes()`), so a new
+//! Checks generated from labgate's own route table (`labgate::routes::routes()`), so a new
 //! route cannot be forgotten: every admin route refuses anonymous and non-admin callers, every
 //! signed-in route refuses anonymous callers, and every state-changing route refuses a
 //! cookie-authenticated request without the CSRF token.
 
 use crate::harness::*;
-use labgate::web::routes::routes;
+use labgate::routes::routes;
 use labgate::web::Access;
 
 /// Routes that authenticate by the credentials they carry, not by the session cookie.

@@ -2,7 +2,7 @@
 //! members, and delete them (after a confirmation). The default group `users` is shown but
 //! cannot be renamed, deleted or have its members changed by hand.
 
-use super::admin::{done, field, param, ConfirmPage, ListState};
+use super::admin::{done, field, param, ConfirmThenAct, Confirmation, ListState};
 use super::FormErrors;
 use crate::accounts;
 use crate::db::groups::{self, Selected};
@@ -264,60 +264,50 @@ pub fn remove_member(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     }
 }
 
-fn deletion(
-    ctx: &Ctx<'_>,
-    group: &groups::Group,
-    state: &ListState,
-    errors: FormErrors,
-) -> AppResult<ConfirmPage> {
+/// Deleting a group, confirmed first.
+const DELETION: ConfirmThenAct<groups::Group> = ConfirmThenAct {
+    key: "name",
+    list: list_state,
+    find: accounts::group_by_name,
+    confirmation: deletion,
+};
+
+fn deletion(_ctx: &Ctx<'_>, group: &groups::Group) -> AppResult<Confirmation> {
     let blocked = group.is_default.then(|| {
         format!(
             "Group '{}' is the default group: every user belongs to it, and it cannot be deleted.",
             group.name
         )
     });
-    let mut fields = vec![("name", group.name.clone())];
-    fields.extend(state.params());
-    Ok(ConfirmPage {
-        l: Layout::new(ctx, "Delete group", "groups")?,
+    Ok(Confirmation {
+        title: "Delete group",
+        nav: "groups",
+        name: group.name.clone(),
         question: format!("Are you sure you want to delete group '{}'?", group.name),
         consequences: vec![format!(
             "Its {} member(s) keep their accounts, but lose the permissions this group grants.",
             group.members_count
         )],
         action: "/admin/groups/delete",
-        fields,
         button: "Delete group",
-        cancel_url: state.url(),
         blocked,
-        errors,
     })
 }
 
 /// "Are you sure…" before deleting.
 pub fn delete_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let state = list_state(ctx);
-    let group = accounts::group_by_name(&ctx.conn, &param(ctx, "name"))?;
-    deletion(ctx, &group, &state, FormErrors::default())?.respond(200)
+    DELETION.ask(ctx)
 }
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let state = list_state(ctx);
-    let name = field(ctx, "name");
-    match accounts::delete_group(&mut ctx.conn, &name) {
-        Ok(()) => {
-            log::info!(
-                "admin: group deleted name={name:?} by={:?}",
-                ctx.caller()?.user.login
-            );
-            done(ctx, &format!("Group '{name}' was deleted."), &state.url())
-        }
-        Err(e) => {
-            let errors = FormErrors::from_error(e)?;
-            let group = accounts::group_by_name(&ctx.conn, &name)?;
-            deletion(ctx, &group, &state, errors)?.respond(422)
-        }
-    }
+    DELETION.act(ctx, |ctx, name| {
+        accounts::delete_group(&mut ctx.conn, name)?;
+        log::info!(
+            "admin: group deleted name={name:?} by={:?}",
+            ctx.caller()?.user.login
+        );
+        Ok(format!("Group '{name}' was deleted."))
+    })
 }
 
 #[cfg(test)]

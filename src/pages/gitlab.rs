@@ -102,7 +102,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         Err(stop) => return stop.answer(ctx),
     };
     // Each start stores a pending sign-in: bound how many one network may start (the client
-    // address as `server::client_address` decides it). The table itself is capped.
+    // address is the one the server put in the request). The table itself is capped.
     let address = ctx.req.client_ip;
     if let Some(Err(wait)) = address.map(|ip| ctx.app.sign_in_starts.record(ip, ctx.now)) {
         log::warn!("sign-in gitlab: too many sign-ins started from {address:?}; refused");
@@ -253,13 +253,26 @@ fn ask_gitlab(
     let user = client
         .current_user(settings, &token, deadline)
         .map_err(|e| generic(None, format!("reading the user: {e}")))?;
-    let mut claims = user.into_claims();
+    let mut claims = claims_of(user);
     if provisioning::reads_groups(policy, &claims) {
         claims.groups = client
             .user_groups(settings, &token, deadline)
             .map_err(|e| generic(Some(&claims.username), format!("reading the groups: {e}")))?;
     }
     Ok(claims)
+}
+
+/// The sign-in's claims from GitLab's user answer, with the groups read apart (none yet).
+fn claims_of(user: crate::gitlab::GitlabUser) -> Claims {
+    Claims {
+        id: user.id,
+        username: user.username,
+        name: user.name,
+        email: user.email,
+        inactive: (user.state != "active").then_some(user.state),
+        bot: user.bot,
+        groups: Vec::new(),
+    }
 }
 
 /// Logs the decision and sends the browser to the refusal page. A reason to show is stored

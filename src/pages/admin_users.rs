@@ -1,7 +1,7 @@
 //! `/admin/users`: find users, create them (local, or GitLab pre-provisioned), edit their
 //! profile and group memberships, deactivate them (after a confirmation) and reactivate them.
 
-use super::admin::{self, done, field, param, ConfirmPage, ListState};
+use super::admin::{self, done, field, param, ConfirmThenAct, Confirmation, ListState};
 use super::FormErrors;
 use crate::accounts::{self, NewUserInput};
 use crate::db::{self, groups, user_index, users};
@@ -325,12 +325,15 @@ pub fn remove_group(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     }
 }
 
-fn deactivation(
-    ctx: &Ctx<'_>,
-    user: &users::User,
-    state: &ListState,
-    errors: FormErrors,
-) -> AppResult<ConfirmPage> {
+/// Deactivating a user, confirmed first.
+const DEACTIVATION: ConfirmThenAct<users::User> = ConfirmThenAct {
+    key: "login",
+    list: list_state,
+    find: accounts::user_by_login,
+    confirmation: deactivation,
+};
+
+fn deactivation(ctx: &Ctx<'_>, user: &users::User) -> AppResult<Confirmation> {
     let blocked = if !user.active {
         Some(format!("User '{}' is already deactivated.", user.login))
     } else if ctx.caller()?.user.id == user.id {
@@ -338,10 +341,10 @@ fn deactivation(
     } else {
         None
     };
-    let mut fields = vec![("login", user.login.clone())];
-    fields.extend(state.params());
-    Ok(ConfirmPage {
-        l: Layout::new(ctx, "Deactivate user", "users")?,
+    Ok(Confirmation {
+        title: "Deactivate user",
+        nav: "users",
+        name: user.login.clone(),
         question: format!(
             "Are you sure you want to deactivate user '{}' ({})?",
             user.login, user.name
@@ -352,44 +355,27 @@ fn deactivation(
             "They cannot sign in until an administrator reactivates them.".into(),
         ],
         action: "/admin/users/deactivate",
-        fields,
         button: "Deactivate",
-        cancel_url: state.url(),
         blocked,
-        errors,
     })
 }
 
 /// "Are you sure…" before deactivating.
 pub fn deactivate_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let state = list_state(ctx);
-    let user = accounts::user_by_login(&ctx.conn, &param(ctx, "login"))?;
-    deactivation(ctx, &user, &state, FormErrors::default())?.respond(200)
+    DEACTIVATION.ask(ctx)
 }
 
 pub fn deactivate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let state = list_state(ctx);
-    let login = field(ctx, "login");
-    let actor = ctx.caller()?.user.clone();
-    match accounts::deactivate_user(&mut ctx.conn, actor.id, &login, ctx.now) {
-        Ok(user) => {
-            log::info!(
-                "admin: user deactivated login={:?} by={:?}",
-                user.login,
-                actor.login
-            );
-            done(
-                ctx,
-                &format!("User '{}' was deactivated.", user.login),
-                &state.url(),
-            )
-        }
-        Err(e) => {
-            let errors = FormErrors::from_error(e)?;
-            let user = accounts::user_by_login(&ctx.conn, &login)?;
-            deactivation(ctx, &user, &state, errors)?.respond(422)
-        }
-    }
+    DEACTIVATION.act(ctx, |ctx, login| {
+        let actor = ctx.caller()?.user.clone();
+        let user = accounts::deactivate_user(&mut ctx.conn, actor.id, login, ctx.now)?;
+        log::info!(
+            "admin: user deactivated login={:?} by={:?}",
+            user.login,
+            actor.login
+        );
+        Ok(format!("User '{}' was deactivated.", user.login))
+    })
 }
 
 /// Reactivates a user, from the list or from the edit page (`from=edit`).

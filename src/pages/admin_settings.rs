@@ -1,12 +1,15 @@
-//! `/admin/settings?category=general|authentication`: the run-time settings of each category,
-//! each with its current value, a save form and "reset to default". Values are validated by
-//! the settings registry, the same path as `api/settings/*`. The authentication category also
-//! shows the GitLab section, built by `admin_gitlab`.
+//! The settings page, `/admin/settings?category=general|authentication`, every tab of it
+//! rendered here: the run-time settings of each category, each with its current value, a save
+//! form and "reset to default". Values are validated by the settings registry, the same path as
+//! `api/settings/*`. The authentication category also shows the GitLab section (the
+//! configuration's card, what to register in GitLab, the provisioning form), built here too;
+//! its forms are handled by `admin_gitlab`, which comes back to this page.
 
 use super::admin::{done, field};
-use super::admin_gitlab;
 use super::FormErrors;
 use crate::error::{AppError, AppResult};
+use crate::gitlab_config::{self, GitlabConfig};
+use crate::provisioning;
 use crate::settings::{self, Definition, Kind};
 use crate::web::request::Resp;
 use crate::web::views::{render, url_with, Layout};
@@ -173,7 +176,7 @@ struct Page {
     tabs: Vec<Tab>,
     settings: Vec<SettingView>,
     /// The GitLab section, on the authentication category.
-    gitlab: Option<admin_gitlab::Section>,
+    gitlab: Option<Section>,
 }
 
 /// The page of a category; `failed` is a refused change: key, value sent, errors; `gitlab` is
@@ -183,7 +186,7 @@ fn page(
     status: u16,
     category: &'static Category,
     failed: Option<(&str, String, FormErrors)>,
-    gitlab: admin_gitlab::Sent,
+    gitlab: Sent,
 ) -> AppResult<Resp> {
     let (failed_key, mut sent) = match failed {
         Some((key, value, errors)) => (Some(key), Some((value, errors))),
@@ -211,7 +214,7 @@ fn page(
             .collect(),
         settings: views,
         gitlab: match category.id {
-            "authentication" => Some(admin_gitlab::section(ctx, gitlab)?),
+            "authentication" => Some(section(ctx, gitlab)?),
             _ => None,
         },
     };
@@ -224,11 +227,7 @@ pub fn show(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 }
 
 /// The authentication category with what a GitLab form sent back (refused or unfinished).
-pub(super) fn authentication(
-    ctx: &Ctx<'_>,
-    status: u16,
-    gitlab: admin_gitlab::Sent,
-) -> AppResult<Resp> {
+pub(super) fn authentication(ctx: &Ctx<'_>, status: u16, gitlab: Sent) -> AppResult<Resp> {
     page(ctx, status, category(Some("authentication"))?, None, gitlab)
 }
 
@@ -275,6 +274,211 @@ pub fn save(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             )
         }
     }
+}
+
+/// The "Configure GitLab" form shown while no configuration exists.
+pub struct CreateForm {
+    pub application_id: String,
+    pub url: String,
+    pub errors: FormErrors,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        CreateForm {
+            application_id: String::new(),
+            url: "https://gitlab.com".into(),
+            errors: FormErrors::default(),
+        }
+    }
+}
+
+/// The configuration as its card shows it: never the secret, only whether it is set.
+pub struct Card {
+    pub application_id: Option<String>,
+    pub url: String,
+    /// Plain `http://`: traffic to GitLab is not encrypted.
+    pub plain_http: bool,
+    pub enabled: bool,
+    /// Enabled but missing the application ID or the secret: not offered at sign-in.
+    pub enabled_unusable: bool,
+    pub secret_set: bool,
+    pub synchronize_groups: bool,
+    /// A refused enable/disable.
+    pub errors: FormErrors,
+}
+
+/// What to register in GitLab: the redirect URI (when it can be derived) and the scope.
+pub struct Register {
+    pub redirect_uri: Option<String>,
+    /// Where the base URL of the redirect URI comes from.
+    pub base_url_note: String,
+    /// The address labgate listens on when it is every interface (no URI can be derived).
+    pub unspecified_bind: Option<String>,
+    pub scope: &'static str,
+    pub scope_reason: &'static str,
+}
+
+/// One "Allowed groups" box with its Remove button; `index` is its place in the form.
+pub struct GroupRow {
+    pub index: usize,
+    pub value: String,
+    pub error: Option<String>,
+}
+
+/// The Just-in-Time provisioning form, as stored or as the admin is editing it.
+pub struct Provisioning {
+    pub sign_up: bool,
+    pub synchronize_groups: bool,
+    pub rows: Vec<GroupRow>,
+    pub errors: FormErrors,
+    /// Shown (with "Save anyway") when sign-up is on and no allowed group restricts it.
+    pub open_warning: Option<String>,
+    /// The form shows edits (Add/Remove) that are not saved yet.
+    pub unsaved: bool,
+    /// The stored configuration lets anyone with a GitLab account sign in right now.
+    pub open_now: Option<String>,
+    /// The stored configuration has synchronization on and no allowed group, so it
+    /// synchronizes nothing: why, and how to fix it.
+    pub sync_idle: Option<&'static str>,
+}
+
+/// The whole GitLab section, rendered by `templates/admin/gitlab_section.html`.
+pub struct Section {
+    pub register: Register,
+    /// No configuration yet: the form to create one.
+    pub create: Option<CreateForm>,
+    pub card: Option<Card>,
+    pub provisioning: Option<Provisioning>,
+}
+
+/// What a refused or unfinished GitLab form sends back into the section.
+#[derive(Default)]
+pub enum Sent {
+    #[default]
+    Nothing,
+    Create(CreateForm),
+    Card(FormErrors),
+    Provisioning(Provisioning),
+}
+
+/// Shown while synchronization is on without an allowed group (a configuration stored before
+/// synchronization needed one): it then does nothing, and the admin should know why.
+pub const SYNC_IDLE: &str = "Synchronize user groups is on but no allowed group is set: nothing \
+    is synchronized. Add an allowed group to synchronize the GitLab groups under it (only those \
+    are synchronized), or turn Synchronize user groups off. Until then, the memberships of GitLab \
+    users are left as they are and can be edited by hand.";
+
+pub(super) fn open_warning(url: &str) -> String {
+    format!(
+        "Users can sign up and no allowed group is set: anyone with an account on {url} \
+         could sign in to labgate."
+    )
+}
+
+fn register(ctx: &Ctx<'_>, config: &GitlabConfig) -> AppResult<Register> {
+    let from_setting = crate::db::settings::get(&ctx.conn, settings::SERVER_BASE_URL)?;
+    let bound = ctx.app.bound;
+    let (redirect_uri, base_url_note, unspecified_bind) = if ctx.app.config.base_url.is_some() {
+        let note = "From --base-url (LABGATE_BASE_URL), given when labgate was started.";
+        (Some(ctx.base_url()), note.to_string(), None)
+    } else if from_setting.is_some() {
+        let note = "From the Server base URL setting (General tab).";
+        (Some(ctx.base_url()), note.to_string(), None)
+    } else if bound.ip().is_unspecified() {
+        (None, String::new(), Some(bound.to_string()))
+    } else {
+        let note = format!(
+            "Derived from the address labgate listens on ({bound}). If browsers reach labgate \
+             at another URL, set --base-url or the Server base URL setting (General tab)."
+        );
+        (Some(ctx.base_url()), note, None)
+    };
+    let scope = config.scope();
+    let scope_reason = if provisioning::groups_needed(
+        config.synchronize_groups,
+        &config.allowed_groups,
+    ) {
+        "read_api: labgate reads the user's GitLab groups (allowed groups or group synchronization are set)."
+    } else {
+        "read_user: neither allowed groups nor group synchronization need the user's groups. \
+         Setting either later needs read_api instead."
+    };
+    Ok(Register {
+        redirect_uri: redirect_uri.map(|base| gitlab_config::redirect_uri(&base)),
+        base_url_note,
+        unspecified_bind,
+        scope,
+        scope_reason,
+    })
+}
+
+pub(super) fn rows_of(groups: Vec<String>, errors: Vec<Option<String>>) -> Vec<GroupRow> {
+    let mut errors = errors.into_iter();
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| GroupRow {
+            index,
+            value,
+            error: errors.next().flatten(),
+        })
+        .collect()
+}
+
+/// Builds the section from the stored configuration and what a form sent back.
+fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
+    let config = gitlab_config::load(&ctx.conn)?;
+    let register = register(ctx, &config)?;
+    if !gitlab_config::exists(&ctx.conn)? {
+        let create = match sent {
+            Sent::Create(form) => form,
+            _ => CreateForm::default(),
+        };
+        return Ok(Section {
+            register,
+            create: Some(create),
+            card: None,
+            provisioning: None,
+        });
+    }
+    let (card_errors, sent_provisioning) = match sent {
+        Sent::Create(form) => (form.errors, None),
+        Sent::Card(errors) => (errors, None),
+        Sent::Provisioning(p) => (FormErrors::default(), Some(p)),
+        Sent::Nothing => (FormErrors::default(), None),
+    };
+    let open_now =
+        (config.enabled && config.allow_users_to_sign_up && config.allowed_groups.is_empty())
+            .then(|| open_warning(&config.url));
+    let sync_idle = (config.synchronize_groups && !config.synchronizes()).then_some(SYNC_IDLE);
+    let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
+        sign_up: config.allow_users_to_sign_up,
+        synchronize_groups: config.synchronize_groups,
+        rows: rows_of(config.allowed_groups.clone(), Vec::new()),
+        errors: FormErrors::default(),
+        open_warning: None,
+        unsaved: false,
+        open_now: None,
+        sync_idle: None,
+    });
+    provisioning.open_now = open_now;
+    provisioning.sync_idle = sync_idle;
+    Ok(Section {
+        register,
+        create: None,
+        card: Some(Card {
+            plain_http: config.url.starts_with("http://"),
+            enabled_unusable: config.enabled && !config.usable(),
+            application_id: config.application_id,
+            url: config.url,
+            enabled: config.enabled,
+            secret_set: config.secret.is_some(),
+            synchronize_groups: config.synchronize_groups,
+            errors: card_errors,
+        }),
+        provisioning: Some(provisioning),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! What the admin pages share: reading form fields, the state of a list page, the
-//! membership-lock rule as pages see it, the confirmation page of destructive actions, and
-//! ending an action (flash + redirect).
+//! membership-lock rule as pages see it, the confirmation of destructive actions (asked, then
+//! done), and ending an action (flash + redirect).
 
 use super::FormErrors;
 use crate::accounts;
@@ -12,6 +12,7 @@ use crate::web::request::Resp;
 use crate::web::views::{render, url_with, Layout, Pager};
 use crate::web::Ctx;
 use askama::Template;
+use rusqlite::Connection;
 
 /// A form field as sent (empty when missing).
 pub fn field(ctx: &Ctx<'_>, name: &str) -> String {
@@ -161,6 +162,89 @@ pub struct ConfirmPage {
 impl ConfirmPage {
     pub fn respond(&self, status: u16) -> AppResult<Resp> {
         render(status, self)
+    }
+}
+
+/// A destructive action on one row of an admin list, asked first: `GET` shows the
+/// confirmation of the row named by the parameter `key`, whose form `POST`s the action. A
+/// refused action shows the confirmation again with why; a done one goes back to the list as
+/// the admin left it.
+pub struct ConfirmThenAct<T> {
+    /// The parameter naming the row (`login`, `name`), sent back by the form.
+    pub key: &'static str,
+    /// The list the action starts from and comes back to.
+    pub list: fn(&Ctx<'_>) -> ListState,
+    /// The row of that name (a missing one is refused as not found).
+    pub find: fn(&Connection, &str) -> AppResult<T>,
+    /// What the confirmation says about a row.
+    pub confirmation: fn(&Ctx<'_>, &T) -> AppResult<Confirmation>,
+}
+
+/// What the confirmation of a [`ConfirmThenAct`] says.
+pub struct Confirmation {
+    pub title: &'static str,
+    /// The navigation entry shown as current.
+    pub nav: &'static str,
+    /// The row's name as the form sends it back.
+    pub name: String,
+    pub question: String,
+    /// What will happen, one line each.
+    pub consequences: Vec<String>,
+    /// Where the form posts.
+    pub action: &'static str,
+    pub button: &'static str,
+    /// Why the action cannot be done at all (then no form is shown).
+    pub blocked: Option<String>,
+}
+
+impl<T> ConfirmThenAct<T> {
+    /// `GET`: the confirmation.
+    pub fn ask(&self, ctx: &Ctx<'_>) -> AppResult<Resp> {
+        let state = (self.list)(ctx);
+        let row = (self.find)(&ctx.conn, &param(ctx, self.key))?;
+        self.page(ctx, &row, &state, FormErrors::default())?
+            .respond(200)
+    }
+
+    /// `POST`: `act` on the row named by the form; it returns the message shown on the list.
+    pub fn act(
+        &self,
+        ctx: &mut Ctx<'_>,
+        act: impl FnOnce(&mut Ctx<'_>, &str) -> AppResult<String>,
+    ) -> AppResult<Resp> {
+        let state = (self.list)(ctx);
+        let name = field(ctx, self.key);
+        match act(ctx, &name) {
+            Ok(message) => done(ctx, &message, &state.url()),
+            Err(e) => {
+                let errors = FormErrors::from_error(e)?;
+                let row = (self.find)(&ctx.conn, &name)?;
+                self.page(ctx, &row, &state, errors)?.respond(422)
+            }
+        }
+    }
+
+    fn page(
+        &self,
+        ctx: &Ctx<'_>,
+        row: &T,
+        state: &ListState,
+        errors: FormErrors,
+    ) -> AppResult<ConfirmPage> {
+        let said = (self.confirmation)(ctx, row)?;
+        let mut fields = vec![(self.key, said.name)];
+        fields.extend(state.params());
+        Ok(ConfirmPage {
+            l: Layout::new(ctx, said.title, said.nav)?,
+            question: said.question,
+            consequences: said.consequences,
+            action: said.action,
+            fields,
+            button: said.button,
+            cancel_url: state.url(),
+            blocked: said.blocked,
+            errors,
+        })
     }
 }
 

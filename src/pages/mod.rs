@@ -1,5 +1,6 @@
-//! Server-rendered pages for everyone: sign-in, home, account (profile, password, tokens),
-//! and the error page. Admin pages live in the `admin_*` modules.
+//! Server-rendered pages for everyone: sign-in, home, account (profile, password, tokens).
+//! Admin pages live in the `admin_*` modules; what every page shares (layout, the error page)
+//! is in `web::views`.
 
 mod admin;
 pub mod admin_gitlab;
@@ -9,14 +10,14 @@ pub mod admin_settings;
 pub mod admin_users;
 pub mod gitlab;
 
-use super::auth;
-use super::request::{encode_component, Resp};
-use super::views::{self, render, Layout};
-use super::Ctx;
 use crate::accounts;
 use crate::db::{tokens, users};
 use crate::error::{AppError, AppResult};
 use crate::model::FieldError;
+use crate::web::auth;
+use crate::web::request::Resp;
+use crate::web::views::{self, render, Layout};
+use crate::web::Ctx;
 use askama::Template;
 
 /// Field errors of a form, looked up by field name in templates.
@@ -71,21 +72,6 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
         }
         _ => "/".to_string(),
     }
-}
-
-/// The page for an error on a page route: sign-in for anonymous callers, else the error page.
-pub fn error_page(ctx: &mut Ctx<'_>, err: AppError) -> Resp {
-    if let AppError::Unauthorized(_) = err {
-        if ctx.caller.is_none() {
-            let back = ctx.req.path_and_query();
-            return Resp::redirect(&format!(
-                "/sessions/new?return_to={}",
-                encode_component(&back)
-            ));
-        }
-    }
-    let layout = Layout::new(ctx, "Error", "").unwrap_or_else(|_| Layout::anonymous("Error"));
-    views::error_with_layout(layout, ctx.req, &err)
 }
 
 /// Cookie carrying the sign-in form's CSRF token (double submit: before sign-in there is no
@@ -261,7 +247,7 @@ fn token_lifetime_note(lifetime: crate::model::TokenLifetime, now: i64) -> Optio
         "Tokens expire after at most {} on this server: a token asked for without an \
          expiration date, or with a later one, expires on {}.",
         lifetime.label(),
-        crate::api::format_date(latest)
+        views::format_date(latest)
     ))
 }
 
@@ -279,7 +265,7 @@ fn account_page(
             last_used: views::datetime(t.last_connection_at),
             expires: t
                 .expires_at
-                .map(crate::api::format_date)
+                .map(views::format_date)
                 .unwrap_or_else(|| "never".into()),
             expired: t.is_expired(ctx.now),
             name: t.name,
@@ -293,7 +279,7 @@ fn account_page(
         token_name: token_form.0,
         token_expiration: token_form.1,
         token_errors: token_form.2,
-        today: crate::api::format_date(ctx.now),
+        today: views::format_date(ctx.now),
         token_lifetime: token_lifetime_note(
             crate::settings::token_max_lifetime(&ctx.conn)?,
             ctx.now,
