@@ -278,6 +278,17 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM gitlab_group_sync;
     END;
     "#,
+    // 8: the last sign-in that failed because of how labgate is registered in GitLab (scopes
+    // not ticked, application ID or secret refused), shown to admins on the GitLab tab with its
+    // fix until a sign-in succeeds. One row at most.
+    r#"
+    CREATE TABLE gitlab_sign_in_problem (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seen_at INTEGER NOT NULL,
+        problem TEXT NOT NULL,
+        fix TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
