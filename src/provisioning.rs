@@ -14,11 +14,6 @@ use std::collections::HashSet;
 /// A token with these scopes can read nothing else: no repository, project or API.
 pub const SCOPES: &str = "openid email";
 
-/// The groups are read when synchronization is on or allowed groups restrict sign-in.
-pub fn groups_needed(synchronize_groups: bool, allowed_groups: &[String]) -> bool {
-    synchronize_groups || !allowed_groups.is_empty()
-}
-
 /// Passes when allowed groups are empty, or some GitLab group path equals an allowed entry or
 /// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
 /// unique regardless of case.

@@ -339,7 +339,6 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         form.open_warning = Some(open_warning(&stored.url));
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    let before = stored.scope();
     let change = GitlabForm {
         allow_users_to_sign_up: Some(sign_up),
         allowed_groups: Some(groups.clone()),
@@ -353,14 +352,7 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
                 config.allowed_groups,
                 caller_login(ctx)?
             );
-            let mut message = "The provisioning settings were saved.".to_string();
-            if config.scope() != before {
-                message.push_str(&format!(
-                    " The GitLab application now needs the scope '{}' (see Register in GitLab).",
-                    config.scope()
-                ));
-            }
-            done(ctx, &message, BACK)
+            done(ctx, "The provisioning settings were saved.", BACK)
         }
         Err(e) => {
             form.rows = rows_of(groups, Vec::new());

@@ -9,7 +9,6 @@ use super::admin::{done, field};
 use super::FormErrors;
 use crate::error::{AppError, AppResult};
 use crate::gitlab_config::{self, GitlabConfig};
-use crate::provisioning;
 use crate::settings::{self, Definition, Kind};
 use crate::web::request::Resp;
 use crate::web::views::{render, url_with, Layout};
@@ -395,15 +394,10 @@ fn register(ctx: &Ctx<'_>, config: &GitlabConfig) -> AppResult<Register> {
         (Some(ctx.base_url()), note, None)
     };
     let scope = config.scope();
-    let scope_reason = if provisioning::groups_needed(
-        config.synchronize_groups,
-        &config.allowed_groups,
-    ) {
-        "read_api: labgate reads the user's GitLab groups (allowed groups or group synchronization are set)."
-    } else {
-        "read_user: neither allowed groups nor group synchronization need the user's groups. \
-         Setting either later needs read_api instead."
-    };
+    let scope_reason =
+        "openid and email: labgate reads who signs in, their verified email and their \
+         GitLab groups from GitLab's OpenID Connect userinfo. A token with these scopes can read \
+         nothing else (no repository, project or API).";
     Ok(Register {
         redirect_uri: redirect_uri.map(|base| gitlab_config::redirect_uri(&base)),
         base_url_note,
