@@ -2,6 +2,8 @@
 //! [`provisioning::decide`] decide, apply an admitted decision and start the session. The rules
 //! are `provisioning`'s; this module only reads and writes.
 
+pub mod pending;
+
 use crate::accounts;
 use crate::db::{self, gitlab_group_sync, groups, users};
 use crate::error::AppError;

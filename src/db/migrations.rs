@@ -289,6 +289,10 @@ pub const MIGRATIONS: &[&str] = &[
         fix TEXT NOT NULL
     );
     "#,
+    // 9: GitLab sign-ins in progress are kept in memory (a start writes nothing to disk).
+    r#"
+    DROP TABLE oauth_states;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@ use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
 use crate::provisioning::{Claims, Refusal};
+use crate::signin::pending::{PendingSignIn, STATE_TTL_SECS};
 use crate::signin::{self, SignInError};
 use crate::web::auth;
 use crate::web::request::Resp;
@@ -133,14 +134,9 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let state = crypto::random_hex(32);
     let browser = crypto::random_hex(32);
     let pkce = gitlab::new_pkce();
-    oauth::insert_state(
-        &ctx.conn,
-        &state,
-        &browser,
-        &pkce.verifier,
-        &return_to,
-        ctx.now,
-    )?;
+    ctx.app
+        .pending_sign_ins
+        .insert(&state, &browser, &pkce.verifier, &return_to, ctx.now);
     let url = gitlab::authorize_url(
         &settings,
         &redirect_uri(&base_url),
@@ -149,7 +145,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         &pkce.challenge,
     );
     let secure = auth::secure_for(&base_url);
-    let set = cookie(secure, BROWSER_COOKIE, &browser, oauth::STATE_TTL_SECS);
+    let set = cookie(secure, BROWSER_COOKIE, &browser, STATE_TTL_SECS);
     ctx.cookies.push(set);
     Ok(Resp::found(&url))
 }
@@ -215,21 +211,22 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
 /// The pending sign-in of the callback's state, consumed first whatever follows: it must be
 /// known, unused, started by this browser and fresh; and GitLab's code, unless GitLab answered
 /// an error.
-fn take_state(ctx: &Ctx<'_>) -> Result<(oauth::PendingSignIn, String), Stop> {
+fn take_state(ctx: &Ctx<'_>) -> Result<(PendingSignIn, String), Stop> {
     let refused = |detail: &str| Stop::refused(Refusal::Generic, None, detail);
     let state = ctx.req.query.get("state").unwrap_or("");
     let pending = match state {
         "" => None,
-        state => oauth::take_state(&ctx.conn, state).map_err(AppError::from)?,
+        state => ctx.app.pending_sign_ins.take(state),
     };
     let Some(pending) = pending else {
         return Err(refused("state missing, unknown or already used"));
     };
     let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
-    if browser.is_empty() || !crypto::ct_eq(&crypto::sha256_hex(browser), &pending.browser_hash) {
+    if browser.is_empty() || !crypto::ct_eq_digest(&crypto::sha256(browser), &pending.browser_hash)
+    {
         return Err(refused("state started by another browser"));
     }
-    if ctx.now - pending.created_at >= oauth::STATE_TTL_SECS {
+    if ctx.now - pending.created_at >= STATE_TTL_SECS {
         return Err(refused("state expired"));
     }
     if let Some(error) = ctx.req.query.get("error") {

@@ -47,6 +47,8 @@ pub struct App {
     pub gitlab: crate::gitlab::Client,
     /// Session and token callers recently resolved.
     pub callers: caller_cache::CallerCache,
+    /// GitLab sign-ins started and not yet called back.
+    pub pending_sign_ins: crate::signin::pending::PendingSignIns,
 }
 
 /// Connections the pool opens at most.
@@ -76,6 +78,7 @@ impl App {
             server_id,
             gitlab,
             callers: caller_cache::CallerCache::default(),
+            pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
         }
     }
 

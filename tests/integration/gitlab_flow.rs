@@ -1927,13 +1927,6 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
     for i in 0..STARTS_PER_NETWORK {
         assert_eq!(start_from(&lg, "198.51.100.7"), 302, "start {i}");
     }
-    let pending = |lg: &Labgate| -> i64 {
-        rusqlite::Connection::open(lg.data_dir().join("labgate.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM oauth_states", [], |r| r.get(0))
-            .unwrap()
-    };
-    let before = pending(&lg);
     let refused = lg.client().request(
         "GET",
         "/sessions/init/gitlab",
@@ -1946,7 +1939,11 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
         "{}",
         refused.text()
     );
-    assert_eq!(pending(&lg), before, "a refused start stores nothing");
+    assert!(
+        refused.set_cookie("labgate_oauth").is_none(),
+        "a refused start binds nothing to the browser: {}",
+        refused.describe()
+    );
     // Another client behind the same proxy is not affected.
     assert_eq!(start_from(&lg, "198.51.100.8"), 302);
     // Without a trusted proxy, loopback peers (a local proxy speaking for everyone) are not
@@ -1955,6 +1952,32 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
     for _ in 0..STARTS_PER_NETWORK + 5 {
         assert_eq!(start_from(&plain, "198.51.100.7"), 302);
     }
+}
+
+/// The database and its write-ahead log, as bytes on disk.
+fn database_bytes(lg: &Labgate) -> (Vec<u8>, Vec<u8>) {
+    let read = |name: &str| std::fs::read(lg.data_dir().join(name)).unwrap_or_default();
+    (read("labgate.db"), read("labgate.db-wal"))
+}
+
+/// Sign-ins in progress are kept in memory: anonymous starts, however many, write nothing to
+/// the database file.
+#[test]
+fn starting_sign_ins_writes_nothing_to_the_database() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    // One sign-in first, so that whatever a first request writes is written.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let before = database_bytes(&lg);
+    for _ in 0..50 {
+        assert_eq!(lg.client().get("/sessions/init/gitlab").status, 302);
+    }
+    assert!(
+        database_bytes(&lg) == before,
+        "a start wrote to the database"
+    );
+    // And the sign-ins started still complete.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
 }
 
 /// Rows of the refusal reasons waiting to be shown.
