@@ -1,12 +1,13 @@
 //! The GitLab forms of `/admin/settings?category=authentication`: configuring GitLab, the
 //! actions of its card (edit, enable/disable, delete) and the Just-in-Time provisioning form.
 //! Every change goes through `gitlab_config`, the same `sonar.auth.gitlab.*` settings as the
-//! API, effective on the next request. The section itself is part of the settings page,
-//! rendered by `admin_settings`; a refused or unfinished form shows that page again with what
-//! was sent.
+//! API, effective on the next request. The section itself is part of the settings page, built
+//! by `admin_gitlab_section` and rendered by `admin_settings`; a refused or unfinished form
+//! shows that page again with what was sent.
 
 use super::admin::{done, field, ConfirmPage};
-use super::admin_settings::{self, open_warning, rows_of, CreateForm, Provisioning, Sent};
+use super::admin_gitlab_section::{open_warning, rows_of, CreateForm, Provisioning, Sent};
+use super::admin_settings;
 use super::FormErrors;
 use crate::error::{AppError, AppResult};
 use crate::gitlab_config::{self, GitlabForm};
