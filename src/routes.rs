@@ -116,6 +116,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete_confirm),
     route!("POST",   "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete),
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
+    route!("POST",   "/admin/settings/gitlab/check",        Admin,  pages::admin_gitlab::check),
 ];
 
 #[cfg(test)]

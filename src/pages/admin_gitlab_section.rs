@@ -1,13 +1,16 @@
-//! The GitLab section of `/admin/settings?category=authentication`: the configuration's card,
+//! The GitLab section of `/admin/settings?category=authentication`: the last sign-in problem
+//! caused by labgate's registration in GitLab, the configuration's card, the connection check,
 //! what to register in GitLab and the provisioning form, built from the stored configuration
 //! and what a GitLab form sent back. `admin_settings` renders it inside its page; the forms of
 //! `admin_gitlab` send what they refused back into it.
 
 use super::FormErrors;
+use crate::db::gitlab_sign_in_problem;
 use crate::error::AppResult;
-use crate::gitlab_config::{self, GitlabConfig};
-use crate::provisioning;
-use crate::settings;
+use crate::gitlab::check::{Report, SIGN_IN_SCOPES};
+use crate::gitlab_check::{self, BaseUrlFrom, SignInRedirect};
+use crate::gitlab_config;
+use crate::web::views::datetime;
 use crate::web::Ctx;
 
 /// The "Configure GitLab" form shown while no configuration exists.
@@ -42,15 +45,46 @@ pub struct Card {
     pub errors: FormErrors,
 }
 
-/// What to register in GitLab: the redirect URI (when it can be derived) and the scope.
+/// What to register in GitLab: the redirect URI (when it can be derived) and the scopes.
 pub struct Register {
     pub redirect_uri: Option<String>,
     /// Where the base URL of the redirect URI comes from.
     pub base_url_note: String,
     /// The address labgate listens on when it is every interface (no URI can be derived).
     pub unspecified_bind: Option<String>,
-    pub scope: &'static str,
-    pub scope_reason: &'static str,
+    /// The scopes to tick, space-separated as GitLab lists them.
+    pub scopes: String,
+}
+
+/// The last sign-in that failed because of how labgate is registered in GitLab.
+pub struct SignInProblem {
+    /// When, in words.
+    pub seen: String,
+    /// What GitLab answered.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
+}
+
+/// One check of the connection check, as the page shows it.
+pub struct CheckRow {
+    pub label: &'static str,
+    pub name: &'static str,
+    pub ok: bool,
+    pub skipped: bool,
+    pub detail: String,
+}
+
+/// What "Test connection" found: every check passed (`ok`), and each one.
+pub struct CheckResult {
+    pub ok: bool,
+    pub rows: Vec<CheckRow>,
+}
+
+/// The connection check's card: the button, and the results when it has just run.
+pub struct ConnectionCheck {
+    /// `None` until "Test connection" is pressed.
+    pub ran: Option<CheckResult>,
 }
 
 /// One "Allowed groups" box with its Remove button; `index` is its place in the form.
@@ -79,7 +113,11 @@ pub struct Provisioning {
 
 /// The whole GitLab section, rendered by `templates/admin/gitlab_section.html`.
 pub struct Section {
+    /// Shown until a sign-in succeeds.
+    pub sign_in_problem: Option<SignInProblem>,
     pub register: Register,
+    /// With a configuration, or once checked.
+    pub check: Option<ConnectionCheck>,
     /// No configuration yet: the form to create one.
     pub create: Option<CreateForm>,
     pub card: Option<Card>,
@@ -94,6 +132,8 @@ pub enum Sent {
     Create(CreateForm),
     Card(FormErrors),
     Provisioning(Provisioning),
+    /// What "Test connection" found.
+    Checked(Report),
 }
 
 /// Shown while synchronization is on without an allowed group (a configuration stored before
@@ -110,41 +150,79 @@ pub fn open_warning(url: &str) -> String {
     )
 }
 
-fn register(ctx: &Ctx<'_>, config: &GitlabConfig) -> AppResult<Register> {
-    let from_setting = crate::db::settings::get(&ctx.conn, settings::SERVER_BASE_URL)?;
-    let bound = ctx.app.bound;
-    let (redirect_uri, base_url_note, unspecified_bind) = if ctx.app.config.base_url.is_some() {
-        let note = "From --base-url (LABGATE_BASE_URL), given when labgate was started.";
-        (Some(ctx.base_url()), note.to_string(), None)
-    } else if from_setting.is_some() {
-        let note = "From the Server base URL setting (General tab).";
-        (Some(ctx.base_url()), note.to_string(), None)
-    } else if bound.ip().is_unspecified() {
-        (None, String::new(), Some(bound.to_string()))
-    } else {
-        let note = format!(
-            "Derived from the address labgate listens on ({bound}). If browsers reach labgate \
-             at another URL, set --base-url or the Server base URL setting (General tab)."
-        );
-        (Some(ctx.base_url()), note, None)
-    };
-    let scope = config.scope();
-    let scope_reason = if provisioning::groups_needed(
-        config.synchronize_groups,
-        &config.allowed_groups,
-    ) {
-        "read_api: labgate reads the user's GitLab groups (allowed groups or group synchronization are set)."
-    } else {
-        "read_user: neither allowed groups nor group synchronization need the user's groups. \
-         Setting either later needs read_api instead."
+fn register(ctx: &Ctx<'_>) -> AppResult<Register> {
+    let redirect = gitlab_check::stored_redirect(
+        &ctx.conn,
+        ctx.app.config.base_url.as_deref(),
+        ctx.app.bound,
+    )?;
+    let (redirect_uri, base_url_note, unspecified_bind) = match redirect {
+        SignInRedirect::Unknown { bound } => (None, String::new(), Some(bound.to_string())),
+        SignInRedirect::Known { uri, from } => {
+            let note = match from {
+                BaseUrlFrom::Flag => {
+                    "From --base-url (LABGATE_BASE_URL), given when labgate was started.".into()
+                }
+                BaseUrlFrom::Setting => "From the Server base URL setting (General tab).".into(),
+                BaseUrlFrom::Bound(bound) => format!(
+                    "Derived from the address labgate listens on ({bound}). If browsers reach \
+                     labgate at another URL, set --base-url or the Server base URL setting \
+                     (General tab)."
+                ),
+            };
+            (Some(uri), note, None)
+        }
     };
     Ok(Register {
-        redirect_uri: redirect_uri.map(|base| gitlab_config::redirect_uri(&base)),
+        redirect_uri,
         base_url_note,
         unspecified_bind,
-        scope,
-        scope_reason,
+        scopes: SIGN_IN_SCOPES.join(" "),
     })
+}
+
+/// What a check is about, in words.
+fn label_of(name: &str) -> &'static str {
+    match name {
+        "reach" => "GitLab answers",
+        "issuer" => "GitLab's own URL",
+        "scopes" => "Scopes offered",
+        "credentials" => "Application ID and secret",
+        "redirectUri" => "Redirect URI",
+        _ => "Other",
+    }
+}
+
+fn connection_check(ran: Option<Report>) -> ConnectionCheck {
+    ConnectionCheck {
+        ran: ran.map(|report| {
+            let rows = report
+                .checks
+                .into_iter()
+                .map(|c| CheckRow {
+                    label: label_of(c.name),
+                    name: c.name,
+                    ok: c.ok,
+                    skipped: !c.ok && c.detail == "skipped",
+                    detail: c.detail,
+                })
+                .collect();
+            CheckResult {
+                ok: report.ok,
+                rows,
+            }
+        }),
+    }
+}
+
+fn sign_in_problem(ctx: &Ctx<'_>) -> AppResult<Option<SignInProblem>> {
+    Ok(
+        gitlab_sign_in_problem::latest(&ctx.conn)?.map(|p| SignInProblem {
+            seen: datetime(Some(p.seen_at)),
+            problem: p.problem,
+            fix: p.fix,
+        }),
+    )
 }
 
 pub fn rows_of(groups: Vec<String>, errors: Vec<Option<String>>) -> Vec<GroupRow> {
@@ -163,24 +241,29 @@ pub fn rows_of(groups: Vec<String>, errors: Vec<Option<String>>) -> Vec<GroupRow
 /// Builds the section from the stored configuration and what a form sent back.
 pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     let config = gitlab_config::load(&ctx.conn)?;
-    let register = register(ctx, &config)?;
+    let register = register(ctx)?;
+    let sign_in_problem = sign_in_problem(ctx)?;
     if !gitlab_config::exists(&ctx.conn)? {
-        let create = match sent {
-            Sent::Create(form) => form,
-            _ => CreateForm::default(),
+        let (create, checked) = match sent {
+            Sent::Create(form) => (form, None),
+            Sent::Checked(report) => (CreateForm::default(), Some(report)),
+            _ => (CreateForm::default(), None),
         };
         return Ok(Section {
+            sign_in_problem,
             register,
+            check: checked.map(|r| connection_check(Some(r))),
             create: Some(create),
             card: None,
             provisioning: None,
         });
     }
-    let (card_errors, sent_provisioning) = match sent {
-        Sent::Create(form) => (form.errors, None),
-        Sent::Card(errors) => (errors, None),
-        Sent::Provisioning(p) => (FormErrors::default(), Some(p)),
-        Sent::Nothing => (FormErrors::default(), None),
+    let (card_errors, sent_provisioning, checked) = match sent {
+        Sent::Create(form) => (form.errors, None, None),
+        Sent::Card(errors) => (errors, None, None),
+        Sent::Provisioning(p) => (FormErrors::default(), Some(p), None),
+        Sent::Checked(report) => (FormErrors::default(), None, Some(report)),
+        Sent::Nothing => (FormErrors::default(), None, None),
     };
     let open_now =
         (config.enabled && config.allow_users_to_sign_up && config.allowed_groups.is_empty())
@@ -199,7 +282,9 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     provisioning.open_now = open_now;
     provisioning.sync_idle = sync_idle;
     Ok(Section {
+        sign_in_problem,
         register,
+        check: Some(connection_check(checked)),
         create: None,
         card: Some(Card {
             plain_http: config.url.starts_with("http://"),
