@@ -2,21 +2,17 @@
 //! redirects, statuses read rather than turned into errors, TLS roots, proxies), the token call
 //! through the `oauth2` crate, and the GETs with their bounded retries and pagination.
 
-use super::parse::{
-    clean, next_page, parse_user, parse_userinfo, read_groups_page, redact, retry_after_secs,
-    retry_wait, same_gitlab, status_error, NextPage,
-};
+use super::parse::{clean, parse_userinfo, redact, retry_after_secs, retry_wait, status_error};
 use super::proxy::ProxyEnv;
 use super::{
-    GitlabError, GitlabSettings, GitlabUser, Userinfo, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_PAGES,
-    MAX_PAGE_BODY, MAX_SMALL_BODY, MAX_USERINFO_BODY,
+    GitlabError, GitlabSettings, Userinfo, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_SMALL_BODY,
+    MAX_USERINFO_BODY,
 };
 use oauth2::basic::{BasicClient, BasicTokenType};
 use oauth2::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, HttpRequest, HttpResponse,
     PkceCodeVerifier, RedirectUrl, RequestTokenError, TokenResponse, TokenUrl,
 };
-use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -56,8 +52,6 @@ impl fmt::Debug for Client {
 /// cap, is read into a [`BodyBuf`].
 struct Answer {
     status: u16,
-    x_next_page: Option<String>,
-    link: Option<String>,
     retry_after: Option<String>,
     location: Option<String>,
     content_type: Option<String>,
@@ -381,69 +375,6 @@ impl Client {
             probe.body = b"{}".to_vec();
         }
         Ok(probe)
-    }
-
-    /// `GET <url>/api/v4/user`: who signed in.
-    pub fn current_user(
-        &self,
-        s: &GitlabSettings,
-        token: &str,
-        deadline: Instant,
-    ) -> Result<GitlabUser, GitlabError> {
-        let url = format!("{}/api/v4/user", s.base());
-        let mut body = BodyBuf::default();
-        self.get("user", &url, token, MAX_SMALL_BODY, deadline, &mut body)?;
-        parse_user(body.as_slice())
-    }
-
-    /// Every group the user belongs to, directly or through a parent group, as `full_path`
-    /// values, sorted and without duplicates: `GET <url>/api/v4/groups?
-    /// min_access_level=10&per_page=100`, then the next page from `X-Next-Page` (a URL labgate
-    /// builds) or else `Link rel="next"` (followed only on the configured GitLab), until there
-    /// is none; `X-Total` is never trusted. At most [`MAX_PAGES`] pages; a page read twice is
-    /// an error.
-    pub fn user_groups(
-        &self,
-        s: &GitlabSettings,
-        token: &str,
-        deadline: Instant,
-    ) -> Result<Vec<String>, GitlabError> {
-        let first = format!(
-            "{}/api/v4/groups?min_access_level=10&per_page=100",
-            s.base()
-        );
-        let malformed = |detail: &str| GitlabError::Malformed {
-            step: "groups",
-            detail: detail.to_string(),
-        };
-        let mut url = first.clone();
-        let mut read_pages = HashSet::new();
-        let mut groups = Vec::new();
-        let mut body = BodyBuf::default();
-        for _ in 0..MAX_PAGES {
-            read_pages.insert(url.clone());
-            let answer = self.get("groups", &url, token, MAX_PAGE_BODY, deadline, &mut body)?;
-            read_groups_page(body.as_slice(), &mut groups)?;
-            url = match next_page(answer.x_next_page.as_deref(), answer.link.as_deref()) {
-                None => {
-                    groups.sort();
-                    groups.dedup();
-                    return Ok(groups);
-                }
-                Some(NextPage::Number(n)) => format!("{first}&page={n}"),
-                Some(NextPage::Url(next)) if same_gitlab(s.base(), &next) => next,
-                Some(NextPage::Url(_)) => {
-                    return Err(malformed(
-                        "the Link rel=\"next\" URL is not on the configured GitLab URL and \
-                         X-Next-Page is missing; not followed",
-                    ))
-                }
-            };
-            if read_pages.contains(&url) {
-                return Err(malformed("the next page is one already read"));
-            }
-        }
-        Err(GitlabError::TooManyPages)
     }
 
     /// One GET with the access token, retried after a 429 (within `Retry-After`, the caps and
@@ -841,8 +772,6 @@ fn read(
     };
     let answer = Answer {
         status: response.status().as_u16(),
-        x_next_page: header("x-next-page"),
-        link: header("link"),
         retry_after: header("retry-after"),
         location: header("location"),
         content_type: header("content-type"),

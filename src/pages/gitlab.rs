@@ -4,11 +4,11 @@
 
 use super::safe_return_to;
 use crate::crypto;
-use crate::db::oauth;
+use crate::db::{gitlab_sign_in_problem, oauth};
 use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
-use crate::provisioning::{self, Claims, Policy, Refusal};
+use crate::provisioning::{Claims, Refusal};
 use crate::signin::{self, SignInError};
 use crate::web::auth;
 use crate::web::request::Resp;
@@ -43,12 +43,14 @@ fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
 }
 
 /// Why a sign-in stops short of a session: refused (the reason, GitLab's username when known,
-/// the detail for the log), or failed.
+/// the detail for the log, and what an admin must change when labgate's registration in GitLab
+/// is at fault), or failed.
 enum Stop {
     Refused {
         refusal: Refusal,
         username: Option<String>,
         detail: String,
+        fix: Option<&'static str>,
     },
     Failed(AppError),
 }
@@ -65,6 +67,18 @@ impl Stop {
             refusal,
             username: username.map(str::to_string),
             detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    /// A generic refusal because GitLab failed: when the failure comes from labgate's
+    /// registration in GitLab, the fix goes to the log and to the admins' GitLab tab.
+    fn gitlab_failed(what: &str, error: gitlab::GitlabError) -> Stop {
+        Stop::Refused {
+            refusal: Refusal::Generic,
+            username: None,
+            detail: format!("{what}: {error}"),
+            fix: error.configuration_fix(),
         }
     }
 
@@ -75,7 +89,8 @@ impl Stop {
                 refusal,
                 username,
                 detail,
-            } => refuse(ctx, refusal, username.as_deref(), &detail),
+                fix,
+            } => refuse(ctx, refusal, username.as_deref(), &detail, fix),
             Stop::Failed(e) => Err(e),
         }
     }
@@ -166,14 +181,14 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
     let (config, settings) = enabled_config(&ctx.conn)?;
     // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
     // starve other requests of connections.
-    let (app, policy, redirect) = (ctx.app, config.policy(), redirect_uri(base_url));
+    let (app, redirect) = (ctx.app, redirect_uri(base_url));
     let grant = Grant {
         code: &code,
         verifier: &pending.verifier,
         redirect: &redirect,
     };
     let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
-        ask_gitlab(app, &settings, &policy, &grant, deadline)
+        ask_gitlab(app, &settings, &grant, deadline)
     })??;
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
@@ -218,7 +233,18 @@ fn take_state(ctx: &Ctx<'_>) -> Result<(oauth::PendingSignIn, String), Stop> {
         return Err(refused("state expired"));
     }
     if let Some(error) = ctx.req.query.get("error") {
-        return Err(refused(&format!("GitLab answered error={error:?}")));
+        let detail = format!("GitLab answered error={error:?}");
+        // GitLab refuses to authorize scopes the application lacks: an application registered
+        // before labgate asked for openid and email.
+        return Err(match error {
+            "invalid_scope" => Stop::Refused {
+                refusal: Refusal::Generic,
+                username: None,
+                detail,
+                fix: Some(gitlab::FIX_SCOPES),
+            },
+            _ => refused(&detail),
+        });
     }
     match ctx.req.query.get("code").filter(|c| !c.is_empty()) {
         Some(code) => Ok((pending, code.to_string())),
@@ -234,45 +260,30 @@ struct Grant<'a> {
     redirect: &'a str,
 }
 
-/// Asks GitLab who signed in: the code exchanged for a token, the user read, and their groups
-/// when the rules need them ([`provisioning::reads_groups`]). No database access here.
+/// Asks GitLab who signed in: the code exchanged for a token, then the person and their groups
+/// from OIDC userinfo, in one call that the token's `openid` scope allows. No database access
+/// here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
-    policy: &Policy<'_>,
     grant: &Grant<'_>,
     deadline: Instant,
 ) -> Result<Claims, Stop> {
     let client = &app.gitlab;
-    let generic =
-        |username: Option<&str>, detail| Stop::refused(Refusal::Generic, username, detail);
     let (code, verifier) = (grant.code, grant.verifier);
     let token = client
         .exchange_code(settings, grant.redirect, code, verifier, deadline)
-        .map_err(|e| generic(None, format!("token exchange: {e}")))?;
-    let user = client
-        .current_user(settings, &token, deadline)
-        .map_err(|e| generic(None, format!("reading the user: {e}")))?;
-    let mut claims = claims_of(user);
-    if provisioning::reads_groups(policy, &claims) {
-        claims.groups = client
-            .user_groups(settings, &token, deadline)
-            .map_err(|e| generic(Some(&claims.username), format!("reading the groups: {e}")))?;
-    }
-    Ok(claims)
-}
-
-/// The sign-in's claims from GitLab's user answer, with the groups read apart (none yet).
-fn claims_of(user: crate::gitlab::GitlabUser) -> Claims {
-    Claims {
-        id: user.id,
-        username: user.username,
-        name: user.name,
-        email: user.email,
-        inactive: (user.state != "active").then_some(user.state),
-        bot: user.bot,
-        groups: Vec::new(),
-    }
+        .map_err(|e| Stop::gitlab_failed("token exchange", e))?;
+    let info = client
+        .userinfo(settings, &token, deadline)
+        .map_err(|e| Stop::gitlab_failed("reading userinfo", e))?;
+    Ok(Claims {
+        id: info.id,
+        username: info.username,
+        name: info.name,
+        email: info.email,
+        groups: info.groups,
+    })
 }
 
 /// Logs the decision and sends the browser to the refusal page. A reason to show is stored
@@ -283,12 +294,18 @@ fn refuse(
     refusal: Refusal,
     username: Option<&str>,
     detail: &str,
+    fix: Option<&'static str>,
 ) -> AppResult<Resp> {
     log::warn!(
-        "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}",
+        "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}{}",
         username.unwrap_or("-"),
-        refusal.tag()
+        refusal.tag(),
+        fix.map(|f| format!(" fix: {f}")).unwrap_or_default()
     );
+    if let Some(fix) = fix {
+        // Shown to the admins on the GitLab tab until a sign-in succeeds.
+        gitlab_sign_in_problem::record(&ctx.conn, detail, fix, ctx.now)?;
+    }
     if let Some(reason) = refusal.reason() {
         let key = crypto::random_hex(32);
         oauth::insert_refusal(&ctx.conn, &key, Some(&reason), ctx.now)?;

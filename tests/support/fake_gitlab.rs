@@ -169,6 +169,9 @@ pub enum Fault {
     /// smallest groups possible (`{"full_path":"g123"}`, all different) and names a next page,
     /// without end.
     EndlessGroups { page_bytes: usize },
+    /// A hostile GitLab on [`Endpoint::Userinfo`]: 200 with the claims of a person `hostile`
+    /// (`sub` `"999999"`) in `count` groups (`g1`, `g2`, ...).
+    UserinfoGroups { count: usize },
 }
 
 impl Fault {
@@ -1239,6 +1242,13 @@ fn fault_response(shared: &Shared, fault: &Fault, endpoint: Option<Endpoint>) ->
             }
         }
         Fault::MalformedJson => Resp::new(200, "application/json", "{\"id\": 1,"),
+        Fault::UserinfoGroups { count } => {
+            let groups: Vec<String> = (1..=*count).map(|i| format!("g{i}")).collect();
+            Resp::json(
+                200,
+                &json!({"sub": "999999", "preferred_username": "hostile", "groups": groups}),
+            )
+        }
         Fault::EndlessGroups { page_bytes } => {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
             let page = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
