@@ -7,9 +7,10 @@
 use super::FormErrors;
 use crate::db::gitlab_sign_in_problem;
 use crate::error::AppResult;
-use crate::gitlab::check::{Report, SIGN_IN_SCOPES};
+use crate::gitlab::check::Report;
 use crate::gitlab_check::{self, BaseUrlFrom, SignInRedirect};
 use crate::gitlab_config;
+use crate::provisioning;
 use crate::web::views::datetime;
 use crate::web::Ctx;
 
@@ -52,8 +53,8 @@ pub struct Register {
     pub base_url_note: String,
     /// The address labgate listens on when it is every interface (no URI can be derived).
     pub unspecified_bind: Option<String>,
-    /// The scopes to tick, space-separated as GitLab lists them.
-    pub scopes: String,
+    /// The scopes to tick: those a sign-in asks for, space-separated.
+    pub scopes: &'static str,
 }
 
 /// The last sign-in that failed because of how labgate is registered in GitLab.
@@ -177,7 +178,7 @@ fn register(ctx: &Ctx<'_>) -> AppResult<Register> {
         redirect_uri,
         base_url_note,
         unspecified_bind,
-        scopes: SIGN_IN_SCOPES.join(" "),
+        scopes: provisioning::SCOPES,
     })
 }
 
