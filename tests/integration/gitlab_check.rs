@@ -588,4 +588,10 @@ fn the_last_sign_in_problem_is_a_banner_on_the_gitlab_tab() {
     ] {
         assert!(banner.contains(part), "{part:?} in {banner}");
     }
+    // A sign-in that works clears the row (see the sign-in tests); the banner goes with it.
+    let conn = rusqlite::Connection::open(lg.data_dir().join("labgate.db")).unwrap();
+    conn.execute("DELETE FROM gitlab_sign_in_problem", [])
+        .unwrap();
+    let page = c.get(PAGE).expect_html(200);
+    assert!(!page.contains("id=\"gitlab-sign-in-problem\""), "{page}");
 }
