@@ -30,9 +30,22 @@ fn labgate(args: &[&str]) -> Labgate {
 /// A fake GitLab that knows labgate's application (redirect URI of `lg`).
 fn gitlab_for(lg: &Labgate) -> FakeGitlab {
     let fake = FakeGitlab::start();
+    register(&fake, lg);
+    fake
+}
+
+/// Registers labgate's application in `fake`, with the redirect URI of `lg`.
+fn register(fake: &FakeGitlab, lg: &Labgate) {
     let redirect = format!("http://{}/oauth2/callback/gitlab", lg.addr);
     fake.register_app(APP_ID, SECRET, &[&redirect], true);
-    fake
+}
+
+/// labgate (with `args`) and a fake GitLab that knows it, stored as its GitLab.
+fn configured(args: &[&str]) -> (Labgate, FakeGitlab) {
+    let lg = labgate(args);
+    let fake = gitlab_for(&lg);
+    configure(&lg, &fake.url(), SECRET);
+    (lg, fake)
 }
 
 /// Stores the GitLab configuration through the v2 API.
@@ -85,6 +98,15 @@ fn assert_fails(v: &Value, name: &str, fix: &[&str]) {
     let detail = c["detail"].as_str().unwrap();
     for part in fix {
         assert!(detail.contains(part), "{name}: {detail:?} lacks {part:?}");
+    }
+}
+
+/// Asserts that `name` failed naming `fix`, and every other check passed.
+#[track_caller]
+fn assert_only_fails(v: &Value, name: &str, fix: &[&str]) {
+    assert_fails(v, name, fix);
+    for other in NAMES.iter().filter(|n| **n != name) {
+        assert_eq!(check(v, other)["ok"], true, "{other} should pass: {v}");
     }
 }
 
@@ -172,6 +194,15 @@ fn assert_nothing_created(fake: &FakeGitlab, tokens: usize) {
     assert!(fake.issued_access_tokens().is_empty());
 }
 
+/// `reach` failed naming `fix`, every later check was skipped, and the secret stayed out of
+/// the log.
+#[track_caller]
+fn assert_unreached(lg: &Labgate, v: &Value, fix: &[&str]) {
+    assert_fails(v, "reach", fix);
+    assert_rest_skipped(v);
+    assert_secret_kept(lg);
+}
+
 #[track_caller]
 fn assert_secret_kept(lg: &Labgate) {
     let log = lg.stderr().joined();
@@ -180,9 +211,7 @@ fn assert_secret_kept(lg: &Labgate) {
 
 #[test]
 fn a_gitlab_ready_for_sign_in_passes_every_check_and_nothing_is_created() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     let page = lg.admin_client().get(PAGE).expect_html(200);
     assert!(
         page.contains(&format!("<form method=\"post\" action=\"{FORM}\"")),
@@ -226,12 +255,11 @@ fn without_a_configuration_the_check_says_what_to_set() {
     );
     let v = both(&lg);
     assert_eq!(v["ok"], false);
-    assert_fails(
+    assert_unreached(
+        &lg,
         &v,
-        "reach",
         &["not configured", "URL, application ID and secret"],
     );
-    assert_rest_skipped(&v);
 }
 
 #[test]
@@ -254,16 +282,14 @@ fn an_unknown_host_name_is_named() {
     let lg = labgate(&[]);
     configure(&lg, "https://gitlab.labgate-check.invalid", SECRET);
     let v = both(&lg);
-    assert_fails(
+    assert_unreached(
+        &lg,
         &v,
-        "reach",
         &[
             "DNS name gitlab.labgate-check.invalid not found",
             "check the host name in the URL",
         ],
     );
-    assert_rest_skipped(&v);
-    assert_secret_kept(&lg);
 }
 
 #[test]
@@ -272,54 +298,44 @@ fn a_refused_connection_is_named() {
     let port = free_port();
     configure(&lg, &format!("http://127.0.0.1:{port}"), SECRET);
     let v = both(&lg);
-    assert_fails(
+    assert_unreached(
+        &lg,
         &v,
-        "reach",
         &[
             &format!("127.0.0.1:{port}"),
             "refused",
             "check the port in the URL",
         ],
     );
-    assert_rest_skipped(&v);
-    assert_secret_kept(&lg);
 }
 
 /// The one slow test here: the client's own call timeout (10 s) has to pass. The API alone
 /// is asked; the page shows what the API answers (see the other tests).
 #[test]
 fn a_gitlab_that_does_not_answer_in_time_is_named() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     fake.set_fault(Endpoint::Discovery, Fault::Delay(Duration::from_secs(12)));
     let started = Instant::now();
     let v = api_check(&lg);
     assert!(started.elapsed() < Duration::from_secs(12), "{v}");
-    assert_fails(&v, "reach", &["timed out", "proxy settings"]);
-    assert_rest_skipped(&v);
+    assert_unreached(&lg, &v, &["timed out", "proxy settings"]);
     assert_nothing_created(&fake, 0);
-    assert_secret_kept(&lg);
 }
 
 #[test]
 fn an_http_error_status_is_named() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     fake.set_fault(Endpoint::Discovery, Fault::Status(502));
     let v = both(&lg);
-    assert_fails(
+    assert_unreached(
+        &lg,
         &v,
-        "reach",
         &[
             "HTTP 502",
             "check that it is up and that this URL reaches it",
         ],
     );
-    assert_rest_skipped(&v);
     assert_nothing_created(&fake, 0);
-    assert_secret_kept(&lg);
 }
 
 #[test]
@@ -328,8 +344,7 @@ fn a_url_that_is_not_gitlab_is_named() {
     // labgate itself: it has no OpenID configuration (404).
     configure(&lg, &format!("http://{}", lg.addr), SECRET);
     let v = both(&lg);
-    assert_fails(&v, "reach", &["HTTP 404", "is this GitLab's URL"]);
-    assert_rest_skipped(&v);
+    assert_unreached(&lg, &v, &["HTTP 404", "is this GitLab's URL"]);
 
     // A web server answering an HTML page for every path.
     let dir = TempDir::new("check-html");
@@ -350,40 +365,26 @@ fn a_url_that_is_not_gitlab_is_named() {
         )
         .expect_json(200);
     let v = both(&lg);
-    assert_fails(&v, "reach", &["not JSON", "is this GitLab's URL"]);
-    assert_rest_skipped(&v);
-    assert_secret_kept(&lg);
+    assert_unreached(&lg, &v, &["not JSON", "is this GitLab's URL"]);
 }
 
 #[test]
 fn another_issuer_names_the_url_to_set() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     fake.set_issuer(Some("https://gitlab.lab.example"));
     let v = both(&lg);
-    assert_fails(
-        &v,
-        "issuer",
-        &["GitLab calls itself https://gitlab.lab.example: set the URL to that"],
-    );
-    assert_eq!(check(&v, "reach")["ok"], true);
-    assert_eq!(
-        check(&v, "credentials")["ok"],
-        true,
-        "later checks still run"
-    );
+    let fix = "GitLab calls itself https://gitlab.lab.example: set the URL to that";
+    assert_only_fails(&v, "issuer", &[fix]);
     assert_nothing_created(&fake, 2);
+    assert_secret_kept(&lg);
 }
 
 #[test]
 fn missing_scopes_are_named() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     fake.set_scopes_supported(Some(&["api", "read_api", "openid"]));
     let v = both(&lg);
-    assert_fails(
+    assert_only_fails(
         &v,
         "scopes",
         &["does not offer the scope email", "GitLab 15"],
@@ -396,6 +397,7 @@ fn missing_scopes_are_named() {
         &["does not offer the scopes openid and email"],
     );
     assert_nothing_created(&fake, 3);
+    assert_secret_kept(&lg);
 }
 
 #[test]
@@ -405,14 +407,11 @@ fn a_rejected_secret_is_named_and_never_shown() {
     let wrong = "gl-check-Wrong-Secret-0d2b";
     configure(&lg, &fake.url(), wrong);
     let v = both(&lg);
-    assert_fails(
-        &v,
-        "credentials",
-        &[
-            "GitLab rejects the application ID or secret",
-            "copy both again",
-        ],
-    );
+    let fix = [
+        "GitLab rejects the application ID or secret",
+        "copy both again",
+    ];
+    assert_only_fails(&v, "credentials", &fix);
     assert!(!v.to_string().contains(wrong), "{v}");
     assert!(!lg.stderr().joined().contains(wrong));
     let sent = fake.requests_to("/oauth/token");
@@ -422,20 +421,10 @@ fn a_rejected_secret_is_named_and_never_shown() {
 
 #[test]
 fn every_interface_without_a_base_url_names_the_redirect_uri_fix() {
-    let lg = labgate(&["--listen", "0.0.0.0:0"]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&["--listen", "0.0.0.0:0"]);
     let v = both(&lg);
-    assert_fails(
-        &v,
-        "redirectUri",
-        &["every network interface", "--base-url", "Server base URL"],
-    );
-    assert_eq!(
-        check(&v, "credentials")["ok"],
-        true,
-        "the client is checked all the same: {v}"
-    );
+    let fix = ["every network interface", "--base-url", "Server base URL"];
+    assert_only_fails(&v, "redirectUri", &fix);
     assert_nothing_created(&fake, 2);
     assert_secret_kept(&lg);
 }
@@ -449,29 +438,19 @@ fn a_tls_gitlab_with_a_private_ca_needs_the_ca_file() {
     let url = format!("https://127.0.0.1:{}", front.port);
     fake.set_issuer(Some(&url));
 
-    let lg = labgate(&[]);
-    fake.register_app(
-        APP_ID,
-        SECRET,
-        &[&format!("http://{}/oauth2/callback/gitlab", lg.addr)],
-        true,
-    );
-    configure(&lg, &url, SECRET);
-    let v = both(&lg);
-    assert_fails(&v, "reach", &["not trusted", "--ca-file"]);
-    assert_rest_skipped(&v);
-    assert!(fake.requests().is_empty(), "TLS stopped at the front");
-    assert_secret_kept(&lg);
+    let started = |args: &[&str]| {
+        let lg = labgate(args);
+        register(&fake, &lg);
+        configure(&lg, &url, SECRET);
+        lg
+    };
 
-    let ca_file = ca.ca_pem.to_str().unwrap();
-    let trusting = labgate(&["--ca-file", ca_file]);
-    fake.register_app(
-        APP_ID,
-        SECRET,
-        &[&format!("http://{}/oauth2/callback/gitlab", trusting.addr)],
-        true,
-    );
-    configure(&trusting, &url, SECRET);
+    let lg = started(&[]);
+    let v = both(&lg);
+    assert_unreached(&lg, &v, &["not trusted", "--ca-file"]);
+    assert!(fake.requests().is_empty(), "TLS stopped at the front");
+
+    let trusting = started(&["--ca-file", ca.ca_pem.to_str().unwrap()]);
     let v = both(&trusting);
     assert_eq!(v["ok"], true, "{v}");
     assert_nothing_created(&fake, 2);
@@ -480,9 +459,7 @@ fn a_tls_gitlab_with_a_private_ca_needs_the_ca_file() {
 
 #[test]
 fn only_admins_may_check() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     assert_eq!(lg.client().request("POST", CHECKS, &[], b"").status, 401);
     lg.create_user("pat", USER_PASSWORD);
     let mut user = lg.login("pat", USER_PASSWORD);
@@ -492,13 +469,12 @@ fn only_admins_may_check() {
     let mut token = lg.user_with_token("tok");
     assert_eq!(token.request("POST", CHECKS, &[], b"").status, 403);
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert_secret_kept(&lg);
 }
 
 #[test]
 fn the_check_needs_the_csrf_token_with_a_session() {
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     let mut browser = lg.admin_client().with_xsrf(false);
     assert_eq!(browser.post_form(FORM, &[]).status, 403);
     assert_eq!(
@@ -511,6 +487,7 @@ fn the_check_needs_the_csrf_token_with_a_session() {
     let mut token = lg.token_client("admin");
     let v = token.request("POST", CHECKS, &[], b"").expect_json(200);
     assert_eq!(v["ok"], true, "{v}");
+    assert_secret_kept(&lg);
 }
 
 /// Nine checks wait on a slow GitLab at once, one more than the pool has connections: all nine
@@ -519,9 +496,7 @@ fn the_check_needs_the_csrf_token_with_a_session() {
 #[test]
 fn a_slow_gitlab_holds_no_database_connection() {
     const DELAY: Duration = Duration::from_secs(4);
-    let lg = labgate(&[]);
-    let fake = gitlab_for(&lg);
-    configure(&lg, &fake.url(), SECRET);
+    let (lg, fake) = configured(&[]);
     let mut admin = lg.admin();
     admin.get("/api/users/current").expect_json(200);
     fake.set_fault(Endpoint::Discovery, Fault::Delay(DELAY));
@@ -548,6 +523,7 @@ fn a_slow_gitlab_holds_no_database_connection() {
     for t in slow {
         assert_eq!(t.join().unwrap(), 200);
     }
+    assert_secret_kept(&lg);
 }
 
 /// The last sign-in problem, as a failed sign-in leaves it in the store.
@@ -580,14 +556,14 @@ fn the_last_sign_in_problem_is_a_banner_on_the_gitlab_tab() {
         .find("id=\"gitlab-sign-in-problem\"")
         .unwrap_or_else(|| panic!("no banner:\n{page}"));
     let banner = &page[start..start + page[start..].find("</div>").unwrap()];
-    for part in [
+    let shown = [
         "2026-01-01 00:00 UTC",
         "token: GitLab refused the grant: invalid_scope <b>",
         "tick openid and email in the GitLab application",
         "stays until a sign-in with GitLab succeeds",
-    ] {
-        assert!(banner.contains(part), "{part:?} in {banner}");
-    }
+    ];
+    let missing: Vec<_> = shown.iter().filter(|p| !banner.contains(*p)).collect();
+    assert!(missing.is_empty(), "{missing:?} missing from {banner}");
     // A sign-in that works clears the row (see the sign-in tests); the banner goes with it.
     let conn = rusqlite::Connection::open(lg.data_dir().join("labgate.db")).unwrap();
     conn.execute("DELETE FROM gitlab_sign_in_problem", [])
