@@ -83,6 +83,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::get),
     route!("PATCH",  "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::patch),
     route!("DELETE", "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::delete),
+    route!("POST",   "/api/v2/labgate/gitlab-checks",       Admin,  api::gitlab::check),
     // Admin pages.
     route!("GET",    "/admin/users",                        Admin,  pages::admin_users::list),
     route!("POST",   "/admin/users/create",                 Admin,  pages::admin_users::create),
@@ -115,6 +116,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete_confirm),
     route!("POST",   "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete),
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
+    route!("POST",   "/admin/settings/gitlab/check",        Admin,  pages::admin_gitlab::check),
 ];
 
 #[cfg(test)]

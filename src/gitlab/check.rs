@@ -24,6 +24,10 @@ use super::GitlabSettings;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
+/// The scopes a sign-in asks for: the GitLab application must be registered with them, and
+/// the instance must offer them.
+pub const SIGN_IN_SCOPES: [&str; 2] = ["openid", "email"];
+
 /// Longest a whole check may take: each call is also bounded by the client's own timeouts.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -68,6 +72,21 @@ impl Report {
             checks,
         }
     }
+
+    /// `reach` failed: every later check is skipped.
+    fn unreached(reach: Check) -> Report {
+        let mut checks = vec![reach];
+        checks.extend(
+            ["issuer", "scopes", "credentials", "redirectUri"].map(|n| Check::fail(n, "skipped")),
+        );
+        Report::of(checks)
+    }
+
+    /// The report when there is nothing to check: `reach` fails with `what_to_set`, the rest
+    /// are skipped, and GitLab is not called.
+    pub fn not_configured(what_to_set: &str) -> Report {
+        Report::unreached(Check::fail("reach", what_to_set))
+    }
 }
 
 /// Runs every check against GitLab. `redirect_uri` is the URI labgate will send, or why it
@@ -75,27 +94,34 @@ impl Report {
 pub fn run(client: &Client, s: &GitlabSettings, redirect_uri: Result<&str, &str>) -> Report {
     let deadline = Instant::now() + CHECK_DEADLINE;
     let discovery_url = format!("{}/.well-known/openid-configuration", s.base());
-    let [reach, issuer, scopes] = match client.probe_get(&discovery_url, deadline) {
-        Err(unreachable) => [
-            Check::fail("reach", unreachable),
-            Check::fail("issuer", "skipped"),
-            Check::fail("scopes", "skipped"),
-        ],
-        Ok(probe) => judge_discovery(s.base(), &discovery_url, &probe),
+    let probe = match client.probe_get(&discovery_url, deadline) {
+        Err(unreachable) => return Report::unreached(Check::fail("reach", unreachable)),
+        Ok(probe) => probe,
     };
+    let [reach, issuer, scopes] = judge_discovery(s.base(), &discovery_url, &probe);
     if !reach.ok {
-        return Report::of(vec![
-            reach,
-            issuer,
-            scopes,
-            Check::fail("credentials", "skipped"),
-            Check::fail("redirectUri", "skipped"),
-        ]);
+        return Report::unreached(reach);
     }
-    let credentials = if s.application_id.trim().is_empty() || s.secret.is_empty() {
+    let unset: Vec<&str> = [
+        ("the application ID", s.application_id.trim().is_empty()),
+        ("the secret", s.secret.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(what, unset)| unset.then_some(what))
+    .collect();
+    let credentials = if !unset.is_empty() {
         Check::fail(
             "credentials",
-            "the application ID or secret is not set: copy both from the GitLab application",
+            format!(
+                "{} {}: copy {} from the GitLab application into labgate's GitLab settings",
+                unset.join(" and "),
+                if unset.len() > 1 {
+                    "are not set"
+                } else {
+                    "is not set"
+                },
+                if unset.len() > 1 { "both" } else { "it" }
+            ),
         )
     } else {
         // GitLab wants a redirect URI in the request; with none known, any will do to learn
@@ -191,7 +217,7 @@ pub fn judge_discovery(base: &str, url: &str, probe: &Probe) -> [Check; 3] {
             format!("GitLab calls itself {issuer}: set the URL to that"),
         )
     };
-    let missing: Vec<&str> = ["openid", "email"]
+    let missing: Vec<&str> = SIGN_IN_SCOPES
         .into_iter()
         .filter(|s| !doc.scopes_supported.iter().any(|x| x == s))
         .collect();

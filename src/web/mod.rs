@@ -86,6 +86,17 @@ impl App {
         chrono::Utc::now().timestamp()
     }
 
+    /// What the GitLab connection check needs of this server: its one GitLab client, the base
+    /// URL given at start and the address it listens on; `by` is the admin asking.
+    pub fn gitlab_asking<'a>(&'a self, by: &'a str) -> crate::gitlab_check::Asking<'a> {
+        crate::gitlab_check::Asking {
+            client: &self.gitlab,
+            base_url_flag: self.config.base_url.as_deref(),
+            bound: self.bound,
+            by,
+        }
+    }
+
     /// The public base URL: `--base-url`, else the `sonar.core.serverBaseURL` setting, else the
     /// bound address.
     pub fn base_url(&self, conn: &Connection) -> String {

@@ -366,8 +366,8 @@ fn allowed_group_boxes_are_added_and_removed_without_saving() {
         "{page}"
     );
     assert!(
-        !page.contains("read_api"),
-        "the scopes never change: {page}"
+        !page.contains("needs the scope") && !page.contains("read_api"),
+        "the scopes do not depend on the provisioning settings:\n{page}"
     );
     assert_eq!(allowed_group_boxes(&page), 3, "{page}");
     assert_eq!(
@@ -542,6 +542,9 @@ fn redirect_uri_and_scope_to_register_follow_the_base_url() {
         page.contains("id=\"gitlab-scopes\">openid email<"),
         "{page}"
     );
+    for scope in ["read_user", "read_api", "\"api\""] {
+        assert!(!page.contains(scope), "{scope} is not asked for:\n{page}");
+    }
 }
 
 #[test]
