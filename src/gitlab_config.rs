@@ -68,8 +68,9 @@ impl GitlabConfig {
         }
     }
 
+    /// The scopes a sign-in asks of GitLab: always the same (see [`crate::provisioning::SCOPES`]).
     pub fn scope(&self) -> &'static str {
-        crate::provisioning::scope(self.synchronize_groups, &self.allowed_groups)
+        crate::provisioning::SCOPES
     }
 }
 
@@ -502,7 +503,7 @@ mod tests {
         let c = create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
         assert!(c.usable());
         assert_eq!(c.url, "https://gl.example");
-        assert_eq!(c.scope(), "read_api");
+        assert_eq!(c.scope(), "openid email");
         assert!(!c.to_json().to_string().contains("s3cret"));
         assert!(matches!(
             create(&mut conn, &By::admin(), BODY.as_bytes()),
@@ -535,7 +536,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.allowed_groups.is_empty() && !c.enabled);
-        assert_eq!(c.scope(), "read_user");
+        assert_eq!(c.scope(), "openid email");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`audit`], [`settings`], [`gitlab_config`],
-//!    [`provisioning`], [`accounts`], [`signin`];
+//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`];
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod gitlab;
+pub mod gitlab_check;
 pub mod gitlab_config;
 pub mod logging;
 pub mod metrics;

@@ -84,6 +84,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::get),
     route!("PATCH",  "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::patch),
     route!("DELETE", "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::delete),
+    route!("POST",   "/api/v2/labgate/gitlab-checks",       Admin,  api::gitlab::check),
     route!("GET",    "/api/v2/labgate/audit-events",        Admin,  api::audit::list),
     route!("GET",    "/api/v2/labgate/audit-events/export", Admin,  api::audit::export),
     // Admin pages.
@@ -118,6 +119,7 @@ pub static ROUTES: &[Route] = &[
     route!("GET",    "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete_confirm),
     route!("POST",   "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete),
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
+    route!("POST",   "/admin/settings/gitlab/check",        Admin,  pages::admin_gitlab::check),
     route!("GET",    "/admin/audit",                        Admin,  pages::admin_audit::list),
 ];
 

@@ -278,7 +278,22 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM gitlab_group_sync;
     END;
     "#,
-    // 8: the audit log: one row per decision or change, never updated but for the count of a
+    // 8: the last sign-in that failed because of how labgate is registered in GitLab (scopes
+    // not ticked, application ID or secret refused), shown to admins on the GitLab tab with its
+    // fix until a sign-in succeeds. One row at most.
+    r#"
+    CREATE TABLE gitlab_sign_in_problem (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seen_at INTEGER NOT NULL,
+        problem TEXT NOT NULL,
+        fix TEXT NOT NULL
+    );
+    "#,
+    // 9: GitLab sign-ins in progress are kept in memory (a start writes nothing to disk).
+    r#"
+    DROP TABLE oauth_states;
+    "#,
+    // 10: the audit log: one row per decision or change, never updated but for the count of a
     // folded failure (`detail`), removed oldest first by retention and the cap. `at` (UTC
     // milliseconds) never decreases with `id` (each insert takes at least the time of the row
     // before), so a time range is a range of ids and the oldest rows are the first ids. Indexes

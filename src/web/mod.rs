@@ -51,6 +51,8 @@ pub struct App {
     pub failure_events: crate::audit::FailureEvents,
     /// When old audit events were last removed.
     pub retention: crate::audit::Retention,
+    /// GitLab sign-ins started and not yet called back.
+    pub pending_sign_ins: crate::signin::pending::PendingSignIns,
 }
 
 /// Connections the pool opens at most.
@@ -82,6 +84,7 @@ impl App {
             callers: caller_cache::CallerCache::default(),
             failure_events: crate::audit::FailureEvents::default(),
             retention: crate::audit::Retention::default(),
+            pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
         }
     }
 
@@ -92,6 +95,17 @@ impl App {
     /// The time in UTC milliseconds.
     pub fn now_ms(&self) -> i64 {
         chrono::Utc::now().timestamp_millis()
+    }
+
+    /// What the GitLab connection check needs of this server: its one GitLab client, the base
+    /// URL given at start and the address it listens on; `by` is the admin asking.
+    pub fn gitlab_asking<'a>(&'a self, by: &'a str) -> crate::gitlab_check::Asking<'a> {
+        crate::gitlab_check::Asking {
+            client: &self.gitlab,
+            base_url_flag: self.config.base_url.as_deref(),
+            bound: self.bound,
+            by,
+        }
     }
 
     /// The public base URL: `--base-url`, else the `sonar.core.serverBaseURL` setting, else the
