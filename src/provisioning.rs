@@ -261,6 +261,18 @@ impl Refusal {
         })
     }
 
+    /// A short code for metric labels and audit events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotInAllowedGroups => "not-in-allowed-group",
+            Refusal::SignUpDisabled => "sign-up-disabled",
+            Refusal::EmailTaken => "email-taken",
+            Refusal::IdMismatch(_) => "id-mismatch",
+            Refusal::Deactivated => "deactivated",
+            Refusal::Generic => "error",
+        }
+    }
+
     /// Short tag for the sign-in log line.
     pub fn tag(&self) -> &'static str {
         match self {

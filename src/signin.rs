@@ -5,6 +5,7 @@
 pub mod pending;
 
 use crate::accounts;
+use crate::audit::{self, Action, By, Event};
 use crate::db::{self, gitlab_group_sync, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
@@ -51,8 +52,15 @@ impl From<AppError> for SignInError {
 /// ending the browser's previous session (`previous_session`, its id hash), and the GitLab
 /// registration problem shown to admins, if any, cleared. Nothing is written unless the
 /// sign-in succeeds.
+///
+/// The decision is recorded in the audit log in the same transaction, by `by` (who asks: the
+/// client address, the request id, the time): an admission with its writes (the account
+/// created, linked or refreshed, the memberships synchronized), or a refusal with its reason
+/// and what GitLab said (the GitLab id, username and groups), the refusal being all that is
+/// written then.
 pub fn complete(
     conn: &mut Connection,
+    by: &By,
     config: &GitlabConfig,
     claims: &Claims,
     previous_session: Option<&str>,
@@ -60,21 +68,171 @@ pub fn complete(
 ) -> Result<SignedIn, SignInError> {
     let policy = config.policy();
     let tx = db::write_tx(conn)?;
-    let stored = read_stored(&tx, claims, &policy)?;
+    let (stored, login) = read_stored(&tx, claims, &policy)?;
     let admission = match provisioning::decide(claims, &policy, &stored) {
         Decision::Admit(admission) => admission,
-        Decision::Refuse(refused) => return Err(SignInError::Refused(refused)),
+        Decision::Refuse(refused) => {
+            let target = login.as_deref().unwrap_or(&claims.username);
+            let event =
+                refusal_event(target, &refused.refusal, claims).with("why", &*refused.detail);
+            audit::record(&tx, by, event)?;
+            tx.commit()?;
+            crate::metrics::sign_in("gitlab", "refused", refused.refusal.code());
+            return Err(SignInError::Refused(refused));
+        }
     };
     let signed_in = apply(&tx, &admission, previous_session, now)?;
+    record_admission(&tx, by, claims, &policy, &stored, &admission, &signed_in)?;
     // A sign-in went through: whatever registration problem the admins were shown is solved.
     db::gitlab_sign_in_problem::clear(&tx)?;
     tx.commit()?;
+    crate::metrics::sign_in("gitlab", "ok", "-");
     Ok(signed_in)
+}
+
+/// GitLab groups an event lists at most; past it the detail says how many there were.
+const GROUPS_SHOWN: usize = 25;
+
+/// The refusal of `target` (the account's login when there is one, else the GitLab username)
+/// as an audit event: the reason as the person was told it (a code when they were told none)
+/// and what GitLab said about them.
+pub fn refusal_event(target: &str, refusal: &provisioning::Refusal, claims: &Claims) -> Event {
+    let reason = refusal
+        .reason()
+        .unwrap_or_else(|| refusal.code().to_string());
+    let shown: Vec<&str> = claims
+        .groups
+        .iter()
+        .take(GROUPS_SHOWN)
+        .map(String::as_str)
+        .collect();
+    let mut event = Event::refused(Action::SigninGitlab, Some(target), &reason)
+        .with("reasonCode", refusal.code())
+        .with("gitlabId", claims.id.to_string())
+        .with("gitlabUsername", claims.username.as_str())
+        .with("gitlabGroups", shown);
+    if claims.groups.len() > GROUPS_SHOWN {
+        event = event.with("gitlabGroupsCount", claims.groups.len());
+    }
+    event
+}
+
+/// Records an admitted sign-in in `tx`: the sign-in, and what it wrote on the way (the account
+/// created, linked to its GitLab id, or its profile refreshed; the memberships synchronization
+/// added and removed, by group name), each by the person signing in.
+fn record_admission(
+    tx: &Connection,
+    by: &By,
+    claims: &Claims,
+    policy: &Policy<'_>,
+    stored: &Stored,
+    admission: &Admission,
+    signed_in: &SignedIn,
+) -> Result<(), AppError> {
+    let login = signed_in.user.login.as_str();
+    let by = by.as_actor(login);
+    let from_gitlab = "GitLab sign-in";
+    match &admission.account {
+        AccountWrite::Create { .. } => {
+            let event = Event::ok(Action::UserCreate, login)
+                .with("by", from_gitlab)
+                .with("gitlabUsername", claims.username.as_str())
+                .with("name", signed_in.user.name.as_str())
+                .with("email", signed_in.user.email.as_deref());
+            audit::record(tx, &by, event)?;
+        }
+        AccountWrite::Link { .. } => {
+            let event = Event::ok(Action::UserLink, login)
+                .with("by", from_gitlab)
+                .with("gitlabUsername", claims.username.as_str())
+                .with("gitlabId", claims.id.to_string());
+            audit::record(tx, &by, event)?;
+        }
+        AccountWrite::Refresh { profile, .. } => {
+            if let Some(old) = &stored.by_id {
+                let event = Event::ok(Action::UserUpdate, login)
+                    .with("by", from_gitlab)
+                    .change("name", old.name.as_str(), profile.name.as_str())
+                    .change("email", old.email.as_deref(), profile.email.as_deref())
+                    .change(
+                        "gitlabUsername",
+                        old.gitlab_username.as_deref(),
+                        profile.username.as_str(),
+                    );
+                audit::record(tx, &by, event)?;
+            }
+        }
+        AccountWrite::Unchanged { .. } => {}
+    }
+    if let Some(sync) = &admission.groups {
+        let names = group_names(stored);
+        for (action, ids) in [
+            (Action::MembershipAdd, &sync.add),
+            (Action::MembershipRemove, &sync.remove),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            let groups: Vec<&str> = ids.iter().filter_map(|id| names.get(id).copied()).collect();
+            let event = Event::ok(action, login)
+                .with("by", "synchronization")
+                .with("groups", groups);
+            audit::record(tx, &by, event)?;
+        }
+    }
+    let mut event = Event::ok(Action::SigninGitlab, login)
+        .with("gitlabId", claims.id.to_string())
+        .with("gitlabUsername", claims.username.as_str());
+    if let Some(path) =
+        provisioning::synchronized_paths(&claims.groups, policy.allowed_groups).first()
+    {
+        event = event.with("admittedBy", *path);
+    }
+    audit::record(tx, &by, event)?;
+    Ok(())
+}
+
+/// The names of the groups synchronization consulted, by id.
+fn group_names(stored: &Stored) -> std::collections::HashMap<i64, &str> {
+    match &stored.groups {
+        StoredGroups::Memberships {
+            current,
+            candidates,
+        } => current
+            .iter()
+            .chain(candidates)
+            .map(|g| (g.id, g.name.as_str()))
+            .collect(),
+        _ => std::collections::HashMap::new(),
+    }
+}
+
+/// Records a GitLab sign-in refused before the rules were asked (the state did not match,
+/// GitLab failed), with `code` for the reason and `detail` for what went wrong; `username`
+/// when GitLab already said who it was.
+pub fn record_refusal(
+    conn: &mut Connection,
+    by: &By,
+    username: Option<&str>,
+    code: &'static str,
+    detail: &str,
+) -> Result<(), AppError> {
+    crate::metrics::sign_in("gitlab", "refused", code);
+    // The detail may quote what GitLab or the browser sent: bounded.
+    let detail: String = detail.chars().take(500).collect();
+    let event = Event::refused(Action::SigninGitlab, username, code).with("why", detail);
+    audit::record_alone(conn, by, event)?;
+    Ok(())
 }
 
 /// Reads what [`provisioning::decide`] consults about these claims (see [`Stored`]): only what
 /// the case at hand needs, so that a returning user costs a few index lookups.
-fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<Stored, AppError> {
+/// With it, the login of the account found, if any (the audit log names people by login).
+fn read_stored(
+    tx: &Connection,
+    claims: &Claims,
+    policy: &Policy<'_>,
+) -> Result<(Stored, Option<String>), AppError> {
     let gitlab_id = claims.id.to_string();
     let by_id = users::find_by_external_id(tx, PROVIDER_GITLAB, &gitlab_id)?;
     let by_username = match by_id {
@@ -87,7 +245,8 @@ fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<
         Some(email) => users::email_holders(tx, &email, 2)?,
         None => Vec::new(),
     };
-    let account = by_id.as_ref().or(by_username.as_ref()).map(|u| u.id);
+    let found = by_id.as_ref().or(by_username.as_ref());
+    let (account, login) = (found.map(|u| u.id), found.map(|u| u.login.clone()));
     let free_login = match account {
         Some(_) => None,
         None => provisioning::login_candidates(&claims.username, claims.id)
@@ -99,13 +258,14 @@ fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<
     } else {
         StoredGroups::NotRead
     };
-    Ok(Stored {
+    let stored = Stored {
         by_id: by_id.map(account_of),
         by_username: by_username.map(account_of),
         email_holders,
         free_login,
         groups,
-    })
+    };
+    Ok((stored, login))
 }
 
 fn account_of(user: users::User) -> Account {
@@ -233,7 +393,7 @@ fn complete_fresh(
         groups: gitlab_groups.to_vec(),
         ..who.clone()
     };
-    complete(conn, config, &claims, None, now)
+    complete(conn, &By::system(now * 1000), config, &claims, None, now)
 }
 
 /// The claims of an active GitLab person (no groups: [`complete_fresh`] adds them).
@@ -750,6 +910,139 @@ mod tests {
             users::group_names(&conn, s.user.id).unwrap(),
             vec!["acme/platform", "users"]
         );
+    }
+
+    /// Every audit event, oldest first, as (action, actor, target, outcome, reason, detail).
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        serde_json::Value,
+    );
+
+    fn audit_rows(conn: &Connection) -> Vec<Row> {
+        let filter = db::audit::Filter::default();
+        let mut rows: Vec<Row> = db::audit::page(conn, &filter, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let detail = serde_json::from_str(&e.detail).unwrap();
+                (e.action, e.actor, e.target, e.outcome, e.reason, detail)
+            })
+            .collect();
+        rows.reverse();
+        rows
+    }
+
+    /// A person with no account, outside the allowed groups: the refusal is recorded with the
+    /// reason and the GitLab groups, by GitLab username, and nothing else is written.
+    #[test]
+    fn a_refusal_is_recorded_with_what_gitlab_said_and_nothing_else() {
+        let mut conn = db::test_db();
+        let mut alice = person(7, "alice", "Alice", None);
+        alice.groups = strings(&["acme-other", "beta"]);
+        let result = complete(
+            &mut conn,
+            &By::system(5),
+            &with_allowed(&["acme"]),
+            &alice,
+            None,
+            0,
+        );
+        assert_eq!(refused(result), Refusal::NotInAllowedGroups);
+        let rows = audit_rows(&conn);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        let (action, actor, target, outcome, reason, detail) = &rows[0];
+        assert_eq!(
+            (action.as_str(), actor, target.as_deref(), outcome.as_str()),
+            ("signin.gitlab", &None, Some("alice"), "refused")
+        );
+        assert_eq!(
+            reason.as_deref(),
+            Some("You are not allowed to authenticate")
+        );
+        assert_eq!(
+            detail["gitlabGroups"],
+            serde_json::json!(["acme-other", "beta"])
+        );
+        assert_eq!(detail["gitlabId"], "7");
+        assert_eq!(detail["reasonCode"], "not-in-allowed-group");
+        assert_eq!(users::find_by_login(&conn, "alice").unwrap(), None);
+        let event = db::audit::page(&conn, &db::audit::Filter::default(), 0, 1).unwrap();
+        let line = crate::audit::line(&event[0], detail);
+        assert_eq!(
+            line,
+            "alice refused: You are not allowed to authenticate — GitLab groups: acme-other, beta"
+        );
+    }
+
+    /// A refused person who has an account is named by its login.
+    #[test]
+    fn a_refusal_of_an_account_names_its_login() {
+        let mut conn = db::test_db();
+        let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
+        accounts::deactivate_user(&mut conn, &By::admin(), 1, &s.user.login, 2).unwrap();
+        let mut renamed = ann();
+        renamed.username = "ann-new".into();
+        refused(complete_fresh(
+            &mut conn,
+            &config(true, false),
+            &renamed,
+            &[],
+            3,
+        ));
+        let rows = audit_rows(&conn);
+        let last = rows.last().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.2.as_deref(), last.3.as_str()),
+            ("signin.gitlab", Some("ann"), "refused")
+        );
+        assert_eq!(last.5["gitlabUsername"], "ann-new");
+    }
+
+    /// A first sign-in with synchronization: the account created, the groups joined (by name)
+    /// and the sign-in, each by the person; a later one that changes the name and leaves a
+    /// group records the change and the removal; an unchanged one records the sign-in alone.
+    #[test]
+    fn an_admission_records_what_it_wrote() {
+        let mut conn = db::test_db();
+        local_groups(&conn, &["acme", "acme/lab"]);
+        let config = config(true, true);
+        let groups = strings(&["acme", "acme/lab"]);
+        complete_fresh(&mut conn, &config, &ann(), &groups, 1).unwrap();
+        let summary = |rows: &[Row]| -> Vec<(String, Option<String>, Option<String>)> {
+            rows.iter()
+                .map(|r| (r.0.clone(), r.1.clone(), r.2.clone()))
+                .collect()
+        };
+        let ann_ = || (Some("ann".to_string()), Some("ann".to_string()));
+        let rows = audit_rows(&conn);
+        let expected: Vec<(String, Option<String>, Option<String>)> =
+            ["user.create", "membership.add", "signin.gitlab"]
+                .iter()
+                .map(|a| (a.to_string(), ann_().0, ann_().1))
+                .collect();
+        assert_eq!(summary(&rows), expected);
+        assert_eq!(rows[1].5["groups"], serde_json::json!(["acme", "acme/lab"]));
+        assert_eq!(rows[1].5["by"], "synchronization");
+        assert_eq!(rows[2].5["admittedBy"], "acme");
+        let mut renamed = ann();
+        renamed.name = "Ann B".into();
+        complete_fresh(&mut conn, &config, &renamed, &strings(&["acme"]), 2).unwrap();
+        let rows = audit_rows(&conn);
+        let later: Vec<&str> = rows[3..].iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(later, ["user.update", "membership.remove", "signin.gitlab"]);
+        assert_eq!(
+            rows[3].5["changes"]["name"],
+            serde_json::json!({"old": "Ann", "new": "Ann B"})
+        );
+        assert_eq!(rows[4].5["groups"], serde_json::json!(["acme/lab"]));
+        complete_fresh(&mut conn, &config, &renamed, &strings(&["acme"]), 3).unwrap();
+        let rows = audit_rows(&conn);
+        assert_eq!(rows.len(), 7);
+        assert_eq!(rows[6].0, "signin.gitlab");
     }
 }
 

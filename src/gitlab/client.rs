@@ -181,7 +181,9 @@ impl Client {
         verifier: &str,
         deadline: Instant,
     ) -> Result<String, GitlabError> {
+        let started = Instant::now();
         let result = self.exchange(s, redirect_uri, code, verifier, deadline);
+        counted("token", started, &result);
         result.map_err(|e| redact_error(e, &[code, verifier, &s.secret]))
     }
 
@@ -307,22 +309,33 @@ impl Client {
         token: &str,
         deadline: Instant,
     ) -> Result<Userinfo, GitlabError> {
+        let started = Instant::now();
         let url = format!("{}/oauth/userinfo", s.base());
         let mut body = BodyBuf::default();
-        self.get(
-            "userinfo",
-            &url,
-            token,
-            MAX_USERINFO_BODY,
-            deadline,
-            &mut body,
-        )?;
-        parse_userinfo(body.as_slice())
+        let result = self
+            .get(
+                "userinfo",
+                &url,
+                token,
+                MAX_USERINFO_BODY,
+                deadline,
+                &mut body,
+            )
+            .and_then(|_| parse_userinfo(body.as_slice()));
+        counted("userinfo", started, &result);
+        result
     }
 
     /// One GET without credentials for the connection check: whatever the status, the answer
     /// (within [`MAX_SMALL_BODY`]); `Err` says why GitLab could not be reached and what to fix.
     pub fn probe_get(&self, url: &str, deadline: Instant) -> Result<Probe, String> {
+        let started = Instant::now();
+        let result = self.probe_get_uncounted(url, deadline);
+        crate::metrics::gitlab_call("probe", probe_outcome(&result), started.elapsed());
+        result
+    }
+
+    fn probe_get_uncounted(&self, url: &str, deadline: Instant) -> Result<Probe, String> {
         let timeout = time_left(deadline).map_err(|_| reach_timeout())?;
         let response = self
             .agent_for(url)
@@ -341,6 +354,18 @@ impl Client {
     /// them. GitLab checks the client before the code, so the answer tells whether it accepts
     /// the application ID and secret; nothing can be redeemed.
     pub fn probe_token(
+        &self,
+        s: &GitlabSettings,
+        redirect_uri: &str,
+        deadline: Instant,
+    ) -> Result<Probe, String> {
+        let started = Instant::now();
+        let result = self.probe_token_uncounted(s, redirect_uri, deadline);
+        crate::metrics::gitlab_call("probe-token", probe_outcome(&result), started.elapsed());
+        result
+    }
+
+    fn probe_token_uncounted(
         &self,
         s: &GitlabSettings,
         redirect_uri: &str,
@@ -432,6 +457,25 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Counts a call of a sign-in at `endpoint` that started at `started`, by its outcome.
+fn counted<T>(endpoint: &'static str, started: Instant, result: &Result<T, GitlabError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    crate::metrics::gitlab_call(endpoint, outcome, started.elapsed());
+}
+
+/// The outcome of a connection check's call: whether GitLab answered at all (its status is
+/// the check's to judge).
+fn probe_outcome<T>(result: &Result<T, String>) -> &'static str {
+    if result.is_ok() {
+        "answered"
+    } else {
+        "unreachable"
     }
 }
 

@@ -214,6 +214,19 @@ pub const FIX_CREDENTIALS: &str = "GitLab rejects the application ID or secret: 
      from the GitLab application into labgate's GitLab settings";
 
 impl GitlabError {
+    /// A short code of the kind of failure, for metric labels and audit events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GitlabError::Unreachable(_) => "gitlab-unreachable",
+            GitlabError::Timeout => "gitlab-timeout",
+            GitlabError::Status { .. } => "gitlab-status",
+            GitlabError::RateLimited { .. } => "gitlab-rate-limited",
+            GitlabError::Malformed { .. } => "gitlab-malformed",
+            GitlabError::TooLarge { .. } => "gitlab-too-large",
+            GitlabError::Denied(_) => "gitlab-denied",
+        }
+    }
+
     /// What the admin must change when this error comes from how labgate is registered in
     /// GitLab rather than from GitLab being down or the person: the scopes (userinfo's 403),
     /// the application ID or secret (the token endpoint's `invalid_client`). `None` otherwise.

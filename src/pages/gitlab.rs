@@ -44,16 +44,32 @@ fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
 }
 
 /// Why a sign-in stops short of a session: refused (the reason, GitLab's username when known,
-/// the detail for the log, and what an admin must change when labgate's registration in GitLab
-/// is at fault), or failed.
+/// the detail for the log, what an admin must change when labgate's registration in GitLab
+/// is at fault, a short code of why, and whether the audit log gets it), or failed.
 enum Stop {
     Refused {
         refusal: Refusal,
         username: Option<String>,
         detail: String,
         fix: Option<&'static str>,
+        code: &'static str,
+        audit: Audit,
     },
     Failed(AppError),
+}
+
+/// Whether a refusal goes to the audit log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// Recorded with the refusal page: the refusal of a sign-in that was started here (each
+    /// start is bounded per network, so these cannot flood the log).
+    Record,
+    /// Recorded already, by the decision's transaction.
+    Recorded,
+    /// Not recorded: a request anyone can send without starting a sign-in (no or an unknown
+    /// state, GitLab sign-in off), which would otherwise let anonymous requests fill the log.
+    /// Counted in the metrics all the same.
+    Skip,
 }
 
 impl From<AppError> for Stop {
@@ -65,10 +81,50 @@ impl From<AppError> for Stop {
 impl Stop {
     fn refused(refusal: Refusal, username: Option<&str>, detail: impl Into<String>) -> Stop {
         Stop::Refused {
+            code: refusal.code(),
             refusal,
             username: username.map(str::to_string),
             detail: detail.into(),
             fix: None,
+            audit: Audit::Skip,
+        }
+    }
+
+    /// A generic refusal with a code of why, recorded when `audit` says so.
+    fn generic(code: &'static str, detail: impl Into<String>, audit: Audit) -> Stop {
+        Stop::Refused {
+            refusal: Refusal::Generic,
+            username: None,
+            detail: detail.into(),
+            fix: None,
+            code,
+            audit,
+        }
+    }
+
+    /// The same refusal, recorded with the refusal page unless it was already.
+    fn recorded(self) -> Stop {
+        match self {
+            Stop::Refused {
+                refusal,
+                username,
+                detail,
+                fix,
+                code,
+                audit,
+            } => Stop::Refused {
+                refusal,
+                username,
+                detail,
+                fix,
+                code,
+                audit: if audit == Audit::Recorded {
+                    Audit::Recorded
+                } else {
+                    Audit::Record
+                },
+            },
+            failed => failed,
         }
     }
 
@@ -80,6 +136,8 @@ impl Stop {
             username: None,
             detail: format!("{what}: {error}"),
             fix: error.configuration_fix(),
+            code: error.code(),
+            audit: Audit::Record,
         }
     }
 
@@ -91,7 +149,18 @@ impl Stop {
                 username,
                 detail,
                 fix,
-            } => refuse(ctx, refusal, username.as_deref(), &detail, fix),
+                code,
+                audit,
+            } => {
+                let why = Why {
+                    refusal,
+                    username: username.as_deref(),
+                    detail: &detail,
+                    fix,
+                    code,
+                };
+                refuse(ctx, why, audit)
+            }
             Stop::Failed(e) => Err(e),
         }
     }
@@ -174,7 +243,8 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 /// ([`signin::complete`]). Returns where to send the signed-in browser.
 fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<String, Stop> {
     let (pending, code) = take_state(ctx)?;
-    let (config, settings) = enabled_config(&ctx.conn)?;
+    // From here on, a started sign-in is refused: the audit log records it.
+    let (config, settings) = enabled_config(&ctx.conn).map_err(Stop::recorded)?;
     // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
     // starve other requests of connections.
     let (app, redirect) = (ctx.app, redirect_uri(base_url));
@@ -189,11 +259,20 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.as_str());
-    let done = signin::complete(&mut ctx.conn, &config, &claims, previous, ctx.now);
+    let by = crate::web::auth::by_of(ctx.req, None, ctx.now_ms);
+    let done = signin::complete(&mut ctx.conn, &by, &config, &claims, previous, ctx.now);
     let done = done.map_err(|e| match e {
-        SignInError::Refused(r) => Stop::refused(r.refusal, username, r.detail),
+        SignInError::Refused(r) => Stop::Refused {
+            code: r.refusal.code(),
+            refusal: r.refusal,
+            username: username.map(str::to_string),
+            detail: r.detail,
+            fix: None,
+            audit: Audit::Recorded,
+        },
         SignInError::Failed(e) => {
-            Stop::refused(Refusal::Generic, username, format!("database: {e}"))
+            let stop = Stop::refused(Refusal::Generic, username, format!("database: {e}"));
+            stop.recorded()
         }
     })?;
     log::info!(
@@ -212,22 +291,26 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
 /// known, unused, started by this browser and fresh; and GitLab's code, unless GitLab answered
 /// an error.
 fn take_state(ctx: &Ctx<'_>) -> Result<(PendingSignIn, String), Stop> {
-    let refused = |detail: &str| Stop::refused(Refusal::Generic, None, detail);
+    let refused = |code, detail: &str| Stop::generic(code, detail, Audit::Record);
     let state = ctx.req.query.get("state").unwrap_or("");
     let pending = match state {
         "" => None,
         state => ctx.app.pending_sign_ins.take(state),
     };
     let Some(pending) = pending else {
-        return Err(refused("state missing, unknown or already used"));
+        let detail = "state missing, unknown or already used";
+        return Err(Stop::generic("state-unknown", detail, Audit::Skip));
     };
     let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
     if browser.is_empty() || !crypto::ct_eq_digest(&crypto::sha256(browser), &pending.browser_hash)
     {
-        return Err(refused("state started by another browser"));
+        return Err(refused(
+            "state-mismatch",
+            "state started by another browser",
+        ));
     }
     if ctx.now - pending.created_at >= STATE_TTL_SECS {
-        return Err(refused("state expired"));
+        return Err(refused("state-expired", "state expired"));
     }
     if let Some(error) = ctx.req.query.get("error") {
         let detail = format!("GitLab answered error={error:?}");
@@ -239,13 +322,15 @@ fn take_state(ctx: &Ctx<'_>) -> Result<(PendingSignIn, String), Stop> {
                 username: None,
                 detail,
                 fix: Some(gitlab::FIX_SCOPES),
+                code: "gitlab-invalid-scope",
+                audit: Audit::Record,
             },
-            _ => refused(&detail),
+            _ => refused("gitlab-error", &detail),
         });
     }
     match ctx.req.query.get("code").filter(|c| !c.is_empty()) {
         Some(code) => Ok((pending, code.to_string())),
-        None => Err(refused("callback without a code")),
+        None => Err(refused("no-code", "callback without a code")),
     }
 }
 
@@ -283,16 +368,28 @@ fn ask_gitlab(
     })
 }
 
-/// Logs the decision and sends the browser to the refusal page. A reason to show is stored
-/// server-side under a random key named by a cookie; a generic refusal (no reason) stores
-/// nothing, so that anonymous requests cannot fill the database.
-fn refuse(
-    ctx: &mut Ctx<'_>,
+/// What a refusal says: the reason, who when known, the detail for the log, the fix an admin
+/// must make when labgate's registration in GitLab is at fault, and a short code of why.
+struct Why<'a> {
     refusal: Refusal,
-    username: Option<&str>,
-    detail: &str,
+    username: Option<&'a str>,
+    detail: &'a str,
     fix: Option<&'static str>,
-) -> AppResult<Resp> {
+    code: &'static str,
+}
+
+/// Logs the decision, records it in the audit log when `audit` says so, and sends the browser
+/// to the refusal page. A reason to show is stored server-side under a random key named by a
+/// cookie; a generic refusal (no reason) stores nothing, so that anonymous requests cannot fill
+/// the database.
+fn refuse(ctx: &mut Ctx<'_>, why: Why<'_>, audit: Audit) -> AppResult<Resp> {
+    let Why {
+        refusal,
+        username,
+        detail,
+        fix,
+        code,
+    } = why;
     log::warn!(
         "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}{}",
         username.unwrap_or("-"),
@@ -302,6 +399,14 @@ fn refuse(
     if let Some(fix) = fix {
         // Shown to the admins on the GitLab tab until a sign-in succeeds.
         gitlab_sign_in_problem::record(&ctx.conn, detail, fix, ctx.now)?;
+    }
+    match audit {
+        Audit::Record => {
+            let by = crate::web::auth::by_of(ctx.req, None, ctx.now_ms);
+            signin::record_refusal(&mut ctx.conn, &by, username, code, detail)?;
+        }
+        Audit::Skip => crate::metrics::sign_in("gitlab", "refused", code),
+        Audit::Recorded => {}
     }
     if let Some(reason) = refusal.reason() {
         let key = crypto::random_hex(32);

@@ -2045,3 +2045,165 @@ fn one_network_cannot_call_the_callback_without_bound() {
         "another network is not affected"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The audit log of GitLab sign-ins
+
+/// The GitLab sign-in events, newest first.
+fn sign_in_events(lg: &Labgate) -> Vec<Value> {
+    crate::audit::events(lg, &[("action", "signin.gitlab")])
+}
+
+#[test]
+fn a_refused_person_without_an_account_is_found_by_gitlab_username_with_what_gitlab_said() {
+    let (lg, gl) = lab(&[ALLOW_ACME]);
+    gitlab_user(&gl, 1001, "alice");
+    gl.add_member("alice", "acme-other", access::OWNER);
+    gl.add_member("alice", "beta", access::DEVELOPER);
+    sign_in(&lg, &gl, "alice", "/").refused();
+    let found = crate::audit::events(&lg, &[("q", "alice")]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let e = &found[0];
+    assert_eq!(e["action"], "signin.gitlab");
+    assert_eq!(e["outcome"], "refused");
+    assert_eq!(e["actor"], Value::Null);
+    assert_eq!(e["target"], "alice");
+    assert_eq!(e["detail"]["gitlabId"], "1001");
+    assert_eq!(
+        e["line"],
+        "alice refused: You are not allowed to authenticate — GitLab groups: acme-other, beta"
+    );
+    let page = lg.admin().get("/admin/audit?q=alice").expect_html(200);
+    assert!(
+        html_unescape(&page).contains(
+            "alice refused: You are not allowed to authenticate — GitLab groups: acme-other, beta"
+        ),
+        "{page}"
+    );
+}
+
+#[test]
+fn an_admitted_sign_in_is_recorded_with_the_account_it_created() {
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
+    lg.create_group("acme");
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme", access::DEVELOPER);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let all = crate::audit::events(&lg, &[("q", "ann")]);
+    let actions: Vec<&str> = all
+        .iter()
+        .rev()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.create",
+            "membership.add",
+            "signin.gitlab",
+            "signin.gitlab"
+        ],
+        "{all:#?}"
+    );
+    assert!(all
+        .iter()
+        .all(|e| e["actor"] == "ann" && e["target"] == "ann"));
+    assert_eq!(all[0]["detail"]["admittedBy"], "acme");
+    assert_eq!(all[2]["detail"]["groups"], json!(["acme"]));
+}
+
+#[test]
+fn gitlab_supplied_names_are_escaped_on_the_audit_pages() {
+    let (lg, gl) = lab(&[]);
+    let mut u = crate::support_gitlab::FakeUser::new(1001, "ann");
+    u.name = "<script>alert('gitlab')</script>".into();
+    gl.add_user(u);
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    for path in ["/admin/audit", "/admin/users/edit?login=ann"] {
+        let page = lg.admin().get(path).expect_html(200);
+        assert!(!page.contains("<script>alert"), "{path}: {page}");
+        assert!(
+            html_unescape(&page).contains("<script>alert('gitlab')</script>"),
+            "{path}: the name is not shown: {page}"
+        );
+    }
+}
+
+#[test]
+fn refusals_of_started_sign_ins_are_recorded_and_stray_callbacks_are_not() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    // A callback nobody started: counted, never written.
+    for _ in 0..20 {
+        lg.client()
+            .get("/oauth2/callback/gitlab?state=0123456789abcdef&code=x")
+            .expect(302);
+    }
+    assert!(sign_in_events(&lg).is_empty());
+    // A started sign-in called back by another browser: recorded with its code.
+    let started = start(&lg, &gl, "ann", "/");
+    let url = started.callback_url.clone();
+    let mut other = lg.client();
+    other.get(&url).expect(302);
+    let recorded = sign_in_events(&lg);
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(recorded[0]["outcome"], "refused");
+    assert_eq!(recorded[0]["reason"], "state-mismatch");
+    // GitLab failing: recorded with the kind of failure.
+    gl.set_fault(Endpoint::Userinfo, Fault::Status(500));
+    sign_in(&lg, &gl, "ann", "/").refused();
+    let recorded = sign_in_events(&lg);
+    assert_eq!(recorded[0]["reason"], "gitlab-status", "{:#}", recorded[0]);
+}
+
+#[test]
+fn gitlab_sign_ins_and_calls_are_counted_in_the_metrics() {
+    let (lg, gl) = lab(&[ALLOW_ACME]);
+    lg.admin()
+        .post_form(
+            "/api/settings/set",
+            &[("key", "labgate.metrics.enabled"), ("value", "true")],
+        )
+        .expect(204);
+    gitlab_user(&gl, 1001, "ann");
+    gl.add_member("ann", "acme", access::DEVELOPER);
+    gitlab_user(&gl, 1002, "bob");
+    for _ in 0..2 {
+        sign_in(&lg, &gl, "ann", "/").accepted("/");
+    }
+    sign_in(&lg, &gl, "bob", "/").refused();
+    let text = lg.client().get("/metrics").text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("{name}: not a single value"),
+            })
+            .sum()
+    };
+    let gitlab = |outcome, reason| {
+        [
+            ("provider", "gitlab"),
+            ("outcome", outcome),
+            ("reason", reason),
+        ]
+    };
+    assert_eq!(value("labgate_sign_ins_total", &gitlab("ok", "-")), 2.0);
+    assert_eq!(
+        value(
+            "labgate_sign_ins_total",
+            &gitlab("refused", "not-in-allowed-group")
+        ),
+        1.0
+    );
+    let calls = |endpoint| [("endpoint", endpoint), ("outcome", "ok")];
+    assert_eq!(value("labgate_gitlab_calls_total", &calls("token")), 3.0);
+    assert_eq!(value("labgate_gitlab_calls_total", &calls("userinfo")), 3.0);
+    assert!(!text.contains("ann") && !text.contains("bob"), "{text}");
+}
