@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench e2e              # full: 100,000 users, a few minutes
 //! cargo bench --bench e2e -- --quick   # under a minute: 10,000 users, short runs
-//! cargo bench --bench e2e -- --only signin,signed,scale
+//! cargo bench --bench e2e -- --only signin,signed,scale,audit
 //! ```
 //!
 //! It reports and never asserts timings. Results: a table on stdout and
@@ -15,6 +15,8 @@
 // Test code: a failed `unwrap()` is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+#[path = "e2e/audit.rs"]
+mod audit;
 #[path = "../tests/support/fake_gitlab.rs"]
 mod fake_gitlab;
 #[path = "e2e/http.rs"]
@@ -1409,6 +1411,18 @@ fn run(opts: &Opts) -> Result<(), String> {
         ));
     }
     lg.stop()?;
+
+    // 4. The audit log.
+    let mut audit_report = None;
+    if opts.wants("audit") {
+        println!(
+            "\n== 4. The audit log: labgate CPU recording and not recording, in the same run; the page and the search over {} events",
+            if opts.quick { "200,000" } else { "1,000,000" }
+        );
+        audit_report = Some(audit::bench(
+            &b, opts.quick, &root.0, &fake, &fake_url, &hello, ticks,
+        )?);
+    }
     drop(fake);
     drop(hello);
 
@@ -1759,6 +1773,55 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     println!("\n{start_line}");
     report.insert("memory".into(), memory);
+    if let Some(a) = &audit_report {
+        println!(
+            "\n4. The audit log: labgate CPU per operation, recording / not recording (LABGATE_BENCH_AUDIT=off), same run"
+        );
+        for row in &a.cost {
+            println!(
+                "   {:<36} {:>8.3} ms {:>8.3} ms   × {:.3} (median of {} rounds' ratios)",
+                row.name,
+                median(&row.on_ms),
+                median(&row.off_ms),
+                row.ratio(),
+                row.on_ms.len()
+            );
+        }
+        println!(
+            "   page and search over {} events ({:.1} MiB database); hello round trip p50 {:.2} ms",
+            a.events,
+            a.db_bytes as f64 / 1048576.0,
+            a.hello.p50()
+        );
+        for q in &a.queries {
+            println!(
+                "   {:<44} p50 {:7.2} ms p99 {:7.2} ms",
+                q.name,
+                q.samples.p50(),
+                q.samples.p99()
+            );
+        }
+        let worst = a.cost.iter().map(|r| r.ratio()).fold(0.0, f64::max);
+        targets.push((
+            "recording adds ≤ 10 % labgate CPU per GitLab sign-in and per admin write".into(),
+            format!("× {worst:.3} at most (median of per-round ratios)"),
+            worst <= 1.10,
+        ));
+        let slowest = a
+            .queries
+            .iter()
+            .map(|q| q.samples.p50())
+            .fold(0.0, f64::max);
+        targets.push((
+            format!("audit page and search ≤ 10 ms p50 with {} events", a.events),
+            format!(
+                "{slowest:.2} ms p50 at most over {} requests",
+                a.queries.len()
+            ),
+            slowest <= 10.0,
+        ));
+        report.insert("audit".into(), a.json());
+    }
     targets.push((
         "RSS idle ≤ 20 MB".into(),
         format!("{:.1} MiB", mib(rss_idle_target)),

@@ -152,31 +152,41 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     Ok(started)
 }
 
-/// How often the maintenance looks at the audit log.
-const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the maintenance moves pending audit events into the log.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Every how many flushes it looks at the size and age of the log.
+const FLUSHES_PER_PRUNE_CHECK: u32 = 60;
 
-/// Starts the thread that removes old audit events ([`audit::Retention::tick`]): at start,
-/// then every minute, with a connection of its own (never one of the pool's). Its failures are
-/// logged and it tries again a minute later; it ends with the process.
+/// Starts the thread that keeps the audit log: it moves the pending events into the log every
+/// second ([`audit::flush`]) and removes old events ([`audit::Retention::tick`]) at start, then
+/// every minute, with a connection of its own (never one of the pool's). Its failures are
+/// logged and it tries again later; it ends with the process.
 fn spawn_maintenance(db_path: std::path::PathBuf, app: Arc<web::App>) {
     let work = move || loop {
         match db::open(&db_path) {
-            Ok(mut conn) => loop {
-                let now_ms = app.now_ms();
-                match app.retention.tick(&mut conn, now_ms) {
-                    Ok(pruned) if pruned != audit::Pruned::default() => log::info!(
-                        "audit: removed {} events older than the retention and {} past the cap",
-                        pruned.expired,
-                        pruned.over_cap
-                    ),
-                    Ok(_) => {}
-                    Err(e) => log::warn!("audit: removing old events failed: {e}"),
+            Ok(mut conn) => {
+                let mut flushes = 0;
+                loop {
+                    if flushes % FLUSHES_PER_PRUNE_CHECK == 0 {
+                        match app.retention.tick(&mut conn, app.now_ms()) {
+                            Ok(pruned) if pruned != audit::Pruned::default() => log::info!(
+                                "audit: removed {} events older than the retention and {} past the cap",
+                                pruned.expired,
+                                pruned.over_cap
+                            ),
+                            Ok(_) => {}
+                            Err(e) => log::warn!("audit: removing old events failed: {e}"),
+                        }
+                    } else if let Err(e) = audit::flush(&mut conn) {
+                        log::warn!("audit: moving pending events into the log failed: {e}");
+                    }
+                    flushes = flushes.wrapping_add(1);
+                    std::thread::sleep(FLUSH_EVERY);
                 }
-                std::thread::sleep(MAINTENANCE_EVERY);
-            },
+            }
             Err(e) => {
                 log::warn!("audit: maintenance cannot open the database: {e}");
-                std::thread::sleep(MAINTENANCE_EVERY);
+                std::thread::sleep(FLUSH_EVERY * FLUSHES_PER_PRUNE_CHECK);
             }
         }
     };

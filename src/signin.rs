@@ -923,6 +923,7 @@ mod tests {
     );
 
     fn audit_rows(conn: &Connection) -> Vec<Row> {
+        db::audit::move_pending(conn).unwrap();
         let filter = db::audit::Filter::default();
         let mut rows: Vec<Row> = db::audit::page(conn, &filter, 0, 1000)
             .unwrap()

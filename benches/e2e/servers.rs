@@ -146,6 +146,8 @@ impl Drop for Server {
 pub struct Labgate {
     pub data_dir: PathBuf,
     log: PathBuf,
+    /// Variables set for this labgate only (`LABGATE_BENCH_AUDIT=off`).
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Labgate {
@@ -153,7 +155,14 @@ impl Labgate {
         Labgate {
             data_dir: root.join("data"),
             log: root.join("labgate.log"),
+            env: Vec::new(),
         }
+    }
+
+    /// The same, started with `key=value` in its environment.
+    pub fn with_env(mut self, key: &'static str, value: &'static str) -> Labgate {
+        self.env.push((key, value));
+        self
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -189,6 +198,8 @@ impl Labgate {
         }
         cmd.env("LABGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("LABGATE_LOG", "info")
+            .env_remove("LABGATE_BENCH_AUDIT")
+            .envs(self.env.iter().copied())
             .stderr(Stdio::from(log));
         Server::spawn(cmd, "labgate listening on ", "labgate")
     }

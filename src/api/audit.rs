@@ -24,7 +24,7 @@ fn filter(ctx: &Ctx<'_>) -> AppResult<Filter> {
 pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 50)?;
     let filter = filter(ctx)?;
-    let (events, total) = audit::list(&ctx.conn, &filter, paging.offset(), paging.size)?;
+    let (events, total) = audit::list(&mut ctx.conn, &filter, paging.offset(), paging.size)?;
     let events: Vec<Value> = events.iter().map(audit::Shown::to_json).collect();
     Ok(Resp::json(
         &json!({ "events": events, "page": paging.json(total) }),
@@ -39,5 +39,5 @@ pub fn export(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     // The answer is read after the handler returns: the export reads with its own connection.
     let conn = crate::db::open(&ctx.app.config.db_path())
         .map_err(|e| AppError::Internal(format!("audit export: {e}")))?;
-    Ok(Resp::streamed(NDJSON, audit::Export::new(conn, filter)))
+    Ok(Resp::streamed(NDJSON, audit::Export::new(conn, filter)?))
 }

@@ -2,7 +2,10 @@
 //! can answer "why can't Ann sign in?" and "who gave Bob admin?" without reading logs.
 //!
 //! An operation records its event with [`record`] in its own write transaction, so that a
-//! change and its event commit together or not at all. Who acts comes in as [`By`] (the
+//! change and its event commit together or not at all. The event is appended to the pending
+//! events (one row in a table without indexes: the cheapest write there is), and [`flush`]
+//! moves the pending events into the indexed log in one batch: the maintenance every second,
+//! and every reader before it reads, so that the log always shows every event committed. Who acts comes in as [`By`] (the
 //! signed-in login, the client address, the request id and the time). An event never holds a
 //! password, secret, token, OAuth code, session id or hash: [`Event::with`] refuses the keys
 //! that name one, and the operations put in only names, counts and values shown on pages.
@@ -316,10 +319,10 @@ fn recording() -> bool {
 }
 
 /// Writes `event` in the caller's transaction `conn`, with `by`'s actor, client address and
-/// request id; returns its id (0 when recording is off).
-pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<i64> {
+/// request id, among the pending events ([`flush`] moves them into the log).
+pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<()> {
     if !recording() {
-        return Ok(0);
+        return Ok(());
     }
     let mut detail = event.detail;
     if let Some(client) = by.client {
@@ -329,7 +332,7 @@ pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<i64> {
         detail.insert("requestId".into(), Value::String(request.clone()));
     }
     let detail = Value::Object(detail).to_string();
-    let id = store::insert(
+    store::append(
         conn,
         &store::NewEvent {
             at: by.at_ms,
@@ -341,15 +344,31 @@ pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<i64> {
             detail: &detail,
         },
     )?;
-    Ok(id)
+    Ok(())
 }
 
 /// Records `event` in a transaction of its own (an event without a change: a refusal).
-pub fn record_alone(conn: &mut Connection, by: &By, event: Event) -> AppResult<i64> {
+pub fn record_alone(conn: &mut Connection, by: &By, event: Event) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
-    let id = record(&tx, by, event)?;
+    record(&tx, by, event)?;
     tx.commit()?;
-    Ok(id)
+    Ok(())
+}
+
+/// Moves the pending events into the log, in one transaction; returns how many. Nothing is
+/// written when none is pending. The move changes nothing a signed-in caller depends on, so it
+/// leaves the commit generation (and the callers cached in memory) as they are.
+pub fn flush(conn: &mut Connection) -> AppResult<usize> {
+    if !store::any_pending(conn)? {
+        return Ok(0);
+    }
+    let moved = db::uncounted_write(|| -> rusqlite::Result<usize> {
+        let tx = db::write_tx(conn)?;
+        let moved = store::move_pending(&tx)?;
+        tx.commit()?;
+        Ok(moved)
+    })?;
+    Ok(moved)
 }
 
 /// The per-minute number of logins whose failed sign-ins got an event of their own.
@@ -397,6 +416,8 @@ pub fn failed_local_sign_in(
     let action = Action::SigninLocal.as_str();
     let failed = Outcome::Failed.as_str();
     let tx = db::write_tx(conn)?;
+    // The failures recorded last may still be pending: moved first, they are found below.
+    store::move_pending(&tx)?;
     let recent = |target: &str| -> AppResult<Option<i64>> {
         Ok(store::newest_about(&tx, action, failed, target)?
             .filter(|&(_, at)| at > by.at_ms - FOLD_WINDOW_MS)
@@ -424,6 +445,7 @@ mod tests {
     use crate::db::test_db;
 
     fn stored(conn: &Connection) -> Vec<store::Event> {
+        store::move_pending(conn).unwrap();
         store::page(conn, &store::Filter::default(), 0, 1000).unwrap()
     }
 
@@ -439,11 +461,10 @@ mod tests {
         let event = Event::ok(Action::UserCreate, "ann")
             .with("local", true)
             .change("name", "", "Ann");
-        let id = record(&conn, &by, event).unwrap();
+        record(&conn, &by, event).unwrap();
         let [e] = &stored(&conn)[..] else {
             panic!("one event")
         };
-        assert_eq!(e.id, id);
         assert_eq!(
             (
                 e.at,

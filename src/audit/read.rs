@@ -80,16 +80,18 @@ pub struct Export {
 const EXPORT_SLICE: i64 = 500;
 
 impl Export {
-    /// An export reading through `conn` (its own connection: it outlives the request).
-    pub fn new(conn: Connection, filter: store::Filter) -> Export {
-        Export {
+    /// An export reading through `conn` (its own connection: it outlives the request), the
+    /// pending events moved into the log first.
+    pub fn new(mut conn: Connection, filter: store::Filter) -> AppResult<Export> {
+        super::flush(&mut conn)?;
+        Ok(Export {
             conn,
             filter,
             before: None,
             buf: Vec::new(),
             pos: 0,
             done: false,
-        }
+        })
     }
 
     fn refill(&mut self) -> rusqlite::Result<()> {
@@ -195,12 +197,14 @@ pub fn parse_filter(
 }
 
 /// A page of the events `filter` keeps, newest first, and how many it keeps in all.
+/// Pending events are moved into the log first ([`super::flush`]).
 pub fn list(
-    conn: &Connection,
+    conn: &mut Connection,
     filter: &store::Filter,
     offset: i64,
     limit: i64,
 ) -> AppResult<(Vec<Shown>, i64)> {
+    super::flush(conn)?;
     let snapshot = crate::db::read_snapshot(conn)?;
     let events = store::page(conn, filter, offset, limit)?;
     let total = store::total(conn, filter)?;
@@ -212,6 +216,8 @@ pub fn list(
 pub const USER_EVENTS: i64 = 20;
 
 /// The last [`USER_EVENTS`] events whose actor or target is `login`, newest first.
+/// Events still pending are not among them: a page that shows them calls [`super::flush`]
+/// first.
 pub fn of_user(conn: &Connection, login: &str) -> AppResult<Vec<Shown>> {
     Ok(store::about(conn, login, USER_EVENTS)?
         .into_iter()

@@ -28,8 +28,9 @@ pub struct Pruned {
 }
 
 /// Removes the events older than the retention and those past `max_events`, oldest first,
-/// [`PRUNE_BATCH`] per transaction.
+/// [`PRUNE_BATCH`] per transaction (the pending events moved into the log first).
 pub fn prune(conn: &mut Connection, now_ms: i64, max_events: i64) -> AppResult<Pruned> {
+    super::flush(conn)?;
     let days = retention_days(conn)?;
     let cutoff = now_ms.saturating_sub(days * store::DAY_MS);
     let last_expired = store::first_id_at(conn, cutoff)? - 1;
@@ -77,6 +78,7 @@ impl Retention {
     /// One tick of the maintenance: removal by age and by number when due, else by number
     /// alone when the cap is passed.
     pub fn tick(&self, conn: &mut Connection, now_ms: i64) -> AppResult<Pruned> {
+        super::flush(conn)?;
         if self.due(now_ms) {
             return prune(conn, now_ms, MAX_EVENTS);
         }

@@ -75,6 +75,72 @@ pub fn insert(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<i64> 
     Ok(conn.last_insert_rowid())
 }
 
+/// Writes an event to the pending events, where a recording transaction puts it: a row at
+/// the end of a narrow table without indexes, the cheapest write SQLite has. [`move_pending`]
+/// later moves it, with the others pending, into `audit_events` and its indexes in one batch.
+pub fn append(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_pending (at, actor, action, target, outcome, reason, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event.at,
+        event.actor,
+        event.action,
+        event.target,
+        event.outcome,
+        event.reason,
+        event.detail
+    ])?;
+    Ok(())
+}
+
+/// Whether an event is pending.
+pub fn any_pending(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_pending)")?
+        .query_row([], |r| r.get(0))
+}
+
+/// How many events are pending.
+pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM audit_pending")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Moves every pending event into `audit_events`, in the order they were written ([`insert`]
+/// each: times never decrease with ids); returns how many. Run in a write transaction, so that
+/// an event is pending or stored, never both nor neither.
+pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
+    let pending: Vec<(i64, Event)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, actor, action, target, outcome, reason, detail FROM audit_pending \
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, event_of(r)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let Some((last, _)) = pending.last() else {
+        return Ok(0);
+    };
+    for (_, e) in &pending {
+        insert(
+            conn,
+            &NewEvent {
+                at: e.at,
+                actor: e.actor.as_deref(),
+                action: &e.action,
+                target: e.target.as_deref(),
+                outcome: &e.outcome,
+                reason: e.reason.as_deref(),
+                detail: &e.detail,
+            },
+        )?;
+    }
+    conn.prepare_cached("DELETE FROM audit_pending WHERE id <= ?1")?
+        .execute([last])?;
+    Ok(pending.len())
+}
+
 /// The newest event of `action` with `outcome` about `target` (ignoring ASCII case), as
 /// `(id, at)`: the row a repeated failure is folded into.
 pub fn newest_about(
@@ -358,6 +424,52 @@ mod tests {
 
     fn ids(events: &[Event]) -> Vec<i64> {
         events.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn pending_events_move_in_order_and_keep_times_from_decreasing() {
+        let conn = test_db();
+        add(&conn, 5_000, "a", "x", "t", "ok");
+        for (at, target) in [(7_000, "p1"), (4_000, "p2"), (8_000, "p3")] {
+            append(
+                &conn,
+                &NewEvent {
+                    at,
+                    actor: None,
+                    action: "x",
+                    target: Some(target),
+                    outcome: "ok",
+                    reason: None,
+                    detail: "{}",
+                },
+            )
+            .unwrap();
+        }
+        assert!(any_pending(&conn).unwrap());
+        assert_eq!(pending_count(&conn).unwrap(), 3);
+        assert_eq!(
+            total(&conn, &Filter::default()).unwrap(),
+            1,
+            "not moved yet"
+        );
+        assert_eq!(move_pending(&conn).unwrap(), 3);
+        assert!(!any_pending(&conn).unwrap());
+        assert_eq!(move_pending(&conn).unwrap(), 0);
+        let all = page(&conn, &Filter::default(), 0, 10).unwrap();
+        let moved: Vec<(Option<&str>, i64)> = all
+            .iter()
+            .rev()
+            .map(|e| (e.target.as_deref(), e.at))
+            .collect();
+        assert_eq!(
+            moved,
+            vec![
+                (Some("t"), 5_000),
+                (Some("p1"), 7_000),
+                (Some("p2"), 7_000),
+                (Some("p3"), 8_000)
+            ]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct Figures {
     /// Pages of the database file times their size.
     pub database_bytes: i64,
     /// Events in the audit log (ids are never reused and only the oldest are removed, so the
-    /// newest id less the oldest one, plus one).
+    /// newest id less the oldest one, plus one), those pending included.
     pub audit_events: i64,
 }
 
@@ -39,7 +39,8 @@ pub fn figures(conn: &Connection, now: i64, idle_timeout_secs: i64) -> rusqlite:
            (SELECT active_users FROM user_stats), \
            (SELECT deactivated_users FROM user_stats), \
            (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()), \
-           (SELECT coalesce(max(id) - min(id) + 1, 0) FROM audit_events)",
+           (SELECT coalesce(max(id) - min(id) + 1, 0) FROM audit_events) \
+             + (SELECT count(*) FROM audit_pending)",
     )?
     .query_row(
         rusqlite::params![now, idle_timeout_secs, super::sessions::MAX_AGE_SECS],

@@ -294,7 +294,10 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE oauth_states;
     "#,
     // 10: the audit log: one row per decision or change, never updated but for the count of a
-    // folded failure (`detail`), removed oldest first by retention and the cap. `at` (UTC
+    // folded failure (`detail`), removed oldest first by retention and the cap. A transaction
+    // that records an event appends it to `audit_pending` (no index: one page written), and
+    // events are moved into `audit_events` in batches, so that the indexes cost a batch, not
+    // every change. `at` (UTC
     // milliseconds) never decreases with `id` (each insert takes at least the time of the row
     // before), so a time range is a range of ids and the oldest rows are the first ids. Indexes
     // for the filters that start a listing (each also ordered by id: newest first without a
@@ -331,6 +334,17 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE audit_counts SET n = n - 1
             WHERE day = old.at / 86400000 AND action = old.action AND outcome = old.outcome;
     END;
+    -- Events written by the transactions they record, moved into audit_events in batches.
+    CREATE TABLE audit_pending (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT NOT NULL
+    );
     "#,
 ];
 

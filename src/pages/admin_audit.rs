@@ -149,7 +149,7 @@ pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let (status, errors, events, pager) = match parsed {
         Ok(filter) => {
             let offset = (page - 1) * PAGE_SIZE;
-            let (events, total) = audit::list(&ctx.conn, &filter, offset, PAGE_SIZE)?;
+            let (events, total) = audit::list(&mut ctx.conn, &filter, offset, PAGE_SIZE)?;
             let pager = Pager {
                 page,
                 size: PAGE_SIZE,

@@ -278,6 +278,8 @@ fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppRe
 
 pub fn edit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = param(ctx, "login");
+    // The page lists the user's last events: those still pending go into the log first.
+    crate::audit::flush(&mut ctx.conn)?;
     edit_page(ctx, 200, &login, EditForms::default())
 }
 

@@ -385,7 +385,8 @@ fn no_secret_reaches_an_event_or_the_export() {
     let mut stmt = conn
         .prepare(
             "SELECT coalesce(actor, '') || ' ' || action || ' ' || coalesce(target, '') || ' ' \
-             || outcome || ' ' || coalesce(reason, '') || ' ' || detail FROM audit_events",
+             || outcome || ' ' || coalesce(reason, '') || ' ' || detail \
+             FROM (SELECT * FROM audit_events UNION ALL SELECT * FROM audit_pending)",
         )
         .unwrap();
     let stored: Vec<String> = stmt

@@ -1,6 +1,7 @@
 //! kill -9 during a burst of admin writes: after each restart, every change the database holds
 //! has its audit event and no event stands without its change (a change and its event commit
-//! in one transaction). Prints lines starting `reliability/audit-crash`.
+//! in one transaction). An event is in the log or still among the pending events (moved into
+//! the log in batches): the checks read both. Prints lines starting `reliability/audit-crash`.
 
 use crate::harness::*;
 use rusqlite::{Connection, OpenFlags};
@@ -96,7 +97,8 @@ fn check(conn: &Connection) -> BTreeMap<&'static str, usize> {
             .collect();
     let created: Vec<String> = rows(
         conn,
-        "SELECT target, '' FROM audit_events WHERE action = 'group.create' AND outcome = 'ok' \
+        "WITH e AS (SELECT * FROM audit_events UNION ALL SELECT * FROM audit_pending) \
+         SELECT target, '' FROM e WHERE action = 'group.create' AND outcome = 'ok' \
          AND target LIKE 'c%w%g%'",
     )
     .into_iter()
@@ -122,7 +124,8 @@ fn check(conn: &Connection) -> BTreeMap<&'static str, usize> {
     .collect();
     let added: Vec<(String, String)> = rows(
         conn,
-        "SELECT json_extract(detail, '$.group'), target FROM audit_events \
+        "WITH e AS (SELECT * FROM audit_events UNION ALL SELECT * FROM audit_pending) \
+         SELECT json_extract(detail, '$.group'), target FROM e \
          WHERE action = 'membership.add' AND json_extract(detail, '$.group') LIKE 'c%w%g%'",
     );
     let added_set: BTreeSet<(String, String)> = added.iter().cloned().collect();
@@ -143,8 +146,10 @@ fn check(conn: &Connection) -> BTreeMap<&'static str, usize> {
     let mut net: BTreeMap<String, i64> = BTreeMap::new();
     let grants = rows(
         conn,
-        "SELECT target, action FROM audit_events WHERE action IN \
-         ('permission.grant', 'permission.revoke') AND target LIKE 'c%w%g%' ORDER BY id",
+        "WITH e AS (SELECT 0 AS src, * FROM audit_events UNION ALL \
+                   SELECT 1 AS src, * FROM audit_pending) \
+         SELECT target, action FROM e WHERE action IN \
+         ('permission.grant', 'permission.revoke') AND target LIKE 'c%w%g%' ORDER BY src, id",
     );
     for (target, action) in &grants {
         let n = net.entry(target.clone()).or_insert(0);
