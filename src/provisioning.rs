@@ -42,6 +42,16 @@ pub fn synchronized_paths<'a>(
         .collect()
 }
 
+/// The first GitLab path that admits by the allowed groups (matched as [`in_allowed_groups`]
+/// does), looking no further than it: `None` when none does or none is set.
+pub fn admitted_by<'a>(user_groups: &'a [String], allowed_groups: &[String]) -> Option<&'a str> {
+    let allowed = allowed_prefixes(allowed_groups);
+    user_groups
+        .iter()
+        .find(|path| under_allowed(path, &allowed))
+        .map(String::as_str)
+}
+
 /// Whether sign-in synchronizes groups: the setting is on and some allowed group bounds what it
 /// may take. On without an allowed group (a configuration stored before this rule) it would
 /// take nothing, so it is treated as off: memberships are left as they are and stay editable.
@@ -570,6 +580,15 @@ mod tests {
 
     fn paths(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn admitted_by_names_the_first_path_under_an_allowed_group() {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let groups = strings(&["acme-other", "beta", "Acme/Lab", "acme"]);
+        assert_eq!(admitted_by(&groups, &strings(&["acme"])), Some("Acme/Lab"));
+        assert_eq!(admitted_by(&groups, &strings(&["gamma"])), None);
+        assert_eq!(admitted_by(&groups, &[]), None);
     }
 
     #[test]

@@ -183,10 +183,8 @@ fn record_admission(
     let mut event = Event::ok(Action::SigninGitlab, login)
         .with("gitlabId", claims.id.to_string())
         .with("gitlabUsername", claims.username.as_str());
-    if let Some(path) =
-        provisioning::synchronized_paths(&claims.groups, policy.allowed_groups).first()
-    {
-        event = event.with("admittedBy", *path);
+    if let Some(path) = provisioning::admitted_by(&claims.groups, policy.allowed_groups) {
+        event = event.with("admittedBy", path);
     }
     audit::record(tx, &by, event)?;
     Ok(())
