@@ -72,6 +72,29 @@ fn histogram() -> Histogram {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The runs of a scheduled task: how many ended how, and when one last succeeded.
+#[derive(Default)]
+struct Runs {
+    by_outcome: Family<OutcomeLabel, Counter>,
+    last_success: Gauge<i64>,
+}
+
+impl Runs {
+    /// Registers `labgate_<task>_runs` and `labgate_<task>_last_success_timestamp_seconds`.
+    fn register(&self, r: &mut Registry, task: &str, what: &str) {
+        r.register(
+            format!("labgate_{task}_runs"),
+            format!("Runs of {what}, by outcome"),
+            self.by_outcome.clone(),
+        );
+        r.register(
+            format!("labgate_{task}_last_success_timestamp_seconds"),
+            format!("When {what} last succeeded (UNIX time; 0: never since start)"),
+            self.last_success.clone(),
+        );
+    }
+}
+
 struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -80,10 +103,8 @@ struct Metrics {
     gate_checks: Family<OutcomeLabel, Counter>,
     gitlab_calls: Family<CallLabels, Counter>,
     gitlab_seconds: Histograms<EndpointLabel>,
-    provisioning_runs: Family<OutcomeLabel, Counter>,
-    provisioning_success: Gauge<i64>,
-    revalidation_runs: Family<OutcomeLabel, Counter>,
-    revalidation_success: Gauge<i64>,
+    provisioning: Runs,
+    revalidation: Runs,
     sessions: Gauge<i64>,
     users: Family<StateLabel, Gauge<i64>>,
     database_bytes: Gauge<i64>,
@@ -102,88 +123,38 @@ fn metrics() -> &'static Metrics {
             gate_checks: Family::default(),
             gitlab_calls: Family::default(),
             gitlab_seconds: Family::new_with_constructor(histogram),
-            provisioning_runs: Family::default(),
-            provisioning_success: Gauge::default(),
-            revalidation_runs: Family::default(),
-            revalidation_success: Gauge::default(),
+            provisioning: Runs::default(),
+            revalidation: Runs::default(),
             sessions: Gauge::default(),
             users: Family::default(),
             database_bytes: Gauge::default(),
             audit_events: Gauge::default(),
             scrapes: Counter::default(),
         };
-        let r = &mut m.registry;
-        r.register(
-            "labgate_http_requests",
-            "HTTP requests answered, by route group and status class",
-            m.requests.clone(),
-        );
-        r.register(
-            "labgate_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route group",
-            m.request_seconds.clone(),
-        );
-        r.register(
-            "labgate_sign_ins",
-            "Sign-in decisions, by provider (gitlab, local), outcome and reason code",
-            m.sign_ins.clone(),
-        );
-        r.register(
-            "labgate_gate_checks",
-            "Forward-authentication checks of applications behind labgate, by outcome",
-            m.gate_checks.clone(),
-        );
-        r.register(
-            "labgate_gitlab_calls",
-            "Calls to GitLab, by endpoint and outcome",
-            m.gitlab_calls.clone(),
-        );
-        r.register(
-            "labgate_gitlab_call_duration_seconds",
-            "Time of a call to GitLab, retries included, by endpoint",
-            m.gitlab_seconds.clone(),
-        );
-        r.register(
-            "labgate_provisioning_runs",
-            "Runs of automatic provisioning, by outcome",
-            m.provisioning_runs.clone(),
-        );
-        r.register(
-            "labgate_provisioning_last_success_timestamp_seconds",
-            "When automatic provisioning last succeeded (UNIX time; 0: never since start)",
-            m.provisioning_success.clone(),
-        );
-        r.register(
-            "labgate_revalidation_runs",
-            "Runs of the revalidation of GitLab users, by outcome",
-            m.revalidation_runs.clone(),
-        );
-        r.register(
-            "labgate_revalidation_last_success_timestamp_seconds",
-            "When revalidation last succeeded (UNIX time; 0: never since start)",
-            m.revalidation_success.clone(),
-        );
-        r.register(
-            "labgate_sessions_active",
-            "Signed-in sessions not yet expired",
-            m.sessions.clone(),
-        );
-        r.register("labgate_users", "Users, by state", m.users.clone());
-        r.register(
-            "labgate_database_size_bytes",
-            "Size of the SQLite database file (its write-ahead log not included)",
-            m.database_bytes.clone(),
-        );
-        r.register(
-            "labgate_audit_events",
-            "Events held in the audit log",
-            m.audit_events.clone(),
-        );
-        r.register(
-            "labgate_metrics_scrapes",
-            "Answers of /metrics",
-            m.scrapes.clone(),
-        );
+        // Name (counters get `_total` in the text), help, metric: one a line.
+        macro_rules! register {
+            ($($name:literal, $help:literal, $metric:expr;)*) => {
+                $(m.registry.register($name, $help, $metric.clone());)*
+            };
+        }
+        #[rustfmt::skip]
+        register! {
+            "labgate_http_requests", "HTTP requests answered, by route group and status class", m.requests;
+            "labgate_http_request_duration_seconds", "Time to answer an HTTP request, by route group", m.request_seconds;
+            "labgate_sign_ins", "Sign-in decisions, by provider (gitlab, local), outcome and reason code", m.sign_ins;
+            "labgate_gate_checks", "Forward-authentication checks of applications behind labgate, by outcome", m.gate_checks;
+            "labgate_gitlab_calls", "Calls to GitLab, by endpoint and outcome", m.gitlab_calls;
+            "labgate_gitlab_call_duration_seconds", "Time of a call to GitLab, retries included, by endpoint", m.gitlab_seconds;
+            "labgate_sessions_active", "Signed-in sessions not yet expired", m.sessions;
+            "labgate_users", "Users, by state", m.users;
+            "labgate_database_size_bytes", "Size of the SQLite database file (its write-ahead log not included)", m.database_bytes;
+            "labgate_audit_events", "Events held in the audit log", m.audit_events;
+            "labgate_metrics_scrapes", "Answers of /metrics", m.scrapes;
+        }
+        m.provisioning
+            .register(&mut m.registry, "provisioning", "automatic provisioning");
+        m.revalidation
+            .register(&mut m.registry, "revalidation", "the revalidation of GitLab users");
         m
     })
 }
@@ -278,13 +249,15 @@ pub enum Task {
 /// Counts a run of `task` by outcome; a success also sets its last success time (UNIX seconds).
 pub fn run(task: Task, outcome: &'static str, succeeded_at: Option<i64>) {
     let m = metrics();
-    let (runs, success) = match task {
-        Task::Provisioning => (&m.provisioning_runs, &m.provisioning_success),
-        Task::Revalidation => (&m.revalidation_runs, &m.revalidation_success),
+    let runs = match task {
+        Task::Provisioning => &m.provisioning,
+        Task::Revalidation => &m.revalidation,
     };
-    runs.get_or_create(&OutcomeLabel { outcome }).inc();
+    runs.by_outcome
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
     if let Some(at) = succeeded_at {
-        success.set(at);
+        runs.last_success.set(at);
     }
 }
 

@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(users::count(&conn).unwrap(), 1, "nothing written");
         accounts::create_user(
             &mut conn,
-            &crate::audit::By::admin(),
+            &By::admin(),
             &accounts::NewUserInput {
                 login: "ann-local",
                 name: "A",
@@ -563,8 +563,7 @@ mod tests {
     fn deactivated_account_and_email_conflicts_are_refused() {
         let mut conn = db::test_db();
         let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 1).unwrap();
-        accounts::deactivate_user(&mut conn, &crate::audit::By::admin(), 1, &s.user.login, 2)
-            .unwrap();
+        accounts::deactivate_user(&mut conn, &By::admin(), 1, &s.user.login, 2).unwrap();
         assert_eq!(
             refused(complete_fresh(
                 &mut conn,
@@ -580,7 +579,7 @@ mod tests {
         bob.username = "bob".into();
         accounts::create_user(
             &mut conn,
-            &crate::audit::By::admin(),
+            &By::admin(),
             &accounts::NewUserInput {
                 login: "local-bob",
                 name: "B",
@@ -609,7 +608,7 @@ mod tests {
         let mut conn = db::test_db();
         accounts::create_user(
             &mut conn,
-            &crate::audit::By::admin(),
+            &By::admin(),
             &accounts::NewUserInput {
                 login: "ann",
                 name: "Local Ann",
@@ -636,7 +635,7 @@ mod tests {
     fn synchronization_adds_new_groups_and_removes_stale_ones_on_later_sign_ins() {
         let mut conn = db::test_db();
         for name in ["a", "b", "c", "d"] {
-            accounts::create_group(&mut conn, &crate::audit::By::admin(), name, "", 1).unwrap();
+            accounts::create_group(&mut conn, &By::admin(), name, "", 1).unwrap();
         }
         let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         let s = complete_fresh(
@@ -844,23 +843,10 @@ mod tests {
     #[test]
     fn synchronization_on_without_an_allowed_group_leaves_memberships_alone() {
         let mut conn = db::test_db();
-        accounts::create_group(&mut conn, &crate::audit::By::admin(), "manual", "", 1).unwrap();
-        accounts::create_group(
-            &mut conn,
-            &crate::audit::By::admin(),
-            "acme/platform",
-            "",
-            1,
-        )
-        .unwrap();
+        accounts::create_group(&mut conn, &By::admin(), "manual", "", 1).unwrap();
+        accounts::create_group(&mut conn, &By::admin(), "acme/platform", "", 1).unwrap();
         let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
-        accounts::add_member(
-            &mut conn,
-            &crate::audit::By::admin(),
-            "manual",
-            &s.user.login,
-        )
-        .unwrap();
+        accounts::add_member(&mut conn, &By::admin(), "manual", &s.user.login).unwrap();
         let legacy = with_allowed(&[]);
         assert!(legacy.synchronize_groups && !legacy.synchronizes());
         let gitlab = strings(&["administrators", "acme/platform"]);
@@ -875,23 +861,10 @@ mod tests {
     #[test]
     fn synchronization_sets_memberships_and_keeps_users() {
         let mut conn = db::test_db();
-        accounts::create_group(
-            &mut conn,
-            &crate::audit::By::admin(),
-            "acme/platform",
-            "",
-            1,
-        )
-        .unwrap();
-        accounts::create_group(&mut conn, &crate::audit::By::admin(), "manual", "", 1).unwrap();
+        accounts::create_group(&mut conn, &By::admin(), "acme/platform", "", 1).unwrap();
+        accounts::create_group(&mut conn, &By::admin(), "manual", "", 1).unwrap();
         let s = complete_fresh(&mut conn, &config(true, false), &ann(), &[], 2).unwrap();
-        accounts::add_member(
-            &mut conn,
-            &crate::audit::By::admin(),
-            "manual",
-            &s.user.login,
-        )
-        .unwrap();
+        accounts::add_member(&mut conn, &By::admin(), "manual", &s.user.login).unwrap();
         let groups = vec![
             "acme".to_string(),
             "acme/platform".to_string(),

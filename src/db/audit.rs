@@ -58,41 +58,27 @@ fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 /// Writes an event; returns its id. Its time is `event.at`, or the newest row's when that is
 /// later (a clock set back), so that times never decrease with ids.
 pub fn insert(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
+    let sql = "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
          VALUES (max(?1, coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), ?1)), \
-                 ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        event.at,
-        event.actor,
-        event.action,
-        event.target,
-        event.outcome,
-        event.reason,
-        event.detail
-    ])?;
+                 ?2, ?3, ?4, ?5, ?6, ?7)";
+    write_event(conn, sql, event)?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Runs `sql` (an insert of the seven columns of an event, in their order) for `event`.
+fn write_event(conn: &Connection, sql: &str, e: &NewEvent<'_>) -> rusqlite::Result<()> {
+    let values = params![e.at, e.actor, e.action, e.target, e.outcome, e.reason, e.detail];
+    conn.prepare_cached(sql)?.execute(values)?;
+    Ok(())
 }
 
 /// Writes an event to the pending events, where a recording transaction puts it: a row at
 /// the end of a narrow table without indexes, the cheapest write SQLite has. [`move_pending`]
 /// later moves it, with the others pending, into `audit_events` and its indexes in one batch.
 pub fn append(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO audit_pending (at, actor, action, target, outcome, reason, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        event.at,
-        event.actor,
-        event.action,
-        event.target,
-        event.outcome,
-        event.reason,
-        event.detail
-    ])?;
-    Ok(())
+    let sql = "INSERT INTO audit_pending (at, actor, action, target, outcome, reason, detail) \
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    write_event(conn, sql, event)
 }
 
 /// Whether an event is pending.
@@ -107,38 +93,26 @@ pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Moves every pending event into `audit_events`, in the order they were written ([`insert`]
-/// each: times never decrease with ids); returns how many. Run in a write transaction, so that
-/// an event is pending or stored, never both nor neither.
+/// Moves every pending event into `audit_events`, in the order they were written, each at
+/// the latest time of those written before it (times never decrease with ids, as with
+/// [`insert`]); returns how many. One statement for the batch, run in a write transaction, so
+/// that an event is pending or stored, never both nor neither.
 pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
-    let pending: Vec<(i64, Event)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, at, actor, action, target, outcome, reason, detail FROM audit_pending \
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, event_of(r)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let Some((last, _)) = pending.last() else {
-        return Ok(0);
-    };
-    for (_, e) in &pending {
-        insert(
-            conn,
-            &NewEvent {
-                at: e.at,
-                actor: e.actor.as_deref(),
-                action: &e.action,
-                target: e.target.as_deref(),
-                outcome: &e.outcome,
-                reason: e.reason.as_deref(),
-                detail: &e.detail,
-            },
-        )?;
+    let moved = conn
+        .prepare_cached(
+            "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
+             SELECT max(p.at, coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), 0)), \
+                    p.actor, p.action, p.target, p.outcome, p.reason, p.detail \
+             FROM (SELECT id, max(at) OVER (ORDER BY id) AS at, actor, action, target, outcome, \
+                          reason, detail FROM audit_pending) AS p \
+             ORDER BY p.id",
+        )?
+        .execute([])?;
+    if moved > 0 {
+        conn.prepare_cached("DELETE FROM audit_pending")?
+            .execute([])?;
     }
-    conn.prepare_cached("DELETE FROM audit_pending WHERE id <= ?1")?
-        .execute([last])?;
-    Ok(pending.len())
+    Ok(moved)
 }
 
 /// The newest event of `action` with `outcome` about `target` (ignoring ASCII case), as

@@ -334,17 +334,10 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE audit_counts SET n = n - 1
             WHERE day = old.at / 86400000 AND action = old.action AND outcome = old.outcome;
     END;
-    -- Events written by the transactions they record, moved into audit_events in batches.
-    CREATE TABLE audit_pending (
-        id INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        actor TEXT,
-        action TEXT NOT NULL,
-        target TEXT,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        detail TEXT NOT NULL
-    );
+    -- Events written by the transactions they record, moved into audit_events in batches:
+    -- the same columns, no index.
+    CREATE TABLE audit_pending (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT,
+        action TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL, reason TEXT, detail TEXT NOT NULL);
     "#,
 ];
 

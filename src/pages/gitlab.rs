@@ -103,29 +103,13 @@ impl Stop {
     }
 
     /// The same refusal, recorded with the refusal page unless it was already.
-    fn recorded(self) -> Stop {
-        match self {
-            Stop::Refused {
-                refusal,
-                username,
-                detail,
-                fix,
-                code,
-                audit,
-            } => Stop::Refused {
-                refusal,
-                username,
-                detail,
-                fix,
-                code,
-                audit: if audit == Audit::Recorded {
-                    Audit::Recorded
-                } else {
-                    Audit::Record
-                },
-            },
-            failed => failed,
+    fn recorded(mut self) -> Stop {
+        if let Stop::Refused { audit, .. } = &mut self {
+            if *audit != Audit::Recorded {
+                *audit = Audit::Record;
+            }
         }
+        self
     }
 
     /// A generic refusal because GitLab failed: when the failure comes from labgate's
