@@ -278,6 +278,27 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM gitlab_group_sync;
     END;
     "#,
+    // 8: applications behind labgate (forward authentication): each is known by its origin,
+    // and admits the members of its allowed groups (none listed: every active user). A group
+    // that admits people to an application cannot be deleted (RESTRICT): deleting it must not
+    // leave the application open to everyone. Names are unique ignoring case, so that two
+    // entries of a list cannot be told apart only by case.
+    r#"
+    CREATE TABLE applications (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        url TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE application_groups (
+        application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE RESTRICT,
+        PRIMARY KEY (application_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX application_groups_group ON application_groups(group_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -27,7 +27,7 @@ const CATEGORIES: &[Category] = &[
     Category {
         id: "general",
         label: "General",
-        keys: &[settings::SERVER_BASE_URL],
+        keys: &[settings::SERVER_BASE_URL, settings::GATE_COOKIE_DOMAIN],
     },
     Category {
         id: "authentication",
@@ -72,9 +72,11 @@ fn input_of(kind: Kind) -> (&'static str, String, String) {
     match kind {
         Kind::Url => ("url", String::new(), String::new()),
         Kind::Integer { min, max } => ("number", min.to_string(), max.to_string()),
-        Kind::Bool | Kind::Text { .. } | Kind::GroupSlugs | Kind::Choice { .. } => {
-            ("text", String::new(), String::new())
-        }
+        Kind::Bool
+        | Kind::Text { .. }
+        | Kind::GroupSlugs
+        | Kind::Choice { .. }
+        | Kind::CookieDomain => ("text", String::new(), String::new()),
     }
 }
 
@@ -243,10 +245,11 @@ pub fn save(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let def = settings::known(&key)?;
     let value = field(ctx, "value");
     let reset = field(ctx, "action") == "reset" || value.trim().is_empty();
+    let fixed = ctx.app.config.base_url.clone();
     let result = match fixed_by_config(ctx, def.key) {
         Some(reason) => Err(AppError::rule(reason)),
-        None if reset => settings::reset(&mut ctx.conn, def.key),
-        None => settings::set(&mut ctx.conn, def.key, &value),
+        None if reset => settings::reset_all_fixed(&mut ctx.conn, &[def.key], fixed.as_deref()),
+        None => settings::set_values_fixed(&mut ctx.conn, def.key, &[&value], fixed.as_deref()),
     };
     match result {
         Ok(()) => {
