@@ -367,13 +367,16 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
     })
 }
 
-const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+use crate::web::views::CSP;
 
 fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
     let is_html = resp
         .header("content-type")
         .is_some_and(|ct| ct.starts_with("text/html"));
     let has_cache_control = resp.header("cache-control").is_some();
+    // A page may widen one directive (the sign-in form, whose redirect goes on to an
+    // application's origin): its own policy stands instead of the default.
+    let has_csp = resp.header("content-security-policy").is_some();
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     for (name, value) in resp.headers {
@@ -389,12 +392,14 @@ fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
     if let Ok(id) = HeaderValue::try_from(request_id) {
         builder = builder.header(HeaderName::from_static("x-request-id"), id);
     }
+    if is_html && !has_csp {
+        builder = builder.header(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     if is_html {
         builder = builder
-            .header(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            )
             .header(
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("same-origin"),

@@ -13,7 +13,7 @@ pub mod request;
 pub mod views;
 
 pub use ctx::Ctx;
-pub use dispatch::{dispatch, error_response, Access, Handler, Route};
+pub use dispatch::{dispatch, error_response, Access, Handler, Route, ANY_METHOD};
 
 use crate::config::Config;
 use crate::db::Pool;
@@ -47,6 +47,8 @@ pub struct App {
     pub gitlab: crate::gitlab::Client,
     /// Session and token callers recently resolved.
     pub callers: caller_cache::CallerCache,
+    /// The applications behind labgate, held for the gate's checks.
+    pub applications: crate::gate::Table,
 }
 
 /// Connections the pool opens at most.
@@ -76,6 +78,7 @@ impl App {
             server_id,
             gitlab,
             callers: caller_cache::CallerCache::default(),
+            applications: crate::gate::Table::default(),
         }
     }
 
