@@ -186,7 +186,7 @@ http:
       forwardAuth:
         address: \"{labgate}/gate/forward\"
         authResponseHeaders:
-{headers}        authResponseHeadersRegex: \"^(Remote|X-Auth-Request)-\"
+{headers}        authResponseHeadersRegex: \"(?i)^(remote|x-auth-request)[-_]\"
   services:
     {slug}:
       loadBalancer:

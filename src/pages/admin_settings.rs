@@ -1,4 +1,4 @@
-//! The settings page, `/admin/settings?category=general|authentication`, every tab of it
+//! The settings page, `/admin/settings?category=general|authentication|applications`, every tab of it
 //! rendered here: the run-time settings of each category, each with its current value, a save
 //! form and "reset to default". Values are validated by the settings registry, the same path as
 //! `api/settings/*`. The authentication category also shows the GitLab section (the
@@ -27,12 +27,17 @@ const CATEGORIES: &[Category] = &[
     Category {
         id: "general",
         label: "General",
-        keys: &[settings::SERVER_BASE_URL, settings::GATE_COOKIE_DOMAIN],
+        keys: &[settings::SERVER_BASE_URL],
     },
     Category {
         id: "authentication",
         label: "Authentication",
         keys: &[settings::SESSION_TIMEOUT, settings::TOKEN_MAX_LIFETIME],
+    },
+    Category {
+        id: "applications",
+        label: "Applications",
+        keys: &[settings::GATE_COOKIE_DOMAIN],
     },
 ];
 

@@ -1,0 +1,297 @@
+//! Real reverse proxies for the end-to-end tests of the gate: Debian's nginx and Caddy run as
+//! child processes on loopback ports, each with its own temporary directory, killed when
+//! dropped (nginx without a master process, Caddy without its admin endpoint, so nothing
+//! outlives the kill). And the upstream: a small HTTP server standing for the application,
+//! which answers every request with the request line and headers it received, as JSON.
+//! Never installs anything: `.ci/run` installs nginx and caddy, and these fail loudly when
+//! they are missing.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+pub const CADDY: &str = "/usr/bin/caddy";
+
+/// A free loopback port (bound, then released for the proxy to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "labgate-proxy-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until something accepts connections on `port`, or the child exits, or 20 s pass.
+fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before listening on {port}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} is not listening on {port}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn require(tool: &str, package: &str) {
+    assert!(
+        Path::new(tool).exists(),
+        "{tool} is missing: install Debian's {package} (`.ci/run` does)"
+    );
+}
+
+/// A running nginx.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    dir: Scratch,
+}
+
+impl Nginx {
+    /// Starts nginx serving `servers` (`server { … }` blocks) inside a minimal `http` block;
+    /// `port` is the one they listen on, waited for.
+    pub fn start(servers: &str, port: u16) -> Nginx {
+        require(NGINX, "nginx");
+        let dir = Scratch::new("nginx");
+        let d = dir.0.display();
+        let conf = format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{servers}}}\n"
+        );
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let log = dir.0.join("error.log");
+        let mut child = Command::new(NGINX)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&path)
+            .arg("-g")
+            .arg("daemon off; master_process off;")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_listening(&mut child, port, "nginx", &log);
+        Nginx { child, port, dir }
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running Caddy.
+pub struct Caddy {
+    child: Child,
+    pub port: u16,
+    dir: Scratch,
+}
+
+impl Caddy {
+    /// Starts Caddy on a Caddyfile made of global options (no admin endpoint, storage and
+    /// configuration in its own directory) and `sites`; `port` is the one they listen on.
+    pub fn start(sites: &str, port: u16) -> Caddy {
+        require(CADDY, "caddy");
+        let dir = Scratch::new("caddy");
+        let d = dir.0.display();
+        let caddyfile = format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/storage\n}}\n\n{sites}"
+        );
+        let path = dir.0.join("Caddyfile");
+        std::fs::write(&path, caddyfile).expect("write Caddyfile");
+        let log = dir.0.join("caddy.log");
+        let out = std::fs::File::create(&log).expect("caddy log");
+        let mut child = Command::new(CADDY)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--adapter")
+            .arg("caddyfile")
+            .env("HOME", &dir.0)
+            .env("XDG_DATA_HOME", dir.0.join("data"))
+            .env("XDG_CONFIG_HOME", dir.0.join("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start caddy");
+        wait_listening(&mut child, port, "caddy", &log);
+        Caddy { child, port, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("caddy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The application behind the proxy: answers every request 200 with a JSON object holding
+/// the request line (`"request"`) and every header received (`"headers"`: a list of
+/// `[name, value]`, names as sent). An HTML page with the same JSON in a `<pre>` when the
+/// request accepts HTML, so that a browser shows it.
+pub struct Upstream {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let port = listener.local_addr().expect("upstream address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    std::thread::spawn(move || serve(stream));
+                }
+            }
+        });
+        Upstream { port, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Answers the requests of one connection (keep-alive), each from its head alone: the
+/// proxies in front send no body here that matters.
+fn serve(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let request = line.trim_end().to_string();
+        let mut headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(serde_json::json!([k.trim(), v.trim()]));
+            }
+        }
+        if length > 0 {
+            let mut body = vec![0; length];
+            if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                return;
+            }
+        }
+        let seen = serde_json::json!({ "request": request, "headers": headers });
+        let html = headers.iter().any(|h| {
+            h[0].as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("accept"))
+                && h[1].as_str().is_some_and(|v| v.contains("text/html"))
+        });
+        let (body, kind) = if html {
+            let text = serde_json::to_string_pretty(&seen).unwrap_or_default();
+            let escaped = text.replace('&', "&amp;").replace('<', "&lt;");
+            (
+                format!("<!DOCTYPE html><title>upstream</title><pre id=\"seen\">{escaped}</pre>"),
+                "text/html; charset=utf-8",
+            )
+        } else {
+            (seen.to_string(), "application/json")
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The headers an upstream answer says it received, named `name` (any case).
+pub fn received<'a>(seen: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    seen["headers"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+                .filter_map(|h| h[1].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
