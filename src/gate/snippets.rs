@@ -270,3 +270,70 @@ mod tests {
         assert!(traefik(&t).contains("entryPoints: [web]"));
     }
 }
+
+/// The README shows the three configurations written for this example application; a test
+/// checks that it holds them exactly as they are written now.
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    fn example_snippets() -> Vec<(&'static str, String)> {
+        let origin = Origin::parse("https://jupyter.lab.example").unwrap();
+        let t = Target {
+            name: "JupyterHub",
+            origin: &origin,
+            labgate: "http://127.0.0.1:9000",
+            upstream: "http://127.0.0.1:8000",
+            bind: None,
+        };
+        vec![("nginx", nginx(&t)), ("caddy", caddy(&t)), ("yaml", traefik(&t))]
+    }
+
+    #[test]
+    fn the_readme_shows_the_configuration_written_for_its_example() {
+        let readme = include_str!("../../README.md");
+        let missing: Vec<String> = example_snippets()
+            .into_iter()
+            .map(|(lang, text)| format!("```{lang}\n{text}```\n"))
+            .filter(|block| !readme.contains(block))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md must show these blocks, as gate::snippets writes them for its example \
+             application (JupyterHub at https://jupyter.lab.example):\n{}",
+            missing.concat()
+        );
+    }
+
+    #[test]
+    fn the_traefik_configuration_reads_as_yaml_with_the_middleware_and_its_headers() {
+        let (_, text) = &example_snippets()[2];
+        let doc: serde_norway::Value = serde_norway::from_str(text).unwrap();
+        let http = &doc["http"];
+        assert_eq!(
+            http["routers"]["jupyterhub"]["rule"].as_str(),
+            Some("Host(`jupyter.lab.example`)")
+        );
+        assert_eq!(
+            http["routers"]["jupyterhub"]["middlewares"][0].as_str(),
+            Some("jupyterhub-labgate")
+        );
+        let auth = &http["middlewares"]["jupyterhub-labgate"]["forwardAuth"];
+        assert_eq!(
+            auth["address"].as_str(),
+            Some("http://127.0.0.1:9000/gate/forward")
+        );
+        let copied: Vec<&str> = auth["authResponseHeaders"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h.as_str())
+            .collect();
+        assert_eq!(copied, IDENTITY_HEADERS);
+        assert!(auth["authResponseHeadersRegex"].as_str().is_some());
+        assert_eq!(
+            http["services"]["jupyterhub"]["loadBalancer"]["servers"][0]["url"].as_str(),
+            Some("http://127.0.0.1:8000")
+        );
+    }
+}
