@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench e2e              # full: 100,000 users, a few minutes
 //! cargo bench --bench e2e -- --quick   # under a minute: 10,000 users, short runs
-//! cargo bench --bench e2e -- --only signin,signed,scale
+//! cargo bench --bench e2e -- --only signin,signed,gate,scale
 //! ```
 //!
 //! It reports and never asserts timings. Results: a table on stdout and
@@ -17,6 +17,8 @@
 
 #[path = "../tests/support/fake_gitlab.rs"]
 mod fake_gitlab;
+#[path = "e2e/gate.rs"]
+mod gate;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/load.rs"]
@@ -118,6 +120,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--serve-hello") => return serve_hello(),
+        Some("--serve-gate-hello") => return gate::serve_gate_hello(),
         Some("--serve-fake") => return serve_fake(&args[1..]),
         _ => {}
     }
@@ -1274,25 +1277,51 @@ fn run(opts: &Opts) -> Result<(), String> {
 
     // 2. Signed-in requests.
     let mut signed = Vec::new();
+    let mut sessions = Vec::new();
+    if opts.wants("signed") || opts.wants("gate") {
+        let t = Instant::now();
+        while sessions.len() < SIGNED_IN_CLIENTS {
+            sessions.push(admin_login(lg.addr)?);
+        }
+        println!(
+            "\n  {} admin sessions opened in {:.1} s",
+            sessions.len(),
+            t.elapsed().as_secs_f64()
+        );
+        rss_point("after 32 admin password sign-ins (argon2)", lg.pid);
+    }
     if opts.wants("signed") {
         println!(
             "\n== 2. Signed-in requests, {SIGNED_IN_CLIENTS} keep-alive clients, {} round(s) of {:.1} s",
             b.signed_rounds,
             b.signed_run.as_secs_f64()
         );
-        let t = Instant::now();
-        let mut sessions = vec![admin_login(lg.addr)?];
-        while sessions.len() < SIGNED_IN_CLIENTS {
-            sessions.push(admin_login(lg.addr)?);
-        }
-        println!(
-            "  {} admin sessions opened in {:.1} s",
-            sessions.len(),
-            t.elapsed().as_secs_f64()
-        );
-        rss_point("after 32 admin password sign-ins (argon2)", lg.pid);
         signed = bench_signed_in(&b, &lg, &hello, &sessions, ticks)?;
         rss_point("after the signed-in runs (32 connections)", lg.pid);
+    }
+
+    // 4. The gate (before the scale part, on the same small database as part 2).
+    let mut gate_run = None;
+    if opts.wants("gate") {
+        println!(
+            "\n== 4. The gate's checks, {SIGNED_IN_CLIENTS} keep-alive clients, {} round(s) of {:.1} s; then the chain through nginx",
+            b.signed_rounds,
+            b.signed_run.as_secs_f64()
+        );
+        let gate_hello = servers::start_self(
+            &["--serve-gate-hello"],
+            gate::GATE_HELLO_PREFIX,
+            "gate hello server",
+        )?;
+        gate_run = Some(gate::bench_gate(
+            &b,
+            &lg,
+            &gate_hello,
+            &hello,
+            &sessions,
+            ticks,
+        )?);
+        rss_point("after the gate's runs", lg.pid);
     }
     let (rss_after_small, hwm_after_small) = procfs::memory_kib(lg.pid);
     let (rss_hello_after, hwm_hello_after) = procfs::memory_kib(hello.pid);
@@ -1550,6 +1579,9 @@ fn run(opts: &Opts) -> Result<(), String> {
             ),
             median(&current) >= 0.70,
         ));
+    }
+    if let Some(run) = &gate_run {
+        report.insert("gate".into(), gate::report(run, &mut targets));
     }
 
     let mut memory = json!({

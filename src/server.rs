@@ -384,6 +384,9 @@ fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
             builder = builder.header(n, v);
         }
     }
+    for (name, value) in resp.shared.iter().flat_map(|shared| shared.iter()) {
+        builder = builder.header(name.clone(), value.clone());
+    }
     use oxhttp::model::header;
     builder = builder.header(
         header::X_CONTENT_TYPE_OPTIONS,

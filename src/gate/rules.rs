@@ -28,6 +28,12 @@ impl Origin {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
+        Ok((Origin::of_authority(scheme, authority)?, tail))
+    }
+
+    /// The origin of `scheme` (`http` or `https`) and `authority` (`host[:port]`, as in
+    /// [`Origin::split`]).
+    fn of_authority(scheme: &'static str, authority: &str) -> Result<Origin, &'static str> {
         let (host, port) = match authority.rfind(':') {
             Some(i) if !authority[i..].contains(']') => {
                 (&authority[..i], Some(&authority[i + 1..]))
@@ -45,12 +51,11 @@ impl Origin {
             },
         };
         let default = if scheme == "https" { 443 } else { 80 };
-        let origin = Origin {
+        Ok(Origin {
             scheme,
             host: host.to_ascii_lowercase(),
             port: port.filter(|p| *p != default),
-        };
-        Ok((origin, tail))
+        })
     }
 
     /// An application's URL: an origin alone (one trailing `/` allowed), no path, query or
@@ -111,61 +116,87 @@ fn clean_tail(tail: &str) -> bool {
 /// Longest URL labgate follows or passes on.
 pub const MAX_URL: usize = 2048;
 
-/// The request a proxy asks about: its URL and method, and the origin of the URL.
+/// The request a proxy asks about, borrowed from the proxy's headers: the origin of its URL,
+/// the URL itself (built only when needed: to send the person to the sign-in page), and its
+/// method.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Original {
+pub struct Original<'a> {
     pub origin: Origin,
-    /// The whole URL, as the proxy gave it.
-    pub url: String,
-    /// Upper-case; `GET` when the proxy did not say.
-    pub method: String,
+    url: Url<'a>,
+    /// As the proxy sent it; `GET` when it sent none.
+    pub method: &'a str,
 }
 
-fn original(url: String, method: Option<&str>) -> Option<Original> {
-    if url.len() > MAX_URL {
-        return None;
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Url<'a> {
+    /// nginx: the whole URL.
+    Whole(&'a str),
+    /// Caddy, Traefik: the scheme, the host (with its port) and the path with the query.
+    Parts {
+        scheme: &'static str,
+        host: &'a str,
+        uri: &'a str,
+    },
+}
+
+impl Original<'_> {
+    /// The whole URL the person asked for.
+    pub fn url(&self) -> String {
+        match self.url {
+            Url::Whole(url) => url.to_string(),
+            Url::Parts { scheme, host, uri } => format!("{scheme}://{host}{uri}"),
+        }
     }
-    let (origin, tail) = Origin::split(&url).ok()?;
-    if !clean_tail(tail) {
-        return None;
-    }
-    let method = method
+}
+
+fn method_or_get(method: Option<&str>) -> &str {
+    method
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .unwrap_or("GET")
-        .to_ascii_uppercase();
-    Some(Original {
-        origin,
-        url,
-        method,
-    })
 }
 
 /// The original request as nginx's configuration describes it: `X-Original-URL` and
 /// `X-Original-Method`. `None` when the URL is missing or not one labgate can follow.
-pub fn from_nginx(url: Option<&str>, method: Option<&str>) -> Option<Original> {
-    original(url?.trim().to_string(), method)
+pub fn from_nginx<'a>(url: Option<&'a str>, method: Option<&'a str>) -> Option<Original<'a>> {
+    let url = url?.trim();
+    if url.len() > MAX_URL {
+        return None;
+    }
+    let (origin, tail) = Origin::split(url).ok()?;
+    clean_tail(tail).then(|| Original {
+        origin,
+        url: Url::Whole(url),
+        method: method_or_get(method),
+    })
 }
 
 /// The original request as Caddy and Traefik describe it: `X-Forwarded-Proto`,
 /// `X-Forwarded-Host`, `X-Forwarded-Uri` and `X-Forwarded-Method`. `None` when a part is
-/// missing or malformed (a host holding a path, a URI not starting with `/`).
-pub fn from_forward(
-    proto: Option<&str>,
-    host: Option<&str>,
-    uri: Option<&str>,
-    method: Option<&str>,
-) -> Option<Original> {
-    let proto = proto?.trim();
+/// missing or malformed (a host holding a path or user information, a URI not starting with
+/// `/`).
+pub fn from_forward<'a>(
+    proto: Option<&'a str>,
+    host: Option<&'a str>,
+    uri: Option<&'a str>,
+    method: Option<&'a str>,
+) -> Option<Original<'a>> {
+    let scheme = match proto?.trim() {
+        "http" => "http",
+        "https" => "https",
+        _ => return None,
+    };
     let host = host?.trim();
     let uri = uri.map(str::trim).filter(|u| !u.is_empty()).unwrap_or("/");
-    if !matches!(proto, "http" | "https") || host.contains(['/', '?', '#', '@', '\\']) {
+    if host.len() + uri.len() > MAX_URL || !uri.starts_with('/') || !clean_tail(uri) {
         return None;
     }
-    if !uri.starts_with('/') {
-        return None;
-    }
-    original(format!("{proto}://{host}{uri}"), method)
+    let origin = Origin::of_authority(scheme, host).ok()?;
+    Some(Original {
+        origin,
+        url: Url::Parts { scheme, host, uri },
+        method: method_or_get(method),
+    })
 }
 
 /// Whether a person in `groups` (sorted) may enter an application allowing `allowed`: any
@@ -177,7 +208,7 @@ pub fn admits(allowed: &[String], groups: &[String]) -> bool {
 /// Whether a request that is not signed in is a browser navigating to a page, which is sent
 /// to the sign-in page; anything else (a script, an image, a form post) is answered 401.
 pub fn browser_navigation(method: &str, accept: Option<&str>) -> bool {
-    matches!(method, "GET" | "HEAD")
+    (method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
         && accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
 }
 
@@ -307,11 +338,11 @@ mod tests {
         let n = from_nginx(Some("https://app.lab.test/notebook?x=1"), Some("post")).unwrap();
         assert_eq!(n.origin.to_string(), "https://app.lab.test");
         assert_eq!(
-            (n.url.as_str(), n.method.as_str()),
-            ("https://app.lab.test/notebook?x=1", "POST")
+            (n.url().as_str(), n.method),
+            ("https://app.lab.test/notebook?x=1", "post")
         );
         let f = from_forward(Some("http"), Some("App.lab.test:8080"), Some("/a?b"), None).unwrap();
-        assert_eq!(f.url, "http://App.lab.test:8080/a?b");
+        assert_eq!(f.url(), "http://App.lab.test:8080/a?b");
         assert_eq!(f.origin.to_string(), "http://app.lab.test:8080");
         assert_eq!(f.method, "GET");
         assert!(from_nginx(None, Some("GET")).is_none());

@@ -286,7 +286,11 @@ mod readme {
             upstream: "http://127.0.0.1:8000",
             bind: None,
         };
-        vec![("nginx", nginx(&t)), ("caddy", caddy(&t)), ("yaml", traefik(&t))]
+        vec![
+            ("nginx", nginx(&t)),
+            ("caddy", caddy(&t)),
+            ("yaml", traefik(&t)),
+        ]
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::web::request::Resp;
 use crate::web::views::render;
 use crate::web::Ctx;
 use askama::Template;
+use oxhttp::model::{HeaderName, HeaderValue};
 
 /// Which proxy family asks: how it wants "not signed in" answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -33,14 +34,16 @@ enum Family {
 
 /// `/gate/nginx`: the original request from `X-Original-URL` and `X-Original-Method`.
 pub fn nginx(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let h = |name| ctx.req.header(name);
+    let req = ctx.req;
+    let h = |name| req.header(name);
     let original = rules::from_nginx(h("x-original-url"), h("x-original-method"));
     check(ctx, original, Family::Nginx)
 }
 
 /// `/gate/forward`: the original request from `X-Forwarded-Proto`, `-Host`, `-Uri`, `-Method`.
 pub fn forward(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let h = |name| ctx.req.header(name);
+    let req = ctx.req;
+    let h = |name| req.header(name);
     let original = rules::from_forward(
         h("x-forwarded-proto"),
         h("x-forwarded-host"),
@@ -50,7 +53,7 @@ pub fn forward(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     check(ctx, original, Family::Forward)
 }
 
-fn check(ctx: &mut Ctx<'_>, original: Option<Original>, family: Family) -> AppResult<Resp> {
+fn check(ctx: &mut Ctx<'_>, original: Option<Original<'_>>, family: Family) -> AppResult<Resp> {
     let Some(original) = original else {
         log::warn!(
             "gate: {} without a usable original URL (is the proxy configured as labgate shows?); refused",
@@ -82,25 +85,36 @@ fn check(ctx: &mut Ctx<'_>, original: Option<Original>, family: Family) -> AppRe
 }
 
 /// 200 with who the person is, for the application. Values are ASCII without control
-/// characters: other text percent-encoded as UTF-8 ([`rules::header_value`]).
+/// characters: other text percent-encoded as UTF-8 ([`rules::header_value`]). Written once per
+/// cached identity, then shared by its checks.
 fn admitted(caller: &Caller) -> Resp {
-    let user = &caller.user;
-    let login = rules::header_value(&user.login).into_owned();
-    let name = rules::header_value(&user.name).into_owned();
-    let email = rules::header_value(user.email.as_deref().unwrap_or("")).into_owned();
-    let groups = rules::groups_header(&caller.groups);
+    let headers = caller.gate_headers.get_or_init(|| {
+        let user = &caller.user;
+        let login = rules::header_value(&user.login);
+        let name = rules::header_value(&user.name);
+        let email = rules::header_value(user.email.as_deref().unwrap_or(""));
+        let groups = rules::groups_header(&caller.groups);
+        let fields = [
+            ("remote-user", &*login),
+            ("remote-name", &*name),
+            ("remote-email", &*email),
+            ("remote-groups", &*groups),
+            ("x-auth-request-user", &*login),
+            ("x-auth-request-email", &*email),
+            ("x-auth-request-groups", &*groups),
+            ("x-auth-request-preferred-username", &*login),
+        ];
+        let fields = fields.iter().map(|(name, value)| {
+            // Printable ASCII only (header_value), so always a valid header value.
+            let value = HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""));
+            (HeaderName::from_static(name), value)
+        });
+        std::sync::Arc::new(fields.collect())
+    });
     Resp {
         status: 200,
-        headers: vec![
-            ("Remote-User".into(), login.clone()),
-            ("Remote-Name".into(), name),
-            ("Remote-Email".into(), email.clone()),
-            ("Remote-Groups".into(), groups.clone()),
-            ("X-Auth-Request-User".into(), login.clone()),
-            ("X-Auth-Request-Email".into(), email),
-            ("X-Auth-Request-Groups".into(), groups),
-            ("X-Auth-Request-Preferred-Username".into(), login),
-        ],
+        headers: Vec::new(),
+        shared: Some(std::sync::Arc::clone(headers)),
         body: Vec::new(),
     }
 }
@@ -109,9 +123,9 @@ fn admitted(caller: &Caller) -> Resp {
 /// `/gate/forward`, 302 there for a browser navigating to a page, else 401; for `/gate/nginx`
 /// always 401 with that URL in `Location`, which the nginx configuration turns into the
 /// redirect.
-fn not_signed_in(ctx: &Ctx<'_>, original: &Original, family: Family) -> AppResult<Resp> {
-    let sign_in = rules::sign_in_url(&ctx.base_url(), &original.url);
-    let navigation = rules::browser_navigation(&original.method, ctx.req.header("accept"));
+fn not_signed_in(ctx: &Ctx<'_>, original: &Original<'_>, family: Family) -> AppResult<Resp> {
+    let sign_in = rules::sign_in_url(&ctx.base_url(), &original.url());
+    let navigation = rules::browser_navigation(original.method, ctx.req.header("accept"));
     if family == Family::Forward && navigation {
         return Ok(Resp::found(&sign_in));
     }
@@ -164,7 +178,7 @@ fn refused(ctx: &Ctx<'_>, app: &Application, caller: &Caller) -> AppResult<Resp>
 }
 
 /// 403 whatever the credentials: no application is registered at that address.
-fn unknown_application(ctx: &Ctx<'_>, original: Option<&Original>) -> AppResult<Resp> {
+fn unknown_application(ctx: &Ctx<'_>, original: Option<&Original<'_>>) -> AppResult<Resp> {
     let base_url = ctx.base_url();
     refusal_page(&RefusedPage {
         base_url: &base_url,

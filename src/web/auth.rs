@@ -39,6 +39,8 @@ pub struct Caller {
     pub groups: Arc<[String]>,
     /// See [`Identity::current_json`].
     pub current_json: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// See [`Identity::gate_headers`].
+    pub gate_headers: Arc<std::sync::OnceLock<crate::web::request::SharedHeaders>>,
     pub via: Via,
 }
 
@@ -72,6 +74,7 @@ impl Caller {
             permissions: Arc::clone(&identity.permissions),
             groups: Arc::clone(&identity.groups),
             current_json: Arc::clone(&identity.current_json),
+            gate_headers: Arc::clone(&identity.gate_headers),
             via,
         }
     }
@@ -95,6 +98,7 @@ fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>>
         user: Arc::new(user),
         permissions: Arc::new(permissions),
         current_json: Default::default(),
+        gate_headers: Default::default(),
     }))
 }
 

@@ -116,6 +116,11 @@ impl Nginx {
         Nginx { child, port, dir }
     }
 
+    /// The process id (nginx runs as one process here).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
     }
