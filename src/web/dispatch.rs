@@ -209,3 +209,41 @@ pub fn error_response(req: &Req, is_api: bool, err: AppError) -> Resp {
         views::plain_error_page(req, &err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &'static str, path: &'static str) -> Route {
+        fn handler(_: &mut Ctx<'_>) -> AppResult<Resp> {
+            Ok(Resp::no_content())
+        }
+        Route {
+            method,
+            path,
+            access: Access::Public,
+            handler,
+        }
+    }
+
+    #[test]
+    fn a_route_ending_in_id_takes_one_non_empty_segment() {
+        let r = route("GET", "/api/v2/labgate/applications/{id}");
+        assert!(r.matches("/api/v2/labgate/applications/7"));
+        assert!(r.matches("/api/v2/labgate/applications/abc"));
+        assert!(!r.matches("/api/v2/labgate/applications/"));
+        assert!(!r.matches("/api/v2/labgate/applications"));
+        assert!(!r.matches("/api/v2/labgate/applications/7/x"));
+        assert!(route("GET", "/a").matches("/a") && !route("GET", "/a").matches("/a/b"));
+    }
+
+    #[test]
+    fn a_route_for_any_method_answers_each_and_changes_nothing() {
+        let r = route(ANY_METHOD, "/gate/forward");
+        assert!(["GET", "POST", "DELETE", "OPTIONS"]
+            .iter()
+            .all(|m| r.answers(m)));
+        assert!(!r.is_write());
+        assert!(route("PATCH", "/x").is_write() && !route("GET", "/x").is_write());
+    }
+}

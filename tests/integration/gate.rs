@@ -956,3 +956,36 @@ fn local_sign_in_lands_back_on_the_application_page() {
         "{page}"
     );
 }
+
+#[test]
+fn the_cookie_domain_is_set_on_its_settings_tab() {
+    let lg = Labgate::start();
+    let mut admin = lg.admin();
+    let page = admin
+        .get("/admin/settings?category=applications")
+        .expect_html(200);
+    assert!(page.contains("labgate.gate.cookieDomain"), "{page}");
+    let csrf = csrf_field(&page).unwrap();
+    let save = |admin: &mut Client, value: &str| {
+        admin.post_form(
+            "/admin/settings",
+            &[
+                ("csrf_token", &csrf),
+                ("key", "labgate.gate.cookieDomain"),
+                ("value", value),
+            ],
+        )
+    };
+    let r = save(&mut admin, "lab.test");
+    assert_eq!(r.status, 422);
+    assert!(html_unescape(&r.text()).contains("set the server base URL first"));
+    let base = format!("http://labgate.lab.test:{}", lg.addr.port());
+    admin
+        .post_form(
+            "/api/settings/set",
+            &[("key", "sonar.core.serverBaseURL"), ("value", &base)],
+        )
+        .expect(204);
+    let r = save(&mut admin, "lab.test");
+    assert!(r.expect_redirect().contains("category=applications"));
+}
