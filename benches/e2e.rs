@@ -160,24 +160,38 @@ fn main() {
 
 /// A bare oxhttp server answering "hello", configured as labgate configures oxhttp.
 fn serve_hello() {
+    serve_answering(
+        HELLO_PREFIX,
+        &[("Content-Type", "text/plain; charset=utf-8")],
+        "hello",
+    )
+}
+
+/// A bare oxhttp server answering every request 200 with `headers` and `body`, configured as
+/// labgate configures oxhttp; prints `<prefix>http://IP:PORT` once listening.
+fn serve_answering(
+    prefix: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) {
     use oxhttp::model::{Body, Response};
     let mut last = None;
     for _ in 0..5 {
         let addr = labgate::server::reserve_port("127.0.0.1".parse().expect("literal"))
             .expect("reserve a port");
-        let server = oxhttp::Server::new(|_request| {
-            Response::builder()
-                .status(200)
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body(Body::from("hello"))
-                .expect("static response")
+        let server = oxhttp::Server::new(move |_request| {
+            let mut answer = Response::builder().status(200);
+            for (name, value) in headers {
+                answer = answer.header(*name, *value);
+            }
+            answer.body(Body::from(body)).expect("static response")
         })
         .bind(addr)
         .with_global_timeout(labgate::server::CONNECTION_TIMEOUT)
         .with_max_concurrent_connections(labgate::server::MAX_CONNECTIONS);
         match server.spawn() {
             Ok(_listening) => {
-                println!("{HELLO_PREFIX}http://{addr}");
+                println!("{prefix}http://{addr}");
                 let _ = std::io::stdout().flush();
                 servers::wait_for_end_of_input();
                 return;
@@ -185,7 +199,7 @@ fn serve_hello() {
             Err(e) => last = Some(e),
         }
     }
-    panic!("hello server: cannot bind: {last:?}");
+    panic!("{prefix}: cannot bind: {last:?}");
 }
 
 /// The fake GitLab of the tests, set up with the benchmark's application, groups and users.
@@ -846,6 +860,15 @@ impl SignedRow {
         self.samples.extend(run.total);
     }
 
+    /// Requests per second of each round divided by `base`'s in the same round.
+    fn ratios_to(&self, base: &SignedRow) -> Vec<f64> {
+        self.rps
+            .iter()
+            .zip(&base.rps)
+            .map(|(a, h)| ratio(*a, *h))
+            .collect()
+    }
+
     fn json(&self) -> Value {
         json!({
             "requests": self.count,
@@ -857,6 +880,37 @@ impl SignedRow {
             "server_cpu_ms_per_request": median(&self.cpu_ms),
         })
     }
+}
+
+/// Prints rows measured round by round next to the first (the baseline, called `base`), and
+/// returns them as JSON with their median ratio to it (`ratio_to_<base>`).
+fn print_rows(rows: &[SignedRow], base: &str) -> Value {
+    println!(
+        "   {:<28} | {:>9} {:>7} | {:>9} {:>9} | {:>12}",
+        "request",
+        "req/s",
+        format!("× {base}"),
+        "p50",
+        "p99",
+        "server CPU"
+    );
+    let mut out = serde_json::Map::new();
+    for r in rows {
+        let paired = median(&r.ratios_to(&rows[0]));
+        println!(
+            "   {:<28} | {:>9.0} {:>7.2} | {:>6.2} ms {:>6.2} ms | {:>9.3} ms",
+            r.name,
+            median(&r.rps),
+            paired,
+            r.samples.p50(),
+            r.samples.p99(),
+            median(&r.cpu_ms)
+        );
+        let mut j = r.json();
+        j[format!("ratio_to_{base}")] = json!(paired);
+        out.insert(r.name.into(), j);
+    }
+    Value::Object(out)
 }
 
 struct Client {
@@ -1536,39 +1590,9 @@ fn run(opts: &Opts) -> Result<(), String> {
 
     if !signed.is_empty() {
         println!("\n2. Signed-in requests, {SIGNED_IN_CLIENTS} keep-alive clients (admin session cookies)");
-        println!(
-            "   {:<24} | {:>9} {:>7} | {:>9} {:>9} | {:>12}",
-            "request", "req/s", "× hello", "p50", "p99", "server CPU"
-        );
         let hello_rps = median(&signed[0].rps);
-        let mut rows_json = serde_json::Map::new();
-        for r in &signed {
-            let paired: Vec<f64> = r
-                .rps
-                .iter()
-                .zip(&signed[0].rps)
-                .map(|(a, h)| ratio(*a, *h))
-                .collect();
-            println!(
-                "   {:<24} | {:>9.0} {:>7.2} | {:>6.2} ms {:>6.2} ms | {:>9.3} ms",
-                r.name,
-                median(&r.rps),
-                median(&paired),
-                r.samples.p50(),
-                r.samples.p99(),
-                median(&r.cpu_ms)
-            );
-            let mut j = r.json();
-            j["ratio_to_hello"] = json!(median(&paired));
-            rows_json.insert(r.name.into(), j);
-        }
-        report.insert("signed_in".into(), Value::Object(rows_json));
-        let current: Vec<f64> = signed[1]
-            .rps
-            .iter()
-            .zip(&signed[0].rps)
-            .map(|(a, h)| ratio(*a, *h))
-            .collect();
+        report.insert("signed_in".into(), print_rows(&signed, "hello"));
+        let current = signed[1].ratios_to(&signed[0]);
         targets.push((
             "GET /api/users/current throughput ≥ 70 % of bare oxhttp".into(),
             format!(

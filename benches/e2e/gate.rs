@@ -6,10 +6,9 @@
 
 use crate::http::Conn;
 use crate::servers::Server;
-use crate::stats::{median, ratio};
+use crate::stats::median;
 use crate::{run_clients, Budget, Cpu, OpResult, Session, SignedRow, SIGNED_IN_CLIENTS};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ mod proxies;
 
 pub const GATE_HELLO_PREFIX: &str = "gate hello listening on ";
 
-/// The identity headers labgate answers the bench's admin with.
+/// The identity headers labgate answers the bench's admin with, and its `Cache-Control`.
 const ADMIN_HEADERS: &[(&str, &str)] = &[
     ("Remote-User", "admin"),
     ("Remote-Name", "Administrator"),
@@ -28,40 +27,13 @@ const ADMIN_HEADERS: &[(&str, &str)] = &[
     ("X-Auth-Request-Email", ""),
     ("X-Auth-Request-Groups", "administrators,users"),
     ("X-Auth-Request-Preferred-Username", "admin"),
+    ("Cache-Control", "no-store"),
 ];
 
-/// A bare oxhttp server answering 200 with labgate's identity headers for the admin, an empty
-/// body, configured as labgate configures oxhttp: the baseline of the checks.
+/// A bare oxhttp server answering 200 with labgate's identity headers for the admin and an
+/// empty body: the baseline of the checks.
 pub fn serve_gate_hello() {
-    use oxhttp::model::{Body, Response};
-    let mut last = None;
-    for _ in 0..5 {
-        let addr = labgate::server::reserve_port("127.0.0.1".parse().expect("literal"))
-            .expect("reserve a port");
-        let server = oxhttp::Server::new(|_request| {
-            let mut answer = Response::builder().status(200);
-            for (name, value) in ADMIN_HEADERS {
-                answer = answer.header(*name, *value);
-            }
-            answer
-                .header("Cache-Control", "no-store")
-                .body(Body::from(""))
-                .expect("static response")
-        })
-        .bind(addr)
-        .with_global_timeout(labgate::server::CONNECTION_TIMEOUT)
-        .with_max_concurrent_connections(labgate::server::MAX_CONNECTIONS);
-        match server.spawn() {
-            Ok(_listening) => {
-                println!("{GATE_HELLO_PREFIX}http://{addr}");
-                let _ = std::io::stdout().flush();
-                crate::servers::wait_for_end_of_input();
-                return;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("gate hello server: cannot bind: {last:?}");
+    crate::serve_answering(GATE_HELLO_PREFIX, ADMIN_HEADERS, "")
 }
 
 struct Client {
@@ -210,7 +182,7 @@ pub fn bench_gate(
         &cpus,
     );
     let chain = if std::path::Path::new(proxies::NGINX).exists() {
-        Some(bench_chain(b, lg, hello, sessions, ticks)?)
+        Some(bench_chain(b, sessions, (lg, hello), ticks)?)
     } else {
         println!("  nginx is not installed: the chain through nginx is not measured");
         None
@@ -222,9 +194,8 @@ pub fn bench_gate(
 /// application behind labgate, on another with a plain `proxy_pass`.
 fn bench_chain(
     b: &Budget,
-    lg: &Server,
-    hello: &Server,
     sessions: &[Session],
+    (lg, hello): (&Server, &Server),
     ticks: u64,
 ) -> Result<Vec<SignedRow>, String> {
     let (gated_port, plain_port) = (proxies::free_port(), proxies::free_port());
@@ -244,7 +215,7 @@ fn bench_chain(
         "server {{\n    listen 127.0.0.1:{plain_port};\n    location / {{\n        proxy_pass {upstream};\n    }}\n}}\n"
     );
     let both = format!("{gated}{plain}");
-    let nginx = proxies::Nginx::start(&both, gated_port);
+    let nginx = proxies::Proxy::nginx(&both, gated_port);
     let to = |port: u16| -> Vec<Client> {
         sessions
             .iter()
@@ -280,7 +251,7 @@ fn bench_chain(
         &["/notebook?x=1", "/notebook?x=1"],
         &cpus,
     );
-    let errors = nginx.error_log();
+    let errors = nginx.log();
     if errors.contains("[error]") {
         println!(
             "  nginx logged errors: {}",
@@ -299,44 +270,14 @@ fn bench_chain(
 pub fn report(run: &GateRun, targets: &mut Vec<(String, String, bool)>) -> Value {
     let table = |title: &str, rows: &[SignedRow]| -> Value {
         println!("\n{title}");
-        println!(
-            "   {:<28} | {:>9} {:>7} | {:>9} {:>9} | {:>12}",
-            "request", "req/s", "× base", "p50", "p99", "server CPU"
-        );
-        let mut out = serde_json::Map::new();
-        for r in rows {
-            let paired: Vec<f64> = r
-                .rps
-                .iter()
-                .zip(&rows[0].rps)
-                .map(|(a, h)| ratio(*a, *h))
-                .collect();
-            println!(
-                "   {:<28} | {:>9.0} {:>7.2} | {:>6.2} ms {:>6.2} ms | {:>9.3} ms",
-                r.name,
-                median(&r.rps),
-                median(&paired),
-                r.samples.p50(),
-                r.samples.p99(),
-                median(&r.cpu_ms)
-            );
-            let mut j = r.json();
-            j["ratio_to_baseline"] = json!(median(&paired));
-            out.insert(r.name.into(), j);
-        }
-        Value::Object(out)
+        crate::print_rows(rows, "baseline")
     };
     let checks = table(
         &format!("4. The gate's checks, {SIGNED_IN_CLIENTS} keep-alive clients (admin session cookies); base: gate hello"),
         &run.checks,
     );
     for r in &run.checks[1..] {
-        let paired: Vec<f64> = r
-            .rps
-            .iter()
-            .zip(&run.checks[0].rps)
-            .map(|(a, h)| ratio(*a, *h))
-            .collect();
+        let paired = r.ratios_to(&run.checks[0]);
         targets.push((
             format!("{} ≥ 70 % of bare oxhttp, p99 ≤ 2 ms", r.name),
             format!(

@@ -286,18 +286,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE applications (
         id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        url TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        url TEXT NOT NULL UNIQUE CHECK (url = lower(url)),
         description TEXT NOT NULL DEFAULT '',
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
     );
     CREATE TABLE application_groups (
         application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
         group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE RESTRICT,
-        PRIMARY KEY (application_id, group_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX application_groups_group ON application_groups(group_id);
+        PRIMARY KEY (application_id, group_id)) WITHOUT ROWID;
+    CREATE INDEX application_groups_by_group ON application_groups(group_id);
     "#,
 ];
 

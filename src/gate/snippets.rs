@@ -19,20 +19,18 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "X-Auth-Request-Preferred-Username",
 ];
 
-/// What a configuration is written for.
+/// What a configuration is written for: the application's `name` (for comments and Traefik's
+/// names) and `origin` (its URL, as browsers reach it through the proxy); where the proxy
+/// reaches `labgate` (no trailing `/`: `http://127.0.0.1:9000`) and the application itself
+/// (`upstream`: `http://127.0.0.1:8000`); and the address nginx and Caddy `bind` to (`None`:
+/// every address, as a server usually does; the tests listen on loopback only).
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
-    /// The application's name, for comments and Traefik's names.
-    pub name: &'a str,
-    /// The application's URL (its origin), as browsers reach it through the proxy.
     pub origin: &'a Origin,
-    /// Where the proxy reaches labgate, without a trailing `/`: `http://127.0.0.1:9000`.
-    pub labgate: &'a str,
-    /// Where the proxy reaches the application itself: `http://127.0.0.1:8000`.
-    pub upstream: &'a str,
-    /// The address nginx and Caddy listen on; `None`: every address (what a server usually
-    /// does; the tests listen on loopback only).
     pub bind: Option<&'a str>,
+    pub name: &'a str,
+    pub labgate: &'a str,
+    pub upstream: &'a str,
 }
 
 /// A name for Traefik's routers and services: the application's name in lower case, letters
@@ -201,6 +199,19 @@ http:
     )
 }
 
+/// A target reaching labgate at `http://127.0.0.1:9000` and the application at
+/// `http://127.0.0.1:8000`.
+#[cfg(test)]
+fn local_target<'a>(name: &'a str, origin: &'a Origin, bind: Option<&'a str>) -> Target<'a> {
+    Target {
+        name,
+        origin,
+        labgate: "http://127.0.0.1:9000",
+        upstream: "http://127.0.0.1:8000",
+        bind,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,22 +225,20 @@ mod tests {
 
     #[test]
     fn slugs_are_lower_case_letters_digits_and_dashes() {
-        assert_eq!(slug("JupyterHub"), "jupyterhub");
-        assert_eq!(slug("  Grafana (ops) 2 "), "grafana-ops-2");
-        assert_eq!(slug("équipe"), "quipe");
-        assert_eq!(slug("***"), "app");
+        for (name, expected) in [
+            ("JupyterHub", "jupyterhub"),
+            ("  Grafana (ops) 2 ", "grafana-ops-2"),
+            ("équipe", "quipe"),
+            ("***", "app"),
+        ] {
+            assert_eq!(slug(name), expected, "{name}");
+        }
     }
 
     #[test]
     fn each_snippet_names_the_application_host_labgate_and_the_upstream() {
         let (origin, name) = example();
-        let t = Target {
-            name: &name,
-            origin: &origin,
-            labgate: "http://127.0.0.1:9000",
-            upstream: "http://127.0.0.1:8000",
-            bind: None,
-        };
+        let t = local_target(&name, &origin, None);
         let nginx = nginx(&t);
         assert!(
             nginx.contains("server_name jupyter.lab.example;"),
@@ -258,13 +267,7 @@ mod tests {
     #[test]
     fn a_plain_http_origin_listens_on_its_port() {
         let origin = Origin::parse("http://app.lab.test:8081").unwrap();
-        let t = Target {
-            name: "App",
-            origin: &origin,
-            labgate: "http://127.0.0.1:9000",
-            upstream: "http://127.0.0.1:8000",
-            bind: Some("127.0.0.1"),
-        };
+        let t = local_target("App", &origin, Some("127.0.0.1"));
         assert!(nginx(&t).contains("    listen 127.0.0.1:8081;\n"));
         assert!(caddy(&t).contains("\tbind 127.0.0.1\n"));
         assert!(traefik(&t).contains("entryPoints: [web]"));
@@ -279,13 +282,7 @@ mod readme {
 
     fn example_snippets() -> Vec<(&'static str, String)> {
         let origin = Origin::parse("https://jupyter.lab.example").unwrap();
-        let t = Target {
-            name: "JupyterHub",
-            origin: &origin,
-            labgate: "http://127.0.0.1:9000",
-            upstream: "http://127.0.0.1:8000",
-            bind: None,
-        };
+        let t = local_target("JupyterHub", &origin, None);
         vec![
             ("nginx", nginx(&t)),
             ("caddy", caddy(&t)),

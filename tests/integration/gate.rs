@@ -81,8 +81,8 @@ impl Lab {
                 }));
             }
         }
-        let nginx = Nginx::start(&servers, n);
-        let caddy = Caddy::start(&sites, c);
+        let nginx = Nginx::nginx(&servers, n);
+        let caddy = Caddy::caddy(&sites, c);
         Lab {
             lg,
             _upstream: upstream,
@@ -110,6 +110,18 @@ impl Lab {
             .clone()
             .with_xsrf(false)
             .via(addr, &self.host(proxy, host))
+    }
+
+    /// A lab and a local user signed in to it ([`Lab::user`]).
+    fn with_user(login: &str, in_ml: bool) -> (Lab, Client) {
+        let lab = Lab::start();
+        let user = lab.user(login, in_ml);
+        (lab, user)
+    }
+
+    /// `client` through each proxy to `host`.
+    fn both(&self, client: &Client, host: &str) -> [(Proxy, Client); 2] {
+        BOTH.map(|proxy| (proxy, self.through(client, proxy, host)))
     }
 
     /// A local user, member of `ml` when asked; signed in.
@@ -157,6 +169,13 @@ impl Lab {
 
 const HTML: (&str, &str) = ("Accept", "text/html,application/xhtml+xml");
 
+/// Asserts that the upstream received each header of `expected` once, with that value.
+fn expect_received(proxy: Proxy, seen: &Value, expected: &[(&str, &str)]) {
+    for (name, value) in expected {
+        assert_eq!(received(seen, name), [*value], "{proxy:?} {name}: {seen}");
+    }
+}
+
 /// What the upstream says it received: its JSON, or the JSON in its HTML page.
 fn seen(body: &str) -> Value {
     let json = match body.split_once("<pre id=\"seen\">") {
@@ -174,26 +193,26 @@ fn seen(body: &str) -> Value {
 
 #[test]
 fn a_member_reaches_the_application_with_labgate_identity_headers() {
-    let lab = Lab::start();
-    let ann = lab.user("ann", true);
-    for proxy in BOTH {
-        let mut c = lab.through(&ann, proxy, "app");
+    let (lab, ann) = Lab::with_user("ann", true);
+    for (proxy, mut c) in lab.both(&ann, "app") {
         let seen = lab.admitted(&mut c, "/notebook?x=1", &[HTML]);
         let line = seen["request"].as_str().unwrap_or_default();
         assert!(
             line.starts_with("GET /notebook?x=1 HTTP/1."),
             "{proxy:?}: {line}"
         );
-        for (name, value) in [
-            ("Remote-User", "ann"),
-            ("Remote-Name", "Name of ann"),
-            ("Remote-Groups", "ml,users"),
-            ("X-Auth-Request-User", "ann"),
-            ("X-Auth-Request-Groups", "ml,users"),
-            ("X-Auth-Request-Preferred-Username", "ann"),
-        ] {
-            assert_eq!(received(&seen, name), [value], "{proxy:?} {name}: {seen}");
-        }
+        expect_received(
+            proxy,
+            &seen,
+            &[
+                ("Remote-User", "ann"),
+                ("Remote-Name", "Name of ann"),
+                ("Remote-Groups", "ml,users"),
+                ("X-Auth-Request-User", "ann"),
+                ("X-Auth-Request-Groups", "ml,users"),
+                ("X-Auth-Request-Preferred-Username", "ann"),
+            ],
+        );
     }
 }
 
@@ -216,20 +235,14 @@ fn forged_identity_headers_never_reach_the_application() {
         ("Remote_User", "admin"),
         ("X_Auth_Request_User", "admin"),
     ];
-    for proxy in BOTH {
-        let mut c = lab.through(&ann, proxy, "app");
+    for (proxy, mut c) in lab.both(&ann, "app") {
         let seen = lab.admitted(&mut c, "/", &forged);
-        assert_eq!(received(&seen, "Remote-User"), ["ann"], "{proxy:?}: {seen}");
-        assert_eq!(
-            received(&seen, "X-Auth-Request-User"),
-            ["ann"],
-            "{proxy:?}: {seen}"
-        );
-        assert_eq!(
-            received(&seen, "Remote-Groups"),
-            ["ml,users"],
-            "{proxy:?}: {seen}"
-        );
+        let labgate_says = [
+            ("Remote-User", "ann"),
+            ("X-Auth-Request-User", "ann"),
+            ("Remote-Groups", "ml,users"),
+        ];
+        expect_received(proxy, &seen, &labgate_says);
         for name in ["Remote-Email", "X-Auth-Request-Email"] {
             assert!(
                 received(&seen, name).iter().all(|v| v.is_empty()),
@@ -250,10 +263,8 @@ fn forged_identity_headers_never_reach_the_application() {
 
 #[test]
 fn the_other_family_headers_cannot_name_another_application() {
-    let lab = Lab::start();
-    let bob = lab.user("bob", false);
-    for proxy in BOTH {
-        let mut c = lab.through(&bob, proxy, "open");
+    let (lab, bob) = Lab::with_user("bob", false);
+    for (_, mut c) in lab.both(&bob, "open") {
         lab.admitted(&mut c, "/", &[HTML]);
     }
     // Through Caddy, nginx's header names the open application: ignored by /gate/forward.
@@ -292,8 +303,7 @@ fn the_other_family_headers_cannot_name_another_application() {
 fn not_signed_in_is_sent_to_sign_in_and_a_script_is_answered_401() {
     let lab = Lab::start();
     let anonymous = lab.lg.client();
-    for proxy in BOTH {
-        let mut c = lab.through(&anonymous, proxy, "app");
+    for (proxy, mut c) in lab.both(&anonymous, "app") {
         let r = c.request("GET", "/notebook?x=1", &[HTML], b"");
         assert_eq!(r.status, 302, "{proxy:?}: {}", r.describe());
         assert_eq!(
@@ -312,10 +322,8 @@ fn not_signed_in_is_sent_to_sign_in_and_a_script_is_answered_401() {
 
 #[test]
 fn a_non_member_gets_a_page_naming_the_groups_that_would_admit() {
-    let lab = Lab::start();
-    let bob = lab.user("bob", false);
-    for proxy in BOTH {
-        let mut c = lab.through(&bob, proxy, "app");
+    let (lab, bob) = Lab::with_user("bob", false);
+    for (proxy, mut c) in lab.both(&bob, "app") {
         let r = c.request("GET", "/", &[HTML], b"");
         assert_eq!(r.status, 403, "{proxy:?}: {}", r.describe());
         let page = r.text();
@@ -333,12 +341,10 @@ fn a_non_member_gets_a_page_naming_the_groups_that_would_admit() {
 
 #[test]
 fn the_very_next_request_sees_a_membership_change_a_deactivation_and_a_sign_out() {
-    let lab = Lab::start();
-    let ann = lab.user("ann", true);
+    let (lab, ann) = Lab::with_user("ann", true);
     let carl = lab.user("carl", true);
     let mut admin = lab.lg.admin();
-    for proxy in BOTH {
-        let mut a = lab.through(&ann, proxy, "app");
+    for (proxy, mut a) in lab.both(&ann, "app") {
         assert_eq!(lab.status(&mut a, "/"), 200, "{proxy:?}");
         admin
             .post_form(
@@ -369,16 +375,14 @@ fn the_very_next_request_sees_a_membership_change_a_deactivation_and_a_sign_out(
     at_labgate
         .post_form("/api/authentication/logout", &[])
         .expect(204);
-    for proxy in BOTH {
-        let mut a = lab.through(&ann, proxy, "app");
+    for (proxy, mut a) in lab.both(&ann, "app") {
         assert_eq!(lab.status(&mut a, "/"), 302, "{proxy:?}: signed out");
     }
 }
 
 #[test]
 fn an_application_edit_is_seen_by_the_very_next_check() {
-    let lab = Lab::start();
-    let bob = lab.user("bob", false);
+    let (lab, bob) = Lab::with_user("bob", false);
     let mut admin = lab.lg.admin();
     let apps = admin.get("/api/v2/labgate/applications").expect_json(200);
     let port = lab.port(Proxy::Caddy);
@@ -424,7 +428,16 @@ fn an_application_edit_is_seen_by_the_very_next_check() {
 fn an_api_token_passes_through_the_proxy_and_a_revoked_one_does_not() {
     let lab = Lab::start();
     lab.user("ann", true);
-    let token = lab.lg.token_for("ann");
+    let name = "through the proxy";
+    let generated = lab
+        .lg
+        .admin()
+        .post_form(
+            "/api/user_tokens/generate",
+            &[("login", "ann"), ("name", name)],
+        )
+        .expect_json(200);
+    let token = generated["token"].as_str().unwrap().to_string();
     for proxy in BOTH {
         for client in [
             lab.lg.client().bearer(&token),
@@ -435,20 +448,11 @@ fn an_api_token_passes_through_the_proxy_and_a_revoked_one_does_not() {
             assert_eq!(received(&seen, "Remote-User"), ["ann"], "{proxy:?}: {seen}");
         }
     }
-    let tokens = lab
-        .lg
-        .admin()
-        .get_query("/api/user_tokens/search", &[("login", "ann")])
-        .expect_json(200);
-    let name = tokens["userTokens"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
     lab.lg
         .admin()
         .post_form(
             "/api/user_tokens/revoke",
-            &[("login", "ann"), ("name", &name)],
+            &[("login", "ann"), ("name", name)],
         )
         .expect(204);
     let mut c = lab.through(&lab.lg.client().bearer(&token), Proxy::Caddy, "app");
@@ -460,11 +464,9 @@ fn an_api_token_passes_through_the_proxy_and_a_revoked_one_does_not() {
 
 #[test]
 fn an_unrelated_authorization_header_is_left_to_the_application() {
-    let lab = Lab::start();
-    let ann = lab.user("ann", true);
+    let (lab, ann) = Lab::with_user("ann", true);
     for value in ["Basic dXNlcjpwYXNz", "Bearer the-applications-own-token"] {
-        for proxy in BOTH {
-            let mut c = lab.through(&ann.clone().authorization(value), proxy, "app");
+        for (proxy, mut c) in lab.both(&ann.clone().authorization(value), "app") {
             let seen = lab.admitted(&mut c, "/", &[HTML]);
             assert_eq!(received(&seen, "Remote-User"), ["ann"], "{proxy:?}: {seen}");
             assert_eq!(
@@ -480,10 +482,8 @@ fn an_unrelated_authorization_header_is_left_to_the_application() {
 fn a_host_with_no_application_is_refused_whoever_asks() {
     let lab = Lab::start();
     let admin = lab.lg.admin();
-    for proxy in BOTH {
-        let mut c = lab.through(&admin, proxy, "ghost");
-        let r = c.request("GET", "/", &[HTML], b"");
-        assert_eq!(r.status, 403, "{proxy:?}: {}", r.describe());
+    for (proxy, mut c) in lab.both(&admin, "ghost") {
+        let r = c.request("GET", "/", &[HTML], b"").expect(403);
         assert!(
             r.text().contains("No application is registered"),
             "{proxy:?}: {}",
@@ -535,29 +535,26 @@ fn non_ascii_names_reach_the_application_percent_encoded() {
     lab.lg.create_group("équipe, nord");
     lab.add_to("équipe, nord", "zoe");
     let zoe = lab.lg.login("zoe", USER_PASSWORD);
-    for proxy in BOTH {
-        let mut c = lab.through(&zoe, proxy, "open");
+    for (proxy, mut c) in lab.both(&zoe, "open") {
         let seen = lab.admitted(&mut c, "/", &[HTML]);
-        assert_eq!(
-            received(&seen, "Remote-Name"),
-            ["Zo%C3%AB %C3%98deg%C3%A5rd"],
-            "{proxy:?}"
-        );
-        assert_eq!(
-            received(&seen, "Remote-Email"),
-            ["zoe@lab.test"],
-            "{proxy:?}"
-        );
-        assert_eq!(
-            received(&seen, "Remote-Groups"),
-            ["users,%C3%A9quipe%2C nord"],
-            "{proxy:?}: {seen}"
-        );
+        let encoded = [
+            ("Remote-Name", "Zo%C3%AB %C3%98deg%C3%A5rd"),
+            ("Remote-Email", "zoe@lab.test"),
+            ("Remote-Groups", "users,%C3%A9quipe%2C nord"),
+        ];
+        expect_received(proxy, &seen, &encoded);
     }
 }
 
 // ------------------------------------------------------------------------------------------
 // labgate alone: the applications API, the cookie domain, return_to.
+
+/// Registers an application through the API as admin, admitting the members of `groups`.
+fn register(lg: &Labgate, name: &str, url: &str, groups: &[&str]) {
+    let body = json!({"name": name, "url": url, "allowedGroups": groups});
+    let answer = lg.admin().post_json("/api/v2/labgate/applications", &body);
+    assert_eq!(answer.status, 201, "{}", answer.describe());
+}
 
 #[test]
 fn the_applications_api_follows_the_v2_conventions() {
@@ -574,12 +571,7 @@ fn the_applications_api_follows_the_v2_conventions() {
     let id = created["id"].as_str().unwrap().to_string();
     let path = format!("/api/v2/labgate/applications/{id}");
     assert_eq!(admin.get(&path).expect_json(200), created);
-    admin
-        .post_json(
-            "/api/v2/labgate/applications",
-            &json!({"name": "Wiki", "url": "https://wiki.lab.example"}),
-        )
-        .expect_json(201);
+    register(&lg, "Wiki", "https://wiki.lab.example", &[]);
     let page = admin
         .get_query("/api/v2/labgate/applications", &[("p", "2"), ("ps", "1")])
         .expect_json(200);
@@ -649,14 +641,9 @@ fn the_applications_api_follows_the_v2_conventions() {
 fn a_group_that_admits_people_to_an_application_cannot_be_deleted() {
     let lg = Labgate::start();
     lg.create_group("ml");
-    let mut admin = lg.admin();
-    admin
-        .post_json(
-            "/api/v2/labgate/applications",
-            &json!({"name": "Grafana", "url": "https://grafana.lab.example", "allowedGroups": ["ml"]}),
-        )
-        .expect_json(201);
-    let message = admin
+    register(&lg, "Grafana", "https://grafana.lab.example", &["ml"]);
+    let message = lg
+        .admin()
         .post_form("/api/user_groups/delete", &[("name", "ml")])
         .expect_error(400);
     assert_eq!(
@@ -749,13 +736,7 @@ fn a_cookie_domain_is_checked_against_the_base_url_given_at_start() {
 #[test]
 fn return_to_follows_registered_applications_and_nothing_else() {
     let lg = Labgate::start();
-    let mut admin = lg.admin();
-    admin
-        .post_json(
-            "/api/v2/labgate/applications",
-            &json!({"name": "App", "url": "https://app.lab.test"}),
-        )
-        .expect_json(201);
+    register(&lg, "App", "https://app.lab.test", &[]);
     let sign_in = |return_to: &str| {
         let mut c = lg.client();
         let page = c.get_query("/sessions/new", &[("return_to", return_to)]);

@@ -73,6 +73,22 @@ fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path) {
     }
 }
 
+/// A directory for `package`'s `tool`, holding its configuration `file` written by `text`
+/// from the directory's path; fails at once when the tool is missing.
+fn configure(
+    tool: &str,
+    package: &str,
+    file: &str,
+    text: impl FnOnce(&str) -> String,
+) -> (Scratch, PathBuf) {
+    require(tool, package);
+    let dir = Scratch::new(package);
+    let path = dir.0.join(file);
+    let contents = text(&dir.0.display().to_string());
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {file}: {e}"));
+    (dir, path)
+}
+
 fn require(tool: &str, package: &str) {
     assert!(
         Path::new(tool).exists(),
@@ -80,104 +96,81 @@ fn require(tool: &str, package: &str) {
     );
 }
 
-/// A running nginx.
-pub struct Nginx {
+/// A running proxy, nginx or Caddy, killed when dropped.
+pub struct Proxy {
     child: Child,
     pub port: u16,
     dir: Scratch,
+    /// The file its messages go to, in `dir`.
+    log: &'static str,
 }
 
-impl Nginx {
-    /// Starts nginx serving `servers` (`server { … }` blocks) inside a minimal `http` block;
-    /// `port` is the one they listen on, waited for.
-    pub fn start(servers: &str, port: u16) -> Nginx {
-        require(NGINX, "nginx");
-        let dir = Scratch::new("nginx");
-        let d = dir.0.display();
-        let conf = format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{servers}}}\n"
-        );
-        let path = dir.0.join("nginx.conf");
-        std::fs::write(&path, conf).expect("write nginx.conf");
-        let log = dir.0.join("error.log");
-        let mut child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&path)
-            .arg("-g")
-            .arg("daemon off; master_process off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_listening(&mut child, port, "nginx", &log);
-        Nginx { child, port, dir }
+pub type Nginx = Proxy;
+pub type Caddy = Proxy;
+
+impl Proxy {
+    /// nginx serving `servers` (`server { … }` blocks) inside a minimal `http` block, one
+    /// process (no master), waited for on `port`.
+    pub fn nginx(servers: &str, port: u16) -> Proxy {
+        let (dir, path) = configure(NGINX, "nginx", "nginx.conf", |d| {
+            format!(
+                "pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{servers}}}\n"
+            )
+        });
+        let mut cmd = Command::new(NGINX);
+        cmd.arg("-p").arg(&dir.0).arg("-c").arg(&path);
+        cmd.args(["-g", "daemon off; master_process off;"]);
+        Proxy::start(cmd, port, dir, "error.log")
     }
 
-    /// The process id (nginx runs as one process here).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A running Caddy.
-pub struct Caddy {
-    child: Child,
-    pub port: u16,
-    dir: Scratch,
-}
-
-impl Caddy {
-    /// Starts Caddy on a Caddyfile made of global options (no admin endpoint, storage and
-    /// configuration in its own directory) and `sites`; `port` is the one they listen on.
-    pub fn start(sites: &str, port: u16) -> Caddy {
-        require(CADDY, "caddy");
-        let dir = Scratch::new("caddy");
-        let d = dir.0.display();
-        let caddyfile = format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/storage\n}}\n\n{sites}"
-        );
-        let path = dir.0.join("Caddyfile");
-        std::fs::write(&path, caddyfile).expect("write Caddyfile");
-        let log = dir.0.join("caddy.log");
-        let out = std::fs::File::create(&log).expect("caddy log");
-        let mut child = Command::new(CADDY)
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .arg("--adapter")
-            .arg("caddyfile")
-            .env("HOME", &dir.0)
+    /// Caddy on a Caddyfile of global options (no admin endpoint, no automatic HTTPS, storage
+    /// and configuration in its own directory) and `sites`, waited for on `port`.
+    pub fn caddy(sites: &str, port: u16) -> Proxy {
+        let (dir, path) = configure(CADDY, "caddy", "Caddyfile", |d| {
+            format!("{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/storage\n}}\n\n{sites}")
+        });
+        let mut cmd = Command::new(CADDY);
+        cmd.arg("run").arg("--config").arg(&path);
+        cmd.args(["--adapter", "caddyfile"]);
+        cmd.env("HOME", &dir.0)
             .env("XDG_DATA_HOME", dir.0.join("data"))
-            .env("XDG_CONFIG_HOME", dir.0.join("config"))
+            .env("XDG_CONFIG_HOME", dir.0.join("config"));
+        Proxy::start(cmd, port, dir, "caddy.log")
+    }
+
+    /// Starts `cmd` with its standard error in `dir/log` (where nginx writes its own log too)
+    /// and waits until it listens on `port`.
+    fn start(mut cmd: Command, port: u16, dir: Scratch, log: &'static str) -> Proxy {
+        let path = dir.0.join(log);
+        let out = std::fs::File::create(&path).expect("log file");
+        let what = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
-            .expect("start caddy");
-        wait_listening(&mut child, port, "caddy", &log);
-        Caddy { child, port, dir }
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        wait_listening(&mut child, port, &what, &path);
+        Proxy {
+            child,
+            port,
+            dir,
+            log,
+        }
     }
 
+    /// The process id (one process: nginx runs without a master here).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("caddy.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.0.join(self.log)).unwrap_or_default()
     }
 }
 
-impl Drop for Caddy {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
