@@ -67,8 +67,9 @@ impl GitlabConfig {
         }
     }
 
+    /// The scopes a sign-in asks of GitLab: always the same (see [`crate::provisioning::SCOPES`]).
     pub fn scope(&self) -> &'static str {
-        crate::provisioning::scope(self.synchronize_groups, &self.allowed_groups)
+        crate::provisioning::SCOPES
     }
 }
 
@@ -451,7 +452,7 @@ mod tests {
         let c = create(&mut conn, BODY.as_bytes()).unwrap();
         assert!(c.usable());
         assert_eq!(c.url, "https://gl.example");
-        assert_eq!(c.scope(), "read_api");
+        assert_eq!(c.scope(), "openid email");
         assert!(!c.to_json().to_string().contains("s3cret"));
         assert!(matches!(
             create(&mut conn, BODY.as_bytes()),
@@ -473,7 +474,7 @@ mod tests {
         assert_eq!(c.url, "https://gl2.example");
         let c = patch(&mut conn, br#"{"allowedGroups":null,"enabled":false}"#).unwrap();
         assert!(c.allowed_groups.is_empty() && !c.enabled);
-        assert_eq!(c.scope(), "read_user");
+        assert_eq!(c.scope(), "openid email");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
-//!    [`provisioning`], [`accounts`], [`signin`], [`gate`] (the applications behind labgate);
+//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`gate`] (the applications
+//!    behind labgate);
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -28,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod gate;
 pub mod gitlab;
+pub mod gitlab_check;
 pub mod gitlab_config;
 pub mod logging;
 pub mod model;

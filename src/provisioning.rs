@@ -1,4 +1,4 @@
-//! The GitLab sign-in rules as pure functions: which scope to ask for, allowed-group matching,
+//! The GitLab sign-in rules as pure functions: the scopes to ask for, allowed-group matching,
 //! finding or linking the account, sign-up, login generation, which GitLab paths group
 //! synchronization may take and its plan, and the refusal reasons. [`decide`] puts them
 //! together: from what GitLab said ([`Claims`]), the configuration ([`Policy`]) and what the
@@ -9,19 +9,10 @@
 use crate::model::{self, FieldError, Login};
 use std::collections::HashSet;
 
-/// Scope asked of GitLab: `read_api` only when the user's groups are needed.
-pub fn scope(synchronize_groups: bool, allowed_groups: &[String]) -> &'static str {
-    if groups_needed(synchronize_groups, allowed_groups) {
-        "read_api"
-    } else {
-        "read_user"
-    }
-}
-
-/// The groups are read when synchronization is on or allowed groups restrict sign-in.
-pub fn groups_needed(synchronize_groups: bool, allowed_groups: &[String]) -> bool {
-    synchronize_groups || !allowed_groups.is_empty()
-}
+/// The scopes asked of GitLab, whatever the settings: `openid` lets labgate read who the
+/// person is and their groups from GitLab's OIDC userinfo, `email` adds their primary email.
+/// A token with these scopes can read nothing else: no repository, project or API.
+pub const SCOPES: &str = "openid email";
 
 /// Passes when allowed groups are empty, or some GitLab group path equals an allowed entry or
 /// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
@@ -254,7 +245,6 @@ pub enum Refusal {
     EmailTaken,
     IdMismatch(String),
     Deactivated,
-    GitlabAccountInactive,
     /// State/CSRF failure, GitLab error, misconfiguration: no reason shown; details in the log.
     Generic,
 }
@@ -267,7 +257,6 @@ impl Refusal {
             Refusal::EmailTaken => "This account is already associated with another authentication method. Sign in using the current authentication method, or contact your administrator to transfer your account to a different authentication method.".into(),
             Refusal::IdMismatch(username) => format!("Failed to authenticate with login '{username}'"),
             Refusal::Deactivated => "Your account is deactivated. Please contact your administrator.".into(),
-            Refusal::GitlabAccountInactive => "Your GitLab account is not active".into(),
             Refusal::Generic => return None,
         })
     }
@@ -280,7 +269,6 @@ impl Refusal {
             Refusal::EmailTaken => "email used by another account",
             Refusal::IdMismatch(_) => "username linked to another GitLab id",
             Refusal::Deactivated => "account deactivated",
-            Refusal::GitlabAccountInactive => "GitLab account not active",
             Refusal::Generic => "error",
         }
     }
@@ -299,9 +287,9 @@ pub fn admission(
     }
 }
 
-/// What the identity provider said about the person signing in. GitLab's REST answers fill it
-/// today (the user, then their groups when the rules need them); each field has an OpenID
-/// Connect userinfo counterpart, so that another source can fill it the same way.
+/// What the identity provider said about the person signing in: GitLab's OIDC userinfo fills
+/// it. Userinfo serves active GitLab accounts only, and a bot account cannot complete a browser
+/// sign-in, so whoever the claims describe is an active person on GitLab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     /// The provider's stable numeric id of the account (> 0).
@@ -310,15 +298,10 @@ pub struct Claims {
     pub username: String,
     /// As the provider has it; may be empty (the username stands in for it).
     pub name: String,
-    /// The primary email, unchecked; `None` when the provider gave none.
+    /// The email, unchecked, only when the provider says it is verified; `None` otherwise.
     pub email: Option<String>,
-    /// `None` while the account may be used; otherwise its state as the provider names it
-    /// (`blocked`, `deactivated`, ...), for the log.
-    pub inactive: Option<String>,
-    /// A project, group or service-account bot rather than a person.
-    pub bot: bool,
-    /// The full paths of the groups the account belongs to; empty when they were not read
-    /// ([`reads_groups`]).
+    /// The full paths of the groups the account belongs to, directly or through a parent
+    /// group.
     pub groups: Vec<String>,
 }
 
@@ -337,28 +320,6 @@ impl Policy<'_> {
     pub fn synchronizes(&self) -> bool {
         synchronizes(self.synchronize_groups, self.allowed_groups)
     }
-}
-
-/// Whether to read the account's groups from the provider: the rules need them
-/// ([`groups_needed`]) and the account is not refused for what it is whatever its groups
-/// (inactive, a bot), which spares a call that could only fail the sign-in otherwise.
-pub fn reads_groups(policy: &Policy<'_>, claims: &Claims) -> bool {
-    groups_needed(policy.synchronize_groups, policy.allowed_groups)
-        && refused_account(claims).is_none()
-}
-
-/// A refused GitLab account whatever its groups: one that is not active, and bots, which are
-/// not people (refused with the allowed-groups reason, as a person outside them would be).
-fn refused_account(claims: &Claims) -> Option<Refused> {
-    if let Some(state) = &claims.inactive {
-        let detail = format!("GitLab state is {state:?}");
-        return Some(Refused::new(Refusal::GitlabAccountInactive, detail));
-    }
-    if claims.bot {
-        let detail = "GitLab bot account";
-        return Some(Refused::new(Refusal::NotInAllowedGroups, detail));
-    }
-    None
 }
 
 /// The email an account takes from the claims: the provider's, when it is a valid email
@@ -475,13 +436,12 @@ pub struct GroupSync {
 }
 
 /// The GitLab sign-in decision, the rules in the order they apply:
-/// 1. an inactive GitLab account, or a bot, is refused;
-/// 2. outside every allowed group (when some are set), refused;
-/// 3. the account: the one of this GitLab id, else a pre-provisioned one by username; a
+/// 1. outside every allowed group (when some are set), refused;
+/// 2. the account: the one of this GitLab id, else a pre-provisioned one by username; a
 ///    username held by an account of another GitLab id is refused ([`find_account`]);
-/// 4. no account and sign-up off, or a deactivated account: refused ([`admission`]);
-/// 5. an email (when valid) that another account holds: refused;
-/// 6. admitted: the account is created, linked, refreshed or left as it is, and with group
+/// 3. no account and sign-up off, or a deactivated account: refused ([`admission`]);
+/// 4. an email (when valid) that another account holds: refused;
+/// 5. admitted: the account is created, linked, refreshed or left as it is, and with group
 ///    synchronization on, its memberships follow the kept GitLab paths ([`group_sync_plan`]).
 pub fn decide(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Decision {
     match admit(claims, policy, stored) {
@@ -491,9 +451,6 @@ pub fn decide(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Decision
 }
 
 fn admit(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Result<Admission, Refused> {
-    if let Some(refused) = refused_account(claims) {
-        return Err(refused);
-    }
     if !in_allowed_groups(&claims.groups, policy.allowed_groups) {
         return Err(Refused::new(
             Refusal::NotInAllowedGroups,
@@ -705,10 +662,8 @@ mod tests {
     }
 
     #[test]
-    fn scope_asks_read_api_only_when_groups_are_needed() {
-        assert_eq!(scope(false, &[]), "read_user");
-        assert_eq!(scope(true, &[]), "read_api");
-        assert_eq!(scope(false, &paths(&["acme"])), "read_api");
+    fn the_scopes_are_openid_and_email_and_nothing_that_reads_code() {
+        assert_eq!(SCOPES, "openid email");
     }
 
     #[test]
@@ -903,8 +858,6 @@ mod tests {
             username: "ann".into(),
             name: "Ann".into(),
             email: Some("ann@x.org".into()),
-            inactive: None,
-            bot: false,
             groups: paths(&["acme/dev"]),
         }
     }
@@ -1094,26 +1047,6 @@ mod tests {
                 refuse(Refusal::Deactivated, "sign-in rule"),
             ),
             (
-                "a blocked GitLab account is refused, whatever else holds",
-                with(|c| {
-                    c.inactive = Some("blocked".into());
-                    c.groups.clear();
-                }),
-                sign_up,
-                returning.clone(),
-                refuse(
-                    Refusal::GitlabAccountInactive,
-                    "GitLab state is \"blocked\"",
-                ),
-            ),
-            (
-                "a bot is refused with the allowed-groups reason, even in an allowed group",
-                with(|c| c.bot = true),
-                anyone,
-                new.clone(),
-                refuse(Refusal::NotInAllowedGroups, "GitLab bot account"),
-            ),
-            (
                 "a person outside every allowed group is refused",
                 with(|c| c.groups = paths(&["acme-other", "x/acme"])),
                 sign_up,
@@ -1231,36 +1164,6 @@ mod tests {
     }
 
     #[test]
-    fn groups_are_read_when_the_rules_need_them_and_the_account_is_not_refused_anyway() {
-        let acme = paths(&["acme"]);
-        let policy = |synchronize_groups, allowed_groups| Policy {
-            allow_sign_up: true,
-            synchronize_groups,
-            allowed_groups,
-        };
-        let blocked = Claims {
-            inactive: Some("blocked".into()),
-            ..ann()
-        };
-        let bot = Claims { bot: true, ..ann() };
-        // (policy, claims, read)
-        let cases = [
-            (policy(false, &[]), ann(), false),
-            (policy(true, &[]), ann(), true),
-            (policy(false, &acme), ann(), true),
-            (policy(true, &acme), blocked, false),
-            (policy(false, &acme), bot, false),
-        ];
-        for (policy, claims, read) in cases {
-            assert_eq!(
-                reads_groups(&policy, &claims),
-                read,
-                "{policy:?} {claims:?}"
-            );
-        }
-    }
-
-    #[test]
     fn refusal_texts_match_the_spec() {
         assert_eq!(
             Refusal::NotInAllowedGroups.reason().unwrap(),
@@ -1277,10 +1180,6 @@ mod tests {
         assert_eq!(
             Refusal::Deactivated.reason().unwrap(),
             "Your account is deactivated. Please contact your administrator."
-        );
-        assert_eq!(
-            Refusal::GitlabAccountInactive.reason().unwrap(),
-            "Your GitLab account is not active"
         );
         assert!(Refusal::EmailTaken
             .reason()

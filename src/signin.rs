@@ -2,6 +2,8 @@
 //! [`provisioning::decide`] decide, apply an admitted decision and start the session. The rules
 //! are `provisioning`'s; this module only reads and writes.
 
+pub mod pending;
+
 use crate::accounts;
 use crate::db::{self, gitlab_group_sync, groups, users};
 use crate::error::AppError;
@@ -46,8 +48,9 @@ impl From<AppError> for SignInError {
 /// read in it ([`read_stored`]), so that no concurrent sign-in or administrator's change comes
 /// between the decision and its writes (sixteen simultaneous first sign-ins of one GitLab user
 /// create one account); an admitted decision is applied ([`apply`]) and the session started,
-/// ending the browser's previous session (`previous_session`, its id hash). Nothing is written
-/// unless the sign-in succeeds.
+/// ending the browser's previous session (`previous_session`, its id hash), and the GitLab
+/// registration problem shown to admins, if any, cleared. Nothing is written unless the
+/// sign-in succeeds.
 pub fn complete(
     conn: &mut Connection,
     config: &GitlabConfig,
@@ -63,6 +66,8 @@ pub fn complete(
         Decision::Refuse(refused) => return Err(SignInError::Refused(refused)),
     };
     let signed_in = apply(&tx, &admission, previous_session, now)?;
+    // A sign-in went through: whatever registration problem the admins were shown is solved.
+    db::gitlab_sign_in_problem::clear(&tx)?;
     tx.commit()?;
     Ok(signed_in)
 }
@@ -239,8 +244,6 @@ fn person(id: i64, username: &str, name: &str, email: Option<&str>) -> Claims {
         username: username.into(),
         name: name.into(),
         email: email.map(str::to_string),
-        inactive: None,
-        bot: false,
         groups: Vec::new(),
     }
 }

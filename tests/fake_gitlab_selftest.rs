@@ -1243,3 +1243,170 @@ fn date_helpers_match_the_gitlab_md_example() {
         "2021-01-05T11:00:00.000Z"
     );
 }
+
+// --- OIDC: userinfo and discovery ---------------------------------------------------------------
+
+fn userinfo_with(fake: &FakeGitlab, token: &str) -> HttpResponse {
+    get_with(
+        &format!("{}/oauth/userinfo", fake.url()),
+        &[("Authorization", &bearer(token))],
+    )
+}
+
+#[test]
+fn the_code_flow_with_openid_email_gives_a_token_that_reads_userinfo() {
+    let fake = fake();
+    fake.add_member("alice", "acme/platform", access::GUEST);
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(&fake, &[("scope", "openid email")]));
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    let code = param(&location_params(&resp), "code").unwrap();
+    let token = exchange(&fake, &code, VERIFIER).json();
+    assert_eq!(token["scope"], "openid email");
+    let info = userinfo_with(&fake, token["access_token"].as_str().unwrap());
+    assert_eq!(info.status, 200, "{}", info.text());
+    let claims = info.json();
+    assert_eq!(claims["sub"], "42", "sub is the id as a string");
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["nickname"], "alice");
+    assert_eq!(claims["name"], "Alice Liddell");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(claims["groups"], serde_json::json!(["acme/platform"]));
+    assert_eq!(fake.call_count(Endpoint::Userinfo), 1);
+}
+
+#[test]
+fn userinfo_groups_are_direct_groups_and_descendants_never_ancestors() {
+    let fake = fake();
+    fake.add_group("acme/platform/sre");
+    fake.add_group("acme/web");
+    fake.add_member("alice", "acme/platform", access::GUEST);
+    fake.add_member("alice", "other", access::OWNER);
+    fake.add_member("alice", "labs", access::DEVELOPER);
+    let token = fake.issue_token("alice", "openid");
+    let claims = userinfo_with(&fake, &token).json();
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["acme/platform", "acme/platform/sre", "labs", "other"])
+    );
+    assert_eq!(
+        claims["https://gitlab.org/claims/groups/owner"],
+        serde_json::json!(["other"])
+    );
+    assert_eq!(
+        claims["https://gitlab.org/claims/groups/developer"],
+        serde_json::json!(["labs"])
+    );
+    assert!(
+        claims
+            .get("https://gitlab.org/claims/groups/maintainer")
+            .is_none(),
+        "an empty role claim is absent: {claims}"
+    );
+    let none = FakeUser::new(7, "nobody");
+    fake.add_user(none);
+    let claims = userinfo_with(&fake, &fake.issue_token("nobody", "openid")).json();
+    assert_eq!(claims["groups"], serde_json::json!([]), "groups may be []");
+}
+
+#[test]
+fn userinfo_gives_the_primary_email_only_with_the_email_scope() {
+    let fake = fake();
+    let claims = userinfo_with(&fake, &fake.issue_token("alice", "openid")).json();
+    assert!(claims.get("email").is_none(), "no public email: {claims}");
+    assert!(claims.get("email_verified").is_none(), "{claims}");
+    fake.update_user("alice", |u| {
+        u.public_email = Some("alice@public.example".into())
+    });
+    let claims = userinfo_with(&fake, &fake.issue_token("alice", "openid")).json();
+    assert_eq!(claims["email"], "alice@public.example");
+    fake.update_user("alice", |u| u.email_verified = false);
+    let claims = userinfo_with(&fake, &fake.issue_token("alice", "openid email")).json();
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["email_verified"], false);
+}
+
+#[test]
+fn userinfo_refuses_without_openid_403_and_a_bad_token_401() {
+    let fake = fake();
+    let resp = userinfo_with(&fake, &fake.issue_token("alice", "read_api"));
+    assert_eq!(resp.status, 403);
+    assert!(resp
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+    for token in [String::from("00ff"), String::new()] {
+        let resp = userinfo_with(&fake, &token);
+        assert_eq!(resp.status, 401, "{token:?}");
+        assert!(resp
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        assert!(resp.body.is_empty());
+    }
+    let expired = fake.issue_token("alice", "openid");
+    fake.advance_clock(7200);
+    assert_eq!(userinfo_with(&fake, &expired).status, 401);
+    let revoked = fake.issue_token("alice", "openid");
+    fake.revoke_token(&revoked);
+    assert_eq!(userinfo_with(&fake, &revoked).status, 401);
+}
+
+#[test]
+fn userinfo_serves_active_users_only() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "openid");
+    for state in ["blocked", "deactivated", "banned"] {
+        fake.set_user_state("alice", state);
+        assert_eq!(userinfo_with(&fake, &token).status, 401, "{state}");
+    }
+    fake.set_user_state("alice", "active");
+    assert_eq!(userinfo_with(&fake, &token).status, 200);
+}
+
+#[test]
+fn userinfo_answers_post_and_the_access_token_parameter() {
+    let fake = fake();
+    let token = fake.issue_token("alice", "openid");
+    let resp = get(&format!(
+        "{}/oauth/userinfo?access_token={token}",
+        fake.url()
+    ));
+    assert_eq!(resp.status, 200);
+    let resp = http(
+        "POST",
+        &format!("{}/oauth/userinfo", fake.url()),
+        &[("Authorization", &bearer(&token))],
+        Some(""),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
+fn discovery_names_the_issuer_endpoints_and_scopes_and_can_be_changed() {
+    let fake = FakeGitlab::start_with_prefix("gitlab");
+    let doc = get(&format!("{}/.well-known/openid-configuration", fake.url())).json();
+    assert_eq!(doc["issuer"], fake.url());
+    assert_eq!(
+        doc["userinfo_endpoint"],
+        format!("{}/oauth/userinfo", fake.url())
+    );
+    assert_eq!(doc["token_endpoint"], format!("{}/oauth/token", fake.url()));
+    let scopes = doc["scopes_supported"].as_array().unwrap();
+    for s in ["openid", "email", "read_api"] {
+        assert!(scopes.iter().any(|x| x == s), "{s}");
+    }
+    fake.set_issuer(Some("https://gitlab.example"));
+    fake.set_scopes_supported(Some(&["openid", "read_api"]));
+    let doc = get(&format!("{}/.well-known/openid-configuration", fake.url())).json();
+    assert_eq!(doc["issuer"], "https://gitlab.example");
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["openid", "read_api"])
+    );
+    fake.set_fault(Endpoint::Discovery, Fault::Status(502));
+    let resp = get(&format!("{}/.well-known/openid-configuration", fake.url()));
+    assert_eq!(resp.status, 502);
+}

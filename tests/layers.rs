@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &str)] = &[
         "talking to GitLab and counting attempts: tools the operations use, knowing nothing of them",
     ),
     (
-        "settings gitlab_config provisioning accounts signin gate",
+        "settings gitlab_config gitlab_check provisioning accounts signin gate",
         "the operations: what labgate does to its data, the same for pages and API, without HTTP",
     ),
     (

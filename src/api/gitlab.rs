@@ -1,9 +1,11 @@
-//! `/api/v2/dop-translation/gitlab-configurations`: the GitLab configuration as one resource.
+//! `/api/v2/dop-translation/gitlab-configurations`: the GitLab configuration as one resource;
+//! `/api/v2/labgate/gitlab-checks`: the connection check of the stored configuration.
 
 use crate::error::{AppError, AppResult};
+use crate::gitlab_check;
 use crate::gitlab_config;
 use crate::web::request::Resp;
-use crate::web::Ctx;
+use crate::web::{Ctx, POOL_WAIT};
 use serde_json::json;
 
 pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
@@ -50,4 +52,18 @@ pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     gitlab_config::delete(&mut ctx.conn)?;
     log::info!("GitLab configuration deleted");
     Ok(Resp::no_content())
+}
+
+/// `POST /api/v2/labgate/gitlab-checks`: checks the stored configuration against GitLab and
+/// answers `{"ok", "checks": [{"name", "ok", "detail"}]}` in the order they ran. A failing
+/// check is an answer, not an error: 200 whatever GitLab said.
+pub fn check(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let by = ctx.caller()?.user.login.clone();
+    let report = gitlab_check::run(&mut ctx.conn, &ctx.app.gitlab_asking(&by), POOL_WAIT)?;
+    let checks: Vec<_> = report
+        .checks
+        .iter()
+        .map(|c| json!({ "name": c.name, "ok": c.ok, "detail": c.detail }))
+        .collect();
+    Ok(Resp::json(&json!({ "ok": report.ok, "checks": checks })))
 }

@@ -278,7 +278,22 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM gitlab_group_sync;
     END;
     "#,
-    // 8: applications behind labgate (forward authentication): each is known by its origin,
+    // 8: the last sign-in that failed because of how labgate is registered in GitLab (scopes
+    // not ticked, application ID or secret refused), shown to admins on the GitLab tab with its
+    // fix until a sign-in succeeds. One row at most.
+    r#"
+    CREATE TABLE gitlab_sign_in_problem (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seen_at INTEGER NOT NULL,
+        problem TEXT NOT NULL,
+        fix TEXT NOT NULL
+    );
+    "#,
+    // 9: GitLab sign-ins in progress are kept in memory (a start writes nothing to disk).
+    r#"
+    DROP TABLE oauth_states;
+    "#,
+    // 10: applications behind labgate (forward authentication): each is known by its origin,
     // and admits the members of its allowed groups (none listed: every active user). A group
     // that admits people to an application cannot be deleted (RESTRICT): deleting it must not
     // leave the application open to everyone. Names are unique ignoring case, so that two

@@ -2,21 +2,17 @@
 //! redirects, statuses read rather than turned into errors, TLS roots, proxies), the token call
 //! through the `oauth2` crate, and the GETs with their bounded retries and pagination.
 
-use super::parse::{
-    clean, next_page, parse_user, read_groups_page, redact, retry_after_secs, retry_wait,
-    same_gitlab, status_error, NextPage,
-};
+use super::parse::{clean, parse_userinfo, redact, retry_after_secs, retry_wait, status_error};
 use super::proxy::ProxyEnv;
 use super::{
-    GitlabError, GitlabSettings, GitlabUser, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_PAGES,
-    MAX_PAGE_BODY, MAX_SMALL_BODY,
+    GitlabError, GitlabSettings, Userinfo, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_SMALL_BODY,
+    MAX_USERINFO_BODY,
 };
 use oauth2::basic::{BasicClient, BasicTokenType};
 use oauth2::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, HttpRequest, HttpResponse,
     PkceCodeVerifier, RedirectUrl, RequestTokenError, TokenResponse, TokenUrl,
 };
-use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -56,8 +52,6 @@ impl fmt::Debug for Client {
 /// cap, is read into a [`BodyBuf`].
 struct Answer {
     status: u16,
-    x_next_page: Option<String>,
-    link: Option<String>,
     retry_after: Option<String>,
     location: Option<String>,
     content_type: Option<String>,
@@ -304,67 +298,83 @@ impl Client {
             })
     }
 
-    /// `GET <url>/api/v4/user`: who signed in.
-    pub fn current_user(
+    /// `GET <url>/oauth/userinfo`: who signed in and their groups, in one call that needs only
+    /// the `openid` scope. A 403 means the token lacks `openid` (see
+    /// [`GitlabError::configuration_fix`]); a 401, that GitLab no longer accepts the token.
+    pub fn userinfo(
         &self,
         s: &GitlabSettings,
         token: &str,
         deadline: Instant,
-    ) -> Result<GitlabUser, GitlabError> {
-        let url = format!("{}/api/v4/user", s.base());
+    ) -> Result<Userinfo, GitlabError> {
+        let url = format!("{}/oauth/userinfo", s.base());
         let mut body = BodyBuf::default();
-        self.get("user", &url, token, MAX_SMALL_BODY, deadline, &mut body)?;
-        parse_user(body.as_slice())
+        self.get(
+            "userinfo",
+            &url,
+            token,
+            MAX_USERINFO_BODY,
+            deadline,
+            &mut body,
+        )?;
+        parse_userinfo(body.as_slice())
     }
 
-    /// Every group the user belongs to, directly or through a parent group, as `full_path`
-    /// values, sorted and without duplicates: `GET <url>/api/v4/groups?
-    /// min_access_level=10&per_page=100`, then the next page from `X-Next-Page` (a URL labgate
-    /// builds) or else `Link rel="next"` (followed only on the configured GitLab), until there
-    /// is none; `X-Total` is never trusted. At most [`MAX_PAGES`] pages; a page read twice is
-    /// an error.
-    pub fn user_groups(
+    /// One GET without credentials for the connection check: whatever the status, the answer
+    /// (within [`MAX_SMALL_BODY`]); `Err` says why GitLab could not be reached and what to fix.
+    pub fn probe_get(&self, url: &str, deadline: Instant) -> Result<Probe, String> {
+        let timeout = time_left(deadline).map_err(|_| reach_timeout())?;
+        let response = self
+            .agent_for(url)
+            .get(url)
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()
+            .map_err(|e| reach_problem(url, &e))?;
+        Probe::read(url, response)
+    }
+
+    /// The token request of the connection check: the authorization-code grant with a random
+    /// code that GitLab never issued, and the client credentials in the body as a sign-in sends
+    /// them. GitLab checks the client before the code, so the answer tells whether it accepts
+    /// the application ID and secret; nothing can be redeemed.
+    pub fn probe_token(
         &self,
         s: &GitlabSettings,
-        token: &str,
+        redirect_uri: &str,
         deadline: Instant,
-    ) -> Result<Vec<String>, GitlabError> {
-        let first = format!(
-            "{}/api/v4/groups?min_access_level=10&per_page=100",
-            s.base()
-        );
-        let malformed = |detail: &str| GitlabError::Malformed {
-            step: "groups",
-            detail: detail.to_string(),
-        };
-        let mut url = first.clone();
-        let mut read_pages = HashSet::new();
-        let mut groups = Vec::new();
-        let mut body = BodyBuf::default();
-        for _ in 0..MAX_PAGES {
-            read_pages.insert(url.clone());
-            let answer = self.get("groups", &url, token, MAX_PAGE_BODY, deadline, &mut body)?;
-            read_groups_page(body.as_slice(), &mut groups)?;
-            url = match next_page(answer.x_next_page.as_deref(), answer.link.as_deref()) {
-                None => {
-                    groups.sort();
-                    groups.dedup();
-                    return Ok(groups);
-                }
-                Some(NextPage::Number(n)) => format!("{first}&page={n}"),
-                Some(NextPage::Url(next)) if same_gitlab(s.base(), &next) => next,
-                Some(NextPage::Url(_)) => {
-                    return Err(malformed(
-                        "the Link rel=\"next\" URL is not on the configured GitLab URL and \
-                         X-Next-Page is missing; not followed",
-                    ))
-                }
-            };
-            if read_pages.contains(&url) {
-                return Err(malformed("the next page is one already read"));
-            }
+    ) -> Result<Probe, String> {
+        let url = format!("{}/oauth/token", s.base());
+        let timeout = time_left(deadline).map_err(|_| reach_timeout())?;
+        let code = crate::crypto::random_hex(20);
+        let response = self
+            .agent_for(&url)
+            .post(&url)
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send_form([
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("client_id", s.application_id.as_str()),
+                ("client_secret", s.secret.as_str()),
+            ])
+            .map_err(|e| redact(reach_problem(&url, &e), &[&s.secret]))?;
+        let mut probe = Probe::read(&url, response)?;
+        // GitLab never echoes the secret; a hostile server might.
+        if !s.secret.is_empty()
+            && probe
+                .body
+                .windows(s.secret.len())
+                .any(|w| w == s.secret.as_bytes())
+        {
+            probe.body = b"{}".to_vec();
         }
-        Err(GitlabError::TooManyPages)
+        Ok(probe)
     }
 
     /// One GET with the access token, retried after a 429 (within `Retry-After`, the caps and
@@ -654,6 +664,98 @@ fn map_ureq(step: &'static str, e: ureq::Error) -> GitlabError {
     }
 }
 
+/// An answer to a connection-check call: its status, `Location` and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Probe {
+    fn read(url: &str, response: ureq::http::Response<ureq::Body>) -> Result<Probe, String> {
+        let mut body = BodyBuf::default();
+        let answer = read("check", response, MAX_SMALL_BODY, &mut body).map_err(|e| match e {
+            GitlabError::TooLarge { .. } => format!(
+                "the answer of {url} is larger than {MAX_SMALL_BODY} bytes: is this GitLab's URL?"
+            ),
+            GitlabError::Timeout => reach_timeout(),
+            other => other.to_string(),
+        })?;
+        Ok(Probe {
+            status: answer.status,
+            location: answer.location,
+            body: body.as_slice().to_vec(),
+        })
+    }
+}
+
+fn reach_timeout() -> String {
+    "timed out: check the URL, that GitLab is up, the firewall, and the proxy settings \
+     (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)"
+        .to_string()
+}
+
+/// Why a call did not get an answer, with what to fix.
+fn reach_problem(url: &str, e: &ureq::Error) -> String {
+    let place = url
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default();
+    let host = place.rsplit_once('@').map_or(place.as_str(), |(_, h)| h);
+    let not_trusted = |tls: &rustls::Error| {
+        format!(
+            "TLS certificate of {host} not trusted ({tls}): if it comes from an internal CA, \
+             start labgate with --ca-file and that CA's certificate (PEM)"
+        )
+    };
+    let not_found = || {
+        format!(
+            "DNS name {} not found: check the host name in the URL (and this machine's DNS \
+             resolver)",
+            host.rsplit_once(':').map_or(host, |(h, _)| h)
+        )
+    };
+    let tls_of = |io: &std::io::Error| {
+        io.get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .cloned()
+    };
+    match e {
+        ureq::Error::Timeout(_) => reach_timeout(),
+        // std reports a failed getaddrinfo as an uncategorized error with this text.
+        ureq::Error::Io(io) if io.to_string().starts_with("failed to lookup address") => {
+            not_found()
+        }
+        ureq::Error::HostNotFound => not_found(),
+        ureq::Error::ConnectionFailed => format!(
+            "connection to {host} refused or failed: check the port in the URL and that GitLab \
+             is up"
+        ),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("connection refused by {host}: check the port in the URL and that GitLab is up")
+        }
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            reach_timeout()
+        }
+        ureq::Error::Io(io) => match tls_of(io) {
+            Some(tls @ rustls::Error::InvalidCertificate(_)) => not_trusted(&tls),
+            Some(tls) => format!("TLS handshake with {host} failed: {tls}"),
+            None => format!("no answer from {host}: {}", clean(&io.to_string(), 200)),
+        },
+        ureq::Error::Rustls(tls @ rustls::Error::InvalidCertificate(_)) => not_trusted(tls),
+        ureq::Error::Rustls(tls) => format!("TLS handshake with {host} failed: {tls}"),
+        ureq::Error::Tls(what) => format!("TLS with {host} failed: {what}"),
+        other => format!("no answer from {host}: {}", clean(&other.to_string(), 200)),
+    }
+}
+
 /// Reads the headers labgate uses, and the body within `cap` bytes into `body`.
 fn read(
     step: &'static str,
@@ -670,8 +772,6 @@ fn read(
     };
     let answer = Answer {
         status: response.status().as_u16(),
-        x_next_page: header("x-next-page"),
-        link: header("link"),
         retry_after: header("retry-after"),
         location: header("location"),
         content_type: header("content-type"),

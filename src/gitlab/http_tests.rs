@@ -134,20 +134,20 @@ fn lines(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<String> {
         .collect()
 }
 
-const USER: &str = r#"{"id":1,"username":"ann","name":"Ann","state":"active"}"#;
+const USER: &str = r#"{"sub":"1","preferred_username":"ann","name":"Ann"}"#;
 
 // ---------------------------------------------------------------------------------------------
-// GET /api/v4/user
+// GET /oauth/userinfo: the calls with a token (retries, deadlines, caps)
 
 #[test]
 fn user_is_read_with_the_bearer_token() {
     let (url, seen) = canned(vec![ok(USER, "")]);
     let user = client()
-        .current_user(&settings(&format!("{url}/")), "tok-123", soon())
+        .userinfo(&settings(&format!("{url}/")), "tok-123", soon())
         .unwrap();
     assert_eq!(user.username, "ann");
     let seen = seen.lock().unwrap();
-    assert_eq!(seen[0].line, "GET /api/v4/user HTTP/1.1");
+    assert_eq!(seen[0].line, "GET /oauth/userinfo HTTP/1.1");
     assert_eq!(seen[0].header("authorization"), Some("Bearer tok-123"));
     assert_eq!(seen[0].header("accept"), Some("application/json"));
     assert!(seen[0]
@@ -160,23 +160,19 @@ fn a_gitlab_named_by_host_name_is_resolved() {
     // `localhost` is a name: ureq's own resolver looks it up (only IP literals skip it).
     let (url, seen) = canned(vec![ok(USER, "")]);
     let by_name = url.replace("127.0.0.1", "localhost");
-    let user = client()
-        .current_user(&settings(&by_name), "t", soon())
-        .unwrap();
+    let user = client().userinfo(&settings(&by_name), "t", soon()).unwrap();
     assert_eq!(user.username, "ann");
-    assert_eq!(lines(&seen), vec!["GET /api/v4/user HTTP/1.1"]);
+    assert_eq!(lines(&seen), vec!["GET /oauth/userinfo HTTP/1.1"]);
 }
 
 #[test]
 fn redirects_are_not_followed() {
     let (elsewhere, elsewhere_seen) = canned(vec![ok(USER, "")]);
     let (url, _) = canned(vec![reply(format!(
-        "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/api/v4/user\r\nContent-Length: 0\r\n\
+        "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/oauth/userinfo\r\nContent-Length: 0\r\n\
          Connection: close\r\n\r\n"
     ))]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
     match &err {
         GitlabError::Status {
             status: 302,
@@ -189,28 +185,24 @@ fn redirects_are_not_followed() {
 }
 
 #[test]
-fn an_oversized_user_is_refused() {
+fn an_oversized_userinfo_is_refused() {
     let big = format!(
-        r#"{{"id":1,"username":"ann","state":"active","bio":"{}"}}"#,
-        "x".repeat(MAX_SMALL_BODY as usize)
+        r#"{{"sub":"1","preferred_username":"ann","bio":"{}"}}"#,
+        "x".repeat(MAX_USERINFO_BODY as usize)
     );
     let (url, _) = canned(vec![ok(&big, "")]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert_eq!(err, GitlabError::TooLarge { step: "user" });
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert_eq!(err, GitlabError::TooLarge { step: "userinfo" });
 }
 
 #[test]
 fn an_oversized_answer_without_content_length_is_refused() {
-    let big = "x".repeat(MAX_SMALL_BODY as usize + 10);
+    let big = "x".repeat(MAX_USERINFO_BODY as usize + 10);
     let (url, _) = canned(vec![reply(format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{big}"
     ))]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert_eq!(err, GitlabError::TooLarge { step: "user" });
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert_eq!(err, GitlabError::TooLarge { step: "userinfo" });
 }
 
 #[test]
@@ -223,7 +215,7 @@ fn rate_limit_with_retry_after_is_waited_then_retried() {
         ok(USER, ""),
     ]);
     let started = Instant::now();
-    let user = client().current_user(&settings(&url), "t", soon()).unwrap();
+    let user = client().userinfo(&settings(&url), "t", soon()).unwrap();
     assert_eq!(user.username, "ann");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(seen.lock().unwrap().len(), 2);
@@ -236,13 +228,11 @@ fn a_retry_after_beyond_the_cap_is_refused_at_once() {
          Connection: close\r\n\r\n",
     )]);
     let started = Instant::now();
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
     assert_eq!(
         err,
         GitlabError::RateLimited {
-            step: "user",
+            step: "userinfo",
             retry_after: Some(60)
         }
     );
@@ -259,9 +249,7 @@ fn rate_limits_are_retried_twice_at_most() {
         )
     };
     let (url, seen) = canned(vec![limited(), limited(), limited(), ok(USER, "")]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
     assert!(matches!(err, GitlabError::RateLimited { .. }), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
@@ -270,17 +258,15 @@ fn rate_limits_are_retried_twice_at_most() {
 fn a_server_error_gets_one_quick_retry() {
     let failing = || json("503 Service Unavailable", r#"{"message":"down"}"#, "");
     let (url, seen) = canned(vec![failing(), ok(USER, "")]);
-    assert!(client().current_user(&settings(&url), "t", soon()).is_ok());
+    assert!(client().userinfo(&settings(&url), "t", soon()).is_ok());
     assert_eq!(seen.lock().unwrap().len(), 2);
 
     let (url, seen) = canned(vec![failing(), failing(), ok(USER, "")]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
     assert_eq!(
         err,
         GitlabError::Status {
-            step: "user",
+            step: "userinfo",
             status: 503,
             detail: "down".into()
         }
@@ -294,9 +280,7 @@ fn a_refused_token_is_a_status_error_and_not_retried() {
         json("401 Unauthorized", r#"{"message":"401 Unauthorized"}"#, ""),
         ok(USER, ""),
     ]);
-    let err = client()
-        .current_user(&settings(&url), "t", soon())
-        .unwrap_err();
+    let err = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
     assert!(
         matches!(err, GitlabError::Status { status: 401, .. }),
         "{err}"
@@ -312,7 +296,7 @@ fn the_deadline_bounds_a_slow_gitlab() {
     }]);
     let started = Instant::now();
     let err = client()
-        .current_user(
+        .userinfo(
             &settings(&url),
             "t",
             Instant::now() + Duration::from_millis(500),
@@ -338,7 +322,7 @@ fn the_deadline_bounds_a_body_that_trickles() {
     }]);
     let started = Instant::now();
     let err = client()
-        .current_user(
+        .userinfo(
             &settings(&url),
             "t",
             Instant::now() + Duration::from_millis(500),
@@ -356,7 +340,7 @@ fn a_rate_limit_wait_past_the_deadline_is_not_waited() {
     )]);
     let started = Instant::now();
     let err = client()
-        .current_user(
+        .userinfo(
             &settings(&url),
             "t",
             Instant::now() + Duration::from_secs(1),
@@ -371,7 +355,7 @@ fn a_rate_limit_wait_past_the_deadline_is_not_waited() {
 fn nothing_is_sent_once_the_deadline_has_passed() {
     let (url, seen) = canned(vec![ok(USER, "")]);
     let err = client()
-        .current_user(&settings(&url), "t", Instant::now())
+        .userinfo(&settings(&url), "t", Instant::now())
         .unwrap_err();
     assert_eq!(err, GitlabError::Timeout);
     std::thread::sleep(Duration::from_millis(50));
@@ -386,7 +370,7 @@ fn a_closed_port_is_unreachable() {
         .unwrap()
         .port();
     let err = client()
-        .current_user(&settings(&format!("http://127.0.0.1:{port}")), "t", soon())
+        .userinfo(&settings(&format!("http://127.0.0.1:{port}")), "t", soon())
         .unwrap_err();
     assert!(matches!(err, GitlabError::Unreachable(_)), "{err}");
 }
@@ -396,161 +380,12 @@ fn tls_is_required_for_https_urls() {
     let (url, _) = canned(vec![ok(USER, "")]);
     let https = url.replace("http://", "https://");
     let err = client()
-        .current_user(&settings(&https), "t", soon())
+        .userinfo(&settings(&https), "t", soon())
         .unwrap_err();
     match err {
         GitlabError::Unreachable(why) => assert!(why.contains("TLS"), "{why}"),
         other => panic!("{other:?}"),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// GET /api/v4/groups
-
-fn page(paths: &[&str]) -> String {
-    let groups: Vec<String> = paths
-        .iter()
-        .map(|p| format!(r#"{{"id":1,"full_path":"{p}"}}"#))
-        .collect();
-    format!("[{}]", groups.join(","))
-}
-
-#[test]
-fn groups_follow_x_next_page_over_three_pages() {
-    let (url, seen) = canned(vec![
-        ok(&page(&["b", "a"]), "X-Next-Page: 2\r\nX-Total: 1\r\n"),
-        ok(&page(&["c"]), "X-Next-Page: 3\r\nX-Page: 2\r\n"),
-        ok(&page(&["a/sub"]), "X-Next-Page: \r\nX-Page: 3\r\n"),
-    ]);
-    let groups = client()
-        .user_groups(&settings(&format!("{url}/gitlab")), "tok", soon())
-        .unwrap();
-    assert_eq!(groups, vec!["a", "a/sub", "b", "c"]);
-    let base = "GET /gitlab/api/v4/groups?min_access_level=10&per_page=100";
-    assert_eq!(
-        lines(&seen),
-        vec![
-            format!("{base} HTTP/1.1"),
-            format!("{base}&page=2 HTTP/1.1"),
-            format!("{base}&page=3 HTTP/1.1"),
-        ]
-    );
-    assert!(seen
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|s| s.header("authorization") == Some("Bearer tok")));
-}
-
-#[test]
-fn groups_follow_link_next_when_x_next_page_is_missing() {
-    let next = |n: u32| {
-        format!(
-            "Link: <http://{{addr}}/api/v4/groups?min_access_level=10&page={n}&per_page=100>; \
-             rel=\"next\", <http://{{addr}}/api/v4/groups?page=1>; rel=\"first\"\r\n"
-        )
-    };
-    let (url, seen) = canned(vec![
-        ok(&page(&["a"]), &next(2)),
-        ok(&page(&["b"]), &next(3)),
-        ok(
-            &page(&["c"]),
-            "Link: <http://{addr}/api/v4/groups?page=1>; rel=\"first\"\r\n",
-        ),
-    ]);
-    let groups = client().user_groups(&settings(&url), "t", soon()).unwrap();
-    assert_eq!(groups, vec!["a", "b", "c"]);
-    assert_eq!(
-        lines(&seen)[1..],
-        [
-            "GET /api/v4/groups?min_access_level=10&page=2&per_page=100 HTTP/1.1",
-            "GET /api/v4/groups?min_access_level=10&page=3&per_page=100 HTTP/1.1",
-        ]
-    );
-}
-
-#[test]
-fn a_link_to_another_host_is_not_followed() {
-    let (foreign, foreign_seen) = canned(vec![ok(&page(&["evil"]), "")]);
-    let (url, _) = canned(vec![ok(
-        &page(&["a"]),
-        &format!("Link: <{foreign}/api/v4/groups?page=2>; rel=\"next\"\r\n"),
-    )]);
-    let err = client()
-        .user_groups(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert!(
-        matches!(err, GitlabError::Malformed { step: "groups", .. }),
-        "{err}"
-    );
-    assert!(foreign_seen.lock().unwrap().is_empty());
-}
-
-#[test]
-fn x_next_page_is_used_when_the_link_points_elsewhere() {
-    let (url, seen) = canned(vec![
-        ok(
-            &page(&["a"]),
-            "X-Next-Page: 2\r\nLink: <http://evil.example/api/v4/groups?page=2>; rel=\"next\"\r\n",
-        ),
-        ok(&page(&["b"]), "X-Next-Page:\r\n"),
-    ]);
-    let groups = client().user_groups(&settings(&url), "t", soon()).unwrap();
-    assert_eq!(groups, vec!["a", "b"]);
-    assert!(lines(&seen)[1].contains("&page=2 "));
-}
-
-#[test]
-fn a_page_pointing_back_is_an_error_not_a_loop() {
-    let (url, seen) = canned(vec![
-        ok(&page(&["a"]), "X-Next-Page: 2\r\n"),
-        ok(&page(&["b"]), "X-Next-Page: 2\r\n"),
-    ]);
-    let err = client()
-        .user_groups(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert!(
-        matches!(err, GitlabError::Malformed { step: "groups", .. }),
-        "{err}"
-    );
-    assert_eq!(seen.lock().unwrap().len(), 2);
-}
-
-#[test]
-fn more_than_the_page_limit_is_refused() {
-    let replies = (2..=MAX_PAGES + 1)
-        .map(|n| ok(&page(&["g"]), &format!("X-Next-Page: {n}\r\n")))
-        .collect();
-    let (url, seen) = canned(replies);
-    let err = client()
-        .user_groups(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert_eq!(err, GitlabError::TooManyPages);
-    assert_eq!(seen.lock().unwrap().len(), MAX_PAGES);
-}
-
-#[test]
-fn an_oversized_groups_page_is_refused() {
-    let big = page(&vec!["x"; 300_000]);
-    assert!(big.len() as u64 > MAX_PAGE_BODY);
-    let (url, _) = canned(vec![ok(&big, "")]);
-    let err = client()
-        .user_groups(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert_eq!(err, GitlabError::TooLarge { step: "groups" });
-}
-
-#[test]
-fn groups_without_read_api_say_so() {
-    let body = r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_api"}"#;
-    let (url, _) = canned(vec![json("403 Forbidden", body, "")]);
-    let err = client()
-        .user_groups(&settings(&url), "t", soon())
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("lacks the read_api scope"),
-        "{err}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,7 +588,7 @@ fn no_error_line_carries_a_secret() {
         "",
     )]);
     let line = client()
-        .current_user(&settings(&url), "tok-0123456789", soon())
+        .userinfo(&settings(&url), "tok-0123456789", soon())
         .unwrap_err()
         .to_string();
     assert!(!line.contains("tok-0123456789"), "{line}");
@@ -797,18 +632,18 @@ fn calls_go_through_the_proxy_unless_no_proxy_or_loopback() {
     });
     let client = Client::with_proxy_env(None, env).unwrap();
     let user = client
-        .current_user(&settings("http://gitlab.test"), "t", soon())
+        .userinfo(&settings("http://gitlab.test"), "t", soon())
         .unwrap();
     assert_eq!(user.username, "ann");
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].line, "CONNECT gitlab.test:80 HTTP/1.1");
-    assert_eq!(seen[1].line, "GET /api/v4/user HTTP/1.1");
+    assert_eq!(seen[1].line, "GET /oauth/userinfo HTTP/1.1");
     assert_eq!(seen[1].header("authorization"), Some("Bearer t"));
     drop(seen);
 
     // Loopback goes direct although the proxy is set.
     let (url, direct_seen) = canned(vec![ok(USER, "")]);
-    assert!(client.current_user(&settings(&url), "t", soon()).is_ok());
+    assert!(client.userinfo(&settings(&url), "t", soon()).is_ok());
     assert_eq!(direct_seen.lock().unwrap().len(), 1);
 }
 
@@ -893,4 +728,130 @@ fn a_missing_ca_file_is_named() {
     )
     .unwrap_err();
     assert!(err.starts_with("--ca-file /nonexistent/ca.pem: "), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /oauth/userinfo
+
+const USERINFO: &str = r#"{"sub":"7","preferred_username":"ann","name":"Ann","email":"a@x.org",
+    "email_verified":true,"groups":["acme/web","acme"]}"#;
+
+#[test]
+fn userinfo_is_read_with_the_bearer_token_in_one_call() {
+    let (url, seen) = canned(vec![ok(USERINFO, "")]);
+    let info = client()
+        .userinfo(&settings(&format!("{url}/gitlab")), "tok123", soon())
+        .unwrap();
+    assert_eq!(info.id, 7);
+    assert_eq!(info.groups, ["acme", "acme/web"]);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].line, "GET /gitlab/oauth/userinfo HTTP/1.1");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok123"));
+}
+
+#[test]
+fn userinfo_403_names_the_scopes_to_tick_and_401_does_not() {
+    let (url, _) = canned(vec![
+        json(
+            "403 Forbidden",
+            "",
+            "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
+        ),
+        json(
+            "401 Unauthorized",
+            "",
+            "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
+        ),
+    ]);
+    let forbidden = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert_eq!(
+        forbidden.configuration_fix(),
+        Some(FIX_SCOPES),
+        "{forbidden}"
+    );
+    let unauthorized = client().userinfo(&settings(&url), "t", soon()).unwrap_err();
+    assert!(
+        matches!(unauthorized, GitlabError::Status { status: 401, .. }),
+        "{unauthorized}"
+    );
+    assert_eq!(unauthorized.configuration_fix(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection check's calls
+
+#[test]
+fn probes_say_what_to_fix_when_gitlab_cannot_be_reached() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = client()
+        .probe_get(&format!("http://127.0.0.1:{port}/x"), soon())
+        .unwrap_err();
+    assert!(refused.contains("refused"), "{refused}");
+    assert!(refused.contains("check the port"), "{refused}");
+
+    let dns = client()
+        .probe_get("http://no-such-host.invalid/x", soon())
+        .unwrap_err();
+    assert!(
+        dns.starts_with("DNS name no-such-host.invalid not found"),
+        "{dns}"
+    );
+
+    let (url, _) = canned(vec![ok("{}", "")]);
+    let tls = client()
+        .probe_get(&url.replace("http://", "https://"), soon())
+        .unwrap_err();
+    assert!(tls.contains("TLS"), "{tls}");
+
+    let (url, _) = canned(vec![Reply {
+        delay: Duration::from_secs(3),
+        ..ok("{}", "")
+    }]);
+    let slow = client()
+        .probe_get(&url, Instant::now() + Duration::from_millis(600))
+        .unwrap_err();
+    assert!(slow.starts_with("timed out"), "{slow}");
+}
+
+#[test]
+fn the_token_probe_sends_a_random_code_and_the_credentials_in_the_body() {
+    let (url, seen) = canned(vec![json(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant"}"#,
+        "",
+    )]);
+    let s = settings(&url);
+    let probe = client()
+        .probe_token(&s, "http://lg.example/oauth2/callback/gitlab", soon())
+        .unwrap();
+    assert_eq!(probe.status, 400);
+    let seen = seen.lock().unwrap();
+    let body = form(&seen[0].body);
+    let get = |k: &str| body.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("grant_type"), Some("authorization_code"));
+    assert_eq!(get("client_id"), Some("app-id"));
+    assert_eq!(get("client_secret"), Some("the-client-secret"));
+    assert_eq!(
+        get("redirect_uri"),
+        Some("http://lg.example/oauth2/callback/gitlab")
+    );
+    assert_eq!(get("code").map(str::len), Some(40));
+    assert!(!seen[0].line.contains("secret"), "never in the URL");
+}
+
+#[test]
+fn a_token_answer_echoing_the_secret_is_not_kept() {
+    let (url, _) = canned(vec![json(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"the-client-secret"}"#,
+        "",
+    )]);
+    let probe = client()
+        .probe_token(&settings(&url), "http://x/cb", soon())
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&probe.body).contains("the-client-secret"));
 }

@@ -1,6 +1,6 @@
-//! The GitLab client: the authorization URL, the code exchange (the `oauth2`
-//! crate over labgate's own ureq 3 agent), `GET /api/v4/user` and the paginated
-//! `GET /api/v4/groups`.
+//! The GitLab client: the authorization URL, the code exchange (the `oauth2` crate over
+//! labgate's own ureq 3 agent), OIDC userinfo (who signed in and their groups, in one call that
+//! needs only the `openid` scope), and the connection check ([`check`]).
 //!
 //! The OAuth logic does no I/O of its own: building URLs, parsing answers, reading pagination
 //! and `Retry-After` headers, deciding retries and choosing a proxy are pure functions in
@@ -9,6 +9,7 @@
 //! always verified; no client secret, access token, code or verifier reaches a log line or an
 //! error message.
 
+pub mod check;
 mod client;
 #[cfg(test)]
 mod http_tests;
@@ -17,10 +18,9 @@ pub mod parse;
 mod parse_props;
 pub mod proxy;
 
-pub use client::{roots_with, Client};
+pub use client::{roots_with, Client, Probe};
 pub use parse::{
-    next_page, parse_groups_page, parse_link_header, parse_user, retry_after_secs, same_gitlab,
-    NextPage,
+    next_page, parse_link_header, parse_userinfo, retry_after_secs, same_gitlab, NextPage,
 };
 
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
@@ -28,16 +28,15 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt;
 use std::time::Duration;
 
-/// Largest token or user answer read, bytes.
+/// Largest token or connection-check answer read, bytes.
 pub const MAX_SMALL_BODY: u64 = 1024 * 1024;
-/// Largest groups page read, bytes.
-pub const MAX_PAGE_BODY: u64 = 4 * 1024 * 1024;
-/// Most group pages followed (100 groups each).
-pub const MAX_PAGES: usize = 100;
+/// Largest userinfo answer read, bytes: room for [`MAX_GROUP_PATH_BYTES`] of group paths
+/// with their JSON quoting and escapes.
+pub const MAX_USERINFO_BODY: u64 = 4 * 1024 * 1024;
 /// Most GitLab group paths one sign-in accepts (GitLab's own limits make real users far
 /// fewer); bounds the memory a hostile GitLab can make one sign-in hold.
 pub const MAX_GROUP_PATHS: usize = 10_000;
-/// Most bytes of group path text one sign-in accepts, over all pages.
+/// Most bytes of group path text one sign-in accepts.
 pub const MAX_GROUP_PATH_BYTES: usize = 2 * 1024 * 1024;
 /// Longest single wait for a `Retry-After`.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(3);
@@ -131,21 +130,20 @@ pub fn authorize_url(
     )
 }
 
-/// The user as `GET /api/v4/user` describes them.
+/// The person as GitLab's OIDC userinfo describes them (see [`parse::parse_userinfo`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitlabUser {
-    /// GitLab's numeric id (> 0): the stable key of the account.
+pub struct Userinfo {
+    /// GitLab's numeric id (> 0), from `sub`: the stable key of the account.
     pub id: i64,
-    /// Non-empty.
+    /// `preferred_username` (else `nickname`); non-empty.
     pub username: String,
     /// As GitLab has it; may be empty (the sign-in falls back to the username).
     pub name: String,
-    /// The primary email; `None` when absent, `null` or empty.
+    /// The email, only when GitLab says it is verified.
     pub email: Option<String>,
-    /// `active`, `blocked`, `deactivated`, ... (the sign-in refuses anything but `active`).
-    pub state: String,
-    /// `true` for project, group and service-account bots.
-    pub bot: bool,
+    /// Full paths of the groups the person belongs to, directly or through a parent group;
+    /// sorted, without duplicates, at most [`MAX_GROUP_PATHS`].
+    pub groups: Vec<String>,
 }
 
 /// What went wrong talking to GitLab. `Display` is a log line without secrets; every text that
@@ -171,8 +169,6 @@ pub enum GitlabError {
     Malformed { step: &'static str, detail: String },
     /// An answer over the size cap.
     TooLarge { step: &'static str },
-    /// More than [`MAX_PAGES`] pages of groups.
-    TooManyPages,
     /// GitLab refused the grant: the token endpoint's `error` (and description).
     Denied(String),
 }
@@ -201,16 +197,47 @@ impl fmt::Display for GitlabError {
                 write!(f, "{step}: malformed answer from GitLab: {detail}")
             }
             GitlabError::TooLarge { step } => write!(f, "{step}: GitLab's answer is too large"),
-            GitlabError::TooManyPages => write!(
-                f,
-                "groups: more than {MAX_PAGES} pages of groups; refusing to read further"
-            ),
             GitlabError::Denied(error) => write!(f, "token: GitLab refused the grant: {error}"),
         }
     }
 }
 
 impl std::error::Error for GitlabError {}
+
+/// The fix when GitLab's application lacks the scopes labgate asks for: GitLab then answers the
+/// authorization with `error=invalid_scope`, or userinfo with 403.
+pub const FIX_SCOPES: &str = "the GitLab application lacks the openid or email scope: in GitLab, \
+     edit the application (Admin area, or the group's or user's Settings, Applications), tick \
+     openid and email, and save";
+/// The fix when GitLab's token endpoint refuses the client credentials.
+pub const FIX_CREDENTIALS: &str = "GitLab rejects the application ID or secret: copy both again \
+     from the GitLab application into labgate's GitLab settings";
+
+impl GitlabError {
+    /// What the admin must change when this error comes from how labgate is registered in
+    /// GitLab rather than from GitLab being down or the person: the scopes (userinfo's 403),
+    /// the application ID or secret (the token endpoint's `invalid_client`). `None` otherwise.
+    pub fn configuration_fix(&self) -> Option<&'static str> {
+        match self {
+            GitlabError::Status {
+                step: "userinfo",
+                status: 403,
+                ..
+            } => Some(FIX_SCOPES),
+            GitlabError::Denied(error)
+                if error == "invalid_client" || error.starts_with("invalid_client:") =>
+            {
+                Some(FIX_CREDENTIALS)
+            }
+            GitlabError::Denied(error)
+                if error == "invalid_scope" || error.starts_with("invalid_scope:") =>
+            {
+                Some(FIX_SCOPES)
+            }
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -301,10 +328,6 @@ mod tests {
                 "user: GitLab rate limit (retry after 30 s)",
             ),
             (GitlabError::Timeout, "GitLab did not answer in time"),
-            (
-                GitlabError::TooManyPages,
-                "groups: more than 100 pages of groups; refusing to read further",
-            ),
             (
                 GitlabError::Denied("invalid_grant".into()),
                 "token: GitLab refused the grant: invalid_grant",

@@ -1,9 +1,9 @@
-//! Pure functions over GitLab's answers: the user, a groups page, pagination headers,
-//! `Retry-After`, the retry decision and the wording of errors. No I/O; safe on any input
+//! Pure functions over GitLab's answers: userinfo, pagination headers, `Retry-After`, the
+//! retry decision and the wording of errors. No I/O; safe on any input
 //! (they are fuzzing targets).
 
 use super::{
-    GitlabError, GitlabUser, MAX_GROUP_PATHS, MAX_GROUP_PATH_BYTES, MAX_RETRIES, MAX_RETRY_WAIT,
+    GitlabError, Userinfo, MAX_GROUP_PATHS, MAX_GROUP_PATH_BYTES, MAX_RETRIES, MAX_RETRY_WAIT,
     SERVER_ERROR_PAUSE,
 };
 use serde::Deserialize;
@@ -14,117 +14,131 @@ use ureq::http::Uri;
 /// Longest text taken from GitLab into an error detail, characters.
 const MAX_DETAIL: usize = 200;
 
-/// Parses `GET /api/v4/user`: `id` (> 0), `username` (non-empty) and `state` are required;
-/// `name`, `email` and `bot` may be missing or `null`; an empty email counts as none.
-pub fn parse_user(body: &[u8]) -> Result<GitlabUser, GitlabError> {
+/// Parses GitLab's OIDC userinfo answer.
+///
+/// - `sub` is GitLab's numeric user id sent as a string: only 1 to 18 ASCII digits naming an id
+///   above 0 are accepted (a number, a sign, spaces or an opaque subject are refused: the id is
+///   the stable key of the account, and a guess at what another form means could join two
+///   people);
+/// - the username is `preferred_username`, else `nickname`; one of them must be non-empty;
+/// - `name` may be missing;
+/// - the email is kept only when `email_verified` is `true` (an address GitLab has not
+///   confirmed could be anyone's);
+/// - `groups` (absent or `null`: none) is a list of full paths, at most [`MAX_GROUP_PATHS`] and
+///   [`MAX_GROUP_PATH_BYTES`] of text, read element by element within those bounds; empty
+///   paths are dropped, the rest sorted without duplicates.
+///
+/// Every other claim is skipped.
+pub fn parse_userinfo(body: &[u8]) -> Result<Userinfo, GitlabError> {
     #[derive(Deserialize)]
-    struct RawUser {
-        id: i64,
-        username: String,
+    struct Claims<'a> {
+        #[serde(default, borrow)]
+        sub: Option<SubClaim<'a>>,
+        #[serde(default)]
+        preferred_username: Option<String>,
+        #[serde(default)]
+        nickname: Option<String>,
         #[serde(default)]
         name: Option<String>,
         #[serde(default)]
         email: Option<String>,
-        state: String,
         #[serde(default)]
-        bot: Option<bool>,
+        email_verified: Option<bool>,
+        #[serde(default)]
+        groups: Option<GroupPaths>,
     }
-    let malformed = |detail: String| GitlabError::Malformed {
-        step: "user",
-        detail,
-    };
-    let raw: RawUser =
-        serde_json::from_slice(body).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
-    if raw.id <= 0 {
-        return Err(malformed(format!("id {} is not a GitLab user id", raw.id)));
-    }
-    if raw.username.trim().is_empty() {
-        return Err(malformed("empty username".into()));
-    }
-    Ok(GitlabUser {
-        id: raw.id,
-        username: raw.username,
-        name: raw.name.unwrap_or_default(),
-        email: raw.email.filter(|e| !e.trim().is_empty()),
-        state: raw.state,
-        bot: raw.bot.unwrap_or(false),
-    })
-}
-
-/// Parses one page of `GET /api/v4/groups` into its `full_path` values (empty ones dropped).
-pub fn parse_groups_page(body: &[u8]) -> Result<Vec<String>, GitlabError> {
-    let mut paths = Vec::new();
-    read_groups_page(body, &mut paths)?;
-    Ok(paths)
-}
-
-/// As [`parse_groups_page`], appending the paths to `paths` (left as it was on error).
-///
-/// A page is ~1 KB of JSON per group of which only `full_path` is kept, so the reading is
-/// shaped for skipping: the body is checked to be UTF-8 once (RFC 8259 JSON is), then read as
-/// `&str`, so serde_json neither validates each member name again nor allocates for one;
-/// `full_path` is borrowed from the body (owned only when it holds escapes) and every other
-/// member is skipped (serde's derive reads unknown fields as `IgnoredAny`).
-///
-/// What one sign-in may hold is bounded whatever GitLab sends: at most [`MAX_GROUP_PATHS`]
-/// paths and [`MAX_GROUP_PATH_BYTES`] of path text in `paths` over all pages (past either the
-/// answer is refused as malformed), and the page is read element by element into `paths`
-/// without an intermediate list.
-pub fn read_groups_page(body: &[u8], paths: &mut Vec<String>) -> Result<(), GitlabError> {
-    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+    /// `sub` as sent: a string is what GitLab sends; anything else is kept only to be named.
     #[derive(Deserialize)]
-    struct Group<'a> {
-        #[serde(borrow)]
-        full_path: Cow<'a, str>,
-    }
-    /// Appends each group's path to `paths` within the bounds.
-    struct Bounded<'p>(&'p mut Vec<String>, usize);
-    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
-        type Value = ();
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Bounded<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of groups")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let Bounded(paths, mut bytes) = self;
-            while let Some(group) = seq.next_element::<Group<'de>>()? {
-                if group.full_path.is_empty() {
-                    continue;
-                }
-                bytes += group.full_path.len();
-                if paths.len() >= MAX_GROUP_PATHS || bytes > MAX_GROUP_PATH_BYTES {
-                    return Err(A::Error::custom(format!(
-                        "more than {MAX_GROUP_PATHS} groups or {MAX_GROUP_PATH_BYTES} bytes of \
-                         group paths for one user"
-                    )));
-                }
-                paths.push(group.full_path.into_owned());
-            }
-            Ok(())
-        }
+    #[serde(untagged)]
+    enum SubClaim<'a> {
+        Text(#[serde(borrow)] Cow<'a, str>),
+        Other(serde_json::Value),
     }
     let malformed = |detail: String| GitlabError::Malformed {
-        step: "groups",
+        step: "userinfo",
         detail,
     };
     let text = std::str::from_utf8(body)
         .map_err(|e| malformed(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-    let before = paths.len();
-    let bytes: usize = paths.iter().map(String::len).sum();
-    let mut reader = serde_json::Deserializer::from_str(text);
-    let read = Bounded(paths, bytes)
-        .deserialize(&mut reader)
-        .and_then(|()| reader.end());
-    if let Err(e) = read {
-        paths.truncate(before);
-        return Err(malformed(clean(&e.to_string(), MAX_DETAIL)));
+    let claims: Claims =
+        serde_json::from_str(text).map_err(|e| malformed(clean(&e.to_string(), MAX_DETAIL)))?;
+    let id = match &claims.sub {
+        None => return Err(malformed("no sub claim".into())),
+        Some(SubClaim::Other(v)) => {
+            return Err(malformed(format!(
+                "sub {} is not a string of digits",
+                clean(&v.to_string(), 40)
+            )))
+        }
+        Some(SubClaim::Text(sub)) => user_id_of(sub).ok_or_else(|| {
+            malformed(format!(
+                "sub {:?} is not a GitLab user id (a string of digits)",
+                clean(sub, 40)
+            ))
+        })?,
+    };
+    let username = [claims.preferred_username, claims.nickname]
+        .into_iter()
+        .flatten()
+        .find(|u| !u.trim().is_empty())
+        .ok_or_else(|| malformed("neither preferred_username nor nickname".into()))?;
+    let email = match claims.email_verified {
+        Some(true) => claims.email.filter(|e| !e.trim().is_empty()),
+        _ => None,
+    };
+    let mut groups = claims.groups.map(|g| g.0).unwrap_or_default();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(Userinfo {
+        id,
+        username,
+        name: claims.name.unwrap_or_default(),
+        email,
+        groups,
+    })
+}
+
+/// GitLab's user id from userinfo's `sub`: 1 to 18 ASCII digits, above 0.
+fn user_id_of(sub: &str) -> Option<i64> {
+    if sub.is_empty() || sub.len() > 18 || !sub.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    Ok(())
+    sub.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// The `groups` claim, read within [`MAX_GROUP_PATHS`] and [`MAX_GROUP_PATH_BYTES`].
+struct GroupPaths(Vec<String>);
+
+impl<'de> Deserialize<'de> for GroupPaths {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error as _, SeqAccess, Visitor};
+        struct Paths;
+        impl<'de> Visitor<'de> for Paths {
+            type Value = GroupPaths;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of group paths")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GroupPaths, A::Error> {
+                let mut paths = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(path) = seq.next_element::<Cow<'de, str>>()? {
+                    if path.is_empty() {
+                        continue;
+                    }
+                    bytes += path.len();
+                    if paths.len() >= MAX_GROUP_PATHS || bytes > MAX_GROUP_PATH_BYTES {
+                        return Err(A::Error::custom(format!(
+                            "more than {MAX_GROUP_PATHS} groups or {MAX_GROUP_PATH_BYTES} bytes \
+                             of group paths for one user"
+                        )));
+                    }
+                    paths.push(path.into_owned());
+                }
+                Ok(GroupPaths(paths))
+            }
+        }
+        d.deserialize_seq(Paths)
+    }
 }
 
 /// Parses an RFC 8288 `Link` header into `(url, rel)` pairs, one per relation type (`rel="first
@@ -422,196 +436,10 @@ pub(crate) fn redact(text: String, secrets: &[&str]) -> String {
 mod tests {
     use super::*;
 
-    fn user(json: &str) -> Result<GitlabUser, GitlabError> {
-        parse_user(json.as_bytes())
-    }
-
     fn malformed_step(r: Result<impl std::fmt::Debug, GitlabError>) -> &'static str {
         match r {
             Err(GitlabError::Malformed { step, .. }) => step,
             other => panic!("expected Malformed, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_full_user_is_read_and_extra_fields_are_ignored() {
-        let u = user(
-            r#"{"id":5,"username":"ann","name":"Ann A","email":"ann@x.org","state":"active",
-               "bot":false,"locked":false,"identities":[],"is_admin":true}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            u,
-            GitlabUser {
-                id: 5,
-                username: "ann".into(),
-                name: "Ann A".into(),
-                email: Some("ann@x.org".into()),
-                state: "active".into(),
-                bot: false,
-            }
-        );
-    }
-
-    #[test]
-    fn user_email_null_missing_or_empty_is_none() {
-        for json in [
-            r#"{"id":5,"username":"ann","state":"active","email":null}"#,
-            r#"{"id":5,"username":"ann","state":"active"}"#,
-            r#"{"id":5,"username":"ann","state":"active","email":" "}"#,
-        ] {
-            assert_eq!(user(json).unwrap().email, None, "{json}");
-        }
-    }
-
-    #[test]
-    fn user_name_and_bot_may_be_missing_or_null() {
-        let u =
-            user(r#"{"id":5,"username":"ann","state":"active","name":null,"bot":null}"#).unwrap();
-        assert_eq!((u.name.as_str(), u.bot), ("", false));
-        let u = user(r#"{"id":5,"username":"ann","state":"active"}"#).unwrap();
-        assert_eq!((u.name.as_str(), u.bot), ("", false));
-    }
-
-    #[test]
-    fn user_state_and_bot_are_reported_as_given() {
-        let u = user(r#"{"id":9,"username":"b","state":"blocked","bot":true}"#).unwrap();
-        assert_eq!((u.state.as_str(), u.bot), ("blocked", true));
-        let u = user(r#"{"id":9,"username":"b","state":"blocked_pending_approval"}"#).unwrap();
-        assert_eq!(u.state, "blocked_pending_approval");
-    }
-
-    #[test]
-    fn user_without_id_username_or_state_is_malformed() {
-        for json in [
-            r#"{"username":"ann","state":"active"}"#,
-            r#"{"id":5,"state":"active"}"#,
-            r#"{"id":5,"username":"ann"}"#,
-        ] {
-            assert_eq!(malformed_step(user(json)), "user", "{json}");
-        }
-    }
-
-    #[test]
-    fn user_with_wrong_types_is_malformed() {
-        for json in [
-            r#"{"id":"5","username":"ann","state":"active"}"#,
-            r#"{"id":5.5,"username":"ann","state":"active"}"#,
-            r#"{"id":5,"username":7,"state":"active"}"#,
-            r#"{"id":5,"username":"ann","state":null}"#,
-            r#"{"id":5,"username":"ann","state":"active","bot":"no"}"#,
-            r#"{"id":5,"username":"ann","state":"active","email":[]}"#,
-            r#"{"id":99999999999999999999,"username":"ann","state":"active"}"#,
-            r#"[{"id":5,"username":"ann","state":"active"}]"#,
-        ] {
-            assert_eq!(malformed_step(user(json)), "user", "{json}");
-        }
-    }
-
-    #[test]
-    fn user_with_a_non_positive_id_or_empty_username_is_malformed() {
-        for json in [
-            r#"{"id":0,"username":"ann","state":"active"}"#,
-            r#"{"id":-3,"username":"ann","state":"active"}"#,
-            r#"{"id":5,"username":"","state":"active"}"#,
-        ] {
-            assert_eq!(malformed_step(user(json)), "user", "{json}");
-        }
-    }
-
-    #[test]
-    fn user_garbage_is_malformed_not_a_panic() {
-        for body in [
-            &b""[..],
-            b"{",
-            b"null",
-            b"\xff\xfe",
-            b"<html>",
-            b"{\"id\": 1,",
-        ] {
-            assert_eq!(malformed_step(parse_user(body)), "user");
-        }
-    }
-
-    #[test]
-    fn malformed_details_have_no_control_characters() {
-        let err = user("{\"id\":5,\"username\":\"a\nb\",\"state\":3}").unwrap_err();
-        assert!(!err.to_string().contains('\n'), "{err}");
-    }
-
-    #[test]
-    fn groups_page_gives_full_paths() {
-        assert_eq!(
-            parse_groups_page(
-                br#"[{"id":1,"full_path":"acme","name":"ACME"},{"full_path":"acme/Beta-Labs"}]"#
-            )
-            .unwrap(),
-            vec!["acme", "acme/Beta-Labs"]
-        );
-        assert_eq!(parse_groups_page(b"[]").unwrap(), Vec::<String>::new());
-        assert_eq!(
-            parse_groups_page(br#"[{"full_path":""},{"full_path":"x"}]"#).unwrap(),
-            vec!["x"]
-        );
-    }
-
-    #[test]
-    fn groups_page_paths_with_escapes_are_decoded() {
-        assert_eq!(
-            parse_groups_page(
-                br#"[{"full_path":"acme\/caf\u00e9","full_name":"x\"y"},{"full\u005fpath":"b"}]"#
-            )
-            .unwrap(),
-            vec!["acme/caf\u{e9}", "b"]
-        );
-    }
-
-    #[test]
-    fn groups_page_is_appended_and_left_alone_on_error() {
-        let mut paths = vec!["before".to_string()];
-        read_groups_page(br#"[{"full_path":"a"}]"#, &mut paths).unwrap();
-        assert_eq!(paths, vec!["before", "a"]);
-        assert!(read_groups_page(br#"[{"full_path":"b"},{"id":1}]"#, &mut paths).is_err());
-        assert_eq!(paths, vec!["before", "a"]);
-    }
-
-    #[test]
-    fn group_paths_of_one_sign_in_are_bounded_in_number_and_bytes() {
-        let page = |n: usize, len: usize| {
-            let one = format!("{{\"full_path\":\"{}\",\"id\":1}}", "g".repeat(len));
-            format!("[{}]", vec![one; n].join(","))
-        };
-        let mut paths = Vec::new();
-        read_groups_page(page(MAX_GROUP_PATHS - 1, 1).as_bytes(), &mut paths).unwrap();
-        read_groups_page(page(1, 1).as_bytes(), &mut paths).unwrap();
-        assert_eq!(paths.len(), MAX_GROUP_PATHS);
-        let over = read_groups_page(page(1, 1).as_bytes(), &mut paths);
-        assert!(
-            matches!(over, Err(GitlabError::Malformed { .. })),
-            "{over:?}"
-        );
-        assert_eq!(paths.len(), MAX_GROUP_PATHS, "left as it was");
-        let mut paths = Vec::new();
-        let long = page(MAX_GROUP_PATH_BYTES / 4096 + 1, 4096);
-        assert!(read_groups_page(long.as_bytes(), &mut paths).is_err());
-        assert!(paths.is_empty());
-    }
-
-    #[test]
-    fn groups_page_that_is_not_a_list_of_groups_is_malformed() {
-        for body in [
-            &br#"{"message":"401 Unauthorized"}"#[..],
-            br#"[{"id":1}]"#,
-            br#"[{"full_path":null}]"#,
-            br#"[{"full_path":3}]"#,
-            br#"["acme"]"#,
-            br#"[{"full_path":"a","full_path":"b"}]"#,
-            br#"[{"full_path":"a"}] x"#,
-            b"[{\"full_path\":\"a\",\"name\":\"\xff\"}]",
-            b"",
-            b"[",
-        ] {
-            assert_eq!(malformed_step(parse_groups_page(body)), "groups");
         }
     }
 
@@ -897,6 +725,101 @@ mod tests {
         assert!(!d.contains("secret"));
         let d = detail(status_error("user", 302, Some("/users/sign_in"), b""));
         assert!(d.starts_with("redirect not followed"), "{d}");
+    }
+
+    fn userinfo(json: &str) -> Result<Userinfo, GitlabError> {
+        parse_userinfo(json.as_bytes())
+    }
+
+    #[test]
+    fn userinfo_as_gitlab_sends_it_is_read() {
+        let info = userinfo(
+            r#"{"sub":"42","sub_legacy":"9f0e","name":"Ann A","nickname":"ann",
+                "preferred_username":"ann","email":"ann@x.org","email_verified":true,
+                "profile":"https://g/ann","picture":"https://g/a.png",
+                "groups":["acme/web","acme","acme/web"],
+                "https://gitlab.org/claims/groups/owner":["acme"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            info,
+            Userinfo {
+                id: 42,
+                username: "ann".into(),
+                name: "Ann A".into(),
+                email: Some("ann@x.org".into()),
+                groups: vec!["acme".into(), "acme/web".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn userinfo_keeps_only_a_verified_email_and_falls_back_to_the_nickname() {
+        for verified in [
+            r#","email_verified":false"#,
+            "",
+            r#","email_verified":null"#,
+        ] {
+            let info = userinfo(&format!(
+                r#"{{"sub":"7","nickname":"bo","email":"bo@x.org"{verified}}}"#
+            ))
+            .unwrap();
+            assert_eq!(info.email, None, "{verified}");
+            assert_eq!(info.username, "bo");
+            assert_eq!(info.name, "");
+            assert!(info.groups.is_empty(), "absent groups: none");
+        }
+        let info = userinfo(r#"{"sub":"7","preferred_username":"","nickname":"bo","groups":null}"#)
+            .unwrap();
+        assert_eq!(info.username, "bo");
+    }
+
+    #[test]
+    fn userinfo_without_an_id_or_a_username_or_with_bad_groups_is_malformed() {
+        for body in [
+            r#"{"preferred_username":"ann"}"#,
+            r#"{"sub":42,"preferred_username":"ann"}"#,
+            r#"{"sub":"-4","preferred_username":"ann"}"#,
+            r#"{"sub":"0","preferred_username":"ann"}"#,
+            r#"{"sub":" 4","preferred_username":"ann"}"#,
+            r#"{"sub":"4"}"#,
+            r#"{"sub":"4","preferred_username":"  "}"#,
+            r#"{"sub":"4","preferred_username":"ann","groups":"acme"}"#,
+            r#"{"sub":"4","preferred_username":"ann","groups":[1]}"#,
+            r#"{"sub":"4","preferred_username":"ann","email_verified":"yes"}"#,
+            r#"[]"#,
+            "not json",
+        ] {
+            assert_eq!(malformed_step(userinfo(body)), "userinfo", "{body}");
+        }
+    }
+
+    #[test]
+    fn userinfo_paths_with_escapes_are_decoded_and_details_hold_no_control_characters() {
+        let info =
+            userinfo(r#"{"sub":"3","preferred_username":"a","groups":["acme\/x","b\u00e9"]}"#)
+                .unwrap();
+        assert_eq!(info.groups, ["acme/x", "bé"]);
+        let err = userinfo("{\"sub\":\"a\nb\",\"preferred_username\":\"a\"}").unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn userinfo_groups_are_bounded_in_count_and_bytes() {
+        let many: Vec<String> = (0..=MAX_GROUP_PATHS).map(|i| format!("g{i}")).collect();
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a", "groups": many});
+        let err = userinfo(&body.to_string()).unwrap_err();
+        assert!(err.to_string().contains("more than 10000 groups"), "{err}");
+        let long = "x".repeat(MAX_GROUP_PATH_BYTES / 4 + 1);
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a",
+            "groups": [&long, format!("{long}1"), format!("{long}2"), format!("{long}3")]});
+        assert_eq!(malformed_step(userinfo(&body.to_string())), "userinfo");
+        let most: Vec<String> = (1..=MAX_GROUP_PATHS).map(|i| format!("g{i}")).collect();
+        let body = serde_json::json!({"sub": "4", "preferred_username": "a", "groups": most});
+        assert_eq!(
+            userinfo(&body.to_string()).unwrap().groups.len(),
+            MAX_GROUP_PATHS
+        );
     }
 
     #[test]

@@ -17,67 +17,61 @@ fn link_url() -> impl Strategy<Value = String> {
 
 proptest! {
     #[test]
-    fn a_user_gitlab_sends_is_read_field_by_field(
-        id in 1i64..=i64::MAX,
+    fn userinfo_gitlab_sends_is_read_claim_by_claim(
+        id in 1i64..=999_999_999_999_999_999,
         username in r"[A-Za-z0-9_.-]{0,3}[A-Za-z0-9][A-Za-z0-9_.-]{0,20}",
         name in optional_text(),
         email in optional_text(),
-        state in any::<String>(),
-        bot in prop::option::of(any::<bool>()),
+        verified in prop::option::of(any::<bool>()),
+        groups in prop::collection::vec(r"[A-Za-z0-9_.-]{1,8}(/[A-Za-z0-9_.-]{1,8}){0,2}", 0..30),
     ) {
         let body = json!({
-            "id": id, "username": username, "name": name, "email": email, "state": state,
-            "bot": bot, "locked": false, "identities": [],
+            "sub": id.to_string(), "sub_legacy": "ab12", "preferred_username": username,
+            "nickname": username, "name": name, "email": email, "email_verified": verified,
+            "groups": groups, "https://gitlab.org/claims/groups/owner": ["x"],
         });
-        let user = parse_user(body.to_string().as_bytes()).unwrap();
-        prop_assert_eq!(user.id, id);
-        prop_assert_eq!(user.username, username);
-        prop_assert_eq!(user.name, name.unwrap_or_default());
-        prop_assert_eq!(user.email, email.filter(|e| !e.trim().is_empty()));
-        prop_assert_eq!(user.state, state);
-        prop_assert_eq!(user.bot, bot.unwrap_or(false));
+        let info = parse_userinfo(body.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(info.id, id);
+        prop_assert_eq!(info.username, username);
+        prop_assert_eq!(info.name, name.unwrap_or_default());
+        let kept = if verified == Some(true) { email.filter(|e| !e.trim().is_empty()) } else { None };
+        prop_assert_eq!(info.email, kept);
+        let mut expected = groups.clone();
+        expected.sort();
+        expected.dedup();
+        prop_assert_eq!(info.groups, expected);
     }
 
     #[test]
-    fn a_user_with_a_non_positive_id_or_blank_username_is_malformed(
-        id in i64::MIN..=0,
-        blank in r"\s{0,3}",
+    fn a_sub_that_is_not_a_string_of_digits_is_malformed(
+        sub in prop_oneof![
+            r"[0-9]{0,5}[^0-9][0-9]{0,5}".prop_map(serde_json::Value::from),
+            r"0{1,18}".prop_map(serde_json::Value::from),
+            r"[1-9][0-9]{18,25}".prop_map(serde_json::Value::from),
+            (1i64..=i64::MAX).prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(json!(["1"])),
+        ],
     ) {
-        for body in [
-            json!({"id": id, "username": "ann", "state": "active"}),
-            json!({"id": 5, "username": blank, "state": "active"}),
-        ] {
-            let is_malformed = matches!(
-                parse_user(body.to_string().as_bytes()),
-                Err(GitlabError::Malformed { step: "user", .. })
-            );
-            prop_assert!(is_malformed);
-        }
+        let body = json!({"sub": sub, "preferred_username": "ann"});
+        let is_malformed = matches!(
+            parse_userinfo(body.to_string().as_bytes()),
+            Err(GitlabError::Malformed { step: "userinfo", .. })
+        );
+        prop_assert!(is_malformed);
     }
 
     #[test]
-    fn any_user_body_is_read_or_malformed_with_a_one_line_detail(
+    fn any_userinfo_body_is_read_or_malformed_with_a_one_line_detail(
         body in prop::collection::vec(any::<u8>(), 0..200)
     ) {
-        match parse_user(&body) {
-            Ok(user) => prop_assert!(user.id > 0 && !user.username.trim().is_empty()),
-            Err(e) => {
-                let is_malformed = matches!(e, GitlabError::Malformed { step: "user", .. });
-                prop_assert!(is_malformed);
-                prop_assert!(!e.to_string().chars().any(char::is_control));
+        match parse_userinfo(&body) {
+            Ok(info) => prop_assert!(info.id > 0 && !info.username.trim().is_empty()),
+            Err(GitlabError::Malformed { step: "userinfo", detail }) => {
+                prop_assert!(!detail.contains('\n'));
             }
+            Err(other) => prop_assert!(false, "unexpected {:?}", other),
         }
-    }
-
-    #[test]
-    fn a_groups_page_gives_its_non_empty_full_paths_in_order(
-        paths in prop::collection::vec(r"\PC{0,12}", 0..8)
-    ) {
-        let body = serde_json::Value::Array(
-            paths.iter().enumerate().map(|(i, p)| json!({"id": i, "full_path": p, "name": "n"})).collect(),
-        );
-        let expected: Vec<String> = paths.into_iter().filter(|p| !p.is_empty()).collect();
-        prop_assert_eq!(parse_groups_page(body.to_string().as_bytes()).unwrap(), expected);
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! The GitLab forms of `/admin/settings?category=authentication`: configuring GitLab, the
-//! actions of its card (edit, enable/disable, delete) and the Just-in-Time provisioning form.
+//! actions of its card (edit, enable/disable, delete), "Test connection" and the Just-in-Time
+//! provisioning form.
 //! Every change goes through `gitlab_config`, the same `sonar.auth.gitlab.*` settings as the
-//! API, effective on the next request. The section itself is part of the settings page,
-//! rendered by `admin_settings`; a refused or unfinished form shows that page again with what
-//! was sent.
+//! API, effective on the next request. The section itself is part of the settings page, built
+//! by `admin_gitlab_section` and rendered by `admin_settings`; a refused or unfinished form
+//! shows that page again with what was sent.
 
 use super::admin::{done, field, ConfirmPage};
-use super::admin_settings::{self, open_warning, rows_of, CreateForm, Provisioning, Sent};
+use super::admin_gitlab_section::{open_warning, rows_of, CreateForm, Provisioning, Sent};
+use super::admin_settings;
 use super::FormErrors;
 use crate::error::{AppError, AppResult};
+use crate::gitlab_check;
 use crate::gitlab_config::{self, GitlabForm};
 use crate::provisioning;
 use crate::settings;
 use crate::web::request::Resp;
 use crate::web::views::{render, Layout};
-use crate::web::Ctx;
+use crate::web::{Ctx, POOL_WAIT};
 use askama::Template;
 
 /// Where every GitLab action comes back to.
@@ -230,6 +233,15 @@ pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     }
 }
 
+/// `POST /admin/settings/gitlab/check`: "Test connection" checks the stored configuration
+/// against GitLab and shows the tab again with each check's result. Nothing is saved, so the
+/// page is answered at once rather than through a redirect.
+pub fn check(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let by = caller_login(ctx)?;
+    let report = gitlab_check::run(&mut ctx.conn, &ctx.app.gitlab_asking(&by), POOL_WAIT)?;
+    admin_settings::authentication(ctx, 200, Sent::Checked(report))
+}
+
 /// Which button submitted the provisioning form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Submit {
@@ -339,7 +351,6 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         form.open_warning = Some(open_warning(&stored.url));
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    let before = stored.scope();
     let change = GitlabForm {
         allow_users_to_sign_up: Some(sign_up),
         allowed_groups: Some(groups.clone()),
@@ -353,14 +364,7 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
                 config.allowed_groups,
                 caller_login(ctx)?
             );
-            let mut message = "The provisioning settings were saved.".to_string();
-            if config.scope() != before {
-                message.push_str(&format!(
-                    " The GitLab application now needs the scope '{}' (see Register in GitLab).",
-                    config.scope()
-                ));
-            }
-            done(ctx, &message, BACK)
+            done(ctx, "The provisioning settings were saved.", BACK)
         }
         Err(e) => {
             form.rows = rows_of(groups, Vec::new());

@@ -4,11 +4,12 @@
 
 use super::return_to;
 use crate::crypto;
-use crate::db::oauth;
+use crate::db::{gitlab_sign_in_problem, oauth};
 use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
-use crate::provisioning::{self, Claims, Policy, Refusal};
+use crate::provisioning::{Claims, Refusal};
+use crate::signin::pending::{PendingSignIn, STATE_TTL_SECS};
 use crate::signin::{self, SignInError};
 use crate::web::auth;
 use crate::web::request::Resp;
@@ -43,12 +44,14 @@ fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
 }
 
 /// Why a sign-in stops short of a session: refused (the reason, GitLab's username when known,
-/// the detail for the log), or failed.
+/// the detail for the log, and what an admin must change when labgate's registration in GitLab
+/// is at fault), or failed.
 enum Stop {
     Refused {
         refusal: Refusal,
         username: Option<String>,
         detail: String,
+        fix: Option<&'static str>,
     },
     Failed(AppError),
 }
@@ -65,6 +68,18 @@ impl Stop {
             refusal,
             username: username.map(str::to_string),
             detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    /// A generic refusal because GitLab failed: when the failure comes from labgate's
+    /// registration in GitLab, the fix goes to the log and to the admins' GitLab tab.
+    fn gitlab_failed(what: &str, error: gitlab::GitlabError) -> Stop {
+        Stop::Refused {
+            refusal: Refusal::Generic,
+            username: None,
+            detail: format!("{what}: {error}"),
+            fix: error.configuration_fix(),
         }
     }
 
@@ -75,7 +90,8 @@ impl Stop {
                 refusal,
                 username,
                 detail,
-            } => refuse(ctx, refusal, username.as_deref(), &detail),
+                fix,
+            } => refuse(ctx, refusal, username.as_deref(), &detail, fix),
             Stop::Failed(e) => Err(e),
         }
     }
@@ -118,14 +134,9 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let state = crypto::random_hex(32);
     let browser = crypto::random_hex(32);
     let pkce = gitlab::new_pkce();
-    oauth::insert_state(
-        &ctx.conn,
-        &state,
-        &browser,
-        &pkce.verifier,
-        &return_to,
-        ctx.now,
-    )?;
+    ctx.app
+        .pending_sign_ins
+        .insert(&state, &browser, &pkce.verifier, &return_to, ctx.now);
     let url = gitlab::authorize_url(
         &settings,
         &redirect_uri(&base_url),
@@ -134,7 +145,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         &pkce.challenge,
     );
     let secure = auth::secure_for(&base_url);
-    let set = cookie(secure, BROWSER_COOKIE, &browser, oauth::STATE_TTL_SECS);
+    let set = cookie(secure, BROWSER_COOKIE, &browser, STATE_TTL_SECS);
     ctx.cookies.push(set);
     Ok(Resp::found(&url))
 }
@@ -166,14 +177,14 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
     let (config, settings) = enabled_config(&ctx.conn)?;
     // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
     // starve other requests of connections.
-    let (app, policy, redirect) = (ctx.app, config.policy(), redirect_uri(base_url));
+    let (app, redirect) = (ctx.app, redirect_uri(base_url));
     let grant = Grant {
         code: &code,
         verifier: &pending.verifier,
         redirect: &redirect,
     };
     let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
-        ask_gitlab(app, &settings, &policy, &grant, deadline)
+        ask_gitlab(app, &settings, &grant, deadline)
     })??;
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
@@ -200,25 +211,37 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
 /// The pending sign-in of the callback's state, consumed first whatever follows: it must be
 /// known, unused, started by this browser and fresh; and GitLab's code, unless GitLab answered
 /// an error.
-fn take_state(ctx: &Ctx<'_>) -> Result<(oauth::PendingSignIn, String), Stop> {
+fn take_state(ctx: &Ctx<'_>) -> Result<(PendingSignIn, String), Stop> {
     let refused = |detail: &str| Stop::refused(Refusal::Generic, None, detail);
     let state = ctx.req.query.get("state").unwrap_or("");
     let pending = match state {
         "" => None,
-        state => oauth::take_state(&ctx.conn, state).map_err(AppError::from)?,
+        state => ctx.app.pending_sign_ins.take(state),
     };
     let Some(pending) = pending else {
         return Err(refused("state missing, unknown or already used"));
     };
     let browser = ctx.req.cookie(BROWSER_COOKIE).unwrap_or("");
-    if browser.is_empty() || !crypto::ct_eq(&crypto::sha256_hex(browser), &pending.browser_hash) {
+    if browser.is_empty() || !crypto::ct_eq_digest(&crypto::sha256(browser), &pending.browser_hash)
+    {
         return Err(refused("state started by another browser"));
     }
-    if ctx.now - pending.created_at >= oauth::STATE_TTL_SECS {
+    if ctx.now - pending.created_at >= STATE_TTL_SECS {
         return Err(refused("state expired"));
     }
     if let Some(error) = ctx.req.query.get("error") {
-        return Err(refused(&format!("GitLab answered error={error:?}")));
+        let detail = format!("GitLab answered error={error:?}");
+        // GitLab refuses to authorize scopes the application lacks: an application registered
+        // before labgate asked for openid and email.
+        return Err(match error {
+            "invalid_scope" => Stop::Refused {
+                refusal: Refusal::Generic,
+                username: None,
+                detail,
+                fix: Some(gitlab::FIX_SCOPES),
+            },
+            _ => refused(&detail),
+        });
     }
     match ctx.req.query.get("code").filter(|c| !c.is_empty()) {
         Some(code) => Ok((pending, code.to_string())),
@@ -234,45 +257,30 @@ struct Grant<'a> {
     redirect: &'a str,
 }
 
-/// Asks GitLab who signed in: the code exchanged for a token, the user read, and their groups
-/// when the rules need them ([`provisioning::reads_groups`]). No database access here.
+/// Asks GitLab who signed in: the code exchanged for a token, then the person and their groups
+/// from OIDC userinfo, in one call that the token's `openid` scope allows. No database access
+/// here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
-    policy: &Policy<'_>,
     grant: &Grant<'_>,
     deadline: Instant,
 ) -> Result<Claims, Stop> {
     let client = &app.gitlab;
-    let generic =
-        |username: Option<&str>, detail| Stop::refused(Refusal::Generic, username, detail);
     let (code, verifier) = (grant.code, grant.verifier);
     let token = client
         .exchange_code(settings, grant.redirect, code, verifier, deadline)
-        .map_err(|e| generic(None, format!("token exchange: {e}")))?;
-    let user = client
-        .current_user(settings, &token, deadline)
-        .map_err(|e| generic(None, format!("reading the user: {e}")))?;
-    let mut claims = claims_of(user);
-    if provisioning::reads_groups(policy, &claims) {
-        claims.groups = client
-            .user_groups(settings, &token, deadline)
-            .map_err(|e| generic(Some(&claims.username), format!("reading the groups: {e}")))?;
-    }
-    Ok(claims)
-}
-
-/// The sign-in's claims from GitLab's user answer, with the groups read apart (none yet).
-fn claims_of(user: crate::gitlab::GitlabUser) -> Claims {
-    Claims {
-        id: user.id,
-        username: user.username,
-        name: user.name,
-        email: user.email,
-        inactive: (user.state != "active").then_some(user.state),
-        bot: user.bot,
-        groups: Vec::new(),
-    }
+        .map_err(|e| Stop::gitlab_failed("token exchange", e))?;
+    let info = client
+        .userinfo(settings, &token, deadline)
+        .map_err(|e| Stop::gitlab_failed("reading userinfo", e))?;
+    Ok(Claims {
+        id: info.id,
+        username: info.username,
+        name: info.name,
+        email: info.email,
+        groups: info.groups,
+    })
 }
 
 /// Logs the decision and sends the browser to the refusal page. A reason to show is stored
@@ -283,12 +291,18 @@ fn refuse(
     refusal: Refusal,
     username: Option<&str>,
     detail: &str,
+    fix: Option<&'static str>,
 ) -> AppResult<Resp> {
     log::warn!(
-        "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}",
+        "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}{}",
         username.unwrap_or("-"),
-        refusal.tag()
+        refusal.tag(),
+        fix.map(|f| format!(" fix: {f}")).unwrap_or_default()
     );
+    if let Some(fix) = fix {
+        // Shown to the admins on the GitLab tab until a sign-in succeeds.
+        gitlab_sign_in_problem::record(&ctx.conn, detail, fix, ctx.now)?;
+    }
     if let Some(reason) = refusal.reason() {
         let key = crypto::random_hex(32);
         oauth::insert_refusal(&ctx.conn, &key, Some(&reason), ctx.now)?;

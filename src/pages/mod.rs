@@ -5,6 +5,7 @@
 mod admin;
 pub mod admin_applications;
 pub mod admin_gitlab;
+pub mod admin_gitlab_section;
 pub mod admin_groups;
 pub mod admin_permissions;
 pub mod admin_settings;

@@ -47,6 +47,8 @@ pub struct App {
     pub gitlab: crate::gitlab::Client,
     /// Session and token callers recently resolved.
     pub callers: caller_cache::CallerCache,
+    /// GitLab sign-ins started and not yet called back.
+    pub pending_sign_ins: crate::signin::pending::PendingSignIns,
     /// The applications behind labgate, held for the gate's checks.
     pub applications: crate::gate::Table,
 }
@@ -78,12 +80,24 @@ impl App {
             server_id,
             gitlab,
             callers: caller_cache::CallerCache::default(),
+            pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
             applications: crate::gate::Table::default(),
         }
     }
 
     pub fn now(&self) -> i64 {
         chrono::Utc::now().timestamp()
+    }
+
+    /// What the GitLab connection check needs of this server: its one GitLab client, the base
+    /// URL given at start and the address it listens on; `by` is the admin asking.
+    pub fn gitlab_asking<'a>(&'a self, by: &'a str) -> crate::gitlab_check::Asking<'a> {
+        crate::gitlab_check::Asking {
+            client: &self.gitlab,
+            base_url_flag: self.config.base_url.as_deref(),
+            bound: self.bound,
+            by,
+        }
     }
 
     /// The public base URL: `--base-url`, else the `sonar.core.serverBaseURL` setting, else the

@@ -365,7 +365,10 @@ fn allowed_group_boxes_are_added_and_removed_without_saving() {
         page.contains("The provisioning settings were saved."),
         "{page}"
     );
-    assert!(page.contains("now needs the scope 'read_api'"), "{page}");
+    assert!(
+        !page.contains("needs the scope") && !page.contains("read_api"),
+        "the scopes do not depend on the provisioning settings:\n{page}"
+    );
     assert_eq!(allowed_group_boxes(&page), 3, "{page}");
     assert_eq!(
         setting(&lg, "sonar.auth.gitlab.allowedGroups"),
@@ -479,7 +482,10 @@ fn synchronize_user_groups_is_saved_from_the_edit_form() {
         page.contains("<dt>Synchronize user groups</dt><dd>on</dd>"),
         "{page}"
     );
-    assert!(page.contains("id=\"gitlab-scopes\">read_api<"), "{page}");
+    assert!(
+        page.contains("id=\"gitlab-scopes\">openid email<"),
+        "{page}"
+    );
     assert_eq!(
         setting(&lg, "sonar.auth.gitlab.groupsSync"),
         Some(Value::from("true"))
@@ -532,7 +538,13 @@ fn redirect_uri_and_scope_to_register_follow_the_base_url() {
         "{page}"
     );
     assert!(page.contains("From --base-url"), "{page}");
-    assert!(page.contains("id=\"gitlab-scopes\">read_user<"), "{page}");
+    assert!(
+        page.contains("id=\"gitlab-scopes\">openid email<"),
+        "{page}"
+    );
+    for scope in ["read_user", "read_api", "\"api\""] {
+        assert!(!page.contains(scope), "{scope} is not asked for:\n{page}");
+    }
 }
 
 #[test]

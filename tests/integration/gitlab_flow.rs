@@ -7,9 +7,7 @@
 //! groups and memberships), so "nothing written" is verified, not assumed.
 
 use crate::harness::*;
-use crate::support_gitlab::{
-    access, pkce_s256, Endpoint, FakeGitlab, FakeUser, Fault, PaginationHeaders,
-};
+use crate::support_gitlab::{access, pkce_s256, Endpoint, FakeGitlab, FakeUser, Fault};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,7 +19,6 @@ const NOT_AUTHORIZED: &str =
     "You're not authorized to access this page. Please contact the administrator.";
 const NOT_ALLOWED: &str = "You are not allowed to authenticate";
 const NO_SIGN_UP: &str = "'gitlab' users are not allowed to sign up";
-const GITLAB_INACTIVE: &str = "Your GitLab account is not active";
 const EMAIL_TAKEN: &str = "This account is already associated with another authentication method. \
     Sign in using the current authentication method, or contact your administrator to transfer your \
     account to a different authentication method.";
@@ -33,7 +30,6 @@ const REASONS: &[&str] = &[
     "This account is already associated with another authentication method",
     "Failed to authenticate with login",
     "Your account is deactivated",
-    GITLAB_INACTIVE,
 ];
 
 const SYNC_ON: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["true"]);
@@ -398,7 +394,7 @@ fn strings(list: &[&str]) -> Vec<String> {
 // 1. PKCE, scopes, client secret
 
 #[test]
-fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_endpoint() {
+fn pkce_s256_and_the_openid_email_scopes_travel_and_the_secret_goes_only_to_the_token_endpoint() {
     let (lg, gl) = lab(&[]);
     gitlab_user(&gl, 1001, "ann");
     let trip = sign_in(&lg, &gl, "ann", "/");
@@ -417,7 +413,7 @@ fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_en
     );
     assert_eq!(
         a.query_param("scope").as_deref(),
-        Some("read_user"),
+        Some("openid email"),
         "{a:?}"
     );
     assert_eq!(
@@ -460,8 +456,8 @@ fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_en
         a.query_param("redirect_uri"),
         "{t:?}"
     );
-    // The user was read once, with the access token just issued.
-    let user_calls = gl.requests_to("/api/v4/user");
+    // The person was read once, from userinfo, with the access token just issued.
+    let user_calls = gl.requests_to("/oauth/userinfo");
     assert_eq!(user_calls.len(), 1, "{user_calls:#?}");
     let issued = gl.issued_access_tokens();
     assert_eq!(issued.len(), 1, "{issued:?}");
@@ -487,14 +483,27 @@ fn pkce_s256_and_read_user_scope_travel_and_the_secret_goes_only_to_the_token_en
             assert!(!carries, "client secret sent to {} {}", r.method, r.path);
         }
     }
-    // Groups were not needed, so not read.
-    assert!(gl.requests_to("/api/v4/groups").is_empty());
+    // Nothing else was asked of GitLab: no REST API call at all.
+    assert_no_rest_api_call(&gl);
     assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
 }
 
+/// A sign-in reads the person from userinfo only: never `/api/v4/...`, which would need a token
+/// that can read code.
+#[track_caller]
+fn assert_no_rest_api_call(gl: &FakeGitlab) {
+    let rest: Vec<String> = gl
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/api/v4/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(rest.is_empty(), "REST API called at sign-in: {rest:?}");
+}
+
 #[test]
-fn scope_is_read_api_when_allowed_groups_need_the_groups() {
-    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+fn the_scopes_are_openid_email_whatever_the_settings() {
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
     gitlab_user(&gl, 1001, "ann");
     gl.add_member("ann", "acme/platform", access::DEVELOPER);
     sign_in(&lg, &gl, "ann", "/").accepted("/");
@@ -502,21 +511,12 @@ fn scope_is_read_api_when_allowed_groups_need_the_groups() {
     assert_eq!(authorize.len(), 1, "{authorize:?}");
     assert_eq!(
         authorize[0].query_param("scope").as_deref(),
-        Some("read_api"),
+        Some("openid email"),
         "{:?}",
         authorize[0]
     );
-    assert_eq!(
-        authorize[0].query_param("code_challenge_method").as_deref(),
-        Some("S256")
-    );
-    let groups = gl.requests_to("/api/v4/groups");
-    assert_eq!(groups.len(), 1, "{groups:?}");
-    assert_eq!(
-        groups[0].query_param("min_access_level").as_deref(),
-        Some("10")
-    );
-    assert_eq!(groups[0].query_param("per_page").as_deref(), Some("100"));
+    assert_eq!(gl.requests_to("/oauth/userinfo").len(), 1);
+    assert_no_rest_api_call(&gl);
     for r in gl.requests() {
         if r.endpoint != Some(Endpoint::Token) {
             assert!(!r.contains(APP_SECRET), "secret sent to {}", r.path);
@@ -529,7 +529,7 @@ fn scope_is_read_api_when_allowed_groups_need_the_groups() {
 // 2, 3. Groups over several pages
 
 #[test]
-fn memberships_mirror_250_gitlab_groups_read_over_three_pages() {
+fn memberships_mirror_250_gitlab_groups_read_in_one_userinfo_call() {
     let allowed = (
         "sonar.auth.gitlab.allowedGroups",
         &["team-042", "team-142", "team-242"][..],
@@ -550,81 +550,40 @@ fn memberships_mirror_250_gitlab_groups_read_over_three_pages() {
         strings(&["team-042", "team-142", "team-242", "users"])
     );
     assert_eq!(group_names(&lg), groups_before, "no group created");
-    let calls = gl.requests_to("/api/v4/groups");
-    assert_eq!(calls.len(), 3, "{calls:#?}");
-    for (i, c) in calls.iter().enumerate() {
-        assert_eq!(c.query_param("per_page").as_deref(), Some("100"), "{c:?}");
-        assert_eq!(
-            c.query_param("min_access_level").as_deref(),
-            Some("10"),
-            "{c:?}"
-        );
-        let page = c.query_param("page").unwrap_or_else(|| "1".into());
-        assert_eq!(page, (i + 1).to_string(), "{c:?}");
-    }
+    assert_eq!(gl.requests_to("/oauth/userinfo").len(), 1);
+    assert_no_rest_api_call(&gl);
 }
 
-/// Ann is in 150 GitLab groups (2 pages); the local groups `g-010` (page 1) and `g-120` (page 2)
-/// must both be found.
-fn two_pages_of_groups(headers: PaginationHeaders, omit_totals: bool) {
-    let (lg, gl) = lab(&[
-        ("sonar.auth.gitlab.allowedGroups", &["g-010", "g-120"]),
-        SYNC_ON,
-    ]);
+/// GitLab's `groups` claim holds the groups of direct memberships and all their subgroups, never
+/// their parents: Ann, a direct member of `acme/platform`, is synchronized into the local
+/// `acme/platform/sre` but not into `acme`.
+#[test]
+fn synchronization_takes_subgroups_of_direct_groups_and_never_their_parents() {
+    let (lg, gl) = lab(&[ALLOW_ACME, SYNC_ON]);
     gitlab_user(&gl, 1001, "ann");
-    for i in 0..150 {
-        gl.add_member("ann", &format!("g-{i:03}"), access::DEVELOPER);
+    gl.add_group("acme/platform/sre");
+    gl.add_member("ann", "acme/platform", access::GUEST);
+    for g in ["acme", "acme/platform", "acme/platform/sre"] {
+        lg.create_group(g);
     }
-    gl.set_pagination_headers(headers);
-    gl.set_omit_pagination_totals(omit_totals);
-    lg.create_group("g-010");
-    lg.create_group("g-120");
     sign_in(&lg, &gl, "ann", "/").accepted("/");
-    assert_eq!(groups_of(&lg, "ann"), strings(&["g-010", "g-120", "users"]));
-    let calls = gl.requests_to("/api/v4/groups");
-    assert_eq!(calls.len(), 2, "{calls:#?}");
     assert_eq!(
-        calls[1].query_param("page").as_deref(),
-        Some("2"),
-        "{:?}",
-        calls[1]
+        groups_of(&lg, "ann"),
+        strings(&["acme/platform", "acme/platform/sre", "users"])
     );
 }
 
 #[test]
-fn groups_pagination_by_link_header_only() {
-    two_pages_of_groups(PaginationHeaders::LinkOnly, false);
-}
-
-#[test]
-fn groups_pagination_by_x_next_page_only() {
-    two_pages_of_groups(PaginationHeaders::XHeadersOnly, false);
-}
-
-#[test]
-fn groups_pagination_without_totals() {
-    two_pages_of_groups(PaginationHeaders::Full, true);
-}
-
-#[test]
-fn allowed_group_found_only_on_the_last_page_of_groups_admits() {
-    let (lg, gl) = lab(&[("sonar.auth.gitlab.allowedGroups", &["acme"])]);
+fn an_allowed_group_among_many_admits() {
+    let (lg, gl) = lab(&[ALLOW_ACME]);
     gitlab_user(&gl, 1001, "ann");
     for i in 0..150 {
         gl.add_member("ann", &format!("g-{i:03}"), access::DEVELOPER);
     }
-    // Named to sort after every `g-*`: listed on page 2 only.
     gl.add_member("ann", "acme/zz-last", access::DEVELOPER);
     sign_in(&lg, &gl, "ann", "/").accepted("/");
     assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
-    let calls = gl.requests_to("/api/v4/groups");
-    assert_eq!(calls.len(), 2, "{calls:#?}");
-    assert_eq!(
-        calls[1].query_param("page").as_deref(),
-        Some("2"),
-        "{:?}",
-        calls[1]
-    );
+    assert_eq!(gl.requests_to("/oauth/userinfo").len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,11 +874,6 @@ fn user_without_groups_is_refused_by_allowed_groups_even_with_sync_off() {
     assert!(page.contains(NOT_ALLOWED), "{page}");
     assert_unchanged(&lg, &before);
     assert_eq!(user_logins(&lg), strings(&["admin"]));
-    assert_eq!(
-        gl.requests_to("/api/v4/groups").len(),
-        1,
-        "groups read to check allowed groups"
-    );
 }
 
 #[test]
@@ -1151,56 +1105,53 @@ fn fault_token_endpoint_401_refuses_and_writes_nothing() {
 }
 
 #[test]
-fn fault_user_endpoint_401_refuses_and_writes_nothing() {
+fn fault_userinfo_401_refuses_and_writes_nothing() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(401)));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::Status(401)));
 }
 
 #[test]
-fn fault_user_endpoint_403_refuses_and_writes_nothing() {
+fn fault_userinfo_403_refuses_and_writes_nothing() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(403)));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::Status(403)));
 }
 
 #[test]
-fn fault_user_endpoint_500_refuses_and_writes_nothing() {
+fn fault_userinfo_500_refuses_and_writes_nothing() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Status(500)));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::Status(500)));
 }
 
 #[test]
-fn fault_user_endpoint_malformed_json_refuses_and_writes_nothing() {
+fn fault_userinfo_malformed_json_refuses_and_writes_nothing() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::MalformedJson));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::MalformedJson));
 }
 
 #[test]
-fn fault_user_endpoint_oversized_body_refuses_and_writes_nothing() {
+fn fault_userinfo_oversized_body_refuses_and_writes_nothing() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::oversized()));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::oversized()));
 }
 
 #[test]
-fn fault_groups_page_2_of_3_refuses_and_writes_nothing() {
-    let f = fault_lab(true);
-    f.gl.clear_requests();
-    f.expect_refused(&|gl| gl.set_fault_on_groups_page(2, Fault::Status(500)));
-    let pages: Vec<String> =
-        f.gl.requests_to("/api/v4/groups")
-            .iter()
-            .map(|r| r.query_param("page").unwrap_or_else(|| "1".into()))
-            .collect();
-    assert!(pages.contains(&"2".to_string()), "{pages:?}");
-    assert!(
-        !pages.contains(&"3".to_string()),
-        "read on past a failed page: {pages:?}"
-    );
+fn userinfo_with_more_than_ten_thousand_groups_refuses_and_writes_nothing() {
+    let f = fault_lab(false);
+    f.expect_refused(&|gl| {
+        gl.set_fault(Endpoint::Userinfo, Fault::UserinfoGroups { count: 10_001 })
+    });
+    assert!(f
+        .lg
+        .stderr()
+        .all()
+        .iter()
+        .any(|l| l.contains("more than 10000 groups")));
 }
 
 #[test]
-fn fault_user_endpoint_delayed_20s_is_refused_within_15s() {
+fn fault_userinfo_delayed_20s_is_refused_within_15s() {
     let f = fault_lab(false);
-    f.expect_refused(&|gl| gl.set_fault(Endpoint::User, Fault::Delay(Duration::from_secs(20))));
+    f.expect_refused(&|gl| gl.set_fault(Endpoint::Userinfo, Fault::Delay(Duration::from_secs(20))));
 }
 
 #[test]
@@ -1210,25 +1161,25 @@ fn fault_token_endpoint_delayed_20s_is_refused_within_15s() {
 }
 
 #[test]
-fn rate_limited_groups_without_retry_after_are_refused_after_bounded_retries() {
+fn rate_limited_userinfo_without_retry_after_is_refused_after_bounded_retries() {
     let f = fault_lab(false);
     f.gl.clear_requests();
     f.expect_refused(&|gl| {
-        gl.set_fault(Endpoint::Groups, Fault::RateLimited { retry_after: None })
+        gl.set_fault(Endpoint::Userinfo, Fault::RateLimited { retry_after: None })
     });
-    let calls = f.gl.requests_to("/api/v4/groups").len();
+    let calls = f.gl.requests_to("/oauth/userinfo").len();
     assert!(
         (2..=10).contains(&calls),
-        "{calls} groups calls for two sign-ins"
+        "{calls} userinfo calls for two sign-ins"
     );
 }
 
 #[test]
-fn rate_limited_groups_with_retry_after_120_are_refused_quickly() {
+fn rate_limited_userinfo_with_retry_after_120_is_refused_quickly() {
     let f = fault_lab(false);
     let trips = f.expect_refused(&|gl| {
         gl.set_fault(
-            Endpoint::Groups,
+            Endpoint::Userinfo,
             Fault::RateLimited {
                 retry_after: Some(120),
             },
@@ -1244,12 +1195,12 @@ fn rate_limited_groups_with_retry_after_120_are_refused_quickly() {
 }
 
 #[test]
-fn rate_limited_groups_with_retry_after_1_are_retried_and_accepted() {
+fn rate_limited_userinfo_with_retry_after_1_is_retried_and_accepted() {
     let f = fault_lab(false);
     for who in ["bob", "ann"] {
         f.gl.clear_requests();
         f.gl.set_fault_for_calls(
-            Endpoint::Groups,
+            Endpoint::Userinfo,
             1,
             Fault::RateLimited {
                 retry_after: Some(1),
@@ -1258,7 +1209,7 @@ fn rate_limited_groups_with_retry_after_1_are_retried_and_accepted() {
         let trip = sign_in(&f.lg, &f.gl, who, "/");
         assert!(trip.took < Duration::from_secs(15), "{:?}", trip.took);
         trip.accepted("/");
-        let calls = f.gl.requests_to("/api/v4/groups");
+        let calls = f.gl.requests_to("/oauth/userinfo");
         assert_eq!(calls.len(), 2, "{who}: {calls:#?}");
         assert!(
             matches!(calls[0].fault, Some(Fault::RateLimited { .. })),
@@ -1488,13 +1439,13 @@ fn secret_code_and_access_token_appear_in_no_answer_and_no_log_line() {
     answers.push(("replayed code".into(), trip.callback.clone()));
     trip.refused_generic();
     // Refused after the token exchange: the access token was issued, then refused.
-    gl.set_fault(Endpoint::User, Fault::Status(401));
+    gl.set_fault(Endpoint::Userinfo, Fault::Status(401));
     let mut trip = sign_in(&lg, &gl, "bob", "/");
     codes.push(trip.code());
-    answers.push(("user 401".into(), trip.callback.clone()));
+    answers.push(("userinfo 401".into(), trip.callback.clone()));
     trip.refused_generic();
     gl.clear_faults();
-    // Refused by a rule, after reading the user and the groups.
+    // Refused by a rule, after reading userinfo.
     gl.remove_member("bob", "acme");
     let mut trip = sign_in(&lg, &gl, "bob", "/");
     codes.push(trip.code());
@@ -1596,7 +1547,7 @@ fn sign_in_decisions_are_logged_with_provider_and_username_but_no_secret() {
         c.cookie("labgate_session").unwrap_or_default().to_string(),
     ));
     // Refused by a rule, once the username is known.
-    gl.set_user_state("zoe.k", "deactivated");
+    set_setting(&lg, "sonar.auth.gitlab.allowedGroups", &["acme"]);
     let mut trip = sign_in(&lg, &gl, "zoe.k", "/");
     secrets.push(("OAuth code", trip.code()));
     secrets.push((
@@ -1604,7 +1555,7 @@ fn sign_in_decisions_are_logged_with_provider_and_username_but_no_secret() {
         url_param(&trip.authorize_url, "state").unwrap_or_default(),
     ));
     let page = trip.refused();
-    assert!(page.contains(GITLAB_INACTIVE), "{page}");
+    assert!(page.contains(NOT_ALLOWED), "{page}");
     let tokens = gl.issued_access_tokens();
     assert_eq!(tokens.len(), 2, "{tokens:?}");
     secrets.extend(tokens.into_iter().map(|t| ("access token", t)));
@@ -1643,56 +1594,95 @@ fn sign_in_decisions_are_logged_with_provider_and_username_but_no_secret() {
 // ---------------------------------------------------------------------------------------------
 // 12. Inactive GitLab accounts
 
+/// GitLab's userinfo serves active people only: a blocked or deactivated GitLab account gets a
+/// 401 there, and the sign-in is refused with the generic page, writing nothing, whether the
+/// account is known to labgate or not.
 #[test]
-fn blocked_gitlab_user_is_refused() {
+fn blocked_or_deactivated_gitlab_users_are_refused_and_nothing_is_written() {
     let (lg, gl) = lab(&[]);
     gitlab_user(&gl, 1001, "ann");
-    gl.set_user_state("ann", "blocked");
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    gitlab_user(&gl, 1002, "bob");
+    for state in ["blocked", "deactivated"] {
+        for who in ["ann", "bob"] {
+            gl.set_user_state(who, state);
+            gl.update_user(who, |u| u.name = "Renamed".into());
+        }
+        let before = snapshot(&lg);
+        for who in ["ann", "bob"] {
+            gl.clear_requests();
+            sign_in(&lg, &gl, who, "/").refused_generic();
+            assert_eq!(gl.requests_to("/oauth/userinfo").len(), 1, "{who} {state}");
+        }
+        assert_unchanged(&lg, &before);
+        assert_eq!(user_logins(&lg), strings(&["admin", "ann"]));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12b. A GitLab application registered without the scopes labgate asks for
+
+/// The problem row the GitLab tab shows, read straight from the database file.
+fn stored_problem(lg: &Labgate) -> Option<(String, String)> {
+    let conn = rusqlite::Connection::open(lg.data_dir().join("labgate.db")).unwrap();
+    conn.query_row("SELECT problem, fix FROM gitlab_sign_in_problem", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .ok()
+}
+
+/// An application registered for the old scopes (read_api) lacks openid and email: GitLab
+/// refuses the authorization with `invalid_scope`. The person sees the generic refusal; the log
+/// line and the admins' GitLab tab name the scopes to tick, until a sign-in succeeds.
+#[test]
+fn an_application_without_openid_and_email_is_refused_and_the_fix_is_kept_until_a_sign_in_works() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    gl.set_app_scopes(APP_ID, "read_api read_user");
     let before = snapshot(&lg);
     let mut trip = sign_in(&lg, &gl, "ann", "/");
-    trip.refused();
-    let user_calls = gl.requests_to("/api/v4/user");
-    assert!(!user_calls.is_empty(), "the user was not read");
+    assert_eq!(
+        url_param(&trip.callback_url, "error").as_deref(),
+        Some("invalid_scope")
+    );
+    trip.refused_generic();
     assert_unchanged(&lg, &before);
-    assert_eq!(user_logins(&lg), strings(&["admin"]));
-}
-
-#[test]
-fn gitlab_bot_accounts_are_refused_whatever_their_groups() {
-    let (lg, gl) = lab(&[]);
-    gitlab_user(&gl, 1001, "project_7_bot");
-    gl.update_user("project_7_bot", |u| u.bot = true);
-    let before = snapshot(&lg);
-    let page = sign_in(&lg, &gl, "project_7_bot", "/").refused();
-    assert!(page.contains(NOT_ALLOWED), "{page}");
-    assert_unchanged(&lg, &before);
-    assert!(lg
+    let line = lg
         .stderr()
-        .all()
-        .iter()
-        .any(|l| l.contains("project_7_bot") && l.contains("GitLab bot account")));
-    // A person is let in as before.
-    gitlab_user(&gl, 1002, "ann");
+        .wait_for(Duration::from_secs(5), |l| l.contains("outcome=refused"))
+        .expect("a refusal line");
+    assert!(line.contains("tick openid and email"), "{line}");
+    let (problem, fix) = stored_problem(&lg).expect("the problem is kept for the admins");
+    assert!(problem.contains("invalid_scope"), "{problem}");
+    assert!(fix.contains("tick openid and email"), "{fix}");
+
+    // Userinfo refusing the token (403: no openid) is the same problem.
+    gl.set_app_scopes(APP_ID, "read_api openid email");
+    gl.set_fault(Endpoint::Userinfo, Fault::Status(403));
+    sign_in(&lg, &gl, "ann", "/").refused_generic();
+    let (problem, fix) = stored_problem(&lg).unwrap();
+    assert!(problem.contains("403"), "{problem}");
+    assert!(fix.contains("tick openid and email"), "{fix}");
+
+    gl.clear_faults();
     sign_in(&lg, &gl, "ann", "/").accepted("/");
+    assert_eq!(stored_problem(&lg), None, "a sign-in that works clears it");
 }
 
 #[test]
-fn deactivated_gitlab_user_is_refused_as_not_active() {
+fn a_rejected_application_secret_is_kept_for_the_admins_with_its_fix() {
     let (lg, gl) = lab(&[]);
     gitlab_user(&gl, 1001, "ann");
-    sign_in(&lg, &gl, "ann", "/").accepted("/");
-    gl.set_user_state("ann", "deactivated");
-    gl.update_user("ann", |u| u.name = "Ann Renamed".into());
-    let before = snapshot(&lg);
-    let page = sign_in(&lg, &gl, "ann", "/").refused();
-    assert!(page.contains(GITLAB_INACTIVE), "{page}");
-    assert_unchanged(&lg, &before);
-    // And a new account in that state is not created either.
-    gitlab_user(&gl, 1002, "bob");
-    gl.set_user_state("bob", "deactivated");
-    let page = sign_in(&lg, &gl, "bob", "/").refused();
-    assert!(page.contains(GITLAB_INACTIVE), "{page}");
-    assert_unchanged(&lg, &before);
+    set_setting(
+        &lg,
+        "sonar.auth.gitlab.secret.secured",
+        &["not-the-secret-at-all"],
+    );
+    sign_in(&lg, &gl, "ann", "/").refused_generic();
+    let (problem, fix) = stored_problem(&lg).expect("kept");
+    assert!(problem.contains("invalid_client"), "{problem}");
+    assert!(fix.contains("application ID or secret"), "{fix}");
+    assert!(!problem.contains("not-the-secret-at-all") && !fix.contains("not-the-secret"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1937,13 +1927,6 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
     for i in 0..STARTS_PER_NETWORK {
         assert_eq!(start_from(&lg, "198.51.100.7"), 302, "start {i}");
     }
-    let pending = |lg: &Labgate| -> i64 {
-        rusqlite::Connection::open(lg.data_dir().join("labgate.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM oauth_states", [], |r| r.get(0))
-            .unwrap()
-    };
-    let before = pending(&lg);
     let refused = lg.client().request(
         "GET",
         "/sessions/init/gitlab",
@@ -1956,7 +1939,11 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
         "{}",
         refused.text()
     );
-    assert_eq!(pending(&lg), before, "a refused start stores nothing");
+    assert!(
+        refused.set_cookie("labgate_oauth").is_none(),
+        "a refused start binds nothing to the browser: {}",
+        refused.describe()
+    );
     // Another client behind the same proxy is not affected.
     assert_eq!(start_from(&lg, "198.51.100.8"), 302);
     // Without a trusted proxy, loopback peers (a local proxy speaking for everyone) are not
@@ -1965,6 +1952,32 @@ fn one_network_cannot_start_unbounded_sign_ins_and_others_still_can() {
     for _ in 0..STARTS_PER_NETWORK + 5 {
         assert_eq!(start_from(&plain, "198.51.100.7"), 302);
     }
+}
+
+/// The database and its write-ahead log, as bytes on disk.
+fn database_bytes(lg: &Labgate) -> (Vec<u8>, Vec<u8>) {
+    let read = |name: &str| std::fs::read(lg.data_dir().join(name)).unwrap_or_default();
+    (read("labgate.db"), read("labgate.db-wal"))
+}
+
+/// Sign-ins in progress are kept in memory: anonymous starts, however many, write nothing to
+/// the database file.
+#[test]
+fn starting_sign_ins_writes_nothing_to_the_database() {
+    let (lg, gl) = lab(&[]);
+    gitlab_user(&gl, 1001, "ann");
+    // One sign-in first, so that whatever a first request writes is written.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
+    let before = database_bytes(&lg);
+    for _ in 0..50 {
+        assert_eq!(lg.client().get("/sessions/init/gitlab").status, 302);
+    }
+    assert!(
+        database_bytes(&lg) == before,
+        "a start wrote to the database"
+    );
+    // And the sign-ins started still complete.
+    sign_in(&lg, &gl, "ann", "/").accepted("/");
 }
 
 /// Rows of the refusal reasons waiting to be shown.

@@ -9,6 +9,8 @@ mod harness;
 mod proxies;
 #[path = "../support/fake_gitlab.rs"]
 mod support_gitlab;
+#[path = "../support/tls_front.rs"]
+mod tls_front;
 #[path = "../support/webdriver.rs"]
 mod webdriver;
 
@@ -25,6 +27,7 @@ mod auth;
 mod browser;
 mod changes_seen_at_once;
 mod cli;
+mod gitlab_check;
 mod gate;
 mod gitlab_flow;
 mod lifecycle;

@@ -315,7 +315,7 @@ fn gitlab_sign_in_starts_with_state_and_pkce() {
     let q = query_of(&loc);
     assert_eq!(param(&q, "client_id"), Some("app-123"), "{loc}");
     assert_eq!(param(&q, "response_type"), Some("code"), "{loc}");
-    assert_eq!(param(&q, "scope"), Some("read_user"), "{loc}");
+    assert_eq!(param(&q, "scope"), Some("openid email"), "{loc}");
     assert_eq!(param(&q, "code_challenge_method"), Some("S256"), "{loc}");
     let expected_redirect = format!("http://{}/oauth2/callback/gitlab", lg.addr);
     assert_eq!(
@@ -334,7 +334,7 @@ fn gitlab_sign_in_starts_with_state_and_pkce() {
 }
 
 #[test]
-fn gitlab_scope_is_read_api_when_groups_are_needed() {
+fn gitlab_scopes_stay_openid_email_when_groups_are_needed() {
     let lg = Labgate::start();
     configure_gitlab(&lg, "https://gitlab.example.com");
     lg.admin()
@@ -348,7 +348,7 @@ fn gitlab_scope_is_read_api_when_groups_are_needed() {
         .expect(204);
     let r = lg.client().get("/sessions/init/gitlab");
     let q = query_of(r.header("location").unwrap_or_default());
-    assert_eq!(param(&q, "scope"), Some("read_api"), "{}", r.describe());
+    assert_eq!(param(&q, "scope"), Some("openid email"), "{}", r.describe());
 }
 
 #[test]

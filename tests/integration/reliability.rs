@@ -2552,13 +2552,9 @@ fn eight_sign_ins_against_a_hostile_gitlab_stay_within_tens_of_megabytes() {
         pending.push(start_sign_in(lg.addr, &mut gitlab).expect("start"));
     }
     let before = peak_rss(lg.pid());
-    // Pages just under labgate's 4 MiB cap, each full of the smallest groups, without end.
-    gl.set_fault(
-        Endpoint::Groups,
-        Fault::EndlessGroups {
-            page_bytes: 4 * 1024 * 1024 - 1024,
-        },
-    );
+    // Userinfo answers just under labgate's 4 MiB cap, full of the smallest groups: far past
+    // the 10,000 groups one sign-in accepts.
+    gl.set_fault(Endpoint::Userinfo, Fault::UserinfoGroups { count: 380_000 });
     let refused = thread::scope(|s| {
         let finishing: Vec<_> = pending
             .into_iter()

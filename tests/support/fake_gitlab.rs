@@ -8,7 +8,11 @@
 //! - `POST /oauth/token`: `authorization_code` and `refresh_token` grants, Doorkeeper's error
 //!   shapes;
 //! - `GET /api/v4/user` and `GET /api/v4/groups` (GitLab's membership semantics and offset
-//!   pagination headers).
+//!   pagination headers);
+//! - OIDC: `GET /.well-known/openid-configuration` (discovery) and `GET`/`POST /oauth/userinfo`
+//!   (`sub` as a string, `groups` = direct groups and all their descendants, the primary email
+//!   only with the `email` scope, 403 without `openid`, 401 for an invalid token or an inactive
+//!   user).
 //!
 //! Tests configure it through [`FakeGitlab`]'s methods (applications, users, groups, members,
 //! faults, switches) and read back every request it received ([`FakeGitlab::requests`]).
@@ -25,7 +29,8 @@
 //!   sign-in page is answered directly (200) instead of GitLab's 302 to `/users/sign_in`.
 //! - Applications are trusted (no consent page); [`FakeGitlab::deny_next_authorization`] stands
 //!   in for "Deny".
-//! - No `id_token`, `/oauth/revoke`, `/oauth/token/info`, `/oauth/userinfo` or OIDC discovery.
+//! - No `id_token`, `/oauth/revoke`, `/oauth/token/info` or `/oauth/discovery/keys` (labgate
+//!   reads userinfo over TLS and needs no signed token).
 //! - Faults answer before any processing: a faulted `/oauth/token` call does not use up the code.
 //! - A refresh revokes the old token pair at once.
 //! - `per_page` < 1 gives 20, `page` < 1 gives 1; names sort byte-wise (GitLab's collation is
@@ -133,6 +138,10 @@ pub enum Endpoint {
     User,
     /// `GET /api/v4/groups`
     Groups,
+    /// `GET`/`POST /oauth/userinfo`
+    Userinfo,
+    /// `GET /.well-known/openid-configuration`
+    Discovery,
 }
 
 /// A failure the fake answers instead of the normal response.
@@ -160,6 +169,9 @@ pub enum Fault {
     /// smallest groups possible (`{"full_path":"g123"}`, all different) and names a next page,
     /// without end.
     EndlessGroups { page_bytes: usize },
+    /// A hostile GitLab on [`Endpoint::Userinfo`]: 200 with the claims of a person `hostile`
+    /// (`sub` `"999999"`) in `count` groups (`g1`, `g2`, ...).
+    UserinfoGroups { count: usize },
 }
 
 impl Fault {
@@ -219,6 +231,8 @@ pub struct FakeUser {
     pub admin: bool,
     pub locked: bool,
     pub public_email: Option<String>,
+    /// Whether the primary email is confirmed (`email_verified` in userinfo).
+    pub email_verified: bool,
 }
 
 impl Default for FakeUser {
@@ -241,6 +255,7 @@ impl FakeUser {
             admin: false,
             locked: false,
             public_email: None,
+            email_verified: true,
         }
     }
 }
@@ -463,6 +478,10 @@ struct State {
     omit_totals: bool,
     next_link_base: Option<String>,
     inactive_policy: InactiveUserPolicy,
+    /// Discovery's `issuer` when set (else the base URL).
+    issuer: Option<String>,
+    /// Discovery's `scopes_supported` when set (else every known scope).
+    scopes_supported: Option<Vec<String>>,
     faults: Vec<FaultRule>,
     calls: HashMap<Endpoint, u64>,
     requests: Vec<RecordedRequest>,
@@ -845,6 +864,17 @@ impl FakeGitlab {
         self.state().inactive_policy = policy;
     }
 
+    /// Makes discovery name another `issuer` (as a GitLab whose `external_url` differs from the
+    /// URL labgate was given); `None` restores the base URL.
+    pub fn set_issuer(&self, issuer: Option<&str>) {
+        self.state().issuer = issuer.map(str::to_string);
+    }
+
+    /// Makes discovery list only these `scopes_supported`; `None` restores every known scope.
+    pub fn set_scopes_supported(&self, scopes: Option<&[&str]>) {
+        self.state().scopes_supported = scopes.map(|s| s.iter().map(|x| x.to_string()).collect());
+    }
+
     // --- faults ---------------------------------------------------------------------------
 
     /// Every call to `endpoint` gets `fault`, until [`clear_faults`](Self::clear_faults).
@@ -1063,6 +1093,8 @@ fn handle(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
         ("POST", "/oauth/token") => Some(Endpoint::Token),
         ("GET", "/api/v4/user") => Some(Endpoint::User),
         ("GET", "/api/v4/groups") => Some(Endpoint::Groups),
+        ("GET" | "POST", "/oauth/userinfo") => Some(Endpoint::Userinfo),
+        ("GET", "/.well-known/openid-configuration") => Some(Endpoint::Discovery),
         _ => None,
     });
     let req = Req {
@@ -1133,6 +1165,8 @@ fn handle(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
         Some(Endpoint::Token) => token(&mut st, &req),
         Some(Endpoint::User) => api_user(&st, shared, &req),
         Some(Endpoint::Groups) => api_groups(&st, shared, &req),
+        Some(Endpoint::Userinfo) => userinfo(&st, shared, &req),
+        Some(Endpoint::Discovery) => discovery(&st, shared),
         None if req.route.starts_with("/api/") => {
             Resp::json(404, &json!({"error": "404 Not Found"}))
         }
@@ -1208,6 +1242,13 @@ fn fault_response(shared: &Shared, fault: &Fault, endpoint: Option<Endpoint>) ->
             }
         }
         Fault::MalformedJson => Resp::new(200, "application/json", "{\"id\": 1,"),
+        Fault::UserinfoGroups { count } => {
+            let groups: Vec<String> = (1..=*count).map(|i| format!("g{i}")).collect();
+            Resp::json(
+                200,
+                &json!({"sub": "999999", "preferred_username": "hostile", "groups": groups}),
+            )
+        }
         Fault::EndlessGroups { page_bytes } => {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
             let page = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1699,6 +1740,22 @@ fn token_response(st: &State, access: &str, token: &AccessToken) -> Resp {
 
 // --- /api/v4 -------------------------------------------------------------------------------
 
+/// The access token of a request, where GitLab's Doorkeeper looks for it, in its order: the
+/// `access_token` parameter, the `Authorization: Bearer` header, the `bearer_token` parameter.
+fn access_token_of(req: &Req) -> Option<String> {
+    let from_header = req.header("authorization").and_then(|h| {
+        let (scheme, rest) = h.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_string())
+    });
+    req.q("access_token")
+        .map(str::to_string)
+        .or(from_header)
+        .or_else(|| req.q("bearer_token").map(str::to_string))
+        .filter(|t| !t.is_empty())
+}
+
 /// Finds the API token (`Authorization: Bearer`, `?access_token=`, `?bearer_token=`) and checks
 /// it in GitLab's order. `Ok(None)`: no token at all.
 fn api_authenticate<'a>(
@@ -1706,17 +1763,7 @@ fn api_authenticate<'a>(
     req: &Req,
     accepted: &[&str],
 ) -> Result<Option<&'a FakeUser>, Resp> {
-    let from_header = req.header("authorization").and_then(|h| {
-        let (scheme, rest) = h.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string())
-    });
-    let token = from_header
-        .or_else(|| req.q("access_token").map(str::to_string))
-        .or_else(|| req.q("bearer_token").map(str::to_string))
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = access_token_of(req) else {
         return Ok(None);
     };
     let unauthorized = || Resp::json(401, &json!({"message": "401 Unauthorized"}));
@@ -1822,6 +1869,141 @@ fn api_user(st: &State, shared: &Shared, req: &Req) -> Resp {
         obj.insert("last_sign_in_ip".into(), json!("127.0.0.1"));
     }
     Resp::json(200, &v)
+}
+
+// --- OIDC: /oauth/userinfo, /.well-known/openid-configuration ------------------------------
+
+/// Doorkeeper's `doorkeeper_authorize! :openid`: the token from the same places as the API, then
+/// 401 (with `WWW-Authenticate`, empty body) for a missing, unknown, expired or revoked token or
+/// an inactive user (userinfo looks users up among active ones only), 403 without `openid`.
+fn userinfo(st: &State, shared: &Shared, req: &Req) -> Resp {
+    let challenge = |status: u16, error: &str, description: &str| {
+        let mut value = format!(
+            "Bearer realm=\"Doorkeeper\", error=\"{error}\", error_description=\"{description}\""
+        );
+        if status == 403 {
+            value.push_str(", scope=\"openid\"");
+        }
+        Resp::new(status, "text/plain", "").with_header("WWW-Authenticate", value)
+    };
+    let token = access_token_of(req);
+    const UNKNOWN: &str = "The access token is invalid";
+    let Some(t) = token.as_deref().and_then(|t| st.tokens.get(t)) else {
+        return challenge(401, "invalid_token", UNKNOWN);
+    };
+    if st.now() >= t.created_at + TOKEN_LIFETIME_SECS {
+        return challenge(401, "invalid_token", DESC_TOKEN_EXPIRED);
+    }
+    if t.revoked {
+        return challenge(401, "invalid_token", DESC_TOKEN_REVOKED);
+    }
+    if !t.scopes.iter().any(|s| s == "openid") {
+        return challenge(403, "insufficient_scope", DESC_INSUFFICIENT_SCOPE);
+    }
+    let Some(user) = st.user_by_id(t.user_id).filter(|u| u.state == "active") else {
+        return challenge(401, "invalid_token", UNKNOWN);
+    };
+    Resp::json(200, &userinfo_claims(st, shared, user, &t.scopes))
+}
+
+/// The claims GitLab's userinfo gives for `user` under `scopes` (every claim is under `openid`;
+/// `email` switches the email from the public one to the primary one). Empty values are left
+/// out, as GitLab drops `nil` and `""`; `groups` may be `[]`.
+fn userinfo_claims(st: &State, shared: &Shared, user: &FakeUser, scopes: &[String]) -> Value {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!(user.id.to_string()));
+    claims.insert(
+        "sub_legacy".into(),
+        json!(hex::encode(Sha256::digest(
+            format!("{}-fake-secret-key-base", user.id).as_bytes()
+        ))),
+    );
+    if !user.name.is_empty() {
+        claims.insert("name".into(), json!(user.name));
+    }
+    claims.insert("nickname".into(), json!(user.username));
+    claims.insert("preferred_username".into(), json!(user.username));
+    let (email, verified) = if scopes.iter().any(|s| s == "email") {
+        (Some(user.email.clone()), user.email_verified)
+    } else {
+        // The public email is always one of the user's confirmed addresses.
+        (user.public_email.clone(), true)
+    };
+    if let Some(email) = email.filter(|e| !e.is_empty()) {
+        claims.insert("email".into(), json!(email));
+        claims.insert("email_verified".into(), json!(verified));
+    }
+    claims.insert(
+        "profile".into(),
+        json!(format!("{}/{}", shared.base_url, user.username)),
+    );
+    claims.insert(
+        "picture".into(),
+        json!(format!(
+            "https://secure.gravatar.com/avatar/{}?s=80&d=identicon",
+            hex::encode(Sha256::digest(user.email.to_lowercase().as_bytes()))
+        )),
+    );
+    // `membership_groups`: every group the user is a member of, with all its descendants.
+    let direct = st.direct_groups(user.id, |_| true);
+    let mut groups: Vec<&str> = st
+        .self_and_descendants(&direct)
+        .iter()
+        .filter_map(|id| st.group(*id).map(|g| g.full_path.as_str()))
+        .collect();
+    groups.sort_unstable();
+    claims.insert("groups".into(), json!(groups));
+    // The role claims: direct memberships at exactly that level; absent when empty.
+    for (claim, level) in [
+        ("owner", access::OWNER),
+        ("maintainer", access::MAINTAINER),
+        ("developer", access::DEVELOPER),
+    ] {
+        let mut paths: Vec<&str> = st
+            .direct_groups(user.id, |l| l == level)
+            .iter()
+            .filter_map(|id| st.group(*id).map(|g| g.full_path.as_str()))
+            .collect();
+        if !paths.is_empty() {
+            paths.sort_unstable();
+            claims.insert(
+                format!("https://gitlab.org/claims/groups/{claim}"),
+                json!(paths),
+            );
+        }
+    }
+    Value::Object(claims)
+}
+
+/// doorkeeper-openid_connect's discovery document, the issuer being the base URL.
+fn discovery(st: &State, shared: &Shared) -> Resp {
+    let base = &shared.base_url;
+    let scopes: Vec<String> = st
+        .scopes_supported
+        .clone()
+        .unwrap_or_else(|| KNOWN_SCOPES.iter().map(|s| s.to_string()).collect());
+    Resp::json(
+        200,
+        &json!({
+            "issuer": st.issuer.clone().unwrap_or_else(|| base.clone()),
+            "authorization_endpoint": format!("{base}/oauth/authorize"),
+            "token_endpoint": format!("{base}/oauth/token"),
+            "revocation_endpoint": format!("{base}/oauth/revoke"),
+            "introspection_endpoint": format!("{base}/oauth/introspect"),
+            "userinfo_endpoint": format!("{base}/oauth/userinfo"),
+            "jwks_uri": format!("{base}/oauth/discovery/keys"),
+            "scopes_supported": scopes,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "grant_types_supported": ["authorization_code", "password", "client_credentials", "device_code", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "claim_types_supported": ["normal"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "sub_legacy", "name", "nickname", "preferred_username", "email", "email_verified", "website", "profile", "picture", "groups", "groups_direct", "https://gitlab.org/claims/groups/owner", "https://gitlab.org/claims/groups/maintainer", "https://gitlab.org/claims/groups/developer"],
+            "code_challenge_methods_supported": ["plain", "S256"],
+        }),
+    )
 }
 
 fn bad_param(message: String) -> Resp {

@@ -1,0 +1,302 @@
+//! The GitLab section of `/admin/settings?category=authentication`: the last sign-in problem
+//! caused by labgate's registration in GitLab, the configuration's card, the connection check,
+//! what to register in GitLab and the provisioning form, built from the stored configuration
+//! and what a GitLab form sent back. `admin_settings` renders it inside its page; the forms of
+//! `admin_gitlab` send what they refused back into it.
+
+use super::FormErrors;
+use crate::db::gitlab_sign_in_problem;
+use crate::error::AppResult;
+use crate::gitlab::check::Report;
+use crate::gitlab_check::{self, BaseUrlFrom, SignInRedirect};
+use crate::gitlab_config;
+use crate::provisioning;
+use crate::web::views::datetime;
+use crate::web::Ctx;
+
+/// The "Configure GitLab" form shown while no configuration exists.
+pub struct CreateForm {
+    pub application_id: String,
+    pub url: String,
+    pub errors: FormErrors,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        CreateForm {
+            application_id: String::new(),
+            url: "https://gitlab.com".into(),
+            errors: FormErrors::default(),
+        }
+    }
+}
+
+/// The configuration as its card shows it: never the secret, only whether it is set.
+pub struct Card {
+    pub application_id: Option<String>,
+    pub url: String,
+    /// Plain `http://`: traffic to GitLab is not encrypted.
+    pub plain_http: bool,
+    pub enabled: bool,
+    /// Enabled but missing the application ID or the secret: not offered at sign-in.
+    pub enabled_unusable: bool,
+    pub secret_set: bool,
+    pub synchronize_groups: bool,
+    /// A refused enable/disable.
+    pub errors: FormErrors,
+}
+
+/// What to register in GitLab: the redirect URI (when it can be derived) and the scopes.
+pub struct Register {
+    pub redirect_uri: Option<String>,
+    /// Where the base URL of the redirect URI comes from.
+    pub base_url_note: String,
+    /// The address labgate listens on when it is every interface (no URI can be derived).
+    pub unspecified_bind: Option<String>,
+    /// The scopes to tick: those a sign-in asks for, space-separated.
+    pub scopes: &'static str,
+}
+
+/// The last sign-in that failed because of how labgate is registered in GitLab.
+pub struct SignInProblem {
+    /// When, in words.
+    pub seen: String,
+    /// What GitLab answered.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
+}
+
+/// One check of the connection check, as the page shows it.
+pub struct CheckRow {
+    pub label: &'static str,
+    pub name: &'static str,
+    pub ok: bool,
+    pub skipped: bool,
+    pub detail: String,
+}
+
+/// What "Test connection" found: every check passed (`ok`), and each one.
+pub struct CheckResult {
+    pub ok: bool,
+    pub rows: Vec<CheckRow>,
+}
+
+/// The connection check's card: the button, and the results when it has just run.
+pub struct ConnectionCheck {
+    /// `None` until "Test connection" is pressed.
+    pub ran: Option<CheckResult>,
+}
+
+/// One "Allowed groups" box with its Remove button; `index` is its place in the form.
+pub struct GroupRow {
+    pub index: usize,
+    pub value: String,
+    pub error: Option<String>,
+}
+
+/// The Just-in-Time provisioning form, as stored or as the admin is editing it.
+pub struct Provisioning {
+    pub sign_up: bool,
+    pub synchronize_groups: bool,
+    pub rows: Vec<GroupRow>,
+    pub errors: FormErrors,
+    /// Shown (with "Save anyway") when sign-up is on and no allowed group restricts it.
+    pub open_warning: Option<String>,
+    /// The form shows edits (Add/Remove) that are not saved yet.
+    pub unsaved: bool,
+    /// The stored configuration lets anyone with a GitLab account sign in right now.
+    pub open_now: Option<String>,
+    /// The stored configuration has synchronization on and no allowed group, so it
+    /// synchronizes nothing: why, and how to fix it.
+    pub sync_idle: Option<&'static str>,
+}
+
+/// The whole GitLab section, rendered by `templates/admin/gitlab_section.html`.
+pub struct Section {
+    /// Shown until a sign-in succeeds.
+    pub sign_in_problem: Option<SignInProblem>,
+    pub register: Register,
+    /// With a configuration, or once checked.
+    pub check: Option<ConnectionCheck>,
+    /// No configuration yet: the form to create one.
+    pub create: Option<CreateForm>,
+    pub card: Option<Card>,
+    pub provisioning: Option<Provisioning>,
+}
+
+/// What a refused or unfinished GitLab form sends back into the section.
+#[derive(Default)]
+pub enum Sent {
+    #[default]
+    Nothing,
+    Create(CreateForm),
+    Card(FormErrors),
+    Provisioning(Provisioning),
+    /// What "Test connection" found.
+    Checked(Report),
+}
+
+/// Shown while synchronization is on without an allowed group (a configuration stored before
+/// synchronization needed one): it then does nothing, and the admin should know why.
+pub const SYNC_IDLE: &str = "Synchronize user groups is on but no allowed group is set: nothing \
+    is synchronized. Add an allowed group to synchronize the GitLab groups under it (only those \
+    are synchronized), or turn Synchronize user groups off. Until then, the memberships of GitLab \
+    users are left as they are and can be edited by hand.";
+
+pub fn open_warning(url: &str) -> String {
+    format!(
+        "Users can sign up and no allowed group is set: anyone with an account on {url} \
+         could sign in to labgate."
+    )
+}
+
+fn register(ctx: &Ctx<'_>) -> AppResult<Register> {
+    let redirect = gitlab_check::stored_redirect(
+        &ctx.conn,
+        ctx.app.config.base_url.as_deref(),
+        ctx.app.bound,
+    )?;
+    let (redirect_uri, base_url_note, unspecified_bind) = match redirect {
+        SignInRedirect::Unknown { bound } => (None, String::new(), Some(bound.to_string())),
+        SignInRedirect::Known { uri, from } => {
+            let note = match from {
+                BaseUrlFrom::Flag => {
+                    "From --base-url (LABGATE_BASE_URL), given when labgate was started.".into()
+                }
+                BaseUrlFrom::Setting => "From the Server base URL setting (General tab).".into(),
+                BaseUrlFrom::Bound(bound) => format!(
+                    "Derived from the address labgate listens on ({bound}). If browsers reach \
+                     labgate at another URL, set --base-url or the Server base URL setting \
+                     (General tab)."
+                ),
+            };
+            (Some(uri), note, None)
+        }
+    };
+    Ok(Register {
+        redirect_uri,
+        base_url_note,
+        unspecified_bind,
+        scopes: provisioning::SCOPES,
+    })
+}
+
+/// What a check is about, in words.
+fn label_of(name: &str) -> &'static str {
+    match name {
+        "reach" => "GitLab answers",
+        "issuer" => "GitLab's own URL",
+        "scopes" => "Scopes offered",
+        "credentials" => "Application ID and secret",
+        "redirectUri" => "Redirect URI",
+        _ => "Other",
+    }
+}
+
+fn connection_check(ran: Option<Report>) -> ConnectionCheck {
+    ConnectionCheck {
+        ran: ran.map(|report| {
+            let rows = report
+                .checks
+                .into_iter()
+                .map(|c| CheckRow {
+                    label: label_of(c.name),
+                    name: c.name,
+                    ok: c.ok,
+                    skipped: !c.ok && c.detail == "skipped",
+                    detail: c.detail,
+                })
+                .collect();
+            CheckResult {
+                ok: report.ok,
+                rows,
+            }
+        }),
+    }
+}
+
+fn sign_in_problem(ctx: &Ctx<'_>) -> AppResult<Option<SignInProblem>> {
+    Ok(
+        gitlab_sign_in_problem::latest(&ctx.conn)?.map(|p| SignInProblem {
+            seen: datetime(Some(p.seen_at)),
+            problem: p.problem,
+            fix: p.fix,
+        }),
+    )
+}
+
+pub fn rows_of(groups: Vec<String>, errors: Vec<Option<String>>) -> Vec<GroupRow> {
+    let mut errors = errors.into_iter();
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| GroupRow {
+            index,
+            value,
+            error: errors.next().flatten(),
+        })
+        .collect()
+}
+
+/// Builds the section from the stored configuration and what a form sent back.
+pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
+    let config = gitlab_config::load(&ctx.conn)?;
+    let register = register(ctx)?;
+    let sign_in_problem = sign_in_problem(ctx)?;
+    if !gitlab_config::exists(&ctx.conn)? {
+        let (create, checked) = match sent {
+            Sent::Create(form) => (form, None),
+            Sent::Checked(report) => (CreateForm::default(), Some(report)),
+            _ => (CreateForm::default(), None),
+        };
+        return Ok(Section {
+            sign_in_problem,
+            register,
+            check: checked.map(|r| connection_check(Some(r))),
+            create: Some(create),
+            card: None,
+            provisioning: None,
+        });
+    }
+    let (card_errors, sent_provisioning, checked) = match sent {
+        Sent::Create(form) => (form.errors, None, None),
+        Sent::Card(errors) => (errors, None, None),
+        Sent::Provisioning(p) => (FormErrors::default(), Some(p), None),
+        Sent::Checked(report) => (FormErrors::default(), None, Some(report)),
+        Sent::Nothing => (FormErrors::default(), None, None),
+    };
+    let open_now =
+        (config.enabled && config.allow_users_to_sign_up && config.allowed_groups.is_empty())
+            .then(|| open_warning(&config.url));
+    let sync_idle = (config.synchronize_groups && !config.synchronizes()).then_some(SYNC_IDLE);
+    let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
+        sign_up: config.allow_users_to_sign_up,
+        synchronize_groups: config.synchronize_groups,
+        rows: rows_of(config.allowed_groups.clone(), Vec::new()),
+        errors: FormErrors::default(),
+        open_warning: None,
+        unsaved: false,
+        open_now: None,
+        sync_idle: None,
+    });
+    provisioning.open_now = open_now;
+    provisioning.sync_idle = sync_idle;
+    Ok(Section {
+        sign_in_problem,
+        register,
+        check: Some(connection_check(checked)),
+        create: None,
+        card: Some(Card {
+            plain_http: config.url.starts_with("http://"),
+            enabled_unusable: config.enabled && !config.usable(),
+            application_id: config.application_id,
+            url: config.url,
+            enabled: config.enabled,
+            secret_set: config.secret.is_some(),
+            synchronize_groups: config.synchronize_groups,
+            errors: card_errors,
+        }),
+        provisioning: Some(provisioning),
+    })
+}
