@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// `a | b` are kept apart: neither may use the other.
 const LAYERS: &[(&str, &str)] = &[
     (
-        "error model crypto config logging metrics process authz",
+        "error model crypto config logging metrics process authz gate::rules gate::snippets",
         "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP",
     ),
     (
@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &str)] = &[
         "talking to GitLab and counting attempts: tools the operations use, knowing nothing of them",
     ),
     (
-        "audit settings gitlab_config gitlab_check provisioning accounts signin",
+        "audit settings gitlab_config gitlab_check provisioning accounts signin gate",
         "the operations: what labgate does to its data, the same for pages and API, without HTTP",
     ),
     (

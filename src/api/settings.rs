@@ -100,7 +100,8 @@ pub fn set(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         ));
     }
     let by = ctx.by();
-    registry::set_values(&mut ctx.conn, &by, &key, &given)?;
+    let fixed = ctx.app.config.base_url.clone();
+    registry::set_values_fixed(&mut ctx.conn, &by, &key, &given, fixed.as_deref())?;
     Ok(Resp::no_content())
 }
 
@@ -115,6 +116,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let by = ctx.by();
-    registry::reset_all(&mut ctx.conn, &by, &keys)?;
+    let fixed = ctx.app.config.base_url.clone();
+    registry::reset_all_fixed(&mut ctx.conn, &by, &keys, fixed.as_deref())?;
     Ok(Resp::no_content())
 }

@@ -293,7 +293,26 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP TABLE oauth_states;
     "#,
-    // 10: the audit log: one row per decision or change, never updated but for the count of a
+    // 10: applications behind labgate (forward authentication): each is known by its origin,
+    // and admits the members of its allowed groups (none listed: every active user). A group
+    // that admits people to an application cannot be deleted (RESTRICT): deleting it must not
+    // leave the application open to everyone. Names are unique ignoring case, so that two
+    // entries of a list cannot be told apart only by case.
+    r#"
+    CREATE TABLE applications (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        url TEXT NOT NULL UNIQUE CHECK (url = lower(url)),
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE application_groups (
+        application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE RESTRICT,
+        PRIMARY KEY (application_id, group_id)) WITHOUT ROWID;
+    CREATE INDEX application_groups_by_group ON application_groups(group_id);
+    "#,
+    // 11: the audit log: one row per decision or change, never updated but for the count of a
     // folded failure (`detail`), removed oldest first by retention and the cap. A transaction
     // that records an event appends it to `audit_pending` (no index: one page written), and
     // events are moved into `audit_events` in batches, so that the indexes cost a batch, not

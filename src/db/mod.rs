@@ -13,7 +13,7 @@
 //!   searches.
 //! - One module of plain query functions per table family: [`users`], [`groups`],
 //!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`],
-//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`audit`] (the audit log).
+//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`applications`], [`audit`] (the audit log).
 //! - [`maintenance`]: the statements that touch no table (the health probe, the checkpoint at
 //!   shutdown).
 //!
@@ -21,6 +21,7 @@
 //! [`generation`], …), so that callers name `db::` and the table module, not where each piece
 //! is kept.
 
+pub mod applications;
 pub mod audit;
 pub mod bootstrap;
 pub mod commit_generation;

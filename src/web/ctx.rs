@@ -45,7 +45,9 @@ impl Ctx<'_> {
                 crate::accounts::sign_out(&mut self.conn, &by, &login, &id_hash)?;
             }
         }
-        self.cookies.extend(super::auth::clear_cookies());
+        let domain = super::auth::cookie_domain(self.app, &self.conn)?;
+        self.cookies
+            .extend(super::auth::clear_cookies(domain.as_deref()));
         Ok(())
     }
 

@@ -13,7 +13,7 @@ pub mod request;
 pub mod views;
 
 pub use ctx::Ctx;
-pub use dispatch::{dispatch, error_response, Access, Handler, Route};
+pub use dispatch::{dispatch, error_response, Access, Handler, Route, ANY_METHOD};
 
 use crate::config::Config;
 use crate::db::Pool;
@@ -53,6 +53,8 @@ pub struct App {
     pub retention: crate::audit::Retention,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
+    /// The applications behind labgate, held for the gate's checks.
+    pub applications: crate::gate::Table,
 }
 
 /// Connections the pool opens at most.
@@ -85,6 +87,7 @@ impl App {
             failure_events: crate::audit::FailureEvents::default(),
             retention: crate::audit::Retention::default(),
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
+            applications: crate::gate::Table::default(),
         }
     }
 

@@ -187,6 +187,8 @@ impl Req {
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// More header fields, already in the form the server writes, shared by many responses.
+    pub shared: Option<SharedHeaders>,
     pub body: Vec<u8>,
     /// A body read while it is sent (chunked), instead of `body`.
     pub stream: Option<Stream>,
@@ -201,6 +203,12 @@ impl std::fmt::Debug for Stream {
         f.write_str("Stream")
     }
 }
+
+/// Header fields in the form the server writes them, kept to answer many requests alike (the
+/// gate's identity headers, the same at every check of one caller): neither copied nor parsed
+/// again per response.
+pub type SharedHeaders =
+    std::sync::Arc<Vec<(oxhttp::model::HeaderName, oxhttp::model::HeaderValue)>>;
 
 pub const JSON: &str = "application/json";
 
@@ -218,6 +226,7 @@ impl Resp {
         Resp {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
+            shared: None,
             body: body.into(),
             stream: None,
         }
@@ -241,6 +250,7 @@ impl Resp {
         Resp {
             status: 204,
             headers: Vec::new(),
+            shared: None,
             body: Vec::new(),
             stream: None,
         }
@@ -259,6 +269,7 @@ impl Resp {
         Resp {
             status: 303,
             headers: vec![("Location".into(), location.into())],
+            shared: None,
             body: Vec::new(),
             stream: None,
         }
@@ -269,6 +280,7 @@ impl Resp {
         Resp {
             status: 302,
             headers: vec![("Location".into(), location.into())],
+            shared: None,
             body: Vec::new(),
             stream: None,
         }
