@@ -82,7 +82,8 @@ pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             return Err(AppError::invalid(field, format!("'{field}' is required")));
         }
     }
-    let app = applications::create(&mut ctx.conn, &changes, ctx.now)?;
+    let by = ctx.by();
+    let app = applications::create(&mut ctx.conn, &by, &changes, ctx.now)?;
     log::info!(
         "admin: application created name={:?} url={:?} by={:?}",
         app.name,
@@ -100,7 +101,8 @@ pub fn get(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn patch(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let id = path_id(ctx)?;
     let changes = changes_of(&ctx.req.body)?;
-    let app = applications::update(&mut ctx.conn, id, &changes, ctx.now)?;
+    let by = ctx.by();
+    let app = applications::update(&mut ctx.conn, &by, id, &changes, ctx.now)?;
     log::info!(
         "admin: application changed name={:?} by={:?}",
         app.name,
@@ -111,7 +113,8 @@ pub fn patch(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let id = path_id(ctx)?;
-    let app = applications::delete(&mut ctx.conn, id)?;
+    let by = ctx.by();
+    let app = applications::delete(&mut ctx.conn, &by, id)?;
     log::info!(
         "admin: application deleted name={:?} by={:?}",
         app.name,

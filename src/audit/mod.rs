@@ -397,6 +397,33 @@ impl FailureEvents {
     }
 }
 
+/// Keys seen this minute, for events recorded at most once a minute per key (a refusal at the
+/// gate, per person and application). At most [`ONCE_PER_MINUTE_KEYS`] keys are held; past
+/// that, the minute starts over (a few events more, never unbounded memory).
+#[derive(Debug, Default)]
+pub struct OncePerMinute {
+    seen: Mutex<(i64, std::collections::HashSet<String>)>,
+}
+
+/// Keys [`OncePerMinute`] holds at most.
+pub const ONCE_PER_MINUTE_KEYS: usize = 10_000;
+
+impl OncePerMinute {
+    /// Whether `key` is seen for the first time in the minute of `at_ms` (and notes it).
+    pub fn first(&self, key: &str, at_ms: i64) -> bool {
+        let minute = at_ms.div_euclid(60_000);
+        let mut seen = match self.seen.lock() {
+            Ok(seen) => seen,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.0 != minute || seen.1.len() >= ONCE_PER_MINUTE_KEYS {
+            seen.0 = minute;
+            seen.1.clear();
+        }
+        seen.1.insert(key.to_string())
+    }
+}
+
 /// Records a failed local sign-in of `login` (`reason`: a short code such as
 /// `wrong-password` or `throttled`), folded: within [`FOLD_WINDOW_MS`] of the event of that
 /// login's last failure, that event's `count` grows instead. A login past the minute's
@@ -527,6 +554,15 @@ mod tests {
                 ("ann".into(), "throttled".into(), 1),
             ]
         );
+    }
+
+    #[test]
+    fn once_per_minute_lets_each_key_through_once_a_minute() {
+        let once = OncePerMinute::default();
+        assert!(once.first("ann/wiki", 1_000));
+        assert!(!once.first("ann/wiki", 59_999));
+        assert!(once.first("bob/wiki", 2_000));
+        assert!(once.first("ann/wiki", 60_000));
     }
 
     /// A flood of failures over ever new logins opens at most so many events a minute; the

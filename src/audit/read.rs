@@ -258,6 +258,10 @@ pub fn line(event: &store::Event, detail: &Value) -> String {
                     "sign-ins of further logins".to_string()
                 }
                 "signin.local" | "signin.gitlab" => target.to_string(),
+                "gate.refused" => format!(
+                    "{target} at {}",
+                    detail.get("application").map(shown).unwrap_or_default()
+                ),
                 action => format!("{action} {target}"),
             };
             let reason = event.reason.as_deref().unwrap_or("no reason given");

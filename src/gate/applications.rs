@@ -4,6 +4,7 @@
 //! the part that opens and commits that transaction.
 
 use super::rules::Origin;
+use crate::audit::{self, Action, By, Event};
 use crate::db::{self, applications, groups};
 use crate::error::{AppError, AppResult};
 use crate::model::FieldError;
@@ -149,12 +150,30 @@ pub fn create_in(tx: &Connection, fields: &Changes, now: i64) -> AppResult<Appli
     found(tx, id)
 }
 
-/// Creates an application ([`create_in`] in a transaction of its own).
-pub fn create(conn: &mut Connection, fields: &Changes, now: i64) -> AppResult<Application> {
+/// Creates an application ([`create_in`] in a transaction of its own, with its audit event).
+pub fn create(
+    conn: &mut Connection,
+    by: &By,
+    fields: &Changes,
+    now: i64,
+) -> AppResult<Application> {
     let tx = db::write_tx(conn)?;
     let app = create_in(&tx, fields, now)?;
+    audit::record(
+        &tx,
+        by,
+        described(Event::ok(Action::ApplicationCreate, &app.name), &app),
+    )?;
     tx.commit()?;
     Ok(app)
+}
+
+/// `event` with what an application admits where.
+fn described(event: Event, app: &Application) -> Event {
+    event
+        .with("url", app.url.as_str())
+        .with("allowedGroups", app.allowed_groups.clone())
+        .with("description", app.description.as_str())
 }
 
 /// Changes the fields given of application `id` in `tx`; returns it before and after.
@@ -190,12 +209,29 @@ pub fn update_in(
 /// Changes an application ([`update_in`] in a transaction of its own).
 pub fn update(
     conn: &mut Connection,
+    by: &By,
     id: i64,
     changes: &Changes,
     now: i64,
 ) -> AppResult<Application> {
     let tx = db::write_tx(conn)?;
-    let (_, after) = update_in(&tx, id, changes, now)?;
+    let (before, after) = update_in(&tx, id, changes, now)?;
+    let event = Event::ok(Action::ApplicationUpdate, &after.name)
+        .change("name", before.name.as_str(), after.name.as_str())
+        .change("url", before.url.as_str(), after.url.as_str())
+        .change(
+            "allowedGroups",
+            before.allowed_groups.clone(),
+            after.allowed_groups.clone(),
+        )
+        .change(
+            "description",
+            before.description.as_str(),
+            after.description.as_str(),
+        );
+    if event.detail.contains_key("changes") {
+        audit::record(&tx, by, event)?;
+    }
     tx.commit()?;
     Ok(after)
 }
@@ -208,9 +244,14 @@ pub fn delete_in(tx: &Connection, id: i64) -> AppResult<Application> {
 }
 
 /// Deletes an application ([`delete_in`] in a transaction of its own).
-pub fn delete(conn: &mut Connection, id: i64) -> AppResult<Application> {
+pub fn delete(conn: &mut Connection, by: &By, id: i64) -> AppResult<Application> {
     let tx = db::write_tx(conn)?;
     let app = delete_in(&tx, id)?;
+    audit::record(
+        &tx,
+        by,
+        described(Event::ok(Action::ApplicationDelete, &app.name), &app),
+    )?;
     tx.commit()?;
     Ok(app)
 }
@@ -250,6 +291,7 @@ mod tests {
         let mut conn = db::test_db();
         let app = create(
             &mut conn,
+            &By::admin(),
             &changes(" Jupyter ", "HTTPS://Jupyter.Lab.Example/", &[]),
             1,
         )
@@ -260,6 +302,7 @@ mod tests {
         );
         let err = create(
             &mut conn,
+            &By::admin(),
             &changes("jupyter", "https://jupyter.lab.example", &["nope"]),
             1,
         )
@@ -269,7 +312,13 @@ mod tests {
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["allowedGroups", "name", "url"], "{errors:?}");
-        let err = create(&mut conn, &changes("", "https://x.example/path", &[]), 1).unwrap_err();
+        let err = create(
+            &mut conn,
+            &By::admin(),
+            &changes("", "https://x.example/path", &[]),
+            1,
+        )
+        .unwrap_err();
         assert_eq!(err.messages().len(), 2, "{err:?}");
     }
 
@@ -279,6 +328,7 @@ mod tests {
         groups::create(&conn, "ml", "", 1).unwrap();
         let app = create(
             &mut conn,
+            &By::admin(),
             &changes("Grafana", "https://grafana.lab.example", &["ml"]),
             1,
         )
@@ -287,7 +337,7 @@ mod tests {
             name: Some("Dashboards".into()),
             ..Default::default()
         };
-        let after = update(&mut conn, app.id, &renamed, 2).unwrap();
+        let after = update(&mut conn, &By::admin(), app.id, &renamed, 2).unwrap();
         assert_eq!(after.name, "Dashboards");
         assert_eq!(after.allowed_groups, ["ml"]);
         assert_eq!(after.url, app.url);
@@ -295,12 +345,12 @@ mod tests {
             allowed_groups: Some(Vec::new()),
             ..Default::default()
         };
-        assert!(update(&mut conn, app.id, &opened, 3)
+        assert!(update(&mut conn, &By::admin(), app.id, &opened, 3)
             .unwrap()
             .allowed_groups
             .is_empty());
         assert!(matches!(
-            update(&mut conn, 999, &opened, 3),
+            update(&mut conn, &By::admin(), 999, &opened, 3),
             Err(AppError::NotFound(_))
         ));
     }
@@ -311,6 +361,7 @@ mod tests {
         let id = groups::create(&conn, "ml", "", 1).unwrap();
         create(
             &mut conn,
+            &By::admin(),
             &changes("Grafana", "https://grafana.lab.example", &["ml"]),
             1,
         )

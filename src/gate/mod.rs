@@ -126,6 +126,22 @@ pub fn cookie_domain(conn: &Connection, base_url: &str) -> AppResult<Option<Stri
     }
 }
 
+/// Records that `login` was refused at `app` (signed in, in none of its allowed groups), in a
+/// transaction of its own: the reason, the application and the groups that would admit them.
+pub fn record_refusal(
+    conn: &mut Connection,
+    by: &crate::audit::By,
+    login: &str,
+    app: &Application,
+) -> AppResult<()> {
+    use crate::audit::{Action, Event};
+    let event = Event::refused(Action::GateRefused, Some(login), "not-in-allowed-group")
+        .with("application", app.name.as_str())
+        .with("url", app.url.as_str())
+        .with("allowedGroups", app.allowed_groups.clone());
+    crate::audit::record_alone(conn, by, event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,7 +220,7 @@ mod tests {
             url: Some("https://wiki.lab.test".into()),
             ..Default::default()
         };
-        applications::create(&mut conn, &fields, 1).unwrap();
+        applications::create(&mut conn, &crate::audit::By::admin(), &fields, 1).unwrap();
         let origin = Origin::parse("https://wiki.lab.test").unwrap();
         assert_eq!(
             table.current(&conn).unwrap().find(&origin).unwrap().name,

@@ -137,7 +137,8 @@ pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn create(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let state = list_state(ctx);
     let mut form = Form::sent(ctx);
-    match applications::create(&mut ctx.conn, &form.changes(), ctx.now) {
+    let by = ctx.by();
+    match applications::create(&mut ctx.conn, &by, &form.changes(), ctx.now) {
         Ok(app) => {
             log::info!(
                 "admin: application created name={:?} url={:?} by={:?}",
@@ -233,7 +234,8 @@ pub fn edit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn update(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let app = find(&ctx.conn, &field(ctx, "id"))?;
     let mut form = Form::sent(ctx);
-    match applications::update(&mut ctx.conn, app.id, &form.changes(), ctx.now) {
+    let by = ctx.by();
+    match applications::update(&mut ctx.conn, &by, app.id, &form.changes(), ctx.now) {
         Ok(after) => {
             log::info!(
                 "admin: application changed name={:?} by={:?}",
@@ -287,7 +289,8 @@ pub fn delete_confirm(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 pub fn delete(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     DELETION.act(ctx, |ctx, id| {
-        let app = applications::delete(&mut ctx.conn, applications::parse_id(id)?)?;
+        let by = ctx.by();
+        let app = applications::delete(&mut ctx.conn, &by, applications::parse_id(id)?)?;
         log::info!(
             "admin: application deleted name={:?} by={:?}",
             app.name,

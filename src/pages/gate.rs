@@ -59,6 +59,7 @@ fn check(ctx: &mut Ctx<'_>, original: Option<Original<'_>>, family: Family) -> A
             "gate: {} without a usable original URL (is the proxy configured as labgate shows?); refused",
             ctx.req.path
         );
+        crate::metrics::gate_check("unknown-application");
         return unknown_application(ctx, None);
     };
     let apps = ctx.app.applications.current(&ctx.conn)?;
@@ -68,19 +69,34 @@ fn check(ctx: &mut Ctx<'_>, original: Option<Original<'_>>, family: Family) -> A
             original.origin,
             original.origin.host
         );
+        crate::metrics::gate_check("unknown-application");
         return unknown_application(ctx, Some(&original));
     };
     let Some(caller) = auth::gate_caller(ctx.app, &ctx.conn, ctx.req, ctx.now)? else {
+        crate::metrics::gate_check("unauthenticated");
         return not_signed_in(ctx, &original, family);
     };
     if rules::admits(&app.allowed_groups, &caller.groups) {
+        crate::metrics::gate_check("allowed");
         return Ok(admitted(&caller));
     }
+    crate::metrics::gate_check("refused");
     log::info!(
         "gate: refused login={:?} application={:?}",
         caller.user.login,
         app.name
     );
+    // In the audit log once a minute per person and application: a page that keeps asking
+    // must not fill it.
+    let login = &caller.user.login;
+    if ctx
+        .app
+        .gate_refusals
+        .first(&format!("{}/{login}", app.id), ctx.now_ms)
+    {
+        let by = auth::by_of(ctx.req, None, ctx.now_ms).as_actor(login);
+        crate::gate::record_refusal(&mut ctx.conn, &by, login, &app)?;
+    }
     refused(ctx, &app, &caller)
 }
 

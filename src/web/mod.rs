@@ -51,6 +51,8 @@ pub struct App {
     pub failure_events: crate::audit::FailureEvents,
     /// When old audit events were last removed.
     pub retention: crate::audit::Retention,
+    /// Who was refused at which application this minute (one audit event a minute each).
+    pub gate_refusals: crate::audit::OncePerMinute,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
     /// The applications behind labgate, held for the gate's checks.
@@ -86,6 +88,7 @@ impl App {
             callers: caller_cache::CallerCache::default(),
             failure_events: crate::audit::FailureEvents::default(),
             retention: crate::audit::Retention::default(),
+            gate_refusals: crate::audit::OncePerMinute::default(),
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
             applications: crate::gate::Table::default(),
         }

@@ -660,3 +660,59 @@ fn the_client_address_is_the_one_a_trusted_proxy_reports() {
         created[0]
     );
 }
+
+#[test]
+fn application_changes_and_gate_refusals_are_recorded_the_refusals_once_a_minute() {
+    let lg = Labgate::start();
+    lg.create_group("ml");
+    lg.create_user("bob", USER_PASSWORD);
+    let mut admin = lg.admin();
+    let created = admin
+        .post_json(
+            "/api/v2/labgate/applications",
+            &json!({"name": "Wiki", "url": "https://wiki.lab.example", "allowedGroups": ["ml"]}),
+        )
+        .expect_json(201);
+    let path = format!(
+        "/api/v2/labgate/applications/{}",
+        created["id"].as_str().unwrap()
+    );
+    admin
+        .request(
+            "PATCH",
+            &path,
+            &[("Content-Type", "application/merge-patch+json")],
+            br#"{"description":"the lab's wiki"}"#,
+        )
+        .expect_json(200);
+    let mut bob = lg.login("bob", USER_PASSWORD);
+    let original = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "wiki.lab.example"),
+        ("X-Forwarded-Uri", "/page"),
+        ("X-Forwarded-Method", "GET"),
+    ];
+    for _ in 0..5 {
+        let r = bob.request("GET", "/gate/forward", &original, b"");
+        assert_eq!(r.status, 403, "{}", r.describe());
+    }
+    admin.request("DELETE", &path, &[], b"").expect(204);
+    let all = events(&lg, &[]);
+    assert_event(&all, "application.create", Some("admin"), "Wiki", "ok");
+    assert_event(&all, "application.update", Some("admin"), "Wiki", "ok");
+    assert_event(&all, "application.delete", Some("admin"), "Wiki", "ok");
+    let update = about(&all, "application.update", "Wiki")[0];
+    assert_eq!(
+        update["detail"]["changes"]["description"],
+        json!({"old": "", "new": "the lab's wiki"})
+    );
+    let refused = about(&all, "gate.refused", "bob");
+    assert_eq!(refused.len(), 1, "once a minute: {refused:#?}");
+    assert_eq!(refused[0]["outcome"], "refused");
+    assert_eq!(refused[0]["detail"]["application"], "Wiki");
+    assert_eq!(refused[0]["detail"]["allowedGroups"], json!(["ml"]));
+    assert_eq!(
+        refused[0]["line"],
+        "bob at Wiki refused: not-in-allowed-group"
+    );
+}
