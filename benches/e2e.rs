@@ -1863,8 +1863,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             format!("× {worst:.3} at most (median of per-round ratios)"),
             worst <= 1.10,
         ));
-        let slowest = a
-            .queries
+        let slowest = a.queries[..a.within_target]
             .iter()
             .map(|q| q.samples.p50())
             .fold(0.0, f64::max);

@@ -69,6 +69,8 @@ pub struct Report {
     pub load_took: Duration,
     pub db_bytes: u64,
     pub queries: Vec<QueryRow>,
+    /// The first queries, those the target is about; the others show where it ends.
+    pub within_target: usize,
     pub hello: Samples,
 }
 
@@ -301,7 +303,14 @@ pub fn bench(
             "/admin/users/edit (last 20 events)",
             "/admin/users/edit?login=admin".into(),
         ),
+        // Beyond the target: a text every fourth event matches, and a deep page.
+        (
+            "/admin/audit?q=admin (1 event in 4)",
+            "/admin/audit?q=admin".into(),
+        ),
+        ("/admin/audit, page 2,000", "/admin/audit?p=2000".into()),
     ];
+    let within_target = targets.len() - 2;
     let mut queries = Vec::new();
     let mut conn = Conn::new(server.addr);
     for (name, target) in targets {
@@ -343,6 +352,7 @@ pub fn bench(
         load_took,
         db_bytes,
         queries,
+        within_target,
         hello,
     })
 }
