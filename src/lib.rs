@@ -5,8 +5,8 @@
 //! The modules stand in layers, each using only its own layer and those below it, so that each
 //! can be read and tested without the ones above (`cargo test --test layers` checks it):
 //!
-//! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`config`], [`logging`],
-//!    [`process`], [`authz`];
+//! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`secrets`], [`config`],
+//!    [`logging`], [`process`], [`authz`];
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
@@ -34,6 +34,7 @@ pub mod pages;
 pub mod process;
 pub mod provisioning;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod signin;
@@ -90,6 +91,7 @@ pub fn open_store(config: &Config) -> Result<Option<String>, String> {
     }
     let mut conn = db::open(&path).map_err(|e| format!("database {}: {e}", path.display()))?;
     db::migrate(&mut conn).map_err(|e| format!("database {}: {e}", path.display()))?;
+    seal_secrets(config, &mut conn)?;
     let now = chrono::Utc::now().timestamp();
     let (_, generated) = db::bootstrap(&mut conn, config.admin_password.as_deref(), now)
         .map_err(|e| format!("database {}: first-start setup failed: {e}", path.display()))?;
@@ -101,19 +103,43 @@ pub fn open_store(config: &Config) -> Result<Option<String>, String> {
     Ok(generated)
 }
 
-/// Writes a file readable by its owner only (0600).
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+pub use process::write_private;
+
+/// Loads (or makes, at the first start) the key file and installs it, then seals whatever
+/// secret an older labgate stored in clear and erases the clear bytes from the file. Warns, with
+/// the fix, about a stored secret that does not open with this key file.
+fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), String> {
+    let (keyring, created) = secrets::load_or_create(&config.data_dir)?;
+    let keyring = secrets::install(keyring);
+    if created {
+        log::info!(
+            "key file {} made (key {}): keep it with every backup of labgate.db",
+            secrets::key_path(&config.data_dir).display(),
+            keyring.current_id()
+        );
     }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    let db_error = |e: error::AppError| format!("database {}: {e}", config.db_path().display());
+    let sealed = settings::seal_clear_values(conn).map_err(db_error)?;
+    if !sealed.is_empty() {
+        db::maintenance::erase_freed_space(conn)
+            .map_err(|e| format!("database {}: {e}", config.db_path().display()))?;
+        log::info!(
+            "encrypted at rest with {}: {} (stored in clear by an older labgate)",
+            secrets::KEY_FILE,
+            sealed.join(", ")
+        );
+    }
+    for key in settings::ENCRYPTED {
+        if let settings::Secret::Unreadable(why) = settings::secret(conn, key).map_err(db_error)? {
+            log::warn!(
+                "setting {key}: {why}: enter it again (for the GitLab secret: Settings, \
+                 Authentication, GitLab, Edit), or stop labgate and put back the {} that was \
+                 backed up with this database",
+                secrets::KEY_FILE
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Starts serving with an already prepared store; returns the bound address and the state.

@@ -28,6 +28,104 @@ pub const GITLAB_KEYS: &[&str] = &[
     GITLAB_GROUPS_SYNC,
 ];
 
+/// The settings stored sealed with the key of `labgate.key` ([`crate::secrets`]), so that a
+/// copy of the database alone does not reveal them. Every write goes through [`store`], which
+/// seals them; they are read back through [`Snapshot::secret`] (or [`secret`]); a clear value
+/// left by an older labgate is sealed at start by [`seal_clear_values`]. A new secret setting
+/// needs nothing more than its key in this list.
+pub const ENCRYPTED: &[&str] = &[GITLAB_SECRET];
+
+/// Whether a setting is stored sealed (see [`ENCRYPTED`]).
+pub fn encrypted(key: &str) -> bool {
+    ENCRYPTED.contains(&key)
+}
+
+/// What a sealed setting is sealed for: its key, so that its value opens nowhere else.
+fn sealing_context(key: &str) -> String {
+    format!("setting:{key}")
+}
+
+/// Stores a setting's value in `conn`, sealed when the setting is [`ENCRYPTED`]: every write of
+/// a setting's value goes through here.
+pub fn store(conn: &Connection, key: &str, value: &str) -> AppResult<()> {
+    if encrypted(key) {
+        let sealed = crate::secrets::seal(&sealing_context(key), value)
+            .ok_or_else(|| AppError::Internal("secrets: no key loaded".into()))?;
+        db::settings::set(conn, key, &sealed)?;
+    } else {
+        db::settings::set(conn, key, value)?;
+    }
+    Ok(())
+}
+
+/// A secret setting ([`ENCRYPTED`]) as read back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Unset,
+    Set(String),
+    /// Stored, but it does not open with the key file labgate has (see
+    /// [`crate::secrets::OpenError`]): it must be entered again.
+    Unreadable(crate::secrets::OpenError),
+}
+
+/// Never prints a secret.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Unset => f.write_str("Unset"),
+            Secret::Set(_) => f.write_str("Set(<hidden>)"),
+            Secret::Unreadable(why) => write!(f, "Unreadable({why:?})"),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret, when it is set and readable.
+    pub fn value(self) -> Option<String> {
+        match self {
+            Secret::Set(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stored value of an [`ENCRYPTED`] setting. A value that is not sealed (written in
+/// clear by an older labgate or by hand since the start) is taken as it is: the next start
+/// seals it.
+fn open_stored(key: &str, stored: Option<&str>) -> Secret {
+    match stored {
+        None => Secret::Unset,
+        Some(value) if !crate::secrets::is_sealed(value) => Secret::Set(value.to_string()),
+        Some(value) => match crate::secrets::open(&sealing_context(key), value) {
+            Ok(plain) => Secret::Set(plain),
+            Err(why) => Secret::Unreadable(why),
+        },
+    }
+}
+
+/// A secret setting as stored ([`Snapshot::secret`] reads it with the others).
+pub fn secret(conn: &Connection, key: &str) -> AppResult<Secret> {
+    Ok(open_stored(key, db::settings::get(conn, key)?.as_deref()))
+}
+
+/// Seals, in one transaction, the value of every [`ENCRYPTED`] setting still stored in clear:
+/// a database written by a labgate that stored secrets in clear, at its first start with
+/// `labgate.key`. Returns the keys sealed (none on every later start).
+pub fn seal_clear_values(conn: &mut Connection) -> AppResult<Vec<&'static str>> {
+    let tx = db::write_tx(conn)?;
+    let mut sealed = Vec::new();
+    for key in ENCRYPTED {
+        if let Some(value) = db::settings::get(&tx, key)? {
+            if !crate::secrets::is_sealed(&value) {
+                store(&tx, key, &value)?;
+                sealed.push(*key);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(sealed)
+}
+
 /// Refusal when the GitLab URL would change without the secret being sent again.
 pub const URL_NEEDS_SECRET: &str =
     "For security reasons, the URL can't be updated without providing the secret.";
@@ -296,6 +394,11 @@ impl Snapshot {
     pub fn is_set(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
+
+    /// An [`ENCRYPTED`] setting, opened; like [`secret`].
+    pub fn secret(&self, key: &str) -> Secret {
+        open_stored(key, self.stored(key))
+    }
 }
 
 /// The stored value or the default.
@@ -383,7 +486,7 @@ pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<
     let before = touches_group_sync(key)
         .then(|| group_sync(&tx))
         .transpose()?;
-    db::settings::set(&tx, key, &stored)?;
+    store(&tx, key, &stored)?;
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
     }
@@ -555,6 +658,89 @@ mod tests {
             assert_eq!(snap.is_set(def.key), is_set(&conn, def.key).unwrap());
         }
         assert!(snap.value("sonar.unknown").is_err());
+    }
+
+    #[test]
+    fn encrypted_settings_are_sealed_in_the_table_and_read_back() {
+        let mut conn = db::test_db();
+        set(&mut conn, GITLAB_SECRET, "s3cret-value").unwrap();
+        let raw = db::settings::get(&conn, GITLAB_SECRET).unwrap().unwrap();
+        assert!(
+            crate::secrets::is_sealed(&raw) && !raw.contains("s3cret"),
+            "{raw}"
+        );
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("s3cret-value".into())
+        );
+        let snap = Snapshot::load(&conn).unwrap();
+        assert_eq!(
+            snap.secret(GITLAB_SECRET),
+            Secret::Set("s3cret-value".into())
+        );
+        assert_eq!(snap.secret(GITLAB_URL), Secret::Unset);
+        assert!(is_set(&conn, GITLAB_SECRET).unwrap());
+        // Only the listed settings are sealed.
+        set(&mut conn, GITLAB_APPLICATION_ID, "app-id").unwrap();
+        assert_eq!(
+            db::settings::get(&conn, GITLAB_APPLICATION_ID)
+                .unwrap()
+                .as_deref(),
+            Some("app-id")
+        );
+        assert!(!format!("{:?}", secret(&conn, GITLAB_SECRET).unwrap()).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_clear_secret_is_sealed_once_and_a_foreign_one_is_unreadable() {
+        let mut conn = db::test_db();
+        assert!(
+            seal_clear_values(&mut conn).unwrap().is_empty(),
+            "nothing stored"
+        );
+        // As an older labgate stored it.
+        db::settings::set(&conn, GITLAB_SECRET, "clear-secret").unwrap();
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("clear-secret".into())
+        );
+        assert_eq!(seal_clear_values(&mut conn).unwrap(), vec![GITLAB_SECRET]);
+        let sealed = db::settings::get(&conn, GITLAB_SECRET).unwrap().unwrap();
+        assert!(crate::secrets::is_sealed(&sealed) && !sealed.contains("clear"));
+        assert!(
+            seal_clear_values(&mut conn).unwrap().is_empty(),
+            "idempotent"
+        );
+        assert_eq!(
+            db::settings::get(&conn, GITLAB_SECRET).unwrap(),
+            Some(sealed)
+        );
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("clear-secret".into())
+        );
+        // Sealed with a key this labgate does not have: a database restored without its key.
+        let other = crate::secrets::Keyring::parse(&crate::secrets::new_key_file_text()).unwrap();
+        let foreign = other.seal(&sealing_context(GITLAB_SECRET), "clear-secret");
+        db::settings::set(&conn, GITLAB_SECRET, &foreign).unwrap();
+        assert!(matches!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Unreadable(crate::secrets::OpenError::UnknownKey(_))
+        ));
+        let config = crate::gitlab_config::load(&conn).unwrap();
+        assert!(config.secret.is_none() && config.secret_unreadable);
+        // Sealed for another setting: does not open as this one.
+        let moved = crate::secrets::seal("setting:other", "x").unwrap();
+        db::settings::set(&conn, GITLAB_SECRET, &moved).unwrap();
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Unreadable(crate::secrets::OpenError::Damaged)
+        );
+        set(&mut conn, GITLAB_SECRET, "entered-again").unwrap();
+        assert_eq!(
+            crate::gitlab_config::load(&conn).unwrap().secret.as_deref(),
+            Some("entered-again")
+        );
     }
 
     #[test]

@@ -263,6 +263,7 @@ fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
         url: "https://gl".into(),
         application_id: Some("a".into()),
         secret: Some("s".into()),
+        secret_unreadable: false,
         synchronize_groups: sync,
         allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,

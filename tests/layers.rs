@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 /// `a | b` are kept apart: neither may use the other.
 const LAYERS: &[(&str, &str)] = &[
     (
-        "error model crypto config logging process authz",
-        "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP",
+        "error model crypto secrets config logging process authz",
+        "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP \
+         (secrets: the key file and sealing, which the store's callers use before they write)",
     ),
     (
         "db",

@@ -113,13 +113,31 @@ pub fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
-/// Online, consistent copy of the database at `src` into `dest` (SQLite backup API).
-pub fn backup(src: &Path, dest: &Path) -> rusqlite::Result<()> {
-    let source = open(src)?;
-    let mut target = Connection::open(dest)?;
-    let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
-    backup.run_to_completion(256, Duration::from_millis(5), None)?;
-    Ok(())
+/// Online, consistent copy of the database at `src` into `dest` (SQLite backup API), a new
+/// file readable by its owner only (0600), like the database: it holds the password and token
+/// hashes and the sealed secrets. A copy that fails halfway is removed.
+pub fn backup(src: &Path, dest: &Path) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(dest).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => "the file exists; choose a new name".to_string(),
+        _ => e.to_string(),
+    })?;
+    let copied = (|| -> rusqlite::Result<()> {
+        let source = open(src)?;
+        let mut target = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)
+    })();
+    copied.map_err(|e| {
+        let _ = std::fs::remove_file(dest);
+        e.to_string()
+    })
 }
 
 /// The steps of SQLite's plan for `sql` (its parameters bound to 0, 1, …), for unit tests that
@@ -137,6 +155,7 @@ pub fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
 /// An in-memory database with the full schema and bootstrap, for unit tests.
 #[cfg(test)]
 pub fn test_db() -> Connection {
+    crate::secrets::install_for_tests();
     let mut conn = Connection::open_in_memory().unwrap();
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
     migrate(&mut conn).unwrap();

@@ -41,6 +41,8 @@ pub struct Card {
     /// Enabled but missing the application ID or the secret: not offered at sign-in.
     pub enabled_unusable: bool,
     pub secret_set: bool,
+    /// A secret is stored but does not open with labgate's key file: enter it again.
+    pub secret_unreadable: bool,
     pub synchronize_groups: bool,
     /// A refused enable/disable.
     pub errors: FormErrors,
@@ -294,6 +296,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
             url: config.url,
             enabled: config.enabled,
             secret_set: config.secret.is_some(),
+            secret_unreadable: config.secret_unreadable,
             synchronize_groups: config.synchronize_groups,
             errors: card_errors,
         }),

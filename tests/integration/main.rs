@@ -34,5 +34,6 @@ mod pages;
 mod paging;
 mod reliability;
 mod route_table;
+mod secrets_at_rest;
 mod throttle_proxy;
 mod walkthrough;
