@@ -337,7 +337,9 @@ pub fn replace_password(
     users::set_password(&tx, user_id, new_hash, false, now)?;
     match keep_session {
         Some(keep) => sessions::delete_others(&tx, user_id, keep)?,
-        None => sessions::delete_for_user(&tx, user_id)?,
+        None => {
+            sessions::delete_for_user(&tx, user_id)?;
+        }
     }
     tx.commit()?;
     Ok(())

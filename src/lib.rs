@@ -10,7 +10,7 @@
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
-//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`];
+//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`revalidation`];
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -33,6 +33,7 @@ pub mod model;
 pub mod pages;
 pub mod process;
 pub mod provisioning;
+pub mod revalidation;
 pub mod routes;
 pub mod secrets;
 pub mod server;
@@ -146,6 +147,10 @@ fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), 
 pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), String> {
     let server_id = {
         let conn = db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
+        // A run going on when the last server stopped ended with it.
+        let stopped = "labgate stopped during the run";
+        db::gitlab_revalidation::fail_unfinished(&conn, stopped, chrono::Utc::now().timestamp())
+            .map_err(|e| format!("database: {e}"))?;
         db::settings::get(&conn, db::settings::KEY_SERVER_ID)
             .map_err(|e| format!("database: {e}"))?
             .unwrap_or_default()
@@ -153,7 +158,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
-    server::spawn(listen, routes::routes(), |bound| {
+    let served = server::spawn(listen, routes::routes(), |bound| {
         Arc::new(web::App::new(
             config.clone(),
             bound,
@@ -170,5 +175,28 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             _ => e.to_string(),
         };
         format!("--listen {listen_text}: {reason}")
-    })
+    })?;
+    schedule_revalidation(Arc::clone(&served.1));
+    Ok(served)
+}
+
+/// How often the schedule looks whether a revalidation is due.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the thread that runs the revalidation of GitLab users when it is due (see
+/// [`revalidation::run_if_due`]). A failing run is recorded and logged by the run itself; an
+/// error before it (the database busy) is logged, and the next tick tries again.
+fn schedule_revalidation(app: Arc<web::App>) {
+    let spawned = std::thread::Builder::new()
+        .name("revalidation".into())
+        .spawn(move || loop {
+            std::thread::sleep(SCHEDULE_TICK);
+            let (pool, gitlab, state) = (&app.pool, &app.gitlab, &app.revalidations);
+            if let Err(e) = revalidation::run_if_due(pool, gitlab, state, app.now()) {
+                log::warn!("revalidation: the scheduled run could not start: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("revalidation: the schedule's thread could not start: {e}");
+    }
 }

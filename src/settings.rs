@@ -16,6 +16,7 @@ pub const GITLAB_SIGN_UP: &str = "sonar.auth.gitlab.allowUsersToSignUp";
 pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
 pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
 pub const TOKEN_MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
+pub const REVALIDATE_MINUTES: &str = "labgate.gitlab.revalidateMinutes";
 
 /// Every GitLab key: together they are the one GitLab configuration.
 pub const GITLAB_KEYS: &[&str] = &[
@@ -133,6 +134,12 @@ pub const URL_NEEDS_SECRET: &str =
 /// Refusal when a change would leave group synchronization on without an allowed group.
 pub const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
 
+/// Bounds of the revalidation interval when it is on, in minutes (0 turns it off).
+pub const REVALIDATE_MINUTES_MIN: i64 = 5;
+pub const REVALIDATE_MINUTES_MAX: i64 = 1440;
+/// The revalidation interval when none is stored.
+pub const REVALIDATE_MINUTES_DEFAULT: i64 = 15;
+
 /// Default idle timeout of a session: 3 days.
 pub const SESSION_TIMEOUT_DEFAULT_MIN: i64 = 3 * 24 * 60;
 /// Bounds of the idle timeout, in minutes: 6 minutes to 3 months.
@@ -145,6 +152,8 @@ pub enum Kind {
     Url,
     /// An integer within bounds.
     Integer { min: i64, max: i64 },
+    /// A number of minutes within bounds, or 0 for "off".
+    Interval { min: i64, max: i64 },
     /// `true` or `false`.
     Bool,
     /// Free text up to a length.
@@ -206,6 +215,20 @@ pub const DEFINITIONS: &[Definition] = &[
             values: TokenLifetime::LABELS,
         },
         default: Some("No expiration"),
+    },
+    Definition {
+        key: REVALIDATE_MINUTES,
+        name: "GitLab revalidation interval (minutes)",
+        description: "Every this many minutes, labgate asks GitLab about each GitLab user with a \
+                      live session or an API token used in that time: a person GitLab no longer \
+                      admits (out of the allowed groups, blocked or deleted, or who revoked \
+                      labgate) loses their sessions at once, and their API tokens until they \
+                      sign in with GitLab again. 0 turns it off; otherwise 5 to 1440.",
+        kind: Kind::Interval {
+            min: REVALIDATE_MINUTES_MIN,
+            max: REVALIDATE_MINUTES_MAX,
+        },
+        default: Some("15"),
     },
     Definition {
         key: GITLAB_ENABLED,
@@ -323,6 +346,13 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
             Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
             _ => Err(invalid(format!(
                 "Setting '{}': value must be a whole number between {min} and {max}",
+                def.key
+            ))),
+        },
+        Kind::Interval { min, max } => match raw.parse::<i64>() {
+            Ok(n) if n == 0 || (min..=max).contains(&n) => Ok(n.to_string()),
+            _ => Err(invalid(format!(
+                "Setting '{}': value must be 0 (off) or a whole number between {min} and {max}",
                 def.key
             ))),
         },
@@ -529,6 +559,16 @@ pub fn session_timeout_secs(conn: &Connection) -> AppResult<i64> {
         .unwrap_or(SESSION_TIMEOUT_DEFAULT_MIN)
         .clamp(SESSION_TIMEOUT_MIN, SESSION_TIMEOUT_MAX);
     Ok(minutes * 60)
+}
+
+/// The revalidation interval in minutes; 0: off. A stored value out of bounds (only a hand
+/// edit of the database can store one) counts as the default.
+pub fn revalidate_minutes(conn: &Connection) -> AppResult<i64> {
+    let stored = value(conn, REVALIDATE_MINUTES)?.and_then(|v| v.parse::<i64>().ok());
+    Ok(match stored {
+        Some(n) if n == 0 || (REVALIDATE_MINUTES_MIN..=REVALIDATE_MINUTES_MAX).contains(&n) => n,
+        _ => REVALIDATE_MINUTES_DEFAULT,
+    })
 }
 
 /// The longest life of a new API token. A stored value that is none of the setting's values
@@ -776,6 +816,26 @@ mod tests {
         // Only a hand edit of the database stores such a value; the cap stays.
         db::settings::set(&conn, TOKEN_MAX_LIFETIME, "forever").unwrap();
         assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Days30);
+    }
+
+    #[test]
+    fn revalidation_interval_is_off_or_within_bounds() {
+        let mut conn = db::test_db();
+        assert_eq!(revalidate_minutes(&conn).unwrap(), 15);
+        for ok in ["0", "5", "60", "1440"] {
+            set(&mut conn, REVALIDATE_MINUTES, ok).unwrap();
+            assert_eq!(revalidate_minutes(&conn).unwrap().to_string(), ok);
+        }
+        for bad in ["4", "1", "1441", "-1", "x", "15.5"] {
+            let err = set(&mut conn, REVALIDATE_MINUTES, bad).unwrap_err();
+            assert!(err.public_message().contains("0 (off)"), "{bad}: {err:?}");
+        }
+        db::settings::set(&conn, REVALIDATE_MINUTES, "2").unwrap();
+        assert_eq!(
+            revalidate_minutes(&conn).unwrap(),
+            15,
+            "a hand edit out of bounds"
+        );
     }
 
     #[test]

@@ -37,8 +37,9 @@ const LAYERS: &[(&str, &str)] = &[
         "talking to GitLab and counting attempts: tools the operations use, knowing nothing of them",
     ),
     (
-        "settings gitlab_config gitlab_check provisioning accounts signin",
-        "the operations: what labgate does to its data, the same for pages and API, without HTTP",
+        "settings gitlab_config gitlab_check provisioning accounts signin revalidation",
+        "the operations: what labgate does to its data, the same for pages and API, without HTTP \
+         (revalidation applies the sign-in's rules again, so it uses signin)",
     ),
     (
         "web",

@@ -49,6 +49,8 @@ pub struct App {
     pub callers: caller_cache::CallerCache,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
+    /// Whether a revalidation of GitLab users runs, and when the schedule counts from.
+    pub revalidations: crate::revalidation::Revalidations,
 }
 
 /// Connections the pool opens at most.
@@ -79,6 +81,7 @@ impl App {
             gitlab,
             callers: caller_cache::CallerCache::default(),
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
+            revalidations: crate::revalidation::Revalidations::new(chrono::Utc::now().timestamp()),
         }
     }
 
