@@ -167,7 +167,7 @@ pub fn test_db() -> Connection {
 /// A database file with the full schema in the temporary directory, for unit tests that need
 /// a file (the pool, WAL hooks).
 #[cfg(test)]
-fn temp_db(tag: &str) -> std::path::PathBuf {
+pub(crate) fn temp_db(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("labgate-pool-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("labgate.db");

@@ -339,3 +339,43 @@ fn a_second_run_is_refused_while_one_goes_on() {
     assert!(matches!(err, AppError::Conflict(_)), "{err:?}");
     assert!(state.running(), "the run going on is still marked");
 }
+
+#[test]
+fn a_due_scheduled_run_runs_once_and_the_schedule_counts_from_it() {
+    crate::secrets::install_for_tests();
+    let pool = Pool::new(db::temp_db("revalidation-due"), 2);
+    let gitlab = Client::new(None).unwrap();
+    let state = Revalidations::new(1_000);
+    let due = |now| run_if_due(&pool, &gitlab, &state, now).unwrap();
+    assert!(due(1_000 + 15 * 60).is_none(), "GitLab not configured");
+    {
+        let conn = pool.get(POOL_WAIT).unwrap();
+        settings::store(&conn, settings::GITLAB_APPLICATION_ID, "app").unwrap();
+        settings::store(&conn, settings::GITLAB_SECRET, "secret").unwrap();
+    }
+    assert!(due(1_000 + 15 * 60 - 1).is_none(), "not yet");
+    let run = due(1_000 + 15 * 60).expect("due");
+    assert_eq!(
+        (run.trigger.as_str(), run.status.as_str()),
+        ("SCHEDULE", "SUCCESS")
+    );
+    assert_eq!(
+        state.next_at(15),
+        Some(1_000 + 30 * 60),
+        "counted from the run"
+    );
+    assert!(due(1_000 + 15 * 60 + 1).is_none());
+    settings::store(
+        &pool.get(POOL_WAIT).unwrap(),
+        settings::REVALIDATE_MINUTES,
+        "0",
+    )
+    .unwrap();
+    assert!(due(1_000 + 60 * 60).is_none(), "off");
+    let conn = pool.get(POOL_WAIT).unwrap();
+    assert_eq!(next_scheduled(&conn, &state).unwrap(), None);
+    assert_eq!(
+        gitlab_revalidation::recent_runs(&conn, 10).unwrap().len(),
+        1
+    );
+}
