@@ -140,21 +140,17 @@ impl Keyring {
 
     /// Seals `plain` for `context` with the current key and a fresh random nonce.
     pub fn seal(&self, context: &str, plain: &str) -> String {
-        // A keyring always holds a key: `parse` and `generate` make none without.
+        // A keyring always holds a key: `parse` makes none without.
         let key = &self.keys[self.keys.len() - 1];
         let nonce_bytes = crate::crypto::random_bytes(NONCE_BYTES);
         let nonce = XNonce::try_from(&nonce_bytes[..]).expect("24 bytes make a nonce");
         let aad = associated_data(&key.id, context);
-        let sealed = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain.as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
-            .expect("XChaCha20-Poly1305 seals any message labgate stores");
+        let message = Payload {
+            msg: plain.as_bytes(),
+            aad: aad.as_bytes(),
+        };
+        let sealed = key.cipher.encrypt(&nonce, message);
+        let sealed = sealed.expect("XChaCha20-Poly1305 seals any message labgate stores");
         let mut bytes = nonce_bytes;
         bytes.extend_from_slice(&sealed);
         format!(
@@ -181,16 +177,12 @@ impl Keyring {
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
         let nonce = XNonce::try_from(nonce).map_err(|_| OpenError::Damaged)?;
         let aad = associated_data(&key.id, context);
-        let plain = key
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| OpenError::Damaged)?;
+        let sealed = Payload {
+            msg: ciphertext,
+            aad: aad.as_bytes(),
+        };
+        let plain = key.cipher.decrypt(&nonce, sealed);
+        let plain = plain.map_err(|_| OpenError::Damaged)?;
         String::from_utf8(plain).map_err(|_| OpenError::Damaged)
     }
 }

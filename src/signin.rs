@@ -337,7 +337,7 @@ const TEST_ALLOWED: &[&str] = &["a", "b", "c", "d", "x", "acme"];
 /// A GitLab configuration for the tests: enabled; with synchronization, which needs them,
 /// allowed groups [`TEST_ALLOWED`]; without, none, so that every person passes that rule.
 #[cfg(test)]
-fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
+pub(crate) fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
     let allowed = if sync { TEST_ALLOWED } else { &[] };
     GitlabConfig {
         enabled: true,

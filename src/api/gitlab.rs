@@ -5,7 +5,7 @@
 use crate::error::{AppError, AppResult};
 use crate::gitlab_check;
 use crate::gitlab_config;
-use crate::revalidation::{self, Run, Trigger};
+use crate::revalidation::{self, Run};
 use crate::settings;
 use crate::web::request::Resp;
 use crate::web::{Ctx, POOL_WAIT};
@@ -93,18 +93,7 @@ pub fn run_json(run: &Run) -> serde_json::Value {
 /// the run (200), a failed one included (its `status` and `error` say so); 409 while a run goes
 /// on, 400 when GitLab sign-in is not configured. No connection is held while GitLab answers.
 pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let by = ctx.caller()?.user.login.clone();
-    let (app, now) = (ctx.app, ctx.now);
-    log::info!("revalidation asked by {by:?}");
-    let run = ctx.conn.released(POOL_WAIT, || {
-        revalidation::run(
-            &app.pool,
-            &app.gitlab,
-            &app.revalidations,
-            Trigger::Manual,
-            now,
-        )
-    })??;
+    let run = ctx.revalidate_now()?;
     Ok(Resp::json(&run_json(&run)))
 }
 

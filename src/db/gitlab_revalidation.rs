@@ -13,13 +13,11 @@ pub fn store_refresh_token(
     sealed: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO gitlab_refresh_tokens (user_id, sealed, stored_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, \
-         stored_at = excluded.stored_at",
-    )?
-    .execute(params![user_id, sealed, now])?;
-    Ok(())
+    let replace = "INSERT OR REPLACE INTO gitlab_refresh_tokens (user_id, sealed, stored_at) \
+                   VALUES (?1, ?2, ?3)";
+    conn.prepare_cached(replace)?
+        .execute(params![user_id, sealed, now])
+        .map(drop)
 }
 
 /// The sealed refresh token of a user, if one is kept.
@@ -37,13 +35,11 @@ pub fn delete_refresh_token(conn: &Connection, user_id: i64) -> rusqlite::Result
 
 /// Holds a user's access: its API tokens are refused until [`release`].
 pub fn hold(conn: &Connection, user_id: i64, reason: &str, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO gitlab_access_holds (user_id, held_at, reason) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (user_id) DO UPDATE SET held_at = excluded.held_at, \
-         reason = excluded.reason",
-    )?
-    .execute(params![user_id, now, reason])?;
-    Ok(())
+    let replace = "INSERT OR REPLACE INTO gitlab_access_holds (user_id, held_at, reason) \
+                   VALUES (?1, ?2, ?3)";
+    conn.prepare_cached(replace)?
+        .execute(params![user_id, now, reason])
+        .map(drop)
 }
 
 /// Gives a held user's access back (a successful sign-in); whether it was held.
@@ -117,7 +113,7 @@ pub fn candidates(
 }
 
 /// One run as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Run {
     pub id: i64,
     /// `SCHEDULE` or `MANUAL`.
@@ -178,31 +174,24 @@ pub fn fail_unfinished(conn: &Connection, reason: &str, now: i64) -> rusqlite::R
     .execute(params![now, reason])
 }
 
-/// The last `limit` runs, newest first.
+/// The last `limit` runs, newest first. SQLite writes each row as a JSON object named like
+/// the fields of [`Run`].
 pub fn recent_runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<Run>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, trigger, status, started_at, finished_at, users_checked, users_updated, \
-         users_cut_off, sessions_ended, cut_off, error FROM gitlab_revalidation_runs \
-         ORDER BY id DESC LIMIT ?1",
+        "SELECT json_object('id', id, 'trigger', trigger, 'status', status, \
+         'started_at', started_at, 'finished_at', finished_at, 'users_checked', users_checked, \
+         'users_updated', users_updated, 'users_cut_off', users_cut_off, \
+         'sessions_ended', sessions_ended, 'cut_off', cut_off, 'error', error) \
+         FROM gitlab_revalidation_runs ORDER BY id DESC LIMIT ?1",
     )?;
-    let rows = stmt
-        .query_map([limit], |r| {
-            Ok(Run {
-                id: r.get(0)?,
-                trigger: r.get(1)?,
-                status: r.get(2)?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                users_checked: r.get(5)?,
-                users_updated: r.get(6)?,
-                users_cut_off: r.get(7)?,
-                sessions_ended: r.get(8)?,
-                cut_off: r.get(9)?,
-                error: r.get(10)?,
+    let objects = stmt.query_map([limit], |r| r.get::<_, String>(0))?;
+    objects
+        .map(|object| {
+            serde_json::from_str(&object?).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
             })
-        })?
-        .collect();
-    rows
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,24 +199,15 @@ mod tests {
     use super::*;
     use crate::db::{self, sessions, test_db, tokens, users};
 
+    /// A GitLab account linked to `gitlab_id`, straight into the table.
     fn gitlab_user(conn: &Connection, login: &str, gitlab_id: &str) -> i64 {
-        users::create(
-            conn,
-            &users::NewUser {
-                login,
-                name: login,
-                email: None,
-                password_hash: None,
-                must_change_password: false,
-                external: Some(users::External {
-                    provider: "gitlab",
-                    identity: login,
-                    id: Some(gitlab_id),
-                }),
-            },
-            1,
+        conn.execute(
+            "INSERT INTO users (login, name, external_provider, external_identity, external_id, \
+             created_at, updated_at) VALUES (?1, ?1, 'gitlab', ?1, ?2, 1, 1)",
+            [login, gitlab_id],
         )
-        .unwrap()
+        .unwrap();
+        conn.last_insert_rowid()
     }
 
     fn ids(found: Vec<Candidate>) -> Vec<i64> {

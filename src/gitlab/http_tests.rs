@@ -408,6 +408,18 @@ fn exchange_tokens(url: &str) -> Result<Tokens, GitlabError> {
     )
 }
 
+/// Asserts that a form body holds exactly these pairs, in any order (`expected` sorted).
+#[track_caller]
+fn assert_form(body: &str, expected: &[(&str, &str)]) {
+    let mut sent = form(body);
+    sent.sort();
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(sent, expected);
+}
+
 fn form(body: &str) -> Vec<(String, String)> {
     body.split('&')
         .map(|pair| {
@@ -444,22 +456,16 @@ fn the_code_is_exchanged_with_secret_verifier_and_redirect_uri_in_the_body() {
         Some("application/x-www-form-urlencoded")
     );
     assert_eq!(seen[0].header("authorization"), None);
-    let mut body = form(&seen[0].body);
-    body.sort();
-    let expected = [
-        ("client_id", "app-id"),
-        ("client_secret", "the-client-secret"),
-        ("code", CODE),
-        ("code_verifier", VERIFIER),
-        ("grant_type", "authorization_code"),
-        ("redirect_uri", "http://lg.example/oauth2/callback/gitlab"),
-    ];
-    assert_eq!(
-        body,
-        expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
+    assert_form(
+        &seen[0].body,
+        &[
+            ("client_id", "app-id"),
+            ("client_secret", "the-client-secret"),
+            ("code", CODE),
+            ("code_verifier", VERIFIER),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", "http://lg.example/oauth2/callback/gitlab"),
+        ],
     );
 }
 
@@ -557,43 +563,36 @@ fn the_refresh_grant_sends_the_token_and_the_credentials_and_reads_the_new_pair(
     );
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].line, "POST /oauth/token HTTP/1.1");
-    let mut body = form(&seen[0].body);
-    body.sort();
-    let expected = [
-        ("client_id", "app-id"),
-        ("client_secret", "the-client-secret"),
-        ("grant_type", "refresh_token"),
-        ("refresh_token", REFRESH),
-    ];
-    assert_eq!(
-        body,
-        expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
+    assert_form(
+        &seen[0].body,
+        &[
+            ("client_id", "app-id"),
+            ("client_secret", "the-client-secret"),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", REFRESH),
+        ],
     );
 }
 
 #[test]
 fn a_refused_refresh_is_a_refused_grant_and_never_names_the_token() {
-    let body = format!(
-        r#"{{"error":"invalid_grant","error_description":"The provided authorization grant is invalid: {REFRESH}"}}"#
-    );
-    let (url, seen) = canned(vec![json("400 Bad Request", &body, ""), ok("{}", "")]);
-    let err = refresh(&url).unwrap_err();
-    assert!(err.grant_refused(), "{err:?}");
-    assert!(!err.to_string().contains(REFRESH), "{err}");
-    assert_eq!(seen.lock().unwrap().len(), 1);
-    let (url, _) = canned(vec![json(
-        "401 Unauthorized",
-        r#"{"error":"invalid_client"}"#,
-        "",
-    )]);
+    let client_refused = r#"{"error":"invalid_client"}"#;
+    let (url, _) = canned(vec![json("401 Unauthorized", client_refused, "")]);
     let err = refresh(&url).unwrap_err();
     assert!(
         !err.grant_refused() && err.configuration_fix().is_some(),
         "{err:?}"
     );
+    let description = format!("The provided authorization grant is invalid: {REFRESH}");
+    let body = serde_json::json!({ "error": "invalid_grant", "error_description": description });
+    let answers = vec![json("400 Bad Request", &body.to_string(), ""), ok("{}", "")];
+    let (url, seen) = canned(answers);
+    let err = refresh(&url).unwrap_err();
+    assert!(
+        err.grant_refused() && !err.to_string().contains(REFRESH),
+        "{err:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "never retried");
 }
 
 #[test]

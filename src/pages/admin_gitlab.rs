@@ -14,7 +14,6 @@ use crate::error::{AppError, AppResult};
 use crate::gitlab_check;
 use crate::gitlab_config::{self, GitlabForm};
 use crate::provisioning;
-use crate::revalidation::{self, Trigger};
 use crate::settings;
 use crate::web::request::Resp;
 use crate::web::views::{render, Layout};
@@ -247,19 +246,7 @@ pub fn check(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 /// users (without a connection held while GitLab answers) and comes back to the tab, which
 /// lists the run; the confirmation sums it up.
 pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let by = caller_login(ctx)?;
-    let (app, now) = (ctx.app, ctx.now);
-    log::info!("revalidation asked by {by:?}");
-    let run = ctx.conn.released(POOL_WAIT, || {
-        revalidation::run(
-            &app.pool,
-            &app.gitlab,
-            &app.revalidations,
-            Trigger::Manual,
-            now,
-        )
-    })?;
-    let message = match run {
+    let message = match ctx.revalidate_now() {
         Ok(run) if run.error.is_none() => format!(
             "Revalidation done: {} GitLab users checked, {} updated, {} cut off.",
             run.users_checked, run.users_updated, run.users_cut_off

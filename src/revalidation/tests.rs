@@ -49,10 +49,7 @@ fn the_schedule_counts_from_the_last_run_and_zero_turns_it_off() {
 
 #[test]
 fn gitlab_failing_anywhere_fails_the_run() {
-    let answered = Answer::Claims {
-        claims: claims(1, "ann"),
-        refresh: None,
-    };
+    let answered = answered(claims(1, "ann"), None);
     assert_eq!(verdict(&[answered.clone(), Answer::GrantRefused]), None);
     assert_eq!(verdict(&[]), None);
     let why = verdict(&[answered.clone(), failed(502), Answer::NotAsked]).unwrap();
@@ -70,10 +67,7 @@ fn gitlab_failing_anywhere_fails_the_run() {
 
 #[test]
 fn a_userinfo_error_is_the_persons_only_when_others_were_answered() {
-    let answered = Answer::Claims {
-        claims: claims(1, "ann"),
-        refresh: None,
-    };
+    let answered = answered(claims(1, "ann"), None);
     assert_eq!(verdict(&[answered, userinfo_error()]), None);
     let why = verdict(&[userinfo_error(), userinfo_error()]).unwrap();
     assert!(
@@ -116,16 +110,23 @@ fn signed_in(
         .unwrap()
 }
 
+/// The sign-in tests' configuration, with `acme` as the allowed group.
+/// Ann (GitLab id 1) and Bob (2) signed in, on a new database.
+fn ann_and_bob() -> (
+    rusqlite::Connection,
+    gitlab_revalidation::Candidate,
+    gitlab_revalidation::Candidate,
+) {
+    let mut conn = test_db();
+    let ann = signed_in(&mut conn, 1, "ann");
+    let bob = signed_in(&mut conn, 2, "bob");
+    (conn, ann, bob)
+}
+
 fn config() -> GitlabConfig {
     GitlabConfig {
-        enabled: true,
-        url: "https://gl".into(),
-        application_id: Some("a".into()),
-        secret: Some("s".into()),
-        secret_unreadable: false,
-        synchronize_groups: false,
         allowed_groups: vec!["acme".into()],
-        allow_users_to_sign_up: true,
+        ..signin::test_config(true, false)
     }
 }
 
@@ -156,6 +157,20 @@ fn run_with(
     .unwrap()
 }
 
+/// The refresh token kept for a user, opened.
+fn kept(conn: &rusqlite::Connection, user_id: i64) -> Option<String> {
+    let sealed = gitlab_revalidation::refresh_token(conn, user_id).unwrap()?;
+    Some(signin::open_refresh_token(user_id, &sealed).unwrap())
+}
+
+/// Userinfo answered with `claims`, after a refresh that gave `refresh`.
+fn answered(claims: Claims, refresh: Option<&str>) -> Answer {
+    Answer::Claims {
+        claims,
+        refresh: refresh.map(str::to_string),
+    }
+}
+
 fn held(conn: &rusqlite::Connection, user_id: i64) -> Option<String> {
     gitlab_revalidation::hold_of(conn, user_id)
         .unwrap()
@@ -164,18 +179,10 @@ fn held(conn: &rusqlite::Connection, user_id: i64) -> Option<String> {
 
 #[test]
 fn a_person_no_longer_admitted_loses_sessions_and_token_use_and_others_are_updated() {
-    let mut conn = test_db();
-    let ann = signed_in(&mut conn, 1, "ann");
-    let bob = signed_in(&mut conn, 2, "bob");
+    let (mut conn, ann, bob) = ann_and_bob();
     let mut renamed = claims(1, "ann");
     renamed.name = "Ann Renamed".into();
-    let answers = vec![
-        Answer::Claims {
-            claims: renamed,
-            refresh: Some("rotated".into()),
-        },
-        Answer::GrantRefused,
-    ];
+    let answers = vec![answered(renamed, Some("rotated")), Answer::GrantRefused];
     let run = run_with(&mut conn, &[ann.clone(), bob.clone()], answers);
     assert_eq!(
         (
@@ -190,20 +197,12 @@ fn a_person_no_longer_admitted_loses_sessions_and_token_use_and_others_are_updat
     assert!(run.cut_off.contains("\"bob\"") && run.cut_off.contains("invalid_grant"));
     let user = users::find_by_id(&conn, ann.user_id).unwrap().unwrap();
     assert_eq!(user.name, "Ann Renamed");
-    let sealed = gitlab_revalidation::refresh_token(&conn, ann.user_id)
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        signin::open_refresh_token(ann.user_id, &sealed).unwrap(),
-        "rotated"
-    );
+    assert_eq!(kept(&conn, ann.user_id).as_deref(), Some("rotated"));
     assert!(held(&conn, ann.user_id).is_none());
     assert_eq!(sessions::count(&conn, Some(ann.user_id)).unwrap(), 1);
     assert!(held(&conn, bob.user_id).unwrap().contains("invalid_grant"));
     assert_eq!(sessions::count(&conn, Some(bob.user_id)).unwrap(), 0);
-    assert!(gitlab_revalidation::refresh_token(&conn, bob.user_id)
-        .unwrap()
-        .is_none());
+    assert!(kept(&conn, bob.user_id).is_none());
     assert_eq!(
         users::tokens_count(&conn, bob.user_id).unwrap(),
         1,
@@ -213,21 +212,10 @@ fn a_person_no_longer_admitted_loses_sessions_and_token_use_and_others_are_updat
 
 #[test]
 fn out_of_the_allowed_groups_or_another_account_is_cut_off() {
-    let mut conn = test_db();
-    let ann = signed_in(&mut conn, 1, "ann");
-    let bob = signed_in(&mut conn, 2, "bob");
+    let (mut conn, ann, bob) = ann_and_bob();
     let mut outside = claims(1, "ann");
     outside.groups = vec!["other".into()];
-    let answers = vec![
-        Answer::Claims {
-            claims: outside,
-            refresh: None,
-        },
-        Answer::Claims {
-            claims: claims(99, "bob"),
-            refresh: None,
-        },
-    ];
+    let answers = vec![answered(outside, None), answered(claims(99, "bob"), None)];
     let run = run_with(&mut conn, &[ann.clone(), bob.clone()], answers);
     assert_eq!(run.users_cut_off, 2);
     assert!(held(&conn, ann.user_id)
@@ -240,17 +228,12 @@ fn out_of_the_allowed_groups_or_another_account_is_cut_off() {
 
 #[test]
 fn a_failed_run_changes_no_access_and_keeps_the_rotated_tokens() {
-    let mut conn = test_db();
-    let ann = signed_in(&mut conn, 1, "ann");
-    let bob = signed_in(&mut conn, 2, "bob");
+    let (mut conn, ann, bob) = ann_and_bob();
     let cid = signed_in(&mut conn, 3, "cid");
     let mut outside = claims(1, "ann");
     outside.groups = vec![];
     let answers = vec![
-        Answer::Claims {
-            claims: outside,
-            refresh: Some("rotated".into()),
-        },
+        answered(outside, Some("rotated")),
         Answer::GrantRefused,
         failed(503),
     ];
@@ -265,13 +248,7 @@ fn a_failed_run_changes_no_access_and_keeps_the_rotated_tokens() {
         assert!(held(&conn, user.user_id).is_none());
         assert_eq!(sessions::count(&conn, Some(user.user_id)).unwrap(), 1);
     }
-    let sealed = gitlab_revalidation::refresh_token(&conn, ann.user_id)
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        signin::open_refresh_token(ann.user_id, &sealed).unwrap(),
-        "rotated"
-    );
+    assert_eq!(kept(&conn, ann.user_id).as_deref(), Some("rotated"));
     assert_eq!(
         gitlab_revalidation::refresh_token(&conn, bob.user_id).unwrap(),
         bob.sealed,
@@ -300,13 +277,7 @@ fn a_sign_in_during_the_run_is_newer_than_what_gitlab_said_in_it() {
     );
     assert_eq!(run.users_cut_off, 0);
     assert!(held(&conn, ann.user_id).is_none());
-    let sealed = gitlab_revalidation::refresh_token(&conn, ann.user_id)
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        signin::open_refresh_token(ann.user_id, &sealed).unwrap(),
-        "newer"
-    );
+    assert_eq!(kept(&conn, ann.user_id).as_deref(), Some("newer"));
 }
 
 #[test]

@@ -53,9 +53,8 @@ pub(crate) fn set_setting(lg: &Labgate, key: &str, values: &[&str]) {
         .expect(204);
 }
 
-/// A fake GitLab with labgate's application registered, and labgate (started with `launch`)
-/// configured for it and enabled, plus `settings`.
-pub(crate) fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+/// A fake GitLab with labgate's application registered.
+pub(crate) fn fake_with_app() -> FakeGitlab {
     let gl = FakeGitlab::start();
     // Loopback redirect URIs match whatever the port (RFC 8252), as on GitLab.
     gl.register_app(
@@ -64,6 +63,13 @@ pub(crate) fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate
         &["http://127.0.0.1/oauth2/callback/gitlab"],
         true,
     );
+    gl
+}
+
+/// A fake GitLab with labgate's application registered, and labgate (started with `launch`)
+/// configured for it and enabled, plus `settings`.
+pub(crate) fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+    let gl = fake_with_app();
     let lg = launch.start();
     let url = gl.url();
     let base: [(&str, &[&str]); 4] = [

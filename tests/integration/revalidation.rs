@@ -383,51 +383,52 @@ fn runs_are_for_admins_one_at_a_time_and_listed_with_the_next_one() {
     assert!(bad.expect_error(400).contains("0 (off)"));
 }
 
+/// Presses "Revalidate now" with the page's CSRF field and follows the redirect: the tab.
+fn press_revalidate_now(admin: &mut Client, csrf: &str) -> String {
+    let r = admin.post_form("/admin/settings/gitlab/revalidate", &[("csrf_token", csrf)]);
+    let back = r.expect_redirect();
+    html_unescape(&admin.get(&back).expect_html(200))
+}
+
+#[track_caller]
+fn assert_shows(page: &str, texts: &[&str]) {
+    for text in texts {
+        assert!(page.contains(text), "{text:?} not on the page:\n{page}");
+    }
+}
+
 #[test]
 fn revalidate_now_on_the_gitlab_tab_shows_the_run() {
     let (lg, gl) = lab(&[ALLOW_ACME]);
     person(&lg, &gl, 1001, "ann");
+    person(&lg, &gl, 1002, "bob");
     gl.remove_member("ann", "acme");
     let mut admin = lg.admin_client().with_xsrf(false);
     let page = admin
         .get("/admin/settings?category=authentication")
         .expect_html(200);
-    assert!(page.contains("Revalidate now") && page.contains("id=\"gitlab-revalidation\""));
+    assert_shows(&page, &["Revalidate now", "id=\"gitlab-revalidation\""]);
     let csrf = csrf_field(&page).unwrap();
     let r = admin.post_form("/admin/settings/gitlab/revalidate", &[]);
     assert_eq!(r.status, 403, "the CSRF token is needed: {}", r.describe());
-    let r = admin.post_form(
-        "/admin/settings/gitlab/revalidate",
-        &[("csrf_token", &csrf)],
+    let page = press_revalidate_now(&mut admin, &csrf);
+    assert_shows(
+        &page,
+        &[
+            "Revalidation done: 2 GitLab users checked, 0 updated, 1 cut off.",
+            "ann (no longer admitted by the sign-in rules: not in allowed groups)",
+            "SUCCESS",
+            "manual",
+        ],
     );
-    let back = r.expect_redirect();
-    let page = html_unescape(&admin.get(&back).expect_html(200));
-    assert!(
-        page.contains("Revalidation done: 1 GitLab users checked, 0 updated, 1 cut off."),
-        "{page}"
-    );
-    assert!(
-        page.contains("ann (no longer admitted by the sign-in rules: not in allowed groups)"),
-        "{page}"
-    );
-    assert!(
-        page.contains("SUCCESS") && page.contains("manual"),
-        "{page}"
-    );
-
-    person(&lg, &gl, 1002, "bob");
     gl.set_fault(Endpoint::Token, Fault::Status(502));
-    let r = admin.post_form(
-        "/admin/settings/gitlab/revalidate",
-        &[("csrf_token", &csrf)],
-    );
-    let page = html_unescape(&admin.get(&r.expect_redirect()).expect_html(200));
-    assert!(
-        page.contains("The revalidation failed: nothing changed for anyone"),
-        "{page}"
-    );
-    assert!(
-        page.contains("FAILED") && page.contains("HTTP 502"),
-        "{page}"
+    let page = press_revalidate_now(&mut admin, &csrf);
+    assert_shows(
+        &page,
+        &[
+            "The revalidation failed: nothing changed for anyone",
+            "FAILED",
+            "HTTP 502",
+        ],
     );
 }

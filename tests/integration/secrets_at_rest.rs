@@ -6,7 +6,9 @@
 //! the key with it.
 
 use crate::cli::{failed_start, mode};
-use crate::gitlab_flow::{gitlab_user, lab, set_setting, sign_in, APP_ID, APP_SECRET};
+use crate::gitlab_flow::{
+    fake_with_app, gitlab_user, lab, set_setting, sign_in, APP_ID, APP_SECRET,
+};
 use crate::harness::*;
 use crate::support_gitlab::FakeGitlab;
 use serde_json::json;
@@ -177,13 +179,7 @@ fn database_of_a_clear_secret_labgate(path: &Path, gl: &FakeGitlab, first_secret
 
 #[test]
 fn a_secret_stored_in_clear_by_an_older_labgate_is_sealed_at_the_first_start_and_erased() {
-    let gl = FakeGitlab::start();
-    gl.register_app(
-        APP_ID,
-        APP_SECRET,
-        &["http://127.0.0.1/oauth2/callback/gitlab"],
-        true,
-    );
+    let gl = fake_with_app();
     gitlab_user(&gl, 1001, "ann");
     let scratch = TempDir::new("clear-secret");
     let old = scratch.path().join("old.db");

@@ -519,6 +519,13 @@ impl State {
         self.users.iter().find(|u| u.id == id)
     }
 
+    /// The id of a user the test added (a typo in a test panics, naming it).
+    fn known_user_id(&self, login: &str) -> u64 {
+        self.user_by_login(login)
+            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {login:?}"))
+            .id
+    }
+
     fn user_by_login(&self, login: &str) -> Option<&FakeUser> {
         self.users
             .iter()
@@ -803,10 +810,7 @@ impl FakeGitlab {
     /// Every browser is signed in to the fake as this user: `/oauth/authorize` issues a code at once.
     pub fn sign_in_as(&self, username: &str) {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         st.signed_in = Some(id);
     }
 
@@ -837,10 +841,7 @@ impl FakeGitlab {
     /// Issues an access token directly (no OAuth app), e.g. for API-only tests.
     pub fn issue_token(&self, username: &str, scopes: &str) -> String {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         st.issue_token(id, None, split_scopes(scopes)).0
     }
 
@@ -857,10 +858,7 @@ impl FakeGitlab {
     /// `invalid_grant`, userinfo 401.
     pub fn revoke_app_authorization(&self, username: &str, client_id: &str) {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         for token in st.tokens.values_mut() {
             if token.user_id == id && token.client_id.as_deref() == Some(client_id) {
                 token.revoked = true;
@@ -877,10 +875,7 @@ impl FakeGitlab {
     /// `invalid_grant`, userinfo 401).
     pub fn delete_user(&self, username: &str) {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         st.users.retain(|u| u.id != id);
         st.memberships.retain(|(user, _), _| *user != id);
         let gone: Vec<String> = st
