@@ -503,6 +503,7 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, name)?;
     refuse_default(&group)?;
+    crate::gate::applications::check_group_deletable(&tx, &group.name, group.id)?;
     groups::delete(&tx, group.id)?;
     ensure_an_admin_remains(
         &tx,

@@ -6,11 +6,13 @@
 //! can be read and tested without the ones above (`cargo test --test layers` checks it):
 //!
 //! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`secrets`], [`config`],
-//!    [`logging`], [`process`], [`authz`];
+//!    [`logging`], [`process`], [`authz`], and the gate's rules and proxy snippets
+//!    ([`gate::rules`], [`gate::snippets`]);
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
-//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`revalidation`];
+//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`revalidation`], [`gate`]
+//!    (the applications behind labgate);
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod gate;
 pub mod gitlab;
 pub mod gitlab_check;
 pub mod gitlab_config;

@@ -17,6 +17,7 @@ pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
 pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
 pub const TOKEN_MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
 pub const REVALIDATE_MINUTES: &str = "labgate.gitlab.revalidateMinutes";
+pub const GATE_COOKIE_DOMAIN: &str = "labgate.gate.cookieDomain";
 
 /// Every GitLab key: together they are the one GitLab configuration.
 pub const GITLAB_KEYS: &[&str] = &[
@@ -162,6 +163,9 @@ pub enum Kind {
     GroupSlugs,
     /// One of these exact texts.
     Choice { values: &'static [&'static str] },
+    /// A domain for the session cookie: a DNS name of two labels or more, which must also
+    /// cover the base URL's host (checked when stored, see [`check_cookie_domain`]).
+    CookieDomain,
 }
 
 #[derive(Debug)]
@@ -229,6 +233,16 @@ pub const DEFINITIONS: &[Definition] = &[
             max: REVALIDATE_MINUTES_MAX,
         },
         default: Some("15"),
+    },
+    Definition {
+        key: GATE_COOKIE_DOMAIN,
+        name: "Cookie domain",
+        description: "Sends the session cookie to every host under this domain (e.g. lab.example), \
+                      so that one sign-in admits a person to the applications behind labgate on \
+                      sibling hosts. It must be labgate's own host or a parent domain of it. \
+                      Every application under it receives the cookie. Empty: labgate's host only.",
+        kind: Kind::CookieDomain,
+        default: None,
     },
     Definition {
         key: GITLAB_ENABLED,
@@ -383,6 +397,8 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
             }
             Ok(raw.to_string())
         }
+        Kind::CookieDomain => crate::gate::rules::cookie_domain_syntax(raw)
+            .map_err(|why| invalid(format!("Setting '{}': {why}", def.key))),
         Kind::GroupSlugs => unreachable!("multi-valued settings are handled above"),
     }
 }
@@ -504,11 +520,53 @@ fn touches_group_sync(key: &str) -> bool {
     key == GITLAB_GROUPS_SYNC || key == GITLAB_ALLOWED_GROUPS
 }
 
+/// Refuses a cookie domain (stored in `tx`, not committed yet) that does not cover the host
+/// of the base URL: `fixed_base_url` (`--base-url`) when given, else the setting. A browser
+/// ignores a cookie whose domain does not cover the host that sets it: nobody could sign in.
+pub fn check_cookie_domain(tx: &Connection, fixed_base_url: Option<&str>) -> AppResult<()> {
+    let Some(domain) = db::settings::get(tx, GATE_COOKIE_DOMAIN)? else {
+        return Ok(());
+    };
+    let base = match fixed_base_url {
+        Some(url) => Some(url.to_string()),
+        None => db::settings::get(tx, SERVER_BASE_URL)?,
+    };
+    let Some(base) = base else {
+        return Err(AppError::invalid(
+            "value",
+            format!(
+                "Setting '{GATE_COOKIE_DOMAIN}': set the server base URL first \
+                 (labgate's host must lie under the cookie domain '{domain}')"
+            ),
+        ));
+    };
+    crate::gate::rules::cookie_domain(&domain, &base)
+        .map(|_| ())
+        .map_err(|why| AppError::invalid("value", format!("Setting '{GATE_COOKIE_DOMAIN}': {why}")))
+}
+
+/// Whether changing `key` may break the rule of [`check_cookie_domain`].
+fn touches_cookie_domain(key: &str) -> bool {
+    key == GATE_COOKIE_DOMAIN || key == SERVER_BASE_URL
+}
+
 pub fn set(conn: &mut Connection, key: &str, raw: &str) -> AppResult<()> {
     set_values(conn, key, &[raw])
 }
 
+/// [`set_values_fixed`] for a labgate started without `--base-url`.
 pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<()> {
+    set_values_fixed(conn, key, raws, None)
+}
+
+/// Stores a setting; `fixed_base_url` is `--base-url` when labgate was started with it, which
+/// the cookie domain is checked against instead of the base URL setting.
+pub fn set_values_fixed(
+    conn: &mut Connection,
+    key: &str,
+    raws: &[&str],
+    fixed_base_url: Option<&str>,
+) -> AppResult<()> {
     let def = known(key)?;
     let stored = normalize_values(def, raws)?;
     let tx = db::write_tx(conn)?;
@@ -520,6 +578,9 @@ pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
     }
+    if touches_cookie_domain(key) {
+        check_cookie_domain(&tx, fixed_base_url)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -528,8 +589,17 @@ pub fn reset(conn: &mut Connection, key: &str) -> AppResult<()> {
     reset_all(conn, &[key])
 }
 
-/// Resets several keys in one transaction.
+/// [`reset_all_fixed`] for a labgate started without `--base-url`.
 pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
+    reset_all_fixed(conn, keys, None)
+}
+
+/// Resets several keys in one transaction; `fixed_base_url` as in [`set_values_fixed`].
+pub fn reset_all_fixed(
+    conn: &mut Connection,
+    keys: &[&str],
+    fixed_base_url: Option<&str>,
+) -> AppResult<()> {
     for key in keys {
         known(key)?;
     }
@@ -547,6 +617,9 @@ pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
     }
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
+    }
+    if keys.iter().any(|key| touches_cookie_domain(key)) {
+        check_cookie_domain(&tx, fixed_base_url)?;
     }
     tx.commit()?;
     Ok(())

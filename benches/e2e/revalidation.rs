@@ -1,4 +1,4 @@
-//! Part 4: the revalidation of GitLab users. Its own labgate and fake GitLab (`users` GitLab
+//! Part 5: the revalidation of GitLab users. Its own labgate and fake GitLab (`users` GitLab
 //! users in one group), each person signed in once (creating the account, not measured), then
 //! signed in again, every one of them, with labgate's CPU read around it (**the baseline**:
 //! one sign-in of each of these people); then one revalidation of them all

@@ -293,7 +293,26 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP TABLE oauth_states;
     "#,
-    // 10: revalidation of GitLab users. `gitlab_refresh_tokens` keeps the refresh token of each
+    // 10: applications behind labgate (forward authentication): each is known by its origin,
+    // and admits the members of its allowed groups (none listed: every active user). A group
+    // that admits people to an application cannot be deleted (RESTRICT): deleting it must not
+    // leave the application open to everyone. Names are unique ignoring case, so that two
+    // entries of a list cannot be told apart only by case.
+    r#"
+    CREATE TABLE applications (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        url TEXT NOT NULL UNIQUE CHECK (url = lower(url)),
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE application_groups (
+        application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE RESTRICT,
+        PRIMARY KEY (application_id, group_id)) WITHOUT ROWID;
+    CREATE INDEX application_groups_by_group ON application_groups(group_id);
+    "#,
+    // 11: revalidation of GitLab users. `gitlab_refresh_tokens` keeps the refresh token of each
     // GitLab user's last sign-in, sealed with the key of labgate.key (never in clear), replaced
     // at each sign-in and each revalidation. `gitlab_access_holds` marks the users GitLab no
     // longer admits: their API tokens are refused until they sign in with GitLab again, which

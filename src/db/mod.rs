@@ -13,7 +13,8 @@
 //!   searches.
 //! - One module of plain query functions per table family: [`users`], [`groups`],
 //!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`],
-//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`gitlab_revalidation`].
+//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`applications`],
+//!   [`gitlab_revalidation`].
 //! - [`maintenance`]: the statements that touch no table (the health probe, the checkpoint at
 //!   shutdown).
 //!
@@ -21,6 +22,7 @@
 //! [`generation`], …), so that callers name `db::` and the table module, not where each piece
 //! is kept.
 
+pub mod applications;
 pub mod bootstrap;
 pub mod commit_generation;
 pub mod gitlab_group_sync;

@@ -2,7 +2,7 @@
 //! (`/oauth2/callback/gitlab`) and the refusal page (`/sessions/unauthorized`). The rules are
 //! `provisioning`'s, the database steps `signin`'s, the HTTP calls `gitlab`'s.
 
-use super::safe_return_to;
+use super::return_to;
 use crate::crypto;
 use crate::db::{gitlab_sign_in_problem, oauth};
 use crate::error::{AppError, AppResult};
@@ -112,7 +112,7 @@ fn enabled_config(conn: &Connection) -> Result<(GitlabConfig, GitlabSettings), S
 }
 
 pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
     let (config, settings) = match enabled_config(&ctx.conn) {
         Ok(enabled) => enabled,
         Err(stop) => return stop.answer(ctx),
@@ -210,10 +210,10 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
         done.user.login,
         if done.created { " created=true" } else { "" }
     );
-    let secure = auth::secure_for(base_url);
-    let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
+    let cookies =
+        auth::session_cookies_for(&ctx.conn, base_url, &done.session_value, &done.csrf_token)?;
     ctx.cookies.extend(cookies);
-    Ok(safe_return_to(Some(&pending.return_to)))
+    return_to(ctx, Some(&pending.return_to)).map_err(Stop::Failed)
 }
 
 /// The pending sign-in of the callback's state, consumed first whatever follows: it must be

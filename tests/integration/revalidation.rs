@@ -5,6 +5,7 @@
 //! refresh token is never shown, logged or stored in clear; the calls are bounded and
 //! `Retry-After` honoured; runs are listed by the API and the GitLab tab.
 
+use crate::gate::register;
 use crate::gitlab_flow::{
     gitlab_user, groups_of, lab, lab_with, set_setting, sign_in, user, ALLOW_ACME, APP_ID, SYNC_ON,
 };
@@ -49,6 +50,17 @@ impl Person {
     }
 
     /// Whether the API token still authenticates.
+    /// The gate's answer to the API token for the application at `https://wiki.lab.test`.
+    fn gate_status(&self, lg: &Labgate) -> u16 {
+        let headers = [
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "wiki.lab.test"),
+            ("X-Forwarded-Uri", "/"),
+        ];
+        let mut c = lg.client().bearer(&self.token);
+        c.request("GET", "/gate/forward", &headers, b"").status
+    }
+
     fn token_works(&self, lg: &Labgate) -> bool {
         let r = lg.client().bearer(&self.token).get("/api/users/current");
         assert!(matches!(r.status, 200 | 401), "{}", r.describe());
@@ -112,6 +124,8 @@ fn out_of_the_allowed_groups_revoked_or_deleted_in_gitlab_cuts_off() {
     let mut bob = person(&lg, &gl, 1002, "bob");
     let mut cid = person(&lg, &gl, 1003, "cid");
     let mut dan = person(&lg, &gl, 1004, "dan");
+    register(&lg, "wiki", "https://wiki.lab.test", &[]);
+    assert_eq!(ann.gate_status(&lg), 200, "the application lets Ann in");
     gl.remove_member("ann", "acme");
     gl.add_member("ann", "elsewhere", access::DEVELOPER);
     gl.revoke_app_authorization("bob", APP_ID);
@@ -127,6 +141,12 @@ fn out_of_the_allowed_groups_revoked_or_deleted_in_gitlab_cuts_off() {
         p.assert_access(&lg, false);
     }
     dan.assert_access(&lg, true);
+    assert_eq!(
+        ann.gate_status(&lg),
+        401,
+        "nor do the applications behind labgate"
+    );
+    assert_eq!(dan.gate_status(&lg), 200);
     let log = lg.stderr().joined();
     assert!(
         log.contains("login=\"ann\" cut off") && log.contains("sessions ended"),

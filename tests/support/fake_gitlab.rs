@@ -1850,6 +1850,22 @@ fn token_response(st: &State, access: &str, token: &AccessToken) -> Resp {
 
 // --- /api/v4 -------------------------------------------------------------------------------
 
+/// The access token of a request, where GitLab's Doorkeeper looks for it, in its order: the
+/// `access_token` parameter, the `Authorization: Bearer` header, the `bearer_token` parameter.
+fn access_token_of(req: &Req) -> Option<String> {
+    let from_header = req.header("authorization").and_then(|h| {
+        let (scheme, rest) = h.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_string())
+    });
+    req.q("access_token")
+        .map(str::to_string)
+        .or(from_header)
+        .or_else(|| req.q("bearer_token").map(str::to_string))
+        .filter(|t| !t.is_empty())
+}
+
 /// Finds the API token (`Authorization: Bearer`, `?access_token=`, `?bearer_token=`) and checks
 /// it in GitLab's order. `Ok(None)`: no token at all.
 fn api_authenticate<'a>(
@@ -1857,17 +1873,7 @@ fn api_authenticate<'a>(
     req: &Req,
     accepted: &[&str],
 ) -> Result<Option<&'a FakeUser>, Resp> {
-    let from_header = req.header("authorization").and_then(|h| {
-        let (scheme, rest) = h.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string())
-    });
-    let token = from_header
-        .or_else(|| req.q("access_token").map(str::to_string))
-        .or_else(|| req.q("bearer_token").map(str::to_string))
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = access_token_of(req) else {
         return Ok(None);
     };
     let unauthorized = || Resp::json(401, &json!({"message": "401 Unauthorized"}));
@@ -1990,18 +1996,7 @@ fn userinfo(st: &State, shared: &Shared, req: &Req) -> Resp {
         }
         Resp::new(status, "text/plain", "").with_header("WWW-Authenticate", value)
     };
-    let from_header = req.header("authorization").and_then(|h| {
-        let (scheme, rest) = h.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string())
-    });
-    let token = req
-        .q("access_token")
-        .map(str::to_string)
-        .or(from_header)
-        .or_else(|| req.q("bearer_token").map(str::to_string))
-        .filter(|t| !t.is_empty());
+    let token = access_token_of(req);
     const UNKNOWN: &str = "The access token is invalid";
     let Some(t) = token.as_deref().and_then(|t| st.tokens.get(t)) else {
         return challenge(401, "invalid_token", UNKNOWN);
