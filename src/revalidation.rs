@@ -210,19 +210,34 @@ pub fn run(
     let verdict = verdict(&answers);
     let finished = chrono::Utc::now().timestamp().max(now);
     let mut conn = pool.get(POOL_WAIT)?;
-    let run = apply(
-        &mut conn,
-        &config,
-        &candidates,
-        answers,
-        verdict,
-        Record {
-            id: run_id,
-            trigger,
-            started_at: now,
-            finished_at: finished,
-        },
-    )?;
+    let record = Record {
+        id: run_id,
+        trigger,
+        started_at: now,
+        finished_at: finished,
+    };
+    let run = match apply(&mut conn, &config, &candidates, answers, verdict, record) {
+        Ok(run) => run,
+        Err(e) => {
+            // Its transaction rolled back: nothing changed; the record says why.
+            let failed = Run {
+                id: run_id,
+                trigger: trigger.name().to_string(),
+                status: "FAILED".into(),
+                started_at: now,
+                finished_at: Some(finished),
+                users_checked: 0,
+                users_updated: 0,
+                users_cut_off: 0,
+                sessions_ended: 0,
+                cut_off: "[]".into(),
+                error: Some(format!("labgate could not write the run's changes: {e}")),
+            };
+            gitlab_revalidation::finish_run(&conn, &failed)?;
+            log::error!("revalidation run={run_id} FAILED writing its changes: {e}");
+            return Err(e);
+        }
+    };
     match &run.error {
         None => log::info!(
             "revalidation run={run_id} SUCCESS: {} checked, {} updated, {} cut off, {} sessions \

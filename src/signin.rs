@@ -47,15 +47,15 @@ impl From<AppError> for SignInError {
 /// Signs in the person GitLab described, in one write transaction: what the rules consult is
 /// read in it ([`read_stored`]), so that no concurrent sign-in or administrator's change comes
 /// between the decision and its writes (sixteen simultaneous first sign-ins of one GitLab user
-/// create one account); an admitted decision is applied ([`apply`]) and the session started,
-/// ending the browser's previous session (`previous_session`, its id hash), and the GitLab
-/// registration problem shown to admins, if any, cleared. Nothing is written unless the
+/// create one account); an admitted decision is applied ([`write_admission`]) and the session
+/// started, ending the browser's previous session (`previous_session`, its id hash), and the
+/// GitLab registration problem shown to admins, if any, cleared. Nothing is written unless the
 /// sign-in succeeds.
 ///
-/// The refresh token GitLab gave (`refresh_token`, kept only when [`provisioning::keeps_refresh_token`]
-/// allows) is stored sealed in place of the previous one, for the revalidation; and a hold on
-/// the account's API tokens (GitLab had stopped admitting the person) is released: GitLab
-/// admits them again.
+/// The refresh token GitLab gave (`refresh_token`: the callback passes it when
+/// [`provisioning::keeps_refresh_token`] allows) is stored sealed in place of the previous one,
+/// for the revalidation ([`keep_refresh_token`]); and a hold on the account's API tokens (GitLab
+/// had stopped admitting the person) is released: GitLab admits them again.
 pub fn complete(
     conn: &mut Connection,
     config: &GitlabConfig,
