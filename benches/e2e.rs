@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench e2e              # full: 100,000 users, a few minutes
 //! cargo bench --bench e2e -- --quick   # under a minute: 10,000 users, short runs
-//! cargo bench --bench e2e -- --only signin,signed,gate,scale,audit
+//! cargo bench --bench e2e -- --only signin,signed,gate,scale,revalidation,audit
 //! ```
 //!
 //! It reports and never asserts timings. Results: a table on stdout and
@@ -29,6 +29,8 @@ mod load;
 mod procfs;
 #[path = "e2e/profile.rs"]
 mod profile;
+#[path = "e2e/revalidation.rs"]
+mod revalidation;
 #[path = "e2e/servers.rs"]
 mod servers;
 #[path = "e2e/stats.rs"]
@@ -88,6 +90,8 @@ struct Budget {
     query_requests: usize,
     query_time: Duration,
     starts: usize,
+    /// GitLab users revalidated in part 4.
+    revalidated: usize,
 }
 
 impl Budget {
@@ -102,6 +106,7 @@ impl Budget {
                 query_requests: 30,
                 query_time: Duration::from_millis(800),
                 starts: 3,
+                revalidated: 200,
             }
         } else {
             Budget {
@@ -113,6 +118,7 @@ impl Budget {
                 query_requests: 300,
                 query_time: Duration::from_secs(8),
                 starts: 7,
+                revalidated: 1_000,
             }
         }
     }
@@ -1495,11 +1501,11 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     lg.stop()?;
 
-    // 4. The audit log.
+    // 6. The audit log.
     let mut audit_report = None;
     if opts.wants("audit") {
         println!(
-            "\n== 4. The audit log: labgate CPU recording and not recording, in the same run; the page and the search over {} events",
+            "\n== 6. The audit log: labgate CPU recording and not recording, in the same run; the page and the search over {} events",
             if opts.quick { "200,000" } else { "1,000,000" }
         );
         audit_report = Some(audit::bench(
@@ -1508,6 +1514,16 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     drop(fake);
     drop(hello);
+
+    // 5. Revalidation, with its own labgate and fake GitLab.
+    let mut revalidated = None;
+    if opts.wants("revalidation") {
+        println!(
+            "\n== 5. Revalidation of {} GitLab users, next to one sign-in of each",
+            b.revalidated
+        );
+        revalidated = Some(revalidation::bench(&root.0, b.revalidated, ticks)?);
+    }
 
     // ----- The table, the targets, the JSON.
     println!(
@@ -1831,7 +1847,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     report.insert("memory".into(), memory);
     if let Some(a) = &audit_report {
         println!(
-            "\n4. The audit log: labgate CPU per operation, recording / not recording (LABGATE_BENCH_AUDIT=off), same run"
+            "\n6. The audit log: labgate CPU per operation, recording / not recording (LABGATE_BENCH_AUDIT=off), same run"
         );
         for row in &a.cost {
             println!(
@@ -1887,6 +1903,33 @@ fn run(opts: &Opts) -> Result<(), String> {
         format!("{:.1} MiB", mib(rss_after_max)),
         rss_after_max as f64 * 1024.0 <= 40e6,
     ));
+
+    if let Some(r) = &revalidated {
+        println!(
+            "\n5. Revalidation of {} GitLab users (refresh, userinfo, the sign-in rules; 4 GitLab calls at once)",
+            r.users
+        );
+        println!(
+            "   run {:.2} s; labgate CPU per person {:.3} ms; one sign-in of the same people {:.3} ms ({:.2} ×); fake CPU per person {:.3} ms",
+            r.took.as_secs_f64(),
+            r.revalidation_cpu_ms,
+            r.sign_in_cpu_ms,
+            ratio(r.revalidation_cpu_ms, r.sign_in_cpu_ms),
+            r.fake_cpu_ms
+        );
+        report.insert("revalidation".into(), r.json());
+        targets.push((
+            format!(
+                "revalidating {} users: labgate CPU per user ≤ one sign-in's",
+                r.users
+            ),
+            format!(
+                "{:.3} ms against {:.3} ms",
+                r.revalidation_cpu_ms, r.sign_in_cpu_ms
+            ),
+            r.revalidation_cpu_ms <= r.sign_in_cpu_ms,
+        ));
+    }
 
     let load_after = procfs::load_average();
     println!(

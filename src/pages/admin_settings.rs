@@ -31,7 +31,11 @@ const CATEGORIES: &[Category] = &[
     Category {
         id: "authentication",
         label: "Authentication",
-        keys: &[settings::SESSION_TIMEOUT, settings::TOKEN_MAX_LIFETIME],
+        keys: &[
+            settings::SESSION_TIMEOUT,
+            settings::TOKEN_MAX_LIFETIME,
+            settings::REVALIDATE_MINUTES,
+        ],
     },
     Category {
         id: "applications",
@@ -85,6 +89,7 @@ fn input_of(kind: Kind) -> (&'static str, String, String) {
     match kind {
         Kind::Url => ("url", String::new(), String::new()),
         Kind::Integer { min, max } => ("number", min.to_string(), max.to_string()),
+        Kind::Interval { max, .. } => ("number", "0".to_string(), max.to_string()),
         Kind::Bool
         | Kind::Text { .. }
         | Kind::GroupSlugs

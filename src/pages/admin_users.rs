@@ -239,6 +239,9 @@ struct EditPage {
     /// The audit log searched for the login, and for the GitLab username.
     events_url: String,
     gitlab_events_url: String,
+    /// Since when and why GitLab no longer admits the person (a revalidation held the
+    /// account's API tokens until they sign in with GitLab again).
+    access_held: Option<String>,
 }
 
 fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppResult<Resp> {
@@ -249,6 +252,8 @@ fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppRe
     let gitlab_events_url = url_with("/admin/audit", &[("q", &gitlab_username)]);
     let locked = admin::memberships_locked(ctx, &user)?;
     let groups = users::group_names(&ctx.conn, user.id)?;
+    let access_held = db::gitlab_revalidation::hold_of(&ctx.conn, user.id)?
+        .map(|(at, reason)| format!("since {}: {reason}", views::datetime(Some(at))));
     let row = user_row(ctx, user, groups, &ListState::plain(LIST))?;
     let memberships = groups::all_names(&ctx.conn)?
         .into_iter()
@@ -272,6 +277,7 @@ fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppRe
         events,
         events_url,
         gitlab_events_url,
+        access_held,
     };
     render(status, &page)
 }

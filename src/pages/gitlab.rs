@@ -237,14 +237,23 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
         verifier: &pending.verifier,
         redirect: &redirect,
     };
-    let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
+    let (claims, refresh_token) = ctx.conn.released(crate::web::POOL_WAIT, || {
         ask_gitlab(app, &settings, &grant, deadline)
     })??;
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.as_str());
+    let refresh_token = refresh_token.as_deref();
     let by = crate::web::auth::by_of(ctx.req, None, ctx.now_ms);
-    let done = signin::complete(&mut ctx.conn, &by, &config, &claims, previous, ctx.now);
+    let done = signin::complete(
+        &mut ctx.conn,
+        &by,
+        &config,
+        &claims,
+        refresh_token,
+        previous,
+        ctx.now,
+    );
     let done = done.map_err(|e| match e {
         SignInError::Refused(r) => Stop::Refused {
             code: r.refusal.code(),
@@ -326,30 +335,38 @@ struct Grant<'a> {
     redirect: &'a str,
 }
 
-/// Asks GitLab who signed in: the code exchanged for a token, then the person and their groups
-/// from OIDC userinfo, in one call that the token's `openid` scope allows. No database access
-/// here.
+/// Asks GitLab who signed in: the code exchanged for tokens, then the person and their groups
+/// from OIDC userinfo, in one call that the token's `openid` scope allows. Returns the claims
+/// and the refresh token to keep for the revalidation (none when the token could read more
+/// than [`crate::provisioning::SCOPES`]). No database access here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
     grant: &Grant<'_>,
     deadline: Instant,
-) -> Result<Claims, Stop> {
+) -> Result<(Claims, Option<String>), Stop> {
     let client = &app.gitlab;
     let (code, verifier) = (grant.code, grant.verifier);
-    let token = client
+    let tokens = client
         .exchange_code(settings, grant.redirect, code, verifier, deadline)
         .map_err(|e| Stop::gitlab_failed("token exchange", e))?;
     let info = client
-        .userinfo(settings, &token, deadline)
+        .userinfo(settings, &tokens.access, deadline)
         .map_err(|e| Stop::gitlab_failed("reading userinfo", e))?;
-    Ok(Claims {
-        id: info.id,
-        username: info.username,
-        name: info.name,
-        email: info.email,
-        groups: info.groups,
-    })
+    let refresh = match crate::provisioning::keeps_refresh_token(tokens.scopes.as_deref()) {
+        true => tokens.refresh,
+        false => {
+            log::warn!(
+                "sign-in provider=gitlab username={:?}: GitLab granted the scopes {:?}, more \
+                 than {:?}: the refresh token is not kept",
+                info.username,
+                tokens.scopes.unwrap_or_default().join(" "),
+                crate::provisioning::SCOPES
+            );
+            None
+        }
+    };
+    Ok((signin::claims_of(info), refresh))
 }
 
 /// What a refusal says: the reason, who when known, the detail for the log, the fix an admin

@@ -81,12 +81,16 @@ impl Caller {
 }
 
 /// Who an active user is: the account, effective permissions and groups. `None` when the user
-/// is gone or deactivated.
+/// is gone or deactivated, or when GitLab no longer admits the person (a revalidation held the
+/// account's access until they sign in with GitLab again).
 fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>> {
     let Some(user) = users::find_by_id(conn, user_id)? else {
         return Ok(None);
     };
     if !user.active {
+        return Ok(None);
+    }
+    if user.external_id.is_some() && db::gitlab_revalidation::hold_of(conn, user.id)?.is_some() {
         return Ok(None);
     }
     let permissions = authz::effective(

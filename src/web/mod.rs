@@ -55,6 +55,8 @@ pub struct App {
     pub gate_refusals: crate::audit::OncePerMinute,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
+    /// Whether a revalidation of GitLab users runs, and when the schedule counts from.
+    pub revalidations: crate::revalidation::Revalidations,
     /// The applications behind labgate, held for the gate's checks.
     pub applications: crate::gate::Table,
 }
@@ -90,6 +92,7 @@ impl App {
             retention: crate::audit::Retention::default(),
             gate_refusals: crate::audit::OncePerMinute::default(),
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
+            revalidations: crate::revalidation::Revalidations::new(chrono::Utc::now().timestamp()),
             applications: crate::gate::Table::default(),
         }
     }

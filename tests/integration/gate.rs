@@ -550,7 +550,7 @@ fn non_ascii_names_reach_the_application_percent_encoded() {
 // labgate alone: the applications API, the cookie domain, return_to.
 
 /// Registers an application through the API as admin, admitting the members of `groups`.
-fn register(lg: &Labgate, name: &str, url: &str, groups: &[&str]) {
+pub(crate) fn register(lg: &Labgate, name: &str, url: &str, groups: &[&str]) {
     let body = json!({"name": name, "url": url, "allowedGroups": groups});
     let answer = lg.admin().post_json("/api/v2/labgate/applications", &body);
     assert_eq!(answer.status, 201, "{}", answer.describe());

@@ -39,6 +39,8 @@ mod page_forms;
 mod pages;
 mod paging;
 mod reliability;
+mod revalidation;
 mod route_table;
+mod secrets_at_rest;
 mod throttle_proxy;
 mod walkthrough;
