@@ -569,12 +569,52 @@ fn apply(
         cut_off: serde_json::Value::from(listed).to_string(),
         error: failure,
     };
+    record_run(&tx, &run, &cut_offs)?;
     gitlab_revalidation::finish_run(&tx, &run)?;
     tx.commit()?;
+    let succeeded = run.error.is_none().then_some(record.finished_at);
+    let outcome = if succeeded.is_some() {
+        "success"
+    } else {
+        "failed"
+    };
+    crate::metrics::run(crate::metrics::Task::Revalidation, outcome, succeeded);
     for cut_off in &cut_offs {
         log_cut_off(record.id, cut_off);
     }
     Ok(run)
+}
+
+/// Records the run in the audit log, in its transaction: each person whose access it ended,
+/// with the reason, and the run itself with its counts (failed, with why, when it did).
+fn record_run(tx: &rusqlite::Connection, run: &Run, cut_offs: &[CutOff]) -> AppResult<()> {
+    use crate::audit::{self, Action, By, Event, Outcome};
+    let by = By::system(run.finished_at.unwrap_or(run.started_at) * 1000);
+    for c in cut_offs {
+        let event = Event::new(Action::SessionEnded, Outcome::Ok, Some(&c.login))
+            .because(&c.reason)
+            .with("by", "revalidation")
+            .with("sessions", c.sessions_ended)
+            .with("apiTokens", "held until a GitLab sign-in")
+            .with("run", run.id);
+        audit::record(tx, &by, event)?;
+    }
+    let outcome = if run.error.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    let mut event = Event::new(Action::RevalidationRun, outcome, None)
+        .with("run", run.id)
+        .with("trigger", run.trigger.as_str())
+        .with("usersChecked", run.users_checked)
+        .with("usersUpdated", run.users_updated)
+        .with("usersCutOff", run.users_cut_off)
+        .with("sessionsEnded", run.sessions_ended);
+    if let Some(error) = &run.error {
+        event = event.because(error);
+    }
+    audit::record(tx, &by, event)
 }
 
 /// Ends the access of a person GitLab no longer admits, in `tx`: every session ends, the API

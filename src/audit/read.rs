@@ -262,6 +262,7 @@ pub fn line(event: &store::Event, detail: &Value) -> String {
                     "{target} at {}",
                     detail.get("application").map(shown).unwrap_or_default()
                 ),
+                action if event.target.is_none() => action.to_string(),
                 action => format!("{action} {target}"),
             };
             let reason = event.reason.as_deref().unwrap_or("no reason given");
@@ -314,10 +315,22 @@ fn ok_line(event: &store::Event, detail: &Value, actor: &str, target: &str) -> S
         }
         "signin.local" => format!("{target} signed in with a password"),
         "signout" => format!("{target} signed out"),
-        "session.ended" => format!(
-            "{} session(s) of {target} ended ({})",
-            text("sessions"),
-            by.unwrap_or("ended")
+        "session.ended" => {
+            let mut line = format!(
+                "{} session(s) of {target} ended ({})",
+                text("sessions"),
+                by.unwrap_or("ended")
+            );
+            if let Some(reason) = &event.reason {
+                line.push_str(&format!(": {reason}"));
+            }
+            line
+        }
+        "revalidation.run" => format!(
+            "revalidation checked {} GitLab users: {} updated, {} cut off",
+            text("usersChecked"),
+            text("usersUpdated"),
+            text("usersCutOff")
         ),
         "user.create" => format!("{actor} created user {target}"),
         "user.update" => format!("{actor} updated user {target}"),
@@ -439,11 +452,13 @@ mod tests {
 
     #[test]
     fn every_action_has_a_line_naming_its_target() {
-        // The one GitLab configuration needs no name.
-        for action in Action::ALL
-            .iter()
-            .filter(|a| **a != Action::GitlabConfigure)
-        {
+        // The one GitLab configuration and the scheduled runs need no name.
+        let unnamed = [
+            Action::GitlabConfigure,
+            Action::RevalidationRun,
+            Action::ProvisioningRun,
+        ];
+        for action in Action::ALL.iter().filter(|a| !unnamed.contains(a)) {
             let e = event(action.as_str(), "ok", "the-target", None);
             let told = line(&e, &serde_json::json!({}));
             assert!(told.contains("the-target"), "{action:?}: {told}");

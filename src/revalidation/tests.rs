@@ -211,6 +211,42 @@ fn a_person_no_longer_admitted_loses_sessions_and_token_use_and_others_are_updat
     );
 }
 
+/// The run and each person it cut off are in the audit log, with the reason, in the run's
+/// transaction.
+#[test]
+fn a_run_and_the_people_it_cut_off_are_in_the_audit_log() {
+    let (mut conn, ann, bob) = ann_and_bob();
+    let answers = vec![answered(claims(1, "ann"), None), Answer::GrantRefused];
+    run_with(&mut conn, &[ann, bob], answers);
+    crate::db::audit::move_pending(&conn).unwrap();
+    let filter = crate::db::audit::Filter::default();
+    let events = crate::db::audit::page(&conn, &filter, 0, 10).unwrap();
+    let run = &events[0];
+    assert_eq!(
+        (run.action.as_str(), run.outcome.as_str()),
+        ("revalidation.run", "ok")
+    );
+    let detail: serde_json::Value = serde_json::from_str(&run.detail).unwrap();
+    assert_eq!(
+        (
+            detail["usersChecked"].as_i64(),
+            detail["usersCutOff"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let ended = &events[1];
+    assert_eq!(
+        (ended.action.as_str(), ended.target.as_deref()),
+        ("session.ended", Some("bob"))
+    );
+    assert!(
+        ended.reason.as_deref().unwrap().contains("invalid_grant"),
+        "{ended:?}"
+    );
+    let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
+    assert_eq!(detail["by"], "revalidation");
+}
+
 #[test]
 fn out_of_the_allowed_groups_or_another_account_is_cut_off() {
     let (mut conn, ann, bob) = ann_and_bob();
