@@ -5,7 +5,7 @@
 pub mod pending;
 
 use crate::accounts;
-use crate::db::{self, gitlab_group_sync, groups, users};
+use crate::db::{self, gitlab_group_sync, gitlab_provisioning, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
 use crate::model::PROVIDER_GITLAB;
@@ -77,8 +77,10 @@ pub fn complete(
 fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<Stored, AppError> {
     let gitlab_id = claims.id.to_string();
     let by_id = users::find_by_external_id(tx, PROVIDER_GITLAB, &gitlab_id)?;
+    // Under automatic provisioning only the account of this GitLab id may sign in.
     let by_username = match by_id {
         Some(_) => None,
+        None if policy.auto_provisioning => None,
         None => {
             users::find_by_external_identity(tx, PROVIDER_GITLAB, &claims.username, &gitlab_id)?
         }
@@ -90,6 +92,7 @@ fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<
     let account = by_id.as_ref().or(by_username.as_ref()).map(|u| u.id);
     let free_login = match account {
         Some(_) => None,
+        None if policy.auto_provisioning => None,
         None => provisioning::login_candidates(&claims.username, claims.id)
             .take(1000)
             .find(|candidate| matches!(users::find_by_login(tx, candidate), Ok(None))),
@@ -99,12 +102,17 @@ fn read_stored(tx: &Connection, claims: &Claims, policy: &Policy<'_>) -> Result<
     } else {
         StoredGroups::NotRead
     };
+    let provisioned = match (&by_id, policy.auto_provisioning) {
+        (Some(user), true) => gitlab_provisioning::is_read(tx, user.id)?,
+        _ => false,
+    };
     Ok(Stored {
         by_id: by_id.map(account_of),
         by_username: by_username.map(account_of),
         email_holders,
         free_login,
         groups,
+        provisioned,
     })
 }
 
@@ -266,6 +274,8 @@ fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
         synchronize_groups: sync,
         allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,
+        auto_provisioning: false,
+        provisioning_token: None,
     }
 }
 

@@ -13,7 +13,7 @@
 //!   searches.
 //! - One module of plain query functions per table family: [`users`], [`groups`],
 //!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`],
-//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`].
+//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`gitlab_provisioning`].
 //! - [`maintenance`]: the statements that touch no table (the health probe, the checkpoint at
 //!   shutdown).
 //!
@@ -24,6 +24,7 @@
 pub mod bootstrap;
 pub mod commit_generation;
 pub mod gitlab_group_sync;
+pub mod gitlab_provisioning;
 pub mod gitlab_sign_in_problem;
 pub mod groups;
 pub mod maintenance;
