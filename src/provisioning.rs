@@ -1348,5 +1348,7 @@ mod tests {
     }
 }
 
+pub mod auto;
+
 #[cfg(test)]
 mod props;
