@@ -16,6 +16,8 @@ pub enum AppError {
     /// A cookie-authenticated write without the right CSRF token.
     Csrf,
     NotFound(String),
+    /// Refused because of work going on (a run already running): try again later.
+    Conflict(String),
     PayloadTooLarge,
     /// Refused for now; `retry_after` seconds is sent as `Retry-After`.
     TooManyRequests {
@@ -64,6 +66,7 @@ impl AppError {
             AppError::Unauthorized(_) => 401,
             AppError::Forbidden | AppError::Csrf => 403,
             AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
             AppError::PayloadTooLarge => 413,
             AppError::TooManyRequests { .. } => 429,
             AppError::Unavailable(_) => 503,
@@ -82,6 +85,7 @@ impl AppError {
             AppError::Rule(m)
             | AppError::Unauthorized(m)
             | AppError::NotFound(m)
+            | AppError::Conflict(m)
             | AppError::TooManyRequests { message: m, .. }
             | AppError::Unavailable(m) => m.clone(),
             AppError::Forbidden => "Insufficient privileges".into(),

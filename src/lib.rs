@@ -10,7 +10,7 @@
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
-//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`];
+//!    [`gitlab_check`], [`provisioning`], [`gitlab_provisioning`], [`accounts`], [`signin`];
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -28,6 +28,7 @@ pub mod error;
 pub mod gitlab;
 pub mod gitlab_check;
 pub mod gitlab_config;
+pub mod gitlab_provisioning;
 pub mod logging;
 pub mod model;
 pub mod pages;
@@ -127,7 +128,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
-    server::spawn(listen, routes::routes(), |bound| {
+    let (bound, app) = server::spawn(listen, routes::routes(), |bound| {
         Arc::new(web::App::new(
             config.clone(),
             bound,
@@ -144,5 +145,9 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
             _ => e.to_string(),
         };
         format!("--listen {listen_text}: {reason}")
-    })
+    })?;
+    app.provisioning
+        .spawn_scheduler()
+        .map_err(|e| format!("the provisioning scheduler could not start: {e}"))?;
+    Ok((bound, app))
 }

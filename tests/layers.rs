@@ -40,6 +40,11 @@ const LAYERS: &[(&str, &str)] = &[
         "the operations: what labgate does to its data, the same for pages and API, without HTTP",
     ),
     (
+        "gitlab_provisioning",
+        "provisioning runs: they read GitLab and apply the rules of `provisioning` through the \
+         same operations (the GitLab configuration, accounts' logins), so they stand above them",
+    ),
+    (
         "web",
         "the HTTP plumbing that pages and API share: the state, the request, who is asking, dispatch",
     ),

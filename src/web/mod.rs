@@ -49,6 +49,8 @@ pub struct App {
     pub callers: caller_cache::CallerCache,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
+    /// Automatic provisioning's runs, one at a time.
+    pub provisioning: std::sync::Arc<crate::gitlab_provisioning::runner::Runner>,
 }
 
 /// Connections the pool opens at most.
@@ -67,6 +69,10 @@ impl App {
     ) -> App {
         App {
             pool: Pool::new(config.db_path(), pool_size),
+            provisioning: std::sync::Arc::new(crate::gitlab_provisioning::runner::Runner::new(
+                config.db_path(),
+                gitlab.clone(),
+            )),
             config,
             throttle: Throttle::new(),
             hashing: crate::throttle::HashingSlots::per_core(),
