@@ -488,6 +488,9 @@ pub fn update_group(
     if group.is_default && name != group.name {
         refuse_default(&group)?;
     }
+    if name != group.name {
+        refuse_managed(&tx, &group)?;
+    }
     if name != group.name && groups::find_by_name(&tx, &name)?.is_some() {
         return Err(AppError::rule(format!("Group '{name}' already exists")));
     }
@@ -501,6 +504,7 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, name)?;
     refuse_default(&group)?;
+    refuse_managed(&tx, &group)?;
     groups::delete(&tx, group.id)?;
     ensure_an_admin_remains(
         &tx,
@@ -511,8 +515,8 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
 }
 
 /// Why a user's memberships cannot be edited by hand, if they cannot: GitLab users while
-/// group synchronization is on with an allowed group. On without one it synchronizes nothing,
-/// so it locks nothing either.
+/// automatic provisioning is on, or while group synchronization is on with an allowed group.
+/// Synchronization on without one synchronizes nothing, so it locks nothing either.
 pub fn memberships_locked(
     conn: &Connection,
     user: &users::User,
@@ -520,20 +524,48 @@ pub fn memberships_locked(
     if user.external_provider.as_deref() != Some(PROVIDER_GITLAB) {
         return Ok(None);
     }
-    let groups_sync = crate::settings::synchronizes_groups(conn)?;
     Ok(membership_lock(
         user.external_provider.as_deref(),
-        groups_sync,
+        gitlab_memberships_lock(conn)?,
     ))
 }
 
-/// The rule of [`memberships_locked`] for a user of this external provider, whether groups are
-/// synchronized ([`crate::settings::synchronizes_groups`]) being read once for a whole list.
-pub fn membership_lock(external_provider: Option<&str>, groups_sync: bool) -> Option<&'static str> {
-    (groups_sync && external_provider == Some(PROVIDER_GITLAB)).then_some(MEMBERSHIPS_SYNCHRONIZED)
+/// Why the memberships of GitLab users follow GitLab, if they do: automatic provisioning, or
+/// group synchronization at sign-in.
+pub fn gitlab_memberships_lock(conn: &Connection) -> AppResult<Option<&'static str>> {
+    if crate::settings::auto_provisioning(conn)? {
+        return Ok(Some(MEMBERSHIPS_PROVISIONED));
+    }
+    Ok(crate::settings::synchronizes_groups(conn)?.then_some(MEMBERSHIPS_SYNCHRONIZED))
+}
+
+/// The rule of [`memberships_locked`] for a user of this external provider, the lock of GitLab
+/// users ([`gitlab_memberships_lock`]) being read once for a whole list.
+pub fn membership_lock(
+    external_provider: Option<&str>,
+    gitlab_lock: Option<&'static str>,
+) -> Option<&'static str> {
+    gitlab_lock.filter(|_| external_provider == Some(PROVIDER_GITLAB))
 }
 
 pub const MEMBERSHIPS_SYNCHRONIZED: &str = "Group memberships of GitLab users are managed by GitLab group synchronization and cannot be changed by hand";
+
+pub const MEMBERSHIPS_PROVISIONED: &str = "Group memberships of GitLab users are managed by GitLab provisioning and cannot be changed by hand";
+
+/// Refuses renaming or deleting a group provisioning manages while it is on: the group follows
+/// its GitLab group.
+fn refuse_managed(conn: &Connection, group: &groups::Group) -> AppResult<()> {
+    if crate::settings::auto_provisioning(conn)?
+        && db::gitlab_provisioning::gitlab_group_of(conn, group.id)?.is_some()
+    {
+        return Err(AppError::rule(format!(
+            "Group '{}' is managed by GitLab provisioning: it follows its GitLab group and \
+             cannot be renamed or deleted by hand",
+            group.name
+        )));
+    }
+    Ok(())
+}
 
 pub fn add_member(conn: &mut Connection, group: &str, login: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
@@ -917,6 +949,43 @@ mod tests {
         // Local users stay editable.
         add_member(&mut conn, "devs", "loc").unwrap();
         remove_member(&mut conn, "devs", "loc").unwrap();
+    }
+
+    #[test]
+    fn under_automatic_provisioning_gitlab_memberships_and_managed_groups_follow_gitlab() {
+        let mut conn = test_db();
+        create_group(&mut conn, "devs", "", 1).unwrap();
+        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
+        create_user(&mut conn, &local("loc"), 1).unwrap();
+        {
+            let tx = db::write_tx(&mut conn).unwrap();
+            db::gitlab_provisioning::create_managed_group(&tx, "acme/dev", 2, 1).unwrap();
+            tx.commit().unwrap();
+        }
+        for (key, value) in [
+            (crate::settings::GITLAB_PROVISIONING_TOKEN, "glpat-t0ken"),
+            (crate::settings::GITLAB_ALLOWED_GROUPS, "acme"),
+            (crate::settings::GITLAB_PROVISIONING, "true"),
+        ] {
+            crate::settings::set(&mut conn, key, value).unwrap();
+        }
+        let err = add_member(&mut conn, "devs", "gl").unwrap_err();
+        assert_eq!(err.public_message(), MEMBERSHIPS_PROVISIONED);
+        add_member(&mut conn, "acme/dev", "loc").unwrap();
+        for refused in [
+            update_group(&mut conn, "acme/dev", Some("renamed"), None).map(|_| ()),
+            delete_group(&mut conn, "acme/dev"),
+        ] {
+            assert!(refused
+                .unwrap_err()
+                .public_message()
+                .contains("managed by GitLab provisioning"),);
+        }
+        update_group(&mut conn, "acme/dev", None, Some("described")).unwrap();
+        update_group(&mut conn, "devs", Some("developers"), None).unwrap();
+        crate::settings::set(&mut conn, crate::settings::GITLAB_PROVISIONING, "false").unwrap();
+        add_member(&mut conn, "developers", "gl").unwrap();
+        delete_group(&mut conn, "acme/dev").unwrap();
     }
 
     #[test]

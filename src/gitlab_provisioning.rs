@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest a run may read GitLab; each call is also bounded by the client's own timeouts.
@@ -513,9 +513,130 @@ pub fn report(o: &Outcome) {
     }
 }
 
-/// The last runs, newest first.
-pub fn runs(conn: &Connection) -> AppResult<Vec<store::Run>> {
-    Ok(store::runs(conn, store::RUNS_KEPT)?)
+/// A run as the API and the page show it: the one going on, or one recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunView {
+    /// `None` while it runs.
+    pub id: Option<i64>,
+    /// `RUNNING`, `SUCCESS`, `FAILED` or `HELD`.
+    pub status: String,
+    pub trigger: String,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub groups_read: i64,
+    pub users_read: i64,
+    /// The counts, as [`changes_json`] writes them.
+    pub changes: Value,
+    pub error: Option<String>,
+    /// While it runs: groups read of groups known.
+    pub progress: Option<(usize, usize)>,
+    /// A held run: the accounts it would deactivate (login, GitLab username).
+    pub held: Vec<(String, Option<String>)>,
+    pub warnings: Vec<String>,
+}
+
+/// Automatic provisioning's state: the run going on first, then the last recorded ones, and
+/// when the next scheduled run is due (milliseconds; `None` while automatic provisioning is
+/// off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overview {
+    pub runs: Vec<RunView>,
+    pub next_run_at: Option<i64>,
+}
+
+fn view_of(run: store::Run) -> RunView {
+    let held: Vec<Value> = run
+        .held
+        .as_deref()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default();
+    RunView {
+        id: Some(run.id),
+        status: run.status,
+        trigger: run.trigger,
+        started_at: run.started_at,
+        finished_at: Some(run.finished_at),
+        groups_read: run.groups_read,
+        users_read: run.users_read,
+        changes: serde_json::from_str(&run.changes).unwrap_or_else(|_| json!({})),
+        error: run.error,
+        progress: None,
+        held: held
+            .iter()
+            .map(|d| {
+                (
+                    d["login"].as_str().unwrap_or_default().to_string(),
+                    d["gitlabUsername"].as_str().map(str::to_string),
+                )
+            })
+            .collect(),
+        warnings: run
+            .warnings
+            .as_deref()
+            .and_then(|w| serde_json::from_str(w).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// What the API and the GitLab tab show of automatic provisioning.
+pub fn status(conn: &Connection, runner: &runner::Runner) -> AppResult<Overview> {
+    let mut runs = Vec::new();
+    if let Some(running) = runner.running() {
+        let (read, known) = runner::progress_of(&running);
+        runs.push(RunView {
+            id: None,
+            status: "RUNNING".into(),
+            trigger: running.trigger.as_str().into(),
+            started_at: running.started_at,
+            finished_at: None,
+            groups_read: i64::try_from(read).unwrap_or(i64::MAX),
+            users_read: 0,
+            changes: changes_json(&auto::Changes::default()),
+            error: None,
+            progress: Some((read, known)),
+            held: Vec::new(),
+            warnings: Vec::new(),
+        });
+    }
+    let kept = store::RUNS_KEPT - i64::try_from(runs.len()).unwrap_or(0);
+    runs.extend(store::runs(conn, kept)?.into_iter().map(view_of));
+    let (on, next) = runner::when_due(conn, runner::now_ms())?;
+    Ok(Overview {
+        runs,
+        next_run_at: on.then_some(next),
+    })
+}
+
+/// Refusal of "Synchronize now" while automatic provisioning cannot run.
+pub const NOT_PROVISIONING: &str = "Automatic provisioning is off: choose it (provisioningType \
+    AUTO_PROVISIONING) with its provisioning token and at least one allowed group first";
+/// Refusal of "Apply anyway" when the latest run was not held.
+pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not held";
+
+/// Starts a run on demand (`by`: the administrator); `force`: apply the deactivations of the
+/// latest run, which was held. Refused while automatic provisioning cannot run, and while a
+/// run goes on.
+pub fn start(
+    conn: &Connection,
+    runner: &Arc<runner::Runner>,
+    force: bool,
+    by: &str,
+) -> AppResult<()> {
+    if !config(conn)?.provisions() {
+        return Err(AppError::rule(NOT_PROVISIONING));
+    }
+    let approved = if force {
+        Some(held_for_approval(conn)?.ok_or_else(|| AppError::rule(NOTHING_HELD))?)
+    } else {
+        None
+    };
+    runner.start(Request {
+        trigger: Some(Trigger::Manual),
+        approved,
+    })?;
+    log::info!("admin: gitlab synchronization started by={by:?} force={force}");
+    Ok(())
 }
 
 /// The accounts the latest run would deactivate, when it was held: what "Apply anyway"

@@ -84,6 +84,8 @@ pub static ROUTES: &[Route] = &[
     route!("PATCH",  "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::patch),
     route!("DELETE", "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration", Admin,  api::gitlab::delete),
     route!("POST",   "/api/v2/labgate/gitlab-checks",       Admin,  api::gitlab::check),
+    route!("GET",    "/api/v2/dop-translation/gitlab-synchronization-runs", Admin,  api::gitlab::runs),
+    route!("POST",   "/api/v2/dop-translation/gitlab-synchronization-runs", Admin,  api::gitlab::start_run),
     // Admin pages.
     route!("GET",    "/admin/users",                        Admin,  pages::admin_users::list),
     route!("POST",   "/admin/users/create",                 Admin,  pages::admin_users::create),
@@ -117,6 +119,7 @@ pub static ROUTES: &[Route] = &[
     route!("POST",   "/admin/settings/gitlab/delete",       Admin,  pages::admin_gitlab::delete),
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
     route!("POST",   "/admin/settings/gitlab/check",        Admin,  pages::admin_gitlab::check),
+    route!("POST",   "/admin/settings/gitlab/synchronize",  Admin,  pages::admin_gitlab::synchronize),
 ];
 
 #[cfg(test)]

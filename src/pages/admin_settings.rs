@@ -31,7 +31,12 @@ const CATEGORIES: &[Category] = &[
     Category {
         id: "authentication",
         label: "Authentication",
-        keys: &[settings::SESSION_TIMEOUT, settings::TOKEN_MAX_LIFETIME],
+        keys: &[
+            settings::SESSION_TIMEOUT,
+            settings::TOKEN_MAX_LIFETIME,
+            settings::PROVISIONING_INTERVAL,
+            settings::PROVISIONING_MAX_DEACTIVATION,
+        ],
     },
 ];
 
