@@ -149,8 +149,12 @@ impl Runner {
         let mut was_on: Option<bool> = None;
         let mut due: Option<i64> = None;
         let mut conn: Option<Connection> = None;
+        // The first look is at once, so that the mode found at start is no change of mode.
+        let mut first = true;
         loop {
-            std::thread::sleep(TICK);
+            if !std::mem::take(&mut first) {
+                std::thread::sleep(TICK);
+            }
             let generation = db::generation();
             let now = now_ms();
             if seen_generation == Some(generation) && due.is_none_or(|d| now < d) {

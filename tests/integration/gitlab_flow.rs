@@ -17,7 +17,7 @@ const APP_SECRET: &str = "flow-app-secret-4f9c2e7d1a";
 /// The generic text of the refusal page.
 const NOT_AUTHORIZED: &str =
     "You're not authorized to access this page. Please contact the administrator.";
-const NOT_ALLOWED: &str = "You are not allowed to authenticate";
+pub(crate) const NOT_ALLOWED: &str = "You are not allowed to authenticate";
 const NO_SIGN_UP: &str = "'gitlab' users are not allowed to sign up";
 const EMAIL_TAKEN: &str = "This account is already associated with another authentication method. \
     Sign in using the current authentication method, or contact your administrator to transfer your \
@@ -103,7 +103,7 @@ struct Started {
 }
 
 /// One browser's sign-in, callback answered.
-struct Trip {
+pub(crate) struct Trip {
     /// The browser after the callback.
     browser: Client,
     /// The browser's cookie jar as it was when it called the callback.
@@ -216,7 +216,7 @@ impl Started {
 }
 
 /// The whole sign-in of `username`, asking to come back to `return_to`.
-fn sign_in(lg: &Labgate, gl: &FakeGitlab, username: &str, return_to: &str) -> Trip {
+pub(crate) fn sign_in(lg: &Labgate, gl: &FakeGitlab, username: &str, return_to: &str) -> Trip {
     start(lg, gl, username, return_to).finish()
 }
 
@@ -262,7 +262,7 @@ fn assert_generic(page: &str) {
 impl Trip {
     /// Asserts a successful sign-in that redirects to exactly `to`; returns the browser.
     #[track_caller]
-    fn accepted(mut self, to: &str) -> Client {
+    pub(crate) fn accepted(mut self, to: &str) -> Client {
         assert_eq!(
             self.callback.status,
             302,
@@ -283,7 +283,7 @@ impl Trip {
 
     /// Asserts a refusal; follows it to the refusal page and returns its text.
     #[track_caller]
-    fn refused(&mut self) -> String {
+    pub(crate) fn refused(&mut self) -> String {
         expect_refused(&mut self.browser, &self.callback)
     }
 

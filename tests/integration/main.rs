@@ -27,6 +27,7 @@ mod changes_seen_at_once;
 mod cli;
 mod gitlab_check;
 mod gitlab_flow;
+mod gitlab_provisioning;
 mod lifecycle;
 mod limits;
 mod page_forms;
