@@ -90,6 +90,8 @@ pub struct Outcome {
     /// The accounts deactivated (applied), or that would be (held).
     pub deactivations: Vec<auto::Deactivation>,
     pub warnings: Vec<String>,
+    /// Milliseconds spent reading GitLab, reading the store and deciding, and writing.
+    pub phases: [i64; 3],
 }
 
 /// Reads every allowed group, its descendant groups and the direct members of each from
@@ -359,6 +361,7 @@ pub fn run(
         error: None,
         deactivations: Vec::new(),
         warnings: Vec::new(),
+        phases: [0; 3],
     };
     let read = match (&config.provisioning_token, config.provisions()) {
         (Some(token), true) => {
@@ -376,10 +379,14 @@ pub fn run(
         Ok(read) => read,
         Err(error) => return record_failure(conn, outcome, error, clock),
     };
+    let read_at = clock();
+    outcome.phases[0] = read_at - started_at;
     let max_percent = settings::provisioning_max_deactivation_percent(conn)?;
     let tx = db::write_tx(conn)?;
     let plan = auto::plan(&read, &read_store(&tx)?);
     drop(read);
+    let decided_at = clock();
+    outcome.phases[1] = decided_at - read_at;
     outcome.groups_read = plan.groups_read;
     outcome.users_read = plan.users_read;
     outcome.warnings = plan.warnings.clone();
@@ -410,6 +417,7 @@ pub fn run(
         outcome.changes = plan.changes();
     }
     outcome.finished_at = clock();
+    outcome.phases[2] = outcome.finished_at - decided_at;
     outcome.id = store::record_run(&tx, &record_of(&outcome))?;
     tx.commit()?;
     report(&outcome);
@@ -474,7 +482,8 @@ pub fn report(o: &Outcome) {
     let line = format!(
         "gitlab provisioning: run {} trigger={} status={} groups_read={} users_read={} \
          users_created={} users_updated={} users_deactivated={} users_reactivated={} \
-         groups_created={} groups_deleted={} memberships_added={} memberships_removed={}{}",
+         groups_created={} groups_deleted={} memberships_added={} memberships_removed={} \
+         read_ms={} decide_ms={} write_ms={}{}",
         o.id,
         o.trigger.as_str(),
         o.status.as_str(),
@@ -488,6 +497,9 @@ pub fn report(o: &Outcome) {
         c.groups_deleted,
         c.memberships_added,
         c.memberships_removed,
+        o.phases[0],
+        o.phases[1],
+        o.phases[2],
         o.error
             .as_deref()
             .map(|e| format!(" error={e:?}"))

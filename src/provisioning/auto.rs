@@ -24,9 +24,12 @@
 //! - **Memberships**: each active GitLab account read belongs to exactly the default group
 //!   and the managed groups of its GitLab groups. Local accounts are never touched.
 
-use super::fast_set;
+use super::{fast_set, FastSet};
 use crate::model::{self, GroupName};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// A hash map with `foldhash`'s hasher, as [`FastSet`].
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A GitLab group read: an allowed group or one of its descendants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +102,7 @@ pub struct Store {
 
 /// A group: one that exists, or the one the plan creates at this index of
 /// [`Plan::groups_created`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupRef {
     Local(i64),
     New(usize),
@@ -239,25 +242,34 @@ pub fn plan(read: &Read, store: &Store) -> Plan {
     let current = memberships_by_account(store);
     let accounts = Accounts::of(&store.accounts);
     let deleted = fast_set(plan.groups_deleted.iter().copied());
-    let mut seen: HashSet<i64> = HashSet::with_capacity(people.len());
+    let mut seen: FastSet<i64> =
+        FastSet::with_capacity_and_hasher(people.len(), Default::default());
+    // Reused from one person to the next: most people need no allocation of their own.
+    let mut closure = Closure::default();
+    let mut wanted: Vec<GroupRef> = Vec::new();
     for person in &people {
-        let profile = Profile {
+        let name = model::validate_name(person.name).ok();
+        let name = name.as_deref().unwrap_or(person.username);
+        let profile = || Profile {
             gitlab_id: person.id,
             username: person.username.to_string(),
-            name: model::validate_name(person.name).unwrap_or_else(|_| person.username.to_string()),
+            name: name.to_string(),
         };
-        let wanted: HashSet<GroupRef> = std::iter::once(GroupRef::Local(store.default_group))
-            .chain(
-                subtrees
-                    .closure(&person.groups)
-                    .into_iter()
-                    .filter_map(|g| local_of.get(&g).copied()),
-            )
-            .collect();
+        wanted.clear();
+        wanted.push(GroupRef::Local(store.default_group));
+        subtrees.closure(&person.groups, &mut closure);
+        wanted.extend(
+            closure
+                .groups
+                .iter()
+                .filter_map(|g| local_of.get(g).copied()),
+        );
+        wanted.sort_unstable();
+        wanted.dedup();
         let account = match accounts.find(person.id, person.username) {
             None => {
                 let new = AccountRef::New(plan.accounts_created.len());
-                plan.accounts_created.push(profile);
+                plan.accounts_created.push(profile());
                 plan.marked_read.push(new);
                 add_memberships(&mut plan, new, &wanted, &[store.default_group]);
                 continue;
@@ -274,11 +286,11 @@ pub fn plan(read: &Read, store: &Store) -> Plan {
             // Deactivated by someone else: left as it is.
             (false, _) => continue,
         };
-        let same = account.name == profile.name
-            && account.username.as_deref() == Some(profile.username.as_str())
-            && account.gitlab_id.as_deref() == Some(profile.gitlab_id.to_string().as_str());
+        let same = account.name == name
+            && account.username.as_deref() == Some(person.username)
+            && account.gitlab_id.as_deref().and_then(|id| id.parse().ok()) == Some(person.id);
         if !same {
-            plan.profiles.push((account.id, profile));
+            plan.profiles.push((account.id, profile()));
         }
         if !(account.active && account.mark == Some(Mark::Read)) {
             plan.marked_read.push(AccountRef::Local(account.id));
@@ -320,7 +332,7 @@ fn order_group(g: &GroupRef) -> (bool, i64) {
 }
 
 /// Adds the memberships of `wanted` that `account` does not hold yet.
-fn add_memberships(plan: &mut Plan, account: AccountRef, wanted: &HashSet<GroupRef>, held: &[i64]) {
+fn add_memberships(plan: &mut Plan, account: AccountRef, wanted: &[GroupRef], held: &[i64]) {
     for group in wanted {
         let already = matches!(group, GroupRef::Local(id) if held.contains(id));
         if !already {
@@ -341,7 +353,7 @@ struct Person<'a> {
 /// The people read, by GitLab id, in the order they were first listed.
 fn people_of(read: &Read) -> Vec<Person<'_>> {
     let mut people: Vec<Person<'_>> = Vec::new();
-    let mut index: HashMap<i64, usize> = HashMap::new();
+    let mut index: Map<i64, usize> = Map::default();
     for m in &read.members {
         if m.state != "active" || is_bot_username(&m.username) {
             continue;
@@ -362,15 +374,23 @@ fn people_of(read: &Read) -> Vec<Person<'_>> {
     people
 }
 
+/// A person's GitLab groups ([`Subtrees::closure`]), in buffers kept from one person to the next.
+#[derive(Default)]
+struct Closure {
+    groups: Vec<i64>,
+    seen: FastSet<i64>,
+    stack: Vec<i64>,
+}
+
 /// The groups read below each group read.
 struct Subtrees {
-    children: HashMap<i64, Vec<i64>>,
-    known: HashSet<i64>,
+    children: Map<i64, Vec<i64>>,
+    known: FastSet<i64>,
 }
 
 impl Subtrees {
     fn of(groups: &[ReadGroup]) -> Subtrees {
-        let mut children: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut children: Map<i64, Vec<i64>> = Map::default();
         for g in groups {
             if let Some(parent) = g.parent_id {
                 children.entry(parent).or_default().push(g.id);
@@ -382,27 +402,27 @@ impl Subtrees {
         }
     }
 
-    /// `direct` and every group read below one of them, each once.
-    fn closure(&self, direct: &[i64]) -> Vec<i64> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut stack: Vec<i64> = direct.to_vec();
-        while let Some(g) = stack.pop() {
-            if !self.known.contains(&g) || !seen.insert(g) {
+    /// `direct` and every group read below one of them, each once, into `out.groups`.
+    fn closure(&self, direct: &[i64], out: &mut Closure) {
+        out.groups.clear();
+        out.seen.clear();
+        out.stack.clear();
+        out.stack.extend_from_slice(direct);
+        while let Some(g) = out.stack.pop() {
+            if !self.known.contains(&g) || !out.seen.insert(g) {
                 continue;
             }
-            out.push(g);
+            out.groups.push(g);
             if let Some(kids) = self.children.get(&g) {
-                stack.extend(kids);
+                out.stack.extend(kids);
             }
         }
-        out
     }
 }
 
 /// The memberships held, by account.
-fn memberships_by_account(store: &Store) -> HashMap<i64, Vec<i64>> {
-    let mut by: HashMap<i64, Vec<i64>> = HashMap::new();
+fn memberships_by_account(store: &Store) -> Map<i64, Vec<i64>> {
+    let mut by: Map<i64, Vec<i64>> = Map::default();
     for &(user, group) in &store.memberships {
         by.entry(user).or_default().push(group);
     }
@@ -411,15 +431,15 @@ fn memberships_by_account(store: &Store) -> HashMap<i64, Vec<i64>> {
 
 /// The accounts as a person is matched to one.
 struct Accounts<'a> {
-    by_gitlab_id: HashMap<i64, &'a Account>,
+    by_gitlab_id: Map<i64, &'a Account>,
     /// Accounts with a GitLab username and no id yet, by lower-cased username (the oldest).
-    unlinked: HashMap<String, &'a Account>,
+    unlinked: Map<String, &'a Account>,
 }
 
 impl<'a> Accounts<'a> {
     fn of(accounts: &'a [Account]) -> Accounts<'a> {
-        let mut by_gitlab_id = HashMap::with_capacity(accounts.len());
-        let mut unlinked: HashMap<String, &'a Account> = HashMap::new();
+        let mut by_gitlab_id = Map::with_capacity_and_hasher(accounts.len(), Default::default());
+        let mut unlinked: Map<String, &'a Account> = Map::default();
         for a in accounts {
             match (&a.gitlab_id, &a.username) {
                 (Some(id), _) => {
@@ -451,11 +471,10 @@ impl<'a> Accounts<'a> {
 }
 
 /// Decides the groups' writes; returns the local group of each GitLab group mirrored.
-fn plan_groups(read: &Read, store: &Store, plan: &mut Plan) -> HashMap<i64, GroupRef> {
-    let hand_made: HashSet<&str> = store.hand_made.iter().map(String::as_str).collect();
-    let managed: HashMap<i64, &ManagedGroup> =
-        store.managed.iter().map(|m| (m.gitlab_id, m)).collect();
-    let read_ids: HashSet<i64> = read.groups.iter().map(|g| g.id).collect();
+fn plan_groups(read: &Read, store: &Store, plan: &mut Plan) -> Map<i64, GroupRef> {
+    let hand_made: FastSet<&str> = store.hand_made.iter().map(String::as_str).collect();
+    let managed: Map<i64, &ManagedGroup> = store.managed.iter().map(|m| (m.gitlab_id, m)).collect();
+    let read_ids: FastSet<i64> = read.groups.iter().map(|g| g.id).collect();
     for m in &store.managed {
         if !read_ids.contains(&m.gitlab_id) {
             plan.groups_deleted.push(m.id);
@@ -481,7 +500,7 @@ fn plan_groups(read: &Read, store: &Store, plan: &mut Plan) -> HashMap<i64, Grou
         }
     }
     loop {
-        let mut count: HashMap<&str, usize> = HashMap::new();
+        let mut count: Map<&str, usize> = Map::default();
         for (_, _, name) in &finals {
             *count.entry(name.as_str()).or_default() += 1;
         }
@@ -504,8 +523,9 @@ fn plan_groups(read: &Read, store: &Store, plan: &mut Plan) -> HashMap<i64, Grou
             *name = m.name.clone();
         }
     }
-    let mut local_of: HashMap<i64, GroupRef> = HashMap::with_capacity(read.groups.len());
-    let mut taken: HashSet<String> = HashSet::new();
+    let mut local_of: Map<i64, GroupRef> =
+        Map::with_capacity_and_hasher(read.groups.len(), Default::default());
+    let mut taken: FastSet<String> = FastSet::default();
     for (gitlab_id, m, name) in finals {
         if name != m.name {
             plan.groups_renamed.push((m.id, name.clone()));
