@@ -931,12 +931,18 @@ mod tests {
         assert_eq!(sessions, 0);
     }
 
-    #[test]
-    fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
+    /// A group `devs`, a GitLab user `gl` and a local user `loc`.
+    fn devs_gl_and_loc() -> Connection {
         let mut conn = test_db();
         create_group(&mut conn, "devs", "", 1).unwrap();
         create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
         create_user(&mut conn, &local("loc"), 1).unwrap();
+        conn
+    }
+
+    #[test]
+    fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
+        let mut conn = devs_gl_and_loc();
         add_member(&mut conn, "devs", "gl").unwrap();
         crate::settings::set(&mut conn, crate::settings::GITLAB_ALLOWED_GROUPS, "acme").unwrap();
         crate::settings::set(&mut conn, crate::settings::GITLAB_GROUPS_SYNC, "true").unwrap();
@@ -953,10 +959,7 @@ mod tests {
 
     #[test]
     fn under_automatic_provisioning_gitlab_memberships_and_managed_groups_follow_gitlab() {
-        let mut conn = test_db();
-        create_group(&mut conn, "devs", "", 1).unwrap();
-        create_user(&mut conn, &gitlab("gl", "gl"), 1).unwrap();
-        create_user(&mut conn, &local("loc"), 1).unwrap();
+        let mut conn = devs_gl_and_loc();
         {
             let tx = db::write_tx(&mut conn).unwrap();
             db::gitlab_provisioning::create_managed_group(&tx, "acme/dev", 2, 1).unwrap();

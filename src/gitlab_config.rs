@@ -826,6 +826,14 @@ mod tests {
         assert!(err.public_message().contains("AUTO_PROVISIONING"));
     }
 
+    /// The first field error of saving `form`, which must be refused for its fields.
+    fn first_field_error(conn: &mut Connection, form: &GitlabForm) -> (&'static str, String) {
+        match save(conn, form) {
+            Err(AppError::Invalid(errors)) => (errors[0].field, errors[0].message.clone()),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_new_url_needs_the_provisioning_token_too() {
         let mut conn = db::test_db();
@@ -851,12 +859,9 @@ mod tests {
             secret: Some("again".into()),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = save(&mut conn, &moved).unwrap_err() else {
-            panic!("expected a field error");
-        };
         assert_eq!(
-            (errors[0].field, errors[0].message.as_str()),
-            ("provisioningToken", s::URL_NEEDS_TOKEN)
+            first_field_error(&mut conn, &moved),
+            ("provisioningToken", s::URL_NEEDS_TOKEN.to_string())
         );
         let mut conn2 = db::test_db();
         s::set(&mut conn2, s::GITLAB_PROVISIONING_TOKEN, "glpat-t0ken").unwrap();
@@ -876,12 +881,9 @@ mod tests {
             provisioning_token: Some(" ".into()),
             ..GitlabForm::default()
         };
-        let AppError::Invalid(errors) = save(&mut conn, &on).unwrap_err() else {
-            panic!("expected a field error");
-        };
         assert_eq!(
-            (errors[0].field, errors[0].message.as_str()),
-            ("provisioningType", s::PROVISIONING_NEEDS)
+            first_field_error(&mut conn, &on),
+            ("provisioningType", s::PROVISIONING_NEEDS.to_string())
         );
         let with_token = GitlabForm {
             provisioning_token: Some("glpat-t0ken".into()),

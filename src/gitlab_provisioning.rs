@@ -112,11 +112,7 @@ pub fn read_gitlab(
             .map_err(|e| e.to_string())?;
         for g in std::iter::once(root).chain(below) {
             if ids.insert(g.id) {
-                groups.push(auto::ReadGroup {
-                    id: g.id,
-                    full_path: g.full_path,
-                    parent_id: g.parent_id,
-                });
+                groups.push(auto::ReadGroup::new(g.id, &g.full_path, g.parent_id));
             }
         }
         if groups.len() > MAX_GROUPS {

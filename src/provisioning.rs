@@ -704,26 +704,28 @@ mod tests {
     #[test]
     fn automatic_provisioning_can_be_on_only_with_its_token_and_an_allowed_group() {
         let acme = paths(&["acme"]);
-        let none: &[String] = &[];
-        type State<'a> = (bool, bool, &'a [String]);
-        // (before, after, refused)
-        let cases: &[(State, State, bool)] = &[
-            ((false, false, none), (true, true, &acme), false),
-            ((false, true, &acme), (true, true, &acme), false),
-            ((false, false, &acme), (true, false, &acme), true),
-            ((false, true, none), (true, true, none), true),
-            ((true, true, &acme), (true, false, &acme), true),
-            ((true, true, &acme), (true, true, none), true),
-            ((true, true, &acme), (false, false, none), false),
-            ((false, true, &acme), (false, false, none), false),
-            ((true, false, &acme), (true, false, &acme), false),
-            ((true, false, none), (true, true, none), false),
+        // Each state as "on, token, allowed group" (1 or 0): before → after, refused.
+        let cases = [
+            ("000", "111", false),
+            ("011", "111", false),
+            ("001", "101", true),
+            ("010", "110", true),
+            ("111", "101", true),
+            ("111", "110", true),
+            ("111", "000", false),
+            ("011", "000", false),
+            ("101", "101", false),
+            ("100", "110", false),
         ];
+        let state = |bits: &str| {
+            let on = |i: usize| bits.as_bytes()[i] == b'1';
+            (on(0), on(1), if on(2) { &acme[..] } else { &[] })
+        };
         for (before, after, refused) in cases {
             assert_eq!(
-                auto_change_refused(*before, *after),
-                *refused,
-                "{before:?} -> {after:?}"
+                auto_change_refused(state(before), state(after)),
+                refused,
+                "{before} -> {after}"
             );
         }
     }

@@ -1434,6 +1434,30 @@ fn private(token: &str) -> [(&'static str, &str); 1] {
     [("PRIVATE-TOKEN", token)]
 }
 
+/// `GET /api/v4/<path>` with a new `read_api` personal access token of `username`.
+fn get_as(fake: &FakeGitlab, username: &str, path: &str) -> HttpResponse {
+    let token = fake.add_personal_access_token(username, "t", "read_api", None);
+    get_with(&api(fake, path), &private(&token))
+}
+
+/// `count` people `m000`, `m001`, ... (ids from 100), each a direct member of `groups`.
+fn add_people(fake: &FakeGitlab, count: u64, groups: &[&str]) {
+    for i in 0..count {
+        let name = format!("m{i:03}");
+        fake.add_user(FakeUser::new(100 + i, &name));
+        for group in groups {
+            fake.add_member(&name, group, access::DEVELOPER);
+        }
+    }
+}
+
+/// The full paths a listing answered, sorted.
+fn sorted_paths(resp: &HttpResponse) -> Vec<String> {
+    let mut paths = full_paths(resp);
+    paths.sort();
+    paths
+}
+
 #[test]
 fn a_personal_access_token_is_read_from_private_token_bearer_or_the_parameter() {
     let fake = fake_with_tree();
@@ -1584,21 +1608,14 @@ fn a_group_is_found_by_id_or_encoded_path_and_hidden_ones_are_404() {
 #[test]
 fn descendant_groups_are_every_visible_level_below_the_group_itself_excluded() {
     let fake = fake_with_tree();
-    let alice = fake.add_personal_access_token("alice", "t", "read_api", None);
-    let resp = get_with(
-        &api(&fake, "groups/acme/descendant_groups"),
-        &private(&alice),
-    );
+    let resp = get_as(&fake, "alice", "groups/acme/descendant_groups");
     assert_eq!(resp.status, 200);
-    let mut paths = full_paths(&resp);
-    paths.sort();
-    assert_eq!(paths, ["acme/data", "acme/platform", "acme/platform/sre"]);
-    let bob = fake.add_personal_access_token("bob", "t", "read_api", None);
-    let resp = get_with(&api(&fake, "groups/acme/descendant_groups"), &private(&bob));
-    let mut paths = full_paths(&resp);
-    paths.sort();
     assert_eq!(
-        paths,
+        sorted_paths(&resp),
+        ["acme/data", "acme/platform", "acme/platform/sre"]
+    );
+    assert_eq!(
+        sorted_paths(&get_as(&fake, "bob", "groups/acme/descendant_groups")),
         ["acme/platform", "acme/platform/sre"],
         "a member of a subgroup sees its branch only"
     );
@@ -1650,11 +1667,7 @@ fn members_are_direct_only_and_blocked_ones_are_listed_with_their_state() {
 #[test]
 fn members_are_paged_like_every_listing() {
     let fake = fake_with_tree();
-    for i in 0..230u64 {
-        let name = format!("m{i:03}");
-        fake.add_user(FakeUser::new(100 + i, &name));
-        fake.add_member(&name, "acme/data", access::DEVELOPER);
-    }
+    add_people(&fake, 230, &["acme/data"]);
     let alice = fake.add_personal_access_token("alice", "t", "read_api", None);
     let group = fake.group_id("acme/data").unwrap();
     let mut seen = Vec::new();
@@ -1709,12 +1722,7 @@ fn members_are_paged_like_every_listing() {
 #[test]
 fn one_page_of_one_groups_members_can_fail_and_answers_can_be_slow() {
     let fake = fake_with_tree();
-    for i in 0..150u64 {
-        let name = format!("m{i:03}");
-        fake.add_user(FakeUser::new(100 + i, &name));
-        fake.add_member(&name, "acme/data", access::DEVELOPER);
-        fake.add_member(&name, "beta", access::DEVELOPER);
-    }
+    add_people(&fake, 150, &["acme/data", "beta"]);
     let admin = FakeUser {
         admin: true,
         ..FakeUser::new(99, "root")

@@ -86,6 +86,20 @@ pub struct RunFigures {
 }
 
 impl RunFigures {
+    /// The figures in one line.
+    fn line(&self) -> String {
+        format!(
+            "{} in {:.0} ms, labgate CPU {:.0} ms, peak {:.1} MiB above {:.1} MiB, {} pages written, changes {}",
+            self.status,
+            self.took_ms,
+            self.cpu_ms,
+            self.extra_peak_kib as f64 / 1024.0,
+            self.rss_before_kib as f64 / 1024.0,
+            self.pages_written,
+            self.changes
+        )
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "status": self.status,
@@ -304,23 +318,11 @@ pub fn bench(
         )
         .map(|_| ())
     })?;
-    println!(
-        "  run 1: {} in {:.0} ms, labgate CPU {:.0} ms, peak {:.1} MiB above {:.1} MiB, {} pages written, changes {}",
-        first.status,
-        first.took_ms,
-        first.cpu_ms,
-        first.extra_peak_kib as f64 / 1024.0,
-        first.rss_before_kib as f64 / 1024.0,
-        first.pages_written,
-        first.changes
-    );
-    // A request now, so that the token's activity stamp (once a minute) is not written during
-    // run 2; then run 2, on demand, with GitLab unchanged.
-    let auth = format!("Bearer {admin}");
-    conn.get("/api/users/current", &[("Authorization", &auth)])
-        .map_err(|e| format!("api/users/current: {e}"))?;
+    println!("  run 1: {}", first.line());
     // The run with nothing changed can be repeated: the median of three, as CPU time is read
-    // in clock ticks of 10 ms and the machine may be shared.
+    // in clock ticks of 10 ms and the machine may be shared. Each follows a request, so that
+    // the token's activity stamp (once a minute) is not written during it.
+    let auth = format!("Bearer {admin}");
     let mut repeats = Vec::new();
     for _ in 0..SECOND_RUNS {
         conn.get("/api/users/current", &[("Authorization", &auth)])
@@ -343,16 +345,7 @@ pub fn bench(
         repeats.iter().map(|r| r.cpu_ms).collect::<Vec<_>>(),
         repeats.iter().map(|r| r.pages_written).collect::<Vec<_>>()
     );
-    println!(
-        "  run with nothing changed (median): {} in {:.0} ms, labgate CPU {:.0} ms, peak {:.1} MiB above {:.1} MiB, {} pages written, changes {}",
-        second.status,
-        second.took_ms,
-        second.cpu_ms,
-        second.extra_peak_kib as f64 / 1024.0,
-        second.rss_before_kib as f64 / 1024.0,
-        second.pages_written,
-        second.changes
-    );
+    println!("  run with nothing changed (median): {}", second.line());
     let counts = Connection::open(&db)
         .and_then(|c| {
             c.query_row(

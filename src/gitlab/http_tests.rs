@@ -597,8 +597,15 @@ fn no_error_line_carries_a_secret() {
 // ---------------------------------------------------------------------------------------------
 // What automatic provisioning reads with its access token
 
-fn reader(url: &str) -> (Client, String) {
-    (client(), url.trim_end_matches('/').to_string())
+/// `f` with a reader of the GitLab at `url` holding the access token `glpat-secret-1`.
+fn reading<T>(url: &str, f: impl FnOnce(&provision::Reader<'_>) -> T) -> T {
+    let c = client();
+    f(&provision::Reader {
+        client: &c,
+        base: url.trim_end_matches('/'),
+        token: "glpat-secret-1",
+        deadline: soon(),
+    })
 }
 
 #[test]
@@ -613,14 +620,7 @@ fn members_are_read_page_after_page_with_the_access_token() {
             "X-Next-Page: \r\nLink: <http://{addr}/api/v4/groups/5/members?page=1>; rel=\"first\"\r\n",
         ),
     ]);
-    let (c, base) = reader(&url);
-    let r = provision::Reader {
-        client: &c,
-        base: &base,
-        token: "glpat-secret-1",
-        deadline: soon(),
-    };
-    let members = r.members(5).unwrap();
+    let members = reading(&url, |r| r.members(5)).unwrap();
     let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
     assert_eq!(names, ["ann", "bob"]);
     assert_eq!(
@@ -644,27 +644,15 @@ fn a_link_to_the_next_page_is_followed_only_on_the_configured_gitlab() {
         ),
         ok(r#"[{"id":3,"full_path":"acme/ops","parent_id":1}]"#, ""),
     ]);
-    let (c, base) = reader(&url);
-    let r = provision::Reader {
-        client: &c,
-        base: &base,
-        token: "glpat-secret-1",
-        deadline: soon(),
-    };
-    assert_eq!(r.descendant_groups(1).unwrap().len(), 2);
+    assert_eq!(reading(&url, |r| r.descendant_groups(1)).unwrap().len(), 2);
     assert_eq!(lines(&seen).len(), 2);
     let (url, seen) = canned(vec![ok(
         "[]",
         "Link: <http://evil.example:9/api/v4/groups/1/descendant_groups?page=2>; rel=\"next\"\r\n",
     )]);
-    let (c, base) = reader(&url);
-    let r = provision::Reader {
-        client: &c,
-        base: &base,
-        token: "glpat-secret-1",
-        deadline: soon(),
-    };
-    let err = r.descendant_groups(1).unwrap_err().to_string();
+    let err = reading(&url, |r| r.descendant_groups(1))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("outside the configured GitLab"), "{err}");
     assert_eq!(lines(&seen).len(), 1, "never followed");
 }
@@ -672,14 +660,7 @@ fn a_link_to_the_next_page_is_followed_only_on_the_configured_gitlab() {
 #[test]
 fn a_page_number_that_does_not_grow_ends_the_listing_with_an_error() {
     let (url, _) = canned(vec![ok("[]", "X-Next-Page: 1\r\n")]);
-    let (c, base) = reader(&url);
-    let r = provision::Reader {
-        client: &c,
-        base: &base,
-        token: "glpat-secret-1",
-        deadline: soon(),
-    };
-    let err = r.members(5).unwrap_err().to_string();
+    let err = reading(&url, |r| r.members(5)).unwrap_err().to_string();
     assert!(err.contains("does not follow page 1"), "{err}");
 }
 
@@ -690,14 +671,7 @@ fn a_refused_access_token_is_an_error_that_never_names_it() {
         r#"{"error":"invalid_token","error_description":"Token was revoked: glpat-secret-1"}"#,
         "",
     )]);
-    let (c, base) = reader(&url);
-    let r = provision::Reader {
-        client: &c,
-        base: &base,
-        token: "glpat-secret-1",
-        deadline: soon(),
-    };
-    let err = r.group("acme/platform").unwrap_err();
+    let err = reading(&url, |r| r.group("acme/platform")).unwrap_err();
     assert!(
         matches!(err, GitlabError::Status { status: 401, .. }),
         "{err:?}"

@@ -170,27 +170,28 @@ impl Reader<'_> {
 
     /// Every group below group `id`, every page.
     pub fn descendant_groups(&self, id: i64) -> Result<Vec<Group>, GitlabError> {
-        let url = format!(
-            "{}/api/v4/groups/{id}/descendant_groups?per_page={PER_PAGE}",
-            self.base
-        );
-        let mut all = Vec::new();
-        self.pages("descendant_groups", &url, |body| {
-            all.extend(parse_groups(body)?);
-            Ok(())
-        })?;
-        Ok(all)
+        self.listing(id, "descendant_groups", parse_groups)
     }
 
     /// The direct members of group `id`, every page, whatever their state.
     pub fn members(&self, id: i64) -> Result<Vec<Member>, GitlabError> {
+        self.listing(id, "members", parse_members)
+    }
+
+    /// Every page of `/api/v4/groups/<id>/<what>`, each parsed with `parse`.
+    fn listing<T>(
+        &self,
+        id: i64,
+        what: &'static str,
+        parse: fn(&[u8]) -> Result<Vec<T>, GitlabError>,
+    ) -> Result<Vec<T>, GitlabError> {
         let url = format!(
-            "{}/api/v4/groups/{id}/members?per_page={PER_PAGE}",
+            "{}/api/v4/groups/{id}/{what}?per_page={PER_PAGE}",
             self.base
         );
         let mut all = Vec::new();
-        self.pages("members", &url, |body| {
-            all.extend(parse_members(body)?);
+        self.pages(what, &url, |body| {
+            all.extend(parse(body)?);
             Ok(())
         })?;
         Ok(all)

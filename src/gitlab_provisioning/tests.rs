@@ -6,16 +6,11 @@ use crate::db::{sessions, tokens};
 
 /// `acme` (1) with `acme/dev` (2) and `acme/ops` (3).
 fn groups() -> Vec<auto::ReadGroup> {
-    let g = |id, path: &str, parent| auto::ReadGroup {
-        id,
-        full_path: path.into(),
-        parent_id: parent,
-    };
-    vec![
-        g(1, "acme", None),
-        g(2, "acme/dev", Some(1)),
-        g(3, "acme/ops", Some(1)),
-    ]
+    ["acme", "acme/dev", "acme/ops"]
+        .iter()
+        .zip(1..)
+        .map(|(path, id)| auto::ReadGroup::new(id, path, (id > 1).then_some(1)))
+        .collect()
 }
 
 fn member(group_id: i64, user_id: i64, username: &str) -> auto::ReadMember {

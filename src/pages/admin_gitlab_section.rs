@@ -344,46 +344,31 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     })
 }
 
-/// A count in words, or nothing when zero.
-fn counted(n: i64, one: &str, many: &str) -> Option<String> {
+/// A count in words ("2 accounts created"), or nothing when zero.
+fn counted(n: i64, what: &str, done: &str) -> Option<String> {
     match n {
         0 => None,
-        1 => Some(format!("1 {one}")),
-        n => Some(format!("{n} {many}")),
+        1 => Some(format!("1 {what} {done}")),
+        n => Some(format!("{n} {what}s {done}")),
     }
 }
 
 fn run_row(run: &RunView) -> RunRow {
-    let count = |key: &str| run.changes[key].as_i64().unwrap_or(0);
-    let parts: Vec<String> = [
-        counted(count("usersCreated"), "account created", "accounts created"),
-        counted(count("usersUpdated"), "account updated", "accounts updated"),
-        counted(
-            count("usersDeactivated"),
-            "account deactivated",
-            "accounts deactivated",
-        ),
-        counted(
-            count("usersReactivated"),
-            "account reactivated",
-            "accounts reactivated",
-        ),
-        counted(count("groupsCreated"), "group created", "groups created"),
-        counted(count("groupsDeleted"), "group deleted", "groups deleted"),
-        counted(
-            count("membershipsAdded"),
-            "membership added",
-            "memberships added",
-        ),
-        counted(
-            count("membershipsRemoved"),
-            "membership removed",
-            "memberships removed",
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    // Each count of the record, and what it counts.
+    const COUNTED: [(&str, &str, &str); 8] = [
+        ("usersCreated", "account", "created"),
+        ("usersUpdated", "account", "updated"),
+        ("usersDeactivated", "account", "deactivated"),
+        ("usersReactivated", "account", "reactivated"),
+        ("groupsCreated", "group", "created"),
+        ("groupsDeleted", "group", "deleted"),
+        ("membershipsAdded", "membership", "added"),
+        ("membershipsRemoved", "membership", "removed"),
+    ];
+    let parts: Vec<String> = COUNTED
+        .iter()
+        .filter_map(|(key, what, done)| counted(run.changes[key].as_i64().unwrap_or(0), what, done))
+        .collect();
     let when = |ms: Option<i64>| datetime_ms(ms);
     RunRow {
         status: run.status.clone(),

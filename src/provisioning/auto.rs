@@ -39,6 +39,16 @@ pub struct ReadGroup {
     pub parent_id: Option<i64>,
 }
 
+impl ReadGroup {
+    pub fn new(id: i64, full_path: &str, parent_id: Option<i64>) -> ReadGroup {
+        ReadGroup {
+            id,
+            full_path: full_path.to_string(),
+            parent_id,
+        }
+    }
+}
+
 /// A direct member of a group read, as GitLab lists it (blocked people included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadMember {
@@ -78,12 +88,16 @@ pub enum Mark {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: i64,
+    /// Names the account in the list of a held run.
     pub login: String,
+    /// Compared with GitLab's name.
     pub name: String,
     pub active: bool,
     /// GitLab's numeric id as stored, when linked.
     pub gitlab_id: Option<String>,
+    /// The GitLab username as stored.
     pub username: Option<String>,
+    /// Provisioning's mark, if any: what it read or deactivated.
     pub mark: Option<Mark>,
 }
 

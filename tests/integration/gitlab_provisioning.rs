@@ -10,11 +10,14 @@ use crate::support_gitlab::{access, Endpoint, FakeGitlab, FakeUser, Fault};
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// labgate's OAuth application in the fake GitLab.
 const APP_ID: &str = "prov-app-id";
 const APP_SECRET: &str = "prov-app-secret-7c1e";
+/// The v2 resources: the configurations, the one configuration, the runs.
 const CONFIGS: &str = "/api/v2/dop-translation/gitlab-configurations";
 const CONFIG: &str = "/api/v2/dop-translation/gitlab-configurations/gitlab-configuration";
 const RUNS: &str = "/api/v2/dop-translation/gitlab-synchronization-runs";
+/// The GitLab tab.
 const TAB: &str = "/admin/settings?category=authentication";
 
 /// labgate, the fake GitLab it provisions from, and the provisioning token.
@@ -36,13 +39,7 @@ fn person(gl: &FakeGitlab, id: u64, username: &str, group: &str) {
 /// carol blocked in acme/ops, dave in acme; `other` beside it with erin; and a group access
 /// token on `acme` (its bot is a member of acme too).
 fn gitlab() -> (FakeGitlab, String) {
-    let gl = FakeGitlab::start();
-    gl.register_app(
-        APP_ID,
-        APP_SECRET,
-        &["http://127.0.0.1/oauth2/callback/gitlab"],
-        true,
-    );
+    let gl = FakeGitlab::start_with_loopback_app(APP_ID, APP_SECRET);
     gl.add_group("acme/dev/sre");
     person(&gl, 7, "ann", "acme/dev");
     person(&gl, 8, "bob", "acme/ops");
@@ -93,6 +90,16 @@ impl Lab {
         let run = self.wait_for_run(0);
         assert_eq!(run["trigger"], "MODE_CHANGE", "{run}");
         run
+    }
+
+    /// `PATCH` of the GitLab configuration with `body`, as admin.
+    fn patch(&self, body: &Value) -> Resp {
+        self.lg.admin().request(
+            "PATCH",
+            CONFIG,
+            &[("Content-Type", "application/merge-patch+json")],
+            body.to_string().as_bytes(),
+        )
     }
 
     /// The answer of `GET …/gitlab-synchronization-runs`.
@@ -497,6 +504,11 @@ fn synchronize_now_on_the_gitlab_tab_runs_and_the_tab_shows_the_last_run() {
     );
 }
 
+/// A check's detail.
+fn detail(check: &Value) -> &str {
+    check["detail"].as_str().unwrap_or_default()
+}
+
 #[test]
 fn the_connection_check_checks_the_provisioning_token() {
     let lab = lab();
@@ -516,39 +528,26 @@ fn the_connection_check_checks_the_provisioning_token() {
     };
     let ok = check(&lab);
     assert_eq!(ok["ok"], true, "{ok}");
-    assert!(ok["detail"].as_str().unwrap().contains("acme"), "{ok}");
+    assert!(detail(&ok).contains("acme"), "{ok}");
     let soon = lab.gl.date_in_days(3);
     let (expiring, _) =
         lab.gl
             .add_group_access_token("acme", "soon", "read_api", access::REPORTER, Some(&soon));
     let patch = |token: &str| {
-        lab.lg
-            .admin()
-            .request(
-                "PATCH",
-                CONFIG,
-                &[("Content-Type", "application/merge-patch+json")],
-                json!({"provisioningToken": token}).to_string().as_bytes(),
-            )
+        lab.patch(&json!({ "provisioningToken": token }))
             .expect_json(200);
     };
     patch(&expiring);
     let warned = check(&lab);
     assert_eq!(warned["ok"], true, "{warned}");
     assert!(
-        warned["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("warning: the provisioning token expires"),
+        detail(&warned).starts_with("warning: the provisioning token expires"),
         "{warned}"
     );
     lab.gl.revoke_access_token(&expiring);
     let revoked = check(&lab);
     assert_eq!(revoked["ok"], false, "{revoked}");
-    assert!(
-        revoked["detail"].as_str().unwrap().contains("revoked"),
-        "{revoked}"
-    );
+    assert!(detail(&revoked).contains("revoked"), "{revoked}");
     let (narrow, _) =
         lab.gl
             .add_group_access_token("other", "narrow", "read_api", access::REPORTER, None);
@@ -556,10 +555,7 @@ fn the_connection_check_checks_the_provisioning_token() {
     let hidden = check(&lab);
     assert_eq!(hidden["ok"], false, "{hidden}");
     assert!(
-        hidden["detail"]
-            .as_str()
-            .unwrap()
-            .contains("cannot see the allowed group acme"),
+        detail(&hidden).contains("cannot see the allowed group acme"),
         "{hidden}"
     );
     let run = lab.run_now(false);
@@ -592,13 +588,7 @@ fn the_provisioning_token_is_write_only_on_every_door() {
     let page = html_unescape(&lab.lg.admin().get(TAB).expect_html(200));
     assert!(page.contains("set; leave empty to keep it"), "{page}");
     lab.assert_token_nowhere();
-    let moved = json!({"url": "http://127.0.0.1:9", "secret": APP_SECRET});
-    let r = lab.lg.admin().request(
-        "PATCH",
-        CONFIG,
-        &[("Content-Type", "application/merge-patch+json")],
-        moved.to_string().as_bytes(),
-    );
+    let r = lab.patch(&json!({"url": "http://127.0.0.1:9", "secret": APP_SECRET}));
     assert_eq!(
         r.expect_error(400),
         "For security reasons, the URL can't be updated without providing the provisioning token."

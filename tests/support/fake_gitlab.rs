@@ -700,9 +700,10 @@ impl State {
         self.group_by_path(&form_decode(id))
     }
 
-    /// The groups `user` may see (`None`: anonymous): administrators every group; others the
-    /// public ones, the internal ones (with `all_available`, or for a single group), those they
-    /// are a member of with all their descendants, and the ancestors of those.
+    /// The groups `user` may see as a member (`None`: anonymous, the public ones): those they
+    /// are a member of with all their descendants, the ancestors of those, and the public and
+    /// internal ones when `public_and_internal` (`all_available`, or a single group). Callers
+    /// give administrators every group themselves.
     fn visible_groups(&self, user: Option<&FakeUser>, public_and_internal: bool) -> HashSet<u64> {
         let Some(user) = user else {
             return self
@@ -712,9 +713,6 @@ impl State {
                 .map(|g| g.id)
                 .collect();
         };
-        if user.admin {
-            return self.groups.iter().map(|g| g.id).collect();
-        }
         let mut set = self.self_and_descendants(&self.direct_groups(user.id, |_| true));
         let ancestors: Vec<u64> = set.iter().flat_map(|g| self.ancestors(*g)).collect();
         set.extend(ancestors);
@@ -822,6 +820,19 @@ impl FakeGitlab {
             confidential,
             scopes: split_scopes(DEFAULT_APP_SCOPES),
         });
+    }
+
+    /// Starts a fake GitLab with one confidential application whose redirect URI is on
+    /// loopback, so that it matches labgate's callback on whatever port (RFC 8252), as GitLab.
+    pub fn start_with_loopback_app(client_id: &str, secret: &str) -> FakeGitlab {
+        let gl = FakeGitlab::start();
+        gl.register_app(
+            client_id,
+            secret,
+            &["http://127.0.0.1/oauth2/callback/gitlab"],
+            true,
+        );
+        gl
     }
 
     /// Replaces the scopes the application may request (space-separated).
@@ -2080,48 +2091,47 @@ fn api_user(st: &State, shared: &Shared, req: &Req) -> Resp {
         Ok(Some(u)) => u,
     };
     let now = iso8601(st.now());
-    let mut v = json!({
-        "id": user.id,
-        "username": user.username,
-        "name": user.name,
-        "state": user.state,
-        "locked": user.locked,
-        "avatar_url": format!("https://secure.gravatar.com/avatar/{}?s=80&d=identicon", hex::encode(Sha256::digest(user.email.to_lowercase().as_bytes()))),
-        "web_url": format!("{}/{}", shared.base_url, user.username),
-        "created_at": USER_CREATED_AT,
-        "bio": "",
-        "location": "",
-        "public_email": user.public_email,
-        "skype": "",
-        "linkedin": "",
-        "twitter": "",
-        "discord": "",
-        "website_url": "",
-        "organization": "",
-        "job_title": "",
-        "pronouns": null,
-        "bot": user.bot,
-        "work_information": null,
-        "followers": 0,
-        "following": 0,
-        "is_followed": false,
-        "local_time": null,
-        "last_sign_in_at": now,
-        "confirmed_at": USER_CREATED_AT,
-        "last_activity_on": &now[..10],
-        "email": user.email,
-        "theme_id": 1,
-        "color_scheme_id": 1,
-        "projects_limit": 100000,
-        "current_sign_in_at": now,
-        "identities": [],
-        "can_create_group": true,
-        "can_create_project": true,
-        "two_factor_enabled": false,
-        "external": false,
-        "private_profile": false,
-        "commit_email": user.email,
-    });
+    let mut v = user_basic(shared, user);
+    v.as_object_mut().expect("object").extend(
+        json!({
+            "created_at": USER_CREATED_AT,
+            "bio": "",
+            "location": "",
+            "public_email": user.public_email,
+            "skype": "",
+            "linkedin": "",
+            "twitter": "",
+            "discord": "",
+            "website_url": "",
+            "organization": "",
+            "job_title": "",
+            "pronouns": null,
+            "bot": user.bot,
+            "work_information": null,
+            "followers": 0,
+            "following": 0,
+            "is_followed": false,
+            "local_time": null,
+            "last_sign_in_at": now,
+            "confirmed_at": USER_CREATED_AT,
+            "last_activity_on": &now[..10],
+            "email": user.email,
+            "theme_id": 1,
+            "color_scheme_id": 1,
+            "projects_limit": 100000,
+            "current_sign_in_at": now,
+            "identities": [],
+            "can_create_group": true,
+            "can_create_project": true,
+            "two_factor_enabled": false,
+            "external": false,
+            "private_profile": false,
+            "commit_email": user.email,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
     if user.admin {
         let obj = v.as_object_mut().expect("object");
         obj.insert("is_admin".into(), json!(true));
@@ -2370,12 +2380,7 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
 
     // GroupsFinder#all_groups.
     let ids: HashSet<u64> = match user {
-        None => st
-            .groups
-            .iter()
-            .filter(|g| g.visibility == "public")
-            .map(|g| g.id)
-            .collect(),
+        None => st.visible_groups(None, false),
         Some(u) if owned => st.direct_groups(u.id, |l| l == access::OWNER),
         Some(u) if min_access_level.is_some() => {
             let n = min_access_level.unwrap_or(0);
@@ -2384,20 +2389,7 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
         Some(u) if u.admin && all_available.unwrap_or(true) => {
             st.groups.iter().map(|g| g.id).collect()
         }
-        Some(u) => {
-            let mut set = st.self_and_descendants(&st.direct_groups(u.id, |_| true));
-            let ancestors: Vec<u64> = set.iter().flat_map(|g| st.ancestors(*g)).collect();
-            set.extend(ancestors);
-            if all_available == Some(true) {
-                set.extend(
-                    st.groups
-                        .iter()
-                        .filter(|g| g.visibility == "public" || g.visibility == "internal")
-                        .map(|g| g.id),
-                );
-            }
-            set
-        }
+        Some(u) => st.visible_groups(Some(u), all_available == Some(true)),
     };
     let search = req
         .q("search")
@@ -2609,7 +2601,8 @@ fn api_group_route(st: &State, shared: &Shared, req: &Req, id: &str, endpoint: E
     let Some(group) = st.group_by_ref(id) else {
         return not_found();
     };
-    if !st.visible_groups(user, true).contains(&group.id) {
+    let admin = user.is_some_and(|u| u.admin);
+    if !admin && !st.visible_groups(user, true).contains(&group.id) {
         return not_found();
     }
     let (page, per_page) = match (parse_int(req, "page"), parse_int(req, "per_page")) {
@@ -2629,8 +2622,10 @@ fn api_group_route(st: &State, shared: &Shared, req: &Req, id: &str, endpoint: E
                 Ok(v) => v,
                 Err(resp) => return resp,
             };
-            let admin = user.is_some_and(|u| u.admin);
-            let visible = st.visible_groups(user, all_available.unwrap_or(admin));
+            let visible = match all_available.unwrap_or(admin) {
+                true if admin => st.groups.iter().map(|g| g.id).collect(),
+                public_and_internal => st.visible_groups(user, public_and_internal),
+            };
             let mut below: Vec<&Group> = st
                 .groups
                 .iter()
@@ -2673,6 +2668,18 @@ fn api_group_route(st: &State, shared: &Shared, req: &Req, id: &str, endpoint: E
 /// A direct member as `GET /groups/:id/members` shows one: the user (`UserBasic`, whatever its
 /// `state`) and its membership.
 fn member_json(shared: &Shared, user: &FakeUser, access_level: u32) -> Value {
+    let mut v = user_basic(shared, user);
+    if let Some(fields) = v.as_object_mut() {
+        fields.insert("access_level".into(), json!(access_level));
+        fields.insert("created_at".into(), json!(USER_CREATED_AT));
+        fields.insert("expires_at".into(), Value::Null);
+        fields.insert("membership_state".into(), json!("active"));
+    }
+    v
+}
+
+/// GitLab's `UserBasic` entity: what every answer naming a user shows of them.
+fn user_basic(shared: &Shared, user: &FakeUser) -> Value {
     json!({
         "id": user.id,
         "username": user.username,
@@ -2681,10 +2688,6 @@ fn member_json(shared: &Shared, user: &FakeUser, access_level: u32) -> Value {
         "locked": user.locked,
         "avatar_url": format!("https://secure.gravatar.com/avatar/{}?s=80&d=identicon", hex::encode(Sha256::digest(user.email.to_lowercase().as_bytes()))),
         "web_url": format!("{}/{}", shared.base_url, user.username),
-        "access_level": access_level,
-        "created_at": USER_CREATED_AT,
-        "expires_at": null,
-        "membership_state": "active",
     })
 }
 

@@ -4,17 +4,15 @@ use super::*;
 
 /// `acme` (1) with `acme/dev` (2) and `acme/dev/sre` (3), and `acme/ops` (4).
 fn tree() -> Vec<ReadGroup> {
-    let g = |id, path: &str, parent| ReadGroup {
-        id,
-        full_path: path.into(),
-        parent_id: parent,
-    };
-    vec![
-        g(1, "acme", None),
-        g(2, "acme/dev", Some(1)),
-        g(3, "acme/dev/sre", Some(2)),
-        g(4, "acme/ops", Some(1)),
-    ]
+    let mut groups = vec![ReadGroup::new(1, "acme", None)];
+    for (id, path, parent) in [
+        (2, "acme/dev", 1),
+        (3, "acme/dev/sre", 2),
+        (4, "acme/ops", 1),
+    ] {
+        groups.push(ReadGroup::new(id, path, Some(parent)));
+    }
+    groups
 }
 
 fn member(group_id: i64, user_id: i64, username: &str) -> ReadMember {
