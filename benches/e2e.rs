@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench e2e              # full: 100,000 users, a few minutes
 //! cargo bench --bench e2e -- --quick   # under a minute: 10,000 users, short runs
-//! cargo bench --bench e2e -- --only signin,signed,scale,provisioning
+//! cargo bench --bench e2e -- --only signin,signed,gate,scale,revalidation,provisioning
 //! ```
 //!
 //! It reports and never asserts timings. Results: a table on stdout and
@@ -17,6 +17,8 @@
 
 #[path = "../tests/support/fake_gitlab.rs"]
 mod fake_gitlab;
+#[path = "e2e/gate.rs"]
+mod gate;
 #[path = "e2e/http.rs"]
 mod http;
 #[path = "e2e/load.rs"]
@@ -27,6 +29,8 @@ mod procfs;
 mod profile;
 #[path = "e2e/provision.rs"]
 mod provision;
+#[path = "e2e/revalidation.rs"]
+mod revalidation;
 #[path = "e2e/servers.rs"]
 mod servers;
 #[path = "e2e/stats.rs"]
@@ -86,6 +90,8 @@ struct Budget {
     query_requests: usize,
     query_time: Duration,
     starts: usize,
+    /// GitLab users revalidated in part 4.
+    revalidated: usize,
 }
 
 impl Budget {
@@ -100,6 +106,7 @@ impl Budget {
                 query_requests: 30,
                 query_time: Duration::from_millis(800),
                 starts: 3,
+                revalidated: 200,
             }
         } else {
             Budget {
@@ -111,6 +118,7 @@ impl Budget {
                 query_requests: 300,
                 query_time: Duration::from_secs(8),
                 starts: 7,
+                revalidated: 1_000,
             }
         }
     }
@@ -120,6 +128,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--serve-hello") => return serve_hello(),
+        Some("--serve-gate-hello") => return gate::serve_gate_hello(),
         Some("--serve-fake") => return serve_fake(&args[1..]),
         Some("--serve-provisioning") => {
             return provision::serve_fake(args.get(1).map_or("", String::as_str))
@@ -162,24 +171,38 @@ fn main() {
 
 /// A bare oxhttp server answering "hello", configured as labgate configures oxhttp.
 fn serve_hello() {
+    serve_answering(
+        HELLO_PREFIX,
+        &[("Content-Type", "text/plain; charset=utf-8")],
+        "hello",
+    )
+}
+
+/// A bare oxhttp server answering every request 200 with `headers` and `body`, configured as
+/// labgate configures oxhttp; prints `<prefix>http://IP:PORT` once listening.
+fn serve_answering(
+    prefix: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+) {
     use oxhttp::model::{Body, Response};
     let mut last = None;
     for _ in 0..5 {
         let addr = labgate::server::reserve_port("127.0.0.1".parse().expect("literal"))
             .expect("reserve a port");
-        let server = oxhttp::Server::new(|_request| {
-            Response::builder()
-                .status(200)
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body(Body::from("hello"))
-                .expect("static response")
+        let server = oxhttp::Server::new(move |_request| {
+            let mut answer = Response::builder().status(200);
+            for (name, value) in headers {
+                answer = answer.header(*name, *value);
+            }
+            answer.body(Body::from(body)).expect("static response")
         })
         .bind(addr)
         .with_global_timeout(labgate::server::CONNECTION_TIMEOUT)
         .with_max_concurrent_connections(labgate::server::MAX_CONNECTIONS);
         match server.spawn() {
             Ok(_listening) => {
-                println!("{HELLO_PREFIX}http://{addr}");
+                println!("{prefix}http://{addr}");
                 let _ = std::io::stdout().flush();
                 servers::wait_for_end_of_input();
                 return;
@@ -187,7 +210,7 @@ fn serve_hello() {
             Err(e) => last = Some(e),
         }
     }
-    panic!("hello server: cannot bind: {last:?}");
+    panic!("{prefix}: cannot bind: {last:?}");
 }
 
 /// The fake GitLab of the tests, set up with the benchmark's application, groups and users.
@@ -835,6 +858,15 @@ impl SignedRow {
         self.samples.extend(run.total);
     }
 
+    /// Requests per second of each round divided by `base`'s in the same round.
+    fn ratios_to(&self, base: &SignedRow) -> Vec<f64> {
+        self.rps
+            .iter()
+            .zip(&base.rps)
+            .map(|(a, h)| ratio(*a, *h))
+            .collect()
+    }
+
     fn json(&self) -> Value {
         json!({
             "requests": self.count,
@@ -846,6 +878,37 @@ impl SignedRow {
             "server_cpu_ms_per_request": median(&self.cpu_ms),
         })
     }
+}
+
+/// Prints rows measured round by round next to the first (the baseline, called `base`), and
+/// returns them as JSON with their median ratio to it (`ratio_to_<base>`).
+fn print_rows(rows: &[SignedRow], base: &str) -> Value {
+    println!(
+        "   {:<28} | {:>9} {:>7} | {:>9} {:>9} | {:>12}",
+        "request",
+        "req/s",
+        format!("× {base}"),
+        "p50",
+        "p99",
+        "server CPU"
+    );
+    let mut out = serde_json::Map::new();
+    for r in rows {
+        let paired = median(&r.ratios_to(&rows[0]));
+        println!(
+            "   {:<28} | {:>9.0} {:>7.2} | {:>6.2} ms {:>6.2} ms | {:>9.3} ms",
+            r.name,
+            median(&r.rps),
+            paired,
+            r.samples.p50(),
+            r.samples.p99(),
+            median(&r.cpu_ms)
+        );
+        let mut j = r.json();
+        j[format!("ratio_to_{base}")] = json!(paired);
+        out.insert(r.name.into(), j);
+    }
+    Value::Object(out)
 }
 
 struct Client {
@@ -1266,25 +1329,51 @@ fn run(opts: &Opts) -> Result<(), String> {
 
     // 2. Signed-in requests.
     let mut signed = Vec::new();
+    let mut sessions = Vec::new();
+    if opts.wants("signed") || opts.wants("gate") {
+        let t = Instant::now();
+        while sessions.len() < SIGNED_IN_CLIENTS {
+            sessions.push(admin_login(lg.addr)?);
+        }
+        println!(
+            "\n  {} admin sessions opened in {:.1} s",
+            sessions.len(),
+            t.elapsed().as_secs_f64()
+        );
+        rss_point("after 32 admin password sign-ins (argon2)", lg.pid);
+    }
     if opts.wants("signed") {
         println!(
             "\n== 2. Signed-in requests, {SIGNED_IN_CLIENTS} keep-alive clients, {} round(s) of {:.1} s",
             b.signed_rounds,
             b.signed_run.as_secs_f64()
         );
-        let t = Instant::now();
-        let mut sessions = vec![admin_login(lg.addr)?];
-        while sessions.len() < SIGNED_IN_CLIENTS {
-            sessions.push(admin_login(lg.addr)?);
-        }
-        println!(
-            "  {} admin sessions opened in {:.1} s",
-            sessions.len(),
-            t.elapsed().as_secs_f64()
-        );
-        rss_point("after 32 admin password sign-ins (argon2)", lg.pid);
         signed = bench_signed_in(&b, &lg, &hello, &sessions, ticks)?;
         rss_point("after the signed-in runs (32 connections)", lg.pid);
+    }
+
+    // 4. The gate (before the scale part, on the same small database as part 2).
+    let mut gate_run = None;
+    if opts.wants("gate") {
+        println!(
+            "\n== 4. The gate's checks, {SIGNED_IN_CLIENTS} keep-alive clients, {} round(s) of {:.1} s; then the chain through nginx",
+            b.signed_rounds,
+            b.signed_run.as_secs_f64()
+        );
+        let gate_hello = servers::start_self(
+            &["--serve-gate-hello"],
+            gate::GATE_HELLO_PREFIX,
+            "gate hello server",
+        )?;
+        gate_run = Some(gate::bench_gate(
+            &b,
+            &lg,
+            &gate_hello,
+            &hello,
+            &sessions,
+            ticks,
+        )?);
+        rss_point("after the gate's runs", lg.pid);
     }
     let (rss_after_small, hwm_after_small) = procfs::memory_kib(lg.pid);
     let (rss_hello_after, hwm_hello_after) = procfs::memory_kib(hello.pid);
@@ -1417,11 +1506,21 @@ fn run(opts: &Opts) -> Result<(), String> {
     drop(fake);
     drop(hello);
 
-    // 4. Automatic provisioning, on a labgate and a fake GitLab of its own.
+    // 5. Revalidation, with its own labgate and fake GitLab.
+    let mut revalidated = None;
+    if opts.wants("revalidation") {
+        println!(
+            "\n== 5. Revalidation of {} GitLab users, next to one sign-in of each",
+            b.revalidated
+        );
+        revalidated = Some(revalidation::bench(&root.0, b.revalidated, ticks)?);
+    }
+
+    // 6. Automatic provisioning, on a labgate and a fake GitLab of its own.
     let mut provisioning = None;
     if opts.wants("provisioning") {
         println!(
-            "\n== 4. Automatic provisioning: {} members in {} groups, a first run then one with nothing changed",
+            "\n== 6. Automatic provisioning: {} members in {} groups, a first run then one with nothing changed",
             provision::PEOPLE,
             provision::GROUPS
         );
@@ -1517,39 +1616,9 @@ fn run(opts: &Opts) -> Result<(), String> {
 
     if !signed.is_empty() {
         println!("\n2. Signed-in requests, {SIGNED_IN_CLIENTS} keep-alive clients (admin session cookies)");
-        println!(
-            "   {:<24} | {:>9} {:>7} | {:>9} {:>9} | {:>12}",
-            "request", "req/s", "× hello", "p50", "p99", "server CPU"
-        );
         let hello_rps = median(&signed[0].rps);
-        let mut rows_json = serde_json::Map::new();
-        for r in &signed {
-            let paired: Vec<f64> = r
-                .rps
-                .iter()
-                .zip(&signed[0].rps)
-                .map(|(a, h)| ratio(*a, *h))
-                .collect();
-            println!(
-                "   {:<24} | {:>9.0} {:>7.2} | {:>6.2} ms {:>6.2} ms | {:>9.3} ms",
-                r.name,
-                median(&r.rps),
-                median(&paired),
-                r.samples.p50(),
-                r.samples.p99(),
-                median(&r.cpu_ms)
-            );
-            let mut j = r.json();
-            j["ratio_to_hello"] = json!(median(&paired));
-            rows_json.insert(r.name.into(), j);
-        }
-        report.insert("signed_in".into(), Value::Object(rows_json));
-        let current: Vec<f64> = signed[1]
-            .rps
-            .iter()
-            .zip(&signed[0].rps)
-            .map(|(a, h)| ratio(*a, *h))
-            .collect();
+        report.insert("signed_in".into(), print_rows(&signed, "hello"));
+        let current = signed[1].ratios_to(&signed[0]);
         targets.push((
             "GET /api/users/current throughput ≥ 70 % of bare oxhttp".into(),
             format!(
@@ -1560,6 +1629,9 @@ fn run(opts: &Opts) -> Result<(), String> {
             ),
             median(&current) >= 0.70,
         ));
+    }
+    if let Some(run) = &gate_run {
+        report.insert("gate".into(), gate::report(run, &mut targets));
     }
 
     let mut memory = json!({
@@ -1777,7 +1849,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     if let Some(p) = &provisioning {
         println!(
-            "\n4. Automatic provisioning: {} members in {} groups ({} accounts, {} managed groups, {} memberships after; database {:.1} MiB)",
+            "\n6. Automatic provisioning: {} members in {} groups ({} accounts, {} managed groups, {} memberships after; database {:.1} MiB)",
             provision::PEOPLE,
             provision::GROUPS,
             p.people,
@@ -1865,6 +1937,33 @@ fn run(opts: &Opts) -> Result<(), String> {
         format!("{:.1} MiB", mib(rss_after_max)),
         rss_after_max as f64 * 1024.0 <= 40e6,
     ));
+
+    if let Some(r) = &revalidated {
+        println!(
+            "\n5. Revalidation of {} GitLab users (refresh, userinfo, the sign-in rules; 4 GitLab calls at once)",
+            r.users
+        );
+        println!(
+            "   run {:.2} s; labgate CPU per person {:.3} ms; one sign-in of the same people {:.3} ms ({:.2} ×); fake CPU per person {:.3} ms",
+            r.took.as_secs_f64(),
+            r.revalidation_cpu_ms,
+            r.sign_in_cpu_ms,
+            ratio(r.revalidation_cpu_ms, r.sign_in_cpu_ms),
+            r.fake_cpu_ms
+        );
+        report.insert("revalidation".into(), r.json());
+        targets.push((
+            format!(
+                "revalidating {} users: labgate CPU per user ≤ one sign-in's",
+                r.users
+            ),
+            format!(
+                "{:.3} ms against {:.3} ms",
+                r.revalidation_cpu_ms, r.sign_in_cpu_ms
+            ),
+            r.revalidation_cpu_ms <= r.sign_in_cpu_ms,
+        ));
+    }
 
     let load_after = procfs::load_average();
     println!(

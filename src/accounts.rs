@@ -337,7 +337,9 @@ pub fn replace_password(
     users::set_password(&tx, user_id, new_hash, false, now)?;
     match keep_session {
         Some(keep) => sessions::delete_others(&tx, user_id, keep)?,
-        None => sessions::delete_for_user(&tx, user_id)?,
+        None => {
+            sessions::delete_for_user(&tx, user_id)?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -505,6 +507,7 @@ pub fn delete_group(conn: &mut Connection, name: &str) -> AppResult<()> {
     let group = group_by_name(&tx, name)?;
     refuse_default(&group)?;
     refuse_managed(&tx, &group)?;
+    crate::gate::applications::check_group_deletable(&tx, &group.name, group.id)?;
     groups::delete(&tx, group.id)?;
     ensure_an_admin_remains(
         &tx,

@@ -16,7 +16,7 @@ pub enum AppError {
     /// A cookie-authenticated write without the right CSRF token.
     Csrf,
     NotFound(String),
-    /// Refused because of work going on (a run already running): try again later.
+    /// Refused because of the state of something else right now (a run already running).
     Conflict(String),
     PayloadTooLarge,
     /// Refused for now; `retry_after` seconds is sent as `Retry-After`.

@@ -22,8 +22,12 @@ pub struct GitlabConfig {
     pub enabled: bool,
     pub url: String,
     pub application_id: Option<String>,
-    /// Never shown; only whether it is set.
+    /// Never shown; only whether it is set. `None` also when it is stored but does not open
+    /// with labgate's key file ([`GitlabConfig::secret_unreadable`]).
     pub secret: Option<String>,
+    /// A secret is stored but does not open with the key file labgate has (the key file was
+    /// replaced, or the database restored without it): it must be entered again.
+    pub secret_unreadable: bool,
     pub synchronize_groups: bool,
     pub allowed_groups: Vec<String>,
     pub allow_users_to_sign_up: bool,
@@ -31,6 +35,7 @@ pub struct GitlabConfig {
     /// schedule; `false`: `JIT`, accounts made at sign-in.
     pub auto_provisioning: bool,
     /// The token automatic provisioning reads GitLab with. Never shown; only whether it is set.
+    /// `None` also when it is stored but does not open with labgate's key file (as the secret).
     pub provisioning_token: Option<String>,
 }
 
@@ -102,20 +107,21 @@ impl GitlabConfig {
 /// The configuration in effect, read with one query.
 pub fn load(conn: &Connection) -> AppResult<GitlabConfig> {
     let stored = s::Snapshot::load(conn)?;
+    let secret = stored.secret(s::GITLAB_SECRET);
+    let secret_unreadable = matches!(secret, s::Secret::Unreadable(_));
     Ok(GitlabConfig {
         enabled: stored.flag(s::GITLAB_ENABLED)?,
         url: stored
             .value(s::GITLAB_URL)?
             .unwrap_or_else(|| "https://gitlab.com".into()),
         application_id: stored.stored(s::GITLAB_APPLICATION_ID).map(str::to_string),
-        secret: stored.stored(s::GITLAB_SECRET).map(str::to_string),
+        secret: secret.value(),
+        secret_unreadable,
         synchronize_groups: stored.flag(s::GITLAB_GROUPS_SYNC)?,
         allowed_groups: stored.values(s::GITLAB_ALLOWED_GROUPS),
         allow_users_to_sign_up: stored.flag(s::GITLAB_SIGN_UP)?,
         auto_provisioning: stored.flag(s::GITLAB_PROVISIONING)?,
-        provisioning_token: stored
-            .stored(s::GITLAB_PROVISIONING_TOKEN)
-            .map(str::to_string),
+        provisioning_token: stored.secret(s::GITLAB_PROVISIONING_TOKEN).value(),
     })
 }
 
@@ -232,7 +238,7 @@ fn write(tx: &Connection, writes: Vec<(&'static str, Option<String>)>) -> AppRes
     let before = s::group_sync(tx)?;
     for (key, stored) in writes {
         match stored {
-            Some(v) => db::settings::set(tx, key, &v)?,
+            Some(v) => s::store(tx, key, &v)?,
             None => db::settings::delete(tx, key)?,
         }
     }

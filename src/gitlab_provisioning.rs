@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest a run may read GitLab; each call is also bounded by the client's own timeouts.
@@ -238,10 +238,24 @@ pub const NO_ADMIN_LEFT: &str = "the run would leave no active administrator (th
 /// Makes the writes of `plan` in `tx`, in an order no constraint minds: groups deleted, renamed
 /// (through a name no group can have, so that two may swap names), created; accounts created,
 /// linked or refreshed, reactivated, deactivated; memberships removed and added; the marks.
-/// Refused when no active administrator would be left.
-pub fn apply(tx: &Connection, plan: &auto::Plan, now: i64) -> AppResult<()> {
+/// Refused when no active administrator would be left. A managed group to delete that admits
+/// people to an application is kept, emptied of its GitLab accounts (deleting it would open
+/// the application to everyone): the warnings returned say so.
+pub fn apply(tx: &Connection, plan: &auto::Plan, now: i64) -> AppResult<Vec<String>> {
+    let mut warnings = Vec::new();
     for &id in &plan.groups_deleted {
-        store::delete_managed_group(tx, id)?;
+        let applications = db::applications::admitting(tx, id)?;
+        if applications.is_empty() {
+            store::delete_managed_group(tx, id)?;
+        } else {
+            let removed = store::remove_gitlab_members(tx, id, PROVIDER_GITLAB)?;
+            warnings.push(format!(
+                "a group whose GitLab group is gone was kept, without its {removed} GitLab \
+                 members, because it admits people to {}: remove it from their allowed groups \
+                 to let provisioning delete it",
+                applications.join(", ")
+            ));
+        }
     }
     for (id, _) in &plan.groups_renamed {
         store::rename_managed_group(tx, *id, &format!("\u{1}renaming {id}"))?;
@@ -289,7 +303,7 @@ pub fn apply(tx: &Connection, plan: &auto::Plan, now: i64) -> AppResult<()> {
     if permissions::count_active_admins(tx)? == 0 {
         return Err(AppError::rule(NO_ADMIN_LEFT));
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Creates the account of a person read, with the first free login of
@@ -397,7 +411,11 @@ pub fn run(
         ));
     } else {
         let now = started_at / 1000;
-        if let Err(e) = apply(&tx, &plan, now) {
+        let applied = apply(&tx, &plan, now);
+        if let Ok(kept) = &applied {
+            outcome.warnings.extend(kept.iter().cloned());
+        }
+        if let Err(e) = applied {
             drop(tx);
             let why = match e {
                 AppError::Rule(m) => m,
@@ -553,7 +571,7 @@ pub struct Overview {
     pub next_run_at: Option<i64>,
 }
 
-fn view_of(run: store::Run) -> RunView {
+pub(crate) fn view_of(run: store::Run) -> RunView {
     let held: Vec<Value> = run
         .held
         .as_deref()
@@ -585,66 +603,6 @@ fn view_of(run: store::Run) -> RunView {
             .and_then(|w| serde_json::from_str(w).ok())
             .unwrap_or_default(),
     }
-}
-
-/// What the API and the GitLab tab show of automatic provisioning.
-pub fn status(conn: &Connection, runner: &runner::Runner) -> AppResult<Overview> {
-    let mut runs = Vec::new();
-    if let Some(running) = runner.running() {
-        let (read, known) = runner::progress_of(&running);
-        runs.push(RunView {
-            id: None,
-            status: "RUNNING".into(),
-            trigger: running.trigger.as_str().into(),
-            started_at: running.started_at,
-            finished_at: None,
-            groups_read: i64::try_from(read).unwrap_or(i64::MAX),
-            users_read: 0,
-            changes: changes_json(&auto::Changes::default()),
-            error: None,
-            progress: Some((read, known)),
-            held: Vec::new(),
-            warnings: Vec::new(),
-        });
-    }
-    let kept = store::RUNS_KEPT - i64::try_from(runs.len()).unwrap_or(0);
-    runs.extend(store::runs(conn, kept)?.into_iter().map(view_of));
-    let (on, next) = runner::when_due(conn, runner::now_ms())?;
-    Ok(Overview {
-        runs,
-        next_run_at: on.then_some(next),
-    })
-}
-
-/// Refusal of "Synchronize now" while automatic provisioning cannot run.
-pub const NOT_PROVISIONING: &str = "Automatic provisioning is off: choose it (provisioningType \
-    AUTO_PROVISIONING) with its provisioning token and at least one allowed group first";
-/// Refusal of "Apply anyway" when the latest run was not held.
-pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not held";
-
-/// Starts a run on demand (`by`: the administrator); `force`: apply the deactivations of the
-/// latest run, which was held. Refused while automatic provisioning cannot run, and while a
-/// run goes on.
-pub fn start(
-    conn: &Connection,
-    runner: &Arc<runner::Runner>,
-    force: bool,
-    by: &str,
-) -> AppResult<()> {
-    if !config(conn)?.provisions() {
-        return Err(AppError::rule(NOT_PROVISIONING));
-    }
-    let approved = if force {
-        Some(held_for_approval(conn)?.ok_or_else(|| AppError::rule(NOTHING_HELD))?)
-    } else {
-        None
-    };
-    runner.start(Request {
-        trigger: Some(Trigger::Manual),
-        approved,
-    })?;
-    log::info!("admin: gitlab synchronization started by={by:?} force={force}");
-    Ok(())
 }
 
 /// The accounts the latest run would deactivate, when it was held: what "Apply anyway"

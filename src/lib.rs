@@ -5,12 +5,14 @@
 //! The modules stand in layers, each using only its own layer and those below it, so that each
 //! can be read and tested without the ones above (`cargo test --test layers` checks it):
 //!
-//! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`config`], [`logging`],
-//!    [`process`], [`authz`];
+//! 1. plain values and rules: [`model`], [`error`], [`crypto`], [`secrets`], [`config`],
+//!    [`logging`], [`process`], [`authz`], and the gate's rules and proxy snippets
+//!    ([`gate::rules`], [`gate::snippets`]);
 //! 2. the store: [`db`];
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`settings`], [`gitlab_config`],
-//!    [`gitlab_check`], [`provisioning`], [`gitlab_provisioning`], [`accounts`], [`signin`];
+//!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`revalidation`], [`gate`]
+//!    (the applications behind labgate); then [`gitlab_provisioning`], the provisioning runs;
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod gate;
 pub mod gitlab;
 pub mod gitlab_check;
 pub mod gitlab_config;
@@ -34,7 +37,9 @@ pub mod model;
 pub mod pages;
 pub mod process;
 pub mod provisioning;
+pub mod revalidation;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod signin;
@@ -91,6 +96,7 @@ pub fn open_store(config: &Config) -> Result<Option<String>, String> {
     }
     let mut conn = db::open(&path).map_err(|e| format!("database {}: {e}", path.display()))?;
     db::migrate(&mut conn).map_err(|e| format!("database {}: {e}", path.display()))?;
+    seal_secrets(config, &mut conn)?;
     let now = chrono::Utc::now().timestamp();
     let (_, generated) = db::bootstrap(&mut conn, config.admin_password.as_deref(), now)
         .map_err(|e| format!("database {}: first-start setup failed: {e}", path.display()))?;
@@ -102,25 +108,53 @@ pub fn open_store(config: &Config) -> Result<Option<String>, String> {
     Ok(generated)
 }
 
-/// Writes a file readable by its owner only (0600).
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+pub use process::write_private;
+
+/// Loads (or makes, at the first start) the key file and installs it, then seals whatever
+/// secret an older labgate stored in clear and erases the clear bytes from the file. Warns, with
+/// the fix, about a stored secret that does not open with this key file.
+fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), String> {
+    let (keyring, created) = secrets::load_or_create(&config.data_dir)?;
+    let keyring = secrets::install(keyring);
+    if created {
+        log::info!(
+            "key file {} made (key {}): keep it with every backup of labgate.db",
+            secrets::key_path(&config.data_dir).display(),
+            keyring.current_id()
+        );
     }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    let db_error = |e: error::AppError| format!("database {}: {e}", config.db_path().display());
+    let sealed = settings::seal_clear_values(conn).map_err(db_error)?;
+    if !sealed.is_empty() {
+        db::maintenance::erase_freed_space(conn)
+            .map_err(|e| format!("database {}: {e}", config.db_path().display()))?;
+        log::info!(
+            "encrypted at rest with {}: {} (stored in clear by an older labgate)",
+            secrets::KEY_FILE,
+            sealed.join(", ")
+        );
+    }
+    for key in settings::ENCRYPTED {
+        if let settings::Secret::Unreadable(why) = settings::secret(conn, key).map_err(db_error)? {
+            log::warn!(
+                "setting {key}: {why}: enter it again (for the GitLab secret: Settings, \
+                 Authentication, GitLab, Edit), or stop labgate and put back the {} that was \
+                 backed up with this database",
+                secrets::KEY_FILE
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Starts serving with an already prepared store; returns the bound address and the state.
 pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), String> {
     let server_id = {
         let conn = db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
+        // A run going on when the last server stopped ended with it.
+        let stopped = "labgate stopped during the run";
+        db::gitlab_revalidation::fail_unfinished(&conn, stopped, chrono::Utc::now().timestamp())
+            .map_err(|e| format!("database: {e}"))?;
         db::settings::get(&conn, db::settings::KEY_SERVER_ID)
             .map_err(|e| format!("database: {e}"))?
             .unwrap_or_default()
@@ -128,7 +162,7 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     let gitlab = gitlab::Client::new(config.ca_file.as_deref())?;
     let listen = config.listen;
     let listen_text = config.listen_text.clone();
-    let (bound, app) = server::spawn(listen, routes::routes(), |bound| {
+    let served = server::spawn(listen, routes::routes(), |bound| {
         Arc::new(web::App::new(
             config.clone(),
             bound,
@@ -146,8 +180,32 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
         };
         format!("--listen {listen_text}: {reason}")
     })?;
-    app.provisioning
+    schedule_revalidation(Arc::clone(&served.1));
+    served
+        .1
+        .provisioning
         .spawn_scheduler()
         .map_err(|e| format!("the provisioning scheduler could not start: {e}"))?;
-    Ok((bound, app))
+    Ok(served)
+}
+
+/// How often the schedule looks whether a revalidation is due.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the thread that runs the revalidation of GitLab users when it is due (see
+/// [`revalidation::run_if_due`]). A failing run is recorded and logged by the run itself; an
+/// error before it (the database busy) is logged, and the next tick tries again.
+fn schedule_revalidation(app: Arc<web::App>) {
+    let spawned = std::thread::Builder::new()
+        .name("revalidation".into())
+        .spawn(move || loop {
+            std::thread::sleep(SCHEDULE_TICK);
+            let (pool, gitlab, state) = (&app.pool, &app.gitlab, &app.revalidations);
+            if let Err(e) = revalidation::run_if_due(pool, gitlab, state, app.now()) {
+                log::warn!("revalidation: the scheduled run could not start: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("revalidation: the schedule's thread could not start: {e}");
+    }
 }

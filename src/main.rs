@@ -133,7 +133,13 @@ fn run() -> Result<(), String> {
                 return Err(format!("backup {file}: the file exists; choose a new name"));
             }
             labgate::db::backup(&src, dest).map_err(|e| format!("backup {file}: {e}"))?;
-            eprintln!("Backup written to {file}");
+            eprintln!(
+                "Backup written to {file} (mode 0600).\n\
+                 Keep {key} with it: the GitLab secret and the GitLab refresh tokens in the \
+                 backup are encrypted with that key. Restored without it, labgate makes a new \
+                 key: enter the GitLab secret again, and people sign in with GitLab again.",
+                key = labgate::secrets::key_path(&config.data_dir).display()
+            );
             Ok(())
         }
     }

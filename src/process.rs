@@ -1,5 +1,6 @@
 //! Process-wide settings made once at start-up, before any other thread exists: how the
-//! allocator returns memory, and how many open files the connection cap may use.
+//! allocator returns memory, and how many open files the connection cap may use; and writing
+//! the files only labgate's user may read.
 
 /// Keeps memory use flat after password hashing. argon2 allocates 19 MiB per hash; with
 /// glibc's default dynamic mmap threshold that block is then served from the malloc arena of
@@ -72,6 +73,21 @@ fn raise_open_file_limit() -> Option<u64> {
 #[cfg(not(unix))]
 fn raise_open_file_limit() -> Option<u64> {
     None
+}
+
+/// Writes a file readable by its owner only (0600).
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 #[cfg(test)]

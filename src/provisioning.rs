@@ -14,6 +14,18 @@ use std::collections::HashSet;
 /// A token with these scopes can read nothing else: no repository, project or API.
 pub const SCOPES: &str = "openid email";
 
+/// Whether the refresh token of a sign-in may be kept (for the revalidation): the token GitLab
+/// granted carries no scope beyond [`SCOPES`], or GitLab did not say which it granted (it then
+/// granted those asked for). A token that could read more than who the person is is never
+/// stored, even sealed.
+pub fn keeps_refresh_token(granted: Option<&[String]>) -> bool {
+    granted.is_none_or(|scopes| {
+        scopes
+            .iter()
+            .all(|scope| SCOPES.split(' ').any(|asked| asked == scope))
+    })
+}
+
 /// Passes when allowed groups are empty, or some GitLab group path equals an allowed entry or
 /// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
 /// unique regardless of case.
@@ -598,6 +610,30 @@ mod tests {
 
     fn paths(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_a_refresh_token_limited_to_the_sign_in_scopes_is_kept() {
+        let scopes = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            keeps_refresh_token(None),
+            "GitLab did not say: those asked for"
+        );
+        for kept in [
+            &["openid", "email"][..],
+            &["email", "openid"],
+            &["openid"],
+            &[],
+        ] {
+            assert!(keeps_refresh_token(Some(&scopes(kept))), "{kept:?}");
+        }
+        for refused in [
+            &["openid", "email", "api"][..],
+            &["read_api"],
+            &["openid email"],
+        ] {
+            assert!(!keeps_refresh_token(Some(&scopes(refused))), "{refused:?}");
+        }
     }
 
     #[test]

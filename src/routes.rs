@@ -1,5 +1,6 @@
-//! The route table: every path labgate answers, who may call it, and its handler. Public
-//! routes first, then signed-in, then admin. Writes (non-GET) need the CSRF token when the
+//! The route table: every path labgate answers, who may call it, and its handler. The gate's
+//! checks first (asked by the reverse proxy, any method), then public routes, then signed-in,
+//! then admin. Writes (non-GET) need the CSRF token when the
 //! caller is authenticated by the session cookie; `web::dispatch` enforces both in one place.
 //!
 //! The table names the handlers of both `pages` and `api`, so it stands above them; nothing
@@ -9,7 +10,7 @@
 use crate::api;
 use crate::pages;
 use crate::web::{Access, Route};
-use Access::{Admin, Public, User};
+use Access::{Admin, Proxy, Public, User};
 
 /// Every route, in the order of [`ROUTES`].
 pub fn routes() -> &'static [Route] {
@@ -30,6 +31,9 @@ macro_rules! route {
 /// One route a line: method, path, who may call it, handler.
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
+    // Asked by the reverse proxy in front of each application, for any method.
+    route!("*",      "/gate/nginx",                         Proxy,  pages::gate::nginx),
+    route!("*",      "/gate/forward",                       Proxy,  pages::gate::forward),
     // Public.
     route!("GET",    "/sessions/new",                       Public, pages::login_form),
     route!("POST",   "/sessions/new",                       Public, pages::login_submit),
@@ -86,6 +90,13 @@ pub static ROUTES: &[Route] = &[
     route!("POST",   "/api/v2/labgate/gitlab-checks",       Admin,  api::gitlab::check),
     route!("GET",    "/api/v2/dop-translation/gitlab-synchronization-runs", Admin,  api::gitlab::runs),
     route!("POST",   "/api/v2/dop-translation/gitlab-synchronization-runs", Admin,  api::gitlab::start_run),
+    route!("GET",    "/api/v2/labgate/gitlab-revalidations", Admin, api::gitlab::revalidations),
+    route!("POST",   "/api/v2/labgate/gitlab-revalidations", Admin, api::gitlab::revalidate),
+    route!("GET",    "/api/v2/labgate/applications",        Admin,  api::applications::list),
+    route!("POST",   "/api/v2/labgate/applications",        Admin,  api::applications::create),
+    route!("GET",    "/api/v2/labgate/applications/{id}",   Admin,  api::applications::get),
+    route!("PATCH",  "/api/v2/labgate/applications/{id}",   Admin,  api::applications::patch),
+    route!("DELETE", "/api/v2/labgate/applications/{id}",   Admin,  api::applications::delete),
     // Admin pages.
     route!("GET",    "/admin/users",                        Admin,  pages::admin_users::list),
     route!("POST",   "/admin/users/create",                 Admin,  pages::admin_users::create),
@@ -120,6 +131,13 @@ pub static ROUTES: &[Route] = &[
     route!("POST",   "/admin/settings/gitlab/provisioning", Admin,  pages::admin_gitlab::provisioning),
     route!("POST",   "/admin/settings/gitlab/check",        Admin,  pages::admin_gitlab::check),
     route!("POST",   "/admin/settings/gitlab/synchronize",  Admin,  pages::admin_gitlab::synchronize),
+    route!("POST",   "/admin/settings/gitlab/revalidate",   Admin,  pages::admin_gitlab::revalidate),
+    route!("GET",    "/admin/applications",                 Admin,  pages::admin_applications::list),
+    route!("POST",   "/admin/applications/create",          Admin,  pages::admin_applications::create),
+    route!("GET",    "/admin/applications/edit",            Admin,  pages::admin_applications::edit),
+    route!("POST",   "/admin/applications/update",          Admin,  pages::admin_applications::update),
+    route!("GET",    "/admin/applications/delete",          Admin,  pages::admin_applications::delete_confirm),
+    route!("POST",   "/admin/applications/delete",          Admin,  pages::admin_applications::delete),
 ];
 
 #[cfg(test)]
@@ -144,6 +162,22 @@ mod tests {
         for r in routes() {
             if r.path.starts_with("/admin/") {
                 assert_eq!(r.access, Admin, "{}", r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_gate_checks_take_any_method_and_resolve_their_own_callers() {
+        for r in routes() {
+            assert_eq!(
+                r.method == crate::web::ANY_METHOD,
+                r.access == Proxy,
+                "{} {}",
+                r.method,
+                r.path
+            );
+            if r.access == Proxy {
+                assert!(r.path.starts_with("/gate/") && !r.is_write(), "{}", r.path);
             }
         }
     }

@@ -367,46 +367,57 @@ fn read_request(app: &App, request: &mut Request<Body>, request_id: &str) -> Res
     })
 }
 
-const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+use crate::web::views::CSP;
 
 fn to_response(resp: Resp, request_id: &str) -> Response<Body> {
     let is_html = resp
         .header("content-type")
         .is_some_and(|ct| ct.starts_with("text/html"));
     let has_cache_control = resp.header("cache-control").is_some();
-    let mut builder = Response::builder()
-        .status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    // A page may widen one directive (the sign-in form, whose redirect goes on to an
+    // application's origin): its own policy stands instead of the default.
+    let has_csp = resp.header("content-security-policy").is_some();
+    // Headers go straight into the map: the builder would move the whole response head
+    // through a `Result` for each one.
+    let mut response = Response::new(Body::from(resp.body));
+    *response.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let shared = resp.shared.as_deref().map_or(&[][..], |s| &s[..]);
+    let headers = response.headers_mut();
+    headers.reserve(resp.headers.len() + shared.len() + 6);
     for (name, value) in resp.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            builder = builder.header(n, v);
+            headers.append(n, v);
         }
     }
+    for (name, value) in shared {
+        headers.append(name.clone(), value.clone());
+    }
     use oxhttp::model::header;
-    builder = builder.header(
+    headers.append(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     if let Ok(id) = HeaderValue::try_from(request_id) {
-        builder = builder.header(HeaderName::from_static("x-request-id"), id);
+        headers.append(HeaderName::from_static("x-request-id"), id);
+    }
+    if is_html && !has_csp {
+        headers.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
     }
     if is_html {
-        builder = builder
-            .header(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            )
-            .header(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            )
-            .header(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.append(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        headers.append(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
     if !has_cache_control {
-        builder = builder.header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    builder
-        .body(Body::from(resp.body))
-        .unwrap_or_else(|_| Response::new(Body::from("internal error")))
+    response
 }
 
 #[cfg(test)]

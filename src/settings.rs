@@ -16,6 +16,8 @@ pub const GITLAB_SIGN_UP: &str = "sonar.auth.gitlab.allowUsersToSignUp";
 pub const GITLAB_ALLOWED_GROUPS: &str = "sonar.auth.gitlab.allowedGroups";
 pub const GITLAB_GROUPS_SYNC: &str = "sonar.auth.gitlab.groupsSync";
 pub const TOKEN_MAX_LIFETIME: &str = "sonar.auth.token.max.allowed.lifetime";
+pub const REVALIDATE_MINUTES: &str = "labgate.gitlab.revalidateMinutes";
+pub const GATE_COOKIE_DOMAIN: &str = "labgate.gate.cookieDomain";
 /// `true`: automatic provisioning (`provisioningType` `AUTO_PROVISIONING`); `false`: JIT.
 pub const GITLAB_PROVISIONING: &str = "provisioning.gitlab.enabled";
 /// The GitLab access token automatic provisioning reads GitLab with: write-only.
@@ -37,6 +39,104 @@ pub const GITLAB_KEYS: &[&str] = &[
     GITLAB_PROVISIONING_TOKEN,
 ];
 
+/// The settings stored sealed with the key of `labgate.key` ([`crate::secrets`]), so that a
+/// copy of the database alone does not reveal them. Every write goes through [`store`], which
+/// seals them; they are read back through [`Snapshot::secret`] (or [`secret`]); a clear value
+/// left by an older labgate is sealed at start by [`seal_clear_values`]. A new secret setting
+/// needs nothing more than its key in this list.
+pub const ENCRYPTED: &[&str] = &[GITLAB_SECRET, GITLAB_PROVISIONING_TOKEN];
+
+/// Whether a setting is stored sealed (see [`ENCRYPTED`]).
+pub fn encrypted(key: &str) -> bool {
+    ENCRYPTED.contains(&key)
+}
+
+/// What a sealed setting is sealed for: its key, so that its value opens nowhere else.
+fn sealing_context(key: &str) -> String {
+    format!("setting:{key}")
+}
+
+/// Stores a setting's value in `conn`, sealed when the setting is [`ENCRYPTED`]: every write of
+/// a setting's value goes through here.
+pub fn store(conn: &Connection, key: &str, value: &str) -> AppResult<()> {
+    if encrypted(key) {
+        let sealed = crate::secrets::seal(&sealing_context(key), value)
+            .ok_or_else(|| AppError::Internal("secrets: no key loaded".into()))?;
+        db::settings::set(conn, key, &sealed)?;
+    } else {
+        db::settings::set(conn, key, value)?;
+    }
+    Ok(())
+}
+
+/// A secret setting ([`ENCRYPTED`]) as read back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Unset,
+    Set(String),
+    /// Stored, but it does not open with the key file labgate has (see
+    /// [`crate::secrets::OpenError`]): it must be entered again.
+    Unreadable(crate::secrets::OpenError),
+}
+
+/// Never prints a secret.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Unset => f.write_str("Unset"),
+            Secret::Set(_) => f.write_str("Set(<hidden>)"),
+            Secret::Unreadable(why) => write!(f, "Unreadable({why:?})"),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret, when it is set and readable.
+    pub fn value(self) -> Option<String> {
+        match self {
+            Secret::Set(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stored value of an [`ENCRYPTED`] setting. A value that is not sealed (written in
+/// clear by an older labgate or by hand since the start) is taken as it is: the next start
+/// seals it.
+fn open_stored(key: &str, stored: Option<&str>) -> Secret {
+    match stored {
+        None => Secret::Unset,
+        Some(value) if !crate::secrets::is_sealed(value) => Secret::Set(value.to_string()),
+        Some(value) => match crate::secrets::open(&sealing_context(key), value) {
+            Ok(plain) => Secret::Set(plain),
+            Err(why) => Secret::Unreadable(why),
+        },
+    }
+}
+
+/// A secret setting as stored ([`Snapshot::secret`] reads it with the others).
+pub fn secret(conn: &Connection, key: &str) -> AppResult<Secret> {
+    Ok(open_stored(key, db::settings::get(conn, key)?.as_deref()))
+}
+
+/// Seals, in one transaction, the value of every [`ENCRYPTED`] setting still stored in clear:
+/// a database written by a labgate that stored secrets in clear, at its first start with
+/// `labgate.key`. Returns the keys sealed (none on every later start).
+pub fn seal_clear_values(conn: &mut Connection) -> AppResult<Vec<&'static str>> {
+    let tx = db::write_tx(conn)?;
+    let mut sealed = Vec::new();
+    for key in ENCRYPTED {
+        if let Some(value) = db::settings::get(&tx, key)? {
+            if !crate::secrets::is_sealed(&value) {
+                store(&tx, key, &value)?;
+                sealed.push(*key);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(sealed)
+}
+
 /// Refusal when the GitLab URL would change without the secret being sent again.
 pub const URL_NEEDS_SECRET: &str =
     "For security reasons, the URL can't be updated without providing the secret.";
@@ -49,6 +149,11 @@ pub const URL_NEEDS_TOKEN: &str =
 /// Refusal when a change would leave group synchronization on without an allowed group.
 pub const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
 
+/// Bounds of the revalidation interval when it is on, in minutes (0 turns it off).
+pub const REVALIDATE_MINUTES_MIN: i64 = 5;
+pub const REVALIDATE_MINUTES_MAX: i64 = 1440;
+/// The revalidation interval when none is stored.
+pub const REVALIDATE_MINUTES_DEFAULT: i64 = 15;
 /// Refusal when a change would leave automatic provisioning on without its token or without an
 /// allowed group.
 pub const PROVISIONING_NEEDS: &str = "Automatic provisioning needs a provisioning token and at least one allowed group: only the members of the allowed groups and their subgroups are provisioned";
@@ -65,6 +170,8 @@ pub enum Kind {
     Url,
     /// An integer within bounds.
     Integer { min: i64, max: i64 },
+    /// A number of minutes within bounds, or 0 for "off".
+    Interval { min: i64, max: i64 },
     /// `true` or `false`.
     Bool,
     /// Free text up to a length.
@@ -73,6 +180,9 @@ pub enum Kind {
     GroupSlugs,
     /// One of these exact texts.
     Choice { values: &'static [&'static str] },
+    /// A domain for the session cookie: a DNS name of two labels or more, which must also
+    /// cover the base URL's host (checked when stored, see [`check_cookie_domain`]).
+    CookieDomain,
 }
 
 #[derive(Debug)]
@@ -126,6 +236,30 @@ pub const DEFINITIONS: &[Definition] = &[
             values: TokenLifetime::LABELS,
         },
         default: Some("No expiration"),
+    },
+    Definition {
+        key: REVALIDATE_MINUTES,
+        name: "GitLab revalidation interval (minutes)",
+        description: "Every this many minutes, labgate asks GitLab about each GitLab user with a \
+                      live session or an API token used in that time: a person GitLab no longer \
+                      admits (out of the allowed groups, blocked or deleted, or who revoked \
+                      labgate) loses their sessions at once, and their API tokens until they \
+                      sign in with GitLab again. 0 turns it off; otherwise 5 to 1440.",
+        kind: Kind::Interval {
+            min: REVALIDATE_MINUTES_MIN,
+            max: REVALIDATE_MINUTES_MAX,
+        },
+        default: Some("15"),
+    },
+    Definition {
+        key: GATE_COOKIE_DOMAIN,
+        name: "Cookie domain",
+        description: "Sends the session cookie to every host under this domain (e.g. lab.example), \
+                      so that one sign-in admits a person to the applications behind labgate on \
+                      sibling hosts. It must be labgate's own host or a parent domain of it. \
+                      Every application under it receives the cookie. Empty: labgate's host only.",
+        kind: Kind::CookieDomain,
+        default: None,
     },
     Definition {
         key: GITLAB_ENABLED,
@@ -280,6 +414,13 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
                 def.key
             ))),
         },
+        Kind::Interval { min, max } => match raw.parse::<i64>() {
+            Ok(n) if n == 0 || (min..=max).contains(&n) => Ok(n.to_string()),
+            _ => Err(invalid(format!(
+                "Setting '{}': value must be 0 (off) or a whole number between {min} and {max}",
+                def.key
+            ))),
+        },
         Kind::Bool => match raw {
             "true" | "false" => Ok(raw.to_string()),
             _ => Err(invalid(format!(
@@ -307,6 +448,8 @@ pub fn normalize_values(def: &Definition, raws: &[&str]) -> AppResult<String> {
             }
             Ok(raw.to_string())
         }
+        Kind::CookieDomain => crate::gate::rules::cookie_domain_syntax(raw)
+            .map_err(|why| invalid(format!("Setting '{}': {why}", def.key))),
         Kind::GroupSlugs => unreachable!("multi-valued settings are handled above"),
     }
 }
@@ -347,6 +490,11 @@ impl Snapshot {
     /// Whether a value is stored; like [`is_set`].
     pub fn is_set(&self, key: &str) -> bool {
         self.0.contains_key(key)
+    }
+
+    /// An [`ENCRYPTED`] setting, opened; like [`secret`].
+    pub fn secret(&self, key: &str) -> Secret {
+        open_stored(key, self.stored(key))
     }
 }
 
@@ -478,11 +626,53 @@ fn touches_group_sync(key: &str) -> bool {
     .contains(&key)
 }
 
+/// Refuses a cookie domain (stored in `tx`, not committed yet) that does not cover the host
+/// of the base URL: `fixed_base_url` (`--base-url`) when given, else the setting. A browser
+/// ignores a cookie whose domain does not cover the host that sets it: nobody could sign in.
+pub fn check_cookie_domain(tx: &Connection, fixed_base_url: Option<&str>) -> AppResult<()> {
+    let Some(domain) = db::settings::get(tx, GATE_COOKIE_DOMAIN)? else {
+        return Ok(());
+    };
+    let base = match fixed_base_url {
+        Some(url) => Some(url.to_string()),
+        None => db::settings::get(tx, SERVER_BASE_URL)?,
+    };
+    let Some(base) = base else {
+        return Err(AppError::invalid(
+            "value",
+            format!(
+                "Setting '{GATE_COOKIE_DOMAIN}': set the server base URL first \
+                 (labgate's host must lie under the cookie domain '{domain}')"
+            ),
+        ));
+    };
+    crate::gate::rules::cookie_domain(&domain, &base)
+        .map(|_| ())
+        .map_err(|why| AppError::invalid("value", format!("Setting '{GATE_COOKIE_DOMAIN}': {why}")))
+}
+
+/// Whether changing `key` may break the rule of [`check_cookie_domain`].
+fn touches_cookie_domain(key: &str) -> bool {
+    key == GATE_COOKIE_DOMAIN || key == SERVER_BASE_URL
+}
+
 pub fn set(conn: &mut Connection, key: &str, raw: &str) -> AppResult<()> {
     set_values(conn, key, &[raw])
 }
 
+/// [`set_values_fixed`] for a labgate started without `--base-url`.
 pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<()> {
+    set_values_fixed(conn, key, raws, None)
+}
+
+/// Stores a setting; `fixed_base_url` is `--base-url` when labgate was started with it, which
+/// the cookie domain is checked against instead of the base URL setting.
+pub fn set_values_fixed(
+    conn: &mut Connection,
+    key: &str,
+    raws: &[&str],
+    fixed_base_url: Option<&str>,
+) -> AppResult<()> {
     let def = known(key)?;
     let stored = normalize_values(def, raws)?;
     let tx = db::write_tx(conn)?;
@@ -490,9 +680,12 @@ pub fn set_values(conn: &mut Connection, key: &str, raws: &[&str]) -> AppResult<
     let before = touches_group_sync(key)
         .then(|| group_sync(&tx))
         .transpose()?;
-    db::settings::set(&tx, key, &stored)?;
+    store(&tx, key, &stored)?;
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
+    }
+    if touches_cookie_domain(key) {
+        check_cookie_domain(&tx, fixed_base_url)?;
     }
     tx.commit()?;
     Ok(())
@@ -502,8 +695,17 @@ pub fn reset(conn: &mut Connection, key: &str) -> AppResult<()> {
     reset_all(conn, &[key])
 }
 
-/// Resets several keys in one transaction.
+/// [`reset_all_fixed`] for a labgate started without `--base-url`.
 pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
+    reset_all_fixed(conn, keys, None)
+}
+
+/// Resets several keys in one transaction; `fixed_base_url` as in [`set_values_fixed`].
+pub fn reset_all_fixed(
+    conn: &mut Connection,
+    keys: &[&str],
+    fixed_base_url: Option<&str>,
+) -> AppResult<()> {
     for key in keys {
         known(key)?;
     }
@@ -526,6 +728,9 @@ pub fn reset_all(conn: &mut Connection, keys: &[&str]) -> AppResult<()> {
     }
     if let Some(before) = before {
         check_group_sync(&tx, &before)?;
+    }
+    if keys.iter().any(|key| touches_cookie_domain(key)) {
+        check_cookie_domain(&tx, fixed_base_url)?;
     }
     tx.commit()?;
     Ok(())
@@ -554,6 +759,16 @@ pub fn session_timeout_secs(conn: &Connection) -> AppResult<i64> {
         .unwrap_or(SESSION_TIMEOUT_DEFAULT_MIN)
         .clamp(SESSION_TIMEOUT_MIN, SESSION_TIMEOUT_MAX);
     Ok(minutes * 60)
+}
+
+/// The revalidation interval in minutes; 0: off. A stored value out of bounds (only a hand
+/// edit of the database can store one) counts as the default.
+pub fn revalidate_minutes(conn: &Connection) -> AppResult<i64> {
+    let stored = value(conn, REVALIDATE_MINUTES)?.and_then(|v| v.parse::<i64>().ok());
+    Ok(match stored {
+        Some(n) if n == 0 || (REVALIDATE_MINUTES_MIN..=REVALIDATE_MINUTES_MAX).contains(&n) => n,
+        _ => REVALIDATE_MINUTES_DEFAULT,
+    })
 }
 
 /// The longest life of a new API token. A stored value that is none of the setting's values
@@ -724,6 +939,89 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_settings_are_sealed_in_the_table_and_read_back() {
+        let mut conn = db::test_db();
+        set(&mut conn, GITLAB_SECRET, "s3cret-value").unwrap();
+        let raw = db::settings::get(&conn, GITLAB_SECRET).unwrap().unwrap();
+        assert!(
+            crate::secrets::is_sealed(&raw) && !raw.contains("s3cret"),
+            "{raw}"
+        );
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("s3cret-value".into())
+        );
+        let snap = Snapshot::load(&conn).unwrap();
+        assert_eq!(
+            snap.secret(GITLAB_SECRET),
+            Secret::Set("s3cret-value".into())
+        );
+        assert_eq!(snap.secret(GITLAB_URL), Secret::Unset);
+        assert!(is_set(&conn, GITLAB_SECRET).unwrap());
+        // Only the listed settings are sealed.
+        set(&mut conn, GITLAB_APPLICATION_ID, "app-id").unwrap();
+        assert_eq!(
+            db::settings::get(&conn, GITLAB_APPLICATION_ID)
+                .unwrap()
+                .as_deref(),
+            Some("app-id")
+        );
+        assert!(!format!("{:?}", secret(&conn, GITLAB_SECRET).unwrap()).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_clear_secret_is_sealed_once_and_a_foreign_one_is_unreadable() {
+        let mut conn = db::test_db();
+        assert!(
+            seal_clear_values(&mut conn).unwrap().is_empty(),
+            "nothing stored"
+        );
+        // As an older labgate stored it.
+        db::settings::set(&conn, GITLAB_SECRET, "clear-secret").unwrap();
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("clear-secret".into())
+        );
+        assert_eq!(seal_clear_values(&mut conn).unwrap(), vec![GITLAB_SECRET]);
+        let sealed = db::settings::get(&conn, GITLAB_SECRET).unwrap().unwrap();
+        assert!(crate::secrets::is_sealed(&sealed) && !sealed.contains("clear"));
+        assert!(
+            seal_clear_values(&mut conn).unwrap().is_empty(),
+            "idempotent"
+        );
+        assert_eq!(
+            db::settings::get(&conn, GITLAB_SECRET).unwrap(),
+            Some(sealed)
+        );
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Set("clear-secret".into())
+        );
+        // Sealed with a key this labgate does not have: a database restored without its key.
+        let other = crate::secrets::Keyring::parse(&crate::secrets::new_key_file_text()).unwrap();
+        let foreign = other.seal(&sealing_context(GITLAB_SECRET), "clear-secret");
+        db::settings::set(&conn, GITLAB_SECRET, &foreign).unwrap();
+        assert!(matches!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Unreadable(crate::secrets::OpenError::UnknownKey(_))
+        ));
+        let config = crate::gitlab_config::load(&conn).unwrap();
+        assert!(config.secret.is_none() && config.secret_unreadable);
+        // Sealed for another setting: does not open as this one.
+        let moved = crate::secrets::seal("setting:other", "x").unwrap();
+        db::settings::set(&conn, GITLAB_SECRET, &moved).unwrap();
+        assert_eq!(
+            secret(&conn, GITLAB_SECRET).unwrap(),
+            Secret::Unreadable(crate::secrets::OpenError::Damaged)
+        );
+        set(&mut conn, GITLAB_SECRET, "entered-again").unwrap();
+        assert_eq!(
+            crate::gitlab_config::load(&conn).unwrap().secret.as_deref(),
+            Some("entered-again")
+        );
+    }
+
+    #[test]
     fn token_lifetime_setting_takes_exactly_its_four_values() {
         let mut conn = db::test_db();
         let key = "sonar.auth.token.max.allowed.lifetime";
@@ -756,6 +1054,26 @@ mod tests {
         // Only a hand edit of the database stores such a value; the cap stays.
         db::settings::set(&conn, TOKEN_MAX_LIFETIME, "forever").unwrap();
         assert_eq!(token_max_lifetime(&conn).unwrap(), TokenLifetime::Days30);
+    }
+
+    #[test]
+    fn revalidation_interval_is_off_or_within_bounds() {
+        let mut conn = db::test_db();
+        assert_eq!(revalidate_minutes(&conn).unwrap(), 15);
+        for ok in ["0", "5", "60", "1440"] {
+            set(&mut conn, REVALIDATE_MINUTES, ok).unwrap();
+            assert_eq!(revalidate_minutes(&conn).unwrap().to_string(), ok);
+        }
+        for bad in ["4", "1", "1441", "-1", "x", "15.5"] {
+            let err = set(&mut conn, REVALIDATE_MINUTES, bad).unwrap_err();
+            assert!(err.public_message().contains("0 (off)"), "{bad}: {err:?}");
+        }
+        db::settings::set(&conn, REVALIDATE_MINUTES, "2").unwrap();
+        assert_eq!(
+            revalidate_minutes(&conn).unwrap(),
+            15,
+            "a hand edit out of bounds"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 pub mod pending;
 
 use crate::accounts;
-use crate::db::{self, gitlab_group_sync, gitlab_provisioning, groups, users};
+use crate::db::{self, gitlab_group_sync, gitlab_provisioning, gitlab_revalidation, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
 use crate::model::PROVIDER_GITLAB;
@@ -47,14 +47,20 @@ impl From<AppError> for SignInError {
 /// Signs in the person GitLab described, in one write transaction: what the rules consult is
 /// read in it ([`read_stored`]), so that no concurrent sign-in or administrator's change comes
 /// between the decision and its writes (sixteen simultaneous first sign-ins of one GitLab user
-/// create one account); an admitted decision is applied ([`apply`]) and the session started,
-/// ending the browser's previous session (`previous_session`, its id hash), and the GitLab
-/// registration problem shown to admins, if any, cleared. Nothing is written unless the
+/// create one account); an admitted decision is applied ([`write_admission`]) and the session
+/// started, ending the browser's previous session (`previous_session`, its id hash), and the
+/// GitLab registration problem shown to admins, if any, cleared. Nothing is written unless the
 /// sign-in succeeds.
+///
+/// The refresh token GitLab gave (`refresh_token`: the callback passes it when
+/// [`provisioning::keeps_refresh_token`] allows) is stored sealed in place of the previous one,
+/// for the revalidation ([`keep_refresh_token`]); and a hold on the account's API tokens (GitLab
+/// had stopped admitting the person) is released: GitLab admits them again.
 pub fn complete(
     conn: &mut Connection,
     config: &GitlabConfig,
     claims: &Claims,
+    refresh_token: Option<&str>,
     previous_session: Option<&str>,
     now: i64,
 ) -> Result<SignedIn, SignInError> {
@@ -65,11 +71,98 @@ pub fn complete(
         Decision::Admit(admission) => admission,
         Decision::Refuse(refused) => return Err(SignInError::Refused(refused)),
     };
-    let signed_in = apply(&tx, &admission, previous_session, now)?;
+    let user_id = write_admission(&tx, &admission, now)?;
+    keep_refresh_token(&tx, user_id, refresh_token, now)?;
+    if gitlab_revalidation::release(&tx, user_id)? {
+        log::info!("access user_id={user_id} given back: signed in with GitLab again");
+    }
+    let started = accounts::start_session(&tx, user_id, previous_session, now)?;
     // A sign-in went through: whatever registration problem the admins were shown is solved.
     db::gitlab_sign_in_problem::clear(&tx)?;
     tx.commit()?;
-    Ok(signed_in)
+    Ok(SignedIn {
+        user: started.user,
+        session_value: started.value,
+        csrf_token: started.session.csrf_token,
+        created: matches!(admission.account, AccountWrite::Create { .. }),
+        groups_synchronized: admission.groups.is_some(),
+    })
+}
+
+/// The claims of the person GitLab's userinfo describes, as the sign-in rules read them.
+pub fn claims_of(info: crate::gitlab::Userinfo) -> Claims {
+    Claims {
+        id: info.id,
+        username: info.username,
+        name: info.name,
+        email: info.email,
+        groups: info.groups,
+    }
+}
+
+/// What a refresh token is sealed for: its user, so that it opens for no other account.
+fn refresh_token_context(user_id: i64) -> String {
+    format!("gitlab-refresh-token:{user_id}")
+}
+
+/// Stores `refresh_token` sealed as the user's, in place of the one before; none forgets the
+/// one before (it belonged to an older sign-in).
+pub fn keep_refresh_token(
+    tx: &Connection,
+    user_id: i64,
+    refresh_token: Option<&str>,
+    now: i64,
+) -> Result<(), AppError> {
+    match refresh_token {
+        Some(token) => {
+            let sealed = crate::secrets::seal(&refresh_token_context(user_id), token)
+                .ok_or_else(|| AppError::Internal("secrets: no key loaded".into()))?;
+            gitlab_revalidation::store_refresh_token(tx, user_id, &sealed, now)?;
+        }
+        None => gitlab_revalidation::delete_refresh_token(tx, user_id)?,
+    }
+    Ok(())
+}
+
+/// Opens a user's sealed refresh token (see [`keep_refresh_token`]).
+pub fn open_refresh_token(user_id: i64, sealed: &str) -> Result<String, crate::secrets::OpenError> {
+    crate::secrets::open(&refresh_token_context(user_id), sealed)
+}
+
+/// The sign-in rules applied again, without starting a session, to the account of a person
+/// GitLab describes now (the revalidation): in `tx`, what they consult is read, and when they
+/// admit, the profile and the memberships are written as a sign-in writes them.
+pub fn recheck(
+    tx: &Transaction<'_>,
+    config: &GitlabConfig,
+    claims: &Claims,
+    now: i64,
+) -> Result<Rechecked, AppError> {
+    let policy = config.policy();
+    let stored = read_stored(tx, claims, &policy)?;
+    match provisioning::decide(claims, &policy, &stored) {
+        Decision::Admit(admission) => {
+            let changed = !matches!(admission.account, AccountWrite::Unchanged { .. })
+                || admission
+                    .groups
+                    .as_ref()
+                    .is_some_and(|g| !g.add.is_empty() || !g.remove.is_empty());
+            let user_id = write_admission(tx, &admission, now)?;
+            Ok(Rechecked::Admitted { user_id, changed })
+        }
+        Decision::Refuse(refused) => Ok(Rechecked::Refused(refused)),
+    }
+}
+
+/// What [`recheck`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rechecked {
+    /// Still admitted; `changed`: the profile or a membership was written.
+    Admitted {
+        user_id: i64,
+        changed: bool,
+    },
+    Refused(Refused),
 }
 
 /// Reads what [`provisioning::decide`] consults about these claims (see [`Stored`]): only what
@@ -171,14 +264,9 @@ fn local_group(group: groups::Group) -> LocalGroup {
     }
 }
 
-/// Makes the writes of an admitted sign-in in `tx`, then starts the session
-/// ([`accounts::start_session`]).
-fn apply(
-    tx: &Transaction<'_>,
-    admission: &Admission,
-    previous_session: Option<&str>,
-    now: i64,
-) -> Result<SignedIn, AppError> {
+/// Makes the writes of an admitted sign-in in `tx` (the account, its profile, its memberships);
+/// returns the account's id.
+fn write_admission(tx: &Transaction<'_>, admission: &Admission, now: i64) -> Result<i64, AppError> {
     let user_id = match &admission.account {
         AccountWrite::Create { login, profile } => users::create(
             tx,
@@ -217,14 +305,7 @@ fn apply(
         }
         gitlab_group_sync::record(tx, user_id, &sync.digest)?;
     }
-    let started = accounts::start_session(tx, user_id, previous_session, now)?;
-    Ok(SignedIn {
-        user: started.user,
-        session_value: started.value,
-        csrf_token: started.session.csrf_token,
-        created: matches!(admission.account, AccountWrite::Create { .. }),
-        groups_synchronized: admission.groups.is_some(),
-    })
+    Ok(user_id)
 }
 
 /// [`complete`] for a browser that had no session, of a person whose groups are
@@ -241,7 +322,7 @@ fn complete_fresh(
         groups: gitlab_groups.to_vec(),
         ..who.clone()
     };
-    complete(conn, config, &claims, None, now)
+    complete(conn, config, &claims, None, None, now)
 }
 
 /// The claims of an active GitLab person (no groups: [`complete_fresh`] adds them).
@@ -264,13 +345,14 @@ const TEST_ALLOWED: &[&str] = &["a", "b", "c", "d", "x", "acme"];
 /// A GitLab configuration for the tests: enabled; with synchronization, which needs them,
 /// allowed groups [`TEST_ALLOWED`]; without, none, so that every person passes that rule.
 #[cfg(test)]
-fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
+pub(crate) fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
     let allowed = if sync { TEST_ALLOWED } else { &[] };
     GitlabConfig {
         enabled: true,
         url: "https://gl".into(),
         application_id: Some("a".into()),
         secret: Some("s".into()),
+        secret_unreadable: false,
         synchronize_groups: sync,
         allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,
@@ -320,6 +402,48 @@ mod tests {
         assert_eq!(again.user.name, "Ann B");
         assert_eq!(again.user.external_identity.as_deref(), Some("annb"));
         assert_eq!(db::sessions::count(&conn, None).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_sign_in_keeps_the_refresh_token_sealed_and_gives_held_access_back() {
+        let mut conn = db::test_db();
+        let config = config(true, false);
+        let s = complete(&mut conn, &config, &ann(), Some("refresh-1"), None, 10).unwrap();
+        let id = s.user.id;
+        let sealed = gitlab_revalidation::refresh_token(&conn, id)
+            .unwrap()
+            .unwrap();
+        assert!(!sealed.contains("refresh-1"), "{sealed}");
+        assert_eq!(open_refresh_token(id, &sealed).unwrap(), "refresh-1");
+        assert!(
+            open_refresh_token(id + 1, &sealed).is_err(),
+            "bound to its user"
+        );
+        gitlab_revalidation::hold(&conn, id, "blocked in GitLab", 11).unwrap();
+        complete(&mut conn, &config, &ann(), Some("refresh-2"), None, 12).unwrap();
+        assert!(gitlab_revalidation::hold_of(&conn, id).unwrap().is_none());
+        let sealed = gitlab_revalidation::refresh_token(&conn, id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(open_refresh_token(id, &sealed).unwrap(), "refresh-2");
+        complete(&mut conn, &config, &ann(), None, None, 13).unwrap();
+        assert!(
+            gitlab_revalidation::refresh_token(&conn, id)
+                .unwrap()
+                .is_none(),
+            "an older sign-in's token is not kept"
+        );
+        // A refused sign-in leaves the hold and the token as they were.
+        gitlab_revalidation::hold(&conn, id, "blocked in GitLab", 14).unwrap();
+        let strict = GitlabConfig {
+            allowed_groups: vec!["acme".into()],
+            ..config
+        };
+        assert!(complete(&mut conn, &strict, &ann(), Some("refresh-3"), None, 15).is_err());
+        assert!(gitlab_revalidation::hold_of(&conn, id).unwrap().is_some());
+        assert!(gitlab_revalidation::refresh_token(&conn, id)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

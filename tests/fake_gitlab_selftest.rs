@@ -7,8 +7,8 @@
 mod fake_gitlab;
 
 use fake_gitlab::{
-    access, encode_pairs, parse_pairs, pkce_s256, Endpoint, FakeGitlab, FakeUser, Fault,
-    InactiveUserPolicy, PaginationHeaders,
+    access, encode_pairs, parse_pairs, pkce_s256, BlockedUserRefresh, Endpoint, FakeGitlab,
+    FakeUser, Fault, InactiveUserPolicy, PaginationHeaders,
 };
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -545,6 +545,90 @@ fn refresh_gives_a_new_pair_and_revokes_the_old_one() {
     );
     assert_eq!(old.status, 401);
     assert_eq!(old.json()["error"], "invalid_token");
+}
+
+/// Refreshes `refresh_token` as labgate's application.
+fn refresh(fake: &FakeGitlab, refresh_token: &str) -> HttpResponse {
+    post_form(
+        &format!("{}/oauth/token", fake.url()),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+        &[],
+    )
+}
+
+/// Alice's tokens, with `openid` so that userinfo answers.
+fn openid_tokens(fake: &FakeGitlab) -> Value {
+    fake.sign_in_as("alice");
+    let resp = get(&authorize_url(fake, &[("scope", "openid email")]));
+    let code = param(&location_params(&resp), "code").expect("code");
+    exchange(fake, &code, VERIFIER).json()
+}
+
+fn userinfo_status(fake: &FakeGitlab, access_token: &str) -> u16 {
+    get_with(
+        &format!("{}/oauth/userinfo", fake.url()),
+        &[("Authorization", &bearer(access_token))],
+    )
+    .status
+}
+
+#[test]
+fn revoking_the_application_refuses_the_refresh_and_userinfo() {
+    let fake = fake();
+    let t = openid_tokens(&fake);
+    assert_eq!(
+        userinfo_status(&fake, t["access_token"].as_str().unwrap()),
+        200
+    );
+    fake.revoke_app_authorization("alice", CLIENT_ID);
+    assert_eq!(
+        userinfo_status(&fake, t["access_token"].as_str().unwrap()),
+        401
+    );
+    let r = refresh(&fake, t["refresh_token"].as_str().unwrap());
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    // Another application's tokens are left alone.
+    let other = fake.issue_token("alice", "openid");
+    fake.revoke_app_authorization("alice", CLIENT_ID);
+    assert_eq!(userinfo_status(&fake, &other), 200);
+}
+
+#[test]
+fn a_deleted_user_cannot_refresh_and_a_blocked_one_can_unless_told() {
+    let fake = fake();
+    let t = openid_tokens(&fake);
+    fake.set_user_state("alice", "blocked");
+    let r = refresh(&fake, t["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        r.status,
+        200,
+        "GitLab does not look at the state: {}",
+        r.text()
+    );
+    let t = r.json();
+    assert_eq!(
+        userinfo_status(&fake, t["access_token"].as_str().unwrap()),
+        401,
+        "userinfo serves active users only"
+    );
+    fake.set_blocked_user_refresh(BlockedUserRefresh::InvalidGrant);
+    let r = refresh(&fake, t["refresh_token"].as_str().unwrap());
+    assert_eq!(r.json()["error"], "invalid_grant");
+    fake.set_user_state("alice", "active");
+    let t = openid_tokens(&fake);
+    fake.delete_user("alice");
+    let r = refresh(&fake, t["refresh_token"].as_str().unwrap());
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_eq!(
+        userinfo_status(&fake, t["access_token"].as_str().unwrap()),
+        401
+    );
 }
 
 #[test]

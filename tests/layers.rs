@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 /// `a | b` are kept apart: neither may use the other.
 const LAYERS: &[(&str, &str)] = &[
     (
-        "error model crypto config logging process authz",
-        "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP",
+        "error model crypto secrets config logging process authz gate::rules gate::snippets",
+        "plain values, rules and process plumbing: they know nothing of the store, of GitLab or of HTTP \
+         (secrets: the key file and sealing, which the store's callers use before they write)",
     ),
     (
         "db",
@@ -36,8 +37,9 @@ const LAYERS: &[(&str, &str)] = &[
         "talking to GitLab and counting attempts: tools the operations use, knowing nothing of them",
     ),
     (
-        "settings gitlab_config gitlab_check provisioning accounts signin",
-        "the operations: what labgate does to its data, the same for pages and API, without HTTP",
+        "settings gitlab_config gitlab_check provisioning accounts signin revalidation gate",
+        "the operations: what labgate does to its data, the same for pages and API, without HTTP \
+         (revalidation applies the sign-in's rules again, so it uses signin)",
     ),
     (
         "gitlab_provisioning",

@@ -61,6 +61,24 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Re
         load::load(&lab.db_path(), users, SCALE_GROUPS)?;
         lg = lab.start()?;
     }
+    if kind == "gate-forward" {
+        let body = r#"{"name":"bench","url":"http://app.lab.test:8080"}"#;
+        let r = Conn::new(lg.addr)
+            .request(
+                "POST",
+                "/api/v2/labgate/applications",
+                &[("Authorization", &format!("Bearer {token}"))],
+                Some(("application/json", body.as_bytes())),
+            )
+            .map_err(|e| e.to_string())?;
+        if r.status != 201 {
+            return Err(format!(
+                "register the application: {} {}",
+                r.status,
+                r.text()
+            ));
+        }
+    }
     let cookie = admin.cookie_header();
     let mut conn = Conn::new(lg.addr);
     let mut get = |target: &str| -> Result<(), String> {
@@ -69,6 +87,24 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Re
             .map_err(|e| e.to_string())?;
         if r.status != 200 {
             return Err(format!("GET {target}: {}", r.status));
+        }
+        Ok(())
+    };
+    let mut gate = Conn::new(lg.addr);
+    let gate_cookie = admin.cookie_header();
+    let check = move || -> Result<(), String> {
+        let headers = [
+            ("Cookie", gate_cookie.as_str()),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "app.lab.test:8080"),
+            ("X-Forwarded-Uri", "/notebook?x=1"),
+            ("X-Forwarded-Method", "GET"),
+        ];
+        let r = gate
+            .get("/gate/forward", &headers)
+            .map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!("GET /gate/forward: {}", r.status));
         }
         Ok(())
     };
@@ -83,6 +119,7 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Re
             Box::new(move || labgate_sign_in(&mut browser).map(|_| ()))
         }
         "current" => Box::new(move || get("/api/users/current")),
+        "gate-forward" => Box::new(check),
         "admin-users" => Box::new(move || get("/admin/users")),
         "search" => Box::new(move || get(&search)),
         "search-first" => {

@@ -1,4 +1,4 @@
-//! Part 4: automatic provisioning of 10,000 GitLab members in 1,000 groups, the fake GitLab
+//! Part 6: automatic provisioning of 10,000 GitLab members in 1,000 groups, the fake GitLab
 //! answering at once in its own process. Two runs on a fresh labgate: the first creates every
 //! account, group and membership; the second reads the same GitLab and should find nothing to
 //! write. Measured for each: its time (from the run's record, milliseconds), labgate's CPU,
@@ -113,7 +113,7 @@ impl RunFigures {
     }
 }
 
-/// What part 4 found.
+/// What part 6 found.
 pub struct Figures {
     pub first: RunFigures,
     pub second: RunFigures,
@@ -257,7 +257,7 @@ fn api(
     Ok(serde_json::from_slice(&r.body).unwrap_or(Value::Null))
 }
 
-/// Runs part 4 on a labgate of its own; `login` signs in as admin and makes an API token.
+/// Runs part 6 on a labgate of its own; `login` signs in as admin and makes an API token.
 pub fn bench(
     ticks: u64,
     login: impl Fn(SocketAddr) -> Result<String, String>,

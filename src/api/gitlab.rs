@@ -1,5 +1,6 @@
 //! `/api/v2/dop-translation/gitlab-configurations`: the GitLab configuration as one resource;
 //! `/api/v2/labgate/gitlab-checks`: the connection check of the stored configuration;
+//! `/api/v2/labgate/gitlab-revalidations`: revalidating GitLab users now, and the last runs;
 //! `/api/v2/dop-translation/gitlab-synchronization-runs`: automatic provisioning's runs.
 
 use super::format_datetime;
@@ -7,6 +8,8 @@ use crate::error::{AppError, AppResult};
 use crate::gitlab_check;
 use crate::gitlab_config;
 use crate::gitlab_provisioning;
+use crate::revalidation::{self, Run};
+use crate::settings;
 use crate::web::request::Resp;
 use crate::web::{Ctx, POOL_WAIT};
 use serde_json::{json, Value};
@@ -71,8 +74,47 @@ pub fn check(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     Ok(Resp::json(&json!({ "ok": report.ok, "checks": checks })))
 }
 
+/// A revalidation run as the API shows it.
+pub fn run_json(run: &Run) -> serde_json::Value {
+    let cut_off: serde_json::Value = serde_json::from_str(&run.cut_off).unwrap_or(json!([]));
+    json!({
+        "id": run.id,
+        "status": run.status,
+        "trigger": run.trigger,
+        "startedAt": super::format_datetime(run.started_at),
+        "finishedAt": run.finished_at.map(super::format_datetime),
+        "usersChecked": run.users_checked,
+        "usersUpdated": run.users_updated,
+        "usersCutOff": run.users_cut_off,
+        "sessionsEnded": run.sessions_ended,
+        "cutOff": cut_off,
+        "error": run.error,
+    })
+}
+
+/// `POST /api/v2/labgate/gitlab-revalidations`: revalidates the GitLab users now and answers
+/// the run (200), a failed one included (its `status` and `error` say so); 409 while a run goes
+/// on, 400 when GitLab sign-in is not configured. No connection is held while GitLab answers.
+pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let run = ctx.revalidate_now()?;
+    Ok(Resp::json(&run_json(&run)))
+}
+
+/// `GET /api/v2/labgate/gitlab-revalidations`: the last 50 runs, newest first, whether one
+/// goes on, the interval and when the next scheduled run is due.
+pub fn revalidations(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let runs = crate::db::gitlab_revalidation::recent_runs(&ctx.conn, 50)?;
+    let minutes = settings::revalidate_minutes(&ctx.conn)?;
+    let next = revalidation::next_scheduled(&ctx.conn, &ctx.app.revalidations)?;
+    Ok(Resp::json(&json!({
+        "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+        "running": ctx.app.revalidations.running(),
+        "intervalMinutes": minutes,
+        "nextRunAt": next.map(super::format_datetime),
+    })))
+}
 /// A run as `gitlab-synchronization-runs` shows it.
-fn run_json(run: &gitlab_provisioning::RunView) -> Value {
+fn provisioning_run_json(run: &gitlab_provisioning::RunView) -> Value {
     let when = |ms: Option<i64>| ms.map(|ms| format_datetime(ms.div_euclid(1000)));
     let mut v = json!({
         "id": run.id.map(|id| id.to_string()),
@@ -104,8 +146,8 @@ fn run_json(run: &gitlab_provisioning::RunView) -> Value {
 /// `GET /api/v2/dop-translation/gitlab-synchronization-runs`: the run going on, if any, then
 /// the last finished ones, newest first (50 in all), and when the next scheduled one is due.
 pub fn runs(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let status = gitlab_provisioning::status(&ctx.conn, &ctx.app.provisioning)?;
-    let runs: Vec<Value> = status.runs.iter().map(run_json).collect();
+    let status = gitlab_provisioning::runner::status(&ctx.conn, &ctx.app.provisioning)?;
+    let runs: Vec<Value> = status.runs.iter().map(provisioning_run_json).collect();
     Ok(Resp::json(&json!({
         "runs": runs,
         "nextRunAt": status.next_run_at.map(|ms| format_datetime(ms.div_euclid(1000))),
@@ -126,6 +168,6 @@ pub fn start_run(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         }
     };
     let by = ctx.caller()?.user.login.clone();
-    gitlab_provisioning::start(&ctx.conn, &ctx.app.provisioning, force, &by)?;
+    gitlab_provisioning::runner::start(&ctx.conn, &ctx.app.provisioning, force, &by)?;
     Ok(Resp::json_status(202, &json!({ "status": "RUNNING" })))
 }

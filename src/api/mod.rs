@@ -1,6 +1,7 @@
 //! The Web API (SonarQube-compatible subset): JSON views of the model, paging, and one
 //! handler per endpoint calling the same rules and store functions as the pages.
 
+pub mod applications;
 pub mod gitlab;
 pub mod groups;
 pub mod permissions;

@@ -99,7 +99,8 @@ pub fn set(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             format!("Setting '{key}' takes a single value"),
         ));
     }
-    registry::set_values(&mut ctx.conn, &key, &given)?;
+    let fixed = ctx.app.config.base_url.clone();
+    registry::set_values_fixed(&mut ctx.conn, &key, &given, fixed.as_deref())?;
     Ok(Resp::no_content())
 }
 
@@ -113,6 +114,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         check_writable(ctx, key)?;
     }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    registry::reset_all(&mut ctx.conn, &keys)?;
+    let fixed = ctx.app.config.base_url.clone();
+    registry::reset_all_fixed(&mut ctx.conn, &keys, fixed.as_deref())?;
     Ok(Resp::no_content())
 }

@@ -62,7 +62,8 @@ pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
         crate::db::sessions::delete(&ctx.conn, &session.id_hash)?;
     }
-    ctx.cookies.extend(auth::clear_cookies());
+    let domain = auth::cookie_domain(ctx.app, &ctx.conn)?;
+    ctx.cookies.extend(auth::clear_cookies(domain.as_deref()));
     Ok(Resp::no_content())
 }
 

@@ -246,6 +246,7 @@ mod tests {
                 permissions: Arc::new([Permission::Admin].into_iter().collect()),
                 groups: vec!["administrators".to_string(), "users".to_string()].into(),
                 current_json: Default::default(),
+                gate_headers: Default::default(),
                 via: Via::Token,
             };
             let direct = serde_json::to_string(&CurrentUser::of(&caller)).unwrap();

@@ -76,6 +76,19 @@ pub fn delete_managed_group(conn: &Connection, id: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// Removes the members of `provider` from group `id`; returns how many.
+pub fn remove_gitlab_members(
+    conn: &Connection,
+    id: i64,
+    provider: &str,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM group_members WHERE group_id = ?1 AND user_id IN \
+         (SELECT id FROM users WHERE external_provider = ?2)",
+    )?
+    .execute(params![id, provider])
+}
+
 /// Provisioning's mark on an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {

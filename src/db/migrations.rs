@@ -293,7 +293,72 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP TABLE oauth_states;
     "#,
-    // 10: automatic provisioning. A group it manages carries the id of its GitLab group (NULL:
+    // 10: applications behind labgate (forward authentication): each is known by its origin,
+    // and admits the members of its allowed groups (none listed: every active user). A group
+    // that admits people to an application cannot be deleted (RESTRICT): deleting it must not
+    // leave the application open to everyone. Names are unique ignoring case, so that two
+    // entries of a list cannot be told apart only by case.
+    r#"
+    CREATE TABLE applications (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        url TEXT NOT NULL UNIQUE CHECK (url = lower(url)),
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE application_groups (
+        application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE RESTRICT,
+        PRIMARY KEY (application_id, group_id)) WITHOUT ROWID;
+    CREATE INDEX application_groups_by_group ON application_groups(group_id);
+    "#,
+    // 11: revalidation of GitLab users. `gitlab_refresh_tokens` keeps the refresh token of each
+    // GitLab user's last sign-in, sealed with the key of labgate.key (never in clear), replaced
+    // at each sign-in and each revalidation. `gitlab_access_holds` marks the users GitLab no
+    // longer admits: their API tokens are refused until they sign in with GitLab again, which
+    // removes the row. The triggers forget both when the account is deactivated or linked to
+    // another GitLab identity (its sessions and tokens end then anyway); deleting the user
+    // takes them along. `gitlab_revalidation_runs` records the last runs.
+    r#"
+    CREATE TABLE gitlab_refresh_tokens (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        sealed TEXT NOT NULL,
+        stored_at INTEGER NOT NULL
+    );
+    CREATE TABLE gitlab_access_holds (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        held_at INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TRIGGER gitlab_access_forgotten_deactivated AFTER UPDATE OF active ON users
+        WHEN new.active = 0 AND old.active = 1
+    BEGIN
+        DELETE FROM gitlab_refresh_tokens WHERE user_id = new.id;
+        DELETE FROM gitlab_access_holds WHERE user_id = new.id;
+    END;
+    CREATE TRIGGER gitlab_access_forgotten_relinked
+        AFTER UPDATE OF external_provider, external_id ON users
+        WHEN old.external_provider IS NOT new.external_provider
+            OR old.external_id IS NOT new.external_id
+    BEGIN
+        DELETE FROM gitlab_refresh_tokens WHERE user_id = new.id;
+        DELETE FROM gitlab_access_holds WHERE user_id = new.id;
+    END;
+    CREATE TABLE gitlab_revalidation_runs (
+        id INTEGER PRIMARY KEY,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        users_checked INTEGER NOT NULL DEFAULT 0,
+        users_updated INTEGER NOT NULL DEFAULT 0,
+        users_cut_off INTEGER NOT NULL DEFAULT 0,
+        sessions_ended INTEGER NOT NULL DEFAULT 0,
+        cut_off TEXT NOT NULL DEFAULT '[]',
+        error TEXT
+    );
+    "#,
+    // 12: automatic provisioning. A group it manages carries the id of its GitLab group (NULL:
     // a group made by hand, which provisioning never renames or deletes). `gitlab_provisioned`
     // holds a row for each account provisioning read in its last applied run (`deactivated`
     // 0) and for each account it deactivated (1). The triggers forget the row as soon as

@@ -13,7 +13,8 @@
 //!   searches.
 //! - One module of plain query functions per table family: [`users`], [`groups`],
 //!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`],
-//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`gitlab_provisioning`].
+//!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`applications`],
+//!   [`gitlab_revalidation`], [`gitlab_provisioning`].
 //! - [`maintenance`]: the statements that touch no table (the health probe, the checkpoint at
 //!   shutdown).
 //!
@@ -21,10 +22,12 @@
 //! [`generation`], …), so that callers name `db::` and the table module, not where each piece
 //! is kept.
 
+pub mod applications;
 pub mod bootstrap;
 pub mod commit_generation;
 pub mod gitlab_group_sync;
 pub mod gitlab_provisioning;
+pub mod gitlab_revalidation;
 pub mod gitlab_sign_in_problem;
 pub mod groups;
 pub mod maintenance;
@@ -114,13 +117,31 @@ pub fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
-/// Online, consistent copy of the database at `src` into `dest` (SQLite backup API).
-pub fn backup(src: &Path, dest: &Path) -> rusqlite::Result<()> {
-    let source = open(src)?;
-    let mut target = Connection::open(dest)?;
-    let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
-    backup.run_to_completion(256, Duration::from_millis(5), None)?;
-    Ok(())
+/// Online, consistent copy of the database at `src` into `dest` (SQLite backup API), a new
+/// file readable by its owner only (0600), like the database: it holds the password and token
+/// hashes and the sealed secrets. A copy that fails halfway is removed.
+pub fn backup(src: &Path, dest: &Path) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(dest).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => "the file exists; choose a new name".to_string(),
+        _ => e.to_string(),
+    })?;
+    let copied = (|| -> rusqlite::Result<()> {
+        let source = open(src)?;
+        let mut target = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)
+    })();
+    copied.map_err(|e| {
+        let _ = std::fs::remove_file(dest);
+        e.to_string()
+    })
 }
 
 /// The steps of SQLite's plan for `sql` (its parameters bound to 0, 1, …), for unit tests that
@@ -138,6 +159,7 @@ pub fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
 /// An in-memory database with the full schema and bootstrap, for unit tests.
 #[cfg(test)]
 pub fn test_db() -> Connection {
+    crate::secrets::install_for_tests();
     let mut conn = Connection::open_in_memory().unwrap();
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
     migrate(&mut conn).unwrap();
@@ -148,7 +170,7 @@ pub fn test_db() -> Connection {
 /// A database file with the full schema in the temporary directory, for unit tests that need
 /// a file (the pool, WAL hooks).
 #[cfg(test)]
-fn temp_db(tag: &str) -> std::path::PathBuf {
+pub(crate) fn temp_db(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("labgate-pool-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("labgate.db");

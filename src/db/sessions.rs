@@ -113,10 +113,10 @@ pub fn delete(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+/// Ends every session of a user; returns how many there were.
+pub fn delete_for_user(conn: &Connection, user_id: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
-        .execute([user_id])?;
-    Ok(())
+        .execute([user_id])
 }
 
 /// Ends every other session of a user (after a password change).

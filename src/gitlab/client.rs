@@ -5,13 +5,14 @@
 use super::parse::{clean, parse_userinfo, redact, retry_after_secs, retry_wait, status_error};
 use super::proxy::ProxyEnv;
 use super::{
-    GitlabError, GitlabSettings, Userinfo, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_SMALL_BODY,
+    GitlabError, GitlabSettings, Tokens, Userinfo, CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_SMALL_BODY,
     MAX_USERINFO_BODY,
 };
 use oauth2::basic::{BasicClient, BasicTokenType};
 use oauth2::{
-    AuthType, AuthorizationCode, ClientId, ClientSecret, HttpRequest, HttpResponse,
-    PkceCodeVerifier, RedirectUrl, RequestTokenError, TokenResponse, TokenUrl,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet, HttpRequest,
+    HttpResponse, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, TokenResponse,
+    TokenUrl,
 };
 use std::fmt;
 use std::io::Read;
@@ -195,10 +196,10 @@ impl Client {
         }
     }
 
-    /// Exchanges the authorization code for an access token: `client_id` and
-    /// `client_secret` in the form body (`client_secret_post`, which GitLab accepts like Basic
-    /// and which survives secrets with characters Basic would need escaped), `code`,
-    /// `redirect_uri` and the PKCE `code_verifier`. Never retried: a code is single-use.
+    /// Exchanges the authorization code for tokens: `client_id` and `client_secret` in the
+    /// form body (`client_secret_post`, which GitLab accepts like Basic and which survives
+    /// secrets with characters Basic would need escaped), `code`, `redirect_uri` and the PKCE
+    /// `code_verifier`. Never retried: a code is single-use.
     pub fn exchange_code(
         &self,
         s: &GitlabSettings,
@@ -206,9 +207,34 @@ impl Client {
         code: &str,
         verifier: &str,
         deadline: Instant,
-    ) -> Result<String, GitlabError> {
+    ) -> Result<Tokens, GitlabError> {
         let result = self.exchange(s, redirect_uri, code, verifier, deadline);
         result.map_err(|e| redact_error(e, &[code, verifier, &s.secret]))
+    }
+
+    /// The refresh grant: a new access token and a new refresh token for `refresh_token`, with
+    /// the client credentials in the body as [`Client::exchange_code`] sends them. Never
+    /// retried here: GitLab may have rotated the pair before an error reached labgate, and a
+    /// second try would then be refused as if the person had lost access. A refusal of the
+    /// grant is [`GitlabError::Denied`] (see [`GitlabError::grant_refused`]).
+    pub fn refresh(
+        &self,
+        s: &GitlabSettings,
+        refresh_token: &str,
+        deadline: Instant,
+    ) -> Result<Tokens, GitlabError> {
+        let result = (|| {
+            let client = oauth_client(s)?;
+            let http = TokenHttp {
+                client: self,
+                deadline,
+            };
+            let answer = client
+                .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
+                .request(&http);
+            read_token_answer(answer)
+        })();
+        result.map_err(|e| redact_error(e, &[refresh_token, &s.secret]))
     }
 
     fn exchange(
@@ -218,58 +244,19 @@ impl Client {
         code: &str,
         verifier: &str,
         deadline: Instant,
-    ) -> Result<String, GitlabError> {
-        let bad_url = |what: &str, e: oauth2::url::ParseError| GitlabError::Malformed {
-            step: "token",
-            detail: format!("{what}: {e}"),
-        };
-        let token_url = TokenUrl::new(format!("{}/oauth/token", s.base()))
-            .map_err(|e| bad_url("the GitLab URL", e))?;
+    ) -> Result<Tokens, GitlabError> {
         let redirect_url = RedirectUrl::new(redirect_uri.to_string())
-            .map_err(|e| bad_url("the redirect URI", e))?;
-        let client = BasicClient::new(ClientId::new(s.application_id.clone()))
-            .set_client_secret(ClientSecret::new(s.secret.clone()))
-            .set_auth_type(AuthType::RequestBody)
-            .set_token_uri(token_url)
-            .set_redirect_uri(redirect_url);
+            .map_err(|e| bad_token_url("the redirect URI", e))?;
+        let client = oauth_client(s)?.set_redirect_uri(redirect_url);
         let http = TokenHttp {
             client: self,
             deadline,
         };
-        let result = client
+        let answer = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .request(&http);
-        let malformed = |detail: String| GitlabError::Malformed {
-            step: "token",
-            detail,
-        };
-        match result {
-            Ok(token) => {
-                if *token.token_type() != BasicTokenType::Bearer {
-                    let kind = clean(token.token_type().as_ref(), 40);
-                    return Err(malformed(format!("token_type {kind:?} is not bearer")));
-                }
-                let access = token.access_token().secret();
-                if access.is_empty() {
-                    return Err(malformed("empty access_token".into()));
-                }
-                Ok(access.clone())
-            }
-            Err(RequestTokenError::ServerResponse(err)) => {
-                let mut denied = clean(err.error().as_ref(), 80);
-                if let Some(description) = err.error_description() {
-                    denied.push_str(": ");
-                    denied.push_str(&clean(description, 200));
-                }
-                Err(GitlabError::Denied(denied))
-            }
-            Err(RequestTokenError::Request(AdapterError(e))) => Err(e),
-            Err(RequestTokenError::Parse(e, _body)) => {
-                Err(malformed(json_problem(&e.path().to_string(), e.inner())))
-            }
-            Err(RequestTokenError::Other(detail)) => Err(malformed(clean(&detail, 200))),
-        }
+        read_token_answer(answer)
     }
 
     /// The oauth2 crate's one HTTP call, through this client's agent.
@@ -521,6 +508,79 @@ impl fmt::Display for AdapterError {
 }
 
 impl std::error::Error for AdapterError {}
+
+/// The oauth2 crate's client for GitLab's token endpoint, with the client credentials in the
+/// request body.
+fn oauth_client(
+    s: &GitlabSettings,
+) -> Result<
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>,
+    GitlabError,
+> {
+    let token_url = TokenUrl::new(format!("{}/oauth/token", s.base()))
+        .map_err(|e| bad_token_url("the GitLab URL", e))?;
+    Ok(BasicClient::new(ClientId::new(s.application_id.clone()))
+        .set_client_secret(ClientSecret::new(s.secret.clone()))
+        .set_auth_type(AuthType::RequestBody)
+        .set_token_uri(token_url))
+}
+
+fn bad_token_url(what: &str, e: oauth2::url::ParseError) -> GitlabError {
+    GitlabError::Malformed {
+        step: "token",
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// The token endpoint's answer as labgate keeps it: a bearer access token (required), the
+/// refresh token and the scope when GitLab sent them; GitLab's refusal as
+/// [`GitlabError::Denied`] with its `error` and description.
+fn read_token_answer(
+    answer: Result<
+        oauth2::basic::BasicTokenResponse,
+        RequestTokenError<AdapterError, oauth2::basic::BasicErrorResponse>,
+    >,
+) -> Result<Tokens, GitlabError> {
+    let malformed = |detail: String| GitlabError::Malformed {
+        step: "token",
+        detail,
+    };
+    match answer {
+        Ok(token) => {
+            if *token.token_type() != BasicTokenType::Bearer {
+                let kind = clean(token.token_type().as_ref(), 40);
+                return Err(malformed(format!("token_type {kind:?} is not bearer")));
+            }
+            let access = token.access_token().secret();
+            if access.is_empty() {
+                return Err(malformed("empty access_token".into()));
+            }
+            Ok(Tokens {
+                access: access.clone(),
+                refresh: token
+                    .refresh_token()
+                    .map(|r| r.secret().clone())
+                    .filter(|r| !r.is_empty()),
+                scopes: token
+                    .scopes()
+                    .map(|list| list.iter().map(|scope| scope.to_string()).collect()),
+            })
+        }
+        Err(RequestTokenError::ServerResponse(err)) => {
+            let mut denied = clean(err.error().as_ref(), 80);
+            if let Some(description) = err.error_description() {
+                denied.push_str(": ");
+                denied.push_str(&clean(description, 200));
+            }
+            Err(GitlabError::Denied(denied))
+        }
+        Err(RequestTokenError::Request(AdapterError(e))) => Err(e),
+        Err(RequestTokenError::Parse(e, _body)) => {
+            Err(malformed(json_problem(&e.path().to_string(), e.inner())))
+        }
+        Err(RequestTokenError::Other(detail)) => Err(malformed(clean(&detail, 200))),
+    }
+}
 
 fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
     let config = ureq::Agent::config_builder()

@@ -395,6 +395,10 @@ const VERIFIER: &str = "ks02i3jdikdo2k0dkfodf3m39rjfjsdk0wk349rj3jrhf";
 const CODE: &str = "4f9c2b1e8d7a6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170615243f";
 
 fn exchange(url: &str) -> Result<String, GitlabError> {
+    exchange_tokens(url).map(|t| t.access)
+}
+
+fn exchange_tokens(url: &str) -> Result<Tokens, GitlabError> {
     client().exchange_code(
         &settings(url),
         "http://lg.example/oauth2/callback/gitlab",
@@ -402,6 +406,18 @@ fn exchange(url: &str) -> Result<String, GitlabError> {
         VERIFIER,
         soon(),
     )
+}
+
+/// Asserts that a form body holds exactly these pairs, in any order (`expected` sorted).
+#[track_caller]
+fn assert_form(body: &str, expected: &[(&str, &str)]) {
+    let mut sent = form(body);
+    sent.sort();
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(sent, expected);
 }
 
 fn form(body: &str) -> Vec<(String, String)> {
@@ -424,8 +440,14 @@ fn the_code_is_exchanged_with_secret_verifier_and_redirect_uri_in_the_body() {
         r#"{"access_token":"abc","token_type":"Bearer","expires_in":7200,"refresh_token":"r","scope":"read_user read_api","created_at":1607635748}"#,
         "Cache-Control: no-store\r\n",
     )]);
-    let token = exchange(&format!("{url}/gitlab")).unwrap();
-    assert_eq!(token, "abc");
+    let tokens = exchange_tokens(&format!("{url}/gitlab")).unwrap();
+    assert_eq!(tokens.access, "abc");
+    assert_eq!(tokens.refresh.as_deref(), Some("r"));
+    assert_eq!(
+        tokens.scopes,
+        Some(vec!["read_user".to_string(), "read_api".to_string()])
+    );
+    assert!(!format!("{tokens:?}").contains("abc"), "{tokens:?}");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].line, "POST /gitlab/oauth/token HTTP/1.1");
@@ -434,22 +456,16 @@ fn the_code_is_exchanged_with_secret_verifier_and_redirect_uri_in_the_body() {
         Some("application/x-www-form-urlencoded")
     );
     assert_eq!(seen[0].header("authorization"), None);
-    let mut body = form(&seen[0].body);
-    body.sort();
-    let expected = [
-        ("client_id", "app-id"),
-        ("client_secret", "the-client-secret"),
-        ("code", CODE),
-        ("code_verifier", VERIFIER),
-        ("grant_type", "authorization_code"),
-        ("redirect_uri", "http://lg.example/oauth2/callback/gitlab"),
-    ];
-    assert_eq!(
-        body,
-        expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
+    assert_form(
+        &seen[0].body,
+        &[
+            ("client_id", "app-id"),
+            ("client_secret", "the-client-secret"),
+            ("code", CODE),
+            ("code_verifier", VERIFIER),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", "http://lg.example/oauth2/callback/gitlab"),
+        ],
     );
 }
 
@@ -524,6 +540,77 @@ fn token_server_errors_and_rate_limits_are_not_retried() {
         }
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+const REFRESH: &str = "8257e65c97202ed1726cf9571600918f3bffb2544b26e00a61df9897668c33a1";
+
+fn refresh(url: &str) -> Result<Tokens, GitlabError> {
+    client().refresh(&settings(url), REFRESH, soon())
+}
+
+#[test]
+fn the_refresh_grant_sends_the_token_and_the_credentials_and_reads_the_new_pair() {
+    let (url, seen) = canned(vec![ok(
+        r#"{"access_token":"new-access","token_type":"Bearer","expires_in":7200,"refresh_token":"new-refresh","scope":"openid email","created_at":1607635748}"#,
+        "",
+    )]);
+    let tokens = refresh(&url).unwrap();
+    assert_eq!(tokens.access, "new-access");
+    assert_eq!(tokens.refresh.as_deref(), Some("new-refresh"));
+    assert_eq!(
+        tokens.scopes,
+        Some(vec!["openid".to_string(), "email".to_string()])
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].line, "POST /oauth/token HTTP/1.1");
+    assert_form(
+        &seen[0].body,
+        &[
+            ("client_id", "app-id"),
+            ("client_secret", "the-client-secret"),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", REFRESH),
+        ],
+    );
+}
+
+#[test]
+fn a_refused_refresh_is_a_refused_grant_and_never_names_the_token() {
+    let client_refused = r#"{"error":"invalid_client"}"#;
+    let (url, _) = canned(vec![json("401 Unauthorized", client_refused, "")]);
+    let err = refresh(&url).unwrap_err();
+    assert!(
+        !err.grant_refused() && err.configuration_fix().is_some(),
+        "{err:?}"
+    );
+    let description = format!("The provided authorization grant is invalid: {REFRESH}");
+    let body = serde_json::json!({ "error": "invalid_grant", "error_description": description });
+    let answers = vec![json("400 Bad Request", &body.to_string(), ""), ok("{}", "")];
+    let (url, seen) = canned(answers);
+    let err = refresh(&url).unwrap_err();
+    assert!(
+        err.grant_refused() && !err.to_string().contains(REFRESH),
+        "{err:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "never retried");
+}
+
+#[test]
+fn a_refresh_is_never_retried_after_a_server_error() {
+    let (url, seen) = canned(vec![
+        reply("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        ok(r#"{"access_token":"abc","token_type":"bearer"}"#, ""),
+    ]);
+    let err = refresh(&url).unwrap_err();
+    assert!(
+        matches!(err, GitlabError::Status { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "GitLab may have rotated the pair"
+    );
 }
 
 #[test]

@@ -132,6 +132,28 @@ pub fn authorize_url(
     )
 }
 
+/// What GitLab's token endpoint gave. No `Debug` of the tokens: they are secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// The bearer access token (two hours on GitLab).
+    pub access: String,
+    /// The refresh token, when GitLab sent one (it always does for the code and refresh
+    /// grants).
+    pub refresh: Option<String>,
+    /// The scopes granted, when GitLab said (`scope`).
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access", &"<hidden>")
+            .field("refresh", &self.refresh.as_ref().map(|_| "<hidden>"))
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
 /// The person as GitLab's OIDC userinfo describes them (see [`parse::parse_userinfo`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Userinfo {
@@ -216,6 +238,13 @@ pub const FIX_CREDENTIALS: &str = "GitLab rejects the application ID or secret: 
      from the GitLab application into labgate's GitLab settings";
 
 impl GitlabError {
+    /// GitLab refused the grant as invalid (`invalid_grant`): for a refresh, the token was
+    /// revoked (the person revoked labgate, or was deleted) or was already used.
+    pub fn grant_refused(&self) -> bool {
+        matches!(self, GitlabError::Denied(error)
+            if error == "invalid_grant" || error.starts_with("invalid_grant:"))
+    }
+
     /// What the admin must change when this error comes from how labgate is registered in
     /// GitLab rather than from GitLab being down or the person: the scopes (userinfo's 403),
     /// the application ID or secret (the token endpoint's `invalid_client`). `None` otherwise.

@@ -5,10 +5,14 @@
 //! scheduler looks at the configuration again only after a commit of this process or when a
 //! run is due, so an idle labgate reads nothing.
 
-use super::{config, run, Outcome, Progress, Request, Trigger};
+use super::{
+    changes_json, config, held_for_approval, run, view_of, Outcome, Overview, Progress, Request,
+    RunView, Trigger,
+};
 use crate::db::{self, gitlab_provisioning as store};
 use crate::error::{AppError, AppResult};
 use crate::gitlab::Client;
+use crate::provisioning::auto;
 use crate::settings;
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -213,6 +217,61 @@ pub fn progress_of(running: &Running) -> (usize, usize) {
         running.progress.groups_read.load(Ordering::Relaxed),
         running.progress.groups_known.load(Ordering::Relaxed),
     )
+}
+
+/// What the API and the GitLab tab show of automatic provisioning.
+pub fn status(conn: &Connection, runner: &Runner) -> AppResult<Overview> {
+    let mut runs = Vec::new();
+    if let Some(running) = runner.running() {
+        let (read, known) = progress_of(&running);
+        runs.push(RunView {
+            id: None,
+            status: "RUNNING".into(),
+            trigger: running.trigger.as_str().into(),
+            started_at: running.started_at,
+            finished_at: None,
+            groups_read: i64::try_from(read).unwrap_or(i64::MAX),
+            users_read: 0,
+            changes: changes_json(&auto::Changes::default()),
+            error: None,
+            progress: Some((read, known)),
+            held: Vec::new(),
+            warnings: Vec::new(),
+        });
+    }
+    let kept = store::RUNS_KEPT - i64::try_from(runs.len()).unwrap_or(0);
+    runs.extend(store::runs(conn, kept)?.into_iter().map(view_of));
+    let (on, next) = when_due(conn, now_ms())?;
+    Ok(Overview {
+        runs,
+        next_run_at: on.then_some(next),
+    })
+}
+
+/// Refusal of "Synchronize now" while automatic provisioning cannot run.
+pub const NOT_PROVISIONING: &str = "Automatic provisioning is off: choose it (provisioningType \
+    AUTO_PROVISIONING) with its provisioning token and at least one allowed group first";
+/// Refusal of "Apply anyway" when the latest run was not held.
+pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not held";
+
+/// Starts a run on demand (`by`: the administrator); `force`: apply the deactivations of the
+/// latest run, which was held. Refused while automatic provisioning cannot run, and while a
+/// run goes on.
+pub fn start(conn: &Connection, runner: &Arc<Runner>, force: bool, by: &str) -> AppResult<()> {
+    if !config(conn)?.provisions() {
+        return Err(AppError::rule(NOT_PROVISIONING));
+    }
+    let approved = if force {
+        Some(held_for_approval(conn)?.ok_or_else(|| AppError::rule(NOTHING_HELD))?)
+    } else {
+        None
+    };
+    runner.start(Request {
+        trigger: Some(Trigger::Manual),
+        approved,
+    })?;
+    log::info!("admin: gitlab synchronization started by={by:?} force={force}");
+    Ok(())
 }
 
 #[cfg(test)]

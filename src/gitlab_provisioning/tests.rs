@@ -32,6 +32,39 @@ fn sync(conn: &mut Connection, read: &auto::Read) -> AppResult<auto::Plan> {
     Ok(plan)
 }
 
+#[test]
+fn a_gone_group_that_admits_people_to_an_application_is_kept_without_its_gitlab_members() {
+    let mut conn = db::test_db();
+    sync(&mut conn, &ann_and_bob()).unwrap();
+    let changes = crate::gate::applications::Changes {
+        name: Some("wiki".into()),
+        url: Some("https://wiki.lab.example".into()),
+        allowed_groups: Some(vec!["acme/ops".into()]),
+        description: None,
+    };
+    crate::gate::applications::create(&mut conn, &changes, 60).unwrap();
+    let ops_gone = auto::Read {
+        groups: groups().into_iter().filter(|g| g.id != 3).collect(),
+        members: vec![member(2, 7, "ann"), member(1, 8, "bob")],
+    };
+    let tx = db::write_tx(&mut conn).unwrap();
+    let plan = auto::plan(&ops_gone, &read_store(&tx).unwrap());
+    let warnings = apply(&tx, &plan, 70).unwrap();
+    tx.commit().unwrap();
+    assert!(
+        warnings[0].contains("admits people to wiki"),
+        "{warnings:?}"
+    );
+    let ops = accounts::group_by_name(&conn, "acme/ops").unwrap();
+    assert_eq!(
+        ops.members_count, 0,
+        "bob no longer enters the wiki through it"
+    );
+    assert!(users::group_names(&conn, user(&conn, "bob").id)
+        .unwrap()
+        .contains(&"acme".to_string()));
+}
+
 fn user(conn: &Connection, login: &str) -> users::User {
     users::find_by_login(conn, login).unwrap().unwrap()
 }

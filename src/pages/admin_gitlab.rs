@@ -1,6 +1,6 @@
 //! The GitLab forms of `/admin/settings?category=authentication`: configuring GitLab, the
-//! actions of its card (edit, enable/disable, delete), "Test connection" and the Just-in-Time
-//! provisioning form.
+//! actions of its card (edit, enable/disable, delete), "Test connection", "Revalidate now" and
+//! the Just-in-Time provisioning form.
 //! Every change goes through `gitlab_config`, the same `sonar.auth.gitlab.*` settings as the
 //! API, effective on the next request. The section itself is part of the settings page, built
 //! by `admin_gitlab_section` and rendered by `admin_settings`; a refused or unfinished form
@@ -243,13 +243,33 @@ pub fn check(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     admin_settings::authentication(ctx, 200, Sent::Checked(report))
 }
 
+/// `POST /admin/settings/gitlab/revalidate`: "Revalidate now" runs the revalidation of GitLab
+/// users (without a connection held while GitLab answers) and comes back to the tab, which
+/// lists the run; the confirmation sums it up.
+pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let message = match ctx.revalidate_now() {
+        Ok(run) if run.error.is_none() => format!(
+            "Revalidation done: {} GitLab users checked, {} updated, {} cut off.",
+            run.users_checked, run.users_updated, run.users_cut_off
+        ),
+        Ok(_) => {
+            "The revalidation failed: nothing changed for anyone (the reason is below).".to_string()
+        }
+        Err(e @ (AppError::Rule(_) | AppError::Conflict(_))) => {
+            format!("Not revalidated: {}", e.public_message())
+        }
+        Err(e) => return Err(e),
+    };
+    done(ctx, &message, BACK)
+}
+
 /// `POST /admin/settings/gitlab/synchronize`: "Synchronize now", or with `force=1` "Apply
 /// anyway" (the deactivations of the held run). The run goes on in the background; the tab
 /// shows its progress.
 pub fn synchronize(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let force = field(ctx, "force") == "1";
     let by = caller_login(ctx)?;
-    match gitlab_provisioning::start(&ctx.conn, &ctx.app.provisioning, force, &by) {
+    match gitlab_provisioning::runner::start(&ctx.conn, &ctx.app.provisioning, force, &by) {
         Ok(()) => done(
             ctx,
             if force {

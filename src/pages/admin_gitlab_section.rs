@@ -1,17 +1,19 @@
 //! The GitLab section of `/admin/settings?category=authentication`: the last sign-in problem
 //! caused by labgate's registration in GitLab, the configuration's card, the connection check,
-//! what to register in GitLab and the provisioning form, built from the stored configuration
-//! and what a GitLab form sent back. `admin_settings` renders it inside its page; the forms of
+//! the revalidation of GitLab users, what to register in GitLab and the provisioning form,
+//! built from the stored configuration and what a GitLab form sent back. `admin_settings` renders it inside its page; the forms of
 //! `admin_gitlab` send what they refused back into it.
 
 use super::FormErrors;
-use crate::db::gitlab_sign_in_problem;
+use crate::db::{gitlab_revalidation, gitlab_sign_in_problem};
 use crate::error::AppResult;
 use crate::gitlab::check::Report;
 use crate::gitlab_check::{self, BaseUrlFrom, SignInRedirect};
 use crate::gitlab_config;
 use crate::gitlab_provisioning::{self, RunView};
 use crate::provisioning;
+use crate::revalidation;
+use crate::settings;
 use crate::web::views::datetime;
 use crate::web::Ctx;
 
@@ -42,6 +44,8 @@ pub struct Card {
     /// Enabled but missing the application ID or the secret: not offered at sign-in.
     pub enabled_unusable: bool,
     pub secret_set: bool,
+    /// A secret is stored but does not open with labgate's key file: enter it again.
+    pub secret_unreadable: bool,
     pub synchronize_groups: bool,
     /// A refused enable/disable.
     pub errors: FormErrors,
@@ -89,6 +93,79 @@ pub struct ConnectionCheck {
     pub ran: Option<CheckResult>,
 }
 
+/// A revalidation run as the GitLab tab lists it.
+pub struct RunRow {
+    pub started: String,
+    pub trigger: String,
+    pub status: String,
+    pub ok: bool,
+    pub checked: i64,
+    pub updated: i64,
+    pub cut_off: i64,
+    pub sessions_ended: i64,
+    /// The logins cut off and why, or why the run failed.
+    pub detail: String,
+}
+
+/// The revalidation card: the interval, the next run, whether one goes on, the last runs.
+pub struct Revalidation {
+    /// `None`: off.
+    pub minutes: Option<i64>,
+    /// When the next scheduled run is due, in words.
+    pub next: Option<String>,
+    pub running: bool,
+    pub runs: Vec<RunRow>,
+}
+
+/// Runs the GitLab tab lists.
+const RUNS_SHOWN: i64 = 10;
+
+fn revalidation(ctx: &Ctx<'_>) -> AppResult<Revalidation> {
+    let minutes = settings::revalidate_minutes(&ctx.conn)?;
+    let next = revalidation::next_scheduled(&ctx.conn, &ctx.app.revalidations)?;
+    let runs = gitlab_revalidation::recent_runs(&ctx.conn, RUNS_SHOWN)?
+        .into_iter()
+        .map(|run| {
+            let detail = match &run.error {
+                Some(error) => error.clone(),
+                None => cut_off_text(&run.cut_off),
+            };
+            RunRow {
+                started: datetime(Some(run.started_at)),
+                trigger: run.trigger.to_lowercase(),
+                ok: run.status == "SUCCESS",
+                status: run.status,
+                checked: run.users_checked,
+                updated: run.users_updated,
+                cut_off: run.users_cut_off,
+                sessions_ended: run.sessions_ended,
+                detail,
+            }
+        })
+        .collect();
+    Ok(Revalidation {
+        minutes: (minutes > 0).then_some(minutes),
+        next: next.map(|at| datetime(Some(at))),
+        running: ctx.app.revalidations.running(),
+        runs,
+    })
+}
+
+/// The people a run cut off, in words: `ann (why); bob (why)`.
+fn cut_off_text(recorded: &str) -> String {
+    let list: Vec<serde_json::Value> = serde_json::from_str(recorded).unwrap_or_default();
+    list.iter()
+        .map(|c| {
+            format!(
+                "{} ({})",
+                c["login"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One "Allowed groups" box with its Remove button; `index` is its place in the form.
 pub struct GroupRow {
     pub index: usize,
@@ -127,13 +204,15 @@ pub struct Section {
     /// No configuration yet: the form to create one.
     pub create: Option<CreateForm>,
     pub card: Option<Card>,
+    /// With a configuration.
+    pub revalidation: Option<Revalidation>,
     pub provisioning: Option<Provisioning>,
     /// Automatic provisioning's runs, once it was chosen or has run.
     pub synchronization: Option<Synchronization>,
 }
 
-/// A run on the GitLab tab.
-pub struct RunRow {
+/// A provisioning run on the GitLab tab.
+pub struct SyncRunRow {
     pub status: String,
     pub trigger: String,
     pub started: String,
@@ -154,11 +233,11 @@ pub struct Synchronization {
     /// "Groups read of groups known" and when the run going on started.
     pub running: Option<String>,
     pub next_run: Option<String>,
-    pub last: Option<RunRow>,
+    pub last: Option<SyncRunRow>,
     /// The latest run was held: these accounts (login, GitLab username) wait for "Apply anyway".
     pub held: Vec<(String, String)>,
     /// The runs before the last one, newest first.
-    pub earlier: Vec<RunRow>,
+    pub earlier: Vec<SyncRunRow>,
 }
 
 /// What a refused or unfinished GitLab form sends back into the section.
@@ -293,6 +372,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
             check: checked.map(|r| connection_check(Some(r))),
             create: Some(create),
             card: None,
+            revalidation: None,
             provisioning: None,
             synchronization: None,
         });
@@ -336,9 +416,11 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
             url: config.url,
             enabled: config.enabled,
             secret_set: config.secret.is_some(),
+            secret_unreadable: config.secret_unreadable,
             synchronize_groups: config.synchronize_groups,
             errors: card_errors,
         }),
+        revalidation: Some(revalidation(ctx)?),
         provisioning: Some(provisioning),
         synchronization,
     })
@@ -353,7 +435,7 @@ fn counted(n: i64, what: &str, done: &str) -> Option<String> {
     }
 }
 
-fn run_row(run: &RunView) -> RunRow {
+fn run_row(run: &RunView) -> SyncRunRow {
     // Each count of the record, and what it counts.
     const COUNTED: [(&str, &str, &str); 8] = [
         ("usersCreated", "account", "created"),
@@ -370,7 +452,7 @@ fn run_row(run: &RunView) -> RunRow {
         .filter_map(|(key, what, done)| counted(run.changes[key].as_i64().unwrap_or(0), what, done))
         .collect();
     let when = |ms: Option<i64>| datetime_ms(ms);
-    RunRow {
+    SyncRunRow {
         status: run.status.clone(),
         trigger: match run.trigger.as_str() {
             "SCHEDULE" => "scheduled",
@@ -401,7 +483,7 @@ fn datetime_ms(ms: Option<i64>) -> String {
 
 /// Automatic provisioning's card: shown once it can run or once it has run.
 fn synchronization(ctx: &Ctx<'_>, on: bool) -> AppResult<Option<Synchronization>> {
-    let overview = gitlab_provisioning::status(&ctx.conn, &ctx.app.provisioning)?;
+    let overview = gitlab_provisioning::runner::status(&ctx.conn, &ctx.app.provisioning)?;
     if !on && overview.runs.is_empty() {
         return Ok(None);
     }

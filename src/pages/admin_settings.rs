@@ -1,4 +1,4 @@
-//! The settings page, `/admin/settings?category=general|authentication`, every tab of it
+//! The settings page, `/admin/settings?category=general|authentication|applications`, every tab of it
 //! rendered here: the run-time settings of each category, each with its current value, a save
 //! form and "reset to default". Values are validated by the settings registry, the same path as
 //! `api/settings/*`. The authentication category also shows the GitLab section, built by
@@ -34,9 +34,15 @@ const CATEGORIES: &[Category] = &[
         keys: &[
             settings::SESSION_TIMEOUT,
             settings::TOKEN_MAX_LIFETIME,
+            settings::REVALIDATE_MINUTES,
             settings::PROVISIONING_INTERVAL,
             settings::PROVISIONING_MAX_DEACTIVATION,
         ],
+    },
+    Category {
+        id: "applications",
+        label: "Applications",
+        keys: &[settings::GATE_COOKIE_DOMAIN],
     },
 ];
 
@@ -76,9 +82,12 @@ fn input_of(kind: Kind) -> (&'static str, String, String) {
     match kind {
         Kind::Url => ("url", String::new(), String::new()),
         Kind::Integer { min, max } => ("number", min.to_string(), max.to_string()),
-        Kind::Bool | Kind::Text { .. } | Kind::GroupSlugs | Kind::Choice { .. } => {
-            ("text", String::new(), String::new())
-        }
+        Kind::Interval { max, .. } => ("number", "0".to_string(), max.to_string()),
+        Kind::Bool
+        | Kind::Text { .. }
+        | Kind::GroupSlugs
+        | Kind::Choice { .. }
+        | Kind::CookieDomain => ("text", String::new(), String::new()),
     }
 }
 
@@ -247,10 +256,11 @@ pub fn save(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let def = settings::known(&key)?;
     let value = field(ctx, "value");
     let reset = field(ctx, "action") == "reset" || value.trim().is_empty();
+    let fixed = ctx.app.config.base_url.clone();
     let result = match fixed_by_config(ctx, def.key) {
         Some(reason) => Err(AppError::rule(reason)),
-        None if reset => settings::reset(&mut ctx.conn, def.key),
-        None => settings::set(&mut ctx.conn, def.key, &value),
+        None if reset => settings::reset_all_fixed(&mut ctx.conn, &[def.key], fixed.as_deref()),
+        None => settings::set_values_fixed(&mut ctx.conn, def.key, &[&value], fixed.as_deref()),
     };
     match result {
         Ok(()) => {

@@ -233,12 +233,17 @@ struct EditPage {
     locked: Option<&'static str>,
     membership_errors: FormErrors,
     status_errors: FormErrors,
+    /// Since when and why GitLab no longer admits the person (a revalidation held the
+    /// account's API tokens until they sign in with GitLab again).
+    access_held: Option<String>,
 }
 
 fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppResult<Resp> {
     let user = accounts::user_by_login(&ctx.conn, login)?;
     let locked = admin::memberships_locked(ctx, &user)?;
     let groups = users::group_names(&ctx.conn, user.id)?;
+    let access_held = db::gitlab_revalidation::hold_of(&ctx.conn, user.id)?
+        .map(|(at, reason)| format!("since {}: {reason}", views::datetime(Some(at))));
     let row = user_row(ctx, user, groups, &ListState::plain(LIST))?;
     let memberships = groups::all_names(&ctx.conn)?
         .into_iter()
@@ -259,6 +264,7 @@ fn edit_page(ctx: &Ctx<'_>, status: u16, login: &str, forms: EditForms) -> AppRe
         locked,
         membership_errors: forms.membership_errors,
         status_errors: forms.status_errors,
+        access_held,
     };
     render(status, &page)
 }

@@ -2,7 +2,7 @@
 //! (`/oauth2/callback/gitlab`) and the refusal page (`/sessions/unauthorized`). The rules are
 //! `provisioning`'s, the database steps `signin`'s, the HTTP calls `gitlab`'s.
 
-use super::safe_return_to;
+use super::return_to;
 use crate::crypto;
 use crate::db::{gitlab_sign_in_problem, oauth};
 use crate::error::{AppError, AppResult};
@@ -112,7 +112,7 @@ fn enabled_config(conn: &Connection) -> Result<(GitlabConfig, GitlabSettings), S
 }
 
 pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
     let (config, settings) = match enabled_config(&ctx.conn) {
         Ok(enabled) => enabled,
         Err(stop) => return stop.answer(ctx),
@@ -183,13 +183,21 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
         verifier: &pending.verifier,
         redirect: &redirect,
     };
-    let claims = ctx.conn.released(crate::web::POOL_WAIT, || {
+    let (claims, refresh_token) = ctx.conn.released(crate::web::POOL_WAIT, || {
         ask_gitlab(app, &settings, &grant, deadline)
     })??;
     let username = Some(claims.username.as_str());
     let previous = ctx.caller.as_ref().and_then(|c| c.session());
     let previous = previous.map(|s| s.id_hash.as_str());
-    let done = signin::complete(&mut ctx.conn, &config, &claims, previous, ctx.now);
+    let refresh_token = refresh_token.as_deref();
+    let done = signin::complete(
+        &mut ctx.conn,
+        &config,
+        &claims,
+        refresh_token,
+        previous,
+        ctx.now,
+    );
     let done = done.map_err(|e| match e {
         SignInError::Refused(r) => Stop::refused(r.refusal, username, r.detail),
         SignInError::Failed(e) => {
@@ -202,10 +210,10 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
         done.user.login,
         if done.created { " created=true" } else { "" }
     );
-    let secure = auth::secure_for(base_url);
-    let cookies = auth::session_cookies_with(secure, &done.session_value, &done.csrf_token);
+    let cookies =
+        auth::session_cookies_for(&ctx.conn, base_url, &done.session_value, &done.csrf_token)?;
     ctx.cookies.extend(cookies);
-    Ok(safe_return_to(Some(&pending.return_to)))
+    return_to(ctx, Some(&pending.return_to)).map_err(Stop::Failed)
 }
 
 /// The pending sign-in of the callback's state, consumed first whatever follows: it must be
@@ -257,30 +265,38 @@ struct Grant<'a> {
     redirect: &'a str,
 }
 
-/// Asks GitLab who signed in: the code exchanged for a token, then the person and their groups
-/// from OIDC userinfo, in one call that the token's `openid` scope allows. No database access
-/// here.
+/// Asks GitLab who signed in: the code exchanged for tokens, then the person and their groups
+/// from OIDC userinfo, in one call that the token's `openid` scope allows. Returns the claims
+/// and the refresh token to keep for the revalidation (none when the token could read more
+/// than [`crate::provisioning::SCOPES`]). No database access here.
 fn ask_gitlab(
     app: &crate::web::App,
     settings: &GitlabSettings,
     grant: &Grant<'_>,
     deadline: Instant,
-) -> Result<Claims, Stop> {
+) -> Result<(Claims, Option<String>), Stop> {
     let client = &app.gitlab;
     let (code, verifier) = (grant.code, grant.verifier);
-    let token = client
+    let tokens = client
         .exchange_code(settings, grant.redirect, code, verifier, deadline)
         .map_err(|e| Stop::gitlab_failed("token exchange", e))?;
     let info = client
-        .userinfo(settings, &token, deadline)
+        .userinfo(settings, &tokens.access, deadline)
         .map_err(|e| Stop::gitlab_failed("reading userinfo", e))?;
-    Ok(Claims {
-        id: info.id,
-        username: info.username,
-        name: info.name,
-        email: info.email,
-        groups: info.groups,
-    })
+    let refresh = match crate::provisioning::keeps_refresh_token(tokens.scopes.as_deref()) {
+        true => tokens.refresh,
+        false => {
+            log::warn!(
+                "sign-in provider=gitlab username={:?}: GitLab granted the scopes {:?}, more \
+                 than {:?}: the refresh token is not kept",
+                info.username,
+                tokens.scopes.unwrap_or_default().join(" "),
+                crate::provisioning::SCOPES
+            );
+            None
+        }
+    };
+    Ok((signin::claims_of(info), refresh))
 }
 
 /// Logs the decision and sends the browser to the refusal page. A reason to show is stored

@@ -3,12 +3,14 @@
 //! is in `web::views`.
 
 mod admin;
+pub mod admin_applications;
 pub mod admin_gitlab;
 pub mod admin_gitlab_section;
 pub mod admin_groups;
 pub mod admin_permissions;
 pub mod admin_settings;
 pub mod admin_users;
+pub mod gate;
 pub mod gitlab;
 
 use crate::accounts;
@@ -76,6 +78,14 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
     }
 }
 
+/// Where a sign-in sends the person afterwards: a local path ([`safe_return_to`]), or the
+/// absolute URL of a page of an application behind labgate (registered under Applications);
+/// anything else, `/`. Both sign-ins, the local form and GitLab's, go through here.
+pub fn return_to(ctx: &Ctx<'_>, raw: Option<&str>) -> AppResult<String> {
+    let apps = ctx.app.applications.current(&ctx.conn)?;
+    Ok(crate::gate::return_to(raw, &apps, safe_return_to))
+}
+
 /// Cookie carrying the sign-in form's CSRF token (double submit: before sign-in there is no
 /// session to hold it).
 pub const LOGIN_CSRF_COOKIE: &str = "labgate_login_csrf";
@@ -103,7 +113,10 @@ fn render_login(
     ctx.cookies.push(format!(
         "{LOGIN_CSRF_COOKIE}={csrf}; Path=/sessions/new; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
     ));
-    render(
+    // The form's answer redirects to `return_to`: when that is an application's page, the
+    // page's policy must let the form lead there.
+    let target = crate::gate::rules::absolute_return_to(&return_to);
+    let page = render(
         status,
         &LoginPage {
             l: Layout::anonymous("Sign in"),
@@ -113,7 +126,14 @@ fn render_login(
             error,
             gitlab_enabled: gitlab_sign_in_offered(ctx),
         },
-    )
+    )?;
+    Ok(match target {
+        Some(origin) => page.with_header(
+            "Content-Security-Policy",
+            views::csp_with_form_target(&origin.to_string()),
+        ),
+        None => page,
+    })
 }
 
 /// Whether "Log in with GitLab" is offered: enabled, with application ID and secret.
@@ -122,7 +142,7 @@ fn gitlab_sign_in_offered(ctx: &Ctx<'_>) -> bool {
 }
 
 pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let return_to = safe_return_to(ctx.req.query.get("return_to"));
+    let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
     if ctx.caller.is_some() {
         return Ok(Resp::redirect(&return_to));
     }
@@ -132,7 +152,7 @@ pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let login = ctx.req.form.get("login").unwrap_or("").trim().to_string();
     let password = ctx.req.form.get("password").unwrap_or("").to_string();
-    let return_to = safe_return_to(ctx.req.form.get("return_to"));
+    let return_to = return_to(ctx, ctx.req.form.get("return_to"))?;
     let form_token = ctx.req.form.get(auth::CSRF_FIELD).unwrap_or("");
     let cookie_token = ctx.req.cookie(LOGIN_CSRF_COOKIE).unwrap_or("");
     let cross_site = auth::cross_site(ctx.req, &ctx.base_url());
@@ -189,7 +209,8 @@ pub fn logout(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     if let Some(session) = ctx.caller.as_ref().and_then(|c| c.session()) {
         crate::db::sessions::delete(&ctx.conn, &session.id_hash)?;
     }
-    ctx.cookies.extend(auth::clear_cookies());
+    let domain = auth::cookie_domain(ctx.app, &ctx.conn)?;
+    ctx.cookies.extend(auth::clear_cookies(domain.as_deref()));
     Ok(Resp::redirect("/sessions/new"))
 }
 

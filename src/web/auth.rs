@@ -39,6 +39,8 @@ pub struct Caller {
     pub groups: Arc<[String]>,
     /// See [`Identity::current_json`].
     pub current_json: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// See [`Identity::gate_headers`].
+    pub gate_headers: Arc<std::sync::OnceLock<crate::web::request::SharedHeaders>>,
     pub via: Via,
 }
 
@@ -72,18 +74,23 @@ impl Caller {
             permissions: Arc::clone(&identity.permissions),
             groups: Arc::clone(&identity.groups),
             current_json: Arc::clone(&identity.current_json),
+            gate_headers: Arc::clone(&identity.gate_headers),
             via,
         }
     }
 }
 
 /// Who an active user is: the account, effective permissions and groups. `None` when the user
-/// is gone or deactivated.
+/// is gone or deactivated, or when GitLab no longer admits the person (a revalidation held the
+/// account's access until they sign in with GitLab again).
 fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>> {
     let Some(user) = users::find_by_id(conn, user_id)? else {
         return Ok(None);
     };
     if !user.active {
+        return Ok(None);
+    }
+    if user.external_id.is_some() && db::gitlab_revalidation::hold_of(conn, user.id)?.is_some() {
         return Ok(None);
     }
     let permissions = authz::effective(
@@ -95,6 +102,7 @@ fn load_identity(conn: &Connection, user_id: i64) -> AppResult<Option<Identity>>
         user: Arc::new(user),
         permissions: Arc::new(permissions),
         current_json: Default::default(),
+        gate_headers: Default::default(),
     }))
 }
 
@@ -243,6 +251,49 @@ fn token_caller(app: &App, conn: &Connection, value: &str, now: i64) -> AppResul
     app.callers
         .remember(key, identity, Credential::Token(token), generation);
     Ok(Credentials::Valid(Box::new(caller)))
+}
+
+/// The caller of a request that a reverse proxy asks about (the gate): labgate's own
+/// credentials only. A labgate API token in `Authorization` (`Bearer lgu_…`, or Basic with the
+/// token as user name and an empty password) decides; any other `Authorization` belongs to the
+/// application behind the proxy and is ignored, and the session cookie decides. `None`: not
+/// signed in (no credentials, or wrong, revoked or expired ones).
+pub fn gate_caller(
+    app: &App,
+    conn: &PooledConn<'_>,
+    req: &Req,
+    now: i64,
+) -> AppResult<Option<Caller>> {
+    let resolved = match req.header("authorization").and_then(labgate_token) {
+        Some(token) => token_caller(app, conn, &token, now)?,
+        None => match req.cookie(SESSION_COOKIE) {
+            Some(value) if !value.is_empty() => session_caller(app, conn, value, now)?,
+            _ => Credentials::None,
+        },
+    };
+    Ok(match resolved {
+        Credentials::Valid(caller) => Some(*caller),
+        _ => None,
+    })
+}
+
+/// The labgate API token an `Authorization` value carries, if it carries one: `Bearer lgu_…`,
+/// or Basic with a user name starting `lgu_` and an empty password.
+fn labgate_token(header: &str) -> Option<String> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return rest
+            .starts_with(crate::model::TOKEN_PREFIX)
+            .then(|| rest.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let (user, password) = decode_basic(rest)?;
+        return (user.starts_with(crate::model::TOKEN_PREFIX) && password.is_empty())
+            .then_some(user);
+    }
+    None
 }
 
 /// `(user, password)` from the base64 part of `Authorization: Basic`; `None` unless it is
@@ -400,12 +451,7 @@ pub fn start_session(
     let tx = db::write_tx(conn)?;
     let started = accounts::start_session(&tx, user.id, previous, now)?;
     tx.commit()?;
-    Ok(session_cookies(
-        app,
-        conn,
-        &started.value,
-        &started.session.csrf_token,
-    ))
+    session_cookies(app, conn, &started.value, &started.session.csrf_token)
 }
 
 /// `; Secure` when browsers reach labgate over https, for every cookie labgate sets.
@@ -422,26 +468,66 @@ pub fn secure_for(base_url: &str) -> &'static str {
     }
 }
 
-pub fn session_cookies(app: &App, conn: &Connection, value: &str, csrf: &str) -> Vec<String> {
-    session_cookies_with(secure_attribute(app, conn), value, csrf)
+/// The cookie domain in effect ([`crate::gate::cookie_domain`]).
+pub fn cookie_domain(app: &App, conn: &Connection) -> AppResult<Option<String>> {
+    crate::gate::cookie_domain(conn, &app.base_url(conn))
 }
 
-/// [`session_cookies`] with the `Secure` attribute already decided ([`secure_for`]).
-pub fn session_cookies_with(secure: &str, value: &str, csrf: &str) -> Vec<String> {
+/// The cookies of a new session: the session cookie (for the cookie domain when one is set)
+/// and the CSRF cookie (labgate's host only: the applications need no CSRF token of labgate).
+pub fn session_cookies(
+    app: &App,
+    conn: &Connection,
+    value: &str,
+    csrf: &str,
+) -> AppResult<Vec<String>> {
+    session_cookies_for(conn, &app.base_url(conn), value, csrf)
+}
+
+/// [`session_cookies`] with the base URL already read.
+pub fn session_cookies_for(
+    conn: &Connection,
+    base_url: &str,
+    value: &str,
+    csrf: &str,
+) -> AppResult<Vec<String>> {
+    let domain = crate::gate::cookie_domain(conn, base_url)?;
+    let secure = secure_for(base_url);
     let max_age = sessions::MAX_AGE_SECS;
-    vec![
-        format!(
-            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-        ),
-        format!("{XSRF_COOKIE}={csrf}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}"),
-    ]
+    let mut cookies = Vec::with_capacity(3);
+    let scope = match &domain {
+        // A host-only cookie of the same name, from before the domain was set, would be sent
+        // alongside: it goes first.
+        Some(domain) => {
+            cookies.push(format!(
+                "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+            ));
+            format!("; Domain={domain}")
+        }
+        None => String::new(),
+    };
+    cookies.push(format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{scope}{secure}"
+    ));
+    cookies.push(format!(
+        "{XSRF_COOKIE}={csrf}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}"
+    ));
+    Ok(cookies)
 }
 
-pub fn clear_cookies() -> Vec<String> {
-    vec![
+/// The cookies that end a session in the browser: labgate's host's, and the session cookie of
+/// the cookie domain when one is set.
+pub fn clear_cookies(domain: Option<&str>) -> Vec<String> {
+    let mut cookies = vec![
         format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
         format!("{XSRF_COOKIE}=; Path=/; SameSite=Lax; Max-Age=0"),
-    ]
+    ];
+    if let Some(domain) = domain {
+        cookies.push(format!(
+            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Domain={domain}"
+        ));
+    }
+    cookies
 }
 
 /// The origin (`scheme://host[:port]`) of a URL, lower-cased.

@@ -51,6 +51,9 @@ pub struct Identity {
     /// asks for it and reused by the next ones while the entry is valid (it depends on nothing
     /// else).
     pub current_json: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// The identity headers the gate answers with for this identity, written by the first
+    /// check that admits it and reused like `current_json`.
+    pub gate_headers: Arc<std::sync::OnceLock<crate::web::request::SharedHeaders>>,
 }
 
 /// The credential's own state, for the checks made on every request.
@@ -203,6 +206,7 @@ mod tests {
                 permissions: Arc::new(BTreeSet::new()),
                 groups: Arc::from(Vec::new()),
                 current_json: Default::default(),
+                gate_headers: Default::default(),
             },
             credential: Credential::Token(crate::db::tokens::Presented {
                 user_id: 1,

@@ -1,5 +1,6 @@
 //! One request being handled: the state, the request, a pooled connection, the time, the
-//! caller, and the cookies to set.
+//! caller, and the cookies to set; and what pages and API both do with them (a flash, a
+//! revalidation asked for now).
 
 use super::auth::Caller;
 use super::request::Req;
@@ -36,5 +37,24 @@ impl Ctx<'_> {
             crate::db::sessions::set_flash(&self.conn, &session.id_hash, message)?;
         }
         Ok(())
+    }
+
+    /// Runs a revalidation of the GitLab users now, asked by the caller ("Revalidate now",
+    /// `POST /api/v2/labgate/gitlab-revalidations`), with the request's connection given back
+    /// while GitLab answers. [`AppError::Conflict`] while a run goes on.
+    pub fn revalidate_now(&mut self) -> AppResult<crate::revalidation::Run> {
+        use crate::revalidation::{run, Trigger};
+        let by = self.caller()?.user.login.clone();
+        let (app, now) = (self.app, self.now);
+        log::info!("revalidation asked by {by:?}");
+        self.conn.released(super::POOL_WAIT, || {
+            run(
+                &app.pool,
+                &app.gitlab,
+                &app.revalidations,
+                Trigger::Manual,
+                now,
+            )
+        })?
     }
 }

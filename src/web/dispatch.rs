@@ -17,7 +17,15 @@ pub enum Access {
     User,
     /// Users holding `admin` ("Administer System").
     Admin,
+    /// A reverse proxy asking about a request to another application: the handler reads
+    /// labgate's own credentials itself (session cookie, API token) and leaves any other
+    /// `Authorization` to the application, so dispatch resolves no caller and checks no CSRF
+    /// (such a route changes nothing).
+    Proxy,
 }
+
+/// The method of a route that answers every method (it must change nothing).
+pub const ANY_METHOD: &str = "*";
 
 /// What answers a route.
 pub type Handler = fn(&mut Ctx<'_>) -> AppResult<Resp>;
@@ -33,7 +41,22 @@ pub struct Route {
 impl Route {
     /// Changes state: needs CSRF when authenticated by the session cookie.
     pub fn is_write(&self) -> bool {
-        self.method != "GET"
+        self.method != "GET" && self.method != ANY_METHOD
+    }
+
+    /// Whether `path` is this route's: the same text, or for a route ending in `/{id}`, the
+    /// same text before it and one non-empty segment in its place (which the handler reads).
+    pub fn matches(&self, path: &str) -> bool {
+        match self.path.strip_suffix("{id}") {
+            Some(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')),
+            None => self.path == path,
+        }
+    }
+
+    fn answers(&self, method: &str) -> bool {
+        self.method == method || self.method == ANY_METHOD
     }
 }
 
@@ -57,12 +80,12 @@ pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
     };
     let Some(route) = routes
         .iter()
-        .find(|r| r.path == req.path && r.method == req.method)
+        .find(|r| r.matches(&req.path) && r.answers(&req.method))
     else {
-        if routes.iter().any(|r| r.path == req.path) {
+        if routes.iter().any(|r| r.matches(&req.path)) {
             let mut allowed: Vec<&str> = routes
                 .iter()
-                .filter(|r| r.path == req.path)
+                .filter(|r| r.matches(&req.path))
                 .map(|r| r.method)
                 .collect();
             if allowed.contains(&"GET") {
@@ -115,6 +138,9 @@ pub fn dispatch(app: &App, routes: &[Route], req: &Req) -> Resp {
 }
 
 fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
+    if route.access == Access::Proxy {
+        return (route.handler)(ctx);
+    }
     let login_route = matches!(
         route.path,
         "/api/authentication/login" | "/api/authentication/validate" | "/sessions/new"
@@ -128,7 +154,8 @@ fn authorize_and_run(ctx: &mut Ctx<'_>, route: &Route) -> AppResult<Resp> {
             }
         }
         Credentials::StaleSession => {
-            ctx.cookies.extend(auth::clear_cookies());
+            let domain = auth::cookie_domain(ctx.app, &ctx.conn)?;
+            ctx.cookies.extend(auth::clear_cookies(domain.as_deref()));
             if ctx.req.is_api() && !login_route {
                 return Err(AppError::Unauthorized(
                     "Your session has expired; sign in again".into(),
@@ -180,5 +207,43 @@ pub fn error_response(req: &Req, is_api: bool, err: AppError) -> Resp {
         Resp::api_error(&err)
     } else {
         views::plain_error_page(req, &err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &'static str, path: &'static str) -> Route {
+        fn handler(_: &mut Ctx<'_>) -> AppResult<Resp> {
+            Ok(Resp::no_content())
+        }
+        Route {
+            method,
+            path,
+            access: Access::Public,
+            handler,
+        }
+    }
+
+    #[test]
+    fn a_route_ending_in_id_takes_one_non_empty_segment() {
+        let r = route("GET", "/api/v2/labgate/applications/{id}");
+        assert!(r.matches("/api/v2/labgate/applications/7"));
+        assert!(r.matches("/api/v2/labgate/applications/abc"));
+        assert!(!r.matches("/api/v2/labgate/applications/"));
+        assert!(!r.matches("/api/v2/labgate/applications"));
+        assert!(!r.matches("/api/v2/labgate/applications/7/x"));
+        assert!(route("GET", "/a").matches("/a") && !route("GET", "/a").matches("/a/b"));
+    }
+
+    #[test]
+    fn a_route_for_any_method_answers_each_and_changes_nothing() {
+        let r = route(ANY_METHOD, "/gate/forward");
+        assert!(["GET", "POST", "DELETE", "OPTIONS"]
+            .iter()
+            .all(|m| r.answers(m)));
+        assert!(!r.is_write());
+        assert!(route("PATCH", "/x").is_write() && !route("GET", "/x").is_write());
     }
 }

@@ -13,7 +13,7 @@ pub mod request;
 pub mod views;
 
 pub use ctx::Ctx;
-pub use dispatch::{dispatch, error_response, Access, Handler, Route};
+pub use dispatch::{dispatch, error_response, Access, Handler, Route, ANY_METHOD};
 
 use crate::config::Config;
 use crate::db::Pool;
@@ -51,6 +51,10 @@ pub struct App {
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
     /// Automatic provisioning's runs, one at a time.
     pub provisioning: std::sync::Arc<crate::gitlab_provisioning::runner::Runner>,
+    /// Whether a revalidation of GitLab users runs, and when the schedule counts from.
+    pub revalidations: crate::revalidation::Revalidations,
+    /// The applications behind labgate, held for the gate's checks.
+    pub applications: crate::gate::Table,
 }
 
 /// Connections the pool opens at most.
@@ -85,6 +89,8 @@ impl App {
             gitlab,
             callers: caller_cache::CallerCache::default(),
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
+            revalidations: crate::revalidation::Revalidations::new(chrono::Utc::now().timestamp()),
+            applications: crate::gate::Table::default(),
         }
     }
 

@@ -187,8 +187,16 @@ impl Req {
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// More header fields, already in the form the server writes, shared by many responses.
+    pub shared: Option<SharedHeaders>,
     pub body: Vec<u8>,
 }
+
+/// Header fields in the form the server writes them, kept to answer many requests alike (the
+/// gate's identity headers, the same at every check of one caller): neither copied nor parsed
+/// again per response.
+pub type SharedHeaders =
+    std::sync::Arc<Vec<(oxhttp::model::HeaderName, oxhttp::model::HeaderValue)>>;
 
 pub const JSON: &str = "application/json";
 
@@ -206,6 +214,7 @@ impl Resp {
         Resp {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
+            shared: None,
             body: body.into(),
         }
     }
@@ -228,6 +237,7 @@ impl Resp {
         Resp {
             status: 204,
             headers: Vec::new(),
+            shared: None,
             body: Vec::new(),
         }
     }
@@ -245,6 +255,7 @@ impl Resp {
         Resp {
             status: 303,
             headers: vec![("Location".into(), location.into())],
+            shared: None,
             body: Vec::new(),
         }
     }
@@ -254,6 +265,7 @@ impl Resp {
         Resp {
             status: 302,
             headers: vec![("Location".into(), location.into())],
+            shared: None,
             body: Vec::new(),
         }
     }

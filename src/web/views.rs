@@ -7,6 +7,19 @@ use super::Ctx;
 use crate::error::{AppError, AppResult};
 use askama::Template;
 
+/// The Content-Security-Policy of every HTML page that sets none of its own.
+pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+
+/// [`CSP`] with `origin` added to `form-action`: for a form whose answer redirects there
+/// (browsers check a form's redirects against `form-action` too, and stop at one it does not
+/// allow).
+pub fn csp_with_form_target(origin: &str) -> String {
+    CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {origin}"),
+    )
+}
+
 pub struct NavUser {
     pub login: String,
     pub name: String,

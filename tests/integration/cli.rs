@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .permissions()
@@ -18,7 +18,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// Runs `labgate serve` expecting it to refuse to start; returns its stderr.
-fn failed_start(args: &[&str], envs: &[(&str, &str)]) -> String {
+pub(crate) fn failed_start(args: &[&str], envs: &[(&str, &str)]) -> String {
     let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let run = run_cli_within(&all, envs, Duration::from_secs(15))

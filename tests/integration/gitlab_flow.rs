@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const APP_ID: &str = "flow-app-id";
-const APP_SECRET: &str = "flow-app-secret-4f9c2e7d1a";
+pub(crate) const APP_ID: &str = "flow-app-id";
+pub(crate) const APP_SECRET: &str = "flow-app-secret-4f9c2e7d1a";
 /// The generic text of the refusal page.
 const NOT_AUTHORIZED: &str =
     "You're not authorized to access this page. Please contact the administrator.";
@@ -32,16 +32,16 @@ const REASONS: &[&str] = &[
     "Your account is deactivated",
 ];
 
-const SYNC_ON: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["true"]);
+pub(crate) const SYNC_ON: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["true"]);
 const SYNC_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.groupsSync", &["false"]);
 const SIGN_UP_OFF: (&str, &[&str]) = ("sonar.auth.gitlab.allowUsersToSignUp", &["false"]);
-const ALLOW_ACME: (&str, &[&str]) = ("sonar.auth.gitlab.allowedGroups", &["acme"]);
+pub(crate) const ALLOW_ACME: (&str, &[&str]) = ("sonar.auth.gitlab.allowedGroups", &["acme"]);
 
 // ---------------------------------------------------------------------------------------------
 // Set-up
 
 /// Sets one labgate setting through `api/settings/set` (`values` for the multi-valued key).
-fn set_setting(lg: &Labgate, key: &str, values: &[&str]) {
+pub(crate) fn set_setting(lg: &Labgate, key: &str, values: &[&str]) {
     let mut params = vec![("key", key)];
     if key == "sonar.auth.gitlab.allowedGroups" {
         params.extend(values.iter().map(|v| ("values", *v)));
@@ -53,9 +53,8 @@ fn set_setting(lg: &Labgate, key: &str, values: &[&str]) {
         .expect(204);
 }
 
-/// A fake GitLab with labgate's application registered, and labgate (started with `launch`)
-/// configured for it and enabled, plus `settings`.
-fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+/// A fake GitLab with labgate's application registered.
+pub(crate) fn fake_with_app() -> FakeGitlab {
     let gl = FakeGitlab::start();
     // Loopback redirect URIs match whatever the port (RFC 8252), as on GitLab.
     gl.register_app(
@@ -64,6 +63,13 @@ fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitla
         &["http://127.0.0.1/oauth2/callback/gitlab"],
         true,
     );
+    gl
+}
+
+/// A fake GitLab with labgate's application registered, and labgate (started with `launch`)
+/// configured for it and enabled, plus `settings`.
+pub(crate) fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+    let gl = fake_with_app();
     let lg = launch.start();
     let url = gl.url();
     let base: [(&str, &[&str]); 4] = [
@@ -78,12 +84,12 @@ fn lab_with(launch: Launch, settings: &[(&str, &[&str])]) -> (Labgate, FakeGitla
     (lg, gl)
 }
 
-fn lab(settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
+pub(crate) fn lab(settings: &[(&str, &[&str])]) -> (Labgate, FakeGitlab) {
     lab_with(Launch::new(), settings)
 }
 
 /// Adds a GitLab user named "<Username> Lovelace" with `<username>@example.com`.
-fn gitlab_user(gl: &FakeGitlab, id: u64, username: &str) {
+pub(crate) fn gitlab_user(gl: &FakeGitlab, id: u64, username: &str) {
     let mut u = FakeUser::new(id, username);
     u.name = format!("{username} Lovelace");
     gl.add_user(u);
@@ -105,13 +111,13 @@ struct Started {
 /// One browser's sign-in, callback answered.
 pub(crate) struct Trip {
     /// The browser after the callback.
-    browser: Client,
+    pub(crate) browser: Client,
     /// The browser's cookie jar as it was when it called the callback.
     before_callback: Client,
     init: Resp,
     authorize_url: String,
     callback_url: String,
-    callback: Resp,
+    pub(crate) callback: Resp,
     /// How long the callback took to answer.
     took: Duration,
 }
@@ -289,7 +295,7 @@ impl Trip {
 
     /// Asserts a refusal with the generic text only.
     #[track_caller]
-    fn refused_generic(&mut self) {
+    pub(crate) fn refused_generic(&mut self) {
         let page = self.refused();
         assert_generic(&page);
     }
@@ -344,7 +350,7 @@ fn user_logins(lg: &Labgate) -> Vec<String> {
 }
 
 /// The user with that login, active or not.
-fn find_user(lg: &Labgate, login: &str) -> Option<Value> {
+pub(crate) fn find_user(lg: &Labgate, login: &str) -> Option<Value> {
     let mut admin = lg.admin();
     for deactivated in ["false", "true"] {
         let v = admin
@@ -364,13 +370,13 @@ fn find_user(lg: &Labgate, login: &str) -> Option<Value> {
 }
 
 #[track_caller]
-fn user(lg: &Labgate, login: &str) -> Value {
+pub(crate) fn user(lg: &Labgate, login: &str) -> Value {
     find_user(lg, login).unwrap_or_else(|| panic!("no user {login}: {:#}", snapshot(lg)))
 }
 
 /// The sorted group names of a user.
 #[track_caller]
-fn groups_of(lg: &Labgate, login: &str) -> Vec<String> {
+pub(crate) fn groups_of(lg: &Labgate, login: &str) -> Vec<String> {
     let mut g = names(&user(lg, login)["groups"]);
     g.sort();
     g

@@ -722,6 +722,9 @@ pub struct Client {
     pub cookies: BTreeMap<String, String>,
     auth: Option<String>,
     xsrf: bool,
+    /// The `Host` header sent, when not the address connected to (a name that resolves
+    /// nowhere, such as `app.lab.test:8080`, reached through a proxy on loopback).
+    host: Option<String>,
 }
 
 impl Client {
@@ -731,7 +734,21 @@ impl Client {
             cookies: BTreeMap::new(),
             auth: None,
             xsrf: false,
+            host: None,
         }
+    }
+
+    /// The same client connecting to `addr` and naming `host` in the `Host` header.
+    pub fn via(mut self, addr: SocketAddr, host: &str) -> Client {
+        self.addr = addr;
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// Sends no `Authorization` header.
+    pub fn without_auth(mut self) -> Client {
+        self.auth = None;
+        self
     }
 
     /// The same client (cookies, credentials) pointed at another address (after a restart).
@@ -803,9 +820,9 @@ impl Client {
 
     /// The request head this client would send (without the blank line).
     pub fn head(&self, method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> String {
+        let host = self.host.clone().unwrap_or_else(|| self.addr.to_string());
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: labgate-it\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: labgate-it\r\n"
         );
         if let Some(auth) = &self.auth {
             head.push_str(&format!("Authorization: {auth}\r\n"));

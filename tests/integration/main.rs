@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+#[path = "../support/proxies.rs"]
+mod proxies;
 #[path = "../support/fake_gitlab.rs"]
 mod support_gitlab;
 #[path = "../support/tls_front.rs"]
@@ -25,6 +27,7 @@ mod auth;
 mod browser;
 mod changes_seen_at_once;
 mod cli;
+mod gate;
 mod gitlab_check;
 mod gitlab_flow;
 mod gitlab_provisioning;
@@ -34,6 +37,8 @@ mod page_forms;
 mod pages;
 mod paging;
 mod reliability;
+mod revalidation;
 mod route_table;
+mod secrets_at_rest;
 mod throttle_proxy;
 mod walkthrough;

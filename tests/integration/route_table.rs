@@ -12,9 +12,11 @@ const SIGN_IN_ROUTES: &[&str] = &["/sessions/new", "/api/authentication/login"];
 
 fn call(c: &mut Client, method: &str, path: &str) -> Resp {
     let body = b"name=x&login=x&key=x&value=x";
+    // A route ending in `/{id}` answers any id: the checks come before the id is read.
+    let path = path.replace("{id}", "1");
     c.request(
         method,
-        path,
+        &path,
         &[("Content-Type", "application/x-www-form-urlencoded")],
         body,
     )
@@ -24,7 +26,11 @@ fn call(c: &mut Client, method: &str, path: &str) -> Resp {
 fn every_admin_and_user_route_refuses_anonymous_callers() {
     let lg = Labgate::start();
     let mut checked = 0;
-    for route in routes().iter().filter(|r| r.access != Access::Public) {
+    // The gate's checks (`Access::Proxy`) answer anonymous callers themselves: `gate` tests them.
+    for route in routes()
+        .iter()
+        .filter(|r| !matches!(r.access, Access::Public | Access::Proxy))
+    {
         let r = call(&mut lg.client(), route.method, route.path);
         if route.path.starts_with("/api/") {
             assert_eq!(

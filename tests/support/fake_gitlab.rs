@@ -39,7 +39,11 @@
 //! - No `id_token`, `/oauth/revoke`, `/oauth/token/info` or `/oauth/discovery/keys` (labgate
 //!   reads userinfo over TLS and needs no signed token).
 //! - Faults answer before any processing: a faulted `/oauth/token` call does not use up the code.
-//! - A refresh revokes the old token pair at once.
+//! - A refresh revokes the old token pair at once. A deleted user's tokens are gone (refresh
+//!   `invalid_grant`); a blocked user's refresh succeeds unless
+//!   [`FakeGitlab::set_blocked_user_refresh`] says otherwise (GitLab's code does not look at the
+//!   user's state there); [`FakeGitlab::revoke_app_authorization`] is the user revoking an
+//!   application in their settings.
 //! - `per_page` < 1 gives 20, `page` < 1 gives 1; names sort byte-wise (GitLab's collation is
 //!   unknown). Members come in the order of their user ids (GitLab's order is the database's).
 //! - A group access token's bot is listed among the group's members with `bot: true` on
@@ -54,6 +58,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Cursor, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -229,6 +234,18 @@ pub enum InactiveUserPolicy {
     AllInactive,
     /// Never refuse: 200 with the user's `state`, whatever it is.
     Never,
+}
+
+/// What the refresh grant answers for a user whose `state` is not `active`. GitLab's own code
+/// does not look at the user's state during a refresh, so it probably succeeds (and userinfo
+/// then refuses the new token); the other branch covers a GitLab that refuses the grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BlockedUserRefresh {
+    /// A new token pair, as for anyone.
+    #[default]
+    Allow,
+    /// 400 `invalid_grant`.
+    InvalidGrant,
 }
 
 /// A GitLab user. `FakeUser::new(id, username)` fills the rest; or use a struct literal with
@@ -408,6 +425,9 @@ struct Shared {
     base_url: String,
     prefix: String,
     state: Mutex<State>,
+    /// Requests being answered right now, and the most at once since the last reset.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -513,6 +533,7 @@ struct State {
     tokens: HashMap<String, AccessToken>,
     refresh_tokens: HashMap<String, String>,
     issued_tokens: Vec<String>,
+    issued_refresh_tokens: Vec<String>,
     sessions: HashMap<String, u64>,
     signed_in: Option<u64>,
     deny_next: bool,
@@ -522,6 +543,7 @@ struct State {
     omit_totals: bool,
     next_link_base: Option<String>,
     inactive_policy: InactiveUserPolicy,
+    blocked_user_refresh: BlockedUserRefresh,
     /// Discovery's `issuer` when set (else the base URL).
     issuer: Option<String>,
     /// Discovery's `scopes_supported` when set (else every known scope).
@@ -539,6 +561,13 @@ impl State {
 
     fn user_by_id(&self, id: u64) -> Option<&FakeUser> {
         self.user_pos.get(&id).map(|&i| &self.users[i])
+    }
+
+    /// The id of a user the test added (a typo in a test panics, naming it).
+    fn known_user_id(&self, login: &str) -> u64 {
+        self.user_by_login(login)
+            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {login:?}"))
+            .id
     }
 
     fn user_by_login(&self, login: &str) -> Option<&FakeUser> {
@@ -746,6 +775,7 @@ impl State {
             .insert(token.refresh_token.clone(), access.clone());
         self.tokens.insert(access.clone(), token.clone());
         self.issued_tokens.push(access.clone());
+        self.issued_refresh_tokens.push(token.refresh_token.clone());
         (access, token)
     }
 }
@@ -772,6 +802,8 @@ impl FakeGitlab {
                 base_url: format!("http://127.0.0.1:{port}{prefix}"),
                 prefix: prefix.clone(),
                 state: Mutex::new(State::default()),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
             });
             let handler_shared = Arc::clone(&shared);
             let server = oxhttp::Server::new(move |request| handle(&handler_shared, request))
@@ -926,10 +958,7 @@ impl FakeGitlab {
     /// Every browser is signed in to the fake as this user: `/oauth/authorize` issues a code at once.
     pub fn sign_in_as(&self, username: &str) {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         st.signed_in = Some(id);
     }
 
@@ -960,10 +989,7 @@ impl FakeGitlab {
     /// Issues an access token directly (no OAuth app), e.g. for API-only tests.
     pub fn issue_token(&self, username: &str, scopes: &str) -> String {
         let mut st = self.state();
-        let id = st
-            .user_by_login(username)
-            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
-            .id;
+        let id = st.known_user_id(username);
         st.issue_token(id, None, split_scopes(scopes)).0
     }
 
@@ -971,6 +997,45 @@ impl FakeGitlab {
     pub fn revoke_token(&self, access_token: &str) {
         if let Some(t) = self.state().tokens.get_mut(access_token) {
             t.revoked = true;
+        }
+    }
+
+    /// The user revokes an application in their settings (User Settings > Applications >
+    /// Revoke): every access token of that application for that user is revoked with its
+    /// refresh token, and its unused authorization codes die. A refresh then answers
+    /// `invalid_grant`, userinfo 401.
+    pub fn revoke_app_authorization(&self, username: &str, client_id: &str) {
+        let mut st = self.state();
+        let id = st.known_user_id(username);
+        for token in st.tokens.values_mut() {
+            if token.user_id == id && token.client_id.as_deref() == Some(client_id) {
+                token.revoked = true;
+            }
+        }
+        for grant in st.codes.values_mut() {
+            if grant.user_id == id && grant.client_id == client_id {
+                grant.used = true;
+            }
+        }
+    }
+
+    /// Deletes a user: their memberships and tokens go with them (a refresh then answers
+    /// `invalid_grant`, userinfo 401).
+    pub fn delete_user(&self, username: &str) {
+        let mut st = self.state();
+        let id = st.known_user_id(username);
+        st.users.retain(|u| u.id != id);
+        st.memberships.retain(|(user, _), _| *user != id);
+        let gone: Vec<String> = st
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.user_id == id)
+            .map(|(access, _)| access.clone())
+            .collect();
+        for access in gone {
+            if let Some(token) = st.tokens.remove(&access) {
+                st.refresh_tokens.remove(&token.refresh_token);
+            }
         }
     }
 
@@ -1055,6 +1120,21 @@ impl FakeGitlab {
         self.state().date_in_days(days)
     }
 
+    /// Every refresh token issued so far, oldest first.
+    pub fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.state().issued_refresh_tokens.clone()
+    }
+
+    /// The most requests the fake was answering at once since it started or since the last
+    /// [`reset_max_in_flight`](Self::reset_max_in_flight).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_max_in_flight(&self) {
+        self.shared.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
     // --- switches -------------------------------------------------------------------------
 
     /// `/oauth/token` answers `"token_type":"bearer"` instead of `"Bearer"`.
@@ -1081,6 +1161,12 @@ impl FakeGitlab {
     /// `url()`) instead of the fake's own; `X-Next-Page` is unchanged.
     pub fn set_next_link_base(&self, base_url: Option<&str>) {
         self.state().next_link_base = base_url.map(|s| s.trim_end_matches('/').to_string());
+    }
+
+    /// What the refresh grant answers for a user who is not `active` (see
+    /// [`BlockedUserRefresh`]; `Allow` by default).
+    pub fn set_blocked_user_refresh(&self, answer: BlockedUserRefresh) {
+        self.state().blocked_user_refresh = answer;
     }
 
     /// How `/api/v4/*` treats non-active users.
@@ -1308,6 +1394,20 @@ impl Resp {
 }
 
 fn handle(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
+    /// Counts the request out however it ends ([`Fault::CloseConnection`] unwinds).
+    struct InFlight<'a>(&'a AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _counted = InFlight(&shared.in_flight);
+    answer(shared, request)
+}
+
+fn answer(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let raw_query = request.uri().query().unwrap_or("").to_string();
@@ -1951,6 +2051,16 @@ fn token(st: &mut State, req: &Req) -> Resp {
             {
                 return oauth_error(400, "invalid_grant", DESC_INVALID_GRANT);
             }
+            let refused_owner = match st.user_by_id(old.user_id) {
+                None => true,
+                Some(u) => {
+                    u.state != "active"
+                        && st.blocked_user_refresh == BlockedUserRefresh::InvalidGrant
+                }
+            };
+            if refused_owner {
+                return oauth_error(400, "invalid_grant", DESC_INVALID_GRANT);
+            }
             let scopes = match p("scope") {
                 Some(s) => {
                     let s = split_scopes(&s);
@@ -2001,20 +2111,18 @@ fn token_response(st: &State, access: &str, token: &AccessToken) -> Resp {
 
 // --- /api/v4 -------------------------------------------------------------------------------
 
-/// The token a REST call presents: `PRIVATE-TOKEN`, `?private_token=`, `Authorization: Bearer`,
-/// `?access_token=` or `?bearer_token=`, in that order.
-fn presented_token(req: &Req) -> Option<String> {
-    let from_bearer = req.header("authorization").and_then(|h| {
+/// The access token of a request, where GitLab's Doorkeeper looks for it, in its order: the
+/// `access_token` parameter, the `Authorization: Bearer` header, the `bearer_token` parameter.
+fn access_token_of(req: &Req) -> Option<String> {
+    let from_header = req.header("authorization").and_then(|h| {
         let (scheme, rest) = h.trim().split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| rest.trim().to_string())
     });
-    req.header("private-token")
-        .map(|t| t.trim().to_string())
-        .or_else(|| req.q("private_token").map(str::to_string))
-        .or(from_bearer)
-        .or_else(|| req.q("access_token").map(str::to_string))
+    req.q("access_token")
+        .map(str::to_string)
+        .or(from_header)
         .or_else(|| req.q("bearer_token").map(str::to_string))
         .filter(|t| !t.is_empty())
 }
@@ -2026,9 +2134,19 @@ fn invalid_token(description: &str) -> Resp {
     )
 }
 
+/// The token a REST call presents: a personal or group access token in `PRIVATE-TOKEN` or
+/// `?private_token=`, else an access token where [`access_token_of`] finds it.
+fn presented_token(req: &Req) -> Option<String> {
+    req.header("private-token")
+        .map(|t| t.trim().to_string())
+        .or_else(|| req.q("private_token").map(str::to_string))
+        .filter(|t| !t.is_empty())
+        .or_else(|| access_token_of(req))
+}
+
 /// Finds the API token ([`presented_token`]) and checks it in GitLab's order: unknown, expired,
-/// revoked, scope (`accepted`; `None`: any scope), the owner's state. A personal or group access
-/// token is looked up first, then an OAuth token. `Ok(None)`: no token at all.
+/// revoked, scope (`accepted`; empty: any scope), the owner's state. A personal or group
+/// access token is looked up first, then an OAuth token. `Ok(None)`: no token at all.
 fn api_authenticate<'a>(
     st: &'a State,
     req: &Req,
@@ -2160,18 +2278,7 @@ fn userinfo(st: &State, shared: &Shared, req: &Req) -> Resp {
         }
         Resp::new(status, "text/plain", "").with_header("WWW-Authenticate", value)
     };
-    let from_header = req.header("authorization").and_then(|h| {
-        let (scheme, rest) = h.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string())
-    });
-    let token = req
-        .q("access_token")
-        .map(str::to_string)
-        .or(from_header)
-        .or_else(|| req.q("bearer_token").map(str::to_string))
-        .filter(|t| !t.is_empty());
+    let token = access_token_of(req);
     const UNKNOWN: &str = "The access token is invalid";
     let Some(t) = token.as_deref().and_then(|t| st.tokens.get(t)) else {
         return challenge(401, "invalid_token", UNKNOWN);

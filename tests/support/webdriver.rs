@@ -92,6 +92,11 @@ fn exchange(
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile.
     pub fn start() -> Browser {
+        Browser::start_with(&[])
+    }
+
+    /// [`Browser::start`] with more Chromium arguments (`--host-resolver-rules=…`).
+    pub fn start_with(extra: &[&str]) -> Browser {
         for tool in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 std::path::Path::new(tool).exists(),
@@ -114,17 +119,25 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("labgate-chromium-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&profile).expect("profile dir");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--window-size=1200,900",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().map(|a| a.to_string()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-quic", "--window-size=1200,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
         }}});
         let answer = exchange(addr, "POST", "/session", Some(&caps)).expect("new session");
         let session = answer["value"]["sessionId"]

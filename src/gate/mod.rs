@@ -1,0 +1,215 @@
+//! Applications behind labgate (forward authentication): the lab's reverse proxy asks labgate,
+//! for every request to an application, whether the person may enter.
+//!
+//! - [`rules`]: the pure rules (origins, the original request a proxy describes, who is
+//!   admitted, identity header values, `return_to`, the cookie domain);
+//! - [`snippets`]: the proxy configuration for nginx, Caddy and Traefik;
+//! - [`applications`]: creating, changing and deleting applications;
+//! - here: the applications held in memory for the checks ([`Table`]), and the cookie domain
+//!   in effect.
+
+pub mod applications;
+pub mod rules;
+pub mod snippets;
+
+use crate::db;
+use crate::error::AppResult;
+use applications::Application;
+use rules::Origin;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Longest life of a [`Snapshot`]: how late a change written by another process may be seen.
+pub const MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Every application by origin, as read at one commit generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    generation: u64,
+    loaded_at: Instant,
+    by_origin: HashMap<Origin, Arc<Application>>,
+}
+
+impl Snapshot {
+    /// The application at `origin`, if any.
+    pub fn find(&self, origin: &Origin) -> Option<&Arc<Application>> {
+        self.by_origin.get(origin)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_origin.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_origin.is_empty()
+    }
+}
+
+/// The applications held in memory, so that a check reads no row. A snapshot is used only at
+/// the commit generation it was read at ([`db::generation`], which moves after every commit of
+/// this process: an application created, changed or deleted, a group renamed), and for at most
+/// [`MAX_AGE`] (writes of another process are not counted). So an edit is seen by the very
+/// next check.
+pub struct Table {
+    current: RwLock<Option<Arc<Snapshot>>>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            current: RwLock::new(None),
+        }
+    }
+}
+
+impl Table {
+    /// The applications as of now: the snapshot held, or one read afresh from `conn`.
+    pub fn current(&self, conn: &Connection) -> AppResult<Arc<Snapshot>> {
+        // Read before the rows: what is read below is current at least as of this generation.
+        let generation = db::generation();
+        if db::commits_counted() {
+            let held = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = held.as_ref() {
+                if s.generation == generation && s.loaded_at.elapsed() < MAX_AGE {
+                    return Ok(Arc::clone(s));
+                }
+            }
+        }
+        let mut by_origin = HashMap::new();
+        for app in db::applications::all(conn)? {
+            if let Ok(origin) = Origin::parse(&app.url) {
+                by_origin.insert(origin, Arc::new(app));
+            }
+        }
+        let snapshot = Arc::new(Snapshot {
+            generation,
+            loaded_at: Instant::now(),
+            by_origin,
+        });
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+}
+
+/// Where a sign-in sends the person afterwards: a local path as [`local_path`] accepts it, or
+/// an absolute URL whose origin is a registered application's; anything else, `/`.
+pub fn return_to(
+    raw: Option<&str>,
+    apps: &Snapshot,
+    local_path: impl Fn(Option<&str>) -> String,
+) -> String {
+    if let Some(url) = raw {
+        if let Some(origin) = rules::absolute_return_to(url) {
+            if apps.find(&origin).is_some() {
+                return url.to_string();
+            }
+            return "/".into();
+        }
+    }
+    local_path(raw)
+}
+
+/// The cookie domain in effect: the setting when set and still fitting the base URL (which
+/// `--base-url` may have changed since it was saved), else none (host-only cookies).
+pub fn cookie_domain(conn: &Connection, base_url: &str) -> AppResult<Option<String>> {
+    let Some(domain) = db::settings::get(conn, crate::settings::GATE_COOKIE_DOMAIN)? else {
+        return Ok(None);
+    };
+    match rules::cookie_domain(&domain, base_url) {
+        Ok(domain) => Ok(Some(domain)),
+        Err(why) => {
+            log::warn!("labgate.gate.cookieDomain is not used: {why}");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(urls: &[&str]) -> Snapshot {
+        let by_origin = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let app = Application {
+                    id: i as i64 + 1,
+                    name: format!("app{i}"),
+                    url: url.to_string(),
+                    description: String::new(),
+                    allowed_groups: Vec::new(),
+                };
+                (Origin::parse(url).unwrap(), Arc::new(app))
+            })
+            .collect();
+        Snapshot {
+            generation: 0,
+            loaded_at: Instant::now(),
+            by_origin,
+        }
+    }
+
+    #[test]
+    fn return_to_follows_local_paths_and_registered_applications_only() {
+        let apps = snapshot(&["https://app.lab.test", "http://wiki.lab.test:8080"]);
+        let local = |raw: Option<&str>| {
+            raw.filter(|r| r.starts_with("/a"))
+                .unwrap_or("/")
+                .to_string()
+        };
+        let to = |raw: &str| return_to(Some(raw), &apps, local);
+        assert_eq!(
+            to("https://app.lab.test/notebook?x=1"),
+            "https://app.lab.test/notebook?x=1"
+        );
+        assert_eq!(to("HTTPS://APP.lab.test/"), "HTTPS://APP.lab.test/");
+        assert_eq!(
+            to("http://wiki.lab.test:8080/x"),
+            "http://wiki.lab.test:8080/x"
+        );
+        assert_eq!(to("/admin"), "/admin");
+        for refused in [
+            "http://app.lab.test/",
+            "https://app.lab.test:8443/",
+            "http://wiki.lab.test/x",
+            "https://app.lab.test.evil.test/",
+            "https://app.lab.test@evil.test/",
+            "https://evil.test/?https://app.lab.test/",
+            "//app.lab.test/",
+            "/\\evil.test",
+            "https%3A%2F%2Fapp.lab.test%2F",
+        ] {
+            assert_eq!(to(refused), "/", "{refused}");
+        }
+        assert_eq!(return_to(None, &apps, local), "/");
+    }
+
+    #[test]
+    fn the_table_reads_again_after_a_commit() {
+        let dir = std::env::temp_dir().join(format!("labgate-gate-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labgate.db");
+        let _ = std::fs::remove_file(&path);
+        let mut conn = db::open(&path).unwrap();
+        db::migrate(&mut conn).unwrap();
+        let table = Table::default();
+        assert!(table.current(&conn).unwrap().is_empty());
+        let first = table.current(&conn).unwrap();
+        assert!(Arc::ptr_eq(&first, &table.current(&conn).unwrap()), "held");
+        let fields = applications::Changes {
+            name: Some("Wiki".into()),
+            url: Some("https://wiki.lab.test".into()),
+            ..Default::default()
+        };
+        applications::create(&mut conn, &fields, 1).unwrap();
+        let origin = Origin::parse("https://wiki.lab.test").unwrap();
+        assert_eq!(
+            table.current(&conn).unwrap().find(&origin).unwrap().name,
+            "Wiki"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
