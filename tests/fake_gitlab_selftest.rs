@@ -1833,3 +1833,22 @@ fn one_page_of_one_groups_members_can_fail_and_answers_can_be_slow() {
     assert_eq!(page("beta", 1), 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn a_deleted_user_leaves_the_members_and_takes_their_access_tokens() {
+    let fake = fake_with_tree();
+    add_people(&fake, 3, &["acme/data"]);
+    let gone = fake.add_personal_access_token("m001", "t", "read_api", None);
+    fake.delete_user("m001");
+    let members = get_as(&fake, "alice", "groups/acme%2Fdata/members").json();
+    let names: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["m000", "m002"]);
+    let resp = get_with(&api(&fake, "personal_access_tokens/self"), &private(&gone));
+    assert_eq!(resp.status, 401);
+    assert_eq!(get_as(&fake, "m002", "groups/acme%2Fdata").status, 200);
+}

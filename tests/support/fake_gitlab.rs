@@ -598,6 +598,27 @@ impl State {
         }
     }
 
+    /// Removes a user, their memberships with them, and keeps the indexes right.
+    fn remove_user(&mut self, id: u64) {
+        let groups: Vec<u64> = self.direct_groups(id, |_| true).into_iter().collect();
+        for group in groups {
+            self.set_membership(id, group, None);
+        }
+        self.personal_tokens.retain(|_, t| t.user_id != id);
+        self.users.retain(|u| u.id != id);
+        self.user_pos = self
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id, i))
+            .collect();
+        self.login_index = self
+            .users
+            .iter()
+            .map(|u| (u.username.to_lowercase(), u.id))
+            .collect();
+    }
+
     fn set_membership(&mut self, user_id: u64, group_id: u64, access_level: Option<u32>) {
         match access_level {
             Some(level) => {
@@ -1024,8 +1045,7 @@ impl FakeGitlab {
     pub fn delete_user(&self, username: &str) {
         let mut st = self.state();
         let id = st.known_user_id(username);
-        st.users.retain(|u| u.id != id);
-        st.memberships.retain(|(user, _), _| *user != id);
+        st.remove_user(id);
         let gone: Vec<String> = st
             .tokens
             .iter()
