@@ -272,7 +272,13 @@ pub fn apply(tx: &Connection, plan: &auto::Plan, now: i64) -> AppResult<Vec<Stri
         new_accounts.push(create_account(tx, p, now)?);
     }
     for (id, p) in &plan.profiles {
-        store::set_profile(tx, *id, &p.name, &p.username, &p.gitlab_id.to_string(), now)?;
+        let gitlab_id = p.gitlab_id.to_string();
+        let written = store::Profile {
+            name: &p.name,
+            username: &p.username,
+            gitlab_id: &gitlab_id,
+        };
+        store::set_profile(tx, *id, &written, now)?;
     }
     for &id in &plan.reactivated {
         users::reactivate(tx, id, now)?;

@@ -163,21 +163,21 @@ pub fn is_read(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
         .exists([user_id])
 }
 
-/// Links an account to its GitLab user and takes GitLab's name and username; the email is left
-/// as it is (it comes from sign-in).
-pub fn set_profile(
-    conn: &Connection,
-    id: i64,
-    name: &str,
-    username: &str,
-    gitlab_id: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
+/// What provisioning writes of an account: GitLab's name, username and numeric id.
+pub struct Profile<'a> {
+    pub name: &'a str,
+    pub username: &'a str,
+    pub gitlab_id: &'a str,
+}
+
+/// Links account `id` to its GitLab user and takes GitLab's name and username; the email is
+/// left as it is (it comes from sign-in).
+pub fn set_profile(conn: &Connection, id: i64, p: &Profile<'_>, now: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE users SET name = ?2, external_identity = ?3, external_id = ?4, updated_at = ?5 \
          WHERE id = ?1",
     )?
-    .execute(params![id, name, username, gitlab_id, now])?;
+    .execute(params![id, p.name, p.username, p.gitlab_id, now])?;
     Ok(())
 }
 
