@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench e2e              # full: 100,000 users, a few minutes
 //! cargo bench --bench e2e -- --quick   # under a minute: 10,000 users, short runs
-//! cargo bench --bench e2e -- --only signin,signed,gate,scale,revalidation,audit
+//! cargo bench --bench e2e -- --only signin,signed,gate,scale,revalidation,provisioning,audit
 //! ```
 //!
 //! It reports and never asserts timings. Results: a table on stdout and
@@ -29,6 +29,8 @@ mod load;
 mod procfs;
 #[path = "e2e/profile.rs"]
 mod profile;
+#[path = "e2e/provision.rs"]
+mod provision;
 #[path = "e2e/revalidation.rs"]
 mod revalidation;
 #[path = "e2e/servers.rs"]
@@ -130,6 +132,9 @@ fn main() {
         Some("--serve-hello") => return serve_hello(),
         Some("--serve-gate-hello") => return gate::serve_gate_hello(),
         Some("--serve-fake") => return serve_fake(&args[1..]),
+        Some("--serve-provisioning") => {
+            return provision::serve_fake(args.get(1).map_or("", String::as_str))
+        }
         _ => {}
     }
     let value_of = |flag: &str| {
@@ -1501,11 +1506,11 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     lg.stop()?;
 
-    // 6. The audit log.
+    // 7. The audit log.
     let mut audit_report = None;
     if opts.wants("audit") {
         println!(
-            "\n== 6. The audit log: labgate CPU recording and not recording, in the same run; the page and the search over {} events",
+            "\n== 7. The audit log: labgate CPU recording and not recording, in the same run; the page and the search over {} events",
             if opts.quick { "200,000" } else { "1,000,000" }
         );
         audit_report = Some(audit::bench(
@@ -1523,6 +1528,19 @@ fn run(opts: &Opts) -> Result<(), String> {
             b.revalidated
         );
         revalidated = Some(revalidation::bench(&root.0, b.revalidated, ticks)?);
+    }
+
+    // 6. Automatic provisioning, on a labgate and a fake GitLab of its own.
+    let mut provisioning = None;
+    if opts.wants("provisioning") {
+        println!(
+            "\n== 6. Automatic provisioning: {} members in {} groups, a first run then one with nothing changed",
+            provision::PEOPLE,
+            provision::GROUPS
+        );
+        provisioning = Some(provision::bench(ticks, |addr| {
+            admin_token(addr, &admin_login(addr)?)
+        })?);
     }
 
     // ----- The table, the targets, the JSON.
@@ -1843,11 +1861,89 @@ fn run(opts: &Opts) -> Result<(), String> {
             median(starts) <= 30.0,
         ));
     }
+    if let Some(p) = &provisioning {
+        println!(
+            "\n6. Automatic provisioning: {} members in {} groups ({} accounts, {} managed groups, {} memberships after; database {:.1} MiB)",
+            provision::PEOPLE,
+            provision::GROUPS,
+            p.people,
+            p.groups,
+            p.memberships,
+            p.db_bytes as f64 / 1048576.0
+        );
+        println!(
+            "   {:<26} | {:>9} {:>12} {:>14} {:>14}",
+            "run", "time", "labgate CPU", "peak above", "pages written"
+        );
+        for (what, r) in [("first", &p.first), ("second, nothing changed", &p.second)] {
+            println!(
+                "   {:<26} | {:>6.0} ms {:>9.0} ms {:>10.1} MiB {:>14}",
+                what,
+                r.took_ms,
+                r.cpu_ms,
+                r.extra_peak_kib as f64 / 1024.0,
+                r.pages_written
+            );
+        }
+        report.insert(
+            "provisioning".into(),
+            json!({
+                "people": provision::PEOPLE,
+                "groups": provision::GROUPS,
+                "accounts_after": p.people,
+                "managed_groups_after": p.groups,
+                "memberships_after": p.memberships,
+                "db_bytes": p.db_bytes,
+                "first": p.first.json(),
+                "second": p.second.json(),
+            }),
+        );
+        targets.push((
+            "provisioning 10,000 members in 1,000 groups: one run ≤ 60 s".into(),
+            format!("{:.1} s ({})", p.first.took_ms / 1000.0, p.first.status),
+            p.first.status == "SUCCESS" && p.first.took_ms <= 60_000.0,
+        ));
+        targets.push((
+            "provisioning run: ≤ 50 MB extra memory".into(),
+            format!(
+                "peak {:.1} MiB above the {:.1} MiB held before",
+                p.first.extra_peak_kib as f64 / 1024.0,
+                p.first.rss_before_kib as f64 / 1024.0
+            ),
+            p.first.extra_peak_kib as f64 * 1024.0 <= 50e6,
+        ));
+        let unchanged = p
+            .second
+            .changes
+            .as_object()
+            .is_some_and(|c| c.values().all(|v| v == 0));
+        targets.push((
+            "second run, nothing changed: writes nothing but its record".into(),
+            format!(
+                "{} pages written (the first run: {}), changes {}",
+                p.second.pages_written, p.first.pages_written, p.second.changes
+            ),
+            unchanged && p.second.status == "SUCCESS" && p.second.pages_written <= 2,
+        ));
+        // What a run costs labgate is its CPU; its time is mostly GitLab answering the same
+        // calls in both runs.
+        targets.push((
+            "second run costs ≤ 25 % of the first (labgate CPU)".into(),
+            format!(
+                "CPU {:.0} % ({:.0} of {:.0} ms); time {:.0} % (the same GitLab calls)",
+                ratio(p.second.cpu_ms, p.first.cpu_ms) * 100.0,
+                p.second.cpu_ms,
+                p.first.cpu_ms,
+                ratio(p.second.took_ms, p.first.took_ms) * 100.0
+            ),
+            p.second.cpu_ms <= 0.25 * p.first.cpu_ms,
+        ));
+    }
     println!("\n{start_line}");
     report.insert("memory".into(), memory);
     if let Some(a) = &audit_report {
         println!(
-            "\n6. The audit log: labgate CPU per operation, recording / not recording (LABGATE_BENCH_AUDIT=off), same run"
+            "\n7. The audit log: labgate CPU per operation, recording / not recording (LABGATE_BENCH_AUDIT=off), same run"
         );
         for row in &a.cost {
             println!(

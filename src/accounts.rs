@@ -577,6 +577,9 @@ pub fn update_group(
     if group.is_default && name != group.name {
         refuse_default(&group)?;
     }
+    if name != group.name {
+        refuse_managed(&tx, &group)?;
+    }
     if name != group.name && groups::find_by_name(&tx, &name)?.is_some() {
         return Err(AppError::rule(format!("Group '{name}' already exists")));
     }
@@ -600,6 +603,7 @@ pub fn delete_group(conn: &mut Connection, by: &By, name: &str) -> AppResult<()>
     let tx = db::write_tx(conn)?;
     let group = group_by_name(&tx, name)?;
     refuse_default(&group)?;
+    refuse_managed(&tx, &group)?;
     crate::gate::applications::check_group_deletable(&tx, &group.name, group.id)?;
     groups::delete(&tx, group.id)?;
     ensure_an_admin_remains(
@@ -615,8 +619,8 @@ pub fn delete_group(conn: &mut Connection, by: &By, name: &str) -> AppResult<()>
 }
 
 /// Why a user's memberships cannot be edited by hand, if they cannot: GitLab users while
-/// group synchronization is on with an allowed group. On without one it synchronizes nothing,
-/// so it locks nothing either.
+/// automatic provisioning is on, or while group synchronization is on with an allowed group.
+/// Synchronization on without one synchronizes nothing, so it locks nothing either.
 pub fn memberships_locked(
     conn: &Connection,
     user: &users::User,
@@ -624,20 +628,48 @@ pub fn memberships_locked(
     if user.external_provider.as_deref() != Some(PROVIDER_GITLAB) {
         return Ok(None);
     }
-    let groups_sync = crate::settings::synchronizes_groups(conn)?;
     Ok(membership_lock(
         user.external_provider.as_deref(),
-        groups_sync,
+        gitlab_memberships_lock(conn)?,
     ))
 }
 
-/// The rule of [`memberships_locked`] for a user of this external provider, whether groups are
-/// synchronized ([`crate::settings::synchronizes_groups`]) being read once for a whole list.
-pub fn membership_lock(external_provider: Option<&str>, groups_sync: bool) -> Option<&'static str> {
-    (groups_sync && external_provider == Some(PROVIDER_GITLAB)).then_some(MEMBERSHIPS_SYNCHRONIZED)
+/// Why the memberships of GitLab users follow GitLab, if they do: automatic provisioning, or
+/// group synchronization at sign-in.
+pub fn gitlab_memberships_lock(conn: &Connection) -> AppResult<Option<&'static str>> {
+    if crate::settings::auto_provisioning(conn)? {
+        return Ok(Some(MEMBERSHIPS_PROVISIONED));
+    }
+    Ok(crate::settings::synchronizes_groups(conn)?.then_some(MEMBERSHIPS_SYNCHRONIZED))
+}
+
+/// The rule of [`memberships_locked`] for a user of this external provider, the lock of GitLab
+/// users ([`gitlab_memberships_lock`]) being read once for a whole list.
+pub fn membership_lock(
+    external_provider: Option<&str>,
+    gitlab_lock: Option<&'static str>,
+) -> Option<&'static str> {
+    gitlab_lock.filter(|_| external_provider == Some(PROVIDER_GITLAB))
 }
 
 pub const MEMBERSHIPS_SYNCHRONIZED: &str = "Group memberships of GitLab users are managed by GitLab group synchronization and cannot be changed by hand";
+
+pub const MEMBERSHIPS_PROVISIONED: &str = "Group memberships of GitLab users are managed by GitLab provisioning and cannot be changed by hand";
+
+/// Refuses renaming or deleting a group provisioning manages while it is on: the group follows
+/// its GitLab group.
+fn refuse_managed(conn: &Connection, group: &groups::Group) -> AppResult<()> {
+    if crate::settings::auto_provisioning(conn)?
+        && db::gitlab_provisioning::gitlab_group_of(conn, group.id)?.is_some()
+    {
+        return Err(AppError::rule(format!(
+            "Group '{}' is managed by GitLab provisioning: it follows its GitLab group and \
+             cannot be renamed or deleted by hand",
+            group.name
+        )));
+    }
+    Ok(())
+}
 
 pub fn add_member(conn: &mut Connection, by: &By, group: &str, login: &str) -> AppResult<()> {
     let tx = db::write_tx(conn)?;
@@ -1087,12 +1119,18 @@ mod tests {
         assert_eq!(sessions, 0);
     }
 
-    #[test]
-    fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
+    /// A group `devs`, a GitLab user `gl` and a local user `loc`.
+    fn devs_gl_and_loc() -> Connection {
         let mut conn = test_db();
         create_group(&mut conn, &By::admin(), "devs", "", 1).unwrap();
         create_user(&mut conn, &By::admin(), &gitlab("gl", "gl"), 1).unwrap();
         create_user(&mut conn, &By::admin(), &local("loc"), 1).unwrap();
+        conn
+    }
+
+    #[test]
+    fn memberships_of_gitlab_users_are_locked_while_synchronization_is_on() {
+        let mut conn = devs_gl_and_loc();
         add_member(&mut conn, &By::admin(), "devs", "gl").unwrap();
         crate::settings::set(
             &mut conn,
@@ -1117,6 +1155,46 @@ mod tests {
         // Local users stay editable.
         add_member(&mut conn, &By::admin(), "devs", "loc").unwrap();
         remove_member(&mut conn, &By::admin(), "devs", "loc").unwrap();
+    }
+
+    #[test]
+    fn under_automatic_provisioning_gitlab_memberships_and_managed_groups_follow_gitlab() {
+        let mut conn = devs_gl_and_loc();
+        {
+            let tx = db::write_tx(&mut conn).unwrap();
+            db::gitlab_provisioning::create_managed_group(&tx, "acme/dev", 2, 1).unwrap();
+            tx.commit().unwrap();
+        }
+        for (key, value) in [
+            (crate::settings::GITLAB_PROVISIONING_TOKEN, "glpat-t0ken"),
+            (crate::settings::GITLAB_ALLOWED_GROUPS, "acme"),
+            (crate::settings::GITLAB_PROVISIONING, "true"),
+        ] {
+            crate::settings::set(&mut conn, &crate::audit::By::admin(), key, value).unwrap();
+        }
+        let err = add_member(&mut conn, &By::admin(), "devs", "gl").unwrap_err();
+        assert_eq!(err.public_message(), MEMBERSHIPS_PROVISIONED);
+        add_member(&mut conn, &By::admin(), "acme/dev", "loc").unwrap();
+        for refused in [
+            update_group(&mut conn, &By::admin(), "acme/dev", Some("renamed"), None).map(|_| ()),
+            delete_group(&mut conn, &By::admin(), "acme/dev"),
+        ] {
+            assert!(refused
+                .unwrap_err()
+                .public_message()
+                .contains("managed by GitLab provisioning"),);
+        }
+        update_group(&mut conn, &By::admin(), "acme/dev", None, Some("described")).unwrap();
+        update_group(&mut conn, &By::admin(), "devs", Some("developers"), None).unwrap();
+        crate::settings::set(
+            &mut conn,
+            &crate::audit::By::admin(),
+            crate::settings::GITLAB_PROVISIONING,
+            "false",
+        )
+        .unwrap();
+        add_member(&mut conn, &By::admin(), "developers", "gl").unwrap();
+        delete_group(&mut conn, &By::admin(), "acme/dev").unwrap();
     }
 
     #[test]

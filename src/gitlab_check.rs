@@ -113,11 +113,25 @@ pub struct Asking<'a> {
 /// other requests. Nothing is written, here or in GitLab.
 pub fn run(conn: &mut PooledConn<'_>, asking: &Asking<'_>, wait: Duration) -> AppResult<Report> {
     let report = if gitlab_config::exists(conn)? {
-        let settings = settings_of(gitlab_config::load(conn)?);
+        let config = gitlab_config::load(conn)?;
+        let (auto, token, allowed) = (
+            config.auto_provisioning,
+            config.provisioning_token.clone(),
+            config.allowed_groups.clone(),
+        );
+        let settings = settings_of(config);
         let redirect = stored_redirect(conn, asking.base_url_flag, asking.bound)?;
         let uri = redirect.uri();
         let uri = uri.as_deref().map_err(String::as_str);
-        conn.released(wait, || check::run(asking.client, &settings, uri))?
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let provisioning = auto.then(|| check::Provisioning {
+            token: token.as_deref(),
+            allowed_groups: &allowed,
+            today: &today,
+        });
+        conn.released(wait, || {
+            check::run(asking.client, &settings, uri, provisioning.as_ref())
+        })?
     } else {
         Report::not_configured(NOT_CONFIGURED)
     };

@@ -32,7 +32,17 @@ pub struct GitlabConfig {
     pub synchronize_groups: bool,
     pub allowed_groups: Vec<String>,
     pub allow_users_to_sign_up: bool,
+    /// `provisioningType` `AUTO_PROVISIONING`: accounts follow GitLab's groups, read on a
+    /// schedule; `false`: `JIT`, accounts made at sign-in.
+    pub auto_provisioning: bool,
+    /// The token automatic provisioning reads GitLab with. Never shown; only whether it is set.
+    /// `None` also when it is stored but does not open with labgate's key file (as the secret).
+    pub provisioning_token: Option<String>,
 }
+
+/// `provisioningType` in the v2 resource.
+pub const JIT: &str = "JIT";
+pub const AUTO_PROVISIONING: &str = "AUTO_PROVISIONING";
 
 impl GitlabConfig {
     /// Sign-in with GitLab is offered: enabled, and application ID and secret set.
@@ -40,7 +50,7 @@ impl GitlabConfig {
         self.enabled && self.application_id.is_some() && self.secret.is_some()
     }
 
-    /// The v2 representation: never the secret.
+    /// The v2 representation: never the secret nor the provisioning token.
     pub fn to_json(&self) -> Value {
         json!({
             "id": CONFIG_ID,
@@ -50,10 +60,26 @@ impl GitlabConfig {
             "synchronizeGroups": self.synchronize_groups,
             "allowedGroups": self.allowed_groups,
             "allowUsersToSignUp": self.allow_users_to_sign_up,
-            "provisioningType": "JIT",
-            "isProvisioningTokenSet": false,
+            "provisioningType": self.provisioning_type(),
+            "isProvisioningTokenSet": self.provisioning_token.is_some(),
             "isSecretSet": self.secret.is_some(),
         })
+    }
+
+    /// `JIT` or `AUTO_PROVISIONING`.
+    pub fn provisioning_type(&self) -> &'static str {
+        if self.auto_provisioning {
+            AUTO_PROVISIONING
+        } else {
+            JIT
+        }
+    }
+
+    /// Whether automatic provisioning can run: on, with its token and an allowed group.
+    pub fn provisions(&self) -> bool {
+        self.auto_provisioning
+            && self.provisioning_token.is_some()
+            && !self.allowed_groups.is_empty()
     }
 
     /// Whether sign-in synchronizes groups: the setting is on and at least one allowed group
@@ -69,6 +95,7 @@ impl GitlabConfig {
             allow_sign_up: self.allow_users_to_sign_up,
             synchronize_groups: self.synchronize_groups,
             allowed_groups: &self.allowed_groups,
+            auto_provisioning: self.auto_provisioning,
         }
     }
 
@@ -94,6 +121,8 @@ pub fn load(conn: &Connection) -> AppResult<GitlabConfig> {
         synchronize_groups: stored.flag(s::GITLAB_GROUPS_SYNC)?,
         allowed_groups: stored.values(s::GITLAB_ALLOWED_GROUPS),
         allow_users_to_sign_up: stored.flag(s::GITLAB_SIGN_UP)?,
+        auto_provisioning: stored.flag(s::GITLAB_PROVISIONING)?,
+        provisioning_token: stored.secret(s::GITLAB_PROVISIONING_TOKEN).value(),
     })
 }
 
@@ -135,6 +164,19 @@ fn field_values(name: &str, value: &Value) -> AppResult<(&'static str, Option<Ve
         "url" => as_text(s::GITLAB_URL),
         "applicationId" => as_text(s::GITLAB_APPLICATION_ID),
         "secret" => as_text(s::GITLAB_SECRET),
+        "provisioningToken" => as_text(s::GITLAB_PROVISIONING_TOKEN),
+        "provisioningType" => match value {
+            Value::String(t) if t == JIT => {
+                Ok((s::GITLAB_PROVISIONING, Some(vec!["false".into()])))
+            }
+            Value::String(t) if t == AUTO_PROVISIONING => {
+                Ok((s::GITLAB_PROVISIONING, Some(vec!["true".into()])))
+            }
+            Value::Null => Ok((s::GITLAB_PROVISIONING, None)),
+            _ => Err(bad(
+                "'provisioningType' must be \"JIT\" or \"AUTO_PROVISIONING\"",
+            )),
+        },
         "allowedGroups" => match value {
             Value::Array(items) => {
                 let mut slugs = Vec::new();
@@ -158,13 +200,6 @@ fn field_values(name: &str, value: &Value) -> AppResult<(&'static str, Option<Ve
 fn apply(tx: &Connection, fields: &Map<String, Value>) -> AppResult<()> {
     let mut writes: Vec<(&'static str, Option<String>)> = Vec::new();
     for (name, value) in fields {
-        if name == "provisioningType" {
-            match value {
-                Value::String(t) if t == "JIT" => continue,
-                Value::Null => continue,
-                _ => return Err(bad("'provisioningType' must be \"JIT\": only just-in-time provisioning is supported")),
-            }
-        }
         if matches!(
             name.as_str(),
             "id" | "isProvisioningTokenSet" | "isSecretSet"
@@ -184,21 +219,22 @@ fn apply(tx: &Connection, fields: &Map<String, Value>) -> AppResult<()> {
         writes.push((key, stored));
     }
     let new_url = writes.iter().find(|(k, _)| *k == s::GITLAB_URL);
-    let secret_sent = writes
-        .iter()
-        .any(|(k, v)| *k == s::GITLAB_SECRET && v.is_some());
+    let sent = |key: &str| writes.iter().any(|(k, v)| *k == key && v.is_some());
     if let Some((_, url)) = new_url {
-        let current = s::value(tx, s::GITLAB_URL)?;
-        let target = url.clone().or_else(|| Some("https://gitlab.com".into()));
-        if target != current && !secret_sent && db::settings::get(tx, s::GITLAB_SECRET)?.is_some() {
-            return Err(AppError::rule(s::URL_NEEDS_SECRET));
-        }
+        let target = url.as_deref().unwrap_or("https://gitlab.com");
+        s::check_new_url(
+            tx,
+            target,
+            sent(s::GITLAB_SECRET),
+            sent(s::GITLAB_PROVISIONING_TOKEN),
+        )?;
     }
     write(tx, writes)
 }
 
 /// Stores (`Some`) or resets (`None`) each setting in `tx`, then refuses the whole change when
-/// it leaves group synchronization on without an allowed group ([`s::check_group_sync`]).
+/// it leaves group synchronization on without an allowed group, or automatic provisioning
+/// without its token or an allowed group ([`s::check_group_sync`]).
 fn write(tx: &Connection, writes: Vec<(&'static str, Option<String>)>) -> AppResult<()> {
     let before = s::group_sync(tx)?;
     for (key, stored) in writes {
@@ -319,12 +355,23 @@ pub struct GitlabForm {
     pub synchronize_groups: Option<bool>,
     pub allowed_groups: Option<Vec<String>>,
     pub allow_users_to_sign_up: Option<bool>,
+    /// `Some(true)`: automatic provisioning; `Some(false)`: Just-in-Time.
+    pub auto_provisioning: Option<bool>,
+    /// Write-only like the secret: `None` or an empty value keeps the stored one.
+    pub provisioning_token: Option<String>,
 }
 
 impl GitlabForm {
     /// The new secret, when one was typed.
     fn new_secret(&self) -> Option<&str> {
         self.secret.as_deref().filter(|t| !t.trim().is_empty())
+    }
+
+    /// The new provisioning token, when one was typed.
+    fn new_token(&self) -> Option<&str> {
+        self.provisioning_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
     }
 }
 
@@ -339,6 +386,8 @@ impl std::fmt::Debug for GitlabForm {
             .field("synchronize_groups", &self.synchronize_groups)
             .field("allowed_groups", &self.allowed_groups)
             .field("allow_users_to_sign_up", &self.allow_users_to_sign_up)
+            .field("auto_provisioning", &self.auto_provisioning)
+            .field("provisioning_token", &self.new_token().map(|_| "<sent>"))
             .finish()
     }
 }
@@ -375,6 +424,7 @@ fn form_writes(form: &GitlabForm) -> AppResult<Vec<(&'static str, Option<String>
         (s::GITLAB_ENABLED, form.enabled),
         (s::GITLAB_GROUPS_SYNC, form.synchronize_groups),
         (s::GITLAB_SIGN_UP, form.allow_users_to_sign_up),
+        (s::GITLAB_PROVISIONING, form.auto_provisioning),
     ];
     for (key, flag) in flags {
         if let Some(b) = flag {
@@ -389,6 +439,11 @@ fn form_writes(form: &GitlabForm) -> AppResult<Vec<(&'static str, Option<String>
         ),
         ("url", s::GITLAB_URL, form.url.as_deref()),
         ("secret", s::GITLAB_SECRET, form.new_secret()),
+        (
+            "provisioningToken",
+            s::GITLAB_PROVISIONING_TOKEN,
+            form.new_token(),
+        ),
     ];
     for (field, key, text) in texts {
         if let Some(text) = text {
@@ -421,15 +476,20 @@ fn form_writes(form: &GitlabForm) -> AppResult<Vec<(&'static str, Option<String>
 /// the `groupsSync` field).
 fn apply_form(tx: &Connection, form: &GitlabForm) -> AppResult<GitlabConfig> {
     let writes = form_writes(form)?;
-    if form.new_secret().is_none() {
-        if let Some((_, Some(url))) = writes.iter().find(|(k, _)| *k == s::GITLAB_URL) {
-            s::check_url_change(tx, s::GITLAB_URL, url).map_err(|e| match e {
-                AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("secret", m)]),
-                other => other,
-            })?;
-        }
+    if let Some((_, Some(url))) = writes.iter().find(|(k, _)| *k == s::GITLAB_URL) {
+        let (secret, token) = (form.new_secret().is_some(), form.new_token().is_some());
+        s::check_new_url(tx, url, secret, token).map_err(|e| match e {
+            AppError::Rule(m) if m == s::URL_NEEDS_TOKEN => {
+                AppError::Invalid(vec![FieldError::new("provisioningToken", m)])
+            }
+            AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("secret", m)]),
+            other => other,
+        })?;
     }
     write(tx, writes).map_err(|e| match e {
+        AppError::Rule(m) if m == s::PROVISIONING_NEEDS => {
+            AppError::Invalid(vec![FieldError::new("provisioningType", m)])
+        }
         AppError::Rule(m) => AppError::Invalid(vec![FieldError::new("groupsSync", m)]),
         other => other,
     })?;
@@ -809,6 +869,148 @@ mod tests {
         )
         .unwrap();
         assert_eq!(group_sync_now(&conn), (true, vec![]));
+    }
+
+    #[test]
+    fn automatic_provisioning_needs_its_token_and_an_allowed_group_through_v2() {
+        let mut conn = db::test_db();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
+        let err = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"provisioningType":"AUTO_PROVISIONING"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.public_message(), s::PROVISIONING_NEEDS);
+        let err = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"provisioningType":"AUTO_PROVISIONING","provisioningToken":"glpat-t0ken","allowedGroups":null}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.public_message(), s::PROVISIONING_NEEDS);
+        assert!(!load(&conn).unwrap().auto_provisioning, "nothing saved");
+        let c = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"provisioningType":"AUTO_PROVISIONING","provisioningToken":"glpat-t0ken"}"#,
+        )
+        .unwrap();
+        assert!(c.auto_provisioning && c.provisions());
+        let shown = c.to_json();
+        assert_eq!(shown["provisioningType"], AUTO_PROVISIONING);
+        assert_eq!(shown["isProvisioningTokenSet"], true);
+        assert!(!shown.to_string().contains("glpat-t0ken"), "{shown}");
+        for body in [
+            &br#"{"provisioningToken":null}"#[..],
+            br#"{"allowedGroups":[]}"#,
+        ] {
+            let err = patch(&mut conn, &By::admin(), body).unwrap_err();
+            assert_eq!(err.public_message(), s::PROVISIONING_NEEDS);
+        }
+        let c = patch(&mut conn, &By::admin(), br#"{"provisioningType":"JIT"}"#).unwrap();
+        assert_eq!(c.to_json()["provisioningType"], JIT);
+        assert!(c.provisioning_token.is_some(), "JIT keeps the token");
+        let err = patch(&mut conn, &By::admin(), br#"{"provisioningType":"AUTO"}"#).unwrap_err();
+        assert!(err.public_message().contains("AUTO_PROVISIONING"));
+    }
+
+    /// The first field error of saving `form`, which must be refused for its fields.
+    fn first_field_error(conn: &mut Connection, form: &GitlabForm) -> (&'static str, String) {
+        match save(conn, &By::admin(), form) {
+            Err(AppError::Invalid(errors)) => (errors[0].field, errors[0].message.clone()),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_url_needs_the_provisioning_token_too() {
+        let mut conn = db::test_db();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
+        patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"provisioningToken":"glpat-t0ken"}"#,
+        )
+        .unwrap();
+        let err = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"url":"https://evil.example","secret":"again"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.public_message(), s::URL_NEEDS_TOKEN);
+        let c = patch(
+            &mut conn,
+            &By::admin(),
+            br#"{"url":"https://gl2.example","secret":"again","provisioningToken":"glpat-new"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.provisioning_token.as_deref()),
+            ("https://gl2.example", Some("glpat-new"))
+        );
+        let moved = GitlabForm {
+            url: Some("https://evil.example".into()),
+            secret: Some("again".into()),
+            ..GitlabForm::default()
+        };
+        assert_eq!(
+            first_field_error(&mut conn, &moved),
+            ("provisioningToken", s::URL_NEEDS_TOKEN.to_string())
+        );
+        let mut conn2 = db::test_db();
+        s::set(
+            &mut conn2,
+            &By::admin(),
+            s::GITLAB_PROVISIONING_TOKEN,
+            "glpat-t0ken",
+        )
+        .unwrap();
+        let err = s::set(
+            &mut conn2,
+            &By::admin(),
+            s::GITLAB_URL,
+            "https://evil.example",
+        )
+        .unwrap_err();
+        assert_eq!(err.public_message(), s::URL_NEEDS_TOKEN);
+        let err = s::reset(&mut conn2, &By::admin(), s::GITLAB_URL);
+        assert!(err.is_ok(), "the default URL is the stored one: {err:?}");
+    }
+
+    #[test]
+    fn the_form_turns_automatic_provisioning_on_with_its_token_reported_on_its_field() {
+        let mut conn = db::test_db();
+        create_with(&mut conn, &By::admin(), &form()).unwrap();
+        let on = GitlabForm {
+            auto_provisioning: Some(true),
+            allowed_groups: Some(vec!["acme".into()]),
+            provisioning_token: Some(" ".into()),
+            ..GitlabForm::default()
+        };
+        assert_eq!(
+            first_field_error(&mut conn, &on),
+            ("provisioningType", s::PROVISIONING_NEEDS.to_string())
+        );
+        let with_token = GitlabForm {
+            provisioning_token: Some("glpat-t0ken".into()),
+            ..on.clone()
+        };
+        let text = format!("{with_token:?}");
+        assert!(
+            !text.contains("glpat-t0ken") && text.contains("<sent>"),
+            "{text}"
+        );
+        assert!(save(&mut conn, &By::admin(), &with_token)
+            .unwrap()
+            .provisions());
+        let keep = GitlabForm {
+            provisioning_token: Some(String::new()),
+            ..on
+        };
+        let c = save(&mut conn, &By::admin(), &keep).unwrap();
+        assert_eq!(c.provisioning_token.as_deref(), Some("glpat-t0ken"));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! 3. tools of the operations: [`gitlab`] (the GitLab client), [`throttle`];
 //! 4. the operations, the same for pages and API: [`audit`], [`settings`], [`gitlab_config`],
 //!    [`gitlab_check`], [`provisioning`], [`accounts`], [`signin`], [`revalidation`], [`gate`]
-//!    (the applications behind labgate);
+//!    (the applications behind labgate); then [`gitlab_provisioning`], the provisioning runs;
 //! 5. the HTTP plumbing that pages and API share: [`web`] (state, request, caller, context,
 //!    views, dispatch);
 //! 6. the handlers: [`pages`] (HTML) and [`api`] (JSON), which never use each other;
@@ -32,6 +32,7 @@ pub mod gate;
 pub mod gitlab;
 pub mod gitlab_check;
 pub mod gitlab_config;
+pub mod gitlab_provisioning;
 pub mod logging;
 pub mod metrics;
 pub mod model;
@@ -184,6 +185,11 @@ pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), St
     })?;
     schedule_revalidation(Arc::clone(&served.1));
     spawn_maintenance(db_path, Arc::clone(&served.1));
+    served
+        .1
+        .provisioning
+        .spawn_scheduler()
+        .map_err(|e| format!("the provisioning scheduler could not start: {e}"))?;
     Ok(served)
 }
 

@@ -81,6 +81,20 @@ pub fn sync_change_refused(before: (bool, &[String]), after: (bool, &[String])) 
     lacks_allowed_group(after) && !lacks_allowed_group(before)
 }
 
+/// Whether a change of automatic provisioning, its token and the allowed groups, from `before`
+/// to `after` (each: on, a token stored, the allowed groups), must be refused: it leaves
+/// automatic provisioning on without the token it reads GitLab with, or without an allowed
+/// group to read. A configuration already in that state is not refused for changes that keep
+/// it so, as with [`sync_change_refused`].
+pub fn auto_change_refused(
+    before: (bool, bool, &[String]),
+    after: (bool, bool, &[String]),
+) -> bool {
+    let lacks =
+        |(on, token, allowed): (bool, bool, &[String])| on && (!token || allowed.is_empty());
+    lacks(after) && !lacks(before)
+}
+
 /// Allowed entries as compared: trimmed of spaces and `/`, in lower case. An entry left empty
 /// admits nobody, so it is dropped.
 fn allowed_prefixes(allowed_groups: &[String]) -> Vec<String> {
@@ -347,12 +361,26 @@ pub struct Policy<'a> {
     /// The "Synchronize user groups" setting (see [`synchronizes`]).
     pub synchronize_groups: bool,
     pub allowed_groups: &'a [String],
+    /// Automatic provisioning: accounts and memberships follow what provisioning read from
+    /// GitLab, and only its accounts may sign in ([`provisioned_admission`]).
+    pub auto_provisioning: bool,
 }
 
 impl Policy<'_> {
-    /// See [`synchronizes`].
+    /// See [`synchronizes`]; never with automatic provisioning, which sets the memberships
+    /// itself.
     pub fn synchronizes(&self) -> bool {
-        synchronizes(self.synchronize_groups, self.allowed_groups)
+        !self.auto_provisioning && synchronizes(self.synchronize_groups, self.allowed_groups)
+    }
+}
+
+/// Sign-in under automatic provisioning: the account of this GitLab id (`by_id`), active and
+/// read by provisioning (`provisioned`), may sign in; anyone else is refused as outside the
+/// allowed groups (no account is created or linked at sign-in).
+pub fn provisioned_admission(by_id: Option<&Account>, provisioned: bool) -> Result<i64, Refusal> {
+    match by_id {
+        Some(account) if account.active && provisioned => Ok(account.id),
+        _ => Err(Refusal::NotInAllowedGroups),
     }
 }
 
@@ -380,6 +408,9 @@ pub struct Stored {
     /// no account was found, `None` when none of the first thousand is free.
     pub free_login: Option<String>,
     pub groups: StoredGroups,
+    /// Under automatic provisioning: `by_id` was read by provisioning in its last applied run
+    /// (read only then).
+    pub provisioned: bool,
 }
 
 /// The memberships, as group synchronization needs them.
@@ -472,7 +503,9 @@ pub struct GroupSync {
 /// The GitLab sign-in decision, the rules in the order they apply:
 /// 1. outside every allowed group (when some are set), refused;
 /// 2. the account: the one of this GitLab id, else a pre-provisioned one by username; a
-///    username held by an account of another GitLab id is refused ([`find_account`]);
+///    username held by an account of another GitLab id is refused ([`find_account`]); under
+///    automatic provisioning, only an active account of this GitLab id that provisioning read
+///    ([`provisioned_admission`]);
 /// 3. no account and sign-up off, or a deactivated account: refused ([`admission`]);
 /// 4. an email (when valid) that another account holds: refused;
 /// 5. admitted: the account is created, linked, refreshed or left as it is, and with group
@@ -493,9 +526,16 @@ fn admit(claims: &Claims, policy: &Policy<'_>, stored: &Stored) -> Result<Admiss
     }
     let rule = |refusal| Refused::new(refusal, "sign-in rule");
     let (by_id, by_username) = (stored.by_id.as_ref(), stored.by_username.as_ref());
-    let found = find_account(by_id, by_username, &claims.username).map_err(rule)?;
-    let active = by_id.or(by_username).is_none_or(|a| a.active);
-    admission(&found, active, policy.allow_sign_up).map_err(rule)?;
+    let found = if policy.auto_provisioning {
+        let id = provisioned_admission(by_id, stored.provisioned)
+            .map_err(|refusal| Refused::new(refusal, "not an active account of provisioning"))?;
+        Found::Existing(id)
+    } else {
+        let found = find_account(by_id, by_username, &claims.username).map_err(rule)?;
+        let active = by_id.or(by_username).is_none_or(|a| a.active);
+        admission(&found, active, policy.allow_sign_up).map_err(rule)?;
+        found
+    };
     let profile = Profile {
         name: model::validate_name(&claims.name).unwrap_or_else(|_| claims.username.clone()),
         email: claimed_email(claims),
@@ -729,6 +769,35 @@ mod tests {
     }
 
     #[test]
+    fn automatic_provisioning_can_be_on_only_with_its_token_and_an_allowed_group() {
+        let acme = paths(&["acme"]);
+        // Each state as "on, token, allowed group" (1 or 0): before → after, refused.
+        let cases = [
+            ("000", "111", false),
+            ("011", "111", false),
+            ("001", "101", true),
+            ("010", "110", true),
+            ("111", "101", true),
+            ("111", "110", true),
+            ("111", "000", false),
+            ("011", "000", false),
+            ("101", "101", false),
+            ("100", "110", false),
+        ];
+        let state = |bits: &str| {
+            let on = |i: usize| bits.as_bytes()[i] == b'1';
+            (on(0), on(1), if on(2) { &acme[..] } else { &[] })
+        };
+        for (before, after, refused) in cases {
+            assert_eq!(
+                auto_change_refused(state(before), state(after)),
+                refused,
+                "{before} -> {after}"
+            );
+        }
+    }
+
+    #[test]
     fn the_scopes_are_openid_and_email_and_nothing_that_reads_code() {
         assert_eq!(SCOPES, "openid email");
     }
@@ -953,6 +1022,12 @@ mod tests {
             allow_sign_up: true,
             synchronize_groups: false,
             allowed_groups: &acme,
+            auto_provisioning: false,
+        };
+        let auto = Policy {
+            auto_provisioning: true,
+            synchronize_groups: true,
+            ..sign_up
         };
         let no_sign_up = Policy {
             allow_sign_up: false,
@@ -1224,6 +1299,92 @@ mod tests {
                 },
                 admit(AccountWrite::Unchanged { id: 1 }, None),
             ),
+            (
+                "automatic provisioning: an active account provisioning read signs in, its \
+                 memberships left to provisioning",
+                with(|c| c.name = "Ann B".into()),
+                auto,
+                Stored {
+                    provisioned: true,
+                    groups: memberships(vec![users.clone()], vec![users.clone(), dev.clone()]),
+                    ..returning.clone()
+                },
+                admit(
+                    AccountWrite::Refresh {
+                        id: 1,
+                        profile: profile("Ann B", Some("ann@x.org"), "ann"),
+                    },
+                    None,
+                ),
+            ),
+            (
+                "automatic provisioning: an account provisioning did not read is refused",
+                ann(),
+                auto,
+                returning.clone(),
+                refuse(
+                    Refusal::NotInAllowedGroups,
+                    "not an active account of provisioning",
+                ),
+            ),
+            (
+                "automatic provisioning: no account is created at sign-in, sign-up on or not",
+                ann(),
+                auto,
+                new.clone(),
+                refuse(
+                    Refusal::NotInAllowedGroups,
+                    "not an active account of provisioning",
+                ),
+            ),
+            (
+                "automatic provisioning: a pre-provisioned account is not linked at sign-in",
+                ann(),
+                auto,
+                stored(&new, |s| s.by_username = Some(account(2, None))),
+                refuse(
+                    Refusal::NotInAllowedGroups,
+                    "not an active account of provisioning",
+                ),
+            ),
+            (
+                "automatic provisioning: a deactivated account is refused like an unknown one",
+                ann(),
+                auto,
+                Stored {
+                    provisioned: true,
+                    ..stored(&returning, |s| {
+                        if let Some(a) = s.by_id.as_mut() {
+                            a.active = false
+                        }
+                    })
+                },
+                refuse(
+                    Refusal::NotInAllowedGroups,
+                    "not an active account of provisioning",
+                ),
+            ),
+            (
+                "automatic provisioning: outside the allowed groups is refused first",
+                with(|c| c.groups = paths(&["acme-other"])),
+                auto,
+                Stored {
+                    provisioned: true,
+                    ..returning.clone()
+                },
+                refuse(Refusal::NotInAllowedGroups, "no allowed group"),
+            ),
+            (
+                "automatic provisioning: an email another account holds is refused",
+                ann(),
+                auto,
+                Stored {
+                    provisioned: true,
+                    email_holders: vec![1, 5],
+                    ..returning.clone()
+                },
+                refuse(Refusal::EmailTaken, "sign-in rule"),
+            ),
         ];
         for (what, claims, policy, stored, expected) in rows {
             assert_eq!(decide(&claims, &policy, &stored), expected, "{what}");
@@ -1255,6 +1416,8 @@ mod tests {
         assert_eq!(Refusal::Generic.reason(), None);
     }
 }
+
+pub mod auto;
 
 #[cfg(test)]
 mod props;

@@ -124,7 +124,9 @@ pub fn next_scheduled(
     state: &Revalidations,
 ) -> AppResult<Option<i64>> {
     let minutes = settings::revalidate_minutes(conn)?;
-    let configured = settings_of(&gitlab_config::load(conn)?).is_some();
+    let config = gitlab_config::load(conn)?;
+    // Automatic provisioning does this work at each of its runs.
+    let configured = settings_of(&config).is_some() && !config.auto_provisioning;
     Ok(state.next_at(minutes).filter(|_| configured))
 }
 
@@ -160,6 +162,10 @@ fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
     })
 }
 
+/// Refusal of a revalidation under automatic provisioning, whose runs do its work.
+pub const NOT_UNDER_PROVISIONING: &str = "Cannot revalidate: automatic provisioning is on, and \
+    each of its runs deactivates the people GitLab no longer lists (Synchronize now runs one)";
+
 /// One run, from `now`: refused while another goes on ([`AppError::Conflict`]) and when GitLab
 /// sign-in is not configured. Returns the run as recorded.
 pub fn run(
@@ -176,6 +182,9 @@ pub fn run(
     let (config, gitlab_settings, candidates, run_id) = {
         let conn = pool.get(POOL_WAIT)?;
         let config = gitlab_config::load(&conn)?;
+        if config.auto_provisioning {
+            return Err(AppError::rule(NOT_UNDER_PROVISIONING));
+        }
         let Some(gitlab_settings) = settings_of(&config) else {
             let why = if config.secret_unreadable {
                 "the GitLab secret stored cannot be read with labgate.key: enter it again"

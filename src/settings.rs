@@ -24,6 +24,13 @@ pub const METRICS_ENABLED: &str = "labgate.metrics.enabled";
 pub const METRICS_TOKEN: &str = "labgate.metrics.token";
 pub const REVALIDATE_MINUTES: &str = "labgate.gitlab.revalidateMinutes";
 pub const GATE_COOKIE_DOMAIN: &str = "labgate.gate.cookieDomain";
+/// `true`: automatic provisioning (`provisioningType` `AUTO_PROVISIONING`); `false`: JIT.
+pub const GITLAB_PROVISIONING: &str = "provisioning.gitlab.enabled";
+/// The GitLab access token automatic provisioning reads GitLab with: write-only.
+pub const GITLAB_PROVISIONING_TOKEN: &str = "provisioning.gitlab.token.secured";
+pub const PROVISIONING_INTERVAL: &str = "labgate.gitlab.provisioning.intervalMinutes";
+pub const PROVISIONING_MAX_DEACTIVATION: &str =
+    "labgate.gitlab.provisioning.maxDeactivationPercent";
 
 /// Every GitLab key: together they are the one GitLab configuration.
 pub const GITLAB_KEYS: &[&str] = &[
@@ -34,6 +41,8 @@ pub const GITLAB_KEYS: &[&str] = &[
     GITLAB_SIGN_UP,
     GITLAB_ALLOWED_GROUPS,
     GITLAB_GROUPS_SYNC,
+    GITLAB_PROVISIONING,
+    GITLAB_PROVISIONING_TOKEN,
 ];
 
 /// The settings stored sealed with the key of `labgate.key` ([`crate::secrets`]), so that a
@@ -41,7 +50,7 @@ pub const GITLAB_KEYS: &[&str] = &[
 /// seals them; they are read back through [`Snapshot::secret`] (or [`secret`]); a clear value
 /// left by an older labgate is sealed at start by [`seal_clear_values`]. A new secret setting
 /// needs nothing more than its key in this list.
-pub const ENCRYPTED: &[&str] = &[GITLAB_SECRET];
+pub const ENCRYPTED: &[&str] = &[GITLAB_SECRET, GITLAB_PROVISIONING_TOKEN];
 
 /// Whether a setting is stored sealed (see [`ENCRYPTED`]).
 pub fn encrypted(key: &str) -> bool {
@@ -138,6 +147,11 @@ pub fn seal_clear_values(conn: &mut Connection) -> AppResult<Vec<&'static str>> 
 pub const URL_NEEDS_SECRET: &str =
     "For security reasons, the URL can't be updated without providing the secret.";
 
+/// Refusal when the GitLab URL would change while a provisioning token is stored and not sent
+/// again: the token must not follow the URL to another server.
+pub const URL_NEEDS_TOKEN: &str =
+    "For security reasons, the URL can't be updated without providing the provisioning token.";
+
 /// Refusal when a change would leave group synchronization on without an allowed group.
 pub const SYNC_NEEDS_ALLOWED_GROUP: &str = "Synchronize user groups needs at least one allowed group: only groups under an allowed group are synchronized";
 
@@ -146,6 +160,9 @@ pub const REVALIDATE_MINUTES_MIN: i64 = 5;
 pub const REVALIDATE_MINUTES_MAX: i64 = 1440;
 /// The revalidation interval when none is stored.
 pub const REVALIDATE_MINUTES_DEFAULT: i64 = 15;
+/// Refusal when a change would leave automatic provisioning on without its token or without an
+/// allowed group.
+pub const PROVISIONING_NEEDS: &str = "Automatic provisioning needs a provisioning token and at least one allowed group: only the members of the allowed groups and their subgroups are provisioned";
 
 /// Default idle timeout of a session: 3 days.
 pub const SESSION_TIMEOUT_DEFAULT_MIN: i64 = 3 * 24 * 60;
@@ -331,6 +348,40 @@ pub const DEFINITIONS: &[Definition] = &[
         kind: Kind::Bool,
         default: Some("false"),
     },
+    Definition {
+        key: GITLAB_PROVISIONING,
+        name: "Automatic provisioning",
+        description: "Read the members of the allowed groups from GitLab on a schedule: accounts, \
+                      groups and memberships follow GitLab, and only those accounts may sign in. \
+                      Needs the provisioning token and at least one allowed group. Off: \
+                      Just-in-Time provisioning.",
+        kind: Kind::Bool,
+        default: Some("false"),
+    },
+    Definition {
+        key: GITLAB_PROVISIONING_TOKEN,
+        name: "Provisioning token",
+        description: "A GitLab group access token or personal access token with the read_api \
+                      scope that can see the allowed groups. Never shown again.",
+        kind: Kind::Text { max: 1024 },
+        default: None,
+    },
+    Definition {
+        key: PROVISIONING_INTERVAL,
+        name: "Provisioning interval (minutes)",
+        description: "How often automatic provisioning reads GitLab (5 minutes to a day).",
+        kind: Kind::Integer { min: 5, max: 1440 },
+        default: Some("60"),
+    },
+    Definition {
+        key: PROVISIONING_MAX_DEACTIVATION,
+        name: "Provisioning: most accounts deactivated at once (%)",
+        description: "A run that would deactivate more than this share of the active GitLab \
+                      accounts (and more than 5 of them) changes nothing and waits for an \
+                      administrator to apply it.",
+        kind: Kind::Integer { min: 1, max: 100 },
+        default: Some("20"),
+    },
 ];
 
 pub fn definition(key: &str) -> Option<&'static Definition> {
@@ -506,39 +557,80 @@ pub fn is_set(conn: &Connection, key: &str) -> AppResult<bool> {
     Ok(db::settings::get(conn, key)?.is_some())
 }
 
-/// Refuses pointing GitLab elsewhere while a secret is stored that was meant for the old URL.
+/// Refuses pointing GitLab elsewhere while a secret or a provisioning token is stored that was
+/// meant for the old URL.
 pub fn check_url_change(conn: &Connection, key: &str, stored: &str) -> AppResult<()> {
-    if key == GITLAB_URL
-        && value(conn, GITLAB_URL)?.as_deref() != Some(stored)
-        && is_set(conn, GITLAB_SECRET)?
-    {
+    if key != GITLAB_URL {
+        return Ok(());
+    }
+    check_new_url(conn, stored, false, false)
+}
+
+/// Refuses a new GitLab URL `url` (as stored) unless every credential stored for the old one
+/// is sent again in the same change: the secret (`secret_sent`) and the provisioning token
+/// (`token_sent`). Either would otherwise be sent to whatever server the new URL names.
+pub fn check_new_url(
+    conn: &Connection,
+    url: &str,
+    secret_sent: bool,
+    token_sent: bool,
+) -> AppResult<()> {
+    if value(conn, GITLAB_URL)?.as_deref() == Some(url) {
+        return Ok(());
+    }
+    if !secret_sent && is_set(conn, GITLAB_SECRET)? {
         return Err(AppError::rule(URL_NEEDS_SECRET));
+    }
+    if !token_sent && is_set(conn, GITLAB_PROVISIONING_TOKEN)? {
+        return Err(AppError::rule(URL_NEEDS_TOKEN));
     }
     Ok(())
 }
 
-/// "Synchronize user groups" and the allowed groups as stored: the two settings the rule of
-/// [`check_group_sync`] is about.
-pub type GroupSync = (bool, Vec<String>);
+/// The GitLab settings the rules of [`check_group_sync`] are about, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSync {
+    /// "Synchronize user groups".
+    pub sync: bool,
+    pub allowed_groups: Vec<String>,
+    /// Automatic provisioning is on.
+    pub provisioning: bool,
+    /// A provisioning token is stored.
+    pub token: bool,
+}
 
 /// Reads [`GroupSync`] before a change, to give it to [`check_group_sync`] after.
 pub fn group_sync(conn: &Connection) -> AppResult<GroupSync> {
-    Ok((
-        flag(conn, GITLAB_GROUPS_SYNC)?,
-        values(conn, GITLAB_ALLOWED_GROUPS)?,
-    ))
+    Ok(GroupSync {
+        sync: flag(conn, GITLAB_GROUPS_SYNC)?,
+        allowed_groups: values(conn, GITLAB_ALLOWED_GROUPS)?,
+        provisioning: flag(conn, GITLAB_PROVISIONING)?,
+        token: is_set(conn, GITLAB_PROVISIONING_TOKEN)?,
+    })
 }
 
-/// Refuses the change made in `tx` (not committed yet) when it turns group synchronization on,
-/// or keeps it on, without an allowed group, `before` being [`group_sync`] read before it in
-/// the same transaction. Only GitLab groups under an allowed group are synchronized, so without
-/// one it would take nothing while showing as on. A configuration already in that state (stored
-/// by an older labgate) may still change its other settings.
+/// Refuses the change made in `tx` (not committed yet), `before` being [`group_sync`] read
+/// before it in the same transaction, when it turns on, or keeps on:
+/// - group synchronization without an allowed group: only GitLab groups under an allowed group
+///   are synchronized, so without one it would take nothing while showing as on;
+/// - automatic provisioning without its token or without an allowed group: it reads the members
+///   of the allowed groups with the token.
+///
+/// A configuration already in such a state (stored by an older labgate) may still change its
+/// other settings.
 pub fn check_group_sync(tx: &Connection, before: &GroupSync) -> AppResult<()> {
     let after = group_sync(tx)?;
-    let (before, after) = ((before.0, &before.1[..]), (after.0, &after.1[..]));
-    if crate::provisioning::sync_change_refused(before, after) {
+    fn sync(g: &GroupSync) -> (bool, &[String]) {
+        (g.sync, &g.allowed_groups)
+    }
+    fn auto(g: &GroupSync) -> (bool, bool, &[String]) {
+        (g.provisioning, g.token, &g.allowed_groups)
+    }
+    if crate::provisioning::sync_change_refused(sync(before), sync(&after)) {
         return Err(AppError::rule(SYNC_NEEDS_ALLOWED_GROUP));
+    }
+    if crate::provisioning::auto_change_refused(auto(before), auto(&after)) {
+        return Err(AppError::rule(PROVISIONING_NEEDS));
     }
     Ok(())
 }
@@ -546,13 +638,27 @@ pub fn check_group_sync(tx: &Connection, before: &GroupSync) -> AppResult<()> {
 /// Whether GitLab sign-in synchronizes groups: on, with an allowed group (see
 /// [`crate::provisioning::synchronizes`]).
 pub fn synchronizes_groups(conn: &Connection) -> AppResult<bool> {
-    let (sync, allowed) = group_sync(conn)?;
-    Ok(crate::provisioning::synchronizes(sync, &allowed))
+    let rules = group_sync(conn)?;
+    Ok(crate::provisioning::synchronizes(
+        rules.sync,
+        &rules.allowed_groups,
+    ))
 }
 
-/// Whether changing `key` may break the rule of [`check_group_sync`].
+/// Whether automatic provisioning is on (then the memberships of GitLab users follow GitLab).
+pub fn auto_provisioning(conn: &Connection) -> AppResult<bool> {
+    flag(conn, GITLAB_PROVISIONING)
+}
+
+/// Whether changing `key` may break a rule of [`check_group_sync`].
 fn touches_group_sync(key: &str) -> bool {
-    key == GITLAB_GROUPS_SYNC || key == GITLAB_ALLOWED_GROUPS
+    [
+        GITLAB_GROUPS_SYNC,
+        GITLAB_ALLOWED_GROUPS,
+        GITLAB_PROVISIONING,
+        GITLAB_PROVISIONING_TOKEN,
+    ]
+    .contains(&key)
 }
 
 /// Refuses a cookie domain (stored in `tx`, not committed yet) that does not cover the host
@@ -659,8 +765,13 @@ pub fn reset_all_fixed(
         known(key)?;
     }
     let tx = db::write_tx(conn)?;
-    if keys.contains(&GITLAB_URL) && !keys.contains(&GITLAB_SECRET) {
-        check_url_change(&tx, GITLAB_URL, "https://gitlab.com")?;
+    if keys.contains(&GITLAB_URL) {
+        check_new_url(
+            &tx,
+            "https://gitlab.com",
+            keys.contains(&GITLAB_SECRET),
+            keys.contains(&GITLAB_PROVISIONING_TOKEN),
+        )?;
     }
     let before = keys
         .iter()
@@ -685,6 +796,22 @@ pub fn reset_all_fixed(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// How often automatic provisioning runs, in minutes.
+pub fn provisioning_interval_minutes(conn: &Connection) -> AppResult<i64> {
+    Ok(value(conn, PROVISIONING_INTERVAL)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(60)
+        .clamp(5, 1440))
+}
+
+/// The share of the active GitLab accounts a run may deactivate without an administrator.
+pub fn provisioning_max_deactivation_percent(conn: &Connection) -> AppResult<i64> {
+    Ok(value(conn, PROVISIONING_MAX_DEACTIVATION)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(20)
+        .clamp(1, 100))
 }
 
 /// The session idle timeout in seconds.
@@ -821,6 +948,58 @@ mod tests {
         .unwrap();
         assert_eq!(group_sync_now(&conn), (None, vec![]));
         set(&mut conn, &By::admin(), GITLAB_GROUPS_SYNC, "false").unwrap();
+    }
+
+    #[test]
+    fn automatic_provisioning_needs_its_token_and_an_allowed_group_through_set_and_reset() {
+        let mut conn = db::test_db();
+        let refused = |r: AppResult<()>| {
+            assert_eq!(r.expect_err("refused").public_message(), PROVISIONING_NEEDS);
+        };
+        refused(set(&mut conn, &By::admin(), GITLAB_PROVISIONING, "true"));
+        set(
+            &mut conn,
+            &By::admin(),
+            GITLAB_PROVISIONING_TOKEN,
+            "glpat-t0ken",
+        )
+        .unwrap();
+        refused(set(&mut conn, &By::admin(), GITLAB_PROVISIONING, "true"));
+        set(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS, "acme").unwrap();
+        set(&mut conn, &By::admin(), GITLAB_PROVISIONING, "true").unwrap();
+        assert!(auto_provisioning(&conn).unwrap());
+        refused(reset(&mut conn, &By::admin(), GITLAB_PROVISIONING_TOKEN));
+        refused(reset(&mut conn, &By::admin(), GITLAB_ALLOWED_GROUPS));
+        assert!(
+            is_set(&conn, GITLAB_PROVISIONING_TOKEN).unwrap(),
+            "nothing changed"
+        );
+        reset_all(
+            &mut conn,
+            &By::admin(),
+            &[GITLAB_PROVISIONING, GITLAB_PROVISIONING_TOKEN],
+        )
+        .unwrap();
+        assert!(!auto_provisioning(&conn).unwrap());
+        assert!(known(GITLAB_PROVISIONING_TOKEN).unwrap().secured());
+    }
+
+    #[test]
+    fn provisioning_interval_and_share_have_bounds_and_defaults() {
+        let mut conn = db::test_db();
+        assert_eq!(provisioning_interval_minutes(&conn).unwrap(), 60);
+        assert_eq!(provisioning_max_deactivation_percent(&conn).unwrap(), 20);
+        for bad in ["4", "1441", "x"] {
+            assert!(
+                set(&mut conn, &By::admin(), PROVISIONING_INTERVAL, bad).is_err(),
+                "{bad}"
+            );
+        }
+        set(&mut conn, &By::admin(), PROVISIONING_INTERVAL, "5").unwrap();
+        set(&mut conn, &By::admin(), PROVISIONING_MAX_DEACTIVATION, "50").unwrap();
+        assert_eq!(provisioning_interval_minutes(&conn).unwrap(), 5);
+        assert_eq!(provisioning_max_deactivation_percent(&conn).unwrap(), 50);
+        assert!(set(&mut conn, &By::admin(), PROVISIONING_MAX_DEACTIVATION, "0").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod pending;
 
 use crate::accounts;
 use crate::audit::{self, Action, By, Event};
-use crate::db::{self, gitlab_group_sync, gitlab_revalidation, groups, users};
+use crate::db::{self, gitlab_group_sync, gitlab_provisioning, gitlab_revalidation, groups, users};
 use crate::error::AppError;
 use crate::gitlab_config::GitlabConfig;
 use crate::model::PROVIDER_GITLAB;
@@ -327,8 +327,10 @@ fn read_stored(
 ) -> Result<(Stored, Option<String>), AppError> {
     let gitlab_id = claims.id.to_string();
     let by_id = users::find_by_external_id(tx, PROVIDER_GITLAB, &gitlab_id)?;
+    // Under automatic provisioning only the account of this GitLab id may sign in.
     let by_username = match by_id {
         Some(_) => None,
+        None if policy.auto_provisioning => None,
         None => {
             users::find_by_external_identity(tx, PROVIDER_GITLAB, &claims.username, &gitlab_id)?
         }
@@ -341,6 +343,7 @@ fn read_stored(
     let (account, login) = (found.map(|u| u.id), found.map(|u| u.login.clone()));
     let free_login = match account {
         Some(_) => None,
+        None if policy.auto_provisioning => None,
         None => provisioning::login_candidates(&claims.username, claims.id)
             .take(1000)
             .find(|candidate| matches!(users::find_by_login(tx, candidate), Ok(None))),
@@ -350,12 +353,17 @@ fn read_stored(
     } else {
         StoredGroups::NotRead
     };
+    let provisioned = match (&by_id, policy.auto_provisioning) {
+        (Some(user), true) => gitlab_provisioning::is_read(tx, user.id)?,
+        _ => false,
+    };
     let stored = Stored {
         by_id: by_id.map(account_of),
         by_username: by_username.map(account_of),
         email_holders,
         free_login,
         groups,
+        provisioned,
     };
     Ok((stored, login))
 }
@@ -515,6 +523,8 @@ pub(crate) fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
         synchronize_groups: sync,
         allowed_groups: allowed.iter().map(|a| a.to_string()).collect(),
         allow_users_to_sign_up: sign_up,
+        auto_provisioning: false,
+        provisioning_token: None,
     }
 }
 

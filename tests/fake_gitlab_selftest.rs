@@ -1494,3 +1494,361 @@ fn discovery_names_the_issuer_endpoints_and_scopes_and_can_be_changed() {
     let resp = get(&format!("{}/.well-known/openid-configuration", fake.url()));
     assert_eq!(resp.status, 502);
 }
+
+// --- access tokens, single groups, descendant groups and members ---------------------------
+
+/// `acme` with `acme/platform`, `acme/platform/sre`, `acme/data`, and `beta` beside it; alice
+/// is a direct member of `acme`, bob of `acme/platform/sre` only.
+fn fake_with_tree() -> FakeGitlab {
+    let fake = fake();
+    fake.add_user(FakeUser::new(7, "bob"));
+    for path in ["acme/platform/sre", "acme/data", "beta"] {
+        fake.add_group(path);
+    }
+    fake.add_member("alice", "acme", access::MAINTAINER);
+    fake.add_member("bob", "acme/platform/sre", access::DEVELOPER);
+    fake
+}
+
+fn api(fake: &FakeGitlab, path: &str) -> String {
+    format!("{}/api/v4/{path}", fake.url())
+}
+
+fn private(token: &str) -> [(&'static str, &str); 1] {
+    [("PRIVATE-TOKEN", token)]
+}
+
+/// `GET /api/v4/<path>` with a new `read_api` personal access token of `username`.
+fn get_as(fake: &FakeGitlab, username: &str, path: &str) -> HttpResponse {
+    let token = fake.add_personal_access_token(username, "t", "read_api", None);
+    get_with(&api(fake, path), &private(&token))
+}
+
+/// `count` people `m000`, `m001`, ... (ids from 100), each a direct member of `groups`.
+fn add_people(fake: &FakeGitlab, count: u64, groups: &[&str]) {
+    for i in 0..count {
+        let name = format!("m{i:03}");
+        fake.add_user(FakeUser::new(100 + i, &name));
+        for group in groups {
+            fake.add_member(&name, group, access::DEVELOPER);
+        }
+    }
+}
+
+/// The full paths a listing answered, sorted.
+fn sorted_paths(resp: &HttpResponse) -> Vec<String> {
+    let mut paths = full_paths(resp);
+    paths.sort();
+    paths
+}
+
+#[test]
+fn a_personal_access_token_is_read_from_private_token_bearer_or_the_parameter() {
+    let fake = fake_with_tree();
+    let token = fake.add_personal_access_token("alice", "labgate", "read_api", None);
+    assert!(token.starts_with("glpat-"), "{token}");
+    let by_header = get_with(&api(&fake, "personal_access_tokens/self"), &private(&token));
+    assert_eq!(by_header.status, 200, "{}", by_header.text());
+    let me = by_header.json();
+    assert_eq!(me["name"], "labgate");
+    assert_eq!(me["scopes"], serde_json::json!(["read_api"]));
+    assert_eq!(me["user_id"], 42);
+    assert_eq!(
+        (me["active"].clone(), me["revoked"].clone()),
+        (true.into(), false.into())
+    );
+    assert!(me["expires_at"].is_null());
+    assert!(
+        !by_header.text().contains(&token),
+        "the value is never returned"
+    );
+    let by_bearer = get_with(
+        &api(&fake, "groups/acme"),
+        &[("Authorization", &bearer(&token))],
+    );
+    assert_eq!(by_bearer.status, 200);
+    let by_param = get(&api(&fake, &format!("groups/acme?private_token={token}")));
+    assert_eq!(by_param.status, 200);
+    let unknown = get_with(&api(&fake, "groups/acme"), &private("glpat-nope"));
+    assert_eq!(
+        (unknown.status, unknown.text()),
+        (401, r#"{"message":"401 Unauthorized"}"#.to_string())
+    );
+}
+
+#[test]
+fn token_self_answers_any_scope_but_an_oauth_token_gets_404() {
+    let fake = fake_with_tree();
+    let read_user = fake.add_personal_access_token("alice", "narrow", "read_user", None);
+    let me = get_with(
+        &api(&fake, "personal_access_tokens/self"),
+        &private(&read_user),
+    );
+    assert_eq!(me.status, 200);
+    let group = get_with(&api(&fake, "groups/acme"), &private(&read_user));
+    assert_eq!(group.status, 403);
+    assert_eq!(group.json()["error"], "insufficient_scope");
+    let oauth = fake.issue_token("alice", "read_api");
+    let resp = get_with(
+        &api(&fake, "personal_access_tokens/self"),
+        &[("Authorization", &bearer(&oauth))],
+    );
+    assert_eq!(resp.status, 404);
+}
+
+#[test]
+fn an_access_token_expires_at_the_start_of_its_day_and_can_be_revoked() {
+    let fake = fake_with_tree();
+    let today = fake.date_in_days(0);
+    let tomorrow = fake.date_in_days(1);
+    assert!(tomorrow > today && today.len() == 10, "{today} {tomorrow}");
+    let expired = fake.add_personal_access_token("alice", "old", "read_api", Some(&today));
+    let resp = get_with(
+        &api(&fake, "personal_access_tokens/self"),
+        &private(&expired),
+    );
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["error"], "invalid_token");
+    assert!(resp.text().contains("Token is expired"), "{}", resp.text());
+    let live = fake.add_personal_access_token("alice", "new", "read_api", Some(&tomorrow));
+    let resp = get_with(&api(&fake, "personal_access_tokens/self"), &private(&live));
+    assert_eq!(resp.json()["expires_at"], tomorrow.as_str());
+    fake.advance_clock(86_400);
+    let resp = get_with(&api(&fake, "groups/acme"), &private(&live));
+    assert_eq!(resp.status, 401, "expired once its day starts");
+    let revoked = fake.add_personal_access_token("alice", "gone", "read_api", None);
+    fake.revoke_access_token(&revoked);
+    let resp = get_with(&api(&fake, "groups/acme"), &private(&revoked));
+    assert_eq!(resp.status, 401);
+    assert!(resp.text().contains("Token was revoked"), "{}", resp.text());
+}
+
+#[test]
+fn a_blocked_owners_token_gets_403_blocked() {
+    let fake = fake_with_tree();
+    let token = fake.add_personal_access_token("alice", "labgate", "read_api", None);
+    fake.set_user_state("alice", "blocked");
+    let resp = get_with(&api(&fake, "groups/acme/members"), &private(&token));
+    assert_eq!(resp.status, 403);
+    assert_eq!(
+        resp.json()["message"],
+        "403 Forbidden - Your account has been blocked."
+    );
+}
+
+#[test]
+fn a_group_access_token_is_a_bot_member_of_its_group() {
+    let fake = fake_with_tree();
+    let (token, bot) =
+        fake.add_group_access_token("acme", "provisioning", "read_api", access::REPORTER, None);
+    let group_id = fake.group_id("acme").unwrap();
+    assert!(bot.starts_with(&format!("group_{group_id}_bot_")), "{bot}");
+    let members = get_with(&api(&fake, "groups/acme/members"), &private(&token));
+    assert_eq!(members.status, 200);
+    let usernames: Vec<String> = members
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap().to_string())
+        .collect();
+    assert!(usernames.contains(&bot) && usernames.contains(&"alice".to_string()));
+    let me = get_with(&api(&fake, "user"), &private(&token)).json();
+    assert_eq!(
+        (me["username"].as_str(), me["bot"].clone()),
+        (Some(bot.as_str()), true.into())
+    );
+    let sub = get_with(&api(&fake, "groups/acme%2Fplatform"), &private(&token));
+    assert_eq!(sub.status, 200, "a member of acme sees its subgroups");
+    let beta = get_with(&api(&fake, "groups/beta"), &private(&token));
+    assert_eq!(beta.status, 404, "nor member of beta");
+}
+
+#[test]
+fn a_group_is_found_by_id_or_encoded_path_and_hidden_ones_are_404() {
+    let fake = fake_with_tree();
+    let bob = fake.add_personal_access_token("bob", "t", "read_api", None);
+    let sre = fake.group_id("acme/platform/sre").unwrap();
+    let by_path = get_with(&api(&fake, "groups/acme%2Fplatform%2Fsre"), &private(&bob));
+    let by_id = get_with(&api(&fake, &format!("groups/{sre}")), &private(&bob));
+    assert_eq!((by_path.status, by_id.status), (200, 200));
+    assert_eq!(by_path.json()["full_path"], "acme/platform/sre");
+    assert_eq!(by_id.json()["id"], sre);
+    let ancestor = get_with(&api(&fake, "groups/acme"), &private(&bob));
+    assert_eq!(
+        ancestor.status, 200,
+        "ancestors of one's groups are visible"
+    );
+    for hidden in ["groups/acme%2Fdata", "groups/beta", "groups/nowhere"] {
+        let resp = get_with(&api(&fake, hidden), &private(&bob));
+        assert_eq!(
+            (resp.status, resp.text()),
+            (404, r#"{"message":"404 Group Not Found"}"#.to_string()),
+            "{hidden}"
+        );
+    }
+}
+
+#[test]
+fn descendant_groups_are_every_visible_level_below_the_group_itself_excluded() {
+    let fake = fake_with_tree();
+    let resp = get_as(&fake, "alice", "groups/acme/descendant_groups");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        sorted_paths(&resp),
+        ["acme/data", "acme/platform", "acme/platform/sre"]
+    );
+    assert_eq!(
+        sorted_paths(&get_as(&fake, "bob", "groups/acme/descendant_groups")),
+        ["acme/platform", "acme/platform/sre"],
+        "a member of a subgroup sees its branch only"
+    );
+}
+
+#[test]
+fn members_are_direct_only_and_blocked_ones_are_listed_with_their_state() {
+    let fake = fake_with_tree();
+    fake.add_user(FakeUser::new(8, "carol"));
+    fake.add_member("carol", "acme", access::GUEST);
+    fake.set_user_state("carol", "blocked");
+    let alice = fake.add_personal_access_token("alice", "t", "read_api", None);
+    let resp = get_with(&api(&fake, "groups/acme/members"), &private(&alice));
+    assert_eq!(resp.status, 200);
+    let members = resp.json();
+    let rows: Vec<(String, String, u64)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["username"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+                m["access_level"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("carol".to_string(), "blocked".to_string(), 10),
+            ("alice".to_string(), "active".to_string(), 40)
+        ],
+        "ordered by user id here; bob (acme/platform/sre) is not a direct member"
+    );
+    let sub = get_with(
+        &api(&fake, "groups/acme%2Fplatform%2Fsre/members"),
+        &private(&alice),
+    );
+    assert_eq!(sub.json()[0]["username"], "bob");
+    fake.remove_member("bob", "acme/platform/sre");
+    let sub = get_with(
+        &api(&fake, "groups/acme%2Fplatform%2Fsre/members"),
+        &private(&alice),
+    );
+    assert_eq!(sub.text(), "[]", "a removed membership is gone at once");
+}
+
+#[test]
+fn members_are_paged_like_every_listing() {
+    let fake = fake_with_tree();
+    add_people(&fake, 230, &["acme/data"]);
+    let alice = fake.add_personal_access_token("alice", "t", "read_api", None);
+    let group = fake.group_id("acme/data").unwrap();
+    let mut seen = Vec::new();
+    let mut url = api(&fake, &format!("groups/{group}/members?per_page=100"));
+    let mut pages = 0;
+    loop {
+        let resp = get_with(&url, &private(&alice));
+        assert_eq!(resp.status, 200);
+        pages += 1;
+        assert_eq!(resp.header("x-total"), Some("230"));
+        assert_eq!(resp.header("x-per-page"), Some("100"));
+        seen.extend(
+            resp.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_u64().unwrap()),
+        );
+        let link = resp.header("link").unwrap_or("").to_string();
+        match link.split(", ").find(|l| l.ends_with("rel=\"next\"")) {
+            Some(next) => {
+                assert!(
+                    next.contains(&format!("/groups/{group}/members?page=")),
+                    "{next}"
+                );
+                url = next
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+            None => {
+                assert_eq!(resp.header("x-next-page"), Some(""));
+                break;
+            }
+        }
+    }
+    assert_eq!(pages, 3);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 230);
+    let clamped = get_with(
+        &api(&fake, "groups/acme%2Fdata/members?per_page=500"),
+        &private(&alice),
+    );
+    assert_eq!(clamped.header("x-per-page"), Some("100"));
+    let default = get_with(&api(&fake, "groups/acme%2Fdata/members"), &private(&alice));
+    assert_eq!(default.header("x-per-page"), Some("20"));
+}
+
+#[test]
+fn one_page_of_one_groups_members_can_fail_and_answers_can_be_slow() {
+    let fake = fake_with_tree();
+    add_people(&fake, 150, &["acme/data", "beta"]);
+    let admin = FakeUser {
+        admin: true,
+        ..FakeUser::new(99, "root")
+    };
+    fake.add_user(admin);
+    let root = fake.add_personal_access_token("root", "t", "read_api", None);
+    fake.set_fault_on_group_page(Endpoint::Members, "acme/data", 2, Fault::Status(502), true);
+    let page = |group: &str, n: u32| {
+        get_with(
+            &api(
+                &fake,
+                &format!("groups/{group}/members?per_page=100&page={n}"),
+            ),
+            &private(&root),
+        )
+        .status
+    };
+    assert_eq!(page("beta", 2), 200, "another group's page 2 is served");
+    assert_eq!(page("acme%2Fdata", 1), 200);
+    assert_eq!(page("acme%2Fdata", 2), 502);
+    assert_eq!(page("acme%2Fdata", 2), 200, "once");
+    fake.set_fault(Endpoint::Members, Fault::Delay(Duration::from_millis(300)));
+    let started = Instant::now();
+    assert_eq!(page("beta", 1), 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn a_deleted_user_leaves_the_members_and_takes_their_access_tokens() {
+    let fake = fake_with_tree();
+    add_people(&fake, 3, &["acme/data"]);
+    let gone = fake.add_personal_access_token("m001", "t", "read_api", None);
+    fake.delete_user("m001");
+    let members = get_as(&fake, "alice", "groups/acme%2Fdata/members").json();
+    let names: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["m000", "m002"]);
+    let resp = get_with(&api(&fake, "personal_access_tokens/self"), &private(&gone));
+    assert_eq!(resp.status, 401);
+    assert_eq!(get_as(&fake, "m002", "groups/acme%2Fdata").status, 200);
+}

@@ -42,6 +42,11 @@ const LAYERS: &[(&str, &str)] = &[
          (revalidation applies the sign-in's rules again, so it uses signin)",
     ),
     (
+        "gitlab_provisioning",
+        "provisioning runs: they read GitLab and apply the rules of `provisioning` through the \
+         same operations (the GitLab configuration, accounts' logins), so they stand above them",
+    ),
+    (
         "web",
         "the HTTP plumbing that pages and API share: the state, the request, who is asking, dispatch",
     ),

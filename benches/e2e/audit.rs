@@ -1,4 +1,4 @@
-//! 6. The audit log: what recording costs, and the audit page and search over 1,000,000 events.
+//! 7. The audit log: what recording costs, and the audit page and search over 1,000,000 events.
 //!
 //! Cost: two labgate processes in the same run, configured alike against the same fake GitLab,
 //! one recording and one started with `LABGATE_BENCH_AUDIT=off` (a switch read only by the

@@ -1,15 +1,18 @@
 //! `/api/v2/dop-translation/gitlab-configurations`: the GitLab configuration as one resource;
 //! `/api/v2/labgate/gitlab-checks`: the connection check of the stored configuration;
-//! `/api/v2/labgate/gitlab-revalidations`: revalidating GitLab users now, and the last runs.
+//! `/api/v2/labgate/gitlab-revalidations`: revalidating GitLab users now, and the last runs;
+//! `/api/v2/dop-translation/gitlab-synchronization-runs`: automatic provisioning's runs.
 
+use super::format_datetime;
 use crate::error::{AppError, AppResult};
 use crate::gitlab_check;
 use crate::gitlab_config;
+use crate::gitlab_provisioning;
 use crate::revalidation::{self, Run};
 use crate::settings;
 use crate::web::request::Resp;
 use crate::web::{Ctx, POOL_WAIT};
-use serde_json::json;
+use serde_json::{json, Value};
 
 pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let configs = if gitlab_config::exists(&ctx.conn)? {
@@ -112,4 +115,62 @@ pub fn revalidations(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         "intervalMinutes": minutes,
         "nextRunAt": next.map(super::format_datetime),
     })))
+}
+/// A run as `gitlab-synchronization-runs` shows it.
+fn provisioning_run_json(run: &gitlab_provisioning::RunView) -> Value {
+    let when = |ms: Option<i64>| ms.map(|ms| format_datetime(ms.div_euclid(1000)));
+    let mut v = json!({
+        "id": run.id.map(|id| id.to_string()),
+        "status": run.status,
+        "trigger": run.trigger,
+        "startedAt": when(Some(run.started_at)),
+        "finishedAt": when(run.finished_at),
+        "groupsRead": run.groups_read,
+        "usersRead": run.users_read,
+        "changes": run.changes,
+        "error": run.error,
+    });
+    if let Some((read, known)) = run.progress {
+        v["progress"] = json!({ "groupsRead": read, "groupsKnown": known });
+    }
+    if !run.held.is_empty() {
+        v["heldDeactivations"] = json!(run
+            .held
+            .iter()
+            .map(|(login, username)| json!({ "login": login, "gitlabUsername": username }))
+            .collect::<Vec<_>>());
+    }
+    if !run.warnings.is_empty() {
+        v["warnings"] = json!(run.warnings);
+    }
+    v
+}
+
+/// `GET /api/v2/dop-translation/gitlab-synchronization-runs`: the run going on, if any, then
+/// the last finished ones, newest first (50 in all), and when the next scheduled one is due.
+pub fn runs(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let status = gitlab_provisioning::runner::status(&ctx.conn, &ctx.app.provisioning)?;
+    let runs: Vec<Value> = status.runs.iter().map(provisioning_run_json).collect();
+    Ok(Resp::json(&json!({
+        "runs": runs,
+        "nextRunAt": status.next_run_at.map(|ms| format_datetime(ms.div_euclid(1000))),
+    })))
+}
+
+/// `POST /api/v2/dop-translation/gitlab-synchronization-runs`: starts a run now (202), or with
+/// `{"force":true}` applies the held run's deactivations; 409 while a run goes on.
+pub fn start_run(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let force = if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let fields = gitlab_config::parse_body(&ctx.req.body)?;
+        match fields.get("force") {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => return Err(AppError::invalid("force", "'force' must be true or false")),
+        }
+    };
+    let by = ctx.caller()?.user.login.clone();
+    gitlab_provisioning::runner::start(&ctx.conn, &ctx.app.provisioning, force, &by)?;
+    Ok(Resp::json_status(202, &json!({ "status": "RUNNING" })))
 }

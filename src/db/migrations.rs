@@ -358,7 +358,48 @@ pub const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     "#,
-    // 12: the audit log: one row per decision or change, never updated but for the count of a
+    // 12: automatic provisioning. A group it manages carries the id of its GitLab group (NULL:
+    // a group made by hand, which provisioning never renames or deletes). `gitlab_provisioned`
+    // holds a row for each account provisioning read in its last applied run (`deactivated`
+    // 0) and for each account it deactivated (1). The triggers forget the row as soon as
+    // anything else changes whether the account is active, or which GitLab account it is
+    // linked to: provisioning then reactivates only the accounts it deactivated itself, never
+    // one an administrator deactivated, and a re-linked account must be read again before it
+    // may sign in. `gitlab_provisioning_runs` keeps the last runs (times in milliseconds).
+    r#"
+    ALTER TABLE groups ADD COLUMN gitlab_group_id INTEGER;
+    CREATE UNIQUE INDEX groups_gitlab_group_id ON groups(gitlab_group_id)
+        WHERE gitlab_group_id IS NOT NULL;
+    CREATE TABLE gitlab_provisioned (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        deactivated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TRIGGER gitlab_provisioned_activity AFTER UPDATE OF active ON users
+        WHEN old.active IS NOT new.active
+    BEGIN
+        DELETE FROM gitlab_provisioned WHERE user_id = new.id;
+    END;
+    CREATE TRIGGER gitlab_provisioned_link AFTER UPDATE OF external_provider, external_id ON users
+        WHEN old.external_provider IS NOT new.external_provider
+            OR old.external_id IS NOT new.external_id
+    BEGIN
+        DELETE FROM gitlab_provisioned WHERE user_id = new.id;
+    END;
+    CREATE TABLE gitlab_provisioning_runs (
+        id INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        groups_read INTEGER NOT NULL,
+        users_read INTEGER NOT NULL,
+        changes TEXT NOT NULL,
+        error TEXT,
+        held TEXT,
+        warnings TEXT
+    );
+    "#,
+    // 13: the audit log: one row per decision or change, never updated but for the count of a
     // folded failure (`detail`), removed oldest first by retention and the cap. A transaction
     // that records an event appends it to `audit_pending` (no index: one page written), and
     // events are moved into `audit_events` in batches, so that the indexes cost a batch, not

@@ -14,7 +14,7 @@
 //! - One module of plain query functions per table family: [`users`], [`groups`],
 //!   [`permissions`], [`tokens`], [`sessions`], [`oauth`], [`settings`],
 //!   [`gitlab_group_sync`], [`gitlab_sign_in_problem`], [`applications`],
-//!   [`gitlab_revalidation`], [`audit`] (the audit log).
+//!   [`gitlab_revalidation`], [`gitlab_provisioning`], [`audit`] (the audit log).
 //! - [`maintenance`]: the statements that touch no table (the health probe, the checkpoint at
 //!   shutdown).
 //!
@@ -27,6 +27,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod commit_generation;
 pub mod gitlab_group_sync;
+pub mod gitlab_provisioning;
 pub mod gitlab_revalidation;
 pub mod gitlab_sign_in_problem;
 pub mod groups;

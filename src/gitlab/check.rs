@@ -11,7 +11,11 @@
 //!    the client before the code: `invalid_grant` means it accepted the application ID and
 //!    secret, `invalid_client` that it did not. A random code can never be redeemed, so this
 //!    creates nothing;
-//! 5. `redirectUri`: labgate knows the address GitLab must send people back to.
+//! 5. `redirectUri`: labgate knows the address GitLab must send people back to;
+//! 6. `provisioningToken` (automatic provisioning only): `GET
+//!    <url>/api/v4/personal_access_tokens/self` with the token says it is active, has
+//!    `read_api` and when it expires (a warning within 7 days), then `GET
+//!    <url>/api/v4/groups/<slug>` shows that it can see each allowed group.
 //!
 //! When `reach` fails, the others are reported as skipped. Nothing is created, changed or
 //! revoked in GitLab; the secret is sent only in the token request's body and never appears in
@@ -20,7 +24,8 @@
 
 use super::client::{Client, Probe};
 use super::parse::clean;
-use super::GitlabSettings;
+use super::provision::{Reader, TokenInfo};
+use super::{GitlabError, GitlabSettings};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -73,34 +78,52 @@ impl Report {
         }
     }
 
-    /// `reach` failed: every later check is skipped.
-    fn unreached(reach: Check) -> Report {
+    /// `reach` failed: every later check is skipped (`provisioning`: the token's too).
+    fn unreached(reach: Check, provisioning: bool) -> Report {
         let mut checks = vec![reach];
         checks.extend(
             ["issuer", "scopes", "credentials", "redirectUri"].map(|n| Check::fail(n, "skipped")),
         );
+        if provisioning {
+            checks.push(Check::fail("provisioningToken", "skipped"));
+        }
         Report::of(checks)
     }
 
     /// The report when there is nothing to check: `reach` fails with `what_to_set`, the rest
     /// are skipped, and GitLab is not called.
     pub fn not_configured(what_to_set: &str) -> Report {
-        Report::unreached(Check::fail("reach", what_to_set))
+        Report::unreached(Check::fail("reach", what_to_set), false)
     }
 }
 
+/// What automatic provisioning reads GitLab with: its token (`None`: not set) and the allowed
+/// groups, and today's date (`YYYY-MM-DD`, UTC) to judge the token's expiry.
+pub struct Provisioning<'a> {
+    pub token: Option<&'a str>,
+    pub allowed_groups: &'a [String],
+    pub today: &'a str,
+}
+
 /// Runs every check against GitLab. `redirect_uri` is the URI labgate will send, or why it
-/// does not know it.
-pub fn run(client: &Client, s: &GitlabSettings, redirect_uri: Result<&str, &str>) -> Report {
+/// does not know it; `provisioning`, under automatic provisioning, adds the token's check.
+pub fn run(
+    client: &Client,
+    s: &GitlabSettings,
+    redirect_uri: Result<&str, &str>,
+    provisioning: Option<&Provisioning<'_>>,
+) -> Report {
     let deadline = Instant::now() + CHECK_DEADLINE;
     let discovery_url = format!("{}/.well-known/openid-configuration", s.base());
     let probe = match client.probe_get(&discovery_url, deadline) {
-        Err(unreachable) => return Report::unreached(Check::fail("reach", unreachable)),
+        Err(unreachable) => {
+            return Report::unreached(Check::fail("reach", unreachable), provisioning.is_some())
+        }
         Ok(probe) => probe,
     };
     let [reach, issuer, scopes] = judge_discovery(s.base(), &discovery_url, &probe);
     if !reach.ok {
-        return Report::unreached(reach);
+        return Report::unreached(reach, provisioning.is_some());
     }
     let unset: Vec<&str> = [
         ("the application ID", s.application_id.trim().is_empty()),
@@ -139,7 +162,127 @@ pub fn run(client: &Client, s: &GitlabSettings, redirect_uri: Result<&str, &str>
         ),
         Err(why) => Check::fail("redirectUri", why),
     };
-    Report::of(vec![reach, issuer, scopes, credentials, redirect])
+    let mut checks = vec![reach, issuer, scopes, credentials, redirect];
+    if let Some(p) = provisioning {
+        checks.push(check_token(client, s.base(), p, deadline));
+    }
+    Report::of(checks)
+}
+
+/// The provisioning token's check: the token itself, then each allowed group through it.
+fn check_token(client: &Client, base: &str, p: &Provisioning<'_>, deadline: Instant) -> Check {
+    let Some(token) = p.token else {
+        return Check::fail(
+            "provisioningToken",
+            "no provisioning token is set: create a GitLab group or personal access token with \
+             the read_api scope and store it as the provisioning token",
+        );
+    };
+    let reader = Reader {
+        client,
+        base,
+        token,
+        deadline,
+    };
+    let token_check = judge_token(&reader.token_self(), p.today);
+    if !token_check.ok {
+        return token_check;
+    }
+    let groups: Vec<(&str, Result<(), GitlabError>)> = p
+        .allowed_groups
+        .iter()
+        .map(|slug| (slug.as_str(), reader.group(slug).map(|_| ())))
+        .collect();
+    judge_groups(token_check, &groups)
+}
+
+/// Days from `today` to `date` (both `YYYY-MM-DD`), when both are dates.
+fn days_until(today: &str, date: &str) -> Option<i64> {
+    let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+    Some((parse(date)? - parse(today)?).num_days())
+}
+
+/// What `personal_access_tokens/self` said of the token, judged: it must be active, hold
+/// `read_api` (or `api`) and not expire today or before; within 7 days it passes with a warning.
+pub fn judge_token(answer: &Result<TokenInfo, GitlabError>, today: &str) -> Check {
+    let fail = |detail: String| Check::fail("provisioningToken", detail);
+    const NEW_TOKEN: &str = "create a new GitLab group or personal access token with the \
+                             read_api scope and store it as the provisioning token";
+    let info = match answer {
+        Ok(info) => info,
+        Err(GitlabError::Status { status: 401, .. }) => {
+            return fail(format!(
+                "GitLab refuses the provisioning token: it is revoked, expired or mistyped: \
+                 {NEW_TOKEN}"
+            ))
+        }
+        Err(e) => return fail(format!("the provisioning token could not be checked: {e}")),
+    };
+    if info.revoked || !info.active {
+        return fail(format!(
+            "the provisioning token is revoked or expired: {NEW_TOKEN}"
+        ));
+    }
+    if !info.scopes.iter().any(|s| s == "read_api" || s == "api") {
+        return fail(format!(
+            "the provisioning token lacks the read_api scope (it has: {}): {NEW_TOKEN}",
+            clean(&info.scopes.join(" "), 100)
+        ));
+    }
+    let expiry = info
+        .expires_at
+        .as_deref()
+        .map(|date| (clean(date, 20), days_until(today, date)));
+    match expiry {
+        None => Check::pass(
+            "provisioningToken",
+            "the provisioning token has read_api and does not expire",
+        ),
+        Some((date, Some(days))) if days <= 0 => fail(format!(
+            "the provisioning token expired on {date}: {NEW_TOKEN}"
+        )),
+        Some((date, Some(days))) if days <= 7 => Check::pass(
+            "provisioningToken",
+            format!(
+                "warning: the provisioning token expires on {date}, in {days} day{}: {NEW_TOKEN} \
+                 before then",
+                if days == 1 { "" } else { "s" }
+            ),
+        ),
+        Some((date, _)) => Check::pass(
+            "provisioningToken",
+            format!("the provisioning token has read_api and expires on {date}"),
+        ),
+    }
+}
+
+/// The token's check with what GitLab answered for each allowed group: every one must be
+/// visible.
+pub fn judge_groups(token: Check, groups: &[(&str, Result<(), GitlabError>)]) -> Check {
+    let problems: Vec<String> = groups
+        .iter()
+        .filter_map(|(slug, answer)| match answer {
+            Ok(()) => None,
+            Err(GitlabError::Status { status: 404, .. }) => Some(format!(
+                "the token cannot see the allowed group {slug} (or it does not exist): give \
+                 the token's user or bot access to it"
+            )),
+            Err(e) => Some(format!("the allowed group {slug} could not be read: {e}")),
+        })
+        .collect();
+    if problems.is_empty() {
+        let all: Vec<&str> = groups.iter().map(|(slug, _)| *slug).collect();
+        Check::pass(
+            "provisioningToken",
+            format!(
+                "{}; it sees the allowed groups {}",
+                token.detail,
+                all.join(", ")
+            ),
+        )
+    } else {
+        Check::fail("provisioningToken", problems.join("; "))
+    }
 }
 
 /// The discovery answer judged: `reach`, `issuer` and `scopes`.
@@ -367,6 +510,75 @@ mod tests {
             assert_eq!((issuer.ok, issuer.detail.as_str()), (false, "skipped"));
             assert_eq!((scopes.ok, scopes.detail.as_str()), (false, "skipped"));
         }
+    }
+
+    fn token(scopes: &[&str], expires_at: Option<&str>) -> Result<TokenInfo, GitlabError> {
+        Ok(TokenInfo {
+            name: "labgate".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: expires_at.map(str::to_string),
+            active: true,
+            revoked: false,
+        })
+    }
+
+    #[test]
+    fn the_provisioning_token_must_be_live_with_read_api_and_warns_a_week_ahead() {
+        let today = "2025-03-10";
+        // (what GitLab said, passes, the detail starts with)
+        let revoked = Err(GitlabError::Status {
+            step: "personal_access_tokens/self",
+            status: 401,
+            detail: "invalid_token".into(),
+        });
+        let cases = [
+            (token(&["read_api"], None), true, "the provisioning token has read_api and does not expire"),
+            (token(&["api"], Some("2025-06-01")), true, "the provisioning token has read_api and expires on 2025-06-01"),
+            (token(&["read_api"], Some("2025-03-17")), true, "warning: the provisioning token expires on 2025-03-17, in 7 days"),
+            (token(&["read_api"], Some("2025-03-11")), true, "warning: the provisioning token expires on 2025-03-11, in 1 day:"),
+            (token(&["read_api"], Some("2025-03-10")), false, "the provisioning token expired on 2025-03-10"),
+            (token(&["read_user", "read_repository"], None), false, "the provisioning token lacks the read_api scope (it has: read_user read_repository)"),
+            (revoked, false, "GitLab refuses the provisioning token: it is revoked"),
+            (Err(GitlabError::Timeout), false, "the provisioning token could not be checked"),
+        ];
+        for (answer, ok, start) in cases {
+            let check = judge_token(&answer, today);
+            assert_eq!(check.name, "provisioningToken");
+            assert_eq!(check.ok, ok, "{check:?}");
+            assert!(check.detail.starts_with(start), "{check:?}");
+        }
+        let mut inactive = token(&["read_api"], None).unwrap();
+        inactive.active = false;
+        assert!(!judge_token(&Ok(inactive), today).ok);
+    }
+
+    #[test]
+    fn each_allowed_group_must_be_visible_to_the_token() {
+        let ok = || Check::pass("provisioningToken", "fine");
+        let seen = judge_groups(ok(), &[("acme", Ok(())), ("beta", Ok(()))]);
+        assert!(seen.ok);
+        assert_eq!(seen.detail, "fine; it sees the allowed groups acme, beta");
+        let hidden = judge_groups(
+            ok(),
+            &[
+                ("acme", Ok(())),
+                (
+                    "beta",
+                    Err(GitlabError::Status {
+                        step: "group",
+                        status: 404,
+                        detail: "404 Group Not Found".into(),
+                    }),
+                ),
+            ],
+        );
+        assert!(!hidden.ok);
+        assert!(
+            hidden
+                .detail
+                .starts_with("the token cannot see the allowed group beta"),
+            "{hidden:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,32 @@ struct Answer {
     retry_after: Option<String>,
     location: Option<String>,
     content_type: Option<String>,
+    /// `X-Next-Page` and `Link`: where the next page of a listing is.
+    next_page: Option<String>,
+    link: Option<String>,
+}
+
+/// How a GET proves who calls.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// An OAuth access token: `Authorization: Bearer`.
+    Bearer(&'a str),
+    /// A personal or group access token: `PRIVATE-TOKEN`.
+    AccessToken(&'a str),
+}
+
+impl Credential<'_> {
+    fn secret(&self) -> &str {
+        match self {
+            Credential::Bearer(t) | Credential::AccessToken(t) => t,
+        }
+    }
+}
+
+/// One page of a GitLab listing, or a single object: the body and where the next page is.
+pub struct Page {
+    pub body: Vec<u8>,
+    pub next: Option<super::NextPage>,
 }
 
 /// A response body, read into a buffer kept from one answer to the next (the group pages of a
@@ -303,7 +329,7 @@ impl Client {
             .get(
                 "userinfo",
                 &url,
-                token,
+                Credential::Bearer(token),
                 MAX_USERINFO_BODY,
                 deadline,
                 &mut body,
@@ -311,6 +337,34 @@ impl Client {
             .and_then(|_| parse_userinfo(body.as_slice()));
         counted("userinfo", started, &result);
         result
+    }
+
+    /// `GET url` with a personal or group access token (`PRIVATE-TOKEN`), retried like every
+    /// GET: the body (within `cap` bytes) and where the next page is (`X-Next-Page`, else the
+    /// `Link` with `rel="next"`). Any status but 2xx is an error; the token never appears in it.
+    pub fn access_token_get(
+        &self,
+        step: &'static str,
+        url: &str,
+        token: &str,
+        cap: u64,
+        deadline: Instant,
+    ) -> Result<Page, GitlabError> {
+        let mut body = BodyBuf::default();
+        let answer = self.get(
+            step,
+            url,
+            Credential::AccessToken(token),
+            cap,
+            deadline,
+            &mut body,
+        )?;
+        let next = super::next_page(answer.next_page.as_deref(), answer.link.as_deref());
+        body.bytes.truncate(body.len);
+        Ok(Page {
+            body: body.bytes,
+            next,
+        })
     }
 
     /// One GET without credentials for the connection check: whatever the status, the answer
@@ -396,24 +450,28 @@ impl Client {
         &self,
         step: &'static str,
         url: &str,
-        token: &str,
+        credential: Credential<'_>,
         cap: u64,
         deadline: Instant,
         body: &mut BodyBuf,
     ) -> Result<Answer, GitlabError> {
         let mut attempt = 0;
+        let (header, value) = match credential {
+            Credential::Bearer(token) => ("Authorization", format!("Bearer {token}")),
+            Credential::AccessToken(token) => ("PRIVATE-TOKEN", token.to_string()),
+        };
         loop {
             let timeout = time_left(deadline)?;
             let response = self
                 .agent_for(url)
                 .get(url)
-                .header("Authorization", &format!("Bearer {token}"))
+                .header(header, &value)
                 .header("Accept", "application/json")
                 .config()
                 .timeout_global(Some(timeout))
                 .build()
                 .call()
-                .map_err(|e| map_ureq(step, e))?;
+                .map_err(|e| redact_error(map_ureq(step, e), &[credential.secret()]))?;
             let answer = read(step, response, cap, body)?;
             if (200..300).contains(&answer.status) {
                 return Ok(answer);
@@ -440,7 +498,7 @@ impl Client {
                         answer.location.as_deref(),
                         body.as_slice(),
                     );
-                    return Err(redact_error(error, &[token]));
+                    return Err(redact_error(error, &[credential.secret()]));
                 }
             }
         }
@@ -879,6 +937,8 @@ fn read(
         retry_after: header("retry-after"),
         location: header("location"),
         content_type: header("content-type"),
+        next_page: header("x-next-page"),
+        link: header("link"),
     };
     let expected = response.body().content_length();
     let mut reader = response.body_mut().with_config().limit(cap).reader();

@@ -682,6 +682,91 @@ fn no_error_line_carries_a_secret() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What automatic provisioning reads with its access token
+
+/// `f` with a reader of the GitLab at `url` holding the access token `glpat-secret-1`.
+fn reading<T>(url: &str, f: impl FnOnce(&provision::Reader<'_>) -> T) -> T {
+    let c = client();
+    f(&provision::Reader {
+        client: &c,
+        base: url.trim_end_matches('/'),
+        token: "glpat-secret-1",
+        deadline: soon(),
+    })
+}
+
+#[test]
+fn members_are_read_page_after_page_with_the_access_token() {
+    let (url, seen) = canned(vec![
+        ok(
+            r#"[{"id":7,"username":"ann","name":"Ann","state":"active"}]"#,
+            "X-Next-Page: 2\r\n",
+        ),
+        ok(
+            r#"[{"id":8,"username":"bob","name":"Bob","state":"blocked"}]"#,
+            "X-Next-Page: \r\nLink: <http://{addr}/api/v4/groups/5/members?page=1>; rel=\"first\"\r\n",
+        ),
+    ]);
+    let members = reading(&url, |r| r.members(5)).unwrap();
+    let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
+    assert_eq!(names, ["ann", "bob"]);
+    assert_eq!(
+        lines(&seen),
+        [
+            "GET /api/v4/groups/5/members?per_page=100 HTTP/1.1",
+            "GET /api/v4/groups/5/members?per_page=100&page=2 HTTP/1.1"
+        ]
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].header("private-token"), Some("glpat-secret-1"));
+    assert_eq!(seen[0].header("authorization"), None);
+}
+
+#[test]
+fn a_link_to_the_next_page_is_followed_only_on_the_configured_gitlab() {
+    let (url, seen) = canned(vec![
+        ok(
+            r#"[{"id":2,"full_path":"acme/dev","parent_id":1}]"#,
+            "Link: <http://{addr}/api/v4/groups/1/descendant_groups?page=2&per_page=100>; rel=\"next\"\r\n",
+        ),
+        ok(r#"[{"id":3,"full_path":"acme/ops","parent_id":1}]"#, ""),
+    ]);
+    assert_eq!(reading(&url, |r| r.descendant_groups(1)).unwrap().len(), 2);
+    assert_eq!(lines(&seen).len(), 2);
+    let (url, seen) = canned(vec![ok(
+        "[]",
+        "Link: <http://evil.example:9/api/v4/groups/1/descendant_groups?page=2>; rel=\"next\"\r\n",
+    )]);
+    let err = reading(&url, |r| r.descendant_groups(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside the configured GitLab"), "{err}");
+    assert_eq!(lines(&seen).len(), 1, "never followed");
+}
+
+#[test]
+fn a_page_number_that_does_not_grow_ends_the_listing_with_an_error() {
+    let (url, _) = canned(vec![ok("[]", "X-Next-Page: 1\r\n")]);
+    let err = reading(&url, |r| r.members(5)).unwrap_err().to_string();
+    assert!(err.contains("does not follow page 1"), "{err}");
+}
+
+#[test]
+fn a_refused_access_token_is_an_error_that_never_names_it() {
+    let (url, _) = canned(vec![json(
+        "401 Unauthorized",
+        r#"{"error":"invalid_token","error_description":"Token was revoked: glpat-secret-1"}"#,
+        "",
+    )]);
+    let err = reading(&url, |r| r.group("acme/platform")).unwrap_err();
+    assert!(
+        matches!(err, GitlabError::Status { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("glpat-secret-1"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Proxies
 
 /// A CONNECT proxy for one tunnel: records the CONNECT line, then answers the tunnelled

@@ -16,9 +16,10 @@ mod http_tests;
 pub mod parse;
 #[cfg(test)]
 mod parse_props;
+pub mod provision;
 pub mod proxy;
 
-pub use client::{roots_with, Client, Probe};
+pub use client::{roots_with, Client, Page, Probe};
 pub use parse::{
     next_page, parse_link_header, parse_userinfo, retry_after_secs, same_gitlab, NextPage,
 };
@@ -106,7 +107,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn enc(value: &str) -> String {
+/// `value` percent-encoded for a query value or a path segment.
+pub(crate) fn enc(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 

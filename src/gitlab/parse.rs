@@ -346,10 +346,10 @@ pub fn status_error(
                 .to_string(),
         },
         403 if field("error").as_deref() == Some("insufficient_scope") => {
-            let needed = if step == "groups" {
-                "read_api"
-            } else {
+            let needed = if step == "user" {
                 "read_user"
+            } else {
+                "read_api"
             };
             let mut d = format!("the access token lacks the {needed} scope");
             if let Some(accepted) = field("scope") {

@@ -13,6 +13,7 @@ use super::FormErrors;
 use crate::error::{AppError, AppResult};
 use crate::gitlab_check;
 use crate::gitlab_config::{self, GitlabForm};
+use crate::gitlab_provisioning;
 use crate::provisioning;
 use crate::settings;
 use crate::web::request::Resp;
@@ -266,6 +267,30 @@ pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     done(ctx, &message, BACK)
 }
 
+/// `POST /admin/settings/gitlab/synchronize`: "Synchronize now", or with `force=1` "Apply
+/// anyway" (the deactivations of the held run). The run goes on in the background; the tab
+/// shows its progress.
+pub fn synchronize(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
+    let force = field(ctx, "force") == "1";
+    let by = caller_login(ctx)?;
+    match gitlab_provisioning::runner::start(&ctx.conn, &ctx.app.provisioning, force, &by) {
+        Ok(()) => done(
+            ctx,
+            if force {
+                "The held synchronization is being applied: reload this page to see it finish."
+            } else {
+                "A synchronization with GitLab started: reload this page to see it finish."
+            },
+            BACK,
+        ),
+        Err(e) => {
+            let status = if e.status() == 409 { 409 } else { 422 };
+            let errors = FormErrors::from_error(e)?;
+            admin_settings::authentication(ctx, status, Sent::Card(errors))
+        }
+    }
+}
+
 /// Which button submitted the provisioning form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Submit {
@@ -323,6 +348,8 @@ fn needs_open_confirmation(sign_up: bool, groups: &[String], confirmed: bool) ->
 /// only edit the list on the page.
 pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     require_configuration(ctx)?;
+    let auto = field(ctx, "provisioningType") == gitlab_config::AUTO_PROVISIONING;
+    let token = field(ctx, "provisioningToken");
     let sign_up = field(ctx, "allowUsersToSignUp") == "true";
     let synchronize_groups = field(ctx, "groupsSync") == "true";
     let submit = submit_of(
@@ -336,6 +363,8 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     };
     let groups = edit_groups(&ctx.req.form.all("allowedGroups"), remove);
     let mut form = Provisioning {
+        auto,
+        token_set: false,
         sign_up,
         synchronize_groups,
         rows: Vec::new(),
@@ -370,7 +399,7 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         )]);
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
     }
-    if needs_open_confirmation(sign_up, &groups, confirmed) {
+    if !auto && needs_open_confirmation(sign_up, &groups, confirmed) {
         form.rows = rows_of(groups, Vec::new());
         form.open_warning = Some(open_warning(&stored.url));
         return admin_settings::authentication(ctx, 422, Sent::Provisioning(form));
@@ -379,17 +408,28 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         allow_users_to_sign_up: Some(sign_up),
         allowed_groups: Some(groups.clone()),
         synchronize_groups: Some(synchronize_groups),
+        auto_provisioning: Some(auto),
+        provisioning_token: Some(token),
         ..GitlabForm::default()
     };
+    let was_auto = gitlab_config::load(&ctx.conn)?.auto_provisioning;
     let by = ctx.by();
     match gitlab_config::save(&mut ctx.conn, &by, &change) {
         Ok(config) => {
             log::info!(
-                "admin: gitlab provisioning changed sign_up={sign_up} allowed_groups={:?} groups_sync={synchronize_groups} by={:?}",
+                "admin: gitlab provisioning changed type={} sign_up={sign_up} allowed_groups={:?} groups_sync={synchronize_groups} token_sent={} by={:?}",
+                config.provisioning_type(),
                 config.allowed_groups,
+                change.provisioning_token.as_deref().is_some_and(|t| !t.trim().is_empty()),
                 caller_login(ctx)?
             );
-            done(ctx, "The provisioning settings were saved.", BACK)
+            let message = if auto && !was_auto {
+                "The provisioning settings were saved. Automatic provisioning is on: the first \
+                 synchronization with GitLab starts now."
+            } else {
+                "The provisioning settings were saved."
+            };
+            done(ctx, message, BACK)
         }
         Err(e) => {
             form.rows = rows_of(groups, Vec::new());

@@ -10,6 +10,7 @@ use crate::error::AppResult;
 use crate::gitlab::check::Report;
 use crate::gitlab_check::{self, BaseUrlFrom, SignInRedirect};
 use crate::gitlab_config;
+use crate::gitlab_provisioning::{self, RunView};
 use crate::provisioning;
 use crate::revalidation;
 use crate::settings;
@@ -172,8 +173,12 @@ pub struct GroupRow {
     pub error: Option<String>,
 }
 
-/// The Just-in-Time provisioning form, as stored or as the admin is editing it.
+/// The provisioning form, as stored or as the admin is editing it.
 pub struct Provisioning {
+    /// Automatic provisioning chosen (else Just-in-Time).
+    pub auto: bool,
+    /// A provisioning token is stored (it is never shown).
+    pub token_set: bool,
     pub sign_up: bool,
     pub synchronize_groups: bool,
     pub rows: Vec<GroupRow>,
@@ -202,6 +207,37 @@ pub struct Section {
     /// With a configuration.
     pub revalidation: Option<Revalidation>,
     pub provisioning: Option<Provisioning>,
+    /// Automatic provisioning's runs, once it was chosen or has run.
+    pub synchronization: Option<Synchronization>,
+}
+
+/// A provisioning run on the GitLab tab.
+pub struct SyncRunRow {
+    pub status: String,
+    pub trigger: String,
+    pub started: String,
+    pub finished: String,
+    pub groups_read: i64,
+    pub users_read: i64,
+    /// The changes in words ("2 accounts created, 1 deactivated"), or "no change".
+    pub changes: String,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Automatic provisioning's card: the run going on and how far it has read, when the next one
+/// is due, the last runs, and the accounts a held run would deactivate.
+pub struct Synchronization {
+    /// Automatic provisioning can run (on, with its token and an allowed group).
+    pub on: bool,
+    /// "Groups read of groups known" and when the run going on started.
+    pub running: Option<String>,
+    pub next_run: Option<String>,
+    pub last: Option<SyncRunRow>,
+    /// The latest run was held: these accounts (login, GitLab username) wait for "Apply anyway".
+    pub held: Vec<(String, String)>,
+    /// The runs before the last one, newest first.
+    pub earlier: Vec<SyncRunRow>,
 }
 
 /// What a refused or unfinished GitLab form sends back into the section.
@@ -269,6 +305,7 @@ fn label_of(name: &str) -> &'static str {
         "scopes" => "Scopes offered",
         "credentials" => "Application ID and secret",
         "redirectUri" => "Redirect URI",
+        "provisioningToken" => "Provisioning token",
         _ => "Other",
     }
 }
@@ -337,6 +374,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
             card: None,
             revalidation: None,
             provisioning: None,
+            synchronization: None,
         });
     }
     let (card_errors, sent_provisioning, checked) = match sent {
@@ -351,6 +389,8 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
             .then(|| open_warning(&config.url));
     let sync_idle = (config.synchronize_groups && !config.synchronizes()).then_some(SYNC_IDLE);
     let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
+        auto: config.auto_provisioning,
+        token_set: config.provisioning_token.is_some(),
         sign_up: config.allow_users_to_sign_up,
         synchronize_groups: config.synchronize_groups,
         rows: rows_of(config.allowed_groups.clone(), Vec::new()),
@@ -360,8 +400,10 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
         open_now: None,
         sync_idle: None,
     });
-    provisioning.open_now = open_now;
-    provisioning.sync_idle = sync_idle;
+    provisioning.open_now = open_now.filter(|_| !config.auto_provisioning);
+    provisioning.sync_idle = sync_idle.filter(|_| !config.auto_provisioning);
+    provisioning.token_set = config.provisioning_token.is_some();
+    let synchronization = synchronization(ctx, config.provisions())?;
     Ok(Section {
         sign_in_problem,
         register,
@@ -380,5 +422,104 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
         }),
         revalidation: Some(revalidation(ctx)?),
         provisioning: Some(provisioning),
+        synchronization,
     })
+}
+
+/// A count in words ("2 accounts created"), or nothing when zero.
+fn counted(n: i64, what: &str, done: &str) -> Option<String> {
+    match n {
+        0 => None,
+        1 => Some(format!("1 {what} {done}")),
+        n => Some(format!("{n} {what}s {done}")),
+    }
+}
+
+fn run_row(run: &RunView) -> SyncRunRow {
+    // Each count of the record, and what it counts.
+    const COUNTED: [(&str, &str, &str); 8] = [
+        ("usersCreated", "account", "created"),
+        ("usersUpdated", "account", "updated"),
+        ("usersDeactivated", "account", "deactivated"),
+        ("usersReactivated", "account", "reactivated"),
+        ("groupsCreated", "group", "created"),
+        ("groupsDeleted", "group", "deleted"),
+        ("membershipsAdded", "membership", "added"),
+        ("membershipsRemoved", "membership", "removed"),
+    ];
+    let parts: Vec<String> = COUNTED
+        .iter()
+        .filter_map(|(key, what, done)| counted(run.changes[key].as_i64().unwrap_or(0), what, done))
+        .collect();
+    let when = |ms: Option<i64>| datetime_ms(ms);
+    SyncRunRow {
+        status: run.status.clone(),
+        trigger: match run.trigger.as_str() {
+            "SCHEDULE" => "scheduled",
+            "MODE_CHANGE" => "provisioning turned on",
+            _ => "on demand",
+        }
+        .into(),
+        started: when(Some(run.started_at)),
+        finished: when(run.finished_at),
+        groups_read: run.groups_read,
+        users_read: run.users_read,
+        changes: if parts.is_empty() {
+            "no change".into()
+        } else {
+            parts.join(", ")
+        },
+        error: run.error.clone(),
+        warnings: run.warnings.clone(),
+    }
+}
+
+/// A time in milliseconds, to the second, in UTC.
+fn datetime_ms(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// Automatic provisioning's card: shown once it can run or once it has run.
+fn synchronization(ctx: &Ctx<'_>, on: bool) -> AppResult<Option<Synchronization>> {
+    let overview = gitlab_provisioning::runner::status(&ctx.conn, &ctx.app.provisioning)?;
+    if !on && overview.runs.is_empty() {
+        return Ok(None);
+    }
+    let mut runs = overview.runs.iter();
+    let mut running = None;
+    let mut last = None;
+    for run in runs.by_ref() {
+        match run.progress {
+            Some((read, known)) => {
+                running = Some(format!(
+                    "Started {} ({}): {read} of {known} groups read so far.",
+                    datetime_ms(Some(run.started_at)),
+                    run_row(run).trigger
+                ))
+            }
+            None => {
+                last = Some(run);
+                break;
+            }
+        }
+    }
+    let held = last
+        .filter(|run| run.status == "HELD")
+        .map(|run| {
+            run.held
+                .iter()
+                .map(|(login, username)| (login.clone(), username.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(Synchronization {
+        on,
+        running,
+        next_run: overview.next_run_at.map(|ms| datetime_ms(Some(ms))),
+        last: last.map(run_row),
+        held,
+        earlier: runs.take(9).map(run_row).collect(),
+    }))
 }

@@ -155,11 +155,11 @@ fn edit_page(
     let (rows, pager) = Pager::fetch(page, |offset, limit| {
         groups::members(&ctx.conn, group.id, None, Selected::Selected, offset, limit)
     })?;
-    let groups_sync = crate::settings::synchronizes_groups(&ctx.conn)?;
+    let gitlab_lock = accounts::gitlab_memberships_lock(&ctx.conn)?;
     let members: Vec<MemberRow> = rows
         .into_iter()
         .map(|row| MemberRow {
-            locked: accounts::membership_lock(row.external_provider.as_deref(), groups_sync),
+            locked: accounts::membership_lock(row.external_provider.as_deref(), gitlab_lock),
             login: row.login,
             name: row.name,
         })

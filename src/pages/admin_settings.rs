@@ -35,6 +35,8 @@ const CATEGORIES: &[Category] = &[
             settings::SESSION_TIMEOUT,
             settings::TOKEN_MAX_LIFETIME,
             settings::REVALIDATE_MINUTES,
+            settings::PROVISIONING_INTERVAL,
+            settings::PROVISIONING_MAX_DEACTIVATION,
         ],
     },
     Category {

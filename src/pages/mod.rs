@@ -55,6 +55,7 @@ impl FormErrors {
             AppError::Invalid(errors) => Ok(FormErrors(errors)),
             AppError::Rule(m)
             | AppError::NotFound(m)
+            | AppError::Conflict(m)
             | AppError::TooManyRequests { message: m, .. } => {
                 Ok(FormErrors(vec![FieldError::new("form", m)]))
             }

@@ -55,6 +55,8 @@ pub struct App {
     pub gate_refusals: crate::audit::OncePerMinute,
     /// GitLab sign-ins started and not yet called back.
     pub pending_sign_ins: crate::signin::pending::PendingSignIns,
+    /// Automatic provisioning's runs, one at a time.
+    pub provisioning: std::sync::Arc<crate::gitlab_provisioning::runner::Runner>,
     /// Whether a revalidation of GitLab users runs, and when the schedule counts from.
     pub revalidations: crate::revalidation::Revalidations,
     /// The applications behind labgate, held for the gate's checks.
@@ -77,6 +79,10 @@ impl App {
     ) -> App {
         App {
             pool: Pool::new(config.db_path(), pool_size),
+            provisioning: std::sync::Arc::new(crate::gitlab_provisioning::runner::Runner::new(
+                config.db_path(),
+                gitlab.clone(),
+            )),
             config,
             throttle: Throttle::new(),
             hashing: crate::throttle::HashingSlots::per_core(),

@@ -366,8 +366,10 @@ fn allowed_group_boxes_are_added_and_removed_without_saving() {
         "{page}"
     );
     assert!(
-        !page.contains("needs the scope") && !page.contains("read_api"),
-        "the scopes do not depend on the provisioning settings:\n{page}"
+        !page.contains("needs the scope")
+            && page.contains(r#"<code class="copy" id="gitlab-scopes">openid email</code>"#),
+        "the scopes do not depend on the provisioning settings (read_api is named only for \
+         the provisioning token):\n{page}"
     );
     assert_eq!(allowed_group_boxes(&page), 3, "{page}");
     assert_eq!(

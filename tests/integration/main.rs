@@ -32,6 +32,7 @@ mod cli;
 mod gate;
 mod gitlab_check;
 mod gitlab_flow;
+mod gitlab_provisioning;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -12,7 +12,14 @@
 //! - OIDC: `GET /.well-known/openid-configuration` (discovery) and `GET`/`POST /oauth/userinfo`
 //!   (`sub` as a string, `groups` = direct groups and all their descendants, the primary email
 //!   only with the `email` scope, 403 without `openid`, 401 for an invalid token or an inactive
-//!   user).
+//!   user);
+//! - what automatic provisioning reads: personal and group access tokens (sent as
+//!   `PRIVATE-TOKEN`, `?private_token=` or `Authorization: Bearer`; expiry at the start of their
+//!   `expires_at` day, revocation, scopes, a blocked owner), `GET
+//!   /api/v4/personal_access_tokens/self`, `GET /api/v4/groups/:id` (numeric id or URL-encoded
+//!   full path, 404 for a group the caller cannot see), `GET /api/v4/groups/:id/descendant_groups`
+//!   and `GET /api/v4/groups/:id/members` (direct members only, blocked ones listed with their
+//!   `state`, offset pagination with GitLab's headers).
 //!
 //! Tests configure it through [`FakeGitlab`]'s methods (applications, users, groups, members,
 //! faults, switches) and read back every request it received ([`FakeGitlab::requests`]).
@@ -38,7 +45,9 @@
 //!   user's state there); [`FakeGitlab::revoke_app_authorization`] is the user revoking an
 //!   application in their settings.
 //! - `per_page` < 1 gives 20, `page` < 1 gives 1; names sort byte-wise (GitLab's collation is
-//!   unknown).
+//!   unknown). Members come in the order of their user ids (GitLab's order is the database's).
+//! - A group access token's bot is listed among the group's members with `bot: true` on
+//!   `/api/v4/user`, as GitLab is believed to do (not confirmed on a live instance).
 
 #![allow(dead_code)]
 
@@ -147,6 +156,14 @@ pub enum Endpoint {
     Userinfo,
     /// `GET /.well-known/openid-configuration`
     Discovery,
+    /// `GET /api/v4/personal_access_tokens/self`
+    TokenSelf,
+    /// `GET /api/v4/groups/:id`
+    Group,
+    /// `GET /api/v4/groups/:id/descendant_groups`
+    DescendantGroups,
+    /// `GET /api/v4/groups/:id/members`
+    Members,
 }
 
 /// A failure the fake answers instead of the normal response.
@@ -466,6 +483,24 @@ enum Trigger {
     /// The absolute call number (1-based) on the endpoint.
     Call(u64),
     Page(u64),
+    /// That page of a listing under `/api/v4/groups/<this group>/...`.
+    GroupPage {
+        group: u64,
+        page: u64,
+    },
+}
+
+/// A personal access token (a group access token is one of its bot user).
+#[derive(Clone, Debug)]
+struct PersonalToken {
+    id: u64,
+    name: String,
+    user_id: u64,
+    scopes: Vec<String>,
+    /// `YYYY-MM-DD`: the token stops working at the start of that day (UTC).
+    expires_at: Option<String>,
+    revoked: bool,
+    created_at: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -482,9 +517,18 @@ struct State {
     clock_offset: u64,
     apps: Vec<App>,
     users: Vec<FakeUser>,
+    /// User id → index in `users`.
+    user_pos: HashMap<u64, usize>,
+    /// Lower-cased username → user id.
+    login_index: HashMap<String, u64>,
     groups: Vec<Group>,
     group_index: HashMap<String, usize>,
+    /// (user id, group id) → access level: the direct memberships.
     memberships: BTreeMap<(u64, u64), u32>,
+    /// The same memberships by group: group id → user id → access level.
+    group_members: HashMap<u64, BTreeMap<u64, u32>>,
+    /// Personal and group access tokens by value.
+    personal_tokens: HashMap<String, PersonalToken>,
     codes: HashMap<String, Grant>,
     tokens: HashMap<String, AccessToken>,
     refresh_tokens: HashMap<String, String>,
@@ -516,7 +560,7 @@ impl State {
     }
 
     fn user_by_id(&self, id: u64) -> Option<&FakeUser> {
-        self.users.iter().find(|u| u.id == id)
+        self.user_pos.get(&id).map(|&i| &self.users[i])
     }
 
     /// The id of a user the test added (a typo in a test panics, naming it).
@@ -527,13 +571,76 @@ impl State {
     }
 
     fn user_by_login(&self, login: &str) -> Option<&FakeUser> {
-        self.users
-            .iter()
-            .find(|u| u.username.eq_ignore_ascii_case(login) || u.email.eq_ignore_ascii_case(login))
+        match self.login_index.get(&login.to_lowercase()) {
+            Some(id) => self.user_by_id(*id),
+            None => self.users.iter().find(|u| {
+                u.username.eq_ignore_ascii_case(login) || u.email.eq_ignore_ascii_case(login)
+            }),
+        }
     }
 
+    /// Adds a user, or replaces the one with its id.
+    fn put_user(&mut self, user: FakeUser) {
+        match self.user_pos.get(&user.id) {
+            Some(&i) => {
+                self.login_index
+                    .remove(&self.users[i].username.to_lowercase());
+                self.login_index
+                    .insert(user.username.to_lowercase(), user.id);
+                self.users[i] = user;
+            }
+            None => {
+                self.user_pos.insert(user.id, self.users.len());
+                self.login_index
+                    .insert(user.username.to_lowercase(), user.id);
+                self.users.push(user);
+            }
+        }
+    }
+
+    /// Removes a user, their memberships with them, and keeps the indexes right.
+    fn remove_user(&mut self, id: u64) {
+        let groups: Vec<u64> = self.direct_groups(id, |_| true).into_iter().collect();
+        for group in groups {
+            self.set_membership(id, group, None);
+        }
+        self.personal_tokens.retain(|_, t| t.user_id != id);
+        self.users.retain(|u| u.id != id);
+        self.user_pos = self
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id, i))
+            .collect();
+        self.login_index = self
+            .users
+            .iter()
+            .map(|u| (u.username.to_lowercase(), u.id))
+            .collect();
+    }
+
+    fn set_membership(&mut self, user_id: u64, group_id: u64, access_level: Option<u32>) {
+        match access_level {
+            Some(level) => {
+                self.memberships.insert((user_id, group_id), level);
+                self.group_members
+                    .entry(group_id)
+                    .or_default()
+                    .insert(user_id, level);
+            }
+            None => {
+                self.memberships.remove(&(user_id, group_id));
+                if let Some(m) = self.group_members.get_mut(&group_id) {
+                    m.remove(&user_id);
+                }
+            }
+        }
+    }
+
+    /// Group ids count from 1 in creation order and groups are never removed.
     fn group(&self, id: u64) -> Option<&Group> {
-        self.groups.iter().find(|g| g.id == id)
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.groups.get(i).filter(|g| g.id == id)
     }
 
     fn group_by_path(&self, full_path: &str) -> Option<&Group> {
@@ -615,10 +722,59 @@ impl State {
 
     fn direct_groups(&self, user_id: u64, pred: impl Fn(u32) -> bool) -> HashSet<u64> {
         self.memberships
-            .iter()
-            .filter(|((u, _), level)| *u == user_id && pred(**level))
+            .range((user_id, 0)..=(user_id, u64::MAX))
+            .filter(|(_, level)| pred(**level))
             .map(|((_, g), _)| *g)
             .collect()
+    }
+
+    /// The fake's date, `YYYY-MM-DD` (UTC), `days` from today.
+    fn date_in_days(&self, days: i64) -> String {
+        let (y, m, d) = civil_from_days((self.now() / 86_400) as i64 + days);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    /// A token stops working at the start of its `expires_at` day (UTC): whether it still works
+    /// on that day before midnight is not known of GitLab, so it counts as expired.
+    fn personal_token_expired(&self, t: &PersonalToken) -> bool {
+        t.expires_at
+            .as_deref()
+            .is_some_and(|date| date <= self.date_in_days(0).as_str())
+    }
+
+    /// The group a path segment `:id` names: a numeric id, or a URL-encoded full path.
+    fn group_by_ref(&self, id: &str) -> Option<&Group> {
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+            return id.parse().ok().and_then(|n| self.group(n));
+        }
+        self.group_by_path(&form_decode(id))
+    }
+
+    /// The groups `user` may see as a member (`None`: anonymous, the public ones): those they
+    /// are a member of with all their descendants, the ancestors of those, and the public and
+    /// internal ones when `public_and_internal` (`all_available`, or a single group). Callers
+    /// give administrators every group themselves.
+    fn visible_groups(&self, user: Option<&FakeUser>, public_and_internal: bool) -> HashSet<u64> {
+        let Some(user) = user else {
+            return self
+                .groups
+                .iter()
+                .filter(|g| g.visibility == "public")
+                .map(|g| g.id)
+                .collect();
+        };
+        let mut set = self.self_and_descendants(&self.direct_groups(user.id, |_| true));
+        let ancestors: Vec<u64> = set.iter().flat_map(|g| self.ancestors(*g)).collect();
+        set.extend(ancestors);
+        if public_and_internal {
+            set.extend(
+                self.groups
+                    .iter()
+                    .filter(|g| g.visibility == "public" || g.visibility == "internal")
+                    .map(|g| g.id),
+            );
+        }
+        set
     }
 
     fn issue_token(
@@ -719,6 +875,19 @@ impl FakeGitlab {
         });
     }
 
+    /// Starts a fake GitLab with one confidential application whose redirect URI is on
+    /// loopback, so that it matches labgate's callback on whatever port (RFC 8252), as GitLab.
+    pub fn start_with_loopback_app(client_id: &str, secret: &str) -> FakeGitlab {
+        let gl = FakeGitlab::start();
+        gl.register_app(
+            client_id,
+            secret,
+            &["http://127.0.0.1/oauth2/callback/gitlab"],
+            true,
+        );
+        gl
+    }
+
     /// Replaces the scopes the application may request (space-separated).
     pub fn set_app_scopes(&self, client_id: &str, scopes: &str) {
         let mut st = self.state();
@@ -762,9 +931,7 @@ impl FakeGitlab {
 
     /// Adds (or replaces, by id) a user.
     pub fn add_user(&self, user: FakeUser) {
-        let mut st = self.state();
-        st.users.retain(|u| u.id != user.id);
-        st.users.push(user);
+        self.state().put_user(user);
     }
 
     /// Changes a user's `state` (e.g. `blocked` between two calls).
@@ -775,12 +942,14 @@ impl FakeGitlab {
     /// Changes any field of a user.
     pub fn update_user(&self, username: &str, f: impl FnOnce(&mut FakeUser)) {
         let mut st = self.state();
-        let user = st
+        let mut user = st
             .users
-            .iter_mut()
+            .iter()
             .find(|u| u.username.eq_ignore_ascii_case(username))
+            .cloned()
             .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"));
-        f(user);
+        f(&mut user);
+        st.put_user(user);
     }
 
     /// Makes the user a direct member of the group (created with its ancestors if missing) at
@@ -792,7 +961,7 @@ impl FakeGitlab {
             .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
             .id;
         let group_id = st.add_group(group_full_path);
-        st.memberships.insert((user_id, group_id), access_level);
+        st.set_membership(user_id, group_id, Some(access_level));
     }
 
     /// Removes a direct membership.
@@ -801,7 +970,7 @@ impl FakeGitlab {
         let user = st.user_by_login(username).map(|u| u.id);
         let group = st.group_by_path(group_full_path).map(|g| g.id);
         if let (Some(u), Some(g)) = (user, group) {
-            st.memberships.remove(&(u, g));
+            st.set_membership(u, g, None);
         }
     }
 
@@ -876,8 +1045,7 @@ impl FakeGitlab {
     pub fn delete_user(&self, username: &str) {
         let mut st = self.state();
         let id = st.known_user_id(username);
-        st.users.retain(|u| u.id != id);
-        st.memberships.retain(|(user, _), _| *user != id);
+        st.remove_user(id);
         let gone: Vec<String> = st
             .tokens
             .iter()
@@ -894,6 +1062,82 @@ impl FakeGitlab {
     /// Every access token issued so far, oldest first.
     pub fn issued_access_tokens(&self) -> Vec<String> {
         self.state().issued_tokens.clone()
+    }
+
+    // --- personal and group access tokens -------------------------------------------------
+
+    /// Creates a personal access token of `username` with these scopes (space-separated) that
+    /// stops working at the start of `expires_at` (`YYYY-MM-DD`; `None`: never); returns its
+    /// value (`glpat-` and 20 random characters).
+    pub fn add_personal_access_token(
+        &self,
+        username: &str,
+        name: &str,
+        scopes: &str,
+        expires_at: Option<&str>,
+    ) -> String {
+        let mut st = self.state();
+        let user_id = st
+            .user_by_login(username)
+            .unwrap_or_else(|| panic!("fake_gitlab: unknown user {username:?}"))
+            .id;
+        let value = format!("glpat-{}", random_hex(10));
+        let token = PersonalToken {
+            id: st.personal_tokens.len() as u64 + 1,
+            name: name.to_string(),
+            user_id,
+            scopes: split_scopes(scopes),
+            expires_at: expires_at.map(str::to_string),
+            revoked: false,
+            created_at: st.now(),
+        };
+        st.personal_tokens.insert(value.clone(), token);
+        value
+    }
+
+    /// Creates a group access token as GitLab does: a bot user `group_<id>_bot_<random hex>`
+    /// (`bot: true`) made a direct member of the group at `access_level`, and a personal access
+    /// token of that bot. Returns the token's value and the bot's username.
+    pub fn add_group_access_token(
+        &self,
+        group_full_path: &str,
+        name: &str,
+        scopes: &str,
+        access_level: u32,
+        expires_at: Option<&str>,
+    ) -> (String, String) {
+        let bot = {
+            let mut st = self.state();
+            let group_id = st
+                .group_by_path(group_full_path)
+                .unwrap_or_else(|| panic!("fake_gitlab: unknown group {group_full_path:?}"))
+                .id;
+            let id = 1_000_000 + st.users.len() as u64 + 1;
+            let username = format!("group_{group_id}_bot_{}", random_hex(16));
+            st.put_user(FakeUser {
+                bot: true,
+                name: name.to_string(),
+                email: format!("{username}@noreply.gitlab.example"),
+                ..FakeUser::new(id, &username)
+            });
+            st.set_membership(id, group_id, Some(access_level));
+            username
+        };
+        let value = self.add_personal_access_token(&bot, name, scopes, expires_at);
+        (value, bot)
+    }
+
+    /// Revokes a personal or group access token: GitLab then answers 401 `invalid_token`,
+    /// "Token was revoked".
+    pub fn revoke_access_token(&self, value: &str) {
+        if let Some(t) = self.state().personal_tokens.get_mut(value) {
+            t.revoked = true;
+        }
+    }
+
+    /// The date `days` from the fake's today (UTC), in the form `expires_at` takes.
+    pub fn date_in_days(&self, days: i64) -> String {
+        self.state().date_in_days(days)
     }
 
     /// Every refresh token issued so far, oldest first.
@@ -988,6 +1232,28 @@ impl FakeGitlab {
     /// Only the next request for `/api/v4/groups` page `page` gets `fault`.
     pub fn set_fault_on_groups_page_once(&self, page: u64, fault: Fault) {
         self.push_fault(Endpoint::Groups, fault, Trigger::Page(page), Some(1));
+    }
+
+    /// Every request for page `page` of a listing of the group (`/api/v4/groups/<it>/members`,
+    /// `/descendant_groups`) on `endpoint` gets `fault`; `once`: only the next one.
+    pub fn set_fault_on_group_page(
+        &self,
+        endpoint: Endpoint,
+        group_full_path: &str,
+        page: u64,
+        fault: Fault,
+        once: bool,
+    ) {
+        let group = self
+            .group_id(group_full_path)
+            .unwrap_or_else(|| panic!("fake_gitlab: unknown group {group_full_path:?}"));
+        let remaining = once.then_some(1);
+        self.push_fault(
+            endpoint,
+            fault,
+            Trigger::GroupPage { group, page },
+            remaining,
+        );
     }
 
     /// Removes every fault.
@@ -1187,6 +1453,7 @@ fn answer(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
         path.strip_prefix(&format!("{}/", shared.prefix))
             .map(|rest| format!("/{rest}"))
     };
+    let group_route = route.as_deref().and_then(group_route_of);
     let endpoint = route.as_deref().and_then(|r| match (method.as_str(), r) {
         ("GET", "/oauth/authorize") => Some(Endpoint::Authorize),
         ("GET" | "POST", "/users/sign_in") => Some(Endpoint::SignIn),
@@ -1195,6 +1462,8 @@ fn answer(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
         ("GET", "/api/v4/groups") => Some(Endpoint::Groups),
         ("GET" | "POST", "/oauth/userinfo") => Some(Endpoint::Userinfo),
         ("GET", "/.well-known/openid-configuration") => Some(Endpoint::Discovery),
+        ("GET", "/api/v4/personal_access_tokens/self") => Some(Endpoint::TokenSelf),
+        ("GET", _) => group_route.as_ref().map(|(_, endpoint)| *endpoint),
         _ => None,
     });
     let req = Req {
@@ -1221,7 +1490,10 @@ fn answer(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
                     .and_then(|p| p.trim().parse::<u64>().ok())
                     .filter(|p| *p >= 1)
                     .unwrap_or(1);
-                pick_faults(&mut st.faults, ep, n, page)
+                let group = group_route
+                    .as_ref()
+                    .and_then(|(id, _)| st.group_by_ref(id).map(|g| g.id));
+                pick_faults(&mut st.faults, ep, n, page, group)
             }
             _ => (Duration::ZERO, None),
         };
@@ -1267,6 +1539,13 @@ fn answer(shared: &Shared, request: &mut Request<Body>) -> Response<Body> {
         Some(Endpoint::Groups) => api_groups(&st, shared, &req),
         Some(Endpoint::Userinfo) => userinfo(&st, shared, &req),
         Some(Endpoint::Discovery) => discovery(&st, shared),
+        Some(Endpoint::TokenSelf) => token_self(&st, &req),
+        Some(Endpoint::Group | Endpoint::DescendantGroups | Endpoint::Members) => {
+            match &group_route {
+                Some((id, endpoint)) => api_group_route(&st, shared, &req, id, *endpoint),
+                None => Resp::json(404, &json!({"error": "404 Not Found"})),
+            }
+        }
         None if req.route.starts_with("/api/") => {
             Resp::json(404, &json!({"error": "404 Not Found"}))
         }
@@ -1282,6 +1561,7 @@ fn pick_faults(
     ep: Endpoint,
     call: u64,
     page: u64,
+    group: Option<u64>,
 ) -> (Duration, Option<Fault>) {
     let mut delay = Duration::ZERO;
     let mut fault = None;
@@ -1293,6 +1573,7 @@ fn pick_faults(
             Trigger::Always => true,
             Trigger::Call(n) => n == call,
             Trigger::Page(p) => p == page,
+            Trigger::GroupPage { group: g, page: p } => Some(g) == group && p == page,
         };
         if !hit {
             continue;
@@ -1866,33 +2147,55 @@ fn access_token_of(req: &Req) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Finds the API token (`Authorization: Bearer`, `?access_token=`, `?bearer_token=`) and checks
-/// it in GitLab's order. `Ok(None)`: no token at all.
+fn invalid_token(description: &str) -> Resp {
+    Resp::json(401, &json!({"error": "invalid_token", "error_description": description})).with_header(
+        "WWW-Authenticate",
+        format!("Bearer realm=\"Protected by OAuth 2.0\", error=\"invalid_token\", error_description=\"{description}\""),
+    )
+}
+
+/// The token a REST call presents: a personal or group access token in `PRIVATE-TOKEN` or
+/// `?private_token=`, else an access token where [`access_token_of`] finds it.
+fn presented_token(req: &Req) -> Option<String> {
+    req.header("private-token")
+        .map(|t| t.trim().to_string())
+        .or_else(|| req.q("private_token").map(str::to_string))
+        .filter(|t| !t.is_empty())
+        .or_else(|| access_token_of(req))
+}
+
+/// Finds the API token ([`presented_token`]) and checks it in GitLab's order: unknown, expired,
+/// revoked, scope (`accepted`; empty: any scope), the owner's state. A personal or group
+/// access token is looked up first, then an OAuth token. `Ok(None)`: no token at all.
 fn api_authenticate<'a>(
     st: &'a State,
     req: &Req,
     accepted: &[&str],
 ) -> Result<Option<&'a FakeUser>, Resp> {
-    let Some(token) = access_token_of(req) else {
+    let Some(token) = presented_token(req) else {
         return Ok(None);
     };
     let unauthorized = || Resp::json(401, &json!({"message": "401 Unauthorized"}));
-    let Some(t) = st.tokens.get(&token) else {
+    let (user_id, scopes) = if let Some(t) = st.personal_tokens.get(&token) {
+        if st.personal_token_expired(t) {
+            return Err(invalid_token(DESC_TOKEN_EXPIRED));
+        }
+        if t.revoked {
+            return Err(invalid_token(DESC_TOKEN_REVOKED));
+        }
+        (t.user_id, &t.scopes)
+    } else if let Some(t) = st.tokens.get(&token) {
+        if st.now() >= t.created_at + TOKEN_LIFETIME_SECS {
+            return Err(invalid_token(DESC_TOKEN_EXPIRED));
+        }
+        if t.revoked {
+            return Err(invalid_token(DESC_TOKEN_REVOKED));
+        }
+        (t.user_id, &t.scopes)
+    } else {
         return Err(unauthorized());
     };
-    let invalid_token = |description: &str| {
-        Resp::json(401, &json!({"error": "invalid_token", "error_description": description})).with_header(
-            "WWW-Authenticate",
-            format!("Bearer realm=\"Protected by OAuth 2.0\", error=\"invalid_token\", error_description=\"{description}\""),
-        )
-    };
-    if st.now() >= t.created_at + TOKEN_LIFETIME_SECS {
-        return Err(invalid_token(DESC_TOKEN_EXPIRED));
-    }
-    if t.revoked {
-        return Err(invalid_token(DESC_TOKEN_REVOKED));
-    }
-    if !t.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
+    if !accepted.is_empty() && !scopes.iter().any(|s| accepted.contains(&s.as_str())) {
         return Err(Resp::json(
             403,
             &json!({
@@ -1902,7 +2205,7 @@ fn api_authenticate<'a>(
             }),
         ));
     }
-    let Some(user) = st.user_by_id(t.user_id) else {
+    let Some(user) = st.user_by_id(user_id) else {
         return Err(unauthorized());
     };
     let refused = match (st.inactive_policy, user.state.as_str()) {
@@ -1926,48 +2229,47 @@ fn api_user(st: &State, shared: &Shared, req: &Req) -> Resp {
         Ok(Some(u)) => u,
     };
     let now = iso8601(st.now());
-    let mut v = json!({
-        "id": user.id,
-        "username": user.username,
-        "name": user.name,
-        "state": user.state,
-        "locked": user.locked,
-        "avatar_url": format!("https://secure.gravatar.com/avatar/{}?s=80&d=identicon", hex::encode(Sha256::digest(user.email.to_lowercase().as_bytes()))),
-        "web_url": format!("{}/{}", shared.base_url, user.username),
-        "created_at": USER_CREATED_AT,
-        "bio": "",
-        "location": "",
-        "public_email": user.public_email,
-        "skype": "",
-        "linkedin": "",
-        "twitter": "",
-        "discord": "",
-        "website_url": "",
-        "organization": "",
-        "job_title": "",
-        "pronouns": null,
-        "bot": user.bot,
-        "work_information": null,
-        "followers": 0,
-        "following": 0,
-        "is_followed": false,
-        "local_time": null,
-        "last_sign_in_at": now,
-        "confirmed_at": USER_CREATED_AT,
-        "last_activity_on": &now[..10],
-        "email": user.email,
-        "theme_id": 1,
-        "color_scheme_id": 1,
-        "projects_limit": 100000,
-        "current_sign_in_at": now,
-        "identities": [],
-        "can_create_group": true,
-        "can_create_project": true,
-        "two_factor_enabled": false,
-        "external": false,
-        "private_profile": false,
-        "commit_email": user.email,
-    });
+    let mut v = user_basic(shared, user);
+    v.as_object_mut().expect("object").extend(
+        json!({
+            "created_at": USER_CREATED_AT,
+            "bio": "",
+            "location": "",
+            "public_email": user.public_email,
+            "skype": "",
+            "linkedin": "",
+            "twitter": "",
+            "discord": "",
+            "website_url": "",
+            "organization": "",
+            "job_title": "",
+            "pronouns": null,
+            "bot": user.bot,
+            "work_information": null,
+            "followers": 0,
+            "following": 0,
+            "is_followed": false,
+            "local_time": null,
+            "last_sign_in_at": now,
+            "confirmed_at": USER_CREATED_AT,
+            "last_activity_on": &now[..10],
+            "email": user.email,
+            "theme_id": 1,
+            "color_scheme_id": 1,
+            "projects_limit": 100000,
+            "current_sign_in_at": now,
+            "identities": [],
+            "can_create_group": true,
+            "can_create_project": true,
+            "two_factor_enabled": false,
+            "external": false,
+            "private_profile": false,
+            "commit_email": user.email,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
     if user.admin {
         let obj = v.as_object_mut().expect("object");
         obj.insert("is_admin".into(), json!(true));
@@ -2205,12 +2507,7 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
 
     // GroupsFinder#all_groups.
     let ids: HashSet<u64> = match user {
-        None => st
-            .groups
-            .iter()
-            .filter(|g| g.visibility == "public")
-            .map(|g| g.id)
-            .collect(),
+        None => st.visible_groups(None, false),
         Some(u) if owned => st.direct_groups(u.id, |l| l == access::OWNER),
         Some(u) if min_access_level.is_some() => {
             let n = min_access_level.unwrap_or(0);
@@ -2219,20 +2516,7 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
         Some(u) if u.admin && all_available.unwrap_or(true) => {
             st.groups.iter().map(|g| g.id).collect()
         }
-        Some(u) => {
-            let mut set = st.self_and_descendants(&st.direct_groups(u.id, |_| true));
-            let ancestors: Vec<u64> = set.iter().flat_map(|g| st.ancestors(*g)).collect();
-            set.extend(ancestors);
-            if all_available == Some(true) {
-                set.extend(
-                    st.groups
-                        .iter()
-                        .filter(|g| g.visibility == "public" || g.visibility == "internal")
-                        .map(|g| g.id),
-                );
-            }
-            set
-        }
+        Some(u) => st.visible_groups(Some(u), all_available == Some(true)),
     };
     let search = req
         .q("search")
@@ -2265,27 +2549,6 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
         primary.then(a.id.cmp(&b.id))
     });
 
-    // Kaminari: per_page default 20, max 100; page default 1.
-    let per_page = match per_page_param {
-        Some(n) if n >= 1 => n.min(100) as usize,
-        _ => 20,
-    };
-    let page = match page_param {
-        Some(n) if n >= 1 => n as usize,
-        _ => 1,
-    };
-    let total = groups.len();
-    let total_pages = total.div_ceil(per_page).max(1);
-    let in_range = page <= total_pages;
-    let items: Vec<Value> = groups
-        .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .map(|g| group_json(st, shared, g))
-        .collect();
-    let next_page = (page < total_pages).then_some(page + 1);
-    let prev_page = (page > 1 && in_range).then(|| page - 1);
-
     // Link: every request parameter plus Grape's defaults, sorted, `page` replaced.
     let mut link_params: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in [
@@ -2294,8 +2557,6 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
         ("sort", "asc"),
         ("statistics", "false"),
         ("with_custom_attributes", "false"),
-        ("page", "1"),
-        ("per_page", "20"),
     ] {
         link_params.insert(k.to_string(), v.to_string());
     }
@@ -2308,52 +2569,253 @@ fn api_groups(st: &State, shared: &Shared, req: &Req) -> Resp {
     if let Some(v) = all_available {
         link_params.insert("all_available".into(), v.to_string());
     }
-    if let Some(n) = per_page_param {
-        link_params.insert("per_page".into(), n.to_string());
-    }
     if let Some(n) = min_access_level {
         link_params.insert("min_access_level".into(), n.to_string());
     }
-    let href = |base: &str, page: usize| {
-        let mut params = link_params.clone();
-        params.insert("page".into(), page.to_string());
-        let pairs: Vec<(String, String)> = params.into_iter().collect();
-        format!("{base}/api/v4/groups?{}", encode_pairs(&pairs))
+    let listing = Listing {
+        path: "/api/v4/groups".to_string(),
+        page: page_param,
+        per_page: per_page_param,
+        link_params,
     };
-    let mut links = Vec::new();
-    if let Some(p) = prev_page {
-        links.push(format!("<{}>; rel=\"prev\"", href(&shared.base_url, p)));
-    }
-    if let Some(p) = next_page {
-        let base = st.next_link_base.as_deref().unwrap_or(&shared.base_url);
-        links.push(format!("<{}>; rel=\"next\"", href(base, p)));
-    }
-    links.push(format!("<{}>; rel=\"first\"", href(&shared.base_url, 1)));
-    if !st.omit_totals {
-        links.push(format!(
-            "<{}>; rel=\"last\"",
-            href(&shared.base_url, total_pages)
-        ));
-    }
+    listing.answer(st, shared, &groups, |g| group_json(st, shared, g))
+}
 
-    let mut resp = Resp::json(200, &Value::Array(items));
-    let opt = |v: Option<usize>| v.map(|n| n.to_string()).unwrap_or_default();
-    if st.pagination_headers != PaginationHeaders::LinkOnly {
-        resp = resp
-            .with_header("X-Per-Page", per_page.to_string())
-            .with_header("X-Page", page.to_string())
-            .with_header("X-Next-Page", opt(next_page))
-            .with_header("X-Prev-Page", opt(prev_page));
-        if !st.omit_totals {
-            resp = resp
-                .with_header("X-Total", total.to_string())
-                .with_header("X-Total-Pages", total_pages.to_string());
+/// One page of a listing with GitLab's offset pagination (Kaminari: `per_page` default 20, at
+/// most 100; `page` default 1) and its headers, as the switches ask.
+struct Listing {
+    /// The path of the listing (without the fake's prefix), for the `Link` URLs.
+    path: String,
+    page: Option<i64>,
+    per_page: Option<i64>,
+    /// Every request parameter plus the endpoint's defaults; `page` and `per_page` are set here.
+    link_params: BTreeMap<String, String>,
+}
+
+impl Listing {
+    fn answer<T>(
+        self,
+        st: &State,
+        shared: &Shared,
+        all: &[T],
+        to_json: impl Fn(&T) -> Value,
+    ) -> Resp {
+        let per_page = match self.per_page {
+            Some(n) if n >= 1 => n.min(100) as usize,
+            _ => 20,
+        };
+        let page = match self.page {
+            Some(n) if n >= 1 => n as usize,
+            _ => 1,
+        };
+        let total = all.len();
+        let total_pages = total.div_ceil(per_page).max(1);
+        let in_range = page <= total_pages;
+        let items: Vec<Value> = all
+            .iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .map(to_json)
+            .collect();
+        let next_page = (page < total_pages).then_some(page + 1);
+        let prev_page = (page > 1 && in_range).then(|| page - 1);
+        let mut link_params = self.link_params;
+        link_params
+            .entry("per_page".into())
+            .or_insert_with(|| "20".into());
+        if let Some(n) = self.per_page {
+            link_params.insert("per_page".into(), n.to_string());
         }
+        let href = |base: &str, page: usize| {
+            let mut params = link_params.clone();
+            params.insert("page".into(), page.to_string());
+            let pairs: Vec<(String, String)> = params.into_iter().collect();
+            format!("{base}{}?{}", self.path, encode_pairs(&pairs))
+        };
+        let mut links = Vec::new();
+        if let Some(p) = prev_page {
+            links.push(format!("<{}>; rel=\"prev\"", href(&shared.base_url, p)));
+        }
+        if let Some(p) = next_page {
+            let base = st.next_link_base.as_deref().unwrap_or(&shared.base_url);
+            links.push(format!("<{}>; rel=\"next\"", href(base, p)));
+        }
+        links.push(format!("<{}>; rel=\"first\"", href(&shared.base_url, 1)));
+        if !st.omit_totals {
+            links.push(format!(
+                "<{}>; rel=\"last\"",
+                href(&shared.base_url, total_pages)
+            ));
+        }
+
+        let mut resp = Resp::json(200, &Value::Array(items));
+        let opt = |v: Option<usize>| v.map(|n| n.to_string()).unwrap_or_default();
+        if st.pagination_headers != PaginationHeaders::LinkOnly {
+            resp = resp
+                .with_header("X-Per-Page", per_page.to_string())
+                .with_header("X-Page", page.to_string())
+                .with_header("X-Next-Page", opt(next_page))
+                .with_header("X-Prev-Page", opt(prev_page));
+            if !st.omit_totals {
+                resp = resp
+                    .with_header("X-Total", total.to_string())
+                    .with_header("X-Total-Pages", total_pages.to_string());
+            }
+        }
+        if st.pagination_headers != PaginationHeaders::XHeadersOnly {
+            resp = resp.with_header("Link", links.join(", "));
+        }
+        resp
     }
-    if st.pagination_headers != PaginationHeaders::XHeadersOnly {
-        resp = resp.with_header("Link", links.join(", "));
+}
+
+/// `/api/v4/groups/<id>[/descendant_groups|/members]`: the `:id` segment as sent and the
+/// endpoint.
+fn group_route_of(route: &str) -> Option<(String, Endpoint)> {
+    let rest = route.strip_prefix("/api/v4/groups/")?;
+    let (id, tail) = match rest.split_once('/') {
+        Some((id, tail)) => (id, tail),
+        None => (rest, ""),
+    };
+    let endpoint = match tail {
+        "" => Endpoint::Group,
+        "descendant_groups" => Endpoint::DescendantGroups,
+        "members" => Endpoint::Members,
+        _ => return None,
+    };
+    (!id.is_empty()).then(|| (id.to_string(), endpoint))
+}
+
+/// `GET /api/v4/personal_access_tokens/self`: the token used, for any scope; the token checks
+/// come first (401 for an expired or revoked one). With an OAuth token: 404.
+fn token_self(st: &State, req: &Req) -> Resp {
+    if let Err(resp) = api_authenticate(st, req, &[]) {
+        return resp;
     }
-    resp
+    let token = presented_token(req).unwrap_or_default();
+    let Some(t) = st.personal_tokens.get(&token) else {
+        return match st.tokens.get(&token) {
+            Some(_) => Resp::json(404, &json!({"message": "404 Not Found"})),
+            None => Resp::json(401, &json!({"message": "401 Unauthorized"})),
+        };
+    };
+    Resp::json(
+        200,
+        &json!({
+            "id": t.id,
+            "name": t.name,
+            "revoked": t.revoked,
+            "created_at": iso8601(t.created_at),
+            "description": null,
+            "scopes": t.scopes,
+            "user_id": t.user_id,
+            "last_used_at": iso8601(st.now()),
+            "active": !t.revoked && !st.personal_token_expired(t),
+            "expires_at": t.expires_at,
+            "expired": st.personal_token_expired(t),
+        }),
+    )
+}
+
+/// `GET /api/v4/groups/:id`, `…/descendant_groups` and `…/members` (`read_api` or `api`). The
+/// group must be visible to the caller, else 404 as for a group that does not exist.
+fn api_group_route(st: &State, shared: &Shared, req: &Req, id: &str, endpoint: Endpoint) -> Resp {
+    let user = match api_authenticate(st, req, &["api", "read_api"]) {
+        Err(resp) => return resp,
+        Ok(u) => u,
+    };
+    let not_found = || Resp::json(404, &json!({"message": "404 Group Not Found"}));
+    let Some(group) = st.group_by_ref(id) else {
+        return not_found();
+    };
+    let admin = user.is_some_and(|u| u.admin);
+    if !admin && !st.visible_groups(user, true).contains(&group.id) {
+        return not_found();
+    }
+    let (page, per_page) = match (parse_int(req, "page"), parse_int(req, "per_page")) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(resp), _) | (_, Err(resp)) => return resp,
+    };
+    let mut link_params: BTreeMap<String, String> = req.query.iter().cloned().collect();
+    let listing = |path: String, link_params| Listing {
+        path,
+        page,
+        per_page,
+        link_params,
+    };
+    match endpoint {
+        Endpoint::DescendantGroups => {
+            let all_available = match parse_bool(req, "all_available") {
+                Ok(v) => v,
+                Err(resp) => return resp,
+            };
+            let visible = match all_available.unwrap_or(admin) {
+                true if admin => st.groups.iter().map(|g| g.id).collect(),
+                public_and_internal => st.visible_groups(user, public_and_internal),
+            };
+            let mut below: Vec<&Group> = st
+                .groups
+                .iter()
+                .filter(|g| g.id != group.id && visible.contains(&g.id))
+                .filter(|g| st.ancestors(g.id).contains(&group.id))
+                .collect();
+            below.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            for (k, v) in [
+                ("order_by", "name"),
+                ("sort", "asc"),
+                ("statistics", "false"),
+            ] {
+                link_params.entry(k.into()).or_insert_with(|| v.into());
+            }
+            listing(
+                format!("/api/v4/groups/{id}/descendant_groups"),
+                link_params,
+            )
+            .answer(st, shared, &below, |g| group_json(st, shared, g))
+        }
+        Endpoint::Members => {
+            let members: Vec<(&FakeUser, u32)> = st
+                .group_members
+                .get(&group.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|(user_id, level)| st.user_by_id(*user_id).map(|u| (u, *level)))
+                .collect();
+            listing(format!("/api/v4/groups/{id}/members"), link_params).answer(
+                st,
+                shared,
+                &members,
+                |(u, level)| member_json(shared, u, *level),
+            )
+        }
+        _ => Resp::json(200, &group_json(st, shared, group)),
+    }
+}
+
+/// A direct member as `GET /groups/:id/members` shows one: the user (`UserBasic`, whatever its
+/// `state`) and its membership.
+fn member_json(shared: &Shared, user: &FakeUser, access_level: u32) -> Value {
+    let mut v = user_basic(shared, user);
+    if let Some(fields) = v.as_object_mut() {
+        fields.insert("access_level".into(), json!(access_level));
+        fields.insert("created_at".into(), json!(USER_CREATED_AT));
+        fields.insert("expires_at".into(), Value::Null);
+        fields.insert("membership_state".into(), json!("active"));
+    }
+    v
+}
+
+/// GitLab's `UserBasic` entity: what every answer naming a user shows of them.
+fn user_basic(shared: &Shared, user: &FakeUser) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "name": user.name,
+        "state": user.state,
+        "locked": user.locked,
+        "avatar_url": format!("https://secure.gravatar.com/avatar/{}?s=80&d=identicon", hex::encode(Sha256::digest(user.email.to_lowercase().as_bytes()))),
+        "web_url": format!("{}/{}", shared.base_url, user.username),
+    })
 }
 
 fn group_json(st: &State, shared: &Shared, g: &Group) -> Value {

@@ -1,0 +1,257 @@
+//! What automatic provisioning reads and writes: the groups it manages (`groups.gitlab_group_id`),
+//! its mark on the accounts it read or deactivated (`gitlab_provisioned`, forgotten by triggers
+//! when anything else changes an account's activity or link), the GitLab accounts and their
+//! memberships as a run compares them, and the record of its runs (`gitlab_provisioning_runs`).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// A group provisioning manages: the local group and the GitLab group it mirrors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedGroup {
+    pub id: i64,
+    pub name: String,
+    pub gitlab_id: i64,
+}
+
+/// Every group provisioning manages.
+pub fn managed_groups(conn: &Connection) -> rusqlite::Result<Vec<ManagedGroup>> {
+    conn.prepare_cached(
+        "SELECT id, name, gitlab_group_id FROM groups WHERE gitlab_group_id IS NOT NULL",
+    )?
+    .query_map([], |r| {
+        Ok(ManagedGroup {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            gitlab_id: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// The names of the groups made by hand (the default group among them): provisioning never
+/// takes one of these names.
+pub fn hand_made_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT name FROM groups WHERE gitlab_group_id IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// The id of the GitLab group a local group mirrors; `None` for a group made by hand.
+pub fn gitlab_group_of(conn: &Connection, group_id: i64) -> rusqlite::Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT gitlab_group_id FROM groups WHERE id = ?1")?
+        .query_row([group_id], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// Creates a group managed by provisioning, mirroring the GitLab group `gitlab_id`.
+pub fn create_managed_group(
+    conn: &Connection,
+    name: &str,
+    gitlab_id: i64,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO groups (name, description, is_default, created_at, gitlab_group_id) \
+         VALUES (?1, 'Managed by GitLab provisioning', 0, ?2, ?3)",
+    )?
+    .execute(params![name, now, gitlab_id])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Renames a managed group (its GitLab group was renamed or moved).
+pub fn rename_managed_group(conn: &Connection, id: i64, name: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE groups SET name = ?2 WHERE id = ?1 AND gitlab_group_id IS NOT NULL",
+    )?
+    .execute(params![id, name])?;
+    Ok(())
+}
+
+/// Deletes a managed group (its GitLab group is no longer read); never a group made by hand.
+pub fn delete_managed_group(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM groups WHERE id = ?1 AND gitlab_group_id IS NOT NULL")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Removes the members of `provider` from group `id`; returns how many.
+pub fn remove_gitlab_members(
+    conn: &Connection,
+    id: i64,
+    provider: &str,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM group_members WHERE group_id = ?1 AND user_id IN \
+         (SELECT id FROM users WHERE external_provider = ?2)",
+    )?
+    .execute(params![id, provider])
+}
+
+/// Provisioning's mark on an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Read by the last applied run.
+    Read,
+    /// Deactivated by provisioning.
+    Deactivated,
+}
+
+/// A GitLab account as a run compares it with what GitLab said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitlabAccount {
+    pub id: i64,
+    pub login: String,
+    pub name: String,
+    pub active: bool,
+    /// GitLab's numeric user id, when linked.
+    pub gitlab_id: Option<String>,
+    /// The GitLab username.
+    pub username: Option<String>,
+    pub mark: Option<Mark>,
+}
+
+fn account_of(r: &Row<'_>) -> rusqlite::Result<GitlabAccount> {
+    let deactivated: Option<bool> = r.get(6)?;
+    Ok(GitlabAccount {
+        id: r.get(0)?,
+        login: r.get(1)?,
+        name: r.get(2)?,
+        active: r.get(3)?,
+        gitlab_id: r.get(4)?,
+        username: r.get(5)?,
+        mark: deactivated.map(|d| if d { Mark::Deactivated } else { Mark::Read }),
+    })
+}
+
+/// Every GitLab account, with provisioning's mark.
+pub fn gitlab_accounts(conn: &Connection, provider: &str) -> rusqlite::Result<Vec<GitlabAccount>> {
+    conn.prepare_cached(
+        "SELECT u.id, u.login, u.name, u.active, u.external_id, u.external_identity, \
+         p.deactivated FROM users u LEFT JOIN gitlab_provisioned p ON p.user_id = u.id \
+         WHERE u.external_provider = ?1",
+    )?
+    .query_map([provider], account_of)?
+    .collect()
+}
+
+/// Every membership of a GitLab account: (user id, group id).
+pub fn gitlab_memberships(conn: &Connection, provider: &str) -> rusqlite::Result<Vec<(i64, i64)>> {
+    conn.prepare_cached(
+        "SELECT m.user_id, m.group_id FROM group_members m JOIN users u ON u.id = m.user_id \
+         WHERE u.external_provider = ?1",
+    )?
+    .query_map([provider], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Sets provisioning's mark on an account. Call after the account's own changes, whose
+/// triggers forget a mark.
+pub fn set_mark(conn: &Connection, user_id: i64, mark: Mark) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO gitlab_provisioned (user_id, deactivated) VALUES (?1, ?2)",
+    )?
+    .execute(params![user_id, mark == Mark::Deactivated])?;
+    Ok(())
+}
+
+/// Whether provisioning read this account in its last applied run (and nothing changed its
+/// activity or link since).
+pub fn is_read(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM gitlab_provisioned WHERE user_id = ?1 AND deactivated = 0")?
+        .exists([user_id])
+}
+
+/// What provisioning writes of an account: GitLab's name, username and numeric id.
+pub struct Profile<'a> {
+    pub name: &'a str,
+    pub username: &'a str,
+    pub gitlab_id: &'a str,
+}
+
+/// Links account `id` to its GitLab user and takes GitLab's name and username; the email is
+/// left as it is (it comes from sign-in).
+pub fn set_profile(conn: &Connection, id: i64, p: &Profile<'_>, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET name = ?2, external_identity = ?3, external_id = ?4, updated_at = ?5 \
+         WHERE id = ?1",
+    )?
+    .execute(params![id, p.name, p.username, p.gitlab_id, now])?;
+    Ok(())
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: i64,
+    /// `SUCCESS`, `FAILED` or `HELD`.
+    pub status: String,
+    /// `SCHEDULE`, `MANUAL` or `MODE_CHANGE`.
+    pub trigger: String,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub groups_read: i64,
+    pub users_read: i64,
+    /// A JSON object of counts.
+    pub changes: String,
+    pub error: Option<String>,
+    /// A held run: the JSON list of the accounts it would deactivate.
+    pub held: Option<String>,
+    /// A JSON list of texts.
+    pub warnings: Option<String>,
+}
+
+/// Runs kept: older ones are removed as new ones are recorded.
+pub const RUNS_KEPT: i64 = 50;
+
+/// Records a finished run (its `id` is ignored) and forgets those beyond the last
+/// [`RUNS_KEPT`]; returns its id.
+pub fn record_run(conn: &Connection, run: &Run) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO gitlab_provisioning_runs (status, trigger, started_at, finished_at, \
+         groups_read, users_read, changes, error, held, warnings) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        run.status,
+        run.trigger,
+        run.started_at,
+        run.finished_at,
+        run.groups_read,
+        run.users_read,
+        run.changes,
+        run.error,
+        run.held,
+        run.warnings
+    ])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("DELETE FROM gitlab_provisioning_runs WHERE id <= ?1")?
+        .execute([id - RUNS_KEPT])?;
+    Ok(id)
+}
+
+/// The last `limit` runs, newest first.
+pub fn runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<Run>> {
+    conn.prepare_cached(
+        "SELECT id, status, trigger, started_at, finished_at, groups_read, users_read, changes, \
+         error, held, warnings FROM gitlab_provisioning_runs ORDER BY id DESC LIMIT ?1",
+    )?
+    .query_map([limit], |r| {
+        Ok(Run {
+            id: r.get(0)?,
+            status: r.get(1)?,
+            trigger: r.get(2)?,
+            started_at: r.get(3)?,
+            finished_at: r.get(4)?,
+            groups_read: r.get(5)?,
+            users_read: r.get(6)?,
+            changes: r.get(7)?,
+            error: r.get(8)?,
+            held: r.get(9)?,
+            warnings: r.get(10)?,
+        })
+    })?
+    .collect()
+}
