@@ -439,9 +439,50 @@ pub fn run(
     outcome.finished_at = clock();
     outcome.phases[2] = outcome.finished_at - decided_at;
     outcome.id = store::record_run(&tx, &record_of(&outcome))?;
+    record_events(&tx, &outcome)?;
     tx.commit()?;
     report(&outcome);
     Ok(outcome)
+}
+
+/// Records the run in the audit log, in its transaction: each account it deactivated (by
+/// provisioning: the person left GitLab's allowed groups), and the run with its counts, its
+/// outcome (`refused` when held for an administrator) and why it failed or was held. Counted
+/// in the metrics too.
+fn record_events(tx: &Connection, o: &Outcome) -> AppResult<()> {
+    use crate::audit::{self, Action, By, Event, Outcome as Ended};
+    let by = By::system(o.finished_at);
+    if o.status == Status::Success {
+        for d in &o.deactivations {
+            let event = Event::ok(Action::UserDeactivate, &d.login)
+                .with("by", "provisioning")
+                .with("gitlabUsername", d.username.as_deref());
+            audit::record(tx, &by, event)?;
+        }
+    }
+    let ended = match o.status {
+        Status::Success => Ended::Ok,
+        Status::Held => Ended::Refused,
+        Status::Failed => Ended::Failed,
+    };
+    let mut event = Event::new(Action::ProvisioningRun, ended, None)
+        .with("run", o.id)
+        .with("trigger", o.trigger.as_str())
+        .with("groupsRead", o.groups_read)
+        .with("usersRead", o.users_read)
+        .with("changes", changes_json(&o.changes));
+    if let Some(error) = &o.error {
+        event = event.because(error);
+    }
+    audit::record(tx, &by, event)?;
+    let succeeded = (o.status == Status::Success).then_some(o.finished_at / 1000);
+    let outcome = match o.status {
+        Status::Success => "success",
+        Status::Held => "held",
+        Status::Failed => "failed",
+    };
+    crate::metrics::run(crate::metrics::Task::Provisioning, outcome, succeeded);
+    Ok(())
 }
 
 /// Records a run that failed with `error` (nothing else written) and reports it.
@@ -457,6 +498,7 @@ fn record_failure(
     outcome.finished_at = clock();
     let tx = db::write_tx(conn)?;
     outcome.id = store::record_run(&tx, &record_of(&outcome))?;
+    record_events(&tx, &outcome)?;
     tx.commit()?;
     report(&outcome);
     Ok(outcome)

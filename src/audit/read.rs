@@ -326,6 +326,11 @@ fn ok_line(event: &store::Event, detail: &Value, actor: &str, target: &str) -> S
             }
             line
         }
+        "provisioning.run" => format!(
+            "provisioning read {} GitLab users in {} groups",
+            text("usersRead"),
+            text("groupsRead")
+        ),
         "revalidation.run" => format!(
             "revalidation checked {} GitLab users: {} updated, {} cut off",
             text("usersChecked"),

@@ -330,6 +330,18 @@ fn people_blocked_or_removed_in_gitlab_lose_their_session_and_tokens_at_the_next
         log.contains("deactivated login=\"ann\"") && log.contains("deactivated login=\"bob\""),
         "{log}"
     );
+    // The audit log tells why: deactivated by provisioning, in the run that did it.
+    let events = crate::audit::events(&lab.lg, &[("action", "user.deactivate")]);
+    for login in ["ann", "bob"] {
+        let e = events
+            .iter()
+            .find(|e| e["target"] == login)
+            .unwrap_or_else(|| panic!("no deactivation of {login}: {events:#?}"));
+        assert_eq!(e["detail"]["by"], "provisioning", "{e}");
+    }
+    let runs = crate::audit::events(&lab.lg, &[("action", "provisioning.run")]);
+    assert_eq!(runs[0]["outcome"], "ok", "{runs:#?}");
+    assert_eq!(runs[0]["detail"]["changes"]["usersDeactivated"], 2);
     // Back in GitLab: reactivated, in their groups again (their old tokens stay revoked).
     lab.gl.set_user_state("ann", "active");
     let run = lab.run_now(false);
