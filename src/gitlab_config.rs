@@ -107,7 +107,11 @@ impl GitlabConfig {
 
 /// The configuration in effect, read with one query.
 pub fn load(conn: &Connection) -> AppResult<GitlabConfig> {
-    let stored = s::Snapshot::load(conn)?;
+    of(&s::Snapshot::load(conn)?)
+}
+
+/// The configuration held in `stored` (the settings as read at once: [`s::Snapshot`]).
+pub fn of(stored: &s::Snapshot) -> AppResult<GitlabConfig> {
     let secret = stored.secret(s::GITLAB_SECRET);
     let secret_unreadable = matches!(secret, s::Secret::Unreadable(_));
     Ok(GitlabConfig {

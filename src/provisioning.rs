@@ -100,20 +100,22 @@ pub fn auto_change_refused(
 fn allowed_prefixes(allowed_groups: &[String]) -> Vec<String> {
     allowed_groups
         .iter()
-        .map(|allowed| allowed.trim().trim_matches('/').to_lowercase())
+        .map(|allowed| allowed.trim().trim_matches('/').to_ascii_lowercase())
         .filter(|allowed| !allowed.is_empty())
         .collect()
 }
 
 /// `path` equals one of `allowed` (from [`allowed_prefixes`]) or starts with it and a `/`,
-/// ignoring case.
+/// ignoring ASCII case. GitLab paths and allowed groups are ASCII (letters, digits, `-`, `_`,
+/// `.`): a byte comparison needs no lowered copy of each of a person's many paths, and a
+/// character outside ASCII matches only itself.
 fn under_allowed(path: &str, allowed: &[String]) -> bool {
-    let path = path.to_lowercase();
+    let path = path.as_bytes();
     allowed.iter().any(|a| {
-        path == *a
-            || (path.len() > a.len()
-                && path.starts_with(a.as_str())
-                && path.as_bytes()[a.len()] == b'/')
+        let a = a.as_bytes();
+        path.len() >= a.len()
+            && path[..a.len()].eq_ignore_ascii_case(a)
+            && (path.len() == a.len() || path[a.len()] == b'/')
     })
 }
 

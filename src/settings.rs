@@ -533,6 +533,53 @@ impl Snapshot {
     }
 }
 
+/// The stored settings held in memory, so that a request reads them without a read
+/// transaction of its own. A snapshot is used only at the commit generation it was read at
+/// ([`db::generation`], which moves after every commit of this process, a setting saved
+/// included) and for at most [`CACHE_MAX_AGE`] (writes of another process, such as a command
+/// run beside the server, are not counted). It is read afresh, and not kept, through a
+/// connection inside a transaction: that read may see the transaction's own writes, which are
+/// not committed and may never be.
+#[derive(Default)]
+pub struct Cache {
+    current: std::sync::RwLock<Option<Held>>,
+}
+
+struct Held {
+    generation: u64,
+    loaded_at: std::time::Instant,
+    snapshot: std::sync::Arc<Snapshot>,
+}
+
+/// Longest a [`Cache`] serves one snapshot.
+pub const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Cache {
+    /// The settings as of now: the snapshot held, or one read afresh from `conn`.
+    pub fn current(&self, conn: &Connection) -> AppResult<std::sync::Arc<Snapshot>> {
+        // Read before the rows: what is read below is current at least as of this generation.
+        let generation = db::generation();
+        let cacheable = db::commits_counted() && conn.is_autocommit();
+        if cacheable {
+            let held = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = held.as_ref() {
+                if h.generation == generation && h.loaded_at.elapsed() < CACHE_MAX_AGE {
+                    return Ok(std::sync::Arc::clone(&h.snapshot));
+                }
+            }
+        }
+        let snapshot = std::sync::Arc::new(Snapshot::load(conn)?);
+        if cacheable {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Held {
+                generation,
+                loaded_at: std::time::Instant::now(),
+                snapshot: std::sync::Arc::clone(&snapshot),
+            });
+        }
+        Ok(snapshot)
+    }
+}
+
 /// The stored value or the default.
 pub fn value(conn: &Connection, key: &str) -> AppResult<Option<String>> {
     let def = known(key)?;
@@ -846,6 +893,28 @@ pub fn token_max_lifetime(conn: &Connection) -> AppResult<TokenLifetime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_sees_each_commit_and_never_keeps_what_a_transaction_read() {
+        let path = db::temp_db("settings-cache");
+        let mut conn = db::open(&path).unwrap();
+        let cache = Cache::default();
+        let base = |cache: &Cache, conn: &Connection| {
+            let snapshot = cache.current(conn).unwrap();
+            snapshot.stored(SERVER_BASE_URL).map(str::to_string)
+        };
+        db::settings::set(&conn, SERVER_BASE_URL, "https://a.example").unwrap();
+        assert_eq!(base(&cache, &conn).as_deref(), Some("https://a.example"));
+        db::settings::set(&conn, SERVER_BASE_URL, "https://b.example").unwrap();
+        assert_eq!(base(&cache, &conn).as_deref(), Some("https://b.example"));
+        // Inside a transaction the read sees the transaction's own write; rolled back, that
+        // value was never stored, and the cache must not serve it.
+        let tx = db::write_tx(&mut conn).unwrap();
+        db::settings::set(&tx, SERVER_BASE_URL, "https://never.example").unwrap();
+        assert_eq!(base(&cache, &tx).as_deref(), Some("https://never.example"));
+        tx.rollback().unwrap();
+        assert_eq!(base(&cache, &conn).as_deref(), Some("https://b.example"));
+    }
 
     #[test]
     fn url_setting_is_validated_and_normalized() {

@@ -95,33 +95,32 @@ impl Table {
 
 /// Where a sign-in sends the person afterwards: a local path as [`local_path`] accepts it, or
 /// an absolute URL whose origin is a registered application's; anything else, `/`.
+/// `apps` gives the applications, asked for only when `raw` is an absolute URL.
 pub fn return_to(
     raw: Option<&str>,
-    apps: &Snapshot,
+    apps: impl FnOnce() -> AppResult<Arc<Snapshot>>,
     local_path: impl Fn(Option<&str>) -> String,
-) -> String {
+) -> AppResult<String> {
     if let Some(url) = raw {
         if let Some(origin) = rules::absolute_return_to(url) {
-            if apps.find(&origin).is_some() {
-                return url.to_string();
+            if apps()?.find(&origin).is_some() {
+                return Ok(url.to_string());
             }
-            return "/".into();
+            return Ok("/".into());
         }
     }
-    local_path(raw)
+    Ok(local_path(raw))
 }
 
 /// The cookie domain in effect: the setting when set and still fitting the base URL (which
 /// `--base-url` may have changed since it was saved), else none (host-only cookies).
-pub fn cookie_domain(conn: &Connection, base_url: &str) -> AppResult<Option<String>> {
-    let Some(domain) = db::settings::get(conn, crate::settings::GATE_COOKIE_DOMAIN)? else {
-        return Ok(None);
-    };
-    match rules::cookie_domain(&domain, base_url) {
-        Ok(domain) => Ok(Some(domain)),
+/// `stored` is the setting's value (none when not set).
+pub fn cookie_domain(stored: Option<&str>, base_url: &str) -> Option<String> {
+    match rules::cookie_domain(stored?, base_url) {
+        Ok(domain) => Some(domain),
         Err(why) => {
             log::warn!("labgate.gate.cookieDomain is not used: {why}");
-            Ok(None)
+            None
         }
     }
 }
@@ -170,13 +169,20 @@ mod tests {
 
     #[test]
     fn return_to_follows_local_paths_and_registered_applications_only() {
-        let apps = snapshot(&["https://app.lab.test", "http://wiki.lab.test:8080"]);
+        let apps = Arc::new(snapshot(&[
+            "https://app.lab.test",
+            "http://wiki.lab.test:8080",
+        ]));
         let local = |raw: Option<&str>| {
             raw.filter(|r| r.starts_with("/a"))
                 .unwrap_or("/")
                 .to_string()
         };
-        let to = |raw: &str| return_to(Some(raw), &apps, local);
+        let to = |raw: &str| return_to(Some(raw), || Ok(Arc::clone(&apps)), local).unwrap();
+        // The applications are read only for an absolute URL.
+        let unread = || -> AppResult<Arc<Snapshot>> { panic!("applications read") };
+        assert_eq!(return_to(Some("/admin"), unread, local).unwrap(), "/admin");
+        assert_eq!(return_to(None, unread, local).unwrap(), "/");
         assert_eq!(
             to("https://app.lab.test/notebook?x=1"),
             "https://app.lab.test/notebook?x=1"
@@ -200,7 +206,6 @@ mod tests {
         ] {
             assert_eq!(to(refused), "/", "{refused}");
         }
-        assert_eq!(return_to(None, &apps, local), "/");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
 use crate::gitlab_config::{self, GitlabConfig};
 use crate::provisioning::{Claims, Refusal};
+use crate::settings::Snapshot;
 use crate::signin::pending::{PendingSignIn, STATE_TTL_SECS};
 use crate::signin::{self, SignInError};
 use crate::web::auth;
@@ -16,7 +17,6 @@ use crate::web::request::Resp;
 use crate::web::views::{render, Layout};
 use crate::web::Ctx;
 use askama::Template;
-use rusqlite::Connection;
 use std::time::{Duration, Instant};
 
 /// Cookie binding a started sign-in to the browser that started it.
@@ -152,8 +152,8 @@ impl Stop {
 
 /// The configuration and the settings to call GitLab with; a refusal when GitLab sign-in is
 /// not enabled or not configured.
-fn enabled_config(conn: &Connection) -> Result<(GitlabConfig, GitlabSettings), Stop> {
-    let config = gitlab_config::load(conn)?;
+fn enabled_config(stored: &Snapshot) -> Result<(GitlabConfig, GitlabSettings), Stop> {
+    let config = gitlab_config::of(stored)?;
     match settings_of(&config).filter(|_| config.enabled) {
         Some(settings) => Ok((config, settings)),
         None => Err(Stop::refused(
@@ -166,7 +166,8 @@ fn enabled_config(conn: &Connection) -> Result<(GitlabConfig, GitlabSettings), S
 
 pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
-    let (config, settings) = match enabled_config(&ctx.conn) {
+    let stored = ctx.app.settings.current(&ctx.conn)?;
+    let (config, settings) = match enabled_config(&stored) {
         Ok(enabled) => enabled,
         Err(stop) => return stop.answer(ctx),
     };
@@ -183,7 +184,7 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             wait,
         ));
     }
-    let base_url = ctx.base_url();
+    let base_url = ctx.app.base_url_of(&stored);
     let state = crypto::random_hex(32);
     let browser = crypto::random_hex(32);
     let pkce = gitlab::new_pkce();
@@ -205,7 +206,9 @@ pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let deadline = Instant::now() + CALLBACK_BUDGET;
-    let base_url = ctx.base_url();
+    // The settings, read once: a sign-in reads nothing more until its transaction.
+    let stored = ctx.app.settings.current(&ctx.conn)?;
+    let base_url = ctx.app.base_url_of(&stored);
     let clear = cookie(auth::secure_for(&base_url), BROWSER_COOKIE, "", 0);
     ctx.cookies.push(clear);
     // Each callback may cost calls to GitLab: bounded per network like the starts.
@@ -217,7 +220,7 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
             wait,
         ));
     }
-    match sign_in(ctx, &base_url, deadline) {
+    match sign_in(ctx, &stored, &base_url, deadline) {
         Ok(return_to) => Ok(Resp::found(&return_to)),
         Err(stop) => stop.answer(ctx),
     }
@@ -225,10 +228,19 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 
 /// The callback's steps: take the state, ask GitLab, then decide and apply in one transaction
 /// ([`signin::complete`]). Returns where to send the signed-in browser.
-fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<String, Stop> {
+fn sign_in(
+    ctx: &mut Ctx<'_>,
+    stored: &Snapshot,
+    base_url: &str,
+    deadline: Instant,
+) -> Result<String, Stop> {
     let (pending, code) = take_state(ctx)?;
     // From here on, a started sign-in is refused: the audit log records it.
-    let (config, settings) = enabled_config(&ctx.conn).map_err(Stop::recorded)?;
+    let (config, settings) = enabled_config(stored).map_err(Stop::recorded)?;
+    // Where the browser goes and the session cookie's domain, settled before the transaction:
+    // nothing is read after it.
+    let target = return_to(ctx, Some(&pending.return_to)).map_err(Stop::Failed)?;
+    let domain = auth::cookie_domain_of(ctx.app, stored);
     // GitLab may take seconds: no connection is held meanwhile, so that a slow GitLab cannot
     // starve other requests of connections.
     let (app, redirect) = (ctx.app, redirect_uri(base_url));
@@ -274,10 +286,10 @@ fn sign_in(ctx: &mut Ctx<'_>, base_url: &str, deadline: Instant) -> Result<Strin
         done.user.login,
         if done.created { " created=true" } else { "" }
     );
-    let cookies =
-        auth::session_cookies_for(&ctx.conn, base_url, &done.session_value, &done.csrf_token)?;
+    let (value, csrf) = (&done.session_value, &done.csrf_token);
+    let cookies = auth::session_cookies_for(base_url, domain.as_deref(), value, csrf);
     ctx.cookies.extend(cookies);
-    return_to(ctx, Some(&pending.return_to)).map_err(Stop::Failed)
+    Ok(target)
 }
 
 /// The pending sign-in of the callback's state, consumed first whatever follows: it must be

@@ -83,8 +83,8 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
 /// absolute URL of a page of an application behind labgate (registered under Applications);
 /// anything else, `/`. Both sign-ins, the local form and GitLab's, go through here.
 pub fn return_to(ctx: &Ctx<'_>, raw: Option<&str>) -> AppResult<String> {
-    let apps = ctx.app.applications.current(&ctx.conn)?;
-    Ok(crate::gate::return_to(raw, &apps, safe_return_to))
+    let apps = || ctx.app.applications.current(&ctx.conn);
+    crate::gate::return_to(raw, apps, safe_return_to)
 }
 
 /// Cookie carrying the sign-in form's CSRF token (double submit: before sign-in there is no

@@ -501,7 +501,17 @@ pub fn secure_for(base_url: &str) -> &'static str {
 
 /// The cookie domain in effect ([`crate::gate::cookie_domain`]).
 pub fn cookie_domain(app: &App, conn: &Connection) -> AppResult<Option<String>> {
-    crate::gate::cookie_domain(conn, &app.base_url(conn))
+    let stored = app.settings.current(conn)?;
+    Ok(cookie_domain_of(app, &stored))
+}
+
+/// [`cookie_domain`] with the settings already read.
+pub fn cookie_domain_of(app: &App, stored: &crate::settings::Snapshot) -> Option<String> {
+    let base_url = app.base_url_of(stored);
+    crate::gate::cookie_domain(
+        stored.stored(crate::settings::GATE_COOKIE_DOMAIN),
+        &base_url,
+    )
 }
 
 /// The cookies of a new session: the session cookie (for the cookie domain when one is set)
@@ -512,21 +522,27 @@ pub fn session_cookies(
     value: &str,
     csrf: &str,
 ) -> AppResult<Vec<String>> {
-    session_cookies_for(conn, &app.base_url(conn), value, csrf)
+    let stored = app.settings.current(conn)?;
+    let domain = cookie_domain_of(app, &stored);
+    Ok(session_cookies_for(
+        &app.base_url_of(&stored),
+        domain.as_deref(),
+        value,
+        csrf,
+    ))
 }
 
-/// [`session_cookies`] with the base URL already read.
+/// [`session_cookies`] with the base URL and the cookie domain already read.
 pub fn session_cookies_for(
-    conn: &Connection,
     base_url: &str,
+    domain: Option<&str>,
     value: &str,
     csrf: &str,
-) -> AppResult<Vec<String>> {
-    let domain = crate::gate::cookie_domain(conn, base_url)?;
+) -> Vec<String> {
     let secure = secure_for(base_url);
     let max_age = sessions::MAX_AGE_SECS;
     let mut cookies = Vec::with_capacity(3);
-    let scope = match &domain {
+    let scope = match domain {
         // A host-only cookie of the same name, from before the domain was set, would be sent
         // alongside: it goes first.
         Some(domain) => {
@@ -543,7 +559,7 @@ pub fn session_cookies_for(
     cookies.push(format!(
         "{XSRF_COOKIE}={csrf}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}"
     ));
-    Ok(cookies)
+    cookies
 }
 
 /// The cookies that end a session in the browser: labgate's host's, and the session cookie of

@@ -61,6 +61,8 @@ pub struct App {
     pub revalidations: crate::revalidation::Revalidations,
     /// The applications behind labgate, held for the gate's checks.
     pub applications: crate::gate::Table,
+    /// The stored settings, held between commits.
+    pub settings: crate::settings::Cache,
 }
 
 /// Connections the pool opens at most.
@@ -100,6 +102,7 @@ impl App {
             pending_sign_ins: crate::signin::pending::PendingSignIns::default(),
             revalidations: crate::revalidation::Revalidations::new(chrono::Utc::now().timestamp()),
             applications: crate::gate::Table::default(),
+            settings: crate::settings::Cache::default(),
         }
     }
 
@@ -129,9 +132,20 @@ impl App {
         if let Some(url) = &self.config.base_url {
             return url.clone();
         }
-        if let Ok(Some(url)) = crate::db::settings::get(conn, crate::settings::SERVER_BASE_URL) {
-            return url;
+        match self.settings.current(conn) {
+            Ok(stored) => self.base_url_of(&stored),
+            Err(_) => format!("http://{}", self.bound),
         }
-        format!("http://{}", self.bound)
+    }
+
+    /// [`App::base_url`] with the settings already read.
+    pub fn base_url_of(&self, stored: &crate::settings::Snapshot) -> String {
+        if let Some(url) = &self.config.base_url {
+            return url.clone();
+        }
+        match stored.stored(crate::settings::SERVER_BASE_URL) {
+            Some(url) => url.to_string(),
+            None => format!("http://{}", self.bound),
+        }
     }
 }
