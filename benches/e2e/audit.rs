@@ -303,14 +303,19 @@ pub fn bench(
             "/admin/users/edit (last 20 events)",
             "/admin/users/edit?login=admin".into(),
         ),
-        // Beyond the target: a text every fourth event matches, and a deep page.
+        // A common text: every fourth event is an admin's.
         (
             "/admin/audit?q=admin (1 event in 4)",
             "/admin/audit?q=admin".into(),
         ),
+        (
+            "API audit-events?q=admin (1 event in 4)",
+            "/api/v2/labgate/audit-events?q=admin&ps=50".into(),
+        ),
+        // Beyond the target: a deep page.
         ("/admin/audit, page 2,000", "/admin/audit?p=2000".into()),
     ];
-    let within_target = targets.len() - 2;
+    let within_target = targets.len() - 1;
     let mut queries = Vec::new();
     let mut conn = Conn::new(server.addr);
     for (name, target) in targets {

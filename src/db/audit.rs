@@ -226,27 +226,101 @@ impl Where {
     }
 }
 
+/// Index entries (actor's and target's together) beyond which a text is common: a search for
+/// it reads the log newest first, where every few rows match, rather than gathering and
+/// sorting the ids of all its matches (250,000 for an admin's login in a million events).
+const COMMON_TEXT: i64 = 5_000;
+
+#[cfg(test)]
+thread_local! {
+    /// [`COMMON_TEXT`] as this test thread sets it, so that small logs try both plans.
+    static COMMON_TEXT_HERE: std::cell::Cell<i64> = const { std::cell::Cell::new(COMMON_TEXT) };
+}
+
+fn common_text() -> i64 {
+    #[cfg(test)]
+    return COMMON_TEXT_HERE.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    COMMON_TEXT
+}
+
+/// How a text search finds its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextPlan {
+    /// Through the actor and target indexes: the text matches few events.
+    Indexes,
+    /// Reading the log newest first: the text is common. `target_first` when the target
+    /// index holds fewer of its entries (the one to walk when counting rows matching both).
+    Newest { target_first: bool },
+}
+
+/// Entries of the text's range in the target and in the actor index, each counted up to just
+/// past [`COMMON_TEXT`].
+fn text_plan(conn: &Connection, text: &str) -> rusqlite::Result<TextPlan> {
+    let common = common_text();
+    let high = format!("{text}\u{10FFFF}");
+    let count = |column: &str| -> rusqlite::Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM audit_events \
+             WHERE {column} >= ?1 COLLATE NOCASE AND {column} < ?2 COLLATE NOCASE LIMIT ?3)"
+        );
+        conn.prepare_cached(&sql)?
+            .query_row(params![text, high, common + 1], |r| r.get(0))
+    };
+    let (target, actor) = (count("target")?, count("actor")?);
+    Ok(if target + actor <= common {
+        TextPlan::Indexes
+    } else {
+        TextPlan::Newest {
+            target_first: target <= actor,
+        }
+    })
+}
+
 /// The `WHERE` of a filter. One condition leads (the text, else the action, else the outcome,
 /// else the ids alone) through its index, which yields ids in order; the others are written
-/// `+column` so that the planner never trades that order for a sort.
+/// `+column` so that the planner never trades that order for a sort. A common text leads
+/// nothing: the log is read newest first ([`TextPlan::Newest`]).
 fn where_of(conn: &Connection, filter: &Filter, before: Option<i64>) -> rusqlite::Result<Where> {
+    let plan = match &filter.text {
+        Some(text) => Some(text_plan(conn, text)?),
+        None => None,
+    };
+    where_with(conn, filter, plan, before)
+}
+
+/// [`where_of`] with the text's plan already chosen.
+fn where_with(
+    conn: &Connection,
+    filter: &Filter,
+    plan: Option<TextPlan>,
+    before: Option<i64>,
+) -> rusqlite::Result<Where> {
     let mut w = Where {
         sql: "1".into(),
         params: Vec::new(),
     };
     let (mut action, mut outcome) = ("+action = ?", "+outcome = ?");
-    if let Some(text) = &filter.text {
+    if let (Some(text), Some(plan)) = (&filter.text, plan) {
         let high = format!("{text}\u{10FFFF}");
         w.params.push(Value::Text(text.clone()));
         w.params.push(Value::Text(high));
-        // The ids of either index's range, looked up in id order: a plan the planner cannot
-        // trade for a scan of every event.
-        w.sql = "id IN (\
+        w.sql = match plan {
+            // The ids of either index's range, looked up in id order: a plan the planner
+            // cannot trade for a scan of every event.
+            TextPlan::Indexes => "id IN (\
                  SELECT id FROM audit_events WHERE target >= ?1 COLLATE NOCASE \
                      AND target < ?2 COLLATE NOCASE \
                  UNION SELECT id FROM audit_events WHERE actor >= ?1 COLLATE NOCASE \
                      AND actor < ?2 COLLATE NOCASE)"
-            .into();
+                .into(),
+            // `+`: no index, so the rows are read in id order, newest first, until the page
+            // is full.
+            TextPlan::Newest { .. } => "((+target >= ?1 COLLATE NOCASE \
+                     AND +target < ?2 COLLATE NOCASE) \
+                 OR (+actor >= ?1 COLLATE NOCASE AND +actor < ?2 COLLATE NOCASE))"
+                .into(),
+        };
     } else if filter.action.is_some() {
         action = "action = ?";
     } else if filter.outcome.is_some() {
@@ -319,8 +393,16 @@ pub fn slice_before(
 
 /// How many events `filter` keeps. Without a text, from the day counts (no event read).
 pub fn total(conn: &Connection, filter: &Filter) -> rusqlite::Result<i64> {
-    if filter.text.is_some() {
-        let w = where_of(conn, filter, None)?;
+    if let Some(text) = &filter.text {
+        let plan = text_plan(conn, text)?;
+        let alone = filter.action.is_none()
+            && filter.outcome.is_none()
+            && filter.from_day.is_none()
+            && filter.to_day.is_none();
+        if let (TextPlan::Newest { target_first }, true) = (plan, alone) {
+            return common_text_total(conn, text, target_first);
+        }
+        let w = where_with(conn, filter, Some(plan), None)?;
         let sql = format!("SELECT count(*) FROM audit_events WHERE {}", w.sql);
         return conn
             .prepare_cached(&sql)?
@@ -348,6 +430,27 @@ pub fn total(conn: &Connection, filter: &Filter) -> rusqlite::Result<i64> {
     );
     conn.prepare_cached(&sql)?
         .query_row(params_from_iter(w.params), |r| r.get(0))
+}
+
+/// How many events a common text alone matches, from the indexes without gathering ids: those
+/// whose target matches, plus those whose actor does, less those whose both do (counted by
+/// walking the smaller of the two ranges).
+fn common_text_total(conn: &Connection, text: &str, target_first: bool) -> rusqlite::Result<i64> {
+    let high = format!("{text}\u{10FFFF}");
+    let range = |column: &str, plus: &str| {
+        format!("{plus}{column} >= ?1 COLLATE NOCASE AND {plus}{column} < ?2 COLLATE NOCASE")
+    };
+    let count = |condition: String| -> rusqlite::Result<i64> {
+        let sql = format!("SELECT count(*) FROM audit_events WHERE {condition}");
+        conn.prepare_cached(&sql)?
+            .query_row(params![text, high], |r| r.get(0))
+    };
+    let (walked, checked) = match target_first {
+        true => ("target", "actor"),
+        false => ("actor", "target"),
+    };
+    let both = format!("{} AND {}", range(walked, ""), range(checked, "+"));
+    Ok(count(range("target", ""))? + count(range("actor", ""))? - count(both)?)
 }
 
 /// The newest `limit` events whose actor or target is `name` (exactly), newest first: what a
@@ -506,52 +609,59 @@ mod tests {
             (None, Some(10)),
             (Some(5), Some(5)),
         ];
-        for text in texts {
-            for action in [None, Some("signin.local")] {
-                for outcome in [None, Some("failed")] {
-                    for (from_day, to_day) in days {
-                        let filter = Filter {
-                            text: text.map(str::to_string),
-                            action: action.map(str::to_string),
-                            outcome: outcome.map(str::to_string),
-                            from_day,
-                            to_day,
-                        };
-                        let starts = |name: &Option<String>, t: &str| {
-                            name.as_deref().is_some_and(|n| {
-                                n.to_ascii_lowercase().starts_with(&t.to_ascii_lowercase())
-                            })
-                        };
-                        let expected: Vec<i64> = all
-                            .iter()
-                            .filter(|e| {
-                                text.is_none_or(|t| starts(&e.actor, t) || starts(&e.target, t))
-                                    && action.is_none_or(|a| e.action == a)
-                                    && outcome.is_none_or(|o| e.outcome == o)
-                                    && from_day.is_none_or(|d| e.at / DAY_MS >= d)
-                                    && to_day.is_none_or(|d| e.at / DAY_MS <= d)
-                            })
-                            .map(|e| e.id)
-                            .collect();
-                        let what = format!("{filter:?}");
-                        assert_eq!(
-                            total(&conn, &filter).unwrap(),
-                            expected.len() as i64,
-                            "{what}"
-                        );
-                        let first = page(&conn, &filter, 0, 7).unwrap();
-                        let second = page(&conn, &filter, 7, 7).unwrap();
-                        let want: Vec<i64> = expected.iter().copied().take(14).collect();
-                        let got: Vec<i64> = ids(&first).into_iter().chain(ids(&second)).collect();
-                        assert_eq!(got, want, "{what}");
-                        let slice = slice_before(&conn, &filter, Some(200), 5).unwrap();
-                        let want: Vec<i64> = expected
-                            .iter()
-                            .copied()
-                            .filter(|&id| id < 200)
-                            .take(5)
-                            .collect();
-                        assert_eq!(ids(&slice), want, "{what}");
+        // Every text through the indexes; then "ann" (300 entries) as a common text.
+        for common in [COMMON_TEXT, 160] {
+            COMMON_TEXT_HERE.with(|c| c.set(common));
+            let plan = text_plan(&conn, "ann").unwrap();
+            assert_eq!(plan == TextPlan::Indexes, common == COMMON_TEXT, "{plan:?}");
+            for text in texts {
+                for action in [None, Some("signin.local")] {
+                    for outcome in [None, Some("failed")] {
+                        for (from_day, to_day) in days {
+                            let filter = Filter {
+                                text: text.map(str::to_string),
+                                action: action.map(str::to_string),
+                                outcome: outcome.map(str::to_string),
+                                from_day,
+                                to_day,
+                            };
+                            let starts = |name: &Option<String>, t: &str| {
+                                name.as_deref().is_some_and(|n| {
+                                    n.to_ascii_lowercase().starts_with(&t.to_ascii_lowercase())
+                                })
+                            };
+                            let expected: Vec<i64> = all
+                                .iter()
+                                .filter(|e| {
+                                    text.is_none_or(|t| starts(&e.actor, t) || starts(&e.target, t))
+                                        && action.is_none_or(|a| e.action == a)
+                                        && outcome.is_none_or(|o| e.outcome == o)
+                                        && from_day.is_none_or(|d| e.at / DAY_MS >= d)
+                                        && to_day.is_none_or(|d| e.at / DAY_MS <= d)
+                                })
+                                .map(|e| e.id)
+                                .collect();
+                            let what = format!("{filter:?}");
+                            assert_eq!(
+                                total(&conn, &filter).unwrap(),
+                                expected.len() as i64,
+                                "{what}"
+                            );
+                            let first = page(&conn, &filter, 0, 7).unwrap();
+                            let second = page(&conn, &filter, 7, 7).unwrap();
+                            let want: Vec<i64> = expected.iter().copied().take(14).collect();
+                            let got: Vec<i64> =
+                                ids(&first).into_iter().chain(ids(&second)).collect();
+                            assert_eq!(got, want, "{what}");
+                            let slice = slice_before(&conn, &filter, Some(200), 5).unwrap();
+                            let want: Vec<i64> = expected
+                                .iter()
+                                .copied()
+                                .filter(|&id| id < 200)
+                                .take(5)
+                                .collect();
+                            assert_eq!(ids(&slice), want, "{what}");
+                        }
                     }
                 }
             }
