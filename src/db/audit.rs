@@ -100,12 +100,13 @@ pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
 pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
     let moved = conn
         .prepare_cached(
+            // The running maximum over a `ROWS` frame, in the insert's own order: no
+            // subquery to materialize and no peers to look for (ids are unique).
             "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
-             SELECT max(p.at, coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), 0)), \
-                    p.actor, p.action, p.target, p.outcome, p.reason, p.detail \
-             FROM (SELECT id, max(at) OVER (ORDER BY id) AS at, actor, action, target, outcome, \
-                          reason, detail FROM audit_pending) AS p \
-             ORDER BY p.id",
+             SELECT max(max(at) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING), \
+                        coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), 0)), \
+                    actor, action, target, outcome, reason, detail \
+             FROM audit_pending ORDER BY id",
         )?
         .execute([])?;
     if moved > 0 {
