@@ -113,6 +113,16 @@ fn side(lab: &Labgate, fake: &Server, fake_url: &str) -> Result<Side, String> {
         "/api/user_groups/create",
         &[("name", "audit-bench")],
     )?;
+    api_post(
+        &mut Conn::new(server.addr),
+        &token,
+        "/api/users/create",
+        &[
+            ("login", "audit-bench-user"),
+            ("name", "Audit Bench"),
+            ("password", "audit-bench-password-1"),
+        ],
+    )?;
     let one = gitlab_cookie(fake.addr, "one00")?;
     let many = gitlab_cookie(fake.addr, "many00")?;
     for cookie in [&one, &many] {
@@ -127,38 +137,45 @@ fn side(lab: &Labgate, fake: &Server, fake_url: &str) -> Result<Side, String> {
     })
 }
 
-/// An admin client that rewrites one group's description (one change, one event each time).
+/// An admin client that rewrites one group's description, or one local user's name (one
+/// change, one event each time).
 struct Writer {
     conn: Conn,
     token: String,
     n: u64,
+    user: bool,
 }
 
 fn admin_write(w: &mut Writer) -> OpResult {
     w.n += 1;
-    let description = format!("rewritten {}", w.n);
+    let text = format!("rewritten {}", w.n);
+    let (path, fields) = match w.user {
+        false => (
+            "/api/user_groups/update",
+            [
+                ("currentName", "audit-bench"),
+                ("description", text.as_str()),
+            ],
+        ),
+        true => (
+            "/api/users/update",
+            [("login", "audit-bench-user"), ("name", text.as_str())],
+        ),
+    };
     let t = Instant::now();
-    api_post(
-        &mut w.conn,
-        &w.token,
-        "/api/user_groups/update",
-        &[
-            ("currentName", "audit-bench"),
-            ("description", &description),
-        ],
-    )?;
+    api_post(&mut w.conn, &w.token, path, &fields)?;
     let took = t.elapsed();
     Ok((took, took))
 }
 
 /// labgate's CPU per operation of the three kinds on `s`, one run each.
-fn measure(s: &Side, fake: &Server, ticks: u64, run: Duration) -> Result<[f64; 3], String> {
+fn measure(s: &Side, fake: &Server, ticks: u64, run: Duration) -> Result<[f64; 4], String> {
     let cpu = Cpu {
         ticks,
         labgate: s.server.pid,
         other: fake.pid,
     };
-    let mut out = [0.0; 3];
+    let mut out = [0.0; 4];
     for (i, cookie) in [&s.one, &s.many].into_iter().enumerate() {
         let mut browsers = vec![Browser::new(s.server.addr, fake.addr, cookie.clone(), 0)];
         run_clients(&mut browsers, run / 4, 50, None, labgate_sign_in);
@@ -168,17 +185,20 @@ fn measure(s: &Side, fake: &Server, ticks: u64, run: Duration) -> Result<[f64; 3
         }
         out[i] = r.cpu_labgate_ms;
     }
-    let mut writers = vec![Writer {
-        conn: Conn::new(s.server.addr),
-        token: s.token.clone(),
-        n: 0,
-    }];
-    run_clients(&mut writers, run / 4, 50, None, admin_write);
-    let r = run_clients(&mut writers, run, 100_000, Some(&cpu), admin_write);
-    if r.errors > 0 {
-        return Err(format!("admin writes failed: {:?}", r.first_error));
+    for (i, user) in [(2, false), (3, true)] {
+        let mut writers = vec![Writer {
+            conn: Conn::new(s.server.addr),
+            token: s.token.clone(),
+            n: 0,
+            user,
+        }];
+        run_clients(&mut writers, run / 4, 50, None, admin_write);
+        let r = run_clients(&mut writers, run, 100_000, Some(&cpu), admin_write);
+        if r.errors > 0 {
+            return Err(format!("admin writes failed: {:?}", r.first_error));
+        }
+        out[i] = r.cpu_labgate_ms;
     }
-    out[2] = r.cpu_labgate_ms;
     Ok(out)
 }
 
@@ -207,6 +227,7 @@ pub fn bench(
         "GitLab sign-in, user in 1 group",
         "GitLab sign-in, user in 250 groups",
         "admin write (group description)",
+        "admin write (a user's name)",
     ];
     let mut cost: Vec<CostRow> = names
         .iter()
@@ -230,8 +251,8 @@ pub fn bench(
             row.off_ms.push(off_ms[i]);
         }
         println!(
-            "  round {round}: labgate CPU ms, recording on / off: sign-in 1 group {:.3} / {:.3}, 250 groups {:.3} / {:.3}, admin write {:.3} / {:.3}",
-            on_ms[0], off_ms[0], on_ms[1], off_ms[1], on_ms[2], off_ms[2]
+            "  round {round}: labgate CPU ms, recording on / off: sign-in 1 group {:.3} / {:.3}, 250 groups {:.3} / {:.3}, group {:.3} / {:.3}, user {:.3} / {:.3}",
+            on_ms[0], off_ms[0], on_ms[1], off_ms[1], on_ms[2], off_ms[2], on_ms[3], off_ms[3]
         );
     }
     for row in &cost {
