@@ -533,50 +533,15 @@ impl Snapshot {
     }
 }
 
-/// The stored settings held in memory, so that a request reads them without a read
-/// transaction of its own. A snapshot is used only at the commit generation it was read at
-/// ([`db::generation`], which moves after every commit of this process, a setting saved
-/// included) and for at most [`CACHE_MAX_AGE`] (writes of another process, such as a command
-/// run beside the server, are not counted). It is read afresh, and not kept, through a
-/// connection inside a transaction: that read may see the transaction's own writes, which are
-/// not committed and may never be.
+/// The stored settings held in memory between commits ([`db::Held`]), so that a request reads
+/// them without a read transaction of its own.
 #[derive(Default)]
-pub struct Cache {
-    current: std::sync::RwLock<Option<Held>>,
-}
-
-struct Held {
-    generation: u64,
-    loaded_at: std::time::Instant,
-    snapshot: std::sync::Arc<Snapshot>,
-}
-
-/// Longest a [`Cache`] serves one snapshot.
-pub const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+pub struct Cache(db::Held<Snapshot>);
 
 impl Cache {
     /// The settings as of now: the snapshot held, or one read afresh from `conn`.
     pub fn current(&self, conn: &Connection) -> AppResult<std::sync::Arc<Snapshot>> {
-        // Read before the rows: what is read below is current at least as of this generation.
-        let generation = db::generation();
-        let cacheable = db::commits_counted() && conn.is_autocommit();
-        if cacheable {
-            let held = self.current.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(h) = held.as_ref() {
-                if h.generation == generation && h.loaded_at.elapsed() < CACHE_MAX_AGE {
-                    return Ok(std::sync::Arc::clone(&h.snapshot));
-                }
-            }
-        }
-        let snapshot = std::sync::Arc::new(Snapshot::load(conn)?);
-        if cacheable {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Held {
-                generation,
-                loaded_at: std::time::Instant::now(),
-                snapshot: std::sync::Arc::clone(&snapshot),
-            });
-        }
-        Ok(snapshot)
+        self.0.get(conn, Snapshot::load)
     }
 }
 

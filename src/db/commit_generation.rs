@@ -58,6 +58,62 @@ pub(crate) fn uncounted_write<T>(write: impl FnOnce() -> T) -> T {
     write()
 }
 
+/// Longest a value held by [`Held`] (or by the cache of signed-in callers) is used: how late a
+/// write of another process, which the generation does not count, may be seen.
+pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One value computed from the database and held in memory while nothing changed: used only at
+/// the [`generation`] it was read at, and for at most [`HELD_MAX_AGE`]. It is read afresh, and
+/// not kept, through a connection inside a transaction (that read may see the transaction's own
+/// writes, which are not committed and may never be), or when commits are not counted.
+pub struct Held<T> {
+    current: std::sync::RwLock<Option<HeldValue<T>>>,
+}
+
+struct HeldValue<T> {
+    generation: u64,
+    loaded_at: std::time::Instant,
+    value: std::sync::Arc<T>,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            current: std::sync::RwLock::new(None),
+        }
+    }
+}
+
+impl<T> Held<T> {
+    /// The value held, or `load(conn)` read afresh (and held when it may be).
+    pub fn get<E>(
+        &self,
+        conn: &Connection,
+        load: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<std::sync::Arc<T>, E> {
+        // Read before the rows: what is loaded below is current at least as of this generation.
+        let generation = generation();
+        let keep = commits_counted() && conn.is_autocommit();
+        if keep {
+            let held = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = held.as_ref() {
+                if h.generation == generation && h.loaded_at.elapsed() < HELD_MAX_AGE {
+                    return Ok(std::sync::Arc::clone(&h.value));
+                }
+            }
+        }
+        let value = std::sync::Arc::new(load(conn)?);
+        if keep {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(HeldValue {
+                generation,
+                loaded_at: std::time::Instant::now(),
+                value: std::sync::Arc::clone(&value),
+            });
+        }
+        Ok(value)
+    }
+}
+
 /// WAL frames after which a commit checkpoints, as SQLite's default WAL hook does (which ours
 /// replaces).
 const WAL_AUTOCHECKPOINT_PAGES: i32 = 1000;

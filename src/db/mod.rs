@@ -45,7 +45,7 @@ pub mod users;
 
 pub use bootstrap::{bootstrap, Bootstrap, ADMIN_GROUP, ADMIN_LOGIN, DEFAULT_GROUP};
 pub(crate) use commit_generation::uncounted_write;
-pub use commit_generation::{commits_counted, generation};
+pub use commit_generation::{commits_counted, generation, Held, HELD_MAX_AGE};
 pub use migrations::{migrate, MigrateError};
 pub use paging::id_list;
 pub(crate) use paging::{as_index, page_of};

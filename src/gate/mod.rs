@@ -18,17 +18,11 @@ use applications::Application;
 use rules::Origin;
 use rusqlite::Connection;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
-
-/// Longest life of a [`Snapshot`]: how late a change written by another process may be seen.
-pub const MAX_AGE: Duration = Duration::from_secs(2);
+use std::sync::Arc;
 
 /// Every application by origin, as read at one commit generation.
 #[derive(Debug)]
 pub struct Snapshot {
-    generation: u64,
-    loaded_at: Instant,
     by_origin: HashMap<Origin, Arc<Application>>,
 }
 
@@ -47,49 +41,24 @@ impl Snapshot {
     }
 }
 
-/// The applications held in memory, so that a check reads no row. A snapshot is used only at
-/// the commit generation it was read at ([`db::generation`], which moves after every commit of
-/// this process: an application created, changed or deleted, a group renamed), and for at most
-/// [`MAX_AGE`] (writes of another process are not counted). So an edit is seen by the very
-/// next check.
-pub struct Table {
-    current: RwLock<Option<Arc<Snapshot>>>,
-}
-
-impl Default for Table {
-    fn default() -> Self {
-        Table {
-            current: RwLock::new(None),
-        }
-    }
-}
+/// The applications held in memory between commits ([`db::Held`]: an application created,
+/// changed or deleted, a group renamed, each moves the commit generation), so that a check
+/// reads no row and an edit is seen by the very next check.
+#[derive(Default)]
+pub struct Table(db::Held<Snapshot>);
 
 impl Table {
     /// The applications as of now: the snapshot held, or one read afresh from `conn`.
     pub fn current(&self, conn: &Connection) -> AppResult<Arc<Snapshot>> {
-        // Read before the rows: what is read below is current at least as of this generation.
-        let generation = db::generation();
-        if db::commits_counted() {
-            let held = self.current.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = held.as_ref() {
-                if s.generation == generation && s.loaded_at.elapsed() < MAX_AGE {
-                    return Ok(Arc::clone(s));
+        Ok(self.0.get(conn, |conn| -> rusqlite::Result<Snapshot> {
+            let mut by_origin = HashMap::new();
+            for app in db::applications::all(conn)? {
+                if let Ok(origin) = Origin::parse(&app.url) {
+                    by_origin.insert(origin, Arc::new(app));
                 }
             }
-        }
-        let mut by_origin = HashMap::new();
-        for app in db::applications::all(conn)? {
-            if let Ok(origin) = Origin::parse(&app.url) {
-                by_origin.insert(origin, Arc::new(app));
-            }
-        }
-        let snapshot = Arc::new(Snapshot {
-            generation,
-            loaded_at: Instant::now(),
-            by_origin,
-        });
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&snapshot));
-        Ok(snapshot)
+            Ok(Snapshot { by_origin })
+        })?)
     }
 }
 
@@ -160,11 +129,7 @@ mod tests {
                 (Origin::parse(url).unwrap(), Arc::new(app))
             })
             .collect();
-        Snapshot {
-            generation: 0,
-            loaded_at: Instant::now(),
-            by_origin,
-        }
+        Snapshot { by_origin }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest life of an entry: how late a write by another process may be seen.
-pub const MAX_AGE: Duration = Duration::from_secs(2);
+pub const MAX_AGE: Duration = crate::db::HELD_MAX_AGE;
 /// Most entries kept; when full, the stale ones are dropped, and all of them if none is.
 pub const CAPACITY: usize = 10_000;
 /// Above this many entries, stale ones are also dropped every [`MAX_AGE`], so that the memory
