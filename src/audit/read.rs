@@ -68,7 +68,7 @@ pub fn at_text(ms: i64) -> String {
 /// and are not included).
 pub struct Export {
     conn: Connection,
-    filter: store::Filter,
+    query: store::Query,
     /// The id the next slice starts below; `None` before the first.
     before: Option<i64>,
     buf: Vec<u8>,
@@ -84,9 +84,10 @@ impl Export {
     /// pending events moved into the log first.
     pub fn new(mut conn: Connection, filter: store::Filter) -> AppResult<Export> {
         super::flush(&mut conn)?;
+        let query = store::Query::new(&conn, filter)?;
         Ok(Export {
             conn,
-            filter,
+            query,
             before: None,
             buf: Vec::new(),
             pos: 0,
@@ -95,7 +96,9 @@ impl Export {
     }
 
     fn refill(&mut self) -> rusqlite::Result<()> {
-        let slice = store::slice_before(&self.conn, &self.filter, self.before, EXPORT_SLICE)?;
+        let slice = self
+            .query
+            .slice_before(&self.conn, self.before, EXPORT_SLICE)?;
         self.done = (slice.len() as i64) < EXPORT_SLICE;
         self.before = slice.last().map(|e| e.id).or(self.before);
         self.buf.clear();
@@ -206,8 +209,9 @@ pub fn list(
 ) -> AppResult<(Vec<Shown>, i64)> {
     super::flush(conn)?;
     let snapshot = crate::db::read_snapshot(conn)?;
-    let events = store::page(conn, filter, offset, limit)?;
-    let total = store::total(conn, filter)?;
+    let query = store::Query::new(conn, filter.clone())?;
+    let events = query.page(conn, offset, limit)?;
+    let total = query.total(conn)?;
     drop(snapshot);
     Ok((events.into_iter().map(Shown::of).collect(), total))
 }

@@ -255,18 +255,33 @@ enum TextPlan {
     Newest { target_first: bool },
 }
 
+/// `column` (`actor` or `target`) begins with the text `?1` ignoring ASCII case (`?2` is the
+/// text followed by the highest code point: [`text_params`]). `plus` is `"+"` to keep the
+/// planner off the column's index, `""` to let it walk it.
+fn text_range(column: &str, plus: &str) -> String {
+    format!("{plus}{column} >= ?1 COLLATE NOCASE AND {plus}{column} < ?2 COLLATE NOCASE")
+}
+
+/// The two parameters of [`text_range`] for `text`.
+fn text_params(text: &str) -> [Value; 2] {
+    [
+        Value::Text(text.to_string()),
+        Value::Text(format!("{text}\u{10FFFF}")),
+    ]
+}
+
 /// Entries of the text's range in the target and in the actor index, each counted up to just
 /// past [`COMMON_TEXT`].
 fn text_plan(conn: &Connection, text: &str) -> rusqlite::Result<TextPlan> {
     let common = common_text();
-    let high = format!("{text}\u{10FFFF}");
+    let [low, high] = text_params(text);
     let count = |column: &str| -> rusqlite::Result<i64> {
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM audit_events \
-             WHERE {column} >= ?1 COLLATE NOCASE AND {column} < ?2 COLLATE NOCASE LIMIT ?3)"
+            "SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {} LIMIT ?3)",
+            text_range(column, "")
         );
         conn.prepare_cached(&sql)?
-            .query_row(params![text, high, common + 1], |r| r.get(0))
+            .query_row(params![low, high, common + 1], |r| r.get(0))
     };
     let (target, actor) = (count("target")?, count("actor")?);
     Ok(if target + actor <= common {
@@ -278,180 +293,196 @@ fn text_plan(conn: &Connection, text: &str) -> rusqlite::Result<TextPlan> {
     })
 }
 
-/// The `WHERE` of a filter. One condition leads (the text, else the action, else the outcome,
-/// else the ids alone) through its index, which yields ids in order; the others are written
-/// `+column` so that the planner never trades that order for a sort. A common text leads
-/// nothing: the log is read newest first ([`TextPlan::Newest`]).
-fn where_of(conn: &Connection, filter: &Filter, before: Option<i64>) -> rusqlite::Result<Where> {
-    let plan = match &filter.text {
-        Some(text) => Some(text_plan(conn, text)?),
-        None => None,
-    };
-    where_with(conn, filter, plan, before)
+/// A filter with its text's plan chosen once ([`text_plan`]), for a page and its total, or
+/// for every slice of an export.
+#[derive(Debug, Clone)]
+pub struct Query {
+    filter: Filter,
+    text: Option<TextPlan>,
 }
 
-/// [`where_of`] with the text's plan already chosen.
-fn where_with(
-    conn: &Connection,
-    filter: &Filter,
-    plan: Option<TextPlan>,
-    before: Option<i64>,
-) -> rusqlite::Result<Where> {
-    let mut w = Where {
-        sql: "1".into(),
-        params: Vec::new(),
-    };
-    let (mut action, mut outcome) = ("+action = ?", "+outcome = ?");
-    if let (Some(text), Some(plan)) = (&filter.text, plan) {
-        let high = format!("{text}\u{10FFFF}");
-        w.params.push(Value::Text(text.clone()));
-        w.params.push(Value::Text(high));
-        w.sql = match plan {
-            // The ids of either index's range, looked up in id order: a plan the planner
-            // cannot trade for a scan of every event.
-            TextPlan::Indexes => "id IN (\
-                 SELECT id FROM audit_events WHERE target >= ?1 COLLATE NOCASE \
-                     AND target < ?2 COLLATE NOCASE \
-                 UNION SELECT id FROM audit_events WHERE actor >= ?1 COLLATE NOCASE \
-                     AND actor < ?2 COLLATE NOCASE)"
-                .into(),
-            // `+`: no index, so the rows are read in id order, newest first, until the page
-            // is full.
-            TextPlan::Newest { .. } => "((+target >= ?1 COLLATE NOCASE \
-                     AND +target < ?2 COLLATE NOCASE) \
-                 OR (+actor >= ?1 COLLATE NOCASE AND +actor < ?2 COLLATE NOCASE))"
-                .into(),
+impl Query {
+    pub fn new(conn: &Connection, filter: Filter) -> rusqlite::Result<Query> {
+        let text = match &filter.text {
+            Some(text) => Some(text_plan(conn, text)?),
+            None => None,
         };
-    } else if filter.action.is_some() {
-        action = "action = ?";
-    } else if filter.outcome.is_some() {
-        outcome = "outcome = ?";
+        Ok(Query { filter, text })
     }
-    if let Some(a) = &filter.action {
-        w.push(action, Value::Text(a.clone()));
+
+    /// The `WHERE` of the filter. One condition leads (the text, else the action, else the
+    /// outcome, else the ids alone) through its index, which yields ids in order; the others
+    /// are written `+column` so that the planner never trades that order for a sort. A common
+    /// text leads nothing: the log is read newest first ([`TextPlan::Newest`]).
+    fn where_of(&self, conn: &Connection, before: Option<i64>) -> rusqlite::Result<Where> {
+        let filter = &self.filter;
+        let mut w = Where {
+            sql: "1".into(),
+            params: Vec::new(),
+        };
+        let (mut action, mut outcome) = ("+action = ?", "+outcome = ?");
+        if let (Some(text), Some(plan)) = (&filter.text, self.text) {
+            w.params.extend(text_params(text));
+            w.sql = match plan {
+                // The ids of either index's range, looked up in id order: a plan the planner
+                // cannot trade for a scan of every event.
+                TextPlan::Indexes => format!(
+                    "id IN (SELECT id FROM audit_events WHERE {} \
+                     UNION SELECT id FROM audit_events WHERE {})",
+                    text_range("target", ""),
+                    text_range("actor", "")
+                ),
+                // No index: the rows are read in id order, newest first, until the page is
+                // full.
+                TextPlan::Newest { .. } => format!(
+                    "(({}) OR ({}))",
+                    text_range("target", "+"),
+                    text_range("actor", "+")
+                ),
+            };
+        } else if filter.action.is_some() {
+            action = "action = ?";
+        } else if filter.outcome.is_some() {
+            outcome = "outcome = ?";
+        }
+        if let Some(a) = &filter.action {
+            w.push(action, Value::Text(a.clone()));
+        }
+        if let Some(o) = &filter.outcome {
+            w.push(outcome, Value::Text(o.clone()));
+        }
+        if let Some(day) = filter.from_day {
+            w.push("id >= ?", Value::Integer(first_id_at(conn, day * DAY_MS)?));
+        }
+        if let Some(day) = filter.to_day {
+            let end = first_id_at(conn, (day + 1).saturating_mul(DAY_MS))?;
+            w.push("id < ?", Value::Integer(end));
+        }
+        if let Some(before) = before {
+            w.push("id < ?", Value::Integer(before));
+        }
+        Ok(w)
     }
-    if let Some(o) = &filter.outcome {
-        w.push(outcome, Value::Text(o.clone()));
+
+    /// One page of the events the filter keeps, newest first.
+    pub fn page(&self, conn: &Connection, offset: i64, limit: i64) -> rusqlite::Result<Vec<Event>> {
+        let mut w = self.where_of(conn, None)?;
+        let n = w.params.len();
+        w.params.push(Value::Integer(limit));
+        w.params.push(Value::Integer(offset));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+            w.sql,
+            n + 1,
+            n + 2
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(w.params), event_of)?
+            .collect();
+        rows
     }
-    if let Some(day) = filter.from_day {
-        w.push("id >= ?", Value::Integer(first_id_at(conn, day * DAY_MS)?));
+
+    /// Up to `limit` events the filter keeps with an id below `before` (all when `None`),
+    /// newest first: the export reads the log in such slices, each from where the last one
+    /// ended.
+    pub fn slice_before(
+        &self,
+        conn: &Connection,
+        before: Option<i64>,
+        limit: i64,
+    ) -> rusqlite::Result<Vec<Event>> {
+        let mut w = self.where_of(conn, before)?;
+        w.params.push(Value::Integer(limit));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{}",
+            w.sql,
+            w.params.len()
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(w.params), event_of)?
+            .collect();
+        rows
     }
-    if let Some(day) = filter.to_day {
-        let end = first_id_at(conn, (day + 1).saturating_mul(DAY_MS))?;
-        w.push("id < ?", Value::Integer(end));
+
+    /// How many events the filter keeps. Without a text, from the day counts (no event read).
+    pub fn total(&self, conn: &Connection) -> rusqlite::Result<i64> {
+        let filter = &self.filter;
+        if let (Some(text), Some(plan)) = (&filter.text, self.text) {
+            let alone = filter.action.is_none()
+                && filter.outcome.is_none()
+                && filter.from_day.is_none()
+                && filter.to_day.is_none();
+            if let (TextPlan::Newest { target_first }, true) = (plan, alone) {
+                return common_text_total(conn, text, target_first);
+            }
+            let w = self.where_of(conn, None)?;
+            let sql = format!("SELECT count(*) FROM audit_events WHERE {}", w.sql);
+            return conn
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(w.params), |r| r.get(0));
+        }
+        let mut w = Where {
+            sql: "1".into(),
+            params: Vec::new(),
+        };
+        if let Some(a) = &filter.action {
+            w.push("action = ?", Value::Text(a.clone()));
+        }
+        if let Some(o) = &filter.outcome {
+            w.push("outcome = ?", Value::Text(o.clone()));
+        }
+        if let Some(day) = filter.from_day {
+            w.push("day >= ?", Value::Integer(day));
+        }
+        if let Some(day) = filter.to_day {
+            w.push("day <= ?", Value::Integer(day));
+        }
+        let sql = format!(
+            "SELECT coalesce(sum(n), 0) FROM audit_counts WHERE {}",
+            w.sql
+        );
+        conn.prepare_cached(&sql)?
+            .query_row(params_from_iter(w.params), |r| r.get(0))
     }
-    if let Some(before) = before {
-        w.push("id < ?", Value::Integer(before));
-    }
-    Ok(w)
 }
 
-/// One page of the events `filter` keeps, newest first.
+/// One page of the events `filter` keeps, newest first ([`Query::page`]).
 pub fn page(
     conn: &Connection,
     filter: &Filter,
     offset: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<Event>> {
-    let mut w = where_of(conn, filter, None)?;
-    let n = w.params.len();
-    w.params.push(Value::Integer(limit));
-    w.params.push(Value::Integer(offset));
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
-        w.sql,
-        n + 1,
-        n + 2
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params_from_iter(w.params), event_of)?
-        .collect();
-    rows
+    Query::new(conn, filter.clone())?.page(conn, offset, limit)
 }
 
-/// Up to `limit` events `filter` keeps with an id below `before` (all when `None`), newest
-/// first: the export reads the log in such slices, each from where the last one ended.
-pub fn slice_before(
-    conn: &Connection,
-    filter: &Filter,
-    before: Option<i64>,
-    limit: i64,
-) -> rusqlite::Result<Vec<Event>> {
-    let mut w = where_of(conn, filter, before)?;
-    w.params.push(Value::Integer(limit));
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{}",
-        w.sql,
-        w.params.len()
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params_from_iter(w.params), event_of)?
-        .collect();
-    rows
-}
-
-/// How many events `filter` keeps. Without a text, from the day counts (no event read).
+/// How many events `filter` keeps ([`Query::total`]).
 pub fn total(conn: &Connection, filter: &Filter) -> rusqlite::Result<i64> {
-    if let Some(text) = &filter.text {
-        let plan = text_plan(conn, text)?;
-        let alone = filter.action.is_none()
-            && filter.outcome.is_none()
-            && filter.from_day.is_none()
-            && filter.to_day.is_none();
-        if let (TextPlan::Newest { target_first }, true) = (plan, alone) {
-            return common_text_total(conn, text, target_first);
-        }
-        let w = where_with(conn, filter, Some(plan), None)?;
-        let sql = format!("SELECT count(*) FROM audit_events WHERE {}", w.sql);
-        return conn
-            .prepare_cached(&sql)?
-            .query_row(params_from_iter(w.params), |r| r.get(0));
-    }
-    let mut w = Where {
-        sql: "1".into(),
-        params: Vec::new(),
-    };
-    if let Some(a) = &filter.action {
-        w.push("action = ?", Value::Text(a.clone()));
-    }
-    if let Some(o) = &filter.outcome {
-        w.push("outcome = ?", Value::Text(o.clone()));
-    }
-    if let Some(day) = filter.from_day {
-        w.push("day >= ?", Value::Integer(day));
-    }
-    if let Some(day) = filter.to_day {
-        w.push("day <= ?", Value::Integer(day));
-    }
-    let sql = format!(
-        "SELECT coalesce(sum(n), 0) FROM audit_counts WHERE {}",
-        w.sql
-    );
-    conn.prepare_cached(&sql)?
-        .query_row(params_from_iter(w.params), |r| r.get(0))
+    Query::new(conn, filter.clone())?.total(conn)
 }
 
 /// How many events a common text alone matches, from the indexes without gathering ids: those
 /// whose target matches, plus those whose actor does, less those whose both do (counted by
 /// walking the smaller of the two ranges).
 fn common_text_total(conn: &Connection, text: &str, target_first: bool) -> rusqlite::Result<i64> {
-    let high = format!("{text}\u{10FFFF}");
-    let range = |column: &str, plus: &str| {
-        format!("{plus}{column} >= ?1 COLLATE NOCASE AND {plus}{column} < ?2 COLLATE NOCASE")
-    };
+    let [low, high] = text_params(text);
     let count = |condition: String| -> rusqlite::Result<i64> {
         let sql = format!("SELECT count(*) FROM audit_events WHERE {condition}");
         conn.prepare_cached(&sql)?
-            .query_row(params![text, high], |r| r.get(0))
+            .query_row(params![low, high], |r| r.get(0))
     };
     let (walked, checked) = match target_first {
         true => ("target", "actor"),
         false => ("actor", "target"),
     };
-    let both = format!("{} AND {}", range(walked, ""), range(checked, "+"));
-    Ok(count(range("target", ""))? + count(range("actor", ""))? - count(both)?)
+    let both = format!(
+        "{} AND {}",
+        text_range(walked, ""),
+        text_range(checked, "+")
+    );
+    Ok(count(text_range("target", ""))? + count(text_range("actor", ""))? - count(both)?)
 }
 
 /// The newest `limit` events whose actor or target is `name` (exactly), newest first: what a
@@ -654,7 +685,8 @@ mod tests {
                             let got: Vec<i64> =
                                 ids(&first).into_iter().chain(ids(&second)).collect();
                             assert_eq!(got, want, "{what}");
-                            let slice = slice_before(&conn, &filter, Some(200), 5).unwrap();
+                            let query = Query::new(&conn, filter.clone()).unwrap();
+                            let slice = query.slice_before(&conn, Some(200), 5).unwrap();
                             let want: Vec<i64> = expected
                                 .iter()
                                 .copied()
@@ -727,7 +759,10 @@ mod tests {
     fn listings_read_through_indexes_in_id_order() {
         let conn = test_db();
         let plan = |filter: Filter| {
-            let w = where_of(&conn, &filter, None).unwrap();
+            let w = Query::new(&conn, filter)
+                .unwrap()
+                .where_of(&conn, None)
+                .unwrap();
             query_plan(
                 &conn,
                 &format!(
