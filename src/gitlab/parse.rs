@@ -346,8 +346,9 @@ pub fn status_error(
                 .to_string(),
         },
         403 if field("error").as_deref() == Some("insufficient_scope") => {
-            let needed = if step == "user" {
-                "read_user"
+            // Userinfo needs `openid`; the provisioning token's API reads need `read_api`.
+            let needed = if step == "userinfo" {
+                "openid"
             } else {
                 "read_api"
             };
@@ -661,7 +662,7 @@ mod tests {
             detail(status_error("groups", 403, None, body)),
             "the access token lacks the read_api scope; GitLab accepts: api read_api"
         );
-        assert!(detail(status_error("user", 403, None, body)).contains("read_user"));
+        assert!(detail(status_error("userinfo", 403, None, body)).contains("openid"));
     }
 
     #[test]
