@@ -250,6 +250,14 @@ pub struct Event {
     pub detail: Map<String, Value>,
 }
 
+/// Whether a detail key or a changed field names a secret ([`FORBIDDEN_KEYS`]); a debug build
+/// stops there, so that a test finds the caller.
+fn names_secret(key: &str) -> bool {
+    let secret = FORBIDDEN_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key));
+    debug_assert!(!secret, "audit detail key {key:?} names a secret");
+    secret
+}
+
 impl Event {
     pub fn new(action: Action, outcome: Outcome, target: Option<&str>) -> Event {
         Event {
@@ -284,8 +292,7 @@ impl Event {
     /// Adds `key` to the detail. A key that names a secret is dropped (and a debug build
     /// stops): no secret may reach the log, whatever a caller passes.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Event {
-        if FORBIDDEN_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-            debug_assert!(false, "audit detail key {key:?} names a secret");
+        if names_secret(key) {
             return self;
         }
         self.detail.insert(key.to_string(), value.into());
@@ -293,9 +300,10 @@ impl Event {
     }
 
     /// Adds the old and new value of a field that changed, under `changes`; nothing when equal.
+    /// A field that names a secret is dropped, as by [`Event::with`].
     pub fn change(mut self, field: &str, old: impl Into<Value>, new: impl Into<Value>) -> Event {
         let (old, new) = (old.into(), new.into());
-        if old != new {
+        if old != new && !names_secret(field) {
             let changes = self
                 .detail
                 .entry("changes")
@@ -347,28 +355,34 @@ pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<()> {
     Ok(())
 }
 
+/// Runs `write`, which writes the audit log and nothing else, in a write transaction of its
+/// own. What is held in memory between commits (signed-in callers, settings, applications)
+/// depends on nothing the log holds, so the commit leaves the commit generation as it is: a
+/// flood of refused or failed sign-ins does not empty those caches.
+fn audit_only<T>(
+    conn: &mut Connection,
+    write: impl FnOnce(&rusqlite::Transaction<'_>) -> AppResult<T>,
+) -> AppResult<T> {
+    db::uncounted_write(|| {
+        let tx = db::write_tx(conn)?;
+        let out = write(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    })
+}
+
 /// Records `event` in a transaction of its own (an event without a change: a refusal).
 pub fn record_alone(conn: &mut Connection, by: &By, event: Event) -> AppResult<()> {
-    let tx = db::write_tx(conn)?;
-    record(&tx, by, event)?;
-    tx.commit()?;
-    Ok(())
+    audit_only(conn, |tx| record(tx, by, event))
 }
 
 /// Moves the pending events into the log, in one transaction; returns how many. Nothing is
-/// written when none is pending. The move changes nothing a signed-in caller depends on, so it
-/// leaves the commit generation (and the callers cached in memory) as they are.
+/// written when none is pending.
 pub fn flush(conn: &mut Connection) -> AppResult<usize> {
     if !store::any_pending(conn)? {
         return Ok(0);
     }
-    let moved = db::uncounted_write(|| -> rusqlite::Result<usize> {
-        let tx = db::write_tx(conn)?;
-        let moved = store::move_pending(&tx)?;
-        tx.commit()?;
-        Ok(moved)
-    })?;
-    Ok(moved)
+    audit_only(conn, |tx| Ok(store::move_pending(tx)?))
 }
 
 /// The per-minute number of logins whose failed sign-ins got an event of their own.
@@ -442,28 +456,28 @@ pub fn failed_local_sign_in(
     let login: String = login.chars().take(255).collect();
     let action = Action::SigninLocal.as_str();
     let failed = Outcome::Failed.as_str();
-    let tx = db::write_tx(conn)?;
-    // The failures recorded last may still be pending: moved first, they are found below.
-    store::move_pending(&tx)?;
-    let recent = |target: &str| -> AppResult<Option<i64>> {
-        Ok(store::newest_about(&tx, action, failed, target)?
-            .filter(|&(_, at)| at > by.at_ms - FOLD_WINDOW_MS)
-            .map(|(id, _)| id))
-    };
-    if let Some(id) = recent(&login)? {
-        store::add_to_count(&tx, id, 1)?;
-    } else if budget.take(by.at_ms) {
-        let event = Event::failed(Action::SigninLocal, Some(&login), reason).with("count", 1);
-        record(&tx, by, event)?;
-    } else if let Some(id) = recent(MANY_LOGINS)? {
-        store::add_to_count(&tx, id, 1)?;
-    } else {
-        let event = Event::failed(Action::SigninLocal, Some(MANY_LOGINS), "too-many-logins")
-            .with("count", 1);
-        record(&tx, by, event)?;
-    }
-    tx.commit()?;
-    Ok(())
+    audit_only(conn, |tx| {
+        // The failures recorded last may still be pending: moved first, they are found below.
+        store::move_pending(tx)?;
+        let recent = |target: &str| -> AppResult<Option<i64>> {
+            Ok(store::newest_about(tx, action, failed, target)?
+                .filter(|&(_, at)| at > by.at_ms - FOLD_WINDOW_MS)
+                .map(|(id, _)| id))
+        };
+        if let Some(id) = recent(&login)? {
+            store::add_to_count(tx, id, 1)?;
+        } else if budget.take(by.at_ms) {
+            let event = Event::failed(Action::SigninLocal, Some(&login), reason).with("count", 1);
+            record(tx, by, event)?;
+        } else if let Some(id) = recent(MANY_LOGINS)? {
+            store::add_to_count(tx, id, 1)?;
+        } else {
+            let event = Event::failed(Action::SigninLocal, Some(MANY_LOGINS), "too-many-logins")
+                .with("count", 1);
+            record(tx, by, event)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

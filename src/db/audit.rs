@@ -293,12 +293,14 @@ fn text_plan(conn: &Connection, text: &str) -> rusqlite::Result<TextPlan> {
     })
 }
 
-/// A filter with its text's plan chosen once ([`text_plan`]), for a page and its total, or
-/// for every slice of an export.
+/// A filter with its text's plan ([`text_plan`]) and its dates' id bounds ([`first_id_at`])
+/// found once, for a page and its total, or for every slice of an export.
 #[derive(Debug, Clone)]
 pub struct Query {
     filter: Filter,
     text: Option<TextPlan>,
+    /// The first id of `from_day`, and the first id after `to_day`.
+    ids: (Option<i64>, Option<i64>),
 }
 
 impl Query {
@@ -307,14 +309,26 @@ impl Query {
             Some(text) => Some(text_plan(conn, text)?),
             None => None,
         };
-        Ok(Query { filter, text })
+        let first = match filter.from_day {
+            Some(day) => Some(first_id_at(conn, day * DAY_MS)?),
+            None => None,
+        };
+        let end = match filter.to_day {
+            Some(day) => Some(first_id_at(conn, (day + 1).saturating_mul(DAY_MS))?),
+            None => None,
+        };
+        Ok(Query {
+            filter,
+            text,
+            ids: (first, end),
+        })
     }
 
     /// The `WHERE` of the filter. One condition leads (the text, else the action, else the
     /// outcome, else the ids alone) through its index, which yields ids in order; the others
     /// are written `+column` so that the planner never trades that order for a sort. A common
     /// text leads nothing: the log is read newest first ([`TextPlan::Newest`]).
-    fn where_of(&self, conn: &Connection, before: Option<i64>) -> rusqlite::Result<Where> {
+    fn where_of(&self, before: Option<i64>) -> Where {
         let filter = &self.filter;
         let mut w = Where {
             sql: "1".into(),
@@ -351,22 +365,21 @@ impl Query {
         if let Some(o) = &filter.outcome {
             w.push(outcome, Value::Text(o.clone()));
         }
-        if let Some(day) = filter.from_day {
-            w.push("id >= ?", Value::Integer(first_id_at(conn, day * DAY_MS)?));
+        if let Some(first) = self.ids.0 {
+            w.push("id >= ?", Value::Integer(first));
         }
-        if let Some(day) = filter.to_day {
-            let end = first_id_at(conn, (day + 1).saturating_mul(DAY_MS))?;
+        if let Some(end) = self.ids.1 {
             w.push("id < ?", Value::Integer(end));
         }
         if let Some(before) = before {
             w.push("id < ?", Value::Integer(before));
         }
-        Ok(w)
+        w
     }
 
     /// One page of the events the filter keeps, newest first.
     pub fn page(&self, conn: &Connection, offset: i64, limit: i64) -> rusqlite::Result<Vec<Event>> {
-        let mut w = self.where_of(conn, None)?;
+        let mut w = self.where_of(None);
         let n = w.params.len();
         w.params.push(Value::Integer(limit));
         w.params.push(Value::Integer(offset));
@@ -392,7 +405,7 @@ impl Query {
         before: Option<i64>,
         limit: i64,
     ) -> rusqlite::Result<Vec<Event>> {
-        let mut w = self.where_of(conn, before)?;
+        let mut w = self.where_of(before);
         w.params.push(Value::Integer(limit));
         let sql = format!(
             "SELECT {COLUMNS} FROM audit_events WHERE {} ORDER BY id DESC LIMIT ?{}",
@@ -417,7 +430,7 @@ impl Query {
             if let (TextPlan::Newest { target_first }, true) = (plan, alone) {
                 return common_text_total(conn, text, target_first);
             }
-            let w = self.where_of(conn, None)?;
+            let w = self.where_of(None);
             let sql = format!("SELECT count(*) FROM audit_events WHERE {}", w.sql);
             return conn
                 .prepare_cached(&sql)?
@@ -759,10 +772,7 @@ mod tests {
     fn listings_read_through_indexes_in_id_order() {
         let conn = test_db();
         let plan = |filter: Filter| {
-            let w = Query::new(&conn, filter)
-                .unwrap()
-                .where_of(&conn, None)
-                .unwrap();
+            let w = Query::new(&conn, filter).unwrap().where_of(None);
             query_plan(
                 &conn,
                 &format!(
