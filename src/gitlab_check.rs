@@ -89,11 +89,11 @@ pub const NOT_CONFIGURED: &str = "GitLab is not configured: set its URL, applica
 
 /// The settings the check calls GitLab with: an unset application ID or secret is empty, which
 /// the check reports as such.
-fn settings_of(config: GitlabConfig) -> GitlabSettings {
+fn settings_of(config: &GitlabConfig) -> GitlabSettings {
     GitlabSettings {
-        url: config.url,
-        application_id: config.application_id.unwrap_or_default(),
-        secret: config.secret.unwrap_or_default(),
+        url: config.url.clone(),
+        application_id: config.application_id.clone().unwrap_or_default(),
+        secret: config.secret.clone().unwrap_or_default(),
     }
 }
 
@@ -114,19 +114,14 @@ pub struct Asking<'a> {
 pub fn run(conn: &mut PooledConn<'_>, asking: &Asking<'_>, wait: Duration) -> AppResult<Report> {
     let report = if gitlab_config::exists(conn)? {
         let config = gitlab_config::load(conn)?;
-        let (auto, token, allowed) = (
-            config.auto_provisioning,
-            config.provisioning_token.clone(),
-            config.allowed_groups.clone(),
-        );
-        let settings = settings_of(config);
+        let settings = settings_of(&config);
         let redirect = stored_redirect(conn, asking.base_url_flag, asking.bound)?;
         let uri = redirect.uri();
         let uri = uri.as_deref().map_err(String::as_str);
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let provisioning = auto.then(|| check::Provisioning {
-            token: token.as_deref(),
-            allowed_groups: &allowed,
+        let provisioning = config.auto_provisioning.then(|| check::Provisioning {
+            token: config.provisioning_token.as_deref(),
+            allowed_groups: &config.allowed_groups,
             today: &today,
         });
         conn.released(wait, || {

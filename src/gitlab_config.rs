@@ -99,6 +99,16 @@ impl GitlabConfig {
         }
     }
 
+    /// The settings to call GitLab with, when the application ID and a readable secret are set
+    /// (whether sign-in is enabled or not).
+    pub fn gitlab_settings(&self) -> Option<crate::gitlab::GitlabSettings> {
+        Some(crate::gitlab::GitlabSettings {
+            url: self.url.clone(),
+            application_id: self.application_id.clone()?,
+            secret: self.secret.clone()?,
+        })
+    }
+
     /// The scopes a sign-in asks of GitLab: always the same (see [`crate::provisioning::SCOPES`]).
     pub fn scope(&self) -> &'static str {
         crate::provisioning::SCOPES

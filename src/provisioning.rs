@@ -30,11 +30,7 @@ pub fn keeps_refresh_token(granted: Option<&[String]>) -> bool {
 /// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
 /// unique regardless of case.
 pub fn in_allowed_groups(user_groups: &[String], allowed_groups: &[String]) -> bool {
-    if allowed_groups.is_empty() {
-        return true;
-    }
-    let allowed = allowed_prefixes(allowed_groups);
-    user_groups.iter().any(|path| under_allowed(path, &allowed))
+    allowed_groups.is_empty() || admitted_by(user_groups, allowed_groups).is_some()
 }
 
 /// The GitLab paths group synchronization takes: those that equal an allowed group or lie below

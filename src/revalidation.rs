@@ -126,7 +126,8 @@ pub fn next_scheduled(
     let minutes = settings::revalidate_minutes(conn)?;
     let config = gitlab_config::load(conn)?;
     // Automatic provisioning does this work at each of its runs.
-    let configured = settings_of(&config).is_some() && !config.auto_provisioning;
+    // Enabled or not: people signed in while it was enabled are still revalidated.
+    let configured = config.gitlab_settings().is_some() && !config.auto_provisioning;
     Ok(state.next_at(minutes).filter(|_| configured))
 }
 
@@ -152,16 +153,6 @@ pub fn run_if_due(
     }
 }
 
-/// The GitLab settings to call GitLab with, when the application ID and a readable secret are
-/// set (enabled or not: people signed in while it was enabled are still revalidated).
-fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
-    Some(GitlabSettings {
-        url: config.url.clone(),
-        application_id: config.application_id.clone()?,
-        secret: config.secret.clone()?,
-    })
-}
-
 /// Refusal of a revalidation under automatic provisioning, whose runs do its work.
 pub const NOT_UNDER_PROVISIONING: &str = "Cannot revalidate: automatic provisioning is on, and \
     each of its runs deactivates the people GitLab no longer lists (Synchronize now runs one)";
@@ -185,7 +176,7 @@ pub fn run(
         if config.auto_provisioning {
             return Err(AppError::rule(NOT_UNDER_PROVISIONING));
         }
-        let Some(gitlab_settings) = settings_of(&config) else {
+        let Some(gitlab_settings) = config.gitlab_settings() else {
             let why = if config.secret_unreadable {
                 "the GitLab secret stored cannot be read with labgate.key: enter it again"
             } else {

@@ -254,8 +254,14 @@ impl GitlabError {
     /// GitLab refused the grant as invalid (`invalid_grant`): for a refresh, the token was
     /// revoked (the person revoked labgate, or was deleted) or was already used.
     pub fn grant_refused(&self) -> bool {
+        self.denied_with("invalid_grant")
+    }
+
+    /// GitLab's token endpoint refused with the OAuth error `code` (alone or followed by `:`
+    /// and a description).
+    fn denied_with(&self, code: &str) -> bool {
         matches!(self, GitlabError::Denied(error)
-            if error == "invalid_grant" || error.starts_with("invalid_grant:"))
+            if error.strip_prefix(code).is_some_and(|rest| rest.is_empty() || rest.starts_with(':')))
     }
 
     /// What the admin must change when this error comes from how labgate is registered in
@@ -268,16 +274,8 @@ impl GitlabError {
                 status: 403,
                 ..
             } => Some(FIX_SCOPES),
-            GitlabError::Denied(error)
-                if error == "invalid_client" || error.starts_with("invalid_client:") =>
-            {
-                Some(FIX_CREDENTIALS)
-            }
-            GitlabError::Denied(error)
-                if error == "invalid_scope" || error.starts_with("invalid_scope:") =>
-            {
-                Some(FIX_SCOPES)
-            }
+            _ if self.denied_with("invalid_client") => Some(FIX_CREDENTIALS),
+            _ if self.denied_with("invalid_scope") => Some(FIX_SCOPES),
             _ => None,
         }
     }

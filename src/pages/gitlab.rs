@@ -29,14 +29,6 @@ const CALLBACK_BUDGET: Duration = Duration::from_secs(14);
 
 pub use crate::gitlab_config::redirect_uri;
 
-fn settings_of(config: &GitlabConfig) -> Option<GitlabSettings> {
-    Some(GitlabSettings {
-        url: config.url.clone(),
-        application_id: config.application_id.clone()?,
-        secret: config.secret.clone()?,
-    })
-}
-
 /// A cookie of the sign-in; `secure` from [`auth::secure_for`] (the base URL is read once per
 /// request and passed along).
 fn cookie(secure: &str, name: &str, value: &str, max_age: i64) -> String {
@@ -154,7 +146,7 @@ impl Stop {
 /// not enabled or not configured.
 fn enabled_config(stored: &Snapshot) -> Result<(GitlabConfig, GitlabSettings), Stop> {
     let config = gitlab_config::of(stored)?;
-    match settings_of(&config).filter(|_| config.enabled) {
+    match config.gitlab_settings().filter(|_| config.enabled) {
         Some(settings) => Ok((config, settings)),
         None => Err(Stop::refused(
             Refusal::Generic,

@@ -124,7 +124,7 @@ pub enum GroupRef {
 
 /// An account: one that exists, or the one the plan creates at this index of
 /// [`Plan::accounts_created`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AccountRef {
     Local(i64),
     New(usize),
@@ -325,24 +325,10 @@ pub fn plan(read: &Read, store: &Store) -> Plan {
             });
         }
     }
-    plan.memberships_added
-        .sort_unstable_by_key(|(a, g)| (order(a), order_group(g)));
+    // Existing accounts and groups first, by id; then the new ones, in plan order.
+    plan.memberships_added.sort_unstable();
     plan.memberships_removed.sort_unstable();
     plan
-}
-
-fn order(a: &AccountRef) -> (bool, i64) {
-    match a {
-        AccountRef::Local(id) => (false, *id),
-        AccountRef::New(i) => (true, *i as i64),
-    }
-}
-
-fn order_group(g: &GroupRef) -> (bool, i64) {
-    match g {
-        GroupRef::Local(id) => (false, *id),
-        GroupRef::New(i) => (true, *i as i64),
-    }
 }
 
 /// Adds the memberships of `wanted` that `account` does not hold yet.
