@@ -129,3 +129,14 @@ impl From<FieldError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// A request body that must be a JSON object (the bodies of the v2 API), parsed; otherwise an
+/// error on the field `body` saying what is wrong.
+pub fn json_object_body(body: &[u8]) -> AppResult<serde_json::Map<String, serde_json::Value>> {
+    let bad = |message: String| AppError::invalid("body", message);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("The body must be a JSON object".into())),
+        Err(e) => Err(bad(format!("The body is not valid JSON: {e}"))),
+    }
+}

@@ -150,15 +150,6 @@ fn bad(message: impl Into<String>) -> AppError {
     AppError::invalid("body", message)
 }
 
-/// Parses a JSON object body.
-pub fn parse_body(body: &[u8]) -> AppResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("The body must be a JSON object")),
-        Err(e) => Err(bad(format!("The body is not valid JSON: {e}"))),
-    }
-}
-
 /// One field of a v2 body turned into the setting values it stands for; `None` resets it.
 fn field_values(name: &str, value: &Value) -> AppResult<(&'static str, Option<Vec<String>>)> {
     let as_bool = |key: &'static str| match value {
@@ -299,7 +290,7 @@ fn sends_secret(fields: &Map<String, Value>) -> bool {
 
 /// `POST`: creates the configuration; refused when one exists.
 pub fn create(conn: &mut Connection, by: &By, body: &[u8]) -> AppResult<GitlabConfig> {
-    let fields = parse_body(body)?;
+    let fields = crate::error::json_object_body(body)?;
     for required in ["applicationId", "url", "secret"] {
         let given = fields.get(required).and_then(Value::as_str);
         if given.is_none_or(|t| t.trim().is_empty()) {
@@ -322,7 +313,7 @@ pub fn create(conn: &mut Connection, by: &By, body: &[u8]) -> AppResult<GitlabCo
 
 /// `PATCH` (merge-patch): changes the fields given; `null` resets one.
 pub fn patch(conn: &mut Connection, by: &By, body: &[u8]) -> AppResult<GitlabConfig> {
-    let fields = parse_body(body)?;
+    let fields = crate::error::json_object_body(body)?;
     let tx = db::write_tx(conn)?;
     if !exists(&tx)? {
         return Err(AppError::not_found("No GitLab configuration"));

@@ -7,7 +7,7 @@ use crate::error::{AppError, AppResult};
 use crate::gate::applications::{self, Application, Changes};
 use crate::web::request::Resp;
 use crate::web::Ctx;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 fn to_json(app: &Application) -> Value {
     json!({
@@ -32,11 +32,7 @@ fn bad(message: impl Into<String>) -> AppError {
 /// description and the allowed groups, and is refused for the name and the URL. Unknown
 /// fields are refused; `id` is ignored (it is the path's).
 fn changes_of(body: &[u8]) -> AppResult<Changes> {
-    let fields: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(bad("The body must be a JSON object")),
-        Err(e) => return Err(bad(format!("The body is not valid JSON: {e}"))),
-    };
+    let fields = crate::error::json_object_body(body)?;
     let mut changes = Changes::default();
     for (name, value) in &fields {
         let text = |required: bool| match value {
@@ -68,7 +64,7 @@ fn changes_of(body: &[u8]) -> AppResult<Changes> {
 
 pub fn list(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let paging = Paging::from_req(ctx.req, 100)?;
-    let (apps, total) = applications::page(&ctx.conn, paging.page, paging.size)?;
+    let (apps, total) = crate::db::applications::page(&ctx.conn, paging.offset(), paging.size)?;
     Ok(Resp::json(&json!({
         "applications": apps.iter().map(to_json).collect::<Vec<_>>(),
         "page": paging.json(total),

@@ -163,7 +163,7 @@ pub fn start_run(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let force = if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        let fields = gitlab_config::parse_body(&ctx.req.body)?;
+        let fields = crate::error::json_object_body(&ctx.req.body)?;
         match fields.get("force") {
             None | Some(Value::Bool(false)) | Some(Value::Null) => false,
             Some(Value::Bool(true)) => true,

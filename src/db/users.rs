@@ -316,12 +316,8 @@ pub fn clear_external_identity(conn: &Connection, id: i64) -> rusqlite::Result<(
 /// Deactivates: ends sessions and tokens, removes group memberships and direct permissions.
 /// Call inside a transaction.
 pub fn deactivate(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<Removed> {
-    let sessions = conn
-        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
-        .execute([id])?;
-    let tokens = conn
-        .prepare_cached("DELETE FROM user_tokens WHERE user_id = ?1")?
-        .execute([id])?;
+    let sessions = super::sessions::delete_for_user(conn, id)?;
+    let tokens = super::tokens::delete_for_user(conn, id)?;
     let memberships = conn
         .prepare_cached("DELETE FROM group_members WHERE user_id = ?1")?
         .execute([id])?;

@@ -118,14 +118,10 @@ fn validate(conn: &Connection, id: Option<i64>, fields: &Changes) -> AppResult<V
     })
 }
 
-fn found(conn: &Connection, id: i64) -> AppResult<Application> {
-    applications::find(conn, id)?
-        .ok_or_else(|| AppError::not_found(format!("Application '{id}' not found")))
-}
-
 /// The application `id`, or 404.
 pub fn get(conn: &Connection, id: i64) -> AppResult<Application> {
-    found(conn, id)
+    applications::find(conn, id)?
+        .ok_or_else(|| AppError::not_found(format!("Application '{id}' not found")))
 }
 
 /// An application id as a path or form names it, or 404.
@@ -137,17 +133,12 @@ pub fn parse_id(raw: &str) -> AppResult<i64> {
         .ok_or_else(|| AppError::not_found(format!("Application '{raw}' not found")))
 }
 
-/// One page (from 1) of the applications by name, and the total.
-pub fn page(conn: &Connection, page: i64, size: i64) -> AppResult<(Vec<Application>, i64)> {
-    Ok(applications::page(conn, (page - 1) * size, size)?)
-}
-
 /// Creates an application in `tx`.
 pub fn create_in(tx: &Connection, fields: &Changes, now: i64) -> AppResult<Application> {
     let v = validate(tx, None, fields)?;
     let id = applications::insert(tx, &v.name, &v.url, &v.description, now)?;
     applications::set_groups(tx, id, &v.group_ids)?;
-    found(tx, id)
+    get(tx, id)
 }
 
 /// Creates an application ([`create_in`] in a transaction of its own, with its audit event).
@@ -183,7 +174,7 @@ pub fn update_in(
     changes: &Changes,
     now: i64,
 ) -> AppResult<(Application, Application)> {
-    let before = found(tx, id)?;
+    let before = get(tx, id)?;
     let merged = Changes {
         name: Some(changes.name.clone().unwrap_or_else(|| before.name.clone())),
         url: Some(changes.url.clone().unwrap_or_else(|| before.url.clone())),
@@ -203,7 +194,7 @@ pub fn update_in(
     let v = validate(tx, Some(id), &merged)?;
     applications::update(tx, id, &v.name, &v.url, &v.description, now)?;
     applications::set_groups(tx, id, &v.group_ids)?;
-    Ok((before, found(tx, id)?))
+    Ok((before, get(tx, id)?))
 }
 
 /// Changes an application ([`update_in`] in a transaction of its own).
@@ -238,7 +229,7 @@ pub fn update(
 
 /// Deletes application `id` in `tx`; returns what it was.
 pub fn delete_in(tx: &Connection, id: i64) -> AppResult<Application> {
-    let app = found(tx, id)?;
+    let app = get(tx, id)?;
     applications::delete(tx, id)?;
     Ok(app)
 }

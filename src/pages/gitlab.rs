@@ -395,6 +395,8 @@ fn refuse(ctx: &mut Ctx<'_>, why: Why<'_>, audit: Audit) -> AppResult<Resp> {
         fix,
         code,
     } = why;
+    // Read before the writes below, which move the commit generation.
+    let secure = auth::secure_attribute(ctx.app, &ctx.conn);
     log::warn!(
         "sign-in provider=gitlab username={:?} outcome=refused reason={:?} detail={detail}{}",
         username.unwrap_or("-"),
@@ -416,7 +418,6 @@ fn refuse(ctx: &mut Ctx<'_>, why: Why<'_>, audit: Audit) -> AppResult<Resp> {
     if let Some(reason) = refusal.reason() {
         let key = crypto::random_hex(32);
         oauth::insert_refusal(&ctx.conn, &key, Some(&reason), ctx.now)?;
-        let secure = auth::secure_attribute(ctx.app, &ctx.conn);
         let set = cookie(secure, REFUSAL_COOKIE, &key, oauth::REFUSAL_TTL_SECS);
         ctx.cookies.push(set);
     }

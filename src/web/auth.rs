@@ -477,12 +477,21 @@ pub fn start_session(
     previous: Option<&str>,
     now: i64,
 ) -> AppResult<Vec<String>> {
+    // Read before the commit, which moves the commit generation.
+    let stored = app.settings.current(conn)?;
     let tx = db::write_tx(conn)?;
     let started = accounts::start_session(&tx, user.id, previous, now)?;
     let event = Event::ok(Action::SigninLocal, &started.user.login);
     audit::record(&tx, &by.as_actor(&started.user.login), event)?;
     tx.commit()?;
-    session_cookies(app, conn, &started.value, &started.session.csrf_token)
+    let domain = cookie_domain_of(app, &stored);
+    let (value, csrf) = (&started.value, &started.session.csrf_token);
+    Ok(session_cookies_for(
+        &app.base_url_of(&stored),
+        domain.as_deref(),
+        value,
+        csrf,
+    ))
 }
 
 /// `; Secure` when browsers reach labgate over https, for every cookie labgate sets.
@@ -514,25 +523,9 @@ pub fn cookie_domain_of(app: &App, stored: &crate::settings::Snapshot) -> Option
     )
 }
 
-/// The cookies of a new session: the session cookie (for the cookie domain when one is set)
-/// and the CSRF cookie (labgate's host only: the applications need no CSRF token of labgate).
-pub fn session_cookies(
-    app: &App,
-    conn: &Connection,
-    value: &str,
-    csrf: &str,
-) -> AppResult<Vec<String>> {
-    let stored = app.settings.current(conn)?;
-    let domain = cookie_domain_of(app, &stored);
-    Ok(session_cookies_for(
-        &app.base_url_of(&stored),
-        domain.as_deref(),
-        value,
-        csrf,
-    ))
-}
-
-/// [`session_cookies`] with the base URL and the cookie domain already read.
+/// The cookies of a new session, for the base URL and the cookie domain in effect: the session
+/// cookie (for the cookie domain when one is set) and the CSRF cookie (labgate's host only: the
+/// applications need no CSRF token of labgate).
 pub fn session_cookies_for(
     base_url: &str,
     domain: Option<&str>,

@@ -39,6 +39,8 @@ impl Ctx<'_> {
 
     /// Ends the caller's session, if the caller has one (a sign-out), and clears the cookies.
     pub fn sign_out(&mut self) -> AppResult<()> {
+        // Read before the sign-out's commit, which moves the commit generation.
+        let domain = super::auth::cookie_domain(self.app, &self.conn)?;
         if let Some(caller) = &self.caller {
             if let Some(session) = caller.session() {
                 let by = self.by();
@@ -46,7 +48,6 @@ impl Ctx<'_> {
                 crate::accounts::sign_out(&mut self.conn, &by, &login, &id_hash)?;
             }
         }
-        let domain = super::auth::cookie_domain(self.app, &self.conn)?;
         self.cookies
             .extend(super::auth::clear_cookies(domain.as_deref()));
         Ok(())
