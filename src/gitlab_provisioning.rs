@@ -10,7 +10,7 @@ use crate::db::{self, gitlab_provisioning as store, groups, permissions, users};
 use crate::error::{AppError, AppResult};
 use crate::gitlab::provision::{Member, Reader};
 use crate::gitlab::{Client, GitlabError};
-use crate::gitlab_config::{self, GitlabConfig};
+use crate::gitlab_config::GitlabConfig;
 use crate::model::PROVIDER_GITLAB;
 use crate::provisioning::{self, auto};
 use crate::settings;
@@ -447,8 +447,7 @@ pub fn run(
 
 /// Records the run in the audit log, in its transaction: each account it deactivated (by
 /// provisioning: the person left GitLab's allowed groups), and the run with its counts, its
-/// outcome (`refused` when held for an administrator) and why it failed or was held. Counted
-/// in the metrics too.
+/// outcome (`refused` when held for an administrator) and why it failed or was held.
 fn record_events(tx: &Connection, o: &Outcome) -> AppResult<()> {
     use crate::audit::{self, Action, By, Event, Outcome as Ended};
     let by = By::system(o.finished_at);
@@ -475,13 +474,6 @@ fn record_events(tx: &Connection, o: &Outcome) -> AppResult<()> {
         event = event.because(error);
     }
     audit::record(tx, &by, event)?;
-    let succeeded = (o.status == Status::Success).then_some(o.finished_at / 1000);
-    let outcome = match o.status {
-        Status::Success => "success",
-        Status::Held => "held",
-        Status::Failed => "failed",
-    };
-    crate::metrics::run(crate::metrics::Task::Provisioning, outcome, succeeded);
     Ok(())
 }
 
@@ -537,9 +529,17 @@ fn record_of(o: &Outcome) -> store::Run {
     }
 }
 
-/// The log lines of a run: one for the run, one for each account it deactivated (its sessions
-/// and tokens ended with it). Every event of provisioning goes through here.
+/// A recorded run in the metrics (after its commit: a run counts once it is recorded) and its
+/// log lines: one for the run, one for each account it deactivated (its sessions and tokens
+/// ended with it). Every event of provisioning goes through here.
 pub fn report(o: &Outcome) {
+    let succeeded = (o.status == Status::Success).then_some(o.finished_at / 1000);
+    let outcome = match o.status {
+        Status::Success => "success",
+        Status::Held => "held",
+        Status::Failed => "failed",
+    };
+    crate::metrics::run(crate::metrics::Task::Provisioning, outcome, succeeded);
     let c = &o.changes;
     let line = format!(
         "gitlab provisioning: run {} trigger={} status={} groups_read={} users_read={} \
@@ -667,11 +667,6 @@ pub fn held_for_approval(conn: &Connection) -> AppResult<Option<HashSet<i64>>> {
     Ok(Some(
         listed.iter().filter_map(|d| d["id"].as_i64()).collect(),
     ))
-}
-
-/// The configuration a run reads GitLab with.
-pub fn config(conn: &Connection) -> AppResult<GitlabConfig> {
-    gitlab_config::load(conn)
 }
 
 #[cfg(test)]

@@ -133,11 +133,6 @@ impl Keyring {
         self.keys.last().map_or("", |k| k.id.as_str())
     }
 
-    /// Whether a key of this id is held.
-    pub fn holds(&self, id: &str) -> bool {
-        self.keys.iter().any(|k| k.id == id)
-    }
-
     /// Seals `plain` for `context` with the current key and a fresh random nonce.
     pub fn seal(&self, context: &str, plain: &str) -> String {
         // A keyring always holds a key: `parse` makes none without.
@@ -212,6 +207,7 @@ pub fn is_sealed(value: &str) -> bool {
 }
 
 /// The id of the key a sealed value was sealed with.
+#[cfg(test)]
 pub fn key_id_of(value: &str) -> Option<&str> {
     split_sealed(value).map(|(id, _)| id)
 }

@@ -106,7 +106,8 @@ pub fn revalidate(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 /// `GET /api/v2/labgate/gitlab-revalidations`: the last 50 runs, newest first, whether one
 /// goes on, the interval and when the next scheduled run is due.
 pub fn revalidations(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
-    let runs = crate::db::gitlab_revalidation::recent_runs(&ctx.conn, 50)?;
+    let kept = crate::db::gitlab_revalidation::RUNS_KEPT;
+    let runs = crate::db::gitlab_revalidation::recent_runs(&ctx.conn, kept)?;
     let minutes = settings::revalidate_minutes(&ctx.conn)?;
     let next = revalidation::next_scheduled(&ctx.conn, &ctx.app.revalidations)?;
     Ok(Resp::json(&json!({

@@ -88,6 +88,7 @@ pub fn any_pending(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 /// How many events are pending.
+#[cfg(test)]
 pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT count(*) FROM audit_pending")?
         .query_row([], |r| r.get(0))
@@ -512,14 +513,6 @@ pub fn about(conn: &Connection, name: &str, limit: i64) -> rusqlite::Result<Vec<
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![name, limit], event_of)?.collect();
-    rows
-}
-
-/// Every distinct action stored, for the filter's choices.
-pub fn actions(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT DISTINCT action FROM audit_counts ORDER BY action")?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect();
     rows
 }
 

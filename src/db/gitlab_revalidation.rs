@@ -131,7 +131,10 @@ pub struct Run {
     pub error: Option<String>,
 }
 
-/// Records a run that starts; returns its id. Keeps the last 50 runs.
+/// Runs kept: older ones are removed as new ones start.
+pub const RUNS_KEPT: i64 = 50;
+
+/// Records a run that starts; returns its id. Keeps the last [`RUNS_KEPT`] runs.
 pub fn start_run(conn: &Connection, trigger: &str, now: i64) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO gitlab_revalidation_runs (trigger, status, started_at) \
@@ -139,8 +142,8 @@ pub fn start_run(conn: &Connection, trigger: &str, now: i64) -> rusqlite::Result
     )?
     .execute(params![trigger, now])?;
     let id = conn.last_insert_rowid();
-    conn.prepare_cached("DELETE FROM gitlab_revalidation_runs WHERE id <= ?1 - 50")?
-        .execute([id])?;
+    conn.prepare_cached("DELETE FROM gitlab_revalidation_runs WHERE id <= ?1 - ?2")?
+        .execute([id, RUNS_KEPT])?;
     Ok(id)
 }
 

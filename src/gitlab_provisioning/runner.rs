@@ -6,8 +6,8 @@
 //! run is due, so an idle labgate reads nothing.
 
 use super::{
-    changes_json, config, held_for_approval, run, view_of, Outcome, Overview, Progress, Request,
-    RunView, Trigger,
+    changes_json, held_for_approval, run, view_of, Outcome, Overview, Progress, Request, RunView,
+    Trigger,
 };
 use crate::db::{self, gitlab_provisioning as store};
 use crate::error::{AppError, AppResult};
@@ -134,7 +134,7 @@ impl Runner {
 
     fn run_now(&self, request: &Request, progress: &Progress) -> AppResult<Outcome> {
         let mut conn = db::open(&self.db_path)?;
-        let config = config(&conn)?;
+        let config = crate::gitlab_config::load(&conn)?;
         run(&mut conn, &self.client, &config, request, progress, &now_ms)
     }
 
@@ -202,7 +202,7 @@ impl Runner {
 
 /// Whether automatic provisioning is on and can run, and when its next run is due (ms).
 pub fn when_due(conn: &Connection, now: i64) -> AppResult<(bool, i64)> {
-    let on = config(conn)?.provisions();
+    let on = crate::gitlab_config::load(conn)?.provisions();
     let interval = settings::provisioning_interval_minutes(conn)?;
     let last = store::runs(conn, 1)?
         .into_iter()
@@ -258,7 +258,7 @@ pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not hel
 /// latest run, which was held. Refused while automatic provisioning cannot run, and while a
 /// run goes on.
 pub fn start(conn: &Connection, runner: &Arc<Runner>, force: bool, by: &str) -> AppResult<()> {
-    if !config(conn)?.provisions() {
+    if !crate::gitlab_config::load(conn)?.provisions() {
         return Err(AppError::rule(NOT_PROVISIONING));
     }
     let approved = if force {
