@@ -15,6 +15,7 @@
 use crate::error::AppResult;
 use crate::gate::applications::Application;
 use crate::gate::rules::{self, Original};
+use crate::gate::snippets::IDENTITY_HEADERS;
 use crate::web::auth::{self, Caller};
 use crate::web::request::Resp;
 use crate::web::views::render;
@@ -110,20 +111,15 @@ fn admitted(caller: &Caller) -> Resp {
         let name = rules::header_value(&user.name);
         let email = rules::header_value(user.email.as_deref().unwrap_or(""));
         let groups = rules::groups_header(&caller.groups);
-        let fields = [
-            ("remote-user", &*login),
-            ("remote-name", &*name),
-            ("remote-email", &*email),
-            ("remote-groups", &*groups),
-            ("x-auth-request-user", &*login),
-            ("x-auth-request-email", &*email),
-            ("x-auth-request-groups", &*groups),
-            ("x-auth-request-preferred-username", &*login),
+        // The values of `IDENTITY_HEADERS` (the names the proxies' snippets copy), in order.
+        let values: [&str; IDENTITY_HEADERS.len()] = [
+            &login, &name, &email, &groups, &login, &email, &groups, &login,
         ];
-        let fields = fields.iter().map(|(name, value)| {
+        let fields = IDENTITY_HEADERS.iter().zip(values).map(|(name, value)| {
             // Printable ASCII only (header_value), so always a valid header value.
             let value = HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""));
-            (HeaderName::from_static(name), value)
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+            (name, value)
         });
         std::sync::Arc::new(fields.collect())
     });
