@@ -73,7 +73,10 @@ fn check(ctx: &mut Ctx<'_>, original: Option<Original<'_>>, family: Family) -> A
         crate::metrics::gate_check("unknown-application");
         return unknown_application(ctx, Some(&original));
     };
-    let Some(caller) = auth::gate_caller(ctx.app, &ctx.conn, ctx.req, ctx.now)? else {
+    // Someone signed in with a generated password they must still change is let into no
+    // application: labgate's pages send them to change it first, and the gate agrees.
+    let caller = auth::gate_caller(ctx.app, &ctx.conn, ctx.req, ctx.now)?;
+    let Some(caller) = caller.filter(|c| !c.user.must_change_password) else {
         crate::metrics::gate_check("unauthenticated");
         return not_signed_in(ctx, &original, family);
     };

@@ -145,10 +145,12 @@ fn gitlab_sign_in_offered(ctx: &Ctx<'_>) -> bool {
 
 pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
-    if ctx.caller.is_some() {
-        return Ok(Resp::redirect(&return_to));
+    match &ctx.caller {
+        // Sent here by the gate: no application before the password is changed.
+        Some(caller) if caller.user.must_change_password => Ok(Resp::redirect("/account/password")),
+        Some(_) => Ok(Resp::redirect(&return_to)),
+        None => render_login(ctx, 200, "", return_to, None),
     }
-    render_login(ctx, 200, "", return_to, None)
 }
 
 pub fn login_submit(ctx: &mut Ctx<'_>) -> AppResult<Resp> {

@@ -557,6 +557,59 @@ pub(crate) fn register(lg: &Labgate, name: &str, url: &str, groups: &[&str]) {
 }
 
 #[test]
+fn a_user_who_must_change_their_password_passes_no_gate_until_they_have() {
+    let lg = Labgate::start();
+    register(&lg, "Wiki", "https://wiki.lab.test", &[]);
+    lg.create_user("newbie", USER_PASSWORD);
+    // Only a generated password must be changed; the store says so for this user directly.
+    let db = labgate::db::open(&lg.data_dir().join("labgate.db")).unwrap();
+    db.execute(
+        "UPDATE users SET must_change_password = 1 WHERE login = 'newbie'",
+        [],
+    )
+    .unwrap();
+    let original = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "wiki.lab.test"),
+        ("X-Forwarded-Uri", "/page"),
+        ("X-Forwarded-Method", "GET"),
+        HTML,
+    ];
+    let anonymous = lg.client().request("GET", "/gate/forward", &original, b"");
+    assert_eq!(anonymous.status, 302, "{}", anonymous.describe());
+    let mut newbie = lg.login("newbie", USER_PASSWORD);
+    let r = newbie.request("GET", "/gate/forward", &original, b"");
+    assert_eq!(
+        r.status,
+        anonymous.status,
+        "as if not signed in: {}",
+        r.describe()
+    );
+    assert_eq!(r.header("location"), anonymous.header("location"));
+    // The sign-in page the gate sends them to sends them on to change the password.
+    let to = newbie
+        .get_query(
+            "/sessions/new",
+            &[("return_to", "https://wiki.lab.test/page")],
+        )
+        .expect_redirect();
+    assert_eq!(to, "/account/password");
+    newbie
+        .post_form(
+            "/api/users/change_password",
+            &[
+                ("login", "newbie"),
+                ("previousPassword", USER_PASSWORD),
+                ("password", "newbie-own-Passw0rd"),
+            ],
+        )
+        .expect(204);
+    let mut changed = lg.login("newbie", "newbie-own-Passw0rd");
+    let r = changed.request("GET", "/gate/forward", &original, b"");
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+#[test]
 fn the_applications_api_follows_the_v2_conventions() {
     let lg = Labgate::start();
     lg.create_group("ml");
