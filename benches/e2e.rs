@@ -52,7 +52,7 @@ const APP_ID: &str = "bench-app-id";
 const APP_SECRET: &str = "bench-app-secret-value";
 /// GitLab users per profile (the most concurrent sign-in clients).
 const GITLAB_USERS: usize = 16;
-/// Groups of the "many groups" GitLab user: 3 pages of at most 100.
+/// Groups of the "many groups" GitLab user (all in its userinfo).
 const MANY_GROUPS: usize = 250;
 /// Keep-alive clients of the signed-in requests.
 const SIGNED_IN_CLIENTS: usize = 32;
@@ -315,7 +315,7 @@ struct Run {
     cpu_other_ms: f64,
     cpu_bench_ms: f64,
     /// Floor sign-ins only: CPU per operation of the client threads during the GitLab calls
-    /// (token, `/user`, group pages, parsed), ms: what these calls cost a minimal client.
+    /// (token, userinfo, parsed), ms: what these calls cost a minimal client.
     cpu_calls_ms: Option<f64>,
 }
 
@@ -603,7 +603,7 @@ impl Browser {
 }
 
 /// `/sessions/init/gitlab` → GitLab's `/oauth/authorize` → labgate's callback (which calls the
-/// token endpoint, `/user` and the group pages, then opens the session). Returns the whole
+/// token endpoint and userinfo, then opens the session). Returns the whole
 /// sign-in's time and the callback's.
 fn labgate_sign_in(b: &mut Browser) -> OpResult {
     let t0 = Instant::now();
