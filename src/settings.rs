@@ -164,8 +164,6 @@ pub const REVALIDATE_MINUTES_DEFAULT: i64 = 15;
 /// allowed group.
 pub const PROVISIONING_NEEDS: &str = "Automatic provisioning needs a provisioning token and at least one allowed group: only the members of the allowed groups and their subgroups are provisioned";
 
-/// Default idle timeout of a session: 3 days.
-pub const SESSION_TIMEOUT_DEFAULT_MIN: i64 = 3 * 24 * 60;
 /// Bounds of the idle timeout, in minutes: 6 minutes to 3 months.
 pub const SESSION_TIMEOUT_MIN: i64 = 6;
 pub const SESSION_TIMEOUT_MAX: i64 = 90 * 24 * 60;
@@ -812,27 +810,34 @@ pub fn reset_all_fixed(
 
 /// How often automatic provisioning runs, in minutes.
 pub fn provisioning_interval_minutes(conn: &Connection) -> AppResult<i64> {
-    Ok(value(conn, PROVISIONING_INTERVAL)?
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(60)
-        .clamp(5, 1440))
+    integer(conn, PROVISIONING_INTERVAL)
 }
 
 /// The share of the active GitLab accounts a run may deactivate without an administrator.
 pub fn provisioning_max_deactivation_percent(conn: &Connection) -> AppResult<i64> {
-    Ok(value(conn, PROVISIONING_MAX_DEACTIVATION)?
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(20)
-        .clamp(1, 100))
+    integer(conn, PROVISIONING_MAX_DEACTIVATION)
 }
 
 /// The session idle timeout in seconds.
 pub fn session_timeout_secs(conn: &Connection) -> AppResult<i64> {
-    let minutes = value(conn, SESSION_TIMEOUT)?
+    Ok(integer(conn, SESSION_TIMEOUT)? * 60)
+}
+
+/// An integer setting ([`Kind::Integer`]): the stored value, else its default, within its
+/// bounds. A value out of them, or not a number, can only come from a hand edit of the
+/// database: it counts as the nearest bound, or as the default.
+fn integer(conn: &Connection, key: &str) -> AppResult<i64> {
+    let def = known(key)?;
+    let Kind::Integer { min, max } = def.kind else {
+        return Err(AppError::Internal(format!(
+            "{key} is not an integer setting"
+        )));
+    };
+    let default = def.default.and_then(|d| d.parse().ok()).unwrap_or(min);
+    Ok(db::settings::get(conn, key)?
         .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(SESSION_TIMEOUT_DEFAULT_MIN)
-        .clamp(SESSION_TIMEOUT_MIN, SESSION_TIMEOUT_MAX);
-    Ok(minutes * 60)
+        .unwrap_or(default)
+        .clamp(min, max))
 }
 
 /// The revalidation interval in minutes; 0: off. A stored value out of bounds (only a hand

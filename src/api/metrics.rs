@@ -6,6 +6,7 @@ use crate::db::{self, maintenance};
 use crate::error::AppResult;
 use crate::metrics::{self, Gauges};
 use crate::settings;
+use crate::web::auth;
 use crate::web::request::Resp;
 use crate::web::Ctx;
 
@@ -18,12 +19,10 @@ pub fn scrape(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
         ));
     }
     if let Some(token) = db::settings::get(&ctx.conn, settings::METRICS_TOKEN)? {
-        let sent = ctx
-            .req
-            .header("authorization")
-            .and_then(|h| h.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, value)| value.trim());
+        let sent = match ctx.req.header("authorization").map(auth::authorization) {
+            Some(auth::Authorization::Bearer(token)) => token,
+            _ => "",
+        };
         // Digests of equal length, compared in constant time: the length of the token leaks
         // no more than its value.
         let (sent, token) = (

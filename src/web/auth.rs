@@ -121,33 +121,28 @@ pub fn resolve(
     now: i64,
 ) -> AppResult<Credentials> {
     if let Some(header) = req.header("authorization") {
-        let header = header.trim();
-        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return token_caller(app, conn, rest, now);
-        }
-        if scheme.eq_ignore_ascii_case("basic") {
-            let Some((user, password)) = decode_basic(rest) else {
-                return Ok(Credentials::Invalid(unauthorized()));
-            };
-            if password.is_empty() {
-                return token_caller(app, conn, &user, now);
+        match authorization(header) {
+            Authorization::Bearer(token) => return token_caller(app, conn, token, now),
+            Authorization::Basic(None) => return Ok(Credentials::Invalid(unauthorized())),
+            Authorization::Basic(Some((user, password))) => {
+                if password.is_empty() {
+                    return token_caller(app, conn, &user, now);
+                }
+                let by = by_of(req, None, chrono::Utc::now().timestamp_millis());
+                return match check_password(app, conn, &user, &password, &by, now) {
+                    Ok(u) => Ok(match load_identity(conn, u.id)? {
+                        Some(identity) => {
+                            Credentials::Valid(Box::new(Caller::new(&identity, Via::Password)))
+                        }
+                        None => Credentials::Invalid(unauthorized()),
+                    }),
+                    Err(e @ AppError::TooManyRequests { .. }) => Ok(Credentials::Invalid(e)),
+                    Err(AppError::Unauthorized(_)) => Ok(Credentials::Invalid(unauthorized())),
+                    Err(e) => Err(e),
+                };
             }
-            let by = by_of(req, None, chrono::Utc::now().timestamp_millis());
-            return match check_password(app, conn, &user, &password, &by, now) {
-                Ok(u) => Ok(match load_identity(conn, u.id)? {
-                    Some(identity) => {
-                        Credentials::Valid(Box::new(Caller::new(&identity, Via::Password)))
-                    }
-                    None => Credentials::Invalid(unauthorized()),
-                }),
-                Err(e @ AppError::TooManyRequests { .. }) => Ok(Credentials::Invalid(e)),
-                Err(AppError::Unauthorized(_)) => Ok(Credentials::Invalid(unauthorized())),
-                Err(e) => Err(e),
-            };
+            Authorization::Other => return Ok(Credentials::Invalid(unauthorized())),
         }
-        return Ok(Credentials::Invalid(unauthorized()));
     }
     if let Some(value) = req.cookie(SESSION_COOKIE) {
         if value.is_empty() {
@@ -281,20 +276,37 @@ pub fn gate_caller(
 /// The labgate API token an `Authorization` value carries, if it carries one: `Bearer lgu_…`,
 /// or Basic with a user name starting `lgu_` and an empty password.
 fn labgate_token(header: &str) -> Option<String> {
+    match authorization(header) {
+        Authorization::Bearer(token) => token
+            .starts_with(crate::model::TOKEN_PREFIX)
+            .then(|| token.to_string()),
+        Authorization::Basic(Some((user, password))) => {
+            (user.starts_with(crate::model::TOKEN_PREFIX) && password.is_empty()).then_some(user)
+        }
+        Authorization::Basic(None) | Authorization::Other => None,
+    }
+}
+
+/// What an `Authorization` header carries: a bearer token, basic credentials (`None` when
+/// they do not decode), or another scheme.
+pub enum Authorization<'a> {
+    Bearer(&'a str),
+    Basic(Option<(String, String)>),
+    Other,
+}
+
+/// Reads an `Authorization` header: the scheme (any case) and what follows it, trimmed.
+pub fn authorization(header: &str) -> Authorization<'_> {
     let header = header.trim();
-    let (scheme, rest) = header.split_once(' ')?;
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return rest
-            .starts_with(crate::model::TOKEN_PREFIX)
-            .then(|| rest.to_string());
+        Authorization::Bearer(rest)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        Authorization::Basic(decode_basic(rest))
+    } else {
+        Authorization::Other
     }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let (user, password) = decode_basic(rest)?;
-        return (user.starts_with(crate::model::TOKEN_PREFIX) && password.is_empty())
-            .then_some(user);
-    }
-    None
 }
 
 /// `(user, password)` from the base64 part of `Authorization: Basic`; `None` unless it is
