@@ -605,19 +605,19 @@ pub fn memberships_locked(
     if user.external_provider.as_deref() != Some(PROVIDER_GITLAB) {
         return Ok(None);
     }
-    Ok(membership_lock(
-        user.external_provider.as_deref(),
-        gitlab_memberships_lock(conn)?,
-    ))
+    gitlab_memberships_lock(conn)
 }
 
 /// Why the memberships of GitLab users follow GitLab, if they do: automatic provisioning, or
 /// group synchronization at sign-in.
 pub fn gitlab_memberships_lock(conn: &Connection) -> AppResult<Option<&'static str>> {
-    if crate::settings::auto_provisioning(conn)? {
-        return Ok(Some(MEMBERSHIPS_PROVISIONED));
-    }
-    Ok(crate::settings::synchronizes_groups(conn)?.then_some(MEMBERSHIPS_SYNCHRONIZED))
+    let rules = crate::settings::group_sync(conn)?;
+    Ok(if rules.provisioning {
+        Some(MEMBERSHIPS_PROVISIONED)
+    } else {
+        crate::provisioning::synchronizes(rules.sync, &rules.allowed_groups)
+            .then_some(MEMBERSHIPS_SYNCHRONIZED)
+    })
 }
 
 /// The rule of [`memberships_locked`] for a user of this external provider, the lock of GitLab

@@ -647,6 +647,7 @@ pub fn check_group_sync(tx: &Connection, before: &GroupSync) -> AppResult<()> {
 
 /// Whether GitLab sign-in synchronizes groups: on, with an allowed group (see
 /// [`crate::provisioning::synchronizes`]).
+#[cfg(test)]
 pub fn synchronizes_groups(conn: &Connection) -> AppResult<bool> {
     let rules = group_sync(conn)?;
     Ok(crate::provisioning::synchronizes(
