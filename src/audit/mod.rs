@@ -385,29 +385,37 @@ pub fn flush(conn: &mut Connection) -> AppResult<usize> {
     audit_only(conn, |tx| Ok(store::move_pending(tx)?))
 }
 
+/// State kept for the current UTC minute only: a new minute starts from `S::default()`.
+#[derive(Debug, Default)]
+struct ThisMinute<S> {
+    /// (minute, state)
+    state: Mutex<(i64, S)>,
+}
+
+impl<S: Default> ThisMinute<S> {
+    /// Runs `f` on the state of the minute of `at_ms`.
+    fn with<R>(&self, at_ms: i64, f: impl FnOnce(&mut S) -> R) -> R {
+        let minute = at_ms.div_euclid(60_000);
+        let mut held = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if held.0 != minute {
+            *held = (minute, S::default());
+        }
+        f(&mut held.1)
+    }
+}
+
 /// The per-minute number of logins whose failed sign-ins got an event of their own.
 #[derive(Debug, Default)]
-pub struct FailureEvents {
-    /// (minute, events opened in it)
-    minute: Mutex<(i64, u32)>,
-}
+pub struct FailureEvents(ThisMinute<u32>);
 
 impl FailureEvents {
     /// Takes one of this minute's events; `false` when they are spent.
     fn take(&self, at_ms: i64) -> bool {
-        let minute = at_ms.div_euclid(60_000);
-        let mut state = match self.minute.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if state.0 != minute {
-            *state = (minute, 0);
-        }
-        if state.1 >= NEW_FAILURE_EVENTS_PER_MINUTE {
-            return false;
-        }
-        state.1 += 1;
-        true
+        self.0.with(at_ms, |taken| {
+            let free = *taken < NEW_FAILURE_EVENTS_PER_MINUTE;
+            *taken += u32::from(free);
+            free
+        })
     }
 }
 
@@ -415,9 +423,7 @@ impl FailureEvents {
 /// gate, per person and application). At most [`ONCE_PER_MINUTE_KEYS`] keys are held; past
 /// that, the minute starts over (a few events more, never unbounded memory).
 #[derive(Debug, Default)]
-pub struct OncePerMinute {
-    seen: Mutex<(i64, std::collections::HashSet<String>)>,
-}
+pub struct OncePerMinute(ThisMinute<std::collections::HashSet<String>>);
 
 /// Keys [`OncePerMinute`] holds at most.
 pub const ONCE_PER_MINUTE_KEYS: usize = 10_000;
@@ -425,16 +431,12 @@ pub const ONCE_PER_MINUTE_KEYS: usize = 10_000;
 impl OncePerMinute {
     /// Whether `key` is seen for the first time in the minute of `at_ms` (and notes it).
     pub fn first(&self, key: &str, at_ms: i64) -> bool {
-        let minute = at_ms.div_euclid(60_000);
-        let mut seen = match self.seen.lock() {
-            Ok(seen) => seen,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if seen.0 != minute || seen.1.len() >= ONCE_PER_MINUTE_KEYS {
-            seen.0 = minute;
-            seen.1.clear();
-        }
-        seen.1.insert(key.to_string())
+        self.0.with(at_ms, |seen| {
+            if seen.len() >= ONCE_PER_MINUTE_KEYS {
+                seen.clear();
+            }
+            seen.insert(key.to_string())
+        })
     }
 }
 
