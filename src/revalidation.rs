@@ -231,7 +231,11 @@ pub fn run(
                 users_cut_off: 0,
                 sessions_ended: 0,
                 cut_off: "[]".into(),
-                error: Some(format!("labgate could not write the run's changes: {e}")),
+                // The public text: an internal error's details go to the log line below.
+                error: Some(format!(
+                    "labgate could not write the run's changes: {}",
+                    e.public_message()
+                )),
             };
             gitlab_revalidation::finish_run(&conn, &failed)?;
             log::error!("revalidation run={run_id} FAILED writing its changes: {e}");
