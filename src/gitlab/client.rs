@@ -84,9 +84,9 @@ pub struct Page {
     pub next: Option<super::NextPage>,
 }
 
-/// A response body, read into a buffer kept from one answer to the next (the group pages of a
-/// sign-in): its bytes stay initialized, so a following page is neither reallocated nor zeroed
-/// again as `Read::read_to_end` would do for each read into fresh capacity.
+/// A response body, read into a buffer sized once from its `Content-Length` and grown by
+/// doubling up to the call's cap: a body is never held beyond the cap (plus one byte, to see
+/// that it goes on), whatever the server sends or declares.
 #[derive(Default)]
 struct BodyBuf {
     bytes: Vec<u8>,
