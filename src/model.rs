@@ -456,14 +456,14 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
-    fn spec_login(s: &str) -> bool {
+    fn naive_login(s: &str) -> bool {
         (2..=255).contains(&s.chars().count())
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
             && s.starts_with(|c: char| c.is_ascii_alphanumeric())
     }
 
-    fn spec_group(s: &str) -> bool {
+    fn naive_group_name(s: &str) -> bool {
         let t = s.trim();
         (1..=255).contains(&t.chars().count())
             && !t.eq_ignore_ascii_case("anyone")
@@ -481,12 +481,12 @@ mod props {
 
     proptest! {
         #[test]
-        fn login_accepts_exactly_the_spec_logins(raw in login_like()) {
-            prop_assert_eq!(Login::parse(&raw).is_ok(), spec_login(&raw), "{:?}", raw);
+        fn login_accepts_exactly_the_naive_logins(raw in login_like()) {
+            prop_assert_eq!(Login::parse(&raw).is_ok(), naive_login(&raw), "{:?}", raw);
         }
 
         #[test]
-        fn group_name_accepts_exactly_the_spec_names_trimmed(
+        fn group_name_accepts_exactly_the_naive_names_trimmed(
             raw in prop_oneof![
                 r"\s{0,2}[A-Za-z/ -]{0,8}\s{0,2}",
                 Just("Anyone".to_string()),
@@ -495,7 +495,7 @@ mod props {
             ]
         ) {
             let parsed = GroupName::parse(&raw);
-            prop_assert_eq!(parsed.is_ok(), spec_group(&raw), "{:?}", raw);
+            prop_assert_eq!(parsed.is_ok(), naive_group_name(&raw), "{:?}", raw);
             if let Ok(name) = parsed {
                 prop_assert_eq!(name.as_str(), raw.trim());
                 prop_assert_eq!(GroupName::parse(name.as_str()), Ok(name.clone()));

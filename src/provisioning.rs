@@ -1390,7 +1390,7 @@ mod tests {
     }
 
     #[test]
-    fn refusal_texts_match_the_spec() {
+    fn refusal_texts_match_the_readme() {
         assert_eq!(
             Refusal::NotInAllowedGroups.reason().unwrap(),
             "You are not allowed to authenticate"

@@ -1,4 +1,4 @@
-//! SPEC §5 step 6 against a naive reading of it: with no allowed groups everyone passes;
+//! The allowed-group rule against a naive reading of it: with no allowed groups everyone passes;
 //! otherwise a user passes when some GitLab path `p` equals an allowed entry `a` or starts with
 //! `a + "/"`, ignoring case (entries are taken trimmed of spaces and `/`, as the settings store
 //! them; an empty entry admits nobody). Paths are built from look-alike segments (`acme`,

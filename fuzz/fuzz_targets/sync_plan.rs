@@ -1,5 +1,5 @@
-//! SPEC §5 step 11: applying `group_sync_plan` to a GitLab user's memberships gives exactly the
-//! default group(s) plus every existing local group whose name equals a GitLab path
+//! Group synchronization: applying `group_sync_plan` to a GitLab user's memberships gives
+//! exactly the default group(s) plus every existing local group whose name equals a GitLab path
 //! (case-sensitive); the default group is never removed, no group is created, nothing is added
 //! twice or removed when not held. Local users are never given to the plan (the sign-in only
 //! plans for the GitLab account it signs in), so they cannot be touched by it.

@@ -103,7 +103,7 @@ fn local_groups(
 
 proptest! {
     #[test]
-    fn allowed_groups_agree_with_the_spec(
+    fn allowed_groups_agree_with_the_rule(
         user in prop::collection::vec(path(), 0..4),
         allowed in prop::collection::vec(path(), 0..3),
     ) {

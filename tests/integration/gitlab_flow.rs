@@ -1776,7 +1776,7 @@ fn taken_login_gets_a_gitlab_suffix() {
 }
 
 #[test]
-fn email_of_another_account_is_refused_with_the_spec_text() {
+fn email_of_another_account_is_refused_with_the_readme_text() {
     let (lg, gl) = lab(&[]);
     lg.admin()
         .post_form(
