@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, NextTimeout, RustlsConnector,
+};
 
 /// Below this much time before the deadline no call is started.
 const MIN_CALL_TIME: Duration = Duration::from_millis(50);
@@ -637,11 +639,13 @@ fn agent(tls: &TlsConfig, proxy: Option<ureq::Proxy>) -> ureq::Agent {
         .tls_config(tls.clone())
         .user_agent(format!("labgate/{}", env!("CARGO_PKG_VERSION")))
         .build();
-    ureq::Agent::with_parts(
-        config,
-        DefaultConnector::new(),
-        LiteralFirstResolver::default(),
-    )
+    // ureq's default chain, with labgate's TCP transport (see [`super::transport`]) in place
+    // of ureq's; SOCKS proxies are refused before an agent is built.
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(super::transport::Tcp)
+            .chain(RustlsConnector::default());
+    ureq::Agent::with_parts(config, connector, LiteralFirstResolver::default())
 }
 
 /// How long a resolved host name is reused. `getaddrinfo` does not tell the record's TTL; 30 s

@@ -18,6 +18,7 @@ pub mod parse;
 mod parse_props;
 pub mod provision;
 pub mod proxy;
+mod transport;
 
 pub use client::{roots_with, Client, Page, Probe};
 pub use parse::{
