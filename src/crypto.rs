@@ -6,11 +6,50 @@ use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Bytes of the operating system's CSPRNG fetched at once per thread: a sign-in needs five
+/// secrets (state, browser binding, session id, CSRF token, the refresh token's nonce), and one
+/// system call serves them all and the next ones.
+const RANDOM_BATCH: usize = 256;
+
+/// Unused bytes of the last batch: `bytes[used..]`. Each byte is handed out once and wiped.
+struct RandomBatch {
+    bytes: [u8; RANDOM_BATCH],
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomBatch> = const {
+        std::cell::RefCell::new(RandomBatch { bytes: [0; RANDOM_BATCH], used: RANDOM_BATCH })
+    };
+}
+
+/// Fills `out` from the operating system's CSPRNG: from this thread's batch, fetched afresh
+/// when it runs out; a request larger than a batch is fetched directly.
+fn fill_random(out: &mut [u8]) {
+    // The OS generator failing is not recoverable: no secret may be made without it.
+    let fetch = |buf: &mut [u8]| {
+        getrandom::fill(buf).expect("operating system random generator failed");
+    };
+    if out.len() > RANDOM_BATCH {
+        return fetch(out);
+    }
+    RANDOM.with(|batch| {
+        let mut batch = batch.borrow_mut();
+        if RANDOM_BATCH - batch.used < out.len() {
+            fetch(&mut batch.bytes);
+            batch.used = 0;
+        }
+        let (from, to) = (batch.used, batch.used + out.len());
+        out.copy_from_slice(&batch.bytes[from..to]);
+        batch.bytes[from..to].fill(0);
+        batch.used = to;
+    });
+}
+
 /// `n` bytes from the operating system's CSPRNG.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    // The OS generator failing is not recoverable: no secret may be made without it.
-    getrandom::fill(&mut buf).expect("operating system random generator failed");
+    fill_random(&mut buf);
     buf
 }
 
@@ -93,6 +132,28 @@ mod tests {
         assert_eq!(a.len(), 40);
         assert_ne!(a, random_hex(20));
         assert_eq!(random_password().len(), 24);
+    }
+
+    #[test]
+    fn batched_random_bytes_are_never_handed_out_twice() {
+        // Sizes that straddle the batch's end, one larger than a batch, and many values: no
+        // 16-byte window may repeat (a repeat of 128 random bits would mean reused bytes).
+        let mut seen = std::collections::HashSet::new();
+        for n in [16, 100, 16, 250, 16, RANDOM_BATCH + 1, 16, 33, 16, 17, 16] {
+            let bytes = random_bytes(n);
+            assert_eq!(bytes.len(), n);
+            for window in bytes.chunks_exact(16) {
+                assert!(seen.insert(window.to_vec()), "bytes handed out twice");
+            }
+        }
+        for _ in 0..2_000 {
+            assert!(seen.insert(random_bytes(16)), "bytes handed out twice");
+        }
+        // What was handed out is wiped from the batch.
+        RANDOM.with(|batch| {
+            let batch = batch.borrow();
+            assert!(batch.bytes[..batch.used].iter().all(|b| *b == 0));
+        });
     }
 
     #[test]
