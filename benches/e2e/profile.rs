@@ -12,8 +12,10 @@
 //! KIND: `signin-1`, `signin-250` (GitLab sign-in of a user in 1 / 250 groups), `current`
 //! (`api/users/current` with a session cookie), `admin-users` (the `/admin/users` page),
 //! `search` (`api/users/search?q=greta` after loading 10,000 users, 100,000 without `--quick`),
-//! `search-first` (the same, each after a change to a user: admin's name, set over the API).
-//! `--q TEXT` searches another text (`example`: every user).
+//! `search-first` (the same, each after a change to a user: admin's name, set over the API),
+//! `admin-write` (`api/user_groups/update`: a group's description that changes each time).
+//! `--q TEXT` searches another text (`example`: every user). `LABGATE_BENCH_AUDIT=off` in the
+//! environment is passed on: labgate then records no audit event.
 
 use crate::http::Conn;
 use crate::procfs;
@@ -41,7 +43,12 @@ fn callgrind(pid: u32, what: &str) {
 pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Result<(), String> {
     let search = format!("/api/users/search?q={}", q.unwrap_or(load::SOME_FIRST_NAME));
     let root = TempDir::new("profile");
-    let lab = Labgate::new(&root.0);
+    let mut lab = Labgate::new(&root.0);
+    // `LABGATE_BENCH_AUDIT=off` reaches labgate only when set on purpose: the profile of a
+    // labgate not recording its audit log.
+    if std::env::var("LABGATE_BENCH_AUDIT").as_deref() == Ok("off") {
+        lab = lab.with_env("LABGATE_BENCH_AUDIT", "off");
+    }
     let fake = servers::start_self(
         &[
             "--serve-fake",
@@ -135,6 +142,26 @@ pub fn run(kind: &str, count: Option<usize>, quick: bool, q: Option<&str>) -> Re
                     &[("login", "admin"), ("name", &name)],
                 )?;
                 get(&search)
+            })
+        }
+        "admin-write" => {
+            let mut writes = Conn::new(lg.addr);
+            api_post(
+                &mut writes,
+                &token,
+                "/api/user_groups/create",
+                &[("name", "profile-writes")],
+            )?;
+            let mut n = 0u64;
+            Box::new(move || {
+                n += 1;
+                let text = format!("rewritten {n}");
+                api_post(
+                    &mut writes,
+                    &token,
+                    "/api/user_groups/update",
+                    &[("currentName", "profile-writes"), ("description", &text)],
+                )
             })
         }
         other => return Err(format!("--profile {other}: unknown kind")),
