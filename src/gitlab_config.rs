@@ -9,6 +9,7 @@ use crate::model::FieldError;
 use crate::settings::{self as s, GITLAB_KEYS};
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// The redirect URI to register in GitLab for a base URL.
 pub fn redirect_uri(base_url: &str) -> String {
@@ -138,6 +139,29 @@ pub fn of(stored: &s::Snapshot) -> AppResult<GitlabConfig> {
         auto_provisioning: stored.flag(s::GITLAB_PROVISIONING)?,
         provisioning_token: stored.secret(s::GITLAB_PROVISIONING_TOKEN).value(),
     })
+}
+
+/// The configuration of the settings snapshot last asked about ([`crate::settings::Cache`]
+/// shares one snapshot between requests until a setting changes), worked out once for it:
+/// working it out opens the sealed application secret and provisioning token, which each
+/// sign-in would otherwise do twice (at its start and at GitLab's callback).
+#[derive(Default)]
+pub struct Held(std::sync::Mutex<Option<(Arc<s::Snapshot>, Arc<GitlabConfig>)>>);
+
+impl Held {
+    /// The configuration of `stored`: the one held when `stored` is the snapshot it was worked
+    /// out from (the same allocation, which the held copy keeps alive), else worked out now.
+    pub fn of(&self, stored: &Arc<s::Snapshot>) -> AppResult<Arc<GitlabConfig>> {
+        let held = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((snapshot, config)) = held().as_ref() {
+            if Arc::ptr_eq(snapshot, stored) {
+                return Ok(Arc::clone(config));
+            }
+        }
+        let config = Arc::new(of(stored)?);
+        *held() = Some((Arc::clone(stored), Arc::clone(&config)));
+        Ok(config)
+    }
 }
 
 /// A configuration exists once any of its settings is stored.
@@ -567,6 +591,27 @@ mod tests {
     use super::*;
 
     const BODY: &str = r#"{"enabled":true,"applicationId":"app","url":"https://gl.example/","secret":"s3cret","allowedGroups":["acme"],"provisioningType":"JIT"}"#;
+
+    #[test]
+    fn the_configuration_is_held_for_its_snapshot_only() {
+        let mut conn = db::test_db();
+        create(&mut conn, &By::admin(), BODY.as_bytes()).unwrap();
+        let held = Held::default();
+        let first = Arc::new(s::Snapshot::load(&conn).unwrap());
+        let a = held.of(&first).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &held.of(&first).unwrap()),
+            "worked out once"
+        );
+        assert_eq!(*a, of(&first).unwrap());
+        // A snapshot read after a change gets its own configuration, never the held one.
+        crate::db::settings::set(&conn, s::GITLAB_URL, "https://other.example").unwrap();
+        let second = Arc::new(s::Snapshot::load(&conn).unwrap());
+        let b = held.of(&second).unwrap();
+        assert_eq!(b.url, "https://other.example");
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(held.of(&first).unwrap().url, "https://gl.example");
+    }
 
     #[test]
     fn create_load_and_json_never_show_the_secret() {

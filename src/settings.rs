@@ -531,10 +531,16 @@ impl Snapshot {
     }
 }
 
-/// The stored settings held in memory between commits ([`db::Held`]), so that a request reads
-/// them without a read transaction of its own.
-#[derive(Default)]
+/// The stored settings held in memory until a commit writes a setting ([`db::Held`] keyed by
+/// [`db::settings_generation`]), so that a request reads them without a read transaction of
+/// its own, also right after the commits of sign-ins and admin writes.
 pub struct Cache(db::Held<Snapshot>);
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache(db::Held::keyed_by(db::settings_generation))
+    }
+}
 
 impl Cache {
     /// The settings as of now: the snapshot held, or one read afresh from `conn`.

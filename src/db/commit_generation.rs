@@ -9,6 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Commits of this process that changed the database: see [`generation`].
 pub(super) static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Commits of this process that changed the `settings` table: see [`settings_generation`].
+pub(super) static SETTINGS_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Where a connection counts its commits: all of them, and those that wrote the settings.
+#[derive(Clone, Copy)]
+pub(super) struct Counters {
+    pub commits: &'static AtomicU64,
+    pub settings: &'static AtomicU64,
+}
+
+/// The table whose writes move [`settings_generation`].
+const SETTINGS_TABLE: &str = "settings";
 /// Cleared if a connection could not be put in WAL mode: commits are then not counted.
 static COMMITS_COUNTED: AtomicBool = AtomicBool::new(true);
 
@@ -28,6 +40,15 @@ thread_local! {
 /// new number, read the old data, and keep it as current.)
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
+}
+
+/// A number that changes after every commit, by any connection of this process opened with
+/// [`super::open`], that wrote a row of the `settings` table (and only then): what is computed
+/// from the settings alone stays current across the commits of sign-ins and admin writes. Seen
+/// by SQLite's update hook, which sees every row a statement inserts, updates or deletes in a
+/// rowid table (`settings` is one); counted, as [`generation`], once the commit is visible.
+pub fn settings_generation() -> u64 {
+    SETTINGS_GENERATION.load(Ordering::SeqCst)
 }
 
 /// Whether [`generation`] counts every commit: false if a connection is not in WAL mode (a file
@@ -68,6 +89,9 @@ pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 /// writes, which are not committed and may never be), or when commits are not counted.
 pub struct Held<T> {
     current: std::sync::RwLock<Option<HeldValue<T>>>,
+    /// The generation the value is keyed by: [`generation`], or a narrower one such as
+    /// [`settings_generation`] for a value computed from fewer tables.
+    source: fn() -> u64,
 }
 
 struct HeldValue<T> {
@@ -78,13 +102,19 @@ struct HeldValue<T> {
 
 impl<T> Default for Held<T> {
     fn default() -> Self {
-        Held {
-            current: std::sync::RwLock::new(None),
-        }
+        Held::keyed_by(generation)
     }
 }
 
 impl<T> Held<T> {
+    /// Held while `source` (a generation of this module) stays the same.
+    pub fn keyed_by(source: fn() -> u64) -> Held<T> {
+        Held {
+            current: std::sync::RwLock::new(None),
+            source,
+        }
+    }
+
     /// The value held, or `load(conn)` read afresh (and held when it may be).
     pub fn get<E>(
         &self,
@@ -92,7 +122,7 @@ impl<T> Held<T> {
         load: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<std::sync::Arc<T>, E> {
         // Read before the rows: what is loaded below is current at least as of this generation.
-        let generation = generation();
+        let generation = (self.source)();
         let keep = commits_counted() && conn.is_autocommit();
         if keep {
             let held = self.current.read().unwrap_or_else(|p| p.into_inner());
@@ -118,14 +148,28 @@ impl<T> Held<T> {
 /// replaces).
 const WAL_AUTOCHECKPOINT_PAGES: i32 = 1000;
 
-/// Counts this connection's commits in `generation`, and checkpoints like SQLite's default hook.
-pub(super) fn count_commits(
-    conn: &mut Connection,
-    generation: &'static AtomicU64,
-) -> rusqlite::Result<()> {
+/// Counts this connection's commits in `counters`, and checkpoints like SQLite's default hook.
+pub(super) fn count_commits(conn: &mut Connection, counters: Counters) -> rusqlite::Result<()> {
+    // Whether this connection wrote a setting since its last commit: set by the update hook,
+    // cleared by the commit that counts it. A write rolled back leaves it set, and the next
+    // commit counts it: the settings are then read once more than needed, never once too few.
+    // (No rollback hook clears it: rusqlite frees the hooks before closing, and closing a
+    // connection inside a transaction runs the rollback hook.)
+    let wrote_settings = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&wrote_settings);
+    conn.update_hook(Some(
+        move |_: rusqlite::hooks::Action, _: &str, table: &str, _| {
+            if table == SETTINGS_TABLE {
+                seen.store(true, Ordering::SeqCst);
+            }
+        },
+    ))?;
     conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if wrote_settings.swap(false, Ordering::SeqCst) {
+            counters.settings.fetch_add(1, Ordering::SeqCst);
+        }
         if !UNCOUNTED.with(Cell::get) {
-            generation.fetch_add(1, Ordering::SeqCst);
+            counters.commits.fetch_add(1, Ordering::SeqCst);
         }
         if pages >= WAL_AUTOCHECKPOINT_PAGES {
             // As SQLite's own hook: a checkpoint that cannot run now runs at a later commit,
@@ -141,12 +185,87 @@ mod tests {
     use super::*;
     use crate::db::{open_counting, settings, temp_db, write_tx};
 
+    /// Counters of a test's own: `commits`, and settings writes counted apart.
+    fn counters(commits: &'static AtomicU64) -> Counters {
+        static SETTINGS: AtomicU64 = AtomicU64::new(0);
+        Counters {
+            commits,
+            settings: &SETTINGS,
+        }
+    }
+
+    #[test]
+    fn only_commits_that_wrote_a_setting_move_the_settings_generation() {
+        static COMMITS: AtomicU64 = AtomicU64::new(0);
+        static SETTINGS: AtomicU64 = AtomicU64::new(0);
+        let own = Counters {
+            commits: &COMMITS,
+            settings: &SETTINGS,
+        };
+        let path = temp_db("settings-generation");
+        let mut conn = open_counting(&path, own).unwrap();
+        let settings_now = || SETTINGS.load(Ordering::SeqCst);
+        let start = settings_now();
+        conn.execute(
+            "INSERT INTO users (login, name, created_at, updated_at) VALUES ('ann', 'Ann', 1, 1)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(settings_now(), start, "another table");
+        settings::set(&conn, "a", "1").unwrap();
+        assert_eq!(settings_now(), start + 1, "a setting inserted");
+        settings::set(&conn, "a", "2").unwrap();
+        assert_eq!(settings_now(), start + 2, "a setting changed");
+        settings::delete(&conn, "a").unwrap();
+        assert_eq!(settings_now(), start + 3, "a setting removed");
+        let tx = write_tx(&mut conn).unwrap();
+        settings::set(&tx, "b", "1").unwrap();
+        assert_eq!(settings_now(), start + 3, "not before the commit");
+        drop(tx);
+        assert_eq!(settings_now(), start + 3, "rolled back");
+        conn.execute("UPDATE users SET name = 'Ann B' WHERE login = 'ann'", [])
+            .unwrap();
+        assert_eq!(
+            settings_now(),
+            start + 4,
+            "the next commit counts a setting rolled back: once too many, never too few"
+        );
+        conn.execute("UPDATE users SET name = 'Ann C' WHERE login = 'ann'", [])
+            .unwrap();
+        assert_eq!(settings_now(), start + 4, "and only that commit");
+        let tx = write_tx(&mut conn).unwrap();
+        tx.execute("UPDATE users SET name = 'Ann D' WHERE login = 'ann'", [])
+            .unwrap();
+        settings::set(&tx, "c", "1").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(settings_now(), start + 5, "a transaction writing both");
+        // Another connection of the process, and the value held by it.
+        let other = open_counting(&path, own).unwrap();
+        let held: Held<Option<String>> = Held::keyed_by(|| SETTINGS.load(Ordering::SeqCst));
+        let read = |conn: &Connection| held.get(conn, |c| settings::get(c, "c")).unwrap();
+        assert_eq!(read(&conn).as_deref(), Some("1"));
+        conn.execute("UPDATE users SET name = 'Ann E' WHERE login = 'ann'", [])
+            .unwrap();
+        assert_eq!(
+            read(&conn).as_deref(),
+            Some("1"),
+            "held across other writes"
+        );
+        settings::set(&other, "c", "2").unwrap();
+        assert_eq!(settings_now(), start + 6, "any connection");
+        assert_eq!(
+            read(&conn).as_deref(),
+            Some("2"),
+            "read again after a setting"
+        );
+    }
+
     #[test]
     fn every_commit_moves_the_generation_but_reads_and_uncounted_writes_do_not() {
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let path = temp_db("generation");
-        let mut conn = open_counting(&path, &COUNT).unwrap();
-        let other = open_counting(&path, &COUNT).unwrap();
+        let mut conn = open_counting(&path, counters(&COUNT)).unwrap();
+        let other = open_counting(&path, counters(&COUNT)).unwrap();
         let start = COUNT.load(Ordering::SeqCst);
         conn.execute("INSERT INTO settings (key, value) VALUES ('a', '1')", [])
             .unwrap();
@@ -186,7 +305,7 @@ mod tests {
     fn the_wal_is_still_checkpointed_with_the_counting_hook() {
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let path = temp_db("checkpoint");
-        let conn = open_counting(&path, &COUNT).unwrap();
+        let conn = open_counting(&path, counters(&COUNT)).unwrap();
         let page: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap();

@@ -45,32 +45,37 @@ pub mod users;
 
 pub use bootstrap::{bootstrap, Bootstrap, ADMIN_GROUP, ADMIN_LOGIN, DEFAULT_GROUP};
 pub(crate) use commit_generation::uncounted_write;
-pub use commit_generation::{commits_counted, generation, Held, HELD_MAX_AGE};
+pub use commit_generation::{commits_counted, generation, settings_generation, Held, HELD_MAX_AGE};
 pub use migrations::{migrate, MigrateError};
 pub use paging::id_list;
 pub(crate) use paging::{as_index, page_of};
 pub use pool::{Pool, PooledConn};
 
-use commit_generation::{count_commits, GENERATION};
+use commit_generation::{count_commits, Counters, GENERATION, SETTINGS_GENERATION};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Opens a connection with labgate's pragmas (WAL, foreign keys, busy timeout), its commits
 /// counted in [`generation`].
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    open_counting(path, &GENERATION)
+    open_counting(
+        path,
+        Counters {
+            commits: &GENERATION,
+            settings: &SETTINGS_GENERATION,
+        },
+    )
 }
 
-fn open_counting(path: &Path, generation: &'static AtomicU64) -> rusqlite::Result<Connection> {
+fn open_counting(path: &Path, counters: Counters) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    configure(&mut conn, generation)?;
+    configure(&mut conn, counters)?;
     Ok(conn)
 }
 
@@ -80,7 +85,7 @@ fn open_counting(path: &Path, generation: &'static AtomicU64) -> rusqlite::Resul
 pub const STATEMENT_CACHE_CAPACITY: usize = 128;
 
 /// Pragmas every connection carries, and the counting of its commits in `generation`.
-fn configure(conn: &mut Connection, generation: &'static AtomicU64) -> rusqlite::Result<()> {
+fn configure(conn: &mut Connection, counters: Counters) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Keep one query plan per cached statement: without this, SQLite re-prepares statements
@@ -96,7 +101,7 @@ fn configure(conn: &mut Connection, generation: &'static AtomicU64) -> rusqlite:
         commit_generation::not_all_counted();
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    count_commits(conn, generation)?;
+    count_commits(conn, counters)?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::crypto;
 use crate::db::{gitlab_sign_in_problem, oauth};
 use crate::error::{AppError, AppResult};
 use crate::gitlab::{self, GitlabSettings};
-use crate::gitlab_config::{self, GitlabConfig};
+use crate::gitlab_config::GitlabConfig;
 use crate::provisioning::{Claims, Refusal};
 use crate::settings::Snapshot;
 use crate::signin::pending::{PendingSignIn, STATE_TTL_SECS};
@@ -15,8 +15,9 @@ use crate::signin::{self, SignInError};
 use crate::web::auth;
 use crate::web::request::Resp;
 use crate::web::views::{render, Layout};
-use crate::web::Ctx;
+use crate::web::{App, Ctx};
 use askama::Template;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Cookie binding a started sign-in to the browser that started it.
@@ -144,10 +145,13 @@ impl Stop {
 
 /// The configuration and the settings to call GitLab with; a refusal when GitLab sign-in is
 /// not enabled or not configured.
-fn enabled_config(stored: &Snapshot) -> Result<(GitlabConfig, GitlabSettings), Stop> {
-    let config = gitlab_config::of(stored)?;
+fn enabled_config(
+    app: &App,
+    stored: &Arc<Snapshot>,
+) -> Result<(GitlabConfig, GitlabSettings), Stop> {
+    let config = app.gitlab_config.of(stored)?;
     match config.gitlab_settings().filter(|_| config.enabled) {
-        Some(settings) => Ok((config, settings)),
+        Some(settings) => Ok((GitlabConfig::clone(&config), settings)),
         None => Err(Stop::refused(
             Refusal::Generic,
             None,
@@ -159,7 +163,7 @@ fn enabled_config(stored: &Snapshot) -> Result<(GitlabConfig, GitlabSettings), S
 pub fn init(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let return_to = return_to(ctx, ctx.req.query.get("return_to"))?;
     let stored = ctx.app.settings.current(&ctx.conn)?;
-    let (config, settings) = match enabled_config(&stored) {
+    let (config, settings) = match enabled_config(ctx.app, &stored) {
         Ok(enabled) => enabled,
         Err(stop) => return stop.answer(ctx),
     };
@@ -222,13 +226,13 @@ pub fn callback(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
 /// ([`signin::complete`]). Returns where to send the signed-in browser.
 fn sign_in(
     ctx: &mut Ctx<'_>,
-    stored: &Snapshot,
+    stored: &Arc<Snapshot>,
     base_url: &str,
     deadline: Instant,
 ) -> Result<String, Stop> {
     let (pending, code) = take_state(ctx)?;
     // From here on, a started sign-in is refused: the audit log records it.
-    let (config, settings) = enabled_config(stored).map_err(Stop::recorded)?;
+    let (config, settings) = enabled_config(ctx.app, stored).map_err(Stop::recorded)?;
     // Where the browser goes and the session cookie's domain, settled before the transaction:
     // nothing is read after it.
     let target = return_to(ctx, Some(&pending.return_to)).map_err(Stop::Failed)?;

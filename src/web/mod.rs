@@ -61,8 +61,10 @@ pub struct App {
     pub revalidations: crate::revalidation::Revalidations,
     /// The applications behind labgate, held for the gate's checks.
     pub applications: crate::gate::Table,
-    /// The stored settings, held between commits.
+    /// The stored settings, held until a setting changes.
     pub settings: crate::settings::Cache,
+    /// The GitLab configuration of the settings held.
+    pub gitlab_config: crate::gitlab_config::Held,
 }
 
 /// Connections the pool opens at most.
@@ -103,6 +105,7 @@ impl App {
             revalidations: crate::revalidation::Revalidations::new(chrono::Utc::now().timestamp()),
             applications: crate::gate::Table::default(),
             settings: crate::settings::Cache::default(),
+            gitlab_config: crate::gitlab_config::Held::default(),
         }
     }
 
