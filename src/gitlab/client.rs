@@ -41,6 +41,20 @@ struct Inner {
     /// (proxy value from the environment, agent using it).
     proxied: Vec<(String, ureq::Agent)>,
     proxies: ProxyEnv,
+    /// The `oauth2` client of the last code exchange, for the next one with the same GitLab,
+    /// application and redirect URI: building it parses two URLs.
+    code_client: std::sync::Mutex<Option<(CodeClientKey, Arc<OauthClient>)>>,
+}
+
+/// The `oauth2` crate's client for GitLab's token endpoint (see [`oauth_client`]).
+type OauthClient =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// What a code exchange's `oauth2` client is built from.
+#[derive(PartialEq, Eq)]
+struct CodeClientKey {
+    settings: GitlabSettings,
+    redirect_uri: String,
 }
 
 impl fmt::Debug for Client {
@@ -181,6 +195,7 @@ impl Client {
                 direct: agent(&tls, None),
                 proxied,
                 proxies,
+                code_client: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -249,9 +264,7 @@ impl Client {
         verifier: &str,
         deadline: Instant,
     ) -> Result<Tokens, GitlabError> {
-        let redirect_url = RedirectUrl::new(redirect_uri.to_string())
-            .map_err(|e| bad_token_url("the redirect URI", e))?;
-        let client = oauth_client(s)?.set_redirect_uri(redirect_url);
+        let client = self.code_client(s, redirect_uri)?;
         let http = TokenHttp {
             client: self,
             deadline,
@@ -261,6 +274,35 @@ impl Client {
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .request(&http);
         read_token_answer(answer)
+    }
+
+    /// The `oauth2` client for exchanging codes of `s`'s application redirected to
+    /// `redirect_uri`: the one of the last exchange when both are the same, else built anew.
+    fn code_client(
+        &self,
+        s: &GitlabSettings,
+        redirect_uri: &str,
+    ) -> Result<Arc<OauthClient>, GitlabError> {
+        let held = || {
+            self.inner
+                .code_client
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some((key, client)) = held().as_ref() {
+            if key.settings == *s && key.redirect_uri == redirect_uri {
+                return Ok(Arc::clone(client));
+            }
+        }
+        let redirect_url = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| bad_token_url("the redirect URI", e))?;
+        let client = Arc::new(oauth_client(s)?.set_redirect_uri(redirect_url));
+        let key = CodeClientKey {
+            settings: s.clone(),
+            redirect_uri: redirect_uri.to_string(),
+        };
+        *held() = Some((key, Arc::clone(&client)));
+        Ok(client)
     }
 
     /// The oauth2 crate's one HTTP call, through this client's agent.
@@ -557,12 +599,7 @@ impl std::error::Error for AdapterError {}
 
 /// The oauth2 crate's client for GitLab's token endpoint, with the client credentials in the
 /// request body.
-fn oauth_client(
-    s: &GitlabSettings,
-) -> Result<
-    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>,
-    GitlabError,
-> {
+fn oauth_client(s: &GitlabSettings) -> Result<OauthClient, GitlabError> {
     let token_url = TokenUrl::new(format!("{}/oauth/token", s.base()))
         .map_err(|e| bad_token_url("the GitLab URL", e))?;
     Ok(BasicClient::new(ClientId::new(s.application_id.clone()))

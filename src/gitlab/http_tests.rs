@@ -435,6 +435,72 @@ fn form(body: &str) -> Vec<(String, String)> {
 }
 
 #[test]
+fn each_code_exchange_sends_the_credentials_and_redirect_uri_of_its_own_settings() {
+    // One client, so that the oauth2 client kept from one exchange is offered to the next:
+    // a changed secret, application or redirect URI must reach GitLab at once.
+    let answer = || {
+        ok(
+            r#"{"access_token":"abc","token_type":"Bearer","expires_in":7200}"#,
+            "Cache-Control: no-store\r\n",
+        )
+    };
+    let (url, seen) = canned(vec![answer(), answer(), answer(), answer(), answer()]);
+    let client = client();
+    let first = settings(&url);
+    let new_secret = GitlabSettings {
+        secret: "a-new-secret".into(),
+        ..settings(&url)
+    };
+    let new_app = GitlabSettings {
+        application_id: "other-app".into(),
+        ..new_secret.clone()
+    };
+    let here = "http://lg.example/oauth2/callback/gitlab";
+    let moved = "https://lg.moved.example/oauth2/callback/gitlab";
+    for (s, redirect) in [
+        (&first, here),
+        (&first, here),
+        (&new_secret, here),
+        (&new_app, here),
+        (&new_app, moved),
+    ] {
+        client
+            .exchange_code(s, redirect, CODE, VERIFIER, soon())
+            .unwrap();
+    }
+    let sent: Vec<(String, String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|seen| {
+            let form = form(&seen.body);
+            let field = |name: &str| {
+                let found = form.iter().find(|(k, _)| k == name);
+                found.map(|(_, v)| v.clone()).unwrap_or_default()
+            };
+            (
+                field("client_id"),
+                field("client_secret"),
+                field("redirect_uri"),
+            )
+        })
+        .collect();
+    let expected = |id: &str, secret: &str, redirect: &str| {
+        (id.to_string(), secret.to_string(), redirect.to_string())
+    };
+    assert_eq!(
+        sent,
+        [
+            expected("app-id", "the-client-secret", here),
+            expected("app-id", "the-client-secret", here),
+            expected("app-id", "a-new-secret", here),
+            expected("other-app", "a-new-secret", here),
+            expected("other-app", "a-new-secret", moved),
+        ]
+    );
+}
+
+#[test]
 fn the_code_is_exchanged_with_secret_verifier_and_redirect_uri_in_the_body() {
     let (url, seen) = canned(vec![ok(
         r#"{"access_token":"abc","token_type":"Bearer","expires_in":7200,"refresh_token":"r","scope":"read_user read_api","created_at":1607635748}"#,

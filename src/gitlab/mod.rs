@@ -52,7 +52,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where GitLab is and how labgate is registered there.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GitlabSettings {
     /// Base URL, possibly with a path prefix (`https://host/gitlab`); a trailing `/` is ignored.
     pub url: String,
