@@ -445,6 +445,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE audit_pending (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT,
         action TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL, reason TEXT, detail TEXT NOT NULL);
     "#,
+    // 14: sessions are purged by their last use alone. A session past its hard limit is refused
+    // when presented and never used again, so its last use ages past the idle timeout and the
+    // purge takes it then; the index on the creation time, one more b-tree written at every
+    // sign-in, is no longer needed.
+    r#"
+    DROP INDEX sessions_created;
+    "#,
 ];
 
 /// The schema version this binary writes.

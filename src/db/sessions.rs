@@ -137,20 +137,20 @@ pub fn clear_flash(conn: &Connection, id_hash: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Deletes sessions past their idle timeout or hard limit.
+/// Deletes sessions unused for the idle timeout. A session past its hard limit is deleted when
+/// it is next presented ([`find`]), else by this purge once unused for the idle timeout, which
+/// comes: its last use can no longer move. (Until then it is stored, and refused.)
 pub fn purge_expired(
     conn: &Connection,
     now: i64,
     idle_timeout_secs: i64,
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached(PURGE_EXPIRED)?
-        .execute(params![now, idle_timeout_secs, MAX_AGE_SECS])
+        .execute(params![now, idle_timeout_secs])
 }
 
-/// Served by the indexes on `last_seen_at` and `created_at` (migration 3): only expired rows
-/// are read.
-const PURGE_EXPIRED: &str =
-    "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2 OR created_at <= ?1 - ?3";
+/// Served by the index on `last_seen_at`: only expired rows are read.
+const PURGE_EXPIRED: &str = "DELETE FROM sessions WHERE last_seen_at <= ?1 - ?2";
 
 /// How many sessions there are: of one user, or of all users with `None`.
 #[cfg(test)]
@@ -226,6 +226,39 @@ mod tests {
         let (live, _) = create(&conn, 1, IDLE).unwrap();
         assert_eq!(purge_expired(&conn, IDLE + 1, IDLE).unwrap(), 1);
         assert!(find(&conn, &live, IDLE + 1, IDLE).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_session_past_its_hard_limit_is_refused_at_once_and_purged_once_idle() {
+        let conn = test_db();
+        // Used now and then until just before its hard limit.
+        let last_use = MAX_AGE_SECS - 1;
+        let used_until = |value: &str| {
+            let mut at = 0;
+            while at < last_use {
+                // Steps of half the idle timeout, the last one (at least a minute, the least
+                // `touch` writes) ending at `last_use`.
+                at += IDLE / 2;
+                if at > last_use - 60 {
+                    at = last_use;
+                }
+                let mut session = find(&conn, value, at, IDLE).unwrap().expect("in use");
+                touch(&conn, &mut session, at).unwrap();
+                assert_eq!(session.last_seen_at, at);
+            }
+        };
+        let (old, _) = create(&conn, 1, 0).unwrap();
+        used_until(&old);
+        // Past the limit and never presented again: stored, until idle from its last use on.
+        assert_eq!(purge_expired(&conn, MAX_AGE_SECS, IDLE).unwrap(), 0);
+        assert_eq!(purge_expired(&conn, last_use + IDLE - 1, IDLE).unwrap(), 0);
+        assert_eq!(purge_expired(&conn, last_use + IDLE, IDLE).unwrap(), 1);
+        assert_eq!(count(&conn, None).unwrap(), 0);
+        // Presented past the limit: refused and deleted at once.
+        let (other, _) = create(&conn, 1, 0).unwrap();
+        used_until(&other);
+        assert!(find(&conn, &other, MAX_AGE_SECS, IDLE).unwrap().is_none());
+        assert_eq!(count(&conn, None).unwrap(), 0);
     }
 
     #[test]
