@@ -305,9 +305,145 @@ impl TokenLifetime {
     }
 }
 
+/// Full paths of GitLab groups, held in one buffer (one allocation for the text, one for the
+/// ends) rather than one `String` each: a person in 250 groups is read at every sign-in, and
+/// 250 allocations and frees were a measurable part of it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GroupPaths {
+    text: String,
+    /// Where each path ends in `text`, in order.
+    ends: Vec<usize>,
+}
+
+impl GroupPaths {
+    /// Room for `paths` paths of `bytes` bytes in all.
+    pub fn with_capacity(paths: usize, bytes: usize) -> GroupPaths {
+        GroupPaths {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(paths),
+        }
+    }
+
+    pub fn push(&mut self, path: &str) {
+        self.text.push_str(path);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// The paths, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.text[start..self.ends[i]]
+        })
+    }
+}
+
+impl fmt::Debug for GroupPaths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for GroupPaths {
+    fn from_iter<I: IntoIterator<Item = S>>(paths: I) -> GroupPaths {
+        let mut out = GroupPaths::default();
+        for path in paths {
+            out.push(path.as_ref());
+        }
+        out
+    }
+}
+
+impl<S: AsRef<str>> From<Vec<S>> for GroupPaths {
+    fn from(paths: Vec<S>) -> GroupPaths {
+        paths.into_iter().collect()
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<[S]> for GroupPaths {
+    fn eq(&self, other: &[S]) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == b.as_ref())
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> PartialEq<[S; N]> for GroupPaths {
+    fn eq(&self, other: &[S; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<Vec<S>> for GroupPaths {
+    fn eq(&self, other: &Vec<S>) -> bool {
+        *self == other[..]
+    }
+}
+
+/// A list of group paths however it is held ([`GroupPaths`], or strings in a slice or vector),
+/// for the rules that read one.
+pub trait PathList {
+    fn paths(&self) -> impl Iterator<Item = &str> + Clone;
+}
+
+impl PathList for GroupPaths {
+    fn paths(&self) -> impl Iterator<Item = &str> + Clone {
+        self.iter()
+    }
+}
+
+impl<S: AsRef<str>> PathList for [S] {
+    fn paths(&self) -> impl Iterator<Item = &str> + Clone {
+        self.iter().map(AsRef::as_ref)
+    }
+}
+
+impl<S: AsRef<str>> PathList for Vec<S> {
+    fn paths(&self) -> impl Iterator<Item = &str> + Clone {
+        self.iter().map(AsRef::as_ref)
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> PathList for [S; N] {
+    fn paths(&self) -> impl Iterator<Item = &str> + Clone {
+        self.iter().map(AsRef::as_ref)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_paths_keep_each_path_whole_and_in_order() {
+        let paths: GroupPaths = ["acme", "", "acme/web", "bé/ü"].into_iter().collect();
+        assert_eq!(paths.len(), 4);
+        assert_eq!(paths, ["acme", "", "acme/web", "bé/ü"]);
+        assert_eq!(paths.iter().len(), 4);
+        assert_eq!(format!("{paths:?}"), r#"["acme", "", "acme/web", "bé/ü"]"#);
+        assert_eq!(
+            paths.paths().collect::<Vec<_>>(),
+            ["acme", "", "acme/web", "bé/ü"]
+        );
+        assert_ne!(paths, ["acme", "acme/web", "bé/ü"]);
+        assert_ne!(paths, ["acme", "", "acme/we", "bé/ü"]);
+        let mut paths = paths;
+        paths.clear();
+        assert!(paths.is_empty());
+        assert_eq!(paths, GroupPaths::default());
+        assert_eq!(paths.iter().count(), 0);
+    }
 
     #[test]
     fn login_rules() {

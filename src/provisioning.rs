@@ -6,7 +6,7 @@
 //! or refuse with the reason. No I/O here; the sign-in reads the facts and applies the
 //! decision.
 
-use crate::model::{self, FieldError, Login};
+use crate::model::{self, FieldError, GroupPaths, Login, PathList};
 use std::collections::HashSet;
 
 /// The scopes asked of GitLab, whatever the settings: `openid` lets labgate read who the
@@ -29,7 +29,7 @@ pub fn keeps_refresh_token(granted: Option<&[String]>) -> bool {
 /// Passes when allowed groups are empty, or some GitLab group path equals an allowed entry or
 /// lies below it (`acme` admits `acme/x/y`, not `acme-other`). Ignores case: GitLab paths are
 /// unique regardless of case.
-pub fn in_allowed_groups(user_groups: &[String], allowed_groups: &[String]) -> bool {
+pub fn in_allowed_groups<P: PathList + ?Sized>(user_groups: &P, allowed_groups: &[String]) -> bool {
     allowed_groups.is_empty() || admitted_by(user_groups, allowed_groups).is_some()
 }
 
@@ -38,26 +38,27 @@ pub fn in_allowed_groups(user_groups: &[String], allowed_groups: &[String]) -> b
 /// whatever local group bears its name: anyone may create a top-level GitLab group, and one
 /// named `administrators` must not make its members labgate administrators. Without allowed
 /// groups no path is taken, which is why synchronization needs at least one.
-pub fn synchronized_paths<'a>(
-    gitlab_paths: &'a [String],
+pub fn synchronized_paths<'a, P: PathList + ?Sized>(
+    gitlab_paths: &'a P,
     allowed_groups: &[String],
 ) -> Vec<&'a str> {
     let allowed = allowed_prefixes(allowed_groups);
     gitlab_paths
-        .iter()
+        .paths()
         .filter(|path| under_allowed(path, &allowed))
-        .map(String::as_str)
         .collect()
 }
 
 /// The first GitLab path that admits by the allowed groups (matched as [`in_allowed_groups`]
 /// does), looking no further than it: `None` when none does or none is set.
-pub fn admitted_by<'a>(user_groups: &'a [String], allowed_groups: &[String]) -> Option<&'a str> {
+pub fn admitted_by<'a, P: PathList + ?Sized>(
+    user_groups: &'a P,
+    allowed_groups: &[String],
+) -> Option<&'a str> {
     let allowed = allowed_prefixes(allowed_groups);
     user_groups
-        .iter()
+        .paths()
         .find(|path| under_allowed(path, &allowed))
-        .map(String::as_str)
 }
 
 /// Whether sign-in synchronizes groups: the setting is on and some allowed group bounds what it
@@ -348,7 +349,7 @@ pub struct Claims {
     pub email: Option<String>,
     /// The full paths of the groups the account belongs to, directly or through a parent
     /// group.
-    pub groups: Vec<String>,
+    pub groups: GroupPaths,
 }
 
 /// The GitLab configuration as the rules see it.
@@ -992,7 +993,7 @@ mod tests {
             username: "ann".into(),
             name: "Ann".into(),
             email: Some("ann@x.org".into()),
-            groups: paths(&["acme/dev"]),
+            groups: paths(&["acme/dev"]).into(),
         }
     }
 
@@ -1188,7 +1189,7 @@ mod tests {
             ),
             (
                 "a person outside every allowed group is refused",
-                with(|c| c.groups = paths(&["acme-other", "x/acme"])),
+                with(|c| c.groups = paths(&["acme-other", "x/acme"]).into()),
                 sign_up,
                 returning.clone(),
                 refuse(Refusal::NotInAllowedGroups, "no allowed group"),
@@ -1245,7 +1246,7 @@ mod tests {
             (
                 "a new person with synchronization joins the groups of kept paths, \
                  already in the default group",
-                with(|c| c.groups = paths(&["acme/dev", "acme/ops", "administrators"])),
+                with(|c| c.groups = paths(&["acme/dev", "acme/ops", "administrators"]).into()),
                 sync,
                 Stored {
                     groups: memberships(Vec::new(), vec![users.clone(), dev.clone()]),
@@ -1364,7 +1365,7 @@ mod tests {
             ),
             (
                 "automatic provisioning: outside the allowed groups is refused first",
-                with(|c| c.groups = paths(&["acme-other"])),
+                with(|c| c.groups = paths(&["acme-other"]).into()),
                 auto,
                 Stored {
                     provisioned: true,

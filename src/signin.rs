@@ -194,12 +194,7 @@ pub fn refusal_event(target: &str, refusal: &provisioning::Refusal, claims: &Cla
     let reason = refusal
         .reason()
         .unwrap_or_else(|| refusal.code().to_string());
-    let shown: Vec<&str> = claims
-        .groups
-        .iter()
-        .take(GROUPS_SHOWN)
-        .map(String::as_str)
-        .collect();
+    let shown: Vec<&str> = claims.groups.iter().take(GROUPS_SHOWN).collect();
     let mut event = Event::refused(Action::SigninGitlab, Some(target), &reason)
         .with("reasonCode", refusal.code())
         .with("gitlabId", claims.id.to_string())
@@ -478,7 +473,7 @@ fn complete_fresh(
     now: i64,
 ) -> Result<SignedIn, SignInError> {
     let claims = Claims {
-        groups: gitlab_groups.to_vec(),
+        groups: gitlab_groups.iter().collect(),
         ..who.clone()
     };
     complete(
@@ -500,7 +495,7 @@ fn person(id: i64, username: &str, name: &str, email: Option<&str>) -> Claims {
         username: username.into(),
         name: name.into(),
         email: email.map(str::to_string),
-        groups: Vec::new(),
+        groups: crate::model::GroupPaths::default(),
     }
 }
 
@@ -1084,7 +1079,7 @@ mod tests {
     fn a_refusal_is_recorded_with_what_gitlab_said_and_nothing_else() {
         let mut conn = db::test_db();
         let mut alice = person(7, "alice", "Alice", None);
-        alice.groups = strings(&["acme-other", "beta"]);
+        alice.groups = strings(&["acme-other", "beta"]).into();
         let result = complete(
             &mut conn,
             &By::system(5),

@@ -168,7 +168,7 @@ pub struct Userinfo {
     pub email: Option<String>,
     /// Full paths of the groups the person belongs to, directly or through a parent group;
     /// sorted, without duplicates, at most [`MAX_GROUP_PATHS`].
-    pub groups: Vec<String>,
+    pub groups: crate::model::GroupPaths,
 }
 
 /// What went wrong talking to GitLab. `Display` is a log line without secrets; every text that

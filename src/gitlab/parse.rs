@@ -44,8 +44,8 @@ pub fn parse_userinfo(body: &[u8]) -> Result<Userinfo, GitlabError> {
         email: Option<String>,
         #[serde(default)]
         email_verified: Option<bool>,
-        #[serde(default)]
-        groups: Option<GroupPaths>,
+        #[serde(default, borrow)]
+        groups: Option<GroupClaim<'a>>,
     }
     /// `sub` as sent: a string is what GitLab sends; anything else is kept only to be named.
     #[derive(Deserialize)]
@@ -86,9 +86,16 @@ pub fn parse_userinfo(body: &[u8]) -> Result<Userinfo, GitlabError> {
         Some(true) => claims.email.filter(|e| !e.trim().is_empty()),
         _ => None,
     };
-    let mut groups = claims.groups.map(|g| g.0).unwrap_or_default();
-    groups.sort_unstable();
-    groups.dedup();
+    // Sorted and deduplicated while still borrowed from the body (a path with an escape is
+    // the only one copied), then kept in one buffer.
+    let mut paths = claims.groups.map(|g| g.0).unwrap_or_default();
+    paths.sort_unstable();
+    paths.dedup();
+    let bytes = paths.iter().map(|p| p.len()).sum();
+    let mut groups = crate::model::GroupPaths::with_capacity(paths.len(), bytes);
+    for path in &paths {
+        groups.push(path);
+    }
     Ok(Userinfo {
         id,
         username,
@@ -106,22 +113,46 @@ fn user_id_of(sub: &str) -> Option<i64> {
     sub.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
-/// The `groups` claim, read within [`MAX_GROUP_PATHS`] and [`MAX_GROUP_PATH_BYTES`].
-struct GroupPaths(Vec<String>);
+/// One path of the `groups` claim: borrowed from the body, copied only when it holds an
+/// escape. (serde's own `Cow<str>` always copies.)
+struct PathText<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for GroupPaths {
+impl<'de: 'a, 'a> Deserialize<'de> for PathText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = PathText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a group path")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<PathText<'de>, E> {
+                Ok(PathText(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<PathText<'de>, E> {
+                Ok(PathText(Cow::Owned(text.to_string())))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// The `groups` claim, read within [`MAX_GROUP_PATHS`] and [`MAX_GROUP_PATH_BYTES`], each path
+/// borrowed from the body unless it holds an escape.
+struct GroupClaim<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for GroupClaim<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{Error as _, SeqAccess, Visitor};
         struct Paths;
         impl<'de> Visitor<'de> for Paths {
-            type Value = GroupPaths;
+            type Value = GroupClaim<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of group paths")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GroupPaths, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GroupClaim<'de>, A::Error> {
                 let mut paths = Vec::new();
                 let mut bytes = 0usize;
-                while let Some(path) = seq.next_element::<Cow<'de, str>>()? {
+                while let Some(PathText(path)) = seq.next_element::<PathText<'de>>()? {
                     if path.is_empty() {
                         continue;
                     }
@@ -132,9 +163,9 @@ impl<'de> Deserialize<'de> for GroupPaths {
                              of group paths for one user"
                         )));
                     }
-                    paths.push(path.into_owned());
+                    paths.push(path);
                 }
-                Ok(GroupPaths(paths))
+                Ok(GroupClaim(paths))
             }
         }
         d.deserialize_seq(Paths)
@@ -749,7 +780,7 @@ mod tests {
                 username: "ann".into(),
                 name: "Ann A".into(),
                 email: Some("ann@x.org".into()),
-                groups: vec!["acme".into(), "acme/web".into()],
+                groups: ["acme", "acme/web"].into_iter().collect(),
             }
         );
     }

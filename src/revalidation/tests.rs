@@ -10,7 +10,7 @@ fn claims(id: i64, username: &str) -> Claims {
         username: username.into(),
         name: username.into(),
         email: None,
-        groups: vec!["acme".into()],
+        groups: ["acme"].into_iter().collect(),
     }
 }
 
@@ -251,7 +251,7 @@ fn a_run_and_the_people_it_cut_off_are_in_the_audit_log() {
 fn out_of_the_allowed_groups_or_another_account_is_cut_off() {
     let (mut conn, ann, bob) = ann_and_bob();
     let mut outside = claims(1, "ann");
-    outside.groups = vec!["other".into()];
+    outside.groups = ["other"].into_iter().collect();
     let answers = vec![answered(outside, None), answered(claims(99, "bob"), None)];
     let run = run_with(&mut conn, &[ann.clone(), bob.clone()], answers);
     assert_eq!(run.users_cut_off, 2);
@@ -268,7 +268,7 @@ fn a_failed_run_changes_no_access_and_keeps_the_rotated_tokens() {
     let (mut conn, ann, bob) = ann_and_bob();
     let cid = signed_in(&mut conn, 3, "cid");
     let mut outside = claims(1, "ann");
-    outside.groups = vec![];
+    outside.groups = crate::model::GroupPaths::default();
     let answers = vec![
         answered(outside, Some("rotated")),
         Answer::GrantRefused,
