@@ -140,7 +140,7 @@ fn render_login(
 /// Whether "Log in with GitLab" is offered: enabled, with application ID and secret.
 fn gitlab_sign_in_offered(ctx: &Ctx<'_>) -> bool {
     let stored = ctx.app.settings.current(&ctx.conn);
-    stored.is_ok_and(|s| crate::gitlab_config::of(&s).is_ok_and(|c| c.usable()))
+    stored.is_ok_and(|s| ctx.app.gitlab_config.of(&s).is_ok_and(|c| c.usable()))
 }
 
 pub fn login_form(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
