@@ -157,40 +157,45 @@ fn close_enough(current: Option<Duration>, wanted: Option<Duration>) -> bool {
     }
 }
 
-impl TcpLink {
-    fn set_timeout(
-        stream: &TcpStream,
-        current: &mut Option<Duration>,
-        wanted: Option<Duration>,
-        set: fn(&TcpStream, Option<Duration>) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        if !close_enough(*current, wanted) {
-            set(stream, wanted)?;
-            *current = wanted;
-        }
-        Ok(())
+/// Readies `stream` for a wait limited by `timeout`: its socket timeout (`current`, changed
+/// with `set`) brought within [`TIMEOUT_SLACK`] of the time left; ureq's timeout error when no
+/// time is left.
+fn arm(
+    stream: &TcpStream,
+    current: &mut Option<Duration>,
+    timeout: NextTimeout,
+    set: fn(&TcpStream, Option<Duration>) -> std::io::Result<()>,
+) -> Result<(), ureq::Error> {
+    let wanted = time_left(timeout)?;
+    if !close_enough(*current, wanted) {
+        set(stream, wanted)?;
+        *current = wanted;
     }
+    Ok(())
+}
 
+/// The error of a wait armed for `timeout`: its socket timeout running out is ureq's timeout,
+/// with `timeout`'s reason.
+fn wait_error(e: std::io::Error, timeout: NextTimeout) -> ureq::Error {
+    if timed_out(&e) {
+        ureq::Error::Timeout(timeout.reason)
+    } else {
+        e.into()
+    }
+}
+
+impl TcpLink {
     /// Writes what ureq transmitted, in one write where the socket takes it.
     fn send_unsent(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
         if self.unsent.is_empty() {
             return Ok(());
         }
         let timeout = timeout.for_write();
-        let left = time_left(timeout)?;
-        Self::set_timeout(
-            &self.stream,
-            &mut self.write_timeout,
-            left,
-            TcpStream::set_write_timeout,
-        )?;
+        let set = TcpStream::set_write_timeout;
+        arm(&self.stream, &mut self.write_timeout, timeout, set)?;
         let written = (&*self.stream).write_all(&self.unsent);
         self.unsent.clear();
-        match written {
-            Ok(()) => Ok(()),
-            Err(e) if timed_out(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(e) => Err(e.into()),
-        }
+        written.map_err(|e| wait_error(e, timeout))
     }
 }
 
@@ -213,19 +218,13 @@ impl Transport for TcpLink {
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.send_unsent(timeout)?;
         let timeout = timeout.for_read();
-        let left = time_left(timeout)?;
-        Self::set_timeout(
-            &self.stream,
-            &mut self.read_timeout,
-            left,
-            TcpStream::set_read_timeout,
-        )?;
+        let set = TcpStream::set_read_timeout;
+        arm(&self.stream, &mut self.read_timeout, timeout, set)?;
         let input = self.buffers.input_append_buf();
         let amount = loop {
             match (&*self.stream).read(input) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if timed_out(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
-                other => break other?,
+                read => break read.map_err(|e| wait_error(e, timeout))?,
             }
         };
         self.buffers.input_appended(amount);

@@ -148,10 +148,10 @@ impl Stop {
 fn enabled_config(
     app: &App,
     stored: &Arc<Snapshot>,
-) -> Result<(GitlabConfig, GitlabSettings), Stop> {
+) -> Result<(Arc<GitlabConfig>, GitlabSettings), Stop> {
     let config = app.gitlab_config.of(stored)?;
     match config.gitlab_settings().filter(|_| config.enabled) {
-        Some(settings) => Ok((GitlabConfig::clone(&config), settings)),
+        Some(settings) => Ok((config, settings)),
         None => Err(Stop::refused(
             Refusal::Generic,
             None,
