@@ -451,7 +451,11 @@ fn fill(db_path: &Path, n: usize) -> Result<(), String> {
             }
         };
         let detail = detail.to_string();
-        audit::insert(
+        // Written as labgate writes events (pending, then moved in batches).
+        if i % 10_000 == 0 {
+            audit::move_pending(&tx).map_err(err)?;
+        }
+        audit::append(
             &tx,
             &audit::NewEvent {
                 at,
@@ -465,6 +469,7 @@ fn fill(db_path: &Path, n: usize) -> Result<(), String> {
         )
         .map_err(err)?;
     }
+    audit::move_pending(&tx).map_err(err)?;
     tx.commit().map_err(err)?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .map_err(err)?;

@@ -339,7 +339,10 @@ pub fn record(conn: &Connection, by: &By, event: Event) -> AppResult<()> {
     if let Some(request) = &by.request_id {
         detail.insert("requestId".into(), Value::String(request.clone()));
     }
-    let detail = Value::Object(detail).to_string();
+    // Serialized straight into a string: `Display` would go through the formatter piece by
+    // piece, checking each piece's UTF-8 again.
+    let detail = serde_json::to_string(&detail)
+        .map_err(|e| crate::error::AppError::Internal(e.to_string()))?;
     store::append(
         conn,
         &store::NewEvent {

@@ -1,8 +1,9 @@
-//! The `audit_events` table (with `audit_counts`, kept by its triggers): writing an event in
-//! the caller's transaction, the pages and totals of a filtered listing, a person's last
-//! events, folding repeated failures into one row, and removing the oldest rows.
+//! The `audit_events` table (with `audit_counts`: added to as events move in, taken from by a
+//! trigger as they go): writing an event in the caller's transaction, the pages and totals of
+//! a filtered listing, a person's last events, folding repeated failures into one row, and
+//! removing the oldest rows.
 //!
-//! `at` never decreases with `id` ([`insert`] stamps a row no earlier than the one before it),
+//! `at` never decreases with `id` ([`append`] stamps a row no earlier than the one before it),
 //! and rows only ever go oldest first ([`delete_through`]): a time range is an id range, found
 //! by bisection ([`first_id_at`]) without an index on `at`.
 
@@ -55,13 +56,14 @@ fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// Writes an event; returns its id. Its time is `event.at`, or the newest row's when that is
-/// later (a clock set back), so that times never decrease with ids.
+/// Writes an event straight into `audit_events` (with any event pending before it: see
+/// [`move_pending`]); returns its id. Its time is `event.at`, or the newest row's when that is
+/// later, as with [`append`]. For tests and for filling a log in bulk; an operation records
+/// its event with [`append`].
 pub fn insert(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<i64> {
-    let sql = "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
-         VALUES (max(?1, coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), ?1)), \
-                 ?2, ?3, ?4, ?5, ?6, ?7)";
-    write_event(conn, sql, event)?;
+    append(conn, event)?;
+    move_pending(conn)?;
+    // The last row the move inserted: this event, appended last.
     Ok(conn.last_insert_rowid())
 }
 
@@ -75,9 +77,18 @@ fn write_event(conn: &Connection, sql: &str, e: &NewEvent<'_>) -> rusqlite::Resu
 /// Writes an event to the pending events, where a recording transaction puts it: a row at
 /// the end of a narrow table without indexes, the cheapest write SQLite has. [`move_pending`]
 /// later moves it, with the others pending, into `audit_events` and its indexes in one batch.
+///
+/// Its time is `event.at`, or that of the newest event (pending, else stored) when that is
+/// later: operations take their time before they wait for the write lock, and a clock may be
+/// set back, but under the lock, which this write holds, events are stamped in the order they
+/// commit, so that times never decrease with ids. Both lookups read the last row of a table,
+/// whose page the write touches or has in its cache.
 pub fn append(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<()> {
     let sql = "INSERT INTO audit_pending (at, actor, action, target, outcome, reason, detail) \
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+               VALUES (max(?1, coalesce((SELECT at FROM audit_pending ORDER BY id DESC LIMIT 1), \
+                                        (SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), \
+                                        ?1)), \
+                       ?2, ?3, ?4, ?5, ?6, ?7)";
     write_event(conn, sql, event)
 }
 
@@ -94,19 +105,25 @@ pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Moves every pending event into `audit_events`, in the order they were written, each at
-/// the latest time of those written before it (times never decrease with ids, as with
-/// [`insert`]); returns how many. One statement for the batch, run in a write transaction, so
-/// that an event is pending or stored, never both nor neither.
+/// Moves every pending event into `audit_events`, in the order they were written (their times
+/// already never decrease: [`append`]), and adds them to the day counts; returns how many. Run
+/// in a write transaction, so that an event is pending or stored, never both nor neither.
+///
+/// The day counts are added per day, action and outcome for the whole batch (a few rows),
+/// not per event: one upsert per event cost as much as one more index.
 pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        // `WHERE true`: an upsert after a `SELECT` needs a `WHERE` to be read as one.
+        "INSERT INTO audit_counts (day, action, outcome, n) \
+         SELECT at / 86400000, action, outcome, count(*) FROM audit_pending WHERE true \
+         GROUP BY 1, 2, 3 \
+         ON CONFLICT (day, action, outcome) DO UPDATE SET n = n + excluded.n",
+    )?
+    .execute([])?;
     let moved = conn
         .prepare_cached(
-            // The running maximum over a `ROWS` frame, in the insert's own order: no
-            // subquery to materialize and no peers to look for (ids are unique).
             "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
-             SELECT max(max(at) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING), \
-                        coalesce((SELECT at FROM audit_events ORDER BY id DESC LIMIT 1), 0)), \
-                    actor, action, target, outcome, reason, detail \
+             SELECT at, actor, action, target, outcome, reason, detail \
              FROM audit_pending ORDER BY id",
         )?
         .execute([])?;
@@ -228,6 +245,11 @@ impl Where {
     }
 }
 
+/// The outcome the outcome index leaves out (`WHERE outcome <> 'ok'`): most events have it, so
+/// that reading the log newest first finds a page of them at once, and leaving them out spares
+/// most events one index entry.
+const OUTCOME_UNINDEXED: &str = "ok";
+
 /// Index entries (actor's and target's together) beyond which a text is common: a search for
 /// it reads the log newest first, where every few rows match, rather than gathering and
 /// sorting the ids of all its matches (250,000 for an admin's login in a million events).
@@ -325,10 +347,11 @@ impl Query {
         })
     }
 
-    /// The `WHERE` of the filter. One condition leads (the text, else the action, else the
-    /// outcome, else the ids alone) through its index, which yields ids in order; the others
-    /// are written `+column` so that the planner never trades that order for a sort. A common
-    /// text leads nothing: the log is read newest first ([`TextPlan::Newest`]).
+    /// The `WHERE` of the filter. One condition leads (the text, else the action, else an
+    /// outcome other than `ok`, else the ids alone) through its index, which yields ids in
+    /// order; the others are written `+column` so that the planner never trades that order for
+    /// a sort. A common text leads nothing: the log is read newest first ([`TextPlan::Newest`]),
+    /// and so is it for `ok`, the outcome of most events, which the outcome index leaves out.
     fn where_of(&self, before: Option<i64>) -> Where {
         let filter = &self.filter;
         let mut w = Where {
@@ -357,8 +380,14 @@ impl Query {
             };
         } else if filter.action.is_some() {
             action = "action = ?";
-        } else if filter.outcome.is_some() {
-            outcome = "outcome = ?";
+        } else if filter
+            .outcome
+            .as_deref()
+            .is_some_and(|o| o != OUTCOME_UNINDEXED)
+        {
+            // The index holds the other outcomes only; the planner uses it when the query
+            // repeats the index's condition.
+            outcome = "outcome = ? AND outcome <> 'ok'";
         }
         if let Some(a) = &filter.action {
             w.push(action, Value::Text(a.clone()));
@@ -782,12 +811,21 @@ mod tests {
         });
         assert!(by_action.contains("audit_events_action"), "{by_action}");
         assert!(!by_action.contains("TEMP B-TREE"), "{by_action}");
-        let by_outcome = plan(Filter {
+        for outcome in ["refused", "failed"] {
+            let by_outcome = plan(Filter {
+                outcome: Some(outcome.into()),
+                ..Filter::default()
+            });
+            assert!(by_outcome.contains("audit_events_outcome"), "{by_outcome}");
+            assert!(!by_outcome.contains("TEMP B-TREE"), "{by_outcome}");
+        }
+        // `ok`, left out of the index: the log newest first.
+        let ok = plan(Filter {
             outcome: Some("ok".into()),
             ..Filter::default()
         });
-        assert!(by_outcome.contains("audit_events_outcome"), "{by_outcome}");
-        assert!(!by_outcome.contains("TEMP B-TREE"), "{by_outcome}");
+        assert!(ok.starts_with("SCAN audit_events"), "{ok}");
+        assert!(!ok.contains("TEMP B-TREE"), "{ok}");
         let by_text = plan(Filter {
             text: Some("ann".into()),
             action: Some("x".into()),
