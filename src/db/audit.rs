@@ -9,6 +9,7 @@
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::HashMap;
 
 /// Milliseconds in a UTC day: `audit_counts` counts events per `at / DAY_MS`.
 pub const DAY_MS: i64 = 86_400_000;
@@ -109,17 +110,41 @@ pub fn pending_count(conn: &Connection) -> rusqlite::Result<i64> {
 /// already never decrease: [`append`]), and adds them to the day counts; returns how many. Run
 /// in a write transaction, so that an event is pending or stored, never both nor neither.
 ///
-/// The day counts are added per day, action and outcome for the whole batch (a few rows),
-/// not per event: one upsert per event cost as much as one more index.
+/// The day counts are tallied here and written once per day, action and outcome of the batch
+/// (a few rows): an upsert per event (a trigger) cost as much as one more index, and
+/// `GROUP BY` sorts the whole batch.
 pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        // `WHERE true`: an upsert after a `SELECT` needs a `WHERE` to be read as one.
-        "INSERT INTO audit_counts (day, action, outcome, n) \
-         SELECT at / 86400000, action, outcome, count(*) FROM audit_pending WHERE true \
-         GROUP BY 1, 2, 3 \
+    // Events per (day, action, outcome), the texts numbered in `names`: a batch names a few
+    // actions and outcomes, found by a linear search without copying each row's texts.
+    let mut names: Vec<String> = Vec::new();
+    let mut number = |text: &str| match names.iter().position(|n| n == text) {
+        Some(i) => i,
+        None => {
+            names.push(text.to_string());
+            names.len() - 1
+        }
+    };
+    let mut counts: HashMap<(i64, usize, usize), i64> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached("SELECT at, action, outcome FROM audit_pending")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let day = row.get::<_, i64>(0)?.div_euclid(DAY_MS);
+            let action = number(row.get_ref(1)?.as_str()?);
+            let outcome = number(row.get_ref(2)?.as_str()?);
+            *counts.entry((day, action, outcome)).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return Ok(0);
+    }
+    let mut add = conn.prepare_cached(
+        "INSERT INTO audit_counts (day, action, outcome, n) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (day, action, outcome) DO UPDATE SET n = n + excluded.n",
-    )?
-    .execute([])?;
+    )?;
+    for ((day, action, outcome), n) in counts {
+        add.execute(params![day, names[action], names[outcome], n])?;
+    }
     let moved = conn
         .prepare_cached(
             "INSERT INTO audit_events (at, actor, action, target, outcome, reason, detail) \
@@ -127,10 +152,8 @@ pub fn move_pending(conn: &Connection) -> rusqlite::Result<usize> {
              FROM audit_pending ORDER BY id",
         )?
         .execute([])?;
-    if moved > 0 {
-        conn.prepare_cached("DELETE FROM audit_pending")?
-            .execute([])?;
-    }
+    conn.prepare_cached("DELETE FROM audit_pending")?
+        .execute([])?;
     Ok(moved)
 }
 
