@@ -187,6 +187,20 @@ pub fn parse_filter(
     };
     let from_day = day("from", from);
     let to_day = day("to", to);
+    // A range that ends before it starts holds nothing: said, rather than an empty list that
+    // looks like a quiet log.
+    if let (Some(first), Some(last)) = (from_day, to_day) {
+        if last < first {
+            errors.push(FieldError::new(
+                "to",
+                format!(
+                    "The end date '{}' is before the start date '{}'",
+                    given(to).unwrap_or_default(),
+                    given(from).unwrap_or_default()
+                ),
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
@@ -495,5 +509,19 @@ mod tests {
             parse_filter(Some(""), None, None, None, None).unwrap(),
             store::Filter::default()
         );
+        // One day is a range; a range ending before it starts is refused.
+        let f = parse_filter(None, None, None, Some("1970-01-02"), Some("1970-01-02")).unwrap();
+        assert_eq!((f.from_day, f.to_day), (Some(1), Some(1)));
+        match parse_filter(None, None, None, Some("1970-01-03"), Some("1970-01-02")) {
+            Err(AppError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].field, "to");
+                assert_eq!(
+                    errors[0].message,
+                    "The end date '1970-01-02' is before the start date '1970-01-03'"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

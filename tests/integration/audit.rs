@@ -548,6 +548,17 @@ fn the_api_filters_by_text_action_outcome_and_dates_and_pages() {
             .get_query("/api/v2/labgate/audit-events", &[bad])
             .expect_error(400);
     }
+    let message = lg
+        .admin()
+        .get_query(
+            "/api/v2/labgate/audit-events",
+            &[("from", "2026-03-02"), ("to", "2026-03-01")],
+        )
+        .expect_error(400);
+    assert!(
+        message.contains("The end date '2026-03-01' is before the start date '2026-03-02'"),
+        "{message}"
+    );
     // Admin only.
     lg.user_with_token("plain")
         .get("/api/v2/labgate/audit-events")
@@ -637,6 +648,18 @@ fn the_audit_page_filters_and_pages() {
         .get_query("/admin/audit", &[("from", "tomorrow")])
         .expect_html(422);
     assert!(page.contains("cannot be parsed as a date"), "{page}");
+    let page = admin
+        .get_query(
+            "/admin/audit",
+            &[("from", "2026-03-02"), ("to", "2026-03-01")],
+        )
+        .expect_html(422);
+    assert!(
+        page.contains(
+            "The end date &#39;2026-03-01&#39; is before the start date &#39;2026-03-02&#39;"
+        ),
+        "{page}"
+    );
 }
 
 #[test]
