@@ -315,14 +315,8 @@ pub fn apply(tx: &Connection, plan: &auto::Plan, now: i64) -> AppResult<Vec<Stri
 /// Creates the account of a person read, with the first free login of
 /// [`provisioning::login_candidates`].
 fn create_account(tx: &Connection, p: &auto::Profile, now: i64) -> AppResult<i64> {
-    let mut login = None;
-    for candidate in provisioning::login_candidates(&p.username, p.gitlab_id).take(1000) {
-        if users::find_by_login(tx, &candidate)?.is_none() {
-            login = Some(candidate);
-            break;
-        }
-    }
-    let login = login.ok_or_else(|| {
+    let candidates = provisioning::login_candidates(&p.username, p.gitlab_id).take(1000);
+    let login = users::first_free_login(tx, candidates)?.ok_or_else(|| {
         AppError::Internal(format!("no free login for GitLab user {}", p.username))
     })?;
     let gitlab_id = p.gitlab_id.to_string();

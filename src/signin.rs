@@ -339,9 +339,10 @@ fn read_stored(
     let free_login = match account {
         Some(_) => None,
         None if policy.auto_provisioning => None,
-        None => provisioning::login_candidates(&claims.username, claims.id)
-            .take(1000)
-            .find(|candidate| matches!(users::find_by_login(tx, candidate), Ok(None))),
+        None => users::first_free_login(
+            tx,
+            provisioning::login_candidates(&claims.username, claims.id).take(1000),
+        )?,
     };
     let groups = if policy.synchronizes() {
         stored_groups(tx, account, claims, policy)?

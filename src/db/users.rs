@@ -128,6 +128,21 @@ pub fn find_by_login(conn: &Connection, login: &str) -> rusqlite::Result<Option<
     .optional()
 }
 
+/// The first of `candidates` that no account has as its login, if any. A failed lookup is an
+/// error, never taken for a login in use.
+pub fn first_free_login(
+    conn: &Connection,
+    candidates: impl IntoIterator<Item = String>,
+) -> rusqlite::Result<Option<String>> {
+    let mut taken = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE login = ?1)")?;
+    for candidate in candidates {
+        if !taken.query_row([&candidate], |r| r.get::<_, bool>(0))? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
 pub fn find_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
     conn.prepare_cached(concat!(
         "SELECT ",
@@ -466,6 +481,27 @@ mod tests {
         let user = find_by_id(&conn, id).unwrap().unwrap();
         assert!(user.local && user.active);
         assert_eq!(user.provider(), LOCAL_PROVIDER);
+    }
+
+    #[test]
+    fn the_first_free_login_skips_those_taken_and_fails_loudly() {
+        let conn = test_db();
+        for login in ["ann", "ann1"] {
+            create(&conn, &new_local(login, None), 5).unwrap();
+        }
+        let candidates = || ["ann", "ann1", "ann2", "ann3"].map(String::from);
+        assert_eq!(
+            first_free_login(&conn, candidates()).unwrap().as_deref(),
+            Some("ann2")
+        );
+        assert_eq!(
+            first_free_login(&conn, candidates().into_iter().take(2)).unwrap(),
+            None
+        );
+        // A store that cannot answer is an error, not a login in use.
+        conn.execute_batch("ALTER TABLE users RENAME TO users_gone")
+            .unwrap();
+        assert!(first_free_login(&conn, candidates()).is_err());
     }
 
     #[test]
