@@ -37,8 +37,12 @@ pub struct GitlabConfig {
     /// schedule; `false`: `JIT`, accounts made at sign-in.
     pub auto_provisioning: bool,
     /// The token automatic provisioning reads GitLab with. Never shown; only whether it is set.
-    /// `None` also when it is stored but does not open with labgate's key file (as the secret).
+    /// `None` also when it is stored but does not open with labgate's key file
+    /// ([`GitlabConfig::provisioning_token_unreadable`]).
     pub provisioning_token: Option<String>,
+    /// A provisioning token is stored but does not open with the key file labgate has: it must
+    /// be entered again (as the secret: [`GitlabConfig::secret_unreadable`]).
+    pub provisioning_token_unreadable: bool,
 }
 
 /// `provisioningType` in the v2 resource.
@@ -125,6 +129,8 @@ pub fn load(conn: &Connection) -> AppResult<GitlabConfig> {
 pub fn of(stored: &s::Snapshot) -> AppResult<GitlabConfig> {
     let secret = stored.secret(s::GITLAB_SECRET);
     let secret_unreadable = matches!(secret, s::Secret::Unreadable(_));
+    let token = stored.secret(s::GITLAB_PROVISIONING_TOKEN);
+    let provisioning_token_unreadable = matches!(token, s::Secret::Unreadable(_));
     Ok(GitlabConfig {
         enabled: stored.flag(s::GITLAB_ENABLED)?,
         url: stored
@@ -137,7 +143,8 @@ pub fn of(stored: &s::Snapshot) -> AppResult<GitlabConfig> {
         allowed_groups: stored.values(s::GITLAB_ALLOWED_GROUPS),
         allow_users_to_sign_up: stored.flag(s::GITLAB_SIGN_UP)?,
         auto_provisioning: stored.flag(s::GITLAB_PROVISIONING)?,
-        provisioning_token: stored.secret(s::GITLAB_PROVISIONING_TOKEN).value(),
+        provisioning_token: token.value(),
+        provisioning_token_unreadable,
     })
 }
 

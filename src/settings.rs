@@ -1158,6 +1158,12 @@ mod tests {
         ));
         let config = crate::gitlab_config::load(&conn).unwrap();
         assert!(config.secret.is_none() && config.secret_unreadable);
+        assert!(!config.provisioning_token_unreadable);
+        // The provisioning token likewise.
+        let token = other.seal(&sealing_context(GITLAB_PROVISIONING_TOKEN), "glpat-x");
+        db::settings::set(&conn, GITLAB_PROVISIONING_TOKEN, &token).unwrap();
+        let config = crate::gitlab_config::load(&conn).unwrap();
+        assert!(config.provisioning_token.is_none() && config.provisioning_token_unreadable);
         // Sealed for another setting: does not open as this one.
         let moved = crate::secrets::seal("setting:other", "x").unwrap();
         db::settings::set(&conn, GITLAB_SECRET, &moved).unwrap();

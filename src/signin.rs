@@ -521,6 +521,7 @@ pub(crate) fn test_config(sign_up: bool, sync: bool) -> GitlabConfig {
         allow_users_to_sign_up: sign_up,
         auto_provisioning: false,
         provisioning_token: None,
+        provisioning_token_unreadable: false,
     }
 }
 

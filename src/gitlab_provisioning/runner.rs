@@ -258,7 +258,14 @@ pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not hel
 /// latest run, which was held. Refused while automatic provisioning cannot run, and while a
 /// run goes on.
 pub fn start(conn: &Connection, runner: &Arc<Runner>, force: bool, by: &str) -> AppResult<()> {
-    if !crate::gitlab_config::load(conn)?.provisions() {
+    let config = crate::gitlab_config::load(conn)?;
+    if config.auto_provisioning && config.provisioning_token_unreadable {
+        return Err(AppError::rule(format!(
+            "Cannot synchronize: {}",
+            super::TOKEN_UNREADABLE
+        )));
+    }
+    if !config.provisions() {
         return Err(AppError::rule(NOT_PROVISIONING));
     }
     let approved = if force {

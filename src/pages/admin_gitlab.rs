@@ -365,6 +365,7 @@ pub fn provisioning(ctx: &mut Ctx<'_>) -> AppResult<Resp> {
     let mut form = Provisioning {
         auto,
         token_set: false,
+        token_unreadable: false,
         sign_up,
         synchronize_groups,
         rows: Vec::new(),

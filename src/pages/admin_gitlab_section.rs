@@ -179,6 +179,8 @@ pub struct Provisioning {
     pub auto: bool,
     /// A provisioning token is stored (it is never shown).
     pub token_set: bool,
+    /// A provisioning token is stored but does not open with labgate's key file.
+    pub token_unreadable: bool,
     pub sign_up: bool,
     pub synchronize_groups: bool,
     pub rows: Vec<GroupRow>,
@@ -391,6 +393,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     let mut provisioning = sent_provisioning.unwrap_or_else(|| Provisioning {
         auto: config.auto_provisioning,
         token_set: config.provisioning_token.is_some(),
+        token_unreadable: config.provisioning_token_unreadable,
         sign_up: config.allow_users_to_sign_up,
         synchronize_groups: config.synchronize_groups,
         rows: rows_of(config.allowed_groups.clone(), Vec::new()),
@@ -403,6 +406,7 @@ pub fn section(ctx: &Ctx<'_>, sent: Sent) -> AppResult<Section> {
     provisioning.open_now = open_now.filter(|_| !config.auto_provisioning);
     provisioning.sync_idle = sync_idle.filter(|_| !config.auto_provisioning);
     provisioning.token_set = config.provisioning_token.is_some();
+    provisioning.token_unreadable = config.provisioning_token_unreadable;
     let synchronization = synchronization(ctx, config.provisions())?;
     Ok(Section {
         sign_in_problem,

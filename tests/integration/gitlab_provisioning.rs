@@ -598,3 +598,43 @@ fn the_provisioning_token_is_write_only_on_every_door() {
         "For security reasons, the URL can't be updated without providing the provisioning token."
     );
 }
+
+/// A database restored without its key file: the provisioning token stored no longer opens.
+/// The tab says so and how to fix it, "Synchronize now" is refused with that reason instead of
+/// "automatic provisioning is off", and the token entered again works.
+#[test]
+fn a_provisioning_token_that_no_longer_opens_is_asked_for_again() {
+    let lab = lab();
+    let backup = lab.lg.scratch().join("no-key.db");
+    let run = run_cli(
+        &["backup", &backup.to_string_lossy()],
+        &[("LABGATE_DATA_DIR", &lab.lg.data_dir().to_string_lossy())],
+    );
+    assert!(run.status.success(), "{run:?}");
+    // Restored alone: the new labgate makes a new key, which opens neither sealed value.
+    let restored = Launch::new().seed_db(&backup).start();
+    let tab = html_unescape(&restored.admin().get(TAB).expect_html(200));
+    assert!(
+        tab.contains("id=\"gitlab-token-unreadable\"")
+            && tab.contains("unreadable: enter it again"),
+        "{tab}"
+    );
+    let refused = restored
+        .admin()
+        .post_json(RUNS, &json!({}))
+        .expect_error(400);
+    assert!(
+        refused.contains("the provisioning token stored cannot be read with labgate.key"),
+        "{refused}"
+    );
+    let body = json!({"provisioningToken": lab.token, "secret": APP_SECRET});
+    let r = restored.admin().request(
+        "PATCH",
+        CONFIG,
+        &[("Content-Type", "application/merge-patch+json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.expect_json(200)["isProvisioningTokenSet"], true);
+    let tab = restored.admin().get(TAB).expect_html(200);
+    assert!(!tab.contains("gitlab-token-unreadable"), "{tab}");
+}
