@@ -46,6 +46,9 @@ pub const MAX_RATE_WAITS: usize = 3;
 pub const CALL_BUDGET: Duration = Duration::from_secs(20);
 /// How long to wait for a database connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+/// Waits of [`POOL_WAIT`] for the connection that records how a run ended, at most: until then
+/// the run is recorded as running, and only the next start would settle a record left so.
+const FINISH_WAITS: usize = 6;
 /// The users cut off that a run's record lists by name, at most.
 const LISTED_CUT_OFFS: usize = 100;
 
@@ -209,7 +212,7 @@ pub fn run(
     let answers = ask_gitlab(gitlab, &gitlab_settings, &candidates);
     let verdict = verdict(&answers);
     let finished = chrono::Utc::now().timestamp().max(now);
-    let mut conn = pool.get(POOL_WAIT)?;
+    let mut conn = connection_to_finish(pool, run_id, POOL_WAIT, FINISH_WAITS)?;
     let record = Record {
         id: run_id,
         trigger,
@@ -256,6 +259,30 @@ pub fn run(
         }
     }
     Ok(run)
+}
+
+/// A connection to record the end of run `run_id` with, waiting up to `waits` times `wait`
+/// for one: the pool may be busy for a while, and a run whose end is not recorded shows as
+/// running until labgate starts again.
+fn connection_to_finish(
+    pool: &Pool,
+    run_id: i64,
+    wait: Duration,
+    waits: usize,
+) -> AppResult<crate::db::PooledConn<'_>> {
+    let mut tries = 1;
+    loop {
+        match pool.get(wait) {
+            Ok(conn) => return Ok(conn),
+            Err(e) if tries < waits => {
+                log::warn!(
+                    "revalidation run={run_id}: no database connection free to record its end                      ({e}); waiting again ({tries} of {waits})"
+                );
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What GitLab said about one candidate.

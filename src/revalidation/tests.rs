@@ -338,6 +338,24 @@ fn without_a_refresh_token_to_ask_with_the_person_must_sign_in_again() {
         .contains("no GitLab refresh token"));
 }
 
+/// The end of a run is recorded even when every connection of the pool is taken for longer
+/// than one wait; past the last wait, the error is returned.
+#[test]
+fn the_end_of_a_run_waits_again_for_a_busy_pool() {
+    let pool = Pool::new(db::temp_db("revalidation-finish"), 1);
+    let held = pool.get(POOL_WAIT).unwrap();
+    let wait = Duration::from_millis(40);
+    assert!(connection_to_finish(&pool, 1, wait, 2).is_err());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        // Freed during the third wait of five.
+        assert!(connection_to_finish(&pool, 1, wait, 5).is_ok());
+    });
+}
+
 #[test]
 fn a_second_run_is_refused_while_one_goes_on() {
     let state = Revalidations::new(0);
