@@ -276,7 +276,8 @@ fn connection_to_finish(
             Ok(conn) => return Ok(conn),
             Err(e) if tries < waits => {
                 log::warn!(
-                    "revalidation run={run_id}: no database connection free to record its end                      ({e}); waiting again ({tries} of {waits})"
+                    "revalidation run={run_id}: no database connection free to record its \
+                     end ({e}); waiting again ({tries} of {waits})"
                 );
                 tries += 1;
             }
