@@ -17,7 +17,7 @@ use crate::settings;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,12 +68,24 @@ impl Status {
     }
 }
 
-/// How far a run has read: groups read of the groups known so far.
+/// How far a run has read: groups read of the groups known so far; and whether labgate is
+/// stopping, in which case the run stops reading and records why ([`STOPPED`]).
 #[derive(Debug, Default)]
 pub struct Progress {
     pub groups_known: AtomicUsize,
     pub groups_read: AtomicUsize,
+    pub stopping: AtomicBool,
 }
+
+impl Progress {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a run failed when labgate was stopped while it read GitLab: it writes nothing but its
+/// record, so that the next start does not show it as never having happened.
+pub const STOPPED: &str = "labgate was stopped during the run: nothing it read was written";
 
 /// A finished run, as recorded and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +116,9 @@ pub fn read_gitlab(
     let mut groups: Vec<auto::ReadGroup> = Vec::new();
     let mut ids: HashSet<i64> = HashSet::new();
     for slug in allowed_groups {
+        if progress.stopping() {
+            return Err(STOPPED.into());
+        }
         let root = reader
             .group(slug)
             .map_err(|e| allowed_group_error(slug, &e))?;
@@ -130,6 +145,10 @@ pub fn read_gitlab(
             return;
         };
         if lock().error.is_some() {
+            return;
+        }
+        if progress.stopping() {
+            lock().error.get_or_insert_with(|| STOPPED.into());
             return;
         }
         let listed = reader.members(group.id);
@@ -393,6 +412,9 @@ pub fn run(
         _ => Err("automatic provisioning is off, or lacks its token or an allowed group".into()),
     };
     let read = match read {
+        Ok(_) if progress.stopping() => {
+            return record_failure(conn, outcome, STOPPED.into(), clock)
+        }
         Ok(read) => read,
         Err(error) => return record_failure(conn, outcome, error, clock),
     };

@@ -3,6 +3,12 @@
 use labgate::config::{Config, Flags};
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a stop waits for the GitLab synchronization going on to stop reading and record
+/// that it was stopped (it checks between two GitLab calls, each bounded by the client's
+/// timeouts).
+const PROVISIONING_STOP_WAIT: Duration = Duration::from_secs(5);
 
 const HELP: &str = "\
 labgate — GitLab sign-in and user administration in one binary
@@ -213,6 +219,13 @@ fn serve(config: Config) -> Result<(), String> {
         log::info!("signal {signal}: finishing in-flight requests, refusing new ones");
         if !labgate::server::drain(&app, labgate::server::DRAIN_TIMEOUT) {
             log::warn!("in-flight requests still running after the drain timeout; exiting anyway");
+        }
+        if !app.provisioning.stop(PROVISIONING_STOP_WAIT) {
+            log::warn!(
+                "the GitLab synchronization going on did not stop within {}s; exiting without \
+                 its record",
+                PROVISIONING_STOP_WAIT.as_secs()
+            );
         }
         if let Ok(conn) = app.pool.get(std::time::Duration::from_secs(1)) {
             let _ = labgate::db::maintenance::checkpoint(&conn);

@@ -122,6 +122,16 @@ impl Runner {
         Ok(())
     }
 
+    /// Has the run going on, if any, stop reading GitLab and record that labgate stopped it
+    /// (a run already writing finishes), and waits for it at most `timeout`; whether none is
+    /// left. For labgate's shutdown: without it, a run cut short left no record at all.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        if let Some(running) = &self.state().running {
+            running.progress.stopping.store(true, Ordering::Relaxed);
+        }
+        self.wait_idle(timeout)
+    }
+
     /// Waits until no run is going on, at most `timeout`; whether none is.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let state = self.state();

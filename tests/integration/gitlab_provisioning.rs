@@ -391,6 +391,49 @@ fn a_page_failing_in_the_middle_of_a_run_changes_nothing() {
     assert_eq!(lab.active("frank"), Some(true));
 }
 
+/// SIGTERM while a run reads GitLab: the run stops reading, writes nothing it read, and is
+/// recorded as stopped, so that the next start shows it rather than nothing; labgate still
+/// exits with 0.
+#[test]
+fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
+    let mut lab = lab();
+    person(&lab.gl, 12, "frank", "acme/dev");
+    let before = lab.snapshot();
+    let finished = lab.finished_runs();
+    lab.gl
+        .set_fault(Endpoint::Members, Fault::Delay(Duration::from_millis(1500)));
+    let r = lab.lg.admin().post_json(RUNS, &json!({}));
+    assert_eq!(r.status, 202, "{}", r.describe());
+    assert_eq!(lab.runs()["runs"][0]["status"], "RUNNING");
+    lab.lg.restart();
+    lab.gl.clear_faults();
+    let runs = lab.runs();
+    let last = &runs["runs"][0];
+    assert_eq!(last["status"], "FAILED", "{runs}");
+    assert_eq!(
+        last["error"], "labgate was stopped during the run: nothing it read was written",
+        "{runs}"
+    );
+    assert_eq!(lab.finished_runs(), finished + 1, "{runs}");
+    // The admin signs in again after the restart: their last connection moves, nothing else.
+    let without_connections = |mut v: Value| {
+        for user in v["active"].as_array_mut().unwrap() {
+            user.as_object_mut().unwrap().remove("lastConnectionDate");
+        }
+        v
+    };
+    assert_eq!(
+        without_connections(lab.snapshot()),
+        without_connections(before),
+        "nothing changed"
+    );
+    assert_eq!(lab.active("frank"), None);
+    assert!(
+        lab.lg.stderr().joined().contains("stopped during the run"),
+        "the run's log line says why"
+    );
+}
+
 #[test]
 fn a_run_deactivating_too_many_is_held_until_an_administrator_applies_it() {
     let lab = jit_lab();
