@@ -87,6 +87,12 @@ impl GitlabConfig {
             && !self.allowed_groups.is_empty()
     }
 
+    /// Whether automatic provisioning is chosen but cannot run because its token, stored, does
+    /// not open with labgate's key file: the token must be entered again.
+    pub fn provisioning_token_lost(&self) -> bool {
+        self.auto_provisioning && self.provisioning_token_unreadable
+    }
+
     /// Whether sign-in synchronizes groups: the setting is on and at least one allowed group
     /// bounds which GitLab paths it takes. A configuration stored before that rule may have it
     /// on without an allowed group: synchronization then does nothing and counts as off.

@@ -249,11 +249,11 @@ pub fn read_store(tx: &Connection) -> AppResult<auto::Store> {
     })
 }
 
-/// Refusal when a run would leave labgate without an active administrator.
 /// Why a run fails when the provisioning token stored does not open with labgate's key file.
 pub const TOKEN_UNREADABLE: &str = "the provisioning token stored cannot be read with \
     labgate.key (the key file was replaced, or the database restored without it): enter it again";
 
+/// Refusal when a run would leave labgate without an active administrator.
 pub const NO_ADMIN_LEFT: &str = "the run would leave no active administrator (the last ones are \
     GitLab accounts it would deactivate or take out of their groups): grant 'Administer System' \
     to a local account or to a group provisioning manages";
@@ -406,9 +406,7 @@ pub fn run(
             };
             read_gitlab(&reader, &config.allowed_groups, progress)
         }
-        _ if config.auto_provisioning && config.provisioning_token_unreadable => {
-            Err(TOKEN_UNREADABLE.into())
-        }
+        _ if config.provisioning_token_lost() => Err(TOKEN_UNREADABLE.into()),
         _ => Err("automatic provisioning is off, or lacks its token or an allowed group".into()),
     };
     let read = match read {

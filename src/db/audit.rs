@@ -59,8 +59,8 @@ fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 
 /// Writes an event straight into `audit_events` (with any event pending before it: see
 /// [`move_pending`]); returns its id. Its time is `event.at`, or the newest row's when that is
-/// later, as with [`append`]. For tests and for filling a log in bulk; an operation records
-/// its event with [`append`].
+/// later, as with [`append`]. For tests; an operation records its event with [`append`].
+#[cfg(test)]
 pub fn insert(conn: &Connection, event: &NewEvent<'_>) -> rusqlite::Result<i64> {
     append(conn, event)?;
     move_pending(conn)?;

@@ -269,7 +269,7 @@ pub const NOTHING_HELD: &str = "No held run to apply: the latest run was not hel
 /// run goes on.
 pub fn start(conn: &Connection, runner: &Arc<Runner>, force: bool, by: &str) -> AppResult<()> {
     let config = crate::gitlab_config::load(conn)?;
-    if config.auto_provisioning && config.provisioning_token_unreadable {
+    if config.provisioning_token_lost() {
         return Err(AppError::rule(format!(
             "Cannot synchronize: {}",
             super::TOKEN_UNREADABLE
