@@ -257,7 +257,14 @@ pub fn update_user(
     }
     let (name, email) = (name.expect("validated"), email.expect("validated"));
     check_email_free(&tx, email.as_deref(), Some(user.id))?;
-    users::update_profile(&tx, user.id, &name, email.as_deref(), now)?;
+    // Only what changed is written: nothing at all when the form is saved unchanged.
+    if email != user.email {
+        users::update_profile(&tx, user.id, &name, email.as_deref(), now)?;
+    } else if name != user.name {
+        users::set_name(&tx, user.id, &name, now)?;
+    } else {
+        return Ok(user);
+    }
     let updated = users::find_by_id(&tx, user.id)?
         .ok_or_else(|| AppError::Internal("user vanished".into()))?;
     let event = profile_changes(Event::ok(Action::UserUpdate, login), &user, &updated);
@@ -560,7 +567,14 @@ pub fn update_group(
     if name != group.name && groups::find_by_name(&tx, &name)?.is_some() {
         return Err(AppError::rule(format!("Group '{name}' already exists")));
     }
-    groups::update(&tx, group.id, &name, &description)?;
+    // Only what changed is written: nothing at all when the form is saved unchanged.
+    if name != group.name {
+        groups::update(&tx, group.id, &name, &description)?;
+    } else if description != group.description {
+        groups::set_description(&tx, group.id, &description)?;
+    } else {
+        return Ok(group);
+    }
     let updated = group_by_name(&tx, &name)?;
     let event = Event::ok(Action::GroupUpdate, &updated.name)
         .change("name", group.name.as_str(), updated.name.as_str())
@@ -931,6 +945,100 @@ mod tests {
         ));
         // Its description may change.
         update_group(&mut conn, &By::admin(), "users", None, Some("Everyone")).unwrap();
+    }
+
+    #[test]
+    fn a_group_update_writes_only_what_changed() {
+        // Pages written to the write-ahead log by one update, counted on a database file.
+        let path = db::temp_db("group-update-pages");
+        let mut conn = db::open(&path).unwrap();
+        create_group(&mut conn, &By::admin(), "devs", "", 1).unwrap();
+        let events_before = crate::db::audit::pending_count(&conn).unwrap();
+        let pages = |conn: &mut Connection, update: &dyn Fn(&mut Connection)| -> i64 {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+            update(conn);
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .unwrap()
+        };
+        let unchanged = pages(&mut conn, &|c| {
+            update_group(c, &By::admin(), "devs", Some("devs"), Some("")).unwrap();
+        });
+        assert_eq!(unchanged, 0, "saved unchanged: nothing written, no event");
+        let described = pages(&mut conn, &|c| {
+            update_group(c, &By::admin(), "devs", None, Some("The developers")).unwrap();
+        });
+        assert_eq!(
+            described, 2,
+            "a description: the group's row and its event, not the name index"
+        );
+        let renamed = pages(&mut conn, &|c| {
+            update_group(c, &By::admin(), "devs", Some("developers"), None).unwrap();
+        });
+        assert!(renamed > described, "a rename also writes the name index");
+        let group = groups::find_by_name(&conn, "developers").unwrap().unwrap();
+        assert_eq!(group.description, "The developers");
+        let events = crate::db::audit::pending_count(&conn).unwrap();
+        assert_eq!(
+            events - events_before,
+            2,
+            "one event per change, none for the unchanged save"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_user_update_writes_only_what_changed() {
+        // As for groups: pages written to the write-ahead log by one update, on a file.
+        let path = db::temp_db("user-update-pages");
+        let mut conn = db::open(&path).unwrap();
+        let mut input = local("ann");
+        input.email = "ann@x.org";
+        create_user(&mut conn, &By::admin(), &input, 1).unwrap();
+        let events_before = crate::db::audit::pending_count(&conn).unwrap();
+        let pages = |conn: &mut Connection, update: &dyn Fn(&mut Connection)| -> i64 {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+            update(conn);
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .unwrap()
+        };
+        let user = users::find_by_login(&conn, "ann").unwrap().unwrap();
+        let unchanged = pages(&mut conn, &|c| {
+            update_user(
+                c,
+                &By::admin(),
+                "ann",
+                Some(&user.name),
+                Some("ann@x.org"),
+                2,
+            )
+            .unwrap();
+        });
+        assert_eq!(unchanged, 0, "saved unchanged: nothing written, no event");
+        let named = pages(&mut conn, &|c| {
+            update_user(c, &By::admin(), "ann", Some("Ann Jones"), None, 3).unwrap();
+        });
+        assert_eq!(
+            named, 4,
+            "a name: the user's row, the change for the search lists (its log and the \
+             generation), the event; not the email index"
+        );
+        let mailed = pages(&mut conn, &|c| {
+            update_user(c, &By::admin(), "ann", None, Some("jones@x.org"), 4).unwrap();
+        });
+        assert!(
+            mailed > named,
+            "an email change also writes the email index"
+        );
+        let ann = users::find_by_login(&conn, "ann").unwrap().unwrap();
+        assert_eq!(
+            (ann.name.as_str(), ann.email.as_deref()),
+            ("Ann Jones", Some("jones@x.org"))
+        );
+        let events = crate::db::audit::pending_count(&conn).unwrap();
+        assert_eq!(events - events_before, 2, "one event per change");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

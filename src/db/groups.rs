@@ -60,6 +60,15 @@ pub fn update(conn: &Connection, id: i64, name: &str, description: &str) -> rusq
     Ok(())
 }
 
+/// Sets a group's description alone. SQLite rewrites the index entries of every indexed column
+/// named in a `SET` list, changed or not, so a description change that also set the unchanged
+/// name would write a page of the name index too.
+pub fn set_description(conn: &Connection, id: i64, description: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE groups SET description = ?2 WHERE id = ?1")?
+        .execute(params![id, description])?;
+    Ok(())
+}
+
 pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
         .execute([id])?;

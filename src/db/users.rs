@@ -286,6 +286,14 @@ pub fn update_profile(
     Ok(())
 }
 
+/// Sets a user's name alone: setting the unchanged email with it would rewrite its index entry
+/// (SQLite rewrites the entries of every indexed column named in a `SET` list).
+pub fn set_name(conn: &Connection, id: i64, name: &str, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET name = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, name, now])?;
+    Ok(())
+}
+
 pub fn set_password(
     conn: &Connection,
     id: i64,
