@@ -17,7 +17,7 @@ use crate::settings;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ pub struct Progress {
     pub groups_known: AtomicUsize,
     pub groups_read: AtomicUsize,
     pub stopping: AtomicBool,
+    /// The id of the run's record, once it is written (0 before).
+    pub run_id: AtomicI64,
 }
 
 impl Progress {
@@ -396,6 +398,15 @@ pub fn run(
         warnings: Vec::new(),
         phases: [0; 3],
     };
+    // Recorded at once, so that a run labgate cannot finish (a crash, `kill -9`) is still
+    // found: the next start records it as failed.
+    outcome.id = store::start_run(
+        conn,
+        trigger.as_str(),
+        started_at,
+        &changes_json(&outcome.changes).to_string(),
+    )?;
+    progress.run_id.store(outcome.id, Ordering::Relaxed);
     let read = match (&config.provisioning_token, config.provisions()) {
         (Some(token), true) => {
             let reader = Reader {
@@ -459,7 +470,7 @@ pub fn run(
     }
     outcome.finished_at = clock();
     outcome.phases[2] = outcome.finished_at - decided_at;
-    outcome.id = store::record_run(&tx, &record_of(&outcome))?;
+    store::finish_run(&tx, &record_of(&outcome))?;
     record_events(&tx, &outcome)?;
     tx.commit()?;
     report(&outcome);
@@ -510,7 +521,7 @@ fn record_failure(
     outcome.changes = auto::Changes::default();
     outcome.finished_at = clock();
     let tx = db::write_tx(conn)?;
-    outcome.id = store::record_run(&tx, &record_of(&outcome))?;
+    store::finish_run(&tx, &record_of(&outcome))?;
     record_events(&tx, &outcome)?;
     tx.commit()?;
     report(&outcome);
@@ -534,11 +545,11 @@ pub fn changes_json(c: &auto::Changes) -> Value {
 fn record_of(o: &Outcome) -> store::Run {
     let listed = |d: &auto::Deactivation| json!({"id": d.id, "login": d.login, "gitlabUsername": d.username});
     store::Run {
-        id: 0,
+        id: o.id,
         status: o.status.as_str().into(),
         trigger: o.trigger.as_str().into(),
         started_at: o.started_at,
-        finished_at: o.finished_at,
+        finished_at: Some(o.finished_at),
         groups_read: i64::try_from(o.groups_read).unwrap_or(i64::MAX),
         users_read: i64::try_from(o.users_read).unwrap_or(i64::MAX),
         changes: changes_json(&o.changes).to_string(),
@@ -651,7 +662,7 @@ pub(crate) fn view_of(run: store::Run) -> RunView {
         status: run.status,
         trigger: run.trigger,
         started_at: run.started_at,
-        finished_at: Some(run.finished_at),
+        finished_at: run.finished_at,
         groups_read: run.groups_read,
         users_read: run.users_read,
         changes: serde_json::from_str(&run.changes).unwrap_or_else(|_| json!({})),
@@ -677,7 +688,7 @@ pub(crate) fn view_of(run: store::Run) -> RunView {
 /// The accounts the latest run would deactivate, when it was held: what "Apply anyway"
 /// approves. `None` when the latest run was not held.
 pub fn held_for_approval(conn: &Connection) -> AppResult<Option<HashSet<i64>>> {
-    let Some(last) = store::runs(conn, 1)?.into_iter().next() else {
+    let Some(last) = store::last_finished_run(conn)? else {
         return Ok(None);
     };
     if last.status != Status::Held.as_str() {

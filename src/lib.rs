@@ -149,14 +149,45 @@ fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), 
     Ok(())
 }
 
+/// Why a run found unfinished at start failed: the process running it ended (a crash, a
+/// `kill -9`, the machine stopping). A run writes what it changes in one transaction at its
+/// end, with its record, so nothing it read was written.
+pub const RUN_CUT_SHORT: &str =
+    "labgate stopped during the run (it crashed or was killed): nothing it read was written";
+
+/// Records the revalidation and provisioning runs still marked running as failed, each with
+/// its audit event: the process that ran them is gone. `now` in milliseconds.
+pub fn fail_unfinished_runs(conn: &mut rusqlite::Connection, now: i64) -> error::AppResult<()> {
+    use audit::{Action, By, Event, Outcome};
+    let tx = db::write_tx(conn)?;
+    let revalidations = db::gitlab_revalidation::fail_unfinished(&tx, RUN_CUT_SHORT, now / 1000)?;
+    let provisionings = db::gitlab_provisioning::fail_unfinished(&tx, RUN_CUT_SHORT, now)?;
+    let runs = revalidations
+        .into_iter()
+        .map(|run| (Action::RevalidationRun, run))
+        .chain(
+            provisionings
+                .into_iter()
+                .map(|run| (Action::ProvisioningRun, run)),
+        );
+    for (action, (id, trigger)) in runs {
+        log::warn!("{}: run {id} {RUN_CUT_SHORT}", action.as_str());
+        let event = Event::new(action, Outcome::Failed, None)
+            .with("run", id)
+            .with("trigger", trigger.as_str())
+            .because(RUN_CUT_SHORT);
+        audit::record(&tx, &By::system(now), event)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Starts serving with an already prepared store; returns the bound address and the state.
 pub fn start(config: Config) -> Result<(std::net::SocketAddr, Arc<web::App>), String> {
     let server_id = {
-        let conn = db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
-        // A run going on when the last server stopped ended with it.
-        let stopped = "labgate stopped during the run";
-        db::gitlab_revalidation::fail_unfinished(&conn, stopped, chrono::Utc::now().timestamp())
-            .map_err(|e| format!("database: {e}"))?;
+        let mut conn = db::open(&config.db_path()).map_err(|e| format!("database: {e}"))?;
+        fail_unfinished_runs(&mut conn, chrono::Utc::now().timestamp_millis())
+            .map_err(|e| format!("recording the runs cut short: {e}"))?;
         db::settings::get(&conn, db::settings::KEY_SERVER_ID)
             .map_err(|e| format!("database: {e}"))?
             .unwrap_or_default()

@@ -157,14 +157,16 @@ fn reset_peak(pid: u32) -> bool {
 /// The runs recorded: (count, the newest's id).
 fn runs_recorded(conn: &Connection) -> Result<(i64, i64), String> {
     conn.query_row(
-        "SELECT count(*), coalesce(max(id), 0) FROM gitlab_provisioning_runs",
+        "SELECT count(*), coalesce(max(id), 0) FROM gitlab_provisioning_runs \
+         WHERE finished_at IS NOT NULL",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .map_err(|e| e.to_string())
 }
 
-/// Measures the run that `start` begins: waits for its record, then reads what it cost.
+/// Measures the run that `start` begins: waits for its record to show it finished (a run is
+/// recorded as it starts, then updated), then reads what it cost.
 fn measure(
     lg: &Server,
     db: &Path,

@@ -185,13 +185,14 @@ pub fn set_profile(conn: &Connection, id: i64, p: &Profile<'_>, now: i64) -> rus
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub id: i64,
-    /// `SUCCESS`, `FAILED` or `HELD`.
+    /// `RUNNING`, `SUCCESS`, `FAILED` or `HELD`.
     pub status: String,
     /// `SCHEDULE`, `MANUAL` or `MODE_CHANGE`.
     pub trigger: String,
     /// Milliseconds since the epoch.
     pub started_at: i64,
-    pub finished_at: i64,
+    /// `None` while running.
+    pub finished_at: Option<i64>,
     pub groups_read: i64,
     pub users_read: i64,
     /// A JSON object of counts.
@@ -206,17 +207,36 @@ pub struct Run {
 /// Runs kept: older ones are removed as new ones are recorded.
 pub const RUNS_KEPT: i64 = 50;
 
-/// Records a finished run (its `id` is ignored) and forgets those beyond the last
+/// Records a run that starts, `RUNNING` until [`finish_run`] (or [`fail_unfinished`] at the
+/// next start, when labgate stopped without finishing it), and forgets those beyond the last
 /// [`RUNS_KEPT`]; returns its id.
-pub fn record_run(conn: &Connection, run: &Run) -> rusqlite::Result<i64> {
+pub fn start_run(
+    conn: &Connection,
+    trigger: &str,
+    started_at: i64,
+    changes: &str,
+) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO gitlab_provisioning_runs (status, trigger, started_at, finished_at, \
-         groups_read, users_read, changes, error, held, warnings) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO gitlab_provisioning_runs (status, trigger, started_at, groups_read, \
+         users_read, changes) VALUES ('RUNNING', ?1, ?2, 0, 0, ?3)",
+    )?
+    .execute(params![trigger, started_at, changes])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("DELETE FROM gitlab_provisioning_runs WHERE id <= ?1")?
+        .execute([id - RUNS_KEPT])?;
+    Ok(id)
+}
+
+/// Records how the run `run.id` ended.
+pub fn finish_run(conn: &Connection, run: &Run) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE gitlab_provisioning_runs SET status = ?2, started_at = ?3, finished_at = ?4, \
+         groups_read = ?5, users_read = ?6, changes = ?7, error = ?8, held = ?9, \
+         warnings = ?10 WHERE id = ?1",
     )?
     .execute(params![
+        run.id,
         run.status,
-        run.trigger,
         run.started_at,
         run.finished_at,
         run.groups_read,
@@ -226,32 +246,185 @@ pub fn record_run(conn: &Connection, run: &Run) -> rusqlite::Result<i64> {
         run.held,
         run.warnings
     ])?;
-    let id = conn.last_insert_rowid();
-    conn.prepare_cached("DELETE FROM gitlab_provisioning_runs WHERE id <= ?1")?
-        .execute([id - RUNS_KEPT])?;
-    Ok(id)
+    Ok(())
+}
+
+/// Runs still marked running when labgate starts ended with the process that ran them:
+/// recorded as failed with `reason`; returns their ids and triggers.
+pub fn fail_unfinished(
+    conn: &Connection,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    conn.prepare_cached(
+        "UPDATE gitlab_provisioning_runs SET status = 'FAILED', finished_at = ?1, error = ?2 \
+         WHERE status = 'RUNNING' RETURNING id, trigger",
+    )?
+    .query_map(params![now, reason], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, status, trigger, started_at, finished_at, groups_read, users_read, changes, error, \
+         held, warnings"
+    };
+}
+
+fn run_of(r: &Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        status: r.get(1)?,
+        trigger: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        groups_read: r.get(5)?,
+        users_read: r.get(6)?,
+        changes: r.get(7)?,
+        error: r.get(8)?,
+        held: r.get(9)?,
+        warnings: r.get(10)?,
+    })
+}
+
+/// The newest run that has ended (the one going on, if any, is not).
+pub fn last_finished_run(conn: &Connection) -> rusqlite::Result<Option<Run>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM gitlab_provisioning_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row([], run_of)
+    .optional()
 }
 
 /// The last `limit` runs, newest first.
 pub fn runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<Run>> {
-    conn.prepare_cached(
-        "SELECT id, status, trigger, started_at, finished_at, groups_read, users_read, changes, \
-         error, held, warnings FROM gitlab_provisioning_runs ORDER BY id DESC LIMIT ?1",
-    )?
-    .query_map([limit], |r| {
-        Ok(Run {
-            id: r.get(0)?,
-            status: r.get(1)?,
-            trigger: r.get(2)?,
-            started_at: r.get(3)?,
-            finished_at: r.get(4)?,
-            groups_read: r.get(5)?,
-            users_read: r.get(6)?,
-            changes: r.get(7)?,
-            error: r.get(8)?,
-            held: r.get(9)?,
-            warnings: r.get(10)?,
-        })
-    })?
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM gitlab_provisioning_runs ORDER BY id DESC LIMIT ?1"
+    ))?
+    .query_map([limit], run_of)?
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{audit, gitlab_revalidation, test_db};
+
+    fn finished(id: i64, at: i64) -> Run {
+        Run {
+            id,
+            status: "SUCCESS".into(),
+            trigger: "SCHEDULE".into(),
+            started_at: at,
+            finished_at: Some(at + 1),
+            groups_read: 3,
+            users_read: 7,
+            changes: "{}".into(),
+            error: None,
+            held: None,
+            warnings: None,
+        }
+    }
+
+    #[test]
+    fn runs_are_recorded_when_they_start_and_the_last_fifty_kept() {
+        let conn = test_db();
+        for at in 0..55 {
+            let id = start_run(&conn, "SCHEDULE", at, "{}").unwrap();
+            if at < 54 {
+                finish_run(&conn, &finished(id, at)).unwrap();
+            }
+        }
+        let all = runs(&conn, 100).unwrap();
+        assert_eq!(all.len(), 50);
+        assert_eq!(
+            (
+                all[0].status.as_str(),
+                all[0].started_at,
+                all[0].finished_at
+            ),
+            ("RUNNING", 54, None)
+        );
+        assert_eq!((all[1].groups_read, all[1].finished_at), (3, Some(54)));
+        assert_eq!(
+            last_finished_run(&conn).unwrap().map(|r| r.started_at),
+            Some(53),
+            "the run going on has not ended"
+        );
+        let last = all[0].id;
+        assert_eq!(
+            fail_unfinished(&conn, "gone", 99).unwrap(),
+            vec![(last, "SCHEDULE".to_string())]
+        );
+        let all = runs(&conn, 1).unwrap();
+        assert_eq!(
+            (
+                all[0].status.as_str(),
+                all[0].finished_at,
+                all[0].error.as_deref()
+            ),
+            ("FAILED", Some(99), Some("gone"))
+        );
+        assert!(fail_unfinished(&conn, "gone", 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn runs_found_unfinished_at_start_are_failed_each_with_its_event() {
+        let mut conn = test_db();
+        let provisioning = start_run(&conn, "MANUAL", 5_000, "{}").unwrap();
+        let revalidation = gitlab_revalidation::start_run(&conn, "SCHEDULE", 5).unwrap();
+        let done = start_run(&conn, "MANUAL", 6_000, "{}").unwrap();
+        finish_run(&conn, &finished(done, 6_000)).unwrap();
+        crate::fail_unfinished_runs(&mut conn, 9_000).unwrap();
+        let run = runs(&conn, 2).unwrap();
+        assert_eq!(
+            (run[1].id, run[1].status.as_str(), run[1].finished_at),
+            (provisioning, "FAILED", Some(9_000))
+        );
+        assert_eq!(run[0].status, "SUCCESS", "a finished run stays as it ended");
+        let revalidated = gitlab_revalidation::recent_runs(&conn, 1).unwrap();
+        assert_eq!(
+            (revalidated[0].status.as_str(), revalidated[0].finished_at),
+            ("FAILED", Some(9))
+        );
+        audit::move_pending(&conn).unwrap();
+        let events: Vec<(String, String, String, i64)> = conn
+            .prepare(
+                "SELECT action, outcome, reason, detail ->> '$.run' FROM audit_events \
+                 WHERE action LIKE '%.run' ORDER BY action",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let cut = crate::RUN_CUT_SHORT.to_string();
+        assert_eq!(
+            events,
+            [
+                (
+                    "provisioning.run".into(),
+                    "failed".into(),
+                    cut.clone(),
+                    provisioning
+                ),
+                (
+                    "revalidation.run".into(),
+                    "failed".into(),
+                    cut,
+                    revalidation
+                ),
+            ]
+        );
+        crate::fail_unfinished_runs(&mut conn, 10_000).unwrap();
+        assert_eq!(
+            audit::pending_count(&conn).unwrap(),
+            0,
+            "nothing more to record at the next start"
+        );
+    }
 }

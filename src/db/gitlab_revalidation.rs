@@ -168,13 +168,19 @@ pub fn finish_run(conn: &Connection, run: &Run) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Runs still marked running when labgate starts were stopped with it: recorded as failed.
-pub fn fail_unfinished(conn: &Connection, reason: &str, now: i64) -> rusqlite::Result<usize> {
+/// Runs still marked running when labgate starts were stopped with it: recorded as failed;
+/// returns their ids and triggers.
+pub fn fail_unfinished(
+    conn: &Connection,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<(i64, String)>> {
     conn.prepare_cached(
         "UPDATE gitlab_revalidation_runs SET status = 'FAILED', finished_at = ?1, error = ?2 \
-         WHERE status = 'RUNNING'",
+         WHERE status = 'RUNNING' RETURNING id, trigger",
     )?
-    .execute(params![now, reason])
+    .query_map(params![now, reason], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 /// The last `limit` runs, newest first. SQLite writes each row as a JSON object named like
@@ -341,7 +347,11 @@ mod tests {
             (54, "RUNNING")
         );
         assert_eq!(runs[1].sessions_ended, 3);
-        assert_eq!(fail_unfinished(&conn, "stopped", 60).unwrap(), 1);
+        let last = runs[0].id;
+        assert_eq!(
+            fail_unfinished(&conn, "stopped", 60).unwrap(),
+            vec![(last, "MANUAL".to_string())]
+        );
         let runs = recent_runs(&conn, 1).unwrap();
         assert_eq!(
             (runs[0].status.as_str(), runs[0].error.as_deref()),

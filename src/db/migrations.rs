@@ -468,6 +468,27 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX audit_events_outcome;
     CREATE INDEX audit_events_outcome ON audit_events(outcome) WHERE outcome <> 'ok';
     "#,
+    // 16: a provisioning run is recorded when it starts (`RUNNING`, no end time yet), so that a
+    // run cut short by a crash or `kill -9` is found at the next start and recorded as failed.
+    r#"
+    CREATE TABLE gitlab_provisioning_runs_16 (
+        id INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        groups_read INTEGER NOT NULL,
+        users_read INTEGER NOT NULL,
+        changes TEXT NOT NULL,
+        error TEXT,
+        held TEXT,
+        warnings TEXT
+    );
+    INSERT INTO gitlab_provisioning_runs_16 SELECT id, status, trigger, started_at, finished_at,
+        groups_read, users_read, changes, error, held, warnings FROM gitlab_provisioning_runs;
+    DROP TABLE gitlab_provisioning_runs;
+    ALTER TABLE gitlab_provisioning_runs_16 RENAME TO gitlab_provisioning_runs;
+    "#,
 ];
 
 /// The schema version this binary writes.

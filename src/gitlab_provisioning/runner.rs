@@ -229,28 +229,47 @@ pub fn progress_of(running: &Running) -> (usize, usize) {
     )
 }
 
-/// What the API and the GitLab tab show of automatic provisioning.
+/// What the API and the GitLab tab show of automatic provisioning. The run going on is
+/// recorded as `RUNNING` as soon as it starts; its progress is this process's to show.
 pub fn status(conn: &Connection, runner: &Runner) -> AppResult<Overview> {
-    let mut runs = Vec::new();
+    let mut runs: Vec<RunView> = store::runs(conn, store::RUNS_KEPT)?
+        .into_iter()
+        .map(view_of)
+        .collect();
     if let Some(running) = runner.running() {
         let (read, known) = progress_of(&running);
-        runs.push(RunView {
-            id: None,
-            status: "RUNNING".into(),
-            trigger: running.trigger.as_str().into(),
-            started_at: running.started_at,
-            finished_at: None,
-            groups_read: i64::try_from(read).unwrap_or(i64::MAX),
-            users_read: 0,
-            changes: changes_json(&auto::Changes::default()),
-            error: None,
-            progress: Some((read, known)),
-            held: Vec::new(),
-            warnings: Vec::new(),
-        });
+        let id = running.progress.run_id.load(Ordering::Relaxed);
+        let recorded = runs
+            .iter_mut()
+            .find(|r| r.id == Some(id) && r.status == "RUNNING");
+        match recorded {
+            Some(run) => {
+                run.groups_read = i64::try_from(read).unwrap_or(i64::MAX);
+                run.progress = Some((read, known));
+            }
+            // Claimed, its record not written yet.
+            None => {
+                runs.truncate(usize::try_from(store::RUNS_KEPT - 1).unwrap_or(0));
+                runs.insert(
+                    0,
+                    RunView {
+                        id: None,
+                        status: "RUNNING".into(),
+                        trigger: running.trigger.as_str().into(),
+                        started_at: running.started_at,
+                        finished_at: None,
+                        groups_read: i64::try_from(read).unwrap_or(i64::MAX),
+                        users_read: 0,
+                        changes: changes_json(&auto::Changes::default()),
+                        error: None,
+                        progress: Some((read, known)),
+                        held: Vec::new(),
+                        warnings: Vec::new(),
+                    },
+                )
+            }
+        }
     }
-    let kept = store::RUNS_KEPT - i64::try_from(runs.len()).unwrap_or(0);
-    runs.extend(store::runs(conn, kept)?.into_iter().map(view_of));
     let (on, next) = when_due(conn, now_ms())?;
     Ok(Overview {
         runs,

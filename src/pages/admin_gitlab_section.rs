@@ -503,6 +503,15 @@ fn synchronization(ctx: &Ctx<'_>, on: bool) -> AppResult<Option<Synchronization>
                     run_row(run).trigger
                 ))
             }
+            // Recorded as running, and not by this process: another labgate on the same
+            // database, or one that stopped (the next start records it as failed).
+            None if run.status == "RUNNING" => {
+                running = Some(format!(
+                    "Started {} ({}), not by this labgate process.",
+                    datetime_ms(Some(run.started_at)),
+                    run_row(run).trigger
+                ))
+            }
             None => {
                 last = Some(run);
                 break;

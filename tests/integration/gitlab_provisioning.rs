@@ -434,6 +434,80 @@ fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
     );
 }
 
+/// kill -9 while a run reads GitLab: the run has no chance to record how it ended, but it was
+/// recorded when it started, so the next start finds it and records it as failed, with its
+/// audit event; nothing it read was written.
+#[test]
+fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
+    let mut lab = lab();
+    person(&lab.gl, 12, "frank", "acme/dev");
+    let before = lab.snapshot();
+    let finished = lab.finished_runs();
+    lab.gl
+        .set_fault(Endpoint::Members, Fault::Delay(Duration::from_millis(1500)));
+    let r = lab.lg.admin().post_json(RUNS, &json!({}));
+    assert_eq!(r.status, 202, "{}", r.describe());
+    // Shown as running at once; recorded, with its id, as soon as its thread starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        let runs = lab.runs();
+        let running = &runs["runs"][0];
+        assert_eq!(running["status"], "RUNNING", "{runs}");
+        if let Some(id) = running["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded: {runs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    lab.lg.kill_and_restart();
+    lab.gl.clear_faults();
+    let runs = lab.runs();
+    let last = &runs["runs"][0];
+    const CUT_SHORT: &str =
+        "labgate stopped during the run (it crashed or was killed): nothing it read was written";
+    assert_eq!(
+        (&last["id"], &last["status"], &last["error"]),
+        (&json!(id), &json!("FAILED"), &json!(CUT_SHORT)),
+        "{runs}"
+    );
+    assert!(last["finishedAt"].is_string(), "{runs}");
+    assert_eq!(lab.finished_runs(), finished + 1, "{runs}");
+    let events = crate::audit::events(&lab.lg, &[("action", "provisioning.run")]);
+    let event = &events[0];
+    assert_eq!(
+        (
+            &event["outcome"],
+            &event["reason"],
+            event["detail"]["run"].to_string()
+        ),
+        (&json!("failed"), &json!(CUT_SHORT), id.clone()),
+        "{events:?}"
+    );
+    let without_connections = |mut v: Value| {
+        for user in v["active"].as_array_mut().unwrap() {
+            user.as_object_mut().unwrap().remove("lastConnectionDate");
+        }
+        v
+    };
+    assert_eq!(
+        without_connections(lab.snapshot()),
+        without_connections(before),
+        "nothing changed"
+    );
+    assert_eq!(lab.active("frank"), None);
+    assert!(
+        lab.lg.stderr().joined().contains(CUT_SHORT),
+        "the start's log line says why"
+    );
+    // The next run goes as usual.
+    let run = lab.run_now(false);
+    assert_eq!(run["status"], "SUCCESS", "{run}");
+    assert_eq!(lab.active("frank"), Some(true));
+}
+
 #[test]
 fn a_run_deactivating_too_many_is_held_until_an_administrator_applies_it() {
     let lab = jit_lab();

@@ -363,6 +363,20 @@ impl Labgate {
         self.spawn();
     }
 
+    /// SIGKILL (nothing can be finished or recorded), wait for the exit, and start again on the
+    /// same data.
+    pub fn kill_and_restart(&mut self) {
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL failed: {status}");
+        self.wait_exit(Duration::from_secs(15));
+        *self.admin.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.spawn();
+    }
+
     // ----- clients and helpers
 
     /// An anonymous client.
