@@ -149,11 +149,18 @@ fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), 
     Ok(())
 }
 
-/// Why a run found unfinished at start failed: the process running it ended (a crash, a
-/// `kill -9`, the machine stopping). A run writes what it changes in one transaction at its
-/// end, with its record, so nothing it read was written.
+/// Why a provisioning run found unfinished at start failed: the process running it ended
+/// first (stopped before the run could stop, a crash, a `kill -9`, the machine stopping). A run
+/// writes what it changes in one transaction at its end, with its record, so nothing it read was
+/// written.
 pub const RUN_CUT_SHORT: &str =
-    "labgate stopped during the run (it crashed or was killed): nothing it read was written";
+    "labgate stopped before the run ended (stopped, crashed or killed): nothing it read was written";
+
+/// The same for a revalidation run, which decides and writes in one transaction at its end but
+/// keeps each refresh token GitLab rotates as it goes (the old one no longer works).
+pub const REVALIDATION_CUT_SHORT: &str =
+    "labgate stopped before the run ended (stopped, crashed or \
+     killed): nothing changed for anyone but the refresh tokens GitLab rotated meanwhile";
 
 /// Records the revalidation and provisioning runs still marked running as failed, each with
 /// its audit event: the process that ran them is gone. `now` in milliseconds.

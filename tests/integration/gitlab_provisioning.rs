@@ -467,7 +467,7 @@ fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
     let runs = lab.runs();
     let last = &runs["runs"][0];
     const CUT_SHORT: &str =
-        "labgate stopped during the run (it crashed or was killed): nothing it read was written";
+        "labgate stopped before the run ended (stopped, crashed or killed): nothing it read was written";
     assert_eq!(
         (&last["id"], &last["status"], &last["error"]),
         (&json!(id), &json!("FAILED"), &json!(CUT_SHORT)),
