@@ -954,25 +954,18 @@ mod tests {
         let mut conn = db::open(&path).unwrap();
         create_group(&mut conn, &By::admin(), "devs", "", 1).unwrap();
         let events_before = crate::db::audit::pending_count(&conn).unwrap();
-        let pages = |conn: &mut Connection, update: &dyn Fn(&mut Connection)| -> i64 {
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
-            update(conn);
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-                .unwrap()
-        };
-        let unchanged = pages(&mut conn, &|c| {
+        let unchanged = db::pages_written_by(&mut conn, |c| {
             update_group(c, &By::admin(), "devs", Some("devs"), Some("")).unwrap();
         });
         assert_eq!(unchanged, 0, "saved unchanged: nothing written, no event");
-        let described = pages(&mut conn, &|c| {
+        let described = db::pages_written_by(&mut conn, |c| {
             update_group(c, &By::admin(), "devs", None, Some("The developers")).unwrap();
         });
         assert_eq!(
             described, 2,
             "a description: the group's row and its event, not the name index"
         );
-        let renamed = pages(&mut conn, &|c| {
+        let renamed = db::pages_written_by(&mut conn, |c| {
             update_group(c, &By::admin(), "devs", Some("developers"), None).unwrap();
         });
         assert!(renamed > described, "a rename also writes the name index");
@@ -996,15 +989,8 @@ mod tests {
         input.email = "ann@x.org";
         create_user(&mut conn, &By::admin(), &input, 1).unwrap();
         let events_before = crate::db::audit::pending_count(&conn).unwrap();
-        let pages = |conn: &mut Connection, update: &dyn Fn(&mut Connection)| -> i64 {
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
-            update(conn);
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-                .unwrap()
-        };
         let user = users::find_by_login(&conn, "ann").unwrap().unwrap();
-        let unchanged = pages(&mut conn, &|c| {
+        let unchanged = db::pages_written_by(&mut conn, |c| {
             update_user(
                 c,
                 &By::admin(),
@@ -1016,7 +1002,7 @@ mod tests {
             .unwrap();
         });
         assert_eq!(unchanged, 0, "saved unchanged: nothing written, no event");
-        let named = pages(&mut conn, &|c| {
+        let named = db::pages_written_by(&mut conn, |c| {
             update_user(c, &By::admin(), "ann", Some("Ann Jones"), None, 3).unwrap();
         });
         assert_eq!(
@@ -1024,7 +1010,7 @@ mod tests {
             "a name: the user's row, the change for the search lists (its log and the \
              generation), the event; not the email index"
         );
-        let mailed = pages(&mut conn, &|c| {
+        let mailed = db::pages_written_by(&mut conn, |c| {
             update_user(c, &By::admin(), "ann", None, Some("jones@x.org"), 4).unwrap();
         });
         assert!(

@@ -212,11 +212,6 @@ mod tests {
     }
 
     #[test]
-    fn the_check_wants_the_scopes_a_sign_in_asks_for() {
-        assert_eq!(check::SIGN_IN_SCOPES.join(" "), crate::provisioning::SCOPES);
-    }
-
-    #[test]
     fn without_a_configuration_every_check_fails_saying_what_to_set() {
         let report = Report::not_configured(NOT_CONFIGURED);
         assert!(!report.ok);

@@ -9,10 +9,9 @@
 use crate::model::{self, FieldError, GroupPaths, Login, PathList};
 use std::collections::HashSet;
 
-/// The scopes asked of GitLab, whatever the settings: `openid` lets labgate read who the
-/// person is and their groups from GitLab's OIDC userinfo, `email` adds their primary email.
-/// A token with these scopes can read nothing else: no repository, project or API.
-pub const SCOPES: &str = "openid email";
+/// The scopes asked of GitLab, whatever the settings (defined where the connection check,
+/// which makes sure GitLab offers them, can use them too).
+pub use crate::gitlab::check::SIGN_IN_SCOPES as SCOPES;
 
 /// Whether the refresh token of a sign-in may be kept (for the revalidation): the token GitLab
 /// granted carries no scope beyond [`SCOPES`], or GitLab did not say which it granted (it then

@@ -173,6 +173,17 @@ pub fn test_db() -> Connection {
     conn
 }
 
+/// The pages `write` appends to the write-ahead log of `conn`'s database file, for unit tests of
+/// what a change writes: the log is emptied first, then counted.
+#[cfg(test)]
+pub(crate) fn pages_written_by(conn: &mut Connection, write: impl FnOnce(&mut Connection)) -> i64 {
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    write(conn);
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+        .unwrap()
+}
+
 /// A database file with the full schema in the temporary directory, for unit tests that need
 /// a file (the pool, WAL hooks).
 #[cfg(test)]

@@ -29,9 +29,11 @@ use super::{GitlabError, GitlabSettings};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-/// The scopes a sign-in asks for: the GitLab application must be registered with them, and
-/// the instance must offer them.
-pub const SIGN_IN_SCOPES: [&str; 2] = ["openid", "email"];
+/// The scopes a sign-in asks for, whatever the settings: the GitLab application must be
+/// registered with them, and the instance must offer them. `openid` lets labgate read who the
+/// person is and their groups from GitLab's OIDC userinfo, `email` adds their primary email. A
+/// token with these scopes can read nothing else: no repository, project or API.
+pub const SIGN_IN_SCOPES: &str = "openid email";
 
 /// Longest a whole check may take: each call is also bounded by the client's own timeouts.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(20);
@@ -361,7 +363,7 @@ pub fn judge_discovery(base: &str, url: &str, probe: &Probe) -> [Check; 3] {
         )
     };
     let missing: Vec<&str> = SIGN_IN_SCOPES
-        .into_iter()
+        .split(' ')
         .filter(|s| !doc.scopes_supported.iter().any(|x| x == s))
         .collect();
     let scopes = if missing.is_empty() {
