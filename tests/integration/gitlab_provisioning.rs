@@ -391,6 +391,23 @@ fn a_page_failing_in_the_middle_of_a_run_changes_nothing() {
     assert_eq!(lab.active("frank"), Some(true));
 }
 
+/// After a restart the admin signs in again, so their last connection moves: anything else
+/// that moved since `before` fails the test.
+#[track_caller]
+fn assert_nothing_changed_but_connections(lab: &Lab, before: Value) {
+    let without_connections = |mut v: Value| {
+        for user in v["active"].as_array_mut().unwrap() {
+            user.as_object_mut().unwrap().remove("lastConnectionDate");
+        }
+        v
+    };
+    assert_eq!(
+        without_connections(lab.snapshot()),
+        without_connections(before),
+        "nothing changed"
+    );
+}
+
 /// SIGTERM while a run reads GitLab: the run stops reading, writes nothing it read, and is
 /// recorded as stopped, so that the next start shows it rather than nothing; labgate still
 /// exits with 0.
@@ -415,18 +432,7 @@ fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
         "{runs}"
     );
     assert_eq!(lab.finished_runs(), finished + 1, "{runs}");
-    // The admin signs in again after the restart: their last connection moves, nothing else.
-    let without_connections = |mut v: Value| {
-        for user in v["active"].as_array_mut().unwrap() {
-            user.as_object_mut().unwrap().remove("lastConnectionDate");
-        }
-        v
-    };
-    assert_eq!(
-        without_connections(lab.snapshot()),
-        without_connections(before),
-        "nothing changed"
-    );
+    assert_nothing_changed_but_connections(&lab, before);
     assert_eq!(lab.active("frank"), None);
     assert!(
         lab.lg.stderr().joined().contains("stopped during the run"),
@@ -486,17 +492,7 @@ fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
         (&json!("failed"), &json!(CUT_SHORT), id.clone()),
         "{events:?}"
     );
-    let without_connections = |mut v: Value| {
-        for user in v["active"].as_array_mut().unwrap() {
-            user.as_object_mut().unwrap().remove("lastConnectionDate");
-        }
-        v
-    };
-    assert_eq!(
-        without_connections(lab.snapshot()),
-        without_connections(before),
-        "nothing changed"
-    );
+    assert_nothing_changed_but_connections(&lab, before);
     assert_eq!(lab.active("frank"), None);
     assert!(
         lab.lg.stderr().joined().contains(CUT_SHORT),
