@@ -913,6 +913,34 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_to_runs_recorded_as_they_start_keeps_every_run() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_with(&mut conn, &MIGRATIONS[..15]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO gitlab_provisioning_runs (status, trigger, started_at, finished_at, \
+                 groups_read, users_read, changes, error, held, warnings) VALUES
+                 ('SUCCESS', 'SCHEDULE', 10, 20, 3, 7, '{\"usersCreated\":7}', NULL, NULL, '[\"w\"]'),
+                 ('HELD', 'MANUAL', 30, 40, 3, 7, '{}', 'too many', '[{\"login\":\"ann\"}]', NULL);",
+        )
+        .unwrap();
+        let before = crate::db::gitlab_provisioning::runs(&conn, 10).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(
+            crate::db::gitlab_provisioning::runs(&conn, 10).unwrap(),
+            before
+        );
+        assert_eq!(before[0].held.as_deref(), Some(r#"[{"login":"ann"}]"#));
+        // A run now starts recorded, without an end time.
+        let id = crate::db::gitlab_provisioning::start_run(&conn, "MANUAL", 50, "{}").unwrap();
+        assert_eq!(id, 3, "ids go on from the kept runs");
+        let runs = crate::db::gitlab_provisioning::runs(&conn, 1).unwrap();
+        assert_eq!(
+            (runs[0].status.as_str(), runs[0].finished_at),
+            ("RUNNING", None)
+        );
+    }
+
+    #[test]
     fn fresh_database_indexes_users_for_search() {
         let conn = test_db();
         let found = logins(user_index::search(&conn, Some("ADMIN"), true, 0, 10).unwrap());
