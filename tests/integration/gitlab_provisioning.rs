@@ -408,12 +408,11 @@ fn assert_nothing_changed_but_connections(lab: &Lab, before: Value) {
     );
 }
 
-/// SIGTERM while a run reads GitLab: the run stops reading, writes nothing it read, and is
-/// recorded as stopped, so that the next start shows it rather than nothing; labgate still
-/// exits with 0.
-#[test]
-fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
-    let mut lab = lab();
+/// A run started on demand that reads GitLab slowly (each member listing answers in 1.5 s)
+/// and would give frank, added in GitLab, an account; with what was stored before it and how
+/// many runs had finished.
+fn a_run_reading_slowly() -> (Lab, Value, usize) {
+    let lab = lab();
     person(&lab.gl, 12, "frank", "acme/dev");
     let before = lab.snapshot();
     let finished = lab.finished_runs();
@@ -421,6 +420,15 @@ fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
         .set_fault(Endpoint::Members, Fault::Delay(Duration::from_millis(1500)));
     let r = lab.lg.admin().post_json(RUNS, &json!({}));
     assert_eq!(r.status, 202, "{}", r.describe());
+    (lab, before, finished)
+}
+
+/// SIGTERM while a run reads GitLab: the run stops reading, writes nothing it read, and is
+/// recorded as stopped, so that the next start shows it rather than nothing; labgate still
+/// exits with 0.
+#[test]
+fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
+    let (mut lab, before, finished) = a_run_reading_slowly();
     assert_eq!(lab.runs()["runs"][0]["status"], "RUNNING");
     lab.lg.restart();
     lab.gl.clear_faults();
@@ -445,14 +453,7 @@ fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
 /// audit event; nothing it read was written.
 #[test]
 fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
-    let mut lab = lab();
-    person(&lab.gl, 12, "frank", "acme/dev");
-    let before = lab.snapshot();
-    let finished = lab.finished_runs();
-    lab.gl
-        .set_fault(Endpoint::Members, Fault::Delay(Duration::from_millis(1500)));
-    let r = lab.lg.admin().post_json(RUNS, &json!({}));
-    assert_eq!(r.status, 202, "{}", r.describe());
+    let (mut lab, before, finished) = a_run_reading_slowly();
     // Shown as running at once; recorded, with its id, as soon as its thread starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let id = loop {
