@@ -163,29 +163,40 @@ pub const REVALIDATION_CUT_SHORT: &str =
      killed): nothing changed for anyone but the refresh tokens GitLab rotated meanwhile";
 
 /// Records the revalidation and provisioning runs still marked running as failed, each with
-/// its audit event: the process that ran them is gone. `now` in milliseconds.
+/// its audit event, its log line and its count in the metrics: the process that ran them is
+/// gone. `now` in milliseconds.
 pub fn fail_unfinished_runs(conn: &mut rusqlite::Connection, now: i64) -> error::AppResult<()> {
     use audit::{Action, By, Event, Outcome};
+    use metrics::Task;
     let tx = db::write_tx(conn)?;
-    let revalidations = db::gitlab_revalidation::fail_unfinished(&tx, RUN_CUT_SHORT, now / 1000)?;
+    let revalidations =
+        db::gitlab_revalidation::fail_unfinished(&tx, REVALIDATION_CUT_SHORT, now / 1000)?;
     let provisionings = db::gitlab_provisioning::fail_unfinished(&tx, RUN_CUT_SHORT, now)?;
-    let runs = revalidations
+    let runs: Vec<_> = revalidations
         .into_iter()
-        .map(|run| (Action::RevalidationRun, run))
+        .map(|run| (Task::Revalidation, run))
         .chain(
             provisionings
                 .into_iter()
-                .map(|run| (Action::ProvisioningRun, run)),
-        );
-    for (action, (id, trigger)) in runs {
-        log::warn!("{}: run {id} {RUN_CUT_SHORT}", action.as_str());
+                .map(|run| (Task::Provisioning, run)),
+        )
+        .collect();
+    for (task, (id, trigger)) in &runs {
+        let (action, why) = match task {
+            Task::Revalidation => (Action::RevalidationRun, REVALIDATION_CUT_SHORT),
+            Task::Provisioning => (Action::ProvisioningRun, RUN_CUT_SHORT),
+        };
+        log::warn!("{}: run {id}: {why}", action.as_str());
         let event = Event::new(action, Outcome::Failed, None)
-            .with("run", id)
+            .with("run", *id)
             .with("trigger", trigger.as_str())
-            .because(RUN_CUT_SHORT);
+            .because(why);
         audit::record(&tx, &By::system(now), event)?;
     }
     tx.commit()?;
+    for (task, _) in runs {
+        metrics::run(task, "failed", None);
+    }
     Ok(())
 }
 

@@ -402,20 +402,19 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let cut = crate::RUN_CUT_SHORT.to_string();
         assert_eq!(
             events,
             [
                 (
                     "provisioning.run".into(),
                     "failed".into(),
-                    cut.clone(),
+                    crate::RUN_CUT_SHORT.into(),
                     provisioning
                 ),
                 (
                     "revalidation.run".into(),
                     "failed".into(),
-                    cut,
+                    crate::REVALIDATION_CUT_SHORT.into(),
                     revalidation
                 ),
             ]

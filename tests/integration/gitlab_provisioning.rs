@@ -454,6 +454,7 @@ fn a_run_cut_short_by_a_stop_is_recorded_and_writes_nothing() {
 #[test]
 fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
     let (mut lab, before, finished) = a_run_reading_slowly();
+    crate::metrics::enable(&lab.lg);
     // Shown as running at once; recorded, with its id, as soon as its thread starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let id = loop {
@@ -498,6 +499,13 @@ fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
     assert!(
         lab.lg.stderr().joined().contains(CUT_SHORT),
         "the start's log line says why"
+    );
+    let failed = [("outcome", "failed")];
+    let scrape = crate::metrics::scrape(&lab.lg);
+    assert_eq!(
+        crate::metrics::value(&scrape, "labgate_provisioning_runs_total", &failed),
+        1.0,
+        "counted by the process that recorded it"
     );
     // The next run goes as usual.
     let run = lab.run_now(false);

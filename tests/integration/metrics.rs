@@ -4,7 +4,7 @@
 use crate::harness::*;
 use prometheus_parse::{Scrape, Value as Sample};
 
-fn enable(lg: &Labgate) {
+pub fn enable(lg: &Labgate) {
     lg.admin()
         .post_form(
             "/api/settings/set",
@@ -19,14 +19,14 @@ fn parse(resp: &Resp) -> Scrape {
         .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"))
 }
 
-fn scrape(lg: &Labgate) -> Scrape {
+pub fn scrape(lg: &Labgate) -> Scrape {
     let r = lg.client().get("/metrics");
     assert_eq!(r.status, 200, "{}", r.describe());
     parse(&r)
 }
 
 /// The value of the sample `name` whose labels include `labels` (0 when there is none yet).
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = scrape
         .samples
         .iter()
