@@ -470,6 +470,11 @@ fn a_run_cut_short_by_a_kill_is_recorded_as_failed_at_the_next_start() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    let page = html_unescape(&lab.lg.admin().get(TAB).expect_html(200));
+    assert!(
+        page.contains("groups read so far"),
+        "the tab shows the recorded run's progress: {page}"
+    );
     lab.lg.kill_and_restart();
     lab.gl.clear_faults();
     let runs = lab.runs();
