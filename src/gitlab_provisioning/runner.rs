@@ -239,14 +239,13 @@ pub fn status(conn: &Connection, runner: &Runner) -> AppResult<Overview> {
     if let Some(running) = runner.running() {
         let (read, known) = progress_of(&running);
         let id = running.progress.run_id.load(Ordering::Relaxed);
-        let recorded = runs
-            .iter_mut()
-            .find(|r| r.id == Some(id) && r.status == "RUNNING");
-        match recorded {
-            Some(run) => {
+        match runs.iter_mut().find(|r| r.id == Some(id)) {
+            Some(run) if run.status == "RUNNING" => {
                 run.groups_read = i64::try_from(read).unwrap_or(i64::MAX);
                 run.progress = Some((read, known));
             }
+            // Its end recorded, its thread not yet done: shown as it ended.
+            Some(_) => {}
             // Claimed, its record not written yet.
             None => {
                 runs.truncate(usize::try_from(store::RUNS_KEPT - 1).unwrap_or(0));
@@ -313,6 +312,54 @@ pub fn start(conn: &Connection, runner: &Arc<Runner>, force: bool, by: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_going_on_is_shown_once_with_its_progress() {
+        let path = db::temp_db("runner-status");
+        let conn = db::open(&path).unwrap();
+        let runner = Runner::new(path.clone(), Client::new(None).unwrap());
+        let done = store::start_run(&conn, "SCHEDULE", 1_000, "{}").unwrap();
+        let finished = store::Run {
+            id: done,
+            status: "SUCCESS".into(),
+            trigger: "SCHEDULE".into(),
+            started_at: 1_000,
+            finished_at: Some(2_000),
+            groups_read: 4,
+            users_read: 9,
+            changes: "{}".into(),
+            error: None,
+            held: None,
+            warnings: None,
+        };
+        store::finish_run(&conn, &finished).unwrap();
+        let shown = |runner: &Runner| -> Vec<(Option<i64>, String, Option<(usize, usize)>)> {
+            status(&conn, runner)
+                .unwrap()
+                .runs
+                .into_iter()
+                .map(|r| (r.id, r.status, r.progress))
+                .collect()
+        };
+        let success = (Some(done), "SUCCESS".to_string(), None);
+        assert_eq!(shown(&runner), [success.clone()]);
+        // Claimed, not recorded yet: shown from memory, first.
+        let progress = runner.claim(Trigger::Manual).unwrap();
+        progress.groups_known.store(10, Ordering::Relaxed);
+        progress.groups_read.store(3, Ordering::Relaxed);
+        let claimed = (None, "RUNNING".to_string(), Some((3, 10)));
+        assert_eq!(shown(&runner), [claimed, success.clone()]);
+        // Recorded: the record, with this process's progress.
+        let id = store::start_run(&conn, "MANUAL", 3_000, "{}").unwrap();
+        progress.run_id.store(id, Ordering::Relaxed);
+        let recorded = (Some(id), "RUNNING".to_string(), Some((3, 10)));
+        assert_eq!(shown(&runner), [recorded, success.clone()]);
+        // Its end recorded, its thread not yet done: shown as it ended, once.
+        store::finish_run(&conn, &store::Run { id, ..finished }).unwrap();
+        let ended = (Some(id), "SUCCESS".to_string(), None);
+        assert_eq!(shown(&runner), [ended, success]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 
     #[test]
     fn the_next_run_is_an_interval_after_the_last_one_started_or_now() {
