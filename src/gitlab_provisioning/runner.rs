@@ -333,7 +333,9 @@ mod tests {
             warnings: None,
         };
         store::finish_run(&conn, &finished).unwrap();
-        let shown = |runner: &Runner| -> Vec<(Option<i64>, String, Option<(usize, usize)>)> {
+        // Each run shown: its id, its status and its progress.
+        type Shown = (Option<i64>, String, Option<(usize, usize)>);
+        let shown = |runner: &Runner| -> Vec<Shown> {
             status(&conn, runner)
                 .unwrap()
                 .runs
@@ -342,7 +344,7 @@ mod tests {
                 .collect()
         };
         let success = (Some(done), "SUCCESS".to_string(), None);
-        assert_eq!(shown(&runner), [success.clone()]);
+        assert_eq!(shown(&runner), std::slice::from_ref(&success));
         // Claimed, not recorded yet: shown from memory, first.
         let progress = runner.claim(Trigger::Manual).unwrap();
         progress.groups_known.store(10, Ordering::Relaxed);
