@@ -89,6 +89,12 @@ impl Progress {
 /// record, so that the next start does not show it as never having happened.
 pub const STOPPED: &str = "labgate was stopped during the run: nothing it read was written";
 
+/// Why a run found unfinished at start failed: the process running it ended first (a stop
+/// whose wait ran out, a crash, a `kill -9`, the machine stopping). A run writes what it
+/// changes in one transaction at its end, with its record, so nothing it read was written.
+pub const CUT_SHORT: &str =
+    "labgate stopped before the run ended (stopped, crashed or killed): nothing it read was written";
+
 /// A finished run, as recorded and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -507,6 +513,28 @@ fn record_events(tx: &Connection, o: &Outcome) -> AppResult<()> {
     }
     audit::record(tx, &by, event)?;
     Ok(())
+}
+
+/// Records the runs still marked running, which ended with the process that ran them, as
+/// failed ([`CUT_SHORT`]), each with its audit event, its log line and its count in the
+/// metrics; returns how many. `now` in milliseconds.
+pub fn fail_unfinished(conn: &mut Connection, now: i64) -> AppResult<usize> {
+    use crate::audit::{self, Action, By, Event, Outcome as Ended};
+    let tx = db::write_tx(conn)?;
+    let runs = store::fail_unfinished(&tx, CUT_SHORT, now)?;
+    for (id, trigger) in &runs {
+        log::warn!("gitlab provisioning: run {id}: {CUT_SHORT}");
+        let event = Event::new(Action::ProvisioningRun, Ended::Failed, None)
+            .with("run", *id)
+            .with("trigger", trigger.as_str())
+            .because(CUT_SHORT);
+        audit::record(&tx, &By::system(now), event)?;
+    }
+    tx.commit()?;
+    for _ in &runs {
+        crate::metrics::run(crate::metrics::Task::Provisioning, "failed", None);
+    }
+    Ok(runs.len())
 }
 
 /// Records a run that failed with `error` (nothing else written) and reports it.

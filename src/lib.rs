@@ -149,54 +149,11 @@ fn seal_secrets(config: &Config, conn: &mut rusqlite::Connection) -> Result<(), 
     Ok(())
 }
 
-/// Why a provisioning run found unfinished at start failed: the process running it ended
-/// first (stopped before the run could stop, a crash, a `kill -9`, the machine stopping). A run
-/// writes what it changes in one transaction at its end, with its record, so nothing it read was
-/// written.
-pub const RUN_CUT_SHORT: &str =
-    "labgate stopped before the run ended (stopped, crashed or killed): nothing it read was written";
-
-/// The same for a revalidation run, which decides and writes in one transaction at its end but
-/// keeps each refresh token GitLab rotates as it goes (the old one no longer works).
-pub const REVALIDATION_CUT_SHORT: &str =
-    "labgate stopped before the run ended (stopped, crashed or \
-     killed): nothing changed for anyone but the refresh tokens GitLab rotated meanwhile";
-
-/// Records the revalidation and provisioning runs still marked running as failed, each with
-/// its audit event, its log line and its count in the metrics: the process that ran them is
-/// gone. `now` in milliseconds.
+/// Records the revalidation and provisioning runs still marked running as failed: the process
+/// that ran them is gone. `now` in milliseconds.
 pub fn fail_unfinished_runs(conn: &mut rusqlite::Connection, now: i64) -> error::AppResult<()> {
-    use audit::{Action, By, Event, Outcome};
-    use metrics::Task;
-    let tx = db::write_tx(conn)?;
-    let revalidations =
-        db::gitlab_revalidation::fail_unfinished(&tx, REVALIDATION_CUT_SHORT, now / 1000)?;
-    let provisionings = db::gitlab_provisioning::fail_unfinished(&tx, RUN_CUT_SHORT, now)?;
-    let runs: Vec<_> = revalidations
-        .into_iter()
-        .map(|run| (Task::Revalidation, run))
-        .chain(
-            provisionings
-                .into_iter()
-                .map(|run| (Task::Provisioning, run)),
-        )
-        .collect();
-    for (task, (id, trigger)) in &runs {
-        let (action, why) = match task {
-            Task::Revalidation => (Action::RevalidationRun, REVALIDATION_CUT_SHORT),
-            Task::Provisioning => (Action::ProvisioningRun, RUN_CUT_SHORT),
-        };
-        log::warn!("{}: run {id}: {why}", action.as_str());
-        let event = Event::new(action, Outcome::Failed, None)
-            .with("run", *id)
-            .with("trigger", trigger.as_str())
-            .because(why);
-        audit::record(&tx, &By::system(now), event)?;
-    }
-    tx.commit()?;
-    for (task, _) in runs {
-        metrics::run(task, "failed", None);
-    }
+    revalidation::fail_unfinished(conn, now)?;
+    gitlab_provisioning::fail_unfinished(conn, now)?;
     Ok(())
 }
 
@@ -306,5 +263,87 @@ fn spawn_maintenance(db_path: std::path::PathBuf, app: Arc<web::App>) {
         .spawn(work)
     {
         log::warn!("audit: the maintenance thread did not start ({e}); old events stay");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use db::gitlab_provisioning::{self as store, Run};
+
+    fn finished(id: i64, at: i64) -> Run {
+        Run {
+            id,
+            status: "SUCCESS".into(),
+            trigger: "MANUAL".into(),
+            started_at: at,
+            finished_at: Some(at + 1),
+            groups_read: 3,
+            users_read: 7,
+            changes: "{}".into(),
+            error: None,
+            held: None,
+            warnings: None,
+        }
+    }
+
+    #[test]
+    fn runs_found_unfinished_at_start_are_failed_each_with_its_event() {
+        let mut conn = db::test_db();
+        let provisioning = store::start_run(&conn, "MANUAL", 5_000, "{}").unwrap();
+        let revalidation = db::gitlab_revalidation::start_run(&conn, "SCHEDULE", 5).unwrap();
+        let done = store::start_run(&conn, "MANUAL", 6_000, "{}").unwrap();
+        store::finish_run(&conn, &finished(done, 6_000)).unwrap();
+        fail_unfinished_runs(&mut conn, 9_000).unwrap();
+        let run = store::runs(&conn, 2).unwrap();
+        assert_eq!(
+            (run[1].id, run[1].status.as_str(), run[1].finished_at),
+            (provisioning, "FAILED", Some(9_000))
+        );
+        assert_eq!(run[0].status, "SUCCESS", "a finished run stays as it ended");
+        let revalidated = db::gitlab_revalidation::recent_runs(&conn, 1).unwrap();
+        assert_eq!(
+            (revalidated[0].status.as_str(), revalidated[0].finished_at),
+            ("FAILED", Some(9))
+        );
+        db::audit::move_pending(&conn).unwrap();
+        let failed = db::audit::Filter {
+            outcome: Some("failed".into()),
+            ..db::audit::Filter::default()
+        };
+        let mut events: Vec<(String, String, String, i64)> = db::audit::page(&conn, &failed, 0, 10)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action.ends_with(".run"))
+            .map(|e| {
+                let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+                let run = detail["run"].as_i64().unwrap();
+                (e.action, e.outcome, e.reason.unwrap_or_default(), run)
+            })
+            .collect();
+        events.sort();
+        assert_eq!(
+            events,
+            [
+                (
+                    "provisioning.run".into(),
+                    "failed".into(),
+                    crate::gitlab_provisioning::CUT_SHORT.into(),
+                    provisioning
+                ),
+                (
+                    "revalidation.run".into(),
+                    "failed".into(),
+                    crate::revalidation::CUT_SHORT.into(),
+                    revalidation
+                ),
+            ]
+        );
+        fail_unfinished_runs(&mut conn, 10_000).unwrap();
+        assert_eq!(
+            db::audit::pending_count(&conn).unwrap(),
+            0,
+            "nothing more to record at the next start"
+        );
     }
 }

@@ -617,6 +617,34 @@ fn apply(
     Ok(run)
 }
 
+/// Why a run found unfinished at start failed: the process running it ended first. A run
+/// decides and writes in one transaction at its end, but keeps each refresh token GitLab
+/// rotates as it goes (the old one no longer works).
+pub const CUT_SHORT: &str = "labgate stopped before the run ended (stopped, crashed or \
+     killed): nothing changed for anyone but the refresh tokens GitLab rotated meanwhile";
+
+/// Records the runs still marked running, which ended with the process that ran them, as
+/// failed ([`CUT_SHORT`]), each with its audit event, its log line and its count in the
+/// metrics; returns how many. `now` in milliseconds.
+pub fn fail_unfinished(conn: &mut rusqlite::Connection, now: i64) -> AppResult<usize> {
+    use crate::audit::{self, Action, By, Event, Outcome};
+    let tx = db::write_tx(conn)?;
+    let runs = gitlab_revalidation::fail_unfinished(&tx, CUT_SHORT, now / 1000)?;
+    for (id, trigger) in &runs {
+        log::warn!("revalidation: run {id}: {CUT_SHORT}");
+        let event = Event::new(Action::RevalidationRun, Outcome::Failed, None)
+            .with("run", *id)
+            .with("trigger", trigger.as_str())
+            .because(CUT_SHORT);
+        audit::record(&tx, &By::system(now), event)?;
+    }
+    tx.commit()?;
+    for _ in &runs {
+        crate::metrics::run(crate::metrics::Task::Revalidation, "failed", None);
+    }
+    Ok(runs.len())
+}
+
 /// Records the run in the audit log, in its transaction: each person whose access it ended,
 /// with the reason, and the run itself with its counts (failed, with why, when it did).
 fn record_run(tx: &rusqlite::Connection, run: &Run, cut_offs: &[CutOff]) -> AppResult<()> {

@@ -312,7 +312,7 @@ pub fn runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<Run>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{audit, gitlab_revalidation, test_db};
+    use crate::db::test_db;
 
     fn finished(id: i64, at: i64) -> Run {
         Run {
@@ -370,60 +370,5 @@ mod tests {
             ("FAILED", Some(99), Some("gone"))
         );
         assert!(fail_unfinished(&conn, "gone", 100).unwrap().is_empty());
-    }
-
-    #[test]
-    fn runs_found_unfinished_at_start_are_failed_each_with_its_event() {
-        let mut conn = test_db();
-        let provisioning = start_run(&conn, "MANUAL", 5_000, "{}").unwrap();
-        let revalidation = gitlab_revalidation::start_run(&conn, "SCHEDULE", 5).unwrap();
-        let done = start_run(&conn, "MANUAL", 6_000, "{}").unwrap();
-        finish_run(&conn, &finished(done, 6_000)).unwrap();
-        crate::fail_unfinished_runs(&mut conn, 9_000).unwrap();
-        let run = runs(&conn, 2).unwrap();
-        assert_eq!(
-            (run[1].id, run[1].status.as_str(), run[1].finished_at),
-            (provisioning, "FAILED", Some(9_000))
-        );
-        assert_eq!(run[0].status, "SUCCESS", "a finished run stays as it ended");
-        let revalidated = gitlab_revalidation::recent_runs(&conn, 1).unwrap();
-        assert_eq!(
-            (revalidated[0].status.as_str(), revalidated[0].finished_at),
-            ("FAILED", Some(9))
-        );
-        audit::move_pending(&conn).unwrap();
-        let events: Vec<(String, String, String, i64)> = conn
-            .prepare(
-                "SELECT action, outcome, reason, detail ->> '$.run' FROM audit_events \
-                 WHERE action LIKE '%.run' ORDER BY action",
-            )
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            events,
-            [
-                (
-                    "provisioning.run".into(),
-                    "failed".into(),
-                    crate::RUN_CUT_SHORT.into(),
-                    provisioning
-                ),
-                (
-                    "revalidation.run".into(),
-                    "failed".into(),
-                    crate::REVALIDATION_CUT_SHORT.into(),
-                    revalidation
-                ),
-            ]
-        );
-        crate::fail_unfinished_runs(&mut conn, 10_000).unwrap();
-        assert_eq!(
-            audit::pending_count(&conn).unwrap(),
-            0,
-            "nothing more to record at the next start"
-        );
     }
 }
