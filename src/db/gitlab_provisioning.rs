@@ -227,17 +227,15 @@ pub fn start_run(
     Ok(id)
 }
 
-/// Records how the run `run.id` ended.
+/// Records how the run `run.id` ended (its trigger and start stay as [`start_run`] wrote them).
 pub fn finish_run(conn: &Connection, run: &Run) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE gitlab_provisioning_runs SET status = ?2, started_at = ?3, finished_at = ?4, \
-         groups_read = ?5, users_read = ?6, changes = ?7, error = ?8, held = ?9, \
-         warnings = ?10 WHERE id = ?1",
+        "UPDATE gitlab_provisioning_runs SET status = ?2, finished_at = ?3, groups_read = ?4, \
+         users_read = ?5, changes = ?6, error = ?7, held = ?8, warnings = ?9 WHERE id = ?1",
     )?
     .execute(params![
         run.id,
         run.status,
-        run.started_at,
         run.finished_at,
         run.groups_read,
         run.users_read,
